@@ -1,0 +1,183 @@
+//! The command line, as `spec/cli.md` fixes it: verbs, flags and exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::files::load_workflow;
+use crate::render;
+use cairn_domain::plan::Plan;
+
+/// Exit codes of the contract.
+pub mod exit {
+    /// The run completed, or the verb succeeded.
+    pub const OK: u8 = 0;
+    /// The run failed.
+    pub const FAILED: u8 = 1;
+    /// Bad usage, an invalid definition, an unknown run.
+    pub const USAGE: u8 = 2;
+}
+
+/// cairn runs durable LLM-agent workflows described in YAML or JSON.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Where the embedded store lives.
+    #[arg(long, global = true, env = "CAIRN_DATA_DIR", default_value = "./.cairn")]
+    pub data_dir: PathBuf,
+    /// The config file (providers, command allowlist, store settings).
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Use this provider for every agent (`mock`: the built-in deterministic one).
+    #[arg(long, global = true)]
+    pub llm: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Check definitions; prints `FILE:LINE:COL: message` per problem.
+    Validate {
+        /// Definition files (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ProblemFormat::Text)]
+        format: ProblemFormat,
+    },
+    /// Print the execution plan: levels of steps that can run together.
+    Plan {
+        /// A definition file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+}
+
+/// How `validate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProblemFormat {
+    /// `FILE:LINE:COL: message` lines.
+    Text,
+    /// One JSON array of `{file, line, column, path, rule, message}`.
+    Json,
+}
+
+/// How `plan` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Indented levels.
+    Text,
+    /// The plan object (`levels`, `steps`, ...).
+    Json,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+/// Parses the arguments, runs the verb, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    ExitCode::from(run(cli))
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let code = match cli.verb {
+        Verb::Validate { files, format } => validate(&files, format, &mut out),
+        Verb::Plan { file, format } => plan(&file, format, &mut out),
+    };
+    let _ = out.flush();
+    code
+}
+
+fn validate(files: &[PathBuf], format: ProblemFormat, out: &mut impl Write) -> u8 {
+    let mut bad_files = 0;
+    let mut count = 0;
+    let mut json = Vec::new();
+    for path in files {
+        let name = path.display().to_string();
+        match load_workflow(path) {
+            Ok(wf) => {
+                if format == ProblemFormat::Text {
+                    let steps = Plan::build(&wf).map(|p| p.total_steps).unwrap_or(0);
+                    let _ = writeln!(out, "{name}: ok ({steps} steps)");
+                }
+            }
+            Err(problems) => {
+                bad_files += 1;
+                count += problems.len();
+                for p in &problems.0 {
+                    match format {
+                        ProblemFormat::Text => {
+                            let _ = writeln!(out, "{}", p.render(&name));
+                        }
+                        ProblemFormat::Json => json.push(serde_json::json!({
+                            "file": name,
+                            "line": p.location.map(|l| l.line),
+                            "column": p.location.map(|l| l.column),
+                            "path": p.subject,
+                            "rule": p.rule,
+                            "message": p.message,
+                        })),
+                    }
+                }
+            }
+        }
+    }
+    if format == ProblemFormat::Json {
+        let _ = writeln!(out, "{}", serde_json::Value::Array(json));
+    }
+    if bad_files == 0 {
+        return exit::OK;
+    }
+    let plural = if count == 1 { "" } else { "s" };
+    eprintln!("{count} problem{plural} in {bad_files} of {} file(s)", files.len());
+    exit::USAGE
+}
+
+fn plan(path: &Path, format: PlanFormat, out: &mut impl Write) -> u8 {
+    let name = path.display().to_string();
+    let workflow = match load_workflow(path) {
+        Ok(wf) => wf,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{}", p.render(&name));
+            }
+            return exit::USAGE;
+        }
+    };
+    let plan = match Plan::build(&workflow) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return exit::USAGE;
+        }
+    };
+    let text = match format {
+        PlanFormat::Text => render::plan_text(&plan),
+        PlanFormat::Mermaid => render::plan_mermaid(&plan),
+        PlanFormat::Json => match serde_json::to_string_pretty(&plan) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("{name}: cannot print the plan: {e}");
+                return exit::FAILED;
+            }
+        },
+    };
+    let _ = out.write_all(text.as_bytes());
+    exit::OK
+}

@@ -1,0 +1,33 @@
+//! Reading definition files from disk, within the size limit, before a byte
+//! of a huge file is read.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use cairn_domain::definition::Workflow;
+use cairn_domain::limits::MAX_FILE_BYTES;
+use cairn_domain::problem::{Problem, Problems, Rule};
+
+/// Reads at most [`MAX_FILE_BYTES`] (plus one, to tell that a file is over).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    if file.metadata().map_err(|e| e.to_string())?.is_dir() {
+        return Err("it is a directory".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// Loads and validates the definition at `path`; schema files it names are
+/// read relative to its folder.
+pub fn load_workflow(path: &Path) -> Result<Workflow, Problems> {
+    let bytes = read_bounded(path)
+        .map_err(|e| Problems(vec![Problem::at(Rule::Syntax, None, format!("cannot read the file: {e}"))]))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut read_schema = |rel: &str| {
+        read_bounded(&base.join(rel)).and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
+    };
+    cairn_domain::load(&path.to_string_lossy(), &bytes, &mut read_schema)
+}

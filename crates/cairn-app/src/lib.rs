@@ -1,0 +1,17 @@
+//! The `cairn` application: configuration, wiring of adapters into the
+//! engine, and the command line.
+//!
+//! What it is: the one crate that sees every other. It reads files, picks
+//! adapters, and turns results into text, JSON and exit codes.
+//!
+//! What it deliberately does not do: decide anything about workflows. Parsing,
+//! validation and plans are `cairn-domain`'s; running is `cairn-engine`'s.
+//! A team writing its own binary does what this crate does.
+//!
+//! May depend on: every cairn crate, clap, anyhow.
+//!
+//! Read first: [`cli`], [`files`].
+
+pub mod cli;
+pub mod files;
+pub mod render;

@@ -1,0 +1,677 @@
+//! Run state as a fold of events. [`RunState::apply`] is the only way state
+//! changes; it refuses events that break the status machines, so a log that
+//! folds without error describes a run that could have happened.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::id::{Name, RunId, WorkflowId};
+use crate::scope::{ScopeKey, Scopes};
+
+/// Why a step attempt failed, classed so retry policy is decided once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// I/O, 5xx, connection: trying again may work.
+    Transient,
+    /// The provider asked to slow down (429).
+    RateLimited,
+    /// The attempt ran out of time.
+    Timeout,
+    /// The output failed its QA gate after every repair.
+    InvalidOutput,
+    /// Not allowed by policy (command fence, credentials).
+    Permission,
+    /// A person rejected the output.
+    Rejected,
+    /// Anything else: trying again will not help.
+    Fatal,
+}
+
+impl ErrorClass {
+    /// All classes, with their spelling in files.
+    pub const ALL: [(&'static str, ErrorClass); 7] = [
+        ("transient", ErrorClass::Transient),
+        ("rate_limited", ErrorClass::RateLimited),
+        ("timeout", ErrorClass::Timeout),
+        ("invalid_output", ErrorClass::InvalidOutput),
+        ("permission", ErrorClass::Permission),
+        ("rejected", ErrorClass::Rejected),
+        ("fatal", ErrorClass::Fatal),
+    ];
+
+    /// The spelling in files and JSON.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, c)| *c == self).map_or("fatal", |(s, _)| s)
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of a failed step or run: `{class, message, hint}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// The class, for retry decisions.
+    pub class: ErrorClass,
+    /// What happened.
+    pub message: String,
+    /// What a person can do about it.
+    pub hint: Option<String>,
+}
+
+/// A point in time, in milliseconds since the Unix epoch. The domain never
+/// reads a clock; the engine passes times in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+/// Where a step sits in a run: `parse`, `per_epic[e-auth].stories`, `fix[2].check`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StepPath(String);
+
+impl StepPath {
+    /// A path from its text form.
+    pub fn new(path: impl Into<String>) -> Self {
+        Self(path.into())
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path of a step inside instance `key` of this group.
+    pub fn instance_child(&self, key: &str, id: &str) -> Self {
+        Self(format!("{}[{key}].{id}", self.0))
+    }
+}
+
+impl fmt::Display for StepPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The status of a run, as the CLI and JSON show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Created, not yet driven.
+    Pending,
+    /// Being driven.
+    Running,
+    /// Waiting for people to accept a step's output.
+    WaitingAcceptance,
+    /// Waiting at an approval step.
+    WaitingApproval,
+    /// Waiting for answers to a model's questions.
+    WaitingClarification,
+    /// A step failed with `on_failure: block`; waits for `resume`.
+    Blocked,
+    /// Paused by a person; `resume` carries on.
+    Paused,
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Stopped by a person.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// No event may follow a terminal status.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    /// Whether the run waits for a person (exit code 3).
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            RunStatus::WaitingAcceptance
+                | RunStatus::WaitingApproval
+                | RunStatus::WaitingClarification
+                | RunStatus::Blocked
+        )
+    }
+
+    /// The legal moves of the run status machine.
+    pub fn can_become(self, next: RunStatus) -> bool {
+        use RunStatus::*;
+        if self.is_terminal() {
+            return false;
+        }
+        match (self, next) {
+            (Pending, Running | Cancelled) => true,
+            (Running, _) => next != Pending && next != Running,
+            (s, Running) if s.is_waiting() || s == Paused => true,
+            (s, Cancelled | Failed) if s.is_waiting() || s == Paused => true,
+            // A gate decided while nobody drives the run.
+            (s, Paused) if s.is_waiting() => true,
+            _ => false,
+        }
+    }
+}
+
+/// The status of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not started.
+    Pending,
+    /// An attempt is in flight.
+    Running,
+    /// Waiting at a gate, or for its next retry.
+    Waiting,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Not run (`when` false, or a dependency skipped).
+    Skipped,
+    /// Stopped because the run stopped.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// Succeeded, failed, skipped or cancelled.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled
+        )
+    }
+
+    /// The legal moves of the step status machine. A finished step may only
+    /// go back to pending when a `goto` or `resume` runs it again.
+    pub fn can_become(self, next: StepStatus) -> bool {
+        use StepStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Running | Skipped | Cancelled)
+                | (Running, Succeeded | Failed | Waiting | Cancelled | Pending)
+                | (Waiting, Running | Succeeded | Failed | Cancelled)
+                | (Succeeded | Failed | Skipped | Cancelled, Pending)
+        )
+    }
+}
+
+/// The kind of person-facing wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    /// Acceptance of a step's output.
+    Acceptance,
+    /// An approval step.
+    Approval,
+    /// Answers to questions.
+    Clarification,
+    /// A blocked failure.
+    Block,
+}
+
+impl WaitKind {
+    /// The run status while waiting this way.
+    pub fn run_status(self) -> RunStatus {
+        match self {
+            WaitKind::Acceptance => RunStatus::WaitingAcceptance,
+            WaitKind::Approval => RunStatus::WaitingApproval,
+            WaitKind::Clarification => RunStatus::WaitingClarification,
+            WaitKind::Block => RunStatus::Blocked,
+        }
+    }
+}
+
+/// One entry of the audit trail: what happened, when, and who did it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the run's log, from 1, without gaps.
+    pub seq: u64,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// Who caused it: `engine`, or a person's name.
+    pub actor: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run exists: its definition (by content hash) and inputs are fixed.
+    RunCreated {
+        /// The run's id.
+        run_id: RunId,
+        /// The workflow's id.
+        workflow: WorkflowId,
+        /// SHA-256 of the definition text the run started with.
+        definition_hash: String,
+        /// The resolved inputs.
+        inputs: Value,
+    },
+    /// The run started or went on.
+    RunStarted,
+    /// An attempt of a step began.
+    StepStarted {
+        /// The step.
+        path: StepPath,
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// A step finished with an output.
+    StepSucceeded {
+        /// The step.
+        path: StepPath,
+        /// Its output.
+        output: Value,
+    },
+    /// An attempt failed; `retry_at` is set when another attempt follows.
+    StepFailed {
+        /// The step.
+        path: StepPath,
+        /// The failed attempt.
+        attempt: u32,
+        /// Why.
+        error: StepError,
+        /// When the next attempt is due, if any.
+        retry_at: Option<Timestamp>,
+    },
+    /// A step was not run.
+    StepSkipped {
+        /// The step.
+        path: StepPath,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A step waits for a person.
+    StepWaiting {
+        /// The step.
+        path: StepPath,
+        /// The kind of wait.
+        wait: WaitKind,
+    },
+    /// A finished step is to run again (goto, rework, resume of a block).
+    StepReset {
+        /// The step.
+        path: StepPath,
+    },
+    /// A step was cancelled with its run.
+    StepCancelled {
+        /// The step.
+        path: StepPath,
+    },
+    /// A document was stored in a scope.
+    DocumentStored {
+        /// The scope.
+        scope: ScopeKey,
+        /// The document type.
+        doc_type: Name,
+        /// The document.
+        value: Value,
+    },
+    /// A person paused the run.
+    RunPaused,
+    /// The run finished successfully.
+    RunCompleted,
+    /// The run failed.
+    RunFailed {
+        /// Why.
+        error: StepError,
+    },
+    /// A person cancelled the run.
+    RunCancelled,
+}
+
+/// The state of one step in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// Its status.
+    pub status: StepStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The output, once succeeded.
+    pub output: Option<Value>,
+    /// The last error.
+    pub error: Option<StepError>,
+    /// When a scheduled retry is due.
+    pub retry_at: Option<Timestamp>,
+    /// The person-facing wait, while waiting.
+    pub wait: Option<WaitKind>,
+}
+
+impl StepState {
+    fn new() -> Self {
+        Self {
+            status: StepStatus::Pending,
+            attempts: 0,
+            output: None,
+            error: None,
+            retry_at: None,
+            wait: None,
+        }
+    }
+}
+
+/// A run, folded from its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The run's id.
+    pub run_id: RunId,
+    /// The workflow's id.
+    pub workflow: WorkflowId,
+    /// The definition's content hash.
+    pub definition_hash: String,
+    /// The run's inputs.
+    pub inputs: Value,
+    /// Its status.
+    pub status: RunStatus,
+    /// Every step that has an event, by path.
+    pub steps: BTreeMap<StepPath, StepState>,
+    /// Documents by scope.
+    pub scopes: Scopes,
+    /// Outputs of finished steps, in the order they finished (the progress log).
+    pub progress: Vec<(StepPath, Value)>,
+    /// The run's error, once failed.
+    pub error: Option<StepError>,
+    /// The last applied event's sequence number.
+    pub seq: u64,
+    /// When the run was created.
+    pub created_at: Timestamp,
+    /// When the last event was recorded.
+    pub updated_at: Timestamp,
+}
+
+/// An event that cannot follow the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The first event of a log must be `run_created`, and only the first.
+    #[error("event {seq}: a run log starts with exactly one run_created event")]
+    NotCreated {
+        /// The offending event.
+        seq: u64,
+    },
+    /// Events must come in sequence without gaps.
+    #[error("event {seq} does not follow event {last}")]
+    OutOfSequence {
+        /// The offending event.
+        seq: u64,
+        /// The last applied event.
+        last: u64,
+    },
+    /// A run status move the machine does not allow.
+    #[error("event {seq}: a {from:?} run cannot become {to:?}")]
+    RunTransition {
+        /// The offending event.
+        seq: u64,
+        /// Current status.
+        from: RunStatus,
+        /// Requested status.
+        to: RunStatus,
+    },
+    /// A step status move the machine does not allow.
+    #[error("event {seq}: step {path} cannot go from {from:?} to {to:?}")]
+    StepTransition {
+        /// The offending event.
+        seq: u64,
+        /// The step.
+        path: StepPath,
+        /// Current status.
+        from: StepStatus,
+        /// Requested status.
+        to: StepStatus,
+    },
+}
+
+impl RunState {
+    /// Folds a whole log.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Option<Self>, ApplyError> {
+        let mut state: Option<RunState> = None;
+        for event in events {
+            match &mut state {
+                None => state = Some(Self::create(event)?),
+                Some(s) => s.apply(event)?,
+            }
+        }
+        Ok(state)
+    }
+
+    /// The state after the first event of a log.
+    pub fn create(event: &Event) -> Result<Self, ApplyError> {
+        let EventKind::RunCreated { run_id, workflow, definition_hash, inputs } = &event.kind else {
+            return Err(ApplyError::NotCreated { seq: event.seq });
+        };
+        if event.seq != 1 {
+            return Err(ApplyError::OutOfSequence { seq: event.seq, last: 0 });
+        }
+        Ok(Self {
+            run_id: run_id.clone(),
+            workflow: workflow.clone(),
+            definition_hash: definition_hash.clone(),
+            inputs: inputs.clone(),
+            status: RunStatus::Pending,
+            steps: BTreeMap::new(),
+            scopes: Scopes::default(),
+            progress: Vec::new(),
+            error: None,
+            seq: 1,
+            created_at: event.at,
+            updated_at: event.at,
+        })
+    }
+
+    /// Applies one event: the only way a run's state changes.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        let seq = event.seq;
+        if seq != self.seq + 1 {
+            return Err(ApplyError::OutOfSequence { seq, last: self.seq });
+        }
+        match &event.kind {
+            EventKind::RunCreated { .. } => return Err(ApplyError::NotCreated { seq }),
+            EventKind::RunStarted => self.set_status(seq, RunStatus::Running)?,
+            EventKind::RunPaused => self.set_status(seq, RunStatus::Paused)?,
+            EventKind::RunCompleted => self.set_status(seq, RunStatus::Completed)?,
+            EventKind::RunCancelled => self.set_status(seq, RunStatus::Cancelled)?,
+            EventKind::RunFailed { error } => {
+                self.set_status(seq, RunStatus::Failed)?;
+                self.error = Some(error.clone());
+            }
+            EventKind::StepStarted { path, attempt } => {
+                let step = self.step_to(seq, path, StepStatus::Running)?;
+                step.attempts = *attempt;
+                step.retry_at = None;
+                step.wait = None;
+            }
+            EventKind::StepSucceeded { path, output } => {
+                let step = self.step_to(seq, path, StepStatus::Succeeded)?;
+                step.output = Some(output.clone());
+                step.error = None;
+                step.wait = None;
+                self.progress.push((path.clone(), output.clone()));
+            }
+            EventKind::StepFailed { path, error, retry_at, .. } => {
+                let to = if retry_at.is_some() { StepStatus::Waiting } else { StepStatus::Failed };
+                let step = self.step_to(seq, path, to)?;
+                step.error = Some(error.clone());
+                step.retry_at = *retry_at;
+            }
+            EventKind::StepSkipped { path, .. } => {
+                self.step_to(seq, path, StepStatus::Skipped)?;
+            }
+            EventKind::StepCancelled { path } => {
+                self.step_to(seq, path, StepStatus::Cancelled)?;
+            }
+            EventKind::StepWaiting { path, wait } => {
+                let wait = *wait;
+                self.step_to(seq, path, StepStatus::Waiting)?.wait = Some(wait);
+                self.set_status(seq, wait.run_status())?;
+            }
+            EventKind::StepReset { path } => {
+                let step = self.step_to(seq, path, StepStatus::Pending)?;
+                step.output = None;
+                step.wait = None;
+                step.retry_at = None;
+            }
+            EventKind::DocumentStored { scope, doc_type, value } => {
+                self.scopes.store(scope.clone(), doc_type.clone(), value.clone());
+            }
+        }
+        self.seq = seq;
+        self.updated_at = event.at;
+        Ok(())
+    }
+
+    fn set_status(&mut self, seq: u64, to: RunStatus) -> Result<(), ApplyError> {
+        if !self.status.can_become(to) {
+            return Err(ApplyError::RunTransition { seq, from: self.status, to });
+        }
+        self.status = to;
+        Ok(())
+    }
+
+    fn step_to(&mut self, seq: u64, path: &StepPath, to: StepStatus) -> Result<&mut StepState, ApplyError> {
+        let step = self.steps.entry(path.clone()).or_insert_with(StepState::new);
+        if !step.status.can_become(to) {
+            return Err(ApplyError::StepTransition { seq, path: path.clone(), from: step.status, to });
+        }
+        step.status = to;
+        Ok(step)
+    }
+
+    /// The nearest document of `doc_type` seen from `scope`.
+    pub fn document(&self, scope: &ScopeKey, doc_type: &str) -> Option<&Value> {
+        self.scopes.lookup(scope, doc_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, kind: EventKind) -> Event {
+        Event { seq, at: Timestamp(seq * 1000), actor: "engine".into(), kind }
+    }
+
+    fn created() -> Event {
+        ev(
+            1,
+            EventKind::RunCreated {
+                run_id: RunId::new("r1").expect("id"),
+                workflow: WorkflowId::new("wf").expect("id"),
+                definition_hash: "abc".into(),
+                inputs: serde_json::json!({"x": 1}),
+            },
+        )
+    }
+
+    fn path(p: &str) -> StepPath {
+        StepPath::new(p)
+    }
+
+    #[test]
+    fn folds_a_run_with_a_retry_to_completion() {
+        let events = vec![
+            created(),
+            ev(2, EventKind::RunStarted),
+            ev(3, EventKind::StepStarted { path: path("a"), attempt: 1 }),
+            ev(
+                4,
+                EventKind::StepFailed {
+                    path: path("a"),
+                    attempt: 1,
+                    error: StepError { class: ErrorClass::Transient, message: "502".into(), hint: None },
+                    retry_at: Some(Timestamp(5000)),
+                },
+            ),
+            ev(5, EventKind::StepStarted { path: path("a"), attempt: 2 }),
+            ev(6, EventKind::StepSucceeded { path: path("a"), output: serde_json::json!("done") }),
+            ev(7, EventKind::RunCompleted),
+        ];
+        let state = RunState::fold(&events).expect("legal").expect("created");
+        assert_eq!(state.status, RunStatus::Completed);
+        let a = &state.steps[&path("a")];
+        assert_eq!((a.status, a.attempts), (StepStatus::Succeeded, 2));
+        assert_eq!(state.progress, vec![(path("a"), serde_json::json!("done"))]);
+        assert_eq!(state.seq, 7);
+    }
+
+    #[test]
+    fn refuses_illegal_moves_and_gaps() {
+        let mut s = RunState::create(&created()).expect("created");
+        assert!(matches!(s.apply(&ev(3, EventKind::RunStarted)), Err(ApplyError::OutOfSequence { .. })));
+        assert!(matches!(s.apply(&ev(2, EventKind::RunCompleted)), Err(ApplyError::RunTransition { .. })));
+        s.apply(&ev(2, EventKind::RunStarted)).expect("start");
+        let done = EventKind::StepSucceeded { path: path("a"), output: Value::Null };
+        assert!(matches!(s.apply(&ev(3, done)), Err(ApplyError::StepTransition { .. })));
+        assert!(matches!(
+            RunState::create(&ev(1, EventKind::RunStarted)),
+            Err(ApplyError::NotCreated { .. })
+        ));
+    }
+
+    #[test]
+    fn terminal_runs_accept_nothing() {
+        for s in [RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled] {
+            assert!(!s.can_become(RunStatus::Running));
+            assert!(!s.can_become(RunStatus::Paused));
+        }
+        assert!(RunStatus::Running.can_become(RunStatus::WaitingApproval));
+        assert!(RunStatus::WaitingApproval.can_become(RunStatus::Running));
+        assert!(!RunStatus::Pending.can_become(RunStatus::Completed));
+    }
+
+    #[test]
+    fn waiting_steps_put_the_run_in_the_matching_status() {
+        let mut s = RunState::create(&created()).expect("created");
+        s.apply(&ev(2, EventKind::RunStarted)).expect("start");
+        s.apply(&ev(3, EventKind::StepStarted { path: path("go"), attempt: 1 })).expect("step");
+        s.apply(&ev(4, EventKind::StepWaiting { path: path("go"), wait: WaitKind::Approval })).expect("wait");
+        assert_eq!(s.status, RunStatus::WaitingApproval);
+        assert!(s.status.is_waiting());
+    }
+
+    #[test]
+    fn events_and_state_round_trip_through_json() {
+        let events = vec![
+            created(),
+            ev(2, EventKind::RunStarted),
+            ev(
+                3,
+                EventKind::DocumentStored {
+                    scope: ScopeKey::root().child("epic", "e/1"),
+                    doc_type: Name::new("story_backlog").expect("name"),
+                    value: serde_json::json!({"stories": []}),
+                },
+            ),
+            ev(
+                4,
+                EventKind::RunFailed {
+                    error: StepError {
+                        class: ErrorClass::Fatal,
+                        message: "x".into(),
+                        hint: Some("y".into()),
+                    },
+                },
+            ),
+        ];
+        let json = serde_json::to_string(&events).expect("serialize");
+        let back: Vec<Event> = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, events);
+        let state = RunState::fold(&events).expect("legal").expect("created");
+        let state_json = serde_json::to_string(&state).expect("serialize");
+        assert_eq!(serde_json::from_str::<RunState>(&state_json).expect("deserialize"), state);
+        for (word, class) in ErrorClass::ALL {
+            assert_eq!(serde_json::to_value(class).expect("class"), Value::String(word.into()));
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `cargo xtask bench`: measured, never asserted. Builds the release binary
+//! and times it on generated inputs; prints a table and writes
+//! `target/bench/report.json`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root};
+
+/// Repetitions per measurement; the table shows the median and the best.
+const RUNS: usize = 15;
+
+pub fn run(_args: &[String]) -> Result<()> {
+    cargo(&["build", "--release", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let cairn = root().join("target/release/cairn");
+    let wf = dir.join("generated-10000.yaml");
+    std::fs::write(&wf, generated_workflow(10_000))?;
+
+    let mut rows = Vec::new();
+    for (name, args) in [
+        ("validate 10,000 steps", vec!["validate", wf.to_str().unwrap_or_default()]),
+        ("plan 10,000 steps (json)", vec!["plan", wf.to_str().unwrap_or_default(), "--format", "json"]),
+    ] {
+        rows.push((name, time_command(&cairn, &args)?));
+    }
+
+    let mut table = String::from("benchmark                   median      best   (runs)\n");
+    let mut json = Vec::new();
+    for (name, (median, best)) in &rows {
+        let _ = writeln!(table, "{name:<26} {:>7.1} ms {:>7.1} ms   ({RUNS})", ms(*median), ms(*best));
+        json.push(
+            serde_json::json!({"name": name, "median_ms": ms(*median), "best_ms": ms(*best), "runs": RUNS}),
+        );
+    }
+    print!("{table}");
+    let report = serde_json::json!({ "benchmarks": json });
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote target/bench/report.json");
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the binary `RUNS` times; returns (median, best) wall time.
+fn time_command(bin: &Path, args: &[&str]) -> Result<(Duration, Duration)> {
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let out =
+            Command::new(bin).args(args).output().with_context(|| format!("running {}", bin.display()))?;
+        times.push(start.elapsed());
+        if !out.status.success() {
+            bail!("{} {} failed: {}", bin.display(), args.join(" "), String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    times.sort();
+    Ok((times[RUNS / 2], times[0]))
+}
+
+/// A workflow of `n` agent steps in a realistic shape: groups of ten that
+/// fan out from a root and join, each prompt reading inputs and a needed
+/// step's output.
+pub fn generated_workflow(n: usize) -> String {
+    let mut out = String::from(
+        "cairn: 1\nid: generated\ninputs:\n  topic: { type: string, required: true }\nagents:\n  worker:\n    system: You are terse.\nsteps:\n",
+    );
+    for i in 0..n {
+        let group = i / 10;
+        let _ = writeln!(out, "  - id: s{i}");
+        match i % 10 {
+            0 if group == 0 => out.push_str("    needs: []\n"),
+            0 => {
+                let _ = writeln!(out, "    needs: [s{}]", i - 1);
+            }
+            9 => {
+                let needs: Vec<String> = (i - 8..i).map(|j| format!("s{j}")).collect();
+                let _ = writeln!(out, "    needs: [{}]", needs.join(", "));
+            }
+            _ => {
+                let _ = writeln!(out, "    needs: [s{}]", group * 10);
+            }
+        }
+        out.push_str("    agent: worker\n");
+        if i == 0 {
+            out.push_str("    prompt: \"Start on {{ inputs.topic }}\"\n");
+        } else {
+            let read = if i % 10 == 0 { i - 1 } else { group * 10 };
+            let _ = writeln!(
+                out,
+                "    prompt: \"Step {i} on {{{{ inputs.topic }}}} after {{{{ steps.s{read}.output }}}}\""
+            );
+        }
+    }
+    out
+}

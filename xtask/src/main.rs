@@ -1,0 +1,55 @@
+//! Project automation, run as `cargo xtask <task>`:
+//!
+//! - `ci`: format check, clippy with `-D warnings`, every test. What CI runs.
+//! - `bench`: the benchmarks, printed as a table and written to
+//!   `target/bench/report.json`.
+//!
+//! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
+//! `#[test]`s in this crate, so `ci` runs them with the rest.
+
+mod bench;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|bench>");
+            eprintln!("  ci      fmt check, clippy -D warnings, all tests");
+            eprintln!("  bench   benchmarks; results in target/bench/report.json");
+            bail!("unknown task")
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs `cargo` with `args` in the workspace root, failing on a non-zero exit.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    cargo(&["test", "--workspace", "--locked"])?;
+    eprintln!("ci: all checks passed");
+    Ok(())
+}
