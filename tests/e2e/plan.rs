@@ -13,3 +13,27 @@ fn json_levels_follow_needs() {
     );
     assert_eq!(plan["critical_path"], 3);
 }
+
+#[test]
+fn text_and_mermaid_plans_of_every_example() {
+    for example in
+        ["code-review", "product-discovery", "plan-code-test", "feature-delivery", "sprint-readiness"]
+    {
+        let file = format!("examples/{example}.yaml");
+        for format in ["text", "mermaid"] {
+            let run = cairn(&["plan", &file, "--format", format]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            insta::assert_snapshot!(format!("{example}.{format}"), run.stdout);
+        }
+    }
+}
+
+#[test]
+fn an_invalid_definition_has_no_plan() {
+    let dir = crate::support::scratch("plan_invalid");
+    std::fs::write(dir.join("wf.yaml"), "cairn: 1\nid: x\nsteps:\n  - id: a\n    needs: [a]\n    set: 1\n")
+        .expect("write");
+    let run = crate::support::cairn_in(&dir, &["plan", "wf.yaml"]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
+    assert_eq!(run.stderr, "wf.yaml:5:13: a.needs[0]: dependency cycle: a -> a\n");
+}

@@ -7,14 +7,19 @@ use cairn_domain::plan::{Plan, ScopePlan};
 /// The plan as indented text: each scope's levels, then its nested bodies.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = format!(
-        "{}: {} steps, {} levels, critical path {}\n",
+        "{}: {}, {}, critical path {}\n",
         plan.workflow,
-        plan.total_steps,
-        plan.scope.levels.len(),
+        count(plan.total_steps, "step"),
+        count(plan.scope.levels.len(), "level"),
         plan.scope.critical_path
     );
     scope_text(&plan.scope, 1, &mut out);
     out
+}
+
+/// `1 level`, `3 levels`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 fn scope_text(scope: &ScopePlan, depth: usize, out: &mut String) {
@@ -27,10 +32,10 @@ fn scope_text(scope: &ScopePlan, depth: usize, out: &mut String) {
         if let Some(body) = &step.body {
             let _ = writeln!(
                 out,
-                "{pad}{} ({}) runs {} levels, critical path {}:",
+                "{pad}{} ({}) runs {}, critical path {}:",
                 step.id,
                 step.kind,
-                body.levels.len(),
+                count(body.levels.len(), "level"),
                 body.critical_path
             );
             scope_text(body, depth + 1, out);

@@ -124,19 +124,36 @@ impl Dag {
         (order.len() == self.len()).then_some(order)
     }
 
-    /// For each node, every node it transitively needs.
-    pub fn ancestors(&self) -> Option<Vec<BTreeSet<usize>>> {
+    /// Which nodes each node transitively needs, as a bit matrix built in
+    /// one pass over the topological order. `None` when the graph has a cycle.
+    pub fn reach(&self) -> Option<Reach> {
         let order = self.topological_order()?;
-        let mut anc = vec![BTreeSet::new(); self.len()];
+        let words = self.len().div_ceil(64);
+        let mut bits = vec![0u64; words * self.len()];
         for &node in &order {
-            let mut set = BTreeSet::new();
-            for &n in &self.needs[node] {
-                set.insert(n);
-                set.extend(anc[n].iter().copied());
+            for &need in &self.needs[node] {
+                let (row, from) = (node * words, need * words);
+                for w in 0..words {
+                    bits[row + w] |= bits[from + w];
+                }
+                bits[row + need / 64] |= 1 << (need % 64);
             }
-            anc[node] = set;
         }
-        Some(anc)
+        Some(Reach { words, bits })
+    }
+}
+
+/// The transitive `needs` of every node, one bit row per node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Reach {
+    /// Whether `node` transitively needs `ancestor`.
+    pub fn needs(&self, node: usize, ancestor: usize) -> bool {
+        self.bits.get(node * self.words + ancestor / 64).is_some_and(|w| w & (1 << (ancestor % 64)) != 0)
     }
 }
 
@@ -155,6 +172,9 @@ mod tests {
         assert_eq!(d.topological_order(), Some(vec![0, 1, 2, 3]));
         assert_eq!(d.levels(), Some(vec![0, 1, 1, 2]));
         assert_eq!(d.find_cycle(), None);
+        let reach = d.reach().expect("acyclic");
+        assert!(reach.needs(3, 0) && reach.needs(3, 1) && reach.needs(1, 0));
+        assert!(!reach.needs(1, 2) && !reach.needs(0, 3) && !reach.needs(0, 0));
     }
 
     #[test]
@@ -231,8 +251,8 @@ mod tests {
             // Close a cycle: the first node in order now needs the last one
             // that (transitively) needs it, or itself.
             let first = order[0];
-            let anc = d.ancestors().expect("acyclic");
-            let needers: Vec<usize> = (0..d.len()).filter(|n| anc[*n].contains(&first)).collect();
+            let reach = d.reach().expect("acyclic");
+            let needers: Vec<usize> = (0..d.len()).filter(|n| reach.needs(*n, first)).collect();
             let last = if needers.is_empty() { first } else { needers[pick.index(needers.len())] };
             let mut cyclic = d.clone();
             cyclic.needs[first].push(last);

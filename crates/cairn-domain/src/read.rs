@@ -20,8 +20,8 @@ use crate::state::ErrorClass;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Names a template may not use for an iteration variable.
-pub const RESERVED_NAMES: [&str; 9] =
-    ["inputs", "steps", "docs", "run", "loop", "feedback", "progress", "verdict", "item_index"];
+pub const RESERVED_NAMES: [&str; 8] =
+    ["inputs", "steps", "docs", "run", "loop", "feedback", "progress", "verdict"];
 
 /// Keys that belong to one step kind only, for precise messages when they
 /// appear on another kind.
@@ -108,17 +108,27 @@ impl<'v, 'p> Obj<'v, 'p> {
         self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
-    /// Reads an optional key; null counts as absent.
+    /// Marks `key` as known and reads it: `None` when absent or null,
+    /// otherwise what `f` made of it (`None` inside when it was invalid).
+    fn entry<T>(
+        &mut self,
+        key: &'static str,
+        f: impl FnOnce(&'v Value, &KeyPath, &mut Problems) -> Option<T>,
+    ) -> Option<Option<T>> {
+        self.known.push(key);
+        match self.map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(f(v, &self.path.key(key), self.problems)),
+        }
+    }
+
+    /// Reads an optional key; absent and invalid both give `None`.
     fn opt<T>(
         &mut self,
         key: &'static str,
         f: impl FnOnce(&'v Value, &KeyPath, &mut Problems) -> Option<T>,
     ) -> Option<T> {
-        self.known.push(key);
-        match self.map.get(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => f(v, &self.path.key(key), self.problems),
-        }
+        self.entry(key, f).flatten()
     }
 
     /// Reads an optional key: `Some(None)` when absent, `None` when present and invalid.
@@ -127,11 +137,7 @@ impl<'v, 'p> Obj<'v, 'p> {
         key: &'static str,
         f: impl FnOnce(&'v Value, &KeyPath, &mut Problems) -> Option<T>,
     ) -> Option<Option<T>> {
-        self.known.push(key);
-        match self.map.get(key) {
-            None | Some(Value::Null) => Some(None),
-            Some(v) => f(v, &self.path.key(key), self.problems).map(Some),
-        }
+        self.entry(key, f).map_or(Some(None), |read| read.map(Some))
     }
 
     /// Reads an optional key with a default; `None` only when present and invalid.
@@ -141,27 +147,20 @@ impl<'v, 'p> Obj<'v, 'p> {
         default: T,
         f: impl FnOnce(&'v Value, &KeyPath, &mut Problems) -> Option<T>,
     ) -> Option<T> {
-        self.known.push(key);
-        match self.map.get(key) {
-            None | Some(Value::Null) => Some(default),
-            Some(v) => f(v, &self.path.key(key), self.problems),
-        }
+        self.entry(key, f).unwrap_or(Some(default))
     }
 
-    /// Reads a required key.
+    /// Reads a required key; its absence is a problem.
     fn req<T>(
         &mut self,
         key: &'static str,
         f: impl FnOnce(&'v Value, &KeyPath, &mut Problems) -> Option<T>,
     ) -> Option<T> {
-        self.known.push(key);
-        match self.map.get(key) {
-            None | Some(Value::Null) => {
-                self.problems.push(Rule::MissingKey, &self.path, format!("missing required key `{key}`"));
-                None
-            }
-            Some(v) => f(v, &self.path.key(key), self.problems),
+        let read = self.entry(key, f);
+        if read.is_none() {
+            self.problems.push(Rule::MissingKey, &self.path, format!("missing required key `{key}`"));
         }
+        read.flatten()
     }
 
     /// Reports every key that was not asked for.

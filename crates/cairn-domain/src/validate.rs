@@ -2,12 +2,13 @@
 //! `needs`, cycles, `goto` targets, agent names, templates (syntax, and every
 //! name they read), and output schemas.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use minijinja::Environment;
 use serde_json::Value;
 
-use crate::dag::Dag;
+use crate::dag::{Dag, Reach};
 use crate::definition::{OnFailure, Schema, Step, StepKind, Template, Workflow};
 use crate::problem::{KeyPath, Problems, Rule, Seg, did_you_mean, one_of};
 use crate::source::{self, Format};
@@ -102,18 +103,77 @@ fn index_tree(
     }
 }
 
-/// What a template at some place may read.
+/// The steps of one sibling list, and which of them each step may read.
+struct ScopeIds {
+    ids: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Transitive needs; `None` when the list has a cycle (reported already:
+    /// every sibling then counts as readable, to avoid noise).
+    reach: Option<Reach>,
+}
+
+/// A scope on the way from a template out to the run.
+#[derive(Clone)]
+struct Frame {
+    scope: Rc<ScopeIds>,
+    /// The step whose template is checked; `None`: all steps of the scope
+    /// have finished (a loop's `until`, checked after an iteration).
+    row: Option<usize>,
+}
+
+/// What a template at some place may read. Cheap to clone: frames share
+/// their scope's tables, so checking n steps costs no n² copies.
 #[derive(Default, Clone)]
 struct Ctx {
-    /// Step ids guaranteed to have finished.
-    readable: BTreeSet<String>,
-    /// Ids of the siblings of the step, and the step itself, for precise messages.
-    siblings: BTreeSet<String>,
-    own: Option<String>,
+    /// Innermost scope last.
+    frames: Vec<Frame>,
     /// Iteration variables in scope.
     vars: Vec<String>,
     /// Inside a loop body (`loop.index` is defined).
     in_loop: bool,
+}
+
+impl Ctx {
+    /// Whether `steps.ID` is guaranteed to have finished. The innermost scope
+    /// that has the id decides, as lookups at run time do.
+    fn readable(&self, id: &str) -> bool {
+        self.frames.iter().rev().find_map(|f| f.scope.index.get(id).map(|&j| f.can_read(j))).unwrap_or(false)
+    }
+
+    /// Every id `readable` accepts, for suggestions.
+    fn readable_ids(&self) -> Vec<&str> {
+        self.frames
+            .iter()
+            .flat_map(|f| {
+                f.scope.ids.iter().enumerate().filter(|(j, _)| f.can_read(*j)).map(|(_, id)| id.as_str())
+            })
+            .collect()
+    }
+
+    /// The innermost scope has a step of this id.
+    fn is_sibling(&self, id: &str) -> bool {
+        self.frames.last().is_some_and(|f| f.scope.index.contains_key(id))
+    }
+
+    /// The id of the step being checked.
+    fn own(&self) -> Option<&str> {
+        let f = self.frames.last()?;
+        f.row.and_then(|r| f.scope.ids.get(r)).map(String::as_str)
+    }
+
+    /// Some scope of this context has a step of this id.
+    fn has(&self, id: &str) -> bool {
+        self.frames.iter().any(|f| f.scope.index.contains_key(id))
+    }
+}
+
+impl Frame {
+    fn can_read(&self, j: usize) -> bool {
+        match (self.row, &self.scope.reach) {
+            (Some(i), Some(reach)) => reach.needs(i, j),
+            _ => true,
+        }
+    }
 }
 
 struct Checker<'a, 'r> {
@@ -160,7 +220,8 @@ impl Checker<'_, '_> {
             .collect()
     }
 
-    fn scope(&mut self, steps: &mut [Step], list: &KeyPath, outer: &Ctx) {
+    /// Checks one sibling list; returns its id tables for a loop's `until`.
+    fn scope(&mut self, steps: &mut [Step], list: &KeyPath, outer: &Ctx) -> Rc<ScopeIds> {
         let positions = self.positions(list, steps);
         let at = |i: usize| list.index(positions[i]);
         let mut first_at: BTreeMap<&str, usize> = BTreeMap::new();
@@ -174,43 +235,45 @@ impl Checker<'_, '_> {
                 );
             }
         }
-        let ids: BTreeSet<String> = steps.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<String> = steps.iter().map(|s| s.id.to_string()).collect();
+        let mut index = HashMap::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            index.entry(id.clone()).or_insert(i);
+        }
         for (i, step) in steps.iter().enumerate() {
             for (j, need) in step.needs.iter().flatten().enumerate() {
                 let need_at = at(i).key("needs").index(j);
                 if need == &step.id {
                     self.problems.push(Rule::Cycle, &need_at, format!("dependency cycle: {need} -> {need}"));
-                } else if !ids.contains(need.as_str()) && !self.unread.contains(need.as_str()) {
-                    let msg =
-                        format!("needs unknown step `{need}`{}", self.unknown_step_hint(need.as_str(), &ids));
+                } else if !index.contains_key(need.as_str()) && !self.unread.contains(need.as_str()) {
+                    let hint = if outer.has(need.as_str()) {
+                        format!(" (`{need}` is outside this group: put it in the group's own `needs`)")
+                    } else {
+                        self.unknown_step_hint(need.as_str(), ids.iter().map(String::as_str))
+                    };
+                    let msg = format!("needs unknown step `{need}`{hint}");
                     self.problems.push(Rule::UnknownNeed, &need_at, msg);
                 }
             }
         }
         let dag = Dag::of_steps(steps);
-        let ancestors = match dag.find_cycle() {
+        let reach = match dag.find_cycle() {
             Some(cycle) if cycle.len() > 2 => {
                 let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
                 let msg = format!("dependency cycle: {}", names.join(" -> "));
                 self.problems.push(Rule::Cycle, &at(cycle[0]).key("needs"), msg);
                 None
             }
-            _ => dag.ancestors(),
+            _ => dag.reach(),
         };
+        let scope = Rc::new(ScopeIds { ids, index, reach });
         for i in 0..steps.len() {
-            let readable: BTreeSet<String> = match &ancestors {
-                Some(anc) => anc[i].iter().map(|&a| steps[a].id.to_string()).collect(),
-                None => ids.clone(),
-            };
-            let ctx = Ctx {
-                readable: outer.readable.union(&readable).cloned().collect(),
-                siblings: ids.clone(),
-                own: Some(steps[i].id.to_string()),
-                ..outer.clone()
-            };
+            let mut ctx = outer.clone();
+            ctx.frames.push(Frame { scope: Rc::clone(&scope), row: Some(i) });
             self.goto(steps, i, &at(i));
             self.step(&mut steps[i], &at(i), &ctx);
         }
+        scope
     }
 
     fn goto(&mut self, steps: &[Step], i: usize, path: &KeyPath) {
@@ -290,13 +353,10 @@ impl Checker<'_, '_> {
             StepKind::Loop(l) => {
                 let mut inner = ctx.clone();
                 inner.in_loop = true;
-                self.scope(&mut l.steps, &path.key("steps"), &inner);
+                let body = self.scope(&mut l.steps, &path.key("steps"), &inner);
                 if let Some(until) = &l.until {
-                    let mut after = inner.clone();
-                    after.readable.extend(l.steps.iter().map(|s| s.id.to_string()));
-                    after.siblings.extend(l.steps.iter().map(|s| s.id.to_string()));
-                    after.own = None;
-                    self.template(&path.key("loop").key("until"), until, &after, &[]);
+                    inner.frames.push(Frame { scope: body, row: None });
+                    self.template(&path.key("loop").key("until"), until, &inner, &[]);
                 }
             }
         }
@@ -400,32 +460,32 @@ impl Checker<'_, '_> {
         if self.unread.contains(id) {
             return None;
         }
-        if ctx.readable.contains(id) {
+        if ctx.readable(id) {
             return field
                 .filter(|f| !STEP_FIELDS.contains(f))
                 .map(|f| format!("`steps.{id}` has {}, not `{f}`", one_of(STEP_FIELDS)));
         }
-        if ctx.own.as_deref() == Some(id) {
+        if ctx.own() == Some(id) {
             return Some(format!("reads `steps.{id}`, its own output, which does not exist yet"));
         }
-        if ctx.siblings.contains(id) {
+        if ctx.is_sibling(id) {
             return Some(format!(
                 "reads `steps.{id}`, which is not guaranteed to finish first: add `{id}` to `needs`"
             ));
         }
-        let dashed = ctx.readable.iter().find(|r| r.starts_with(&format!("{id}-")));
-        if let Some(full) = dashed {
+        let readable = ctx.readable_ids();
+        if let Some(full) = readable.iter().find(|r| r.starts_with(&format!("{id}-"))) {
             return Some(format!("reads unknown step `{id}`: ids with `-` are read as `steps['{full}']`"));
         }
-        Some(format!("reads unknown step `{id}`{}", self.unknown_step_hint(id, &ctx.readable)))
+        Some(format!("reads unknown step `{id}`{}", self.unknown_step_hint(id, readable.into_iter())))
     }
 
     /// A did-you-mean among `candidates`, or where a nested step lives.
-    fn unknown_step_hint(&self, id: &str, candidates: &BTreeSet<String>) -> String {
+    fn unknown_step_hint<'c>(&self, id: &str, candidates: impl Iterator<Item = &'c str>) -> String {
         if let Some(group) = self.nested.get(id) {
             return format!(" (`{id}` is inside `{group}`: read `steps.{group}.output` after the group)");
         }
-        did_you_mean(id, candidates.iter().map(String::as_str))
+        did_you_mean(id, candidates)
     }
 
     fn schema(&mut self, path: &KeyPath, schema: &mut Schema) {

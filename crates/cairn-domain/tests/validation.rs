@@ -1,0 +1,47 @@
+//! One snapshot per validation rule: each fixture under `tests/invalid/`
+//! breaks one rule (some in several ways), and the snapshot is exactly what
+//! `cairn validate` prints for it.
+
+use std::path::Path;
+
+use cairn_domain::limits::MAX_STEPS;
+use cairn_domain::problem::Rule;
+
+/// The problems of a definition, rendered as `cairn validate` prints them.
+fn check(name: &str, bytes: &[u8]) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut read = |rel: &str| std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string());
+    match cairn_domain::load(name, bytes, &mut read) {
+        Ok(_) => "valid".into(),
+        Err(problems) => problems.0.iter().map(|p| p.render(name) + "\n").collect(),
+    }
+}
+
+#[test]
+fn every_rule_has_a_clear_located_message() {
+    insta::glob!("invalid/*.yaml", |path| {
+        let bytes = std::fs::read(path).expect("fixture");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        insta::assert_snapshot!(check(name, &bytes));
+    });
+}
+
+#[test]
+fn too_many_steps_is_one_problem() {
+    let mut text = String::from("cairn: 1\nid: many\nsteps:\n");
+    for i in 0..=MAX_STEPS {
+        text.push_str(&format!("  - id: s{i}\n    set: {i}\n"));
+    }
+    let dir = Path::new(".");
+    let mut read = |rel: &str| std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string());
+    let problems = cairn_domain::load("many.yaml", text.as_bytes(), &mut read).expect_err("over the limit");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems.0[0].rule, Rule::Limit);
+    assert_eq!(
+        problems.0[0].render("many.yaml"),
+        format!(
+            "many.yaml:{}:5: s{MAX_STEPS}: more than {MAX_STEPS} steps in one definition",
+            4 + 2 * MAX_STEPS
+        )
+    );
+}
