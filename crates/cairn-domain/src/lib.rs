@@ -17,6 +17,7 @@
 //! [`state::RunState::apply`].
 
 pub mod dag;
+pub mod decide;
 pub mod definition;
 pub mod duration;
 pub mod id;
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod plan;
 pub mod problem;
 pub mod read;
+pub mod render;
 pub mod scope;
 pub mod source;
 pub mod state;

@@ -91,6 +91,20 @@ impl Scopes {
         self.0.entry(scope).or_default().insert(doc_type, value);
     }
 
+    /// Every document seen from `scope`: its own, then its ancestors' where
+    /// they are not shadowed.
+    pub fn visible(&self, scope: &ScopeKey) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
+        let mut current = Some(scope.clone());
+        while let Some(s) = current {
+            for (name, doc) in self.0.get(&s).into_iter().flatten() {
+                out.entry(name.to_string()).or_insert_with(|| doc.clone());
+            }
+            current = s.parent();
+        }
+        out
+    }
+
     /// The nearest document of `doc_type`, walking from `scope` out to the root.
     pub fn lookup(&self, scope: &ScopeKey, doc_type: &str) -> Option<&Value> {
         let mut current = Some(scope.clone());

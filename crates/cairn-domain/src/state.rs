@@ -191,15 +191,17 @@ impl StepStatus {
     }
 
     /// The legal moves of the step status machine. A finished step may only
-    /// go back to pending when a `goto` or `resume` runs it again.
+    /// go back to pending when a `goto` or `resume` runs it again; a failed
+    /// one may also become skipped (`on_failure: skip`) or waiting (`block`).
     pub fn can_become(self, next: StepStatus) -> bool {
         use StepStatus::*;
         matches!(
             (self, next),
-            (Pending, Running | Skipped | Cancelled)
+            (Pending, Running | Skipped | Cancelled | Failed | Pending)
                 | (Running, Succeeded | Failed | Waiting | Cancelled | Pending)
-                | (Waiting, Running | Succeeded | Failed | Cancelled)
-                | (Succeeded | Failed | Skipped | Cancelled, Pending)
+                | (Waiting, Running | Succeeded | Failed | Cancelled | Pending)
+                | (Succeeded | Skipped | Cancelled, Pending)
+                | (Failed, Pending | Skipped | Waiting)
         )
     }
 }
@@ -279,19 +281,34 @@ pub enum EventKind {
     StepFailed {
         /// The step.
         path: StepPath,
-        /// The failed attempt.
+        /// The failed attempt (0: the step failed before an attempt, e.g. its `when`).
         attempt: u32,
         /// Why.
         error: StepError,
+        /// What the attempt produced anyway (a command's exit code and output).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
         /// When the next attempt is due, if any.
         retry_at: Option<Timestamp>,
     },
-    /// A step was not run.
+    /// A step was not run, or its failure was turned into a skip.
     StepSkipped {
         /// The step.
         path: StepPath,
         /// Why, in words.
         reason: String,
+        /// Whether the steps that need it are skipped too (`on_failure: skip`);
+        /// a step skipped by its `when` lets its dependents run.
+        cascade: bool,
+    },
+    /// A failed step sent the run back to an earlier sibling (`on_failure: goto`).
+    GotoTaken {
+        /// The failed step.
+        from: StepPath,
+        /// The step the run goes back to.
+        to: StepPath,
+        /// Every step that runs again: `to`, `from`, and all that need either.
+        reset: Vec<StepPath>,
     },
     /// A step waits for a person.
     StepWaiting {
@@ -347,6 +364,11 @@ pub struct StepState {
     pub retry_at: Option<Timestamp>,
     /// The person-facing wait, while waiting.
     pub wait: Option<WaitKind>,
+    /// Attempts made before the current round (a goto or resume starts a new
+    /// round); retry limits count from here, attempt numbers never repeat.
+    pub round_base: u32,
+    /// A skip that its dependents inherit.
+    pub cascade_skip: bool,
 }
 
 impl StepState {
@@ -358,6 +380,8 @@ impl StepState {
             error: None,
             retry_at: None,
             wait: None,
+            round_base: 0,
+            cascade_skip: false,
         }
     }
 }
@@ -383,6 +407,8 @@ pub struct RunState {
     pub progress: Vec<(StepPath, Value)>,
     /// The run's error, once failed.
     pub error: Option<StepError>,
+    /// Jumps taken by each failing step's `goto`.
+    pub gotos: BTreeMap<StepPath, u32>,
     /// The last applied event's sequence number.
     pub seq: u64,
     /// When the run was created.
@@ -464,6 +490,7 @@ impl RunState {
             scopes: Scopes::default(),
             progress: Vec::new(),
             error: None,
+            gotos: BTreeMap::new(),
             seq: 1,
             created_at: event.at,
             updated_at: event.at,
@@ -499,14 +526,15 @@ impl RunState {
                 step.wait = None;
                 self.progress.push((path.clone(), output.clone()));
             }
-            EventKind::StepFailed { path, error, retry_at, .. } => {
+            EventKind::StepFailed { path, error, output, retry_at, .. } => {
                 let to = if retry_at.is_some() { StepStatus::Waiting } else { StepStatus::Failed };
                 let step = self.step_to(seq, path, to)?;
                 step.error = Some(error.clone());
+                step.output = output.clone();
                 step.retry_at = *retry_at;
             }
-            EventKind::StepSkipped { path, .. } => {
-                self.step_to(seq, path, StepStatus::Skipped)?;
+            EventKind::StepSkipped { path, cascade, .. } => {
+                self.step_to(seq, path, StepStatus::Skipped)?.cascade_skip = *cascade;
             }
             EventKind::StepCancelled { path } => {
                 self.step_to(seq, path, StepStatus::Cancelled)?;
@@ -516,11 +544,12 @@ impl RunState {
                 self.step_to(seq, path, StepStatus::Waiting)?.wait = Some(wait);
                 self.set_status(seq, wait.run_status())?;
             }
-            EventKind::StepReset { path } => {
-                let step = self.step_to(seq, path, StepStatus::Pending)?;
-                step.output = None;
-                step.wait = None;
-                step.retry_at = None;
+            EventKind::StepReset { path } => self.reset(seq, path)?,
+            EventKind::GotoTaken { from, reset, .. } => {
+                for path in reset {
+                    self.reset(seq, path)?;
+                }
+                *self.gotos.entry(from.clone()).or_default() += 1;
             }
             EventKind::DocumentStored { scope, doc_type, value } => {
                 self.scopes.store(scope.clone(), doc_type.clone(), value.clone());
@@ -528,6 +557,18 @@ impl RunState {
         }
         self.seq = seq;
         self.updated_at = event.at;
+        Ok(())
+    }
+
+    /// A step runs again: pending, with a new round of attempts.
+    fn reset(&mut self, seq: u64, path: &StepPath) -> Result<(), ApplyError> {
+        let step = self.step_to(seq, path, StepStatus::Pending)?;
+        step.output = None;
+        step.error = None;
+        step.wait = None;
+        step.retry_at = None;
+        step.cascade_skip = false;
+        step.round_base = step.attempts;
         Ok(())
     }
 
@@ -590,6 +631,7 @@ mod tests {
                     path: path("a"),
                     attempt: 1,
                     error: StepError { class: ErrorClass::Transient, message: "502".into(), hint: None },
+                    output: None,
                     retry_at: Some(Timestamp(5000)),
                 },
             ),

@@ -1,0 +1,246 @@
+//! Rendering templates against a run's state. The context is built from the
+//! state alone; outputs are data put into the context, never rendered again,
+//! so an LLM answer containing `{{ ... }}` stays text.
+
+use minijinja::Environment;
+use serde_json::{Map, Value, json};
+
+use crate::definition::{Template, Workflow};
+use crate::state::RunState;
+use crate::template::{self, single_expression};
+
+/// The longest text a template may produce, in bytes.
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Renders templates with the one environment configuration of
+/// [`template::environment`].
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self { env: template::environment() }
+    }
+}
+
+/// What a template can read, built from a run's state.
+pub struct Context(minijinja::Value);
+
+impl Renderer {
+    /// The context of a step of `state`: `inputs`, `steps` (every step with
+    /// a state), `docs` (root scope), `run`, `progress`, `feedback`, plus
+    /// `extra` names (such as `verdict`).
+    pub fn context(
+        &self,
+        state: &RunState,
+        wf: &Workflow,
+        feedback: Option<&str>,
+        extra: &[(&str, Value)],
+    ) -> Context {
+        let mut steps = Map::new();
+        for (path, step) in &state.steps {
+            steps.insert(
+                path.to_string(),
+                json!({
+                    "output": step.output,
+                    "status": step.status,
+                    "attempts": step.attempts,
+                    "error": step.error,
+                }),
+            );
+        }
+        let docs = state.scopes.visible(&crate::scope::ScopeKey::root());
+        let mut ctx = Map::new();
+        ctx.insert("inputs".into(), state.inputs.clone());
+        ctx.insert("steps".into(), Value::Object(steps));
+        ctx.insert("docs".into(), Value::Object(docs));
+        ctx.insert("run".into(), json!({"id": state.run_id, "workflow": wf.id}));
+        ctx.insert("progress".into(), Value::String(progress_text(state)));
+        ctx.insert("feedback".into(), feedback.map_or(Value::Null, |f| Value::String(f.to_owned())));
+        for (name, value) in extra {
+            ctx.insert((*name).to_owned(), value.clone());
+        }
+        Context(minijinja::Value::from(minijinja::value::Serde(Value::Object(ctx))))
+    }
+
+    /// Renders a template: a lone `{{ expr }}` yields the value itself (a
+    /// list stays a list); anything else yields a string.
+    pub fn value(&self, template: &Template, ctx: &Context) -> Result<Value, String> {
+        let source = template.as_str();
+        if !template::has_syntax(source) {
+            return Ok(Value::String(source.to_owned()));
+        }
+        if let Some(expr) = single_expression(source) {
+            let compiled = self.env.compile_expression(expr).map_err(|e| template::describe_error(&e))?;
+            let value = compiled.eval(&ctx.0).map_err(|e| template::describe_error(&e))?;
+            return serde_json::to_value(&value).map_err(|e| e.to_string());
+        }
+        self.text_of(source, ctx).map(Value::String)
+    }
+
+    /// Renders a template to text (an argument, a prompt): values that are
+    /// not strings are written as JSON.
+    pub fn text(&self, template: &Template, ctx: &Context) -> Result<String, String> {
+        match self.value(template, ctx)? {
+            Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    fn text_of(&self, source: &str, ctx: &Context) -> Result<String, String> {
+        let text = self.env.render_str(source, &ctx.0).map_err(|e| template::describe_error(&e))?;
+        if text.len() > MAX_RENDERED_BYTES {
+            return Err(format!("the template produced more than {MAX_RENDERED_BYTES} bytes"));
+        }
+        Ok(text)
+    }
+
+    /// Renders every string inside `value` (a `set` value, `with` arguments).
+    pub fn deep(&self, value: &Value, ctx: &Context) -> Result<Value, String> {
+        Ok(match value {
+            Value::String(s) => self.value(&Template(s.clone()), ctx)?,
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.deep(v, ctx)).collect::<Result<_, _>>()?)
+            }
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), self.deep(v, ctx)?))).collect::<Result<
+                    _,
+                    String,
+                >>(
+                )?)
+            }
+            other => other.clone(),
+        })
+    }
+}
+
+/// Whether a rendered condition holds: false, null, 0, empty, and the strings
+/// `false`, `0` and `no` do not.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !matches!(s.trim().to_ascii_lowercase().as_str(), "" | "false" | "0" | "no"),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// The progress log as text: every finished step's output, in order.
+pub fn progress_text(state: &RunState) -> String {
+    let mut out = String::new();
+    for (path, output) in &state.progress {
+        out.push_str("## ");
+        out.push_str(path.as_str());
+        out.push('\n');
+        match output {
+            Value::String(s) => out.push_str(s),
+            other => out.push_str(&other.to_string()),
+        }
+        out.push_str("\n\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::RunId;
+    use crate::state::{Event, EventKind, StepPath, Timestamp};
+
+    fn setup() -> (RunState, Workflow) {
+        let yaml = "cairn: 1\nid: r\ninputs:\n  n: integer\nsteps:\n  - id: a\n    set: 1\n";
+        let mut no_files = |_: &str| Err("none".to_owned());
+        let wf = crate::load("r.yaml", yaml.as_bytes(), &mut no_files).expect("valid");
+        let mut events = vec![Event {
+            seq: 1,
+            at: Timestamp(0),
+            actor: "engine".into(),
+            kind: EventKind::RunCreated {
+                run_id: RunId::new("r1").expect("id"),
+                workflow: wf.id.clone(),
+                definition_hash: String::new(),
+                inputs: json!({"n": 3}),
+            },
+        }];
+        let path = StepPath::new("a");
+        for (seq, kind) in [
+            (2, EventKind::RunStarted),
+            (3, EventKind::StepStarted { path: path.clone(), attempt: 1 }),
+            (
+                4,
+                EventKind::StepSucceeded { path, output: json!({"items": [1, 2], "text": "{{ inputs.n }}"}) },
+            ),
+        ] {
+            events.push(Event { seq, at: Timestamp(0), actor: "engine".into(), kind });
+        }
+        (RunState::fold(&events).expect("legal").expect("created"), wf)
+    }
+
+    #[test]
+    fn a_lone_expression_keeps_its_type_and_text_stays_text() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, None, &[]);
+        assert_eq!(r.value(&Template("{{ steps.a.output.items }}".into()), &ctx), Ok(json!([1, 2])));
+        assert_eq!(r.value(&Template("n={{ inputs.n }}".into()), &ctx), Ok(json!("n=3")));
+        assert_eq!(r.value(&Template("plain".into()), &ctx), Ok(json!("plain")));
+        assert_eq!(r.text(&Template("{{ inputs.n }}".into()), &ctx), Ok("3".into()));
+    }
+
+    #[test]
+    fn outputs_are_data_never_rendered_again() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, None, &[]);
+        assert_eq!(r.text(&Template("{{ steps.a.output.text }}".into()), &ctx), Ok("{{ inputs.n }}".into()));
+    }
+
+    #[test]
+    fn unknown_names_are_errors_not_empty_strings() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, None, &[]);
+        let err = r.value(&Template("x{{ inputs.missing }}".into()), &ctx).expect_err("strict");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, None, &[]);
+        let err = r
+            .value(
+                &Template(
+                    "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                        .into(),
+                ),
+                &ctx,
+            )
+            .expect_err("fuel");
+        assert!(err.contains("fuel"), "{err}");
+    }
+
+    #[test]
+    fn deep_renders_every_string_and_truthy_reads_conditions() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, Some("more detail"), &[]);
+        let v = r.deep(&json!({"a": ["{{ inputs.n }}", 2], "b": "{{ feedback }}"}), &ctx);
+        assert_eq!(v, Ok(json!({"a": [3, 2], "b": "more detail"})));
+        for (v, t) in [
+            (json!(false), false),
+            (json!("no"), false),
+            (json!(0), false),
+            (json!([]), false),
+            (json!("x"), true),
+            (json!(1), true),
+        ] {
+            assert_eq!(truthy(&v), t, "{v}");
+        }
+        assert!(progress_text(&state).starts_with("## a\n"));
+    }
+}
