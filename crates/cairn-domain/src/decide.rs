@@ -343,6 +343,9 @@ pub fn attempt_finished(
                     value: output,
                 });
             }
+            if step.accept.is_some() {
+                events.push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Acceptance });
+            }
             events
         }
         Outcome::Failed { error, output, retry_after } => {

@@ -21,6 +21,7 @@ pub mod decide;
 pub mod definition;
 pub mod duration;
 pub mod id;
+pub mod inputs;
 pub mod limits;
 pub mod plan;
 pub mod problem;

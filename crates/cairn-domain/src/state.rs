@@ -150,7 +150,7 @@ impl RunStatus {
             return false;
         }
         match (self, next) {
-            (Pending, Running | Cancelled) => true,
+            (Pending, Running | Cancelled | Failed) => true,
             (Running, _) => next != Pending && next != Running,
             (s, Running) if s.is_waiting() || s == Paused => true,
             (s, Cancelled | Failed) if s.is_waiting() || s == Paused => true,
@@ -200,7 +200,8 @@ impl StepStatus {
             (Pending, Running | Skipped | Cancelled | Failed | Pending)
                 | (Running, Succeeded | Failed | Waiting | Cancelled | Pending)
                 | (Waiting, Running | Succeeded | Failed | Cancelled | Pending)
-                | (Succeeded | Skipped | Cancelled, Pending)
+                | (Succeeded, Pending | Waiting)
+                | (Skipped | Cancelled, Pending)
                 | (Failed, Pending | Skipped | Waiting)
         )
     }
@@ -336,6 +337,17 @@ pub enum EventKind {
         /// The document.
         value: Value,
     },
+    /// Tokens an LLM call of a step used.
+    UsageRecorded {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// The model that answered.
+        model: String,
+        /// Tokens used.
+        usage: TokenUsage,
+    },
     /// A person paused the run.
     RunPaused,
     /// The run finished successfully.
@@ -347,6 +359,27 @@ pub enum EventKind {
     },
     /// A person cancelled the run.
     RunCancelled,
+}
+
+/// Tokens used by LLM calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Some of the counts are estimates (the provider did not report them).
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl TokenUsage {
+    /// Adds another call's usage to this total.
+    pub fn add(&mut self, other: TokenUsage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.estimated |= other.estimated;
+    }
 }
 
 /// The state of one step in a run.
@@ -409,6 +442,8 @@ pub struct RunState {
     pub error: Option<StepError>,
     /// Jumps taken by each failing step's `goto`.
     pub gotos: BTreeMap<StepPath, u32>,
+    /// Tokens used by the run's LLM calls.
+    pub usage: TokenUsage,
     /// The last applied event's sequence number.
     pub seq: u64,
     /// When the run was created.
@@ -491,6 +526,7 @@ impl RunState {
             progress: Vec::new(),
             error: None,
             gotos: BTreeMap::new(),
+            usage: TokenUsage::default(),
             seq: 1,
             created_at: event.at,
             updated_at: event.at,
@@ -551,6 +587,7 @@ impl RunState {
                 }
                 *self.gotos.entry(from.clone()).or_default() += 1;
             }
+            EventKind::UsageRecorded { usage, .. } => self.usage.add(*usage),
             EventKind::DocumentStored { scope, doc_type, value } => {
                 self.scopes.store(scope.clone(), doc_type.clone(), value.clone());
             }

@@ -1,12 +1,31 @@
 //! The cairn engine: the executor that turns the domain's decisions into
-//! effects through the ports, plus iteration and gates.
+//! effects through the ports.
 //!
 //! What it is: the imperative shell around `cairn-domain`'s pure core. Its
-//! loop is: decide, start the actions through ports, record each outcome as
-//! events durably, apply them, decide again.
+//! loop is: decide, record the transitions, start the steps through ports,
+//! turn each outcome into events, record them durably, apply them, decide
+//! again. Every event is appended to the store before it takes effect.
+//! Also here: the port implementations that need no outside technology —
+//! an in-memory [`MemoryStore`], the [`SystemClock`], the deterministic
+//! [`MockLlm`].
 //!
 //! What it deliberately does not do: know any technology. It never names
-//! sled, reqwest or a terminal; it sees only `cairn-ports` traits.
+//! sled, reqwest, a process or a terminal; it sees only `cairn-ports` traits.
 //!
-//! May depend on: `cairn-domain`, `cairn-ports`, tokio. Never on an adapter
-//! or the app.
+//! May depend on: `cairn-domain`, `cairn-ports`, tokio (runtime-agnostic
+//! parts: tasks, sync, time), jsonschema, sha2. Never on an adapter or the app.
+//!
+//! Read first: [`Engine`], [`Engine::run`].
+
+mod clock;
+mod error;
+mod executor;
+mod job;
+mod memory;
+mod mock;
+
+pub use clock::SystemClock;
+pub use error::EngineError;
+pub use executor::{Definition, Engine, EngineBuilder};
+pub use memory::MemoryStore;
+pub use mock::MockLlm;

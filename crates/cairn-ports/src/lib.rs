@@ -9,7 +9,141 @@
 //! are decided in the engine from the error class a port returns).
 //!
 //! May depend on: `cairn-domain`, and small trait-support crates
-//! (async-trait, thiserror). Never on the engine, an adapter or the app.
+//! (async-trait, thiserror, serde; mockall behind the `test-util` feature).
+//! Never on the engine, an adapter or the app.
 //!
-//! The traits (`RunStore`, `LlmProvider`, `CommandRunner`, `Clock`,
-//! `EventSink`, `StepHandler`) arrive with the executor that calls them.
+//! Read first: [`RunStore`], [`LlmProvider`], [`CommandRunner`], [`Clock`],
+//! [`EventSink`], [`StepHandler`], and [`PortError`].
+
+mod error;
+mod llm;
+mod store;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_domain::id::RunId;
+use cairn_domain::state::{Event, StepPath, Timestamp};
+use serde_json::Value;
+
+pub use error::{PortError, StoreError};
+pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, Usage};
+pub use store::{NewRun, RunStore, RunSummary, Snapshot, StoredRun};
+
+#[cfg(feature = "test-util")]
+pub use llm::MockLlmProvider;
+#[cfg(feature = "test-util")]
+pub use store::MockRunStore;
+
+/// A program to run: argv (never a shell), working directory, environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The program, as written (a bare name or an absolute path).
+    pub program: String,
+    /// Its arguments, each passed as one argument, never split or expanded.
+    pub args: Vec<String>,
+    /// The working directory, as written; the runner resolves and checks it.
+    pub cwd: Option<String>,
+    /// The step's variables; the runner adds only a minimal safe set.
+    pub env: Vec<(String, String)>,
+    /// Standard input.
+    pub stdin: Option<String>,
+    /// The attempt's idempotency key, exported as `CAIRN_IDEMPOTENCY_KEY`.
+    pub idempotency_key: String,
+}
+
+/// What a finished program produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Its exit code (`-1` when a signal ended it).
+    pub exit_code: i32,
+    /// Standard output, cut at the runner's bound.
+    pub stdout: String,
+    /// Standard error, cut at the runner's bound.
+    pub stderr: String,
+}
+
+/// Runs command steps.
+///
+/// Contract: the runner enforces its fence before starting anything: a
+/// program not on its allowlist, a working directory that does not resolve
+/// (symlinks included) inside its roots, or a Windows batch file is refused
+/// with class `permission`. The environment is cleared except the spec's
+/// variables, `PATH`, `HOME`, `LANG` and `CAIRN_IDEMPOTENCY_KEY`. Output is
+/// bounded. A program that exits non-zero is `Ok` with that exit code: the
+/// engine decides what it means. Dropping the returned future kills the
+/// program and every process it started.
+#[cfg_attr(feature = "test-util", mockall::automock)]
+#[async_trait]
+pub trait CommandRunner: Send + Sync {
+    /// Runs the program to completion.
+    async fn run(&self, spec: CommandSpec) -> Result<CommandOutput, PortError>;
+}
+
+/// Time, so that everything time-dependent can run on a fake clock in tests.
+///
+/// Contract: `now` never goes backwards; `sleep` returns once `now` has
+/// advanced by at least `duration`.
+#[async_trait]
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+    /// Waits until `duration` has passed.
+    async fn sleep(&self, duration: Duration);
+}
+
+/// Live events to watchers (a terminal, later a server's subscribers).
+///
+/// Contract: called after each event is durably recorded, in order, from the
+/// task that drives the run; must not block. Also receives live-only
+/// messages ([`LiveEvent::Note`]) that are never persisted.
+pub trait EventSink: Send + Sync {
+    /// One event of one run.
+    fn emit(&self, run: &RunId, event: &LiveEvent<'_>);
+}
+
+/// What an [`EventSink`] receives.
+#[derive(Debug, Clone, Copy)]
+pub enum LiveEvent<'a> {
+    /// A recorded event.
+    Recorded(&'a Event),
+    /// A live-only message about a step (never persisted).
+    Note {
+        /// The step.
+        path: &'a StepPath,
+        /// The message.
+        text: &'a str,
+    },
+}
+
+/// An [`EventSink`] that drops everything.
+pub struct NoSink;
+
+impl EventSink for NoSink {
+    fn emit(&self, _: &RunId, _: &LiveEvent<'_>) {}
+}
+
+/// One call of a host-registered step handler (a `uses:` step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerCall {
+    /// The run.
+    pub run_id: RunId,
+    /// The step.
+    pub path: StepPath,
+    /// The attempt's idempotency key.
+    pub idempotency_key: String,
+    /// The step's `with`, rendered.
+    pub with: Value,
+}
+
+/// The `uses:` extension point: host binaries register handlers by name.
+///
+/// Contract: returns the step's output, or an error whose class says whether
+/// a retry may help. May be called again with the same idempotency key after
+/// a crash.
+#[cfg_attr(feature = "test-util", mockall::automock)]
+#[async_trait]
+pub trait StepHandler: Send + Sync {
+    /// Runs the handler once.
+    async fn call(&self, call: HandlerCall) -> Result<Value, PortError>;
+}

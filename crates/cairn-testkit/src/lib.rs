@@ -1,12 +1,86 @@
-//! Test support shared by cairn's crates: fixtures, snapshot redactions, and
-//! the conformance suites every port implementation must pass.
+//! Test support shared by cairn's crates: a fake clock, event-log rendering
+//! for snapshots, and the conformance suite every `RunStore` must pass.
 //!
 //! What it is: code used only from tests (`[dev-dependencies]`).
 //!
 //! What it deliberately does not do: ship in a binary, or hold production
 //! logic: a fake here stands in for a port, it never replaces one.
 //!
-//! May depend on: `cairn-domain`, `cairn-ports`, insta. Never on the engine,
-//! an adapter or the app (adapters depend on it, to run its suites).
+//! May depend on: `cairn-domain`, `cairn-ports`, tokio (with its test
+//! utilities). Never on the engine, an adapter or the app (they depend on
+//! it, to run its suites).
 //!
-//! The fakes and suites arrive with the ports they exercise.
+//! Read first: [`FakeClock`], [`run_store_suite!`], [`event_line`].
+
+pub mod store_suite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_domain::state::{Event, EventKind, Timestamp};
+use cairn_ports::Clock;
+
+/// A clock on tokio's virtual time. In a test runtime started paused
+/// (`#[tokio::test(start_paused = true)]`), time stands still while any task
+/// can make progress and jumps to the next timer when all wait: sleeps cost
+/// nothing, timestamps are exact, and runs replay identically.
+pub struct FakeClock {
+    start: tokio::time::Instant,
+    epoch_ms: u64,
+}
+
+impl FakeClock {
+    /// A clock whose `now` starts at `epoch_ms`.
+    pub fn starting_at(epoch_ms: u64) -> Self {
+        Self { start: tokio::time::Instant::now(), epoch_ms }
+    }
+}
+
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self::starting_at(0)
+    }
+}
+
+#[async_trait]
+impl Clock for FakeClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Timestamp(self.epoch_ms + elapsed)
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+/// One event as a short, stable line for snapshots:
+/// `seq time type path detail`.
+pub fn event_line(e: &Event) -> String {
+    let t = format!("{:>3}.{:03}s", e.at.0 / 1000, e.at.0 % 1000);
+    let v = serde_json::to_value(&e.kind).unwrap_or_default();
+    let kind = v["type"].as_str().unwrap_or("?").to_owned();
+    let path = v["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
+    let detail = match &e.kind {
+        EventKind::RunCreated { workflow, inputs, .. } => format!(" {workflow} {inputs}"),
+        EventKind::StepStarted { attempt, .. } => format!(" #{attempt}"),
+        EventKind::StepSucceeded { output, .. } => format!(" -> {output}"),
+        EventKind::StepFailed { attempt, error, retry_at, .. } => format!(
+            " #{attempt} {}: {}{}",
+            error.class,
+            error.message,
+            retry_at.map(|t| format!(" (retry at {}.{:03}s)", t.0 / 1000, t.0 % 1000)).unwrap_or_default()
+        ),
+        EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
+        EventKind::StepWaiting { wait, .. } => {
+            format!(" ({})", serde_json::to_value(wait).unwrap_or_default())
+        }
+        EventKind::UsageRecorded { model, usage, .. } => {
+            format!(" {model} {}+{}", usage.prompt_tokens, usage.completion_tokens)
+        }
+        EventKind::RunFailed { error } => format!(" {}: {}", error.class, error.message),
+        EventKind::GotoTaken { from, to, .. } => format!(" {from} -> {to}"),
+        _ => String::new(),
+    };
+    format!("{:>2} {t} {kind}{path}{detail}", e.seq)
+}

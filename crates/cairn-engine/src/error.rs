@@ -1,0 +1,21 @@
+//! Errors of the engine itself (not of steps: those are events).
+
+use cairn_ports::StoreError;
+
+/// Why the engine could not start or drive a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed or refused (another process drives the run, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run's inputs do not fit the workflow's declared inputs.
+    #[error("{0}")]
+    Inputs(String),
+    /// The log cannot be folded: it breaks the run state machine.
+    #[error("run log is inconsistent: {0}")]
+    Log(#[from] cairn_domain::state::ApplyError),
+    /// The definition cannot be run (a dependency cycle slipped through).
+    #[error("{0}")]
+    Definition(String),
+}

@@ -1,0 +1,102 @@
+//! A [`RunStore`] in memory: for tests, and for hosts that need no durability.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use cairn_domain::id::RunId;
+use cairn_domain::state::{Event, RunState};
+use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
+
+struct Entry {
+    run: StoredRun,
+    state: RunState,
+    snapshot: Option<Snapshot>,
+}
+
+/// Runs kept in process memory; gone when the process ends.
+#[derive(Default)]
+pub struct MemoryStore {
+    runs: Mutex<HashMap<RunId, Entry>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<RunId, Entry>>, StoreError> {
+        self.runs.lock().map_err(|_| StoreError::Io("the in-memory store's lock is poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl RunStore for MemoryStore {
+    async fn create(&self, run: NewRun) -> Result<(), StoreError> {
+        let mut runs = self.lock()?;
+        if runs.contains_key(&run.run_id) {
+            return Err(StoreError::AlreadyExists(run.run_id.to_string()));
+        }
+        let state = RunState::create(&run.created).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let stored = StoredRun {
+            definition_name: run.definition_name,
+            definition: run.definition,
+            events: vec![run.created],
+        };
+        runs.insert(run.run_id, Entry { run: stored, state, snapshot: None });
+        Ok(())
+    }
+
+    async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
+        let mut runs = self.lock()?;
+        let entry = runs.get_mut(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
+        let actual = entry.state.seq;
+        if actual != expected_seq {
+            return Err(StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual });
+        }
+        let mut state = entry.state.clone();
+        for event in events {
+            state.apply(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        entry.state = state;
+        entry.run.events.extend_from_slice(events);
+        Ok(())
+    }
+
+    async fn load(&self, run: &RunId) -> Result<StoredRun, StoreError> {
+        let runs = self.lock()?;
+        runs.get(run).map(|e| e.run.clone()).ok_or_else(|| StoreError::NotFound(run.to_string()))
+    }
+
+    async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
+        let runs = self.lock()?;
+        let mut out: Vec<RunSummary> = runs
+            .values()
+            .map(|e| RunSummary {
+                run_id: e.state.run_id.clone(),
+                workflow: e.state.workflow.clone(),
+                status: e.state.status,
+                created_at: e.state.created_at,
+                updated_at: e.state.updated_at,
+            })
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
+        Ok(out)
+    }
+
+    async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut runs = self.lock()?;
+        let entry = runs.get_mut(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
+        if entry.snapshot.as_ref().is_none_or(|s| s.seq <= snapshot.seq) {
+            entry.snapshot = Some(snapshot);
+        }
+        Ok(())
+    }
+
+    async fn latest_snapshot(&self, run: &RunId) -> Result<Option<Snapshot>, StoreError> {
+        let runs = self.lock()?;
+        let entry = runs.get(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
+        Ok(entry.snapshot.clone())
+    }
+}

@@ -1,0 +1,245 @@
+//! The executor through its ports: real scheduling, fake clock (tokio's
+//! paused time), in-memory store, mock LLM, scripted handlers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_domain::id::RunId;
+use cairn_domain::state::{ErrorClass, RunStatus};
+use cairn_engine::{Definition, EngineBuilder, EngineError, MemoryStore, MockLlm};
+use cairn_ports::{
+    ChatResponse, Clock, HandlerCall, MockLlmProvider, MockRunStore, PortError, RunStore, StepHandler,
+    StoreError, Usage,
+};
+use cairn_testkit::{FakeClock, event_line};
+use serde_json::{Value, json};
+
+cairn_testkit::run_store_suite!(cairn_engine::MemoryStore::new());
+
+fn definition(yaml: &str) -> Definition {
+    let mut none = |_: &str| Err("no files".to_owned());
+    let workflow = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut none).expect("valid workflow");
+    Definition { name: "wf.yaml".into(), text: yaml.into(), workflow }
+}
+
+fn run_id() -> RunId {
+    RunId::new("run-1").expect("id")
+}
+
+struct Harness {
+    store: Arc<MemoryStore>,
+    clock: Arc<FakeClock>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self { store: Arc::new(MemoryStore::new()), clock: Arc::new(FakeClock::default()) }
+    }
+
+    fn builder(&self, llm_latency: Duration) -> EngineBuilder {
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        EngineBuilder::new(self.store.clone())
+            .clock(clock.clone())
+            .provider("default", Arc::new(MockLlm::new(clock, llm_latency)))
+    }
+
+    async fn log(&self) -> String {
+        let events = self.store.load(&run_id()).await.expect("run stored").events;
+        events.iter().map(event_line).collect::<Vec<_>>().join("\n")
+    }
+}
+
+const REVIEW: &str = r#"cairn: 1
+id: review
+inputs:
+  file: { type: string, default: src/lib.rs }
+agents:
+  w: { system: You review. }
+steps:
+  - id: parse
+    agent: w
+    prompt: "List the functions of {{ inputs.file }}"
+    output:
+      schema: { type: object, required: [functions], properties: { functions: { type: array, items: { type: string } } } }
+  - id: security
+    needs: [parse]
+    agent: w
+    prompt: "Check {{ steps.parse.output.functions | join(', ') }}"
+  - id: quality
+    needs: [parse]
+    agent: w
+    prompt: "Rate {{ steps.parse.output.functions | length }} functions"
+  - id: report
+    needs: [security, quality]
+    set:
+      security: "{{ steps.security.output }}"
+      functions: "{{ steps.parse.output.functions }}"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_review_dag_runs_in_parallel_on_virtual_time() {
+    let h = Harness::new();
+    let engine = h.builder(Duration::from_millis(1500)).build();
+    let state = engine.run(definition(REVIEW), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    // parse, then security and quality together (1.5 s, not 3 s), then report.
+    assert_eq!(state.updated_at.0, 3000);
+    insta::assert_snapshot!(h.log().await);
+}
+
+/// A handler that waits at a barrier: two of them finish only if they run at once.
+struct AtBarrier(Arc<tokio::sync::Barrier>);
+
+#[async_trait]
+impl StepHandler for AtBarrier {
+    async fn call(&self, call: HandlerCall) -> Result<Value, PortError> {
+        self.0.wait().await;
+        Ok(json!(call.path.as_str()))
+    }
+}
+
+#[tokio::test]
+async fn independent_steps_run_at_the_same_time() {
+    let yaml = "cairn: 1\nid: par\nsteps:\n  - id: a\n    uses: barrier\n  - id: b\n    needs: []\n    uses: barrier\n";
+    let store = Arc::new(MemoryStore::new());
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let engine = EngineBuilder::new(store).handler("barrier", Arc::new(AtBarrier(barrier))).build();
+    // Run one after the other, the first would wait at the barrier forever.
+    let state =
+        tokio::time::timeout(Duration::from_secs(30), engine.run(definition(yaml), json!({}), run_id()))
+            .await
+            .expect("no deadlock: both steps were in flight together")
+            .expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+}
+
+/// Counts how many calls are in flight at once.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+#[async_trait]
+impl StepHandler for Gauge {
+    async fn call(&self, _: HandlerCall) -> Result<Value, PortError> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(json!(n))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_parallel_is_never_exceeded() {
+    let mut yaml = String::from("cairn: 1\nid: wide\ndefaults:\n  max_parallel: 3\nsteps:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!("  - id: s{i}\n    needs: []\n    uses: gauge\n"));
+    }
+    let gauge = Arc::new(Gauge::default());
+    let h = Harness::new();
+    let engine = h.builder(Duration::ZERO).handler("gauge", gauge.clone()).build();
+    let state = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(gauge.max.load(Ordering::SeqCst), 3);
+    assert_eq!(state.updated_at.0, 400, "10 steps of 100 ms, 3 at a time: 4 rounds");
+}
+
+/// Fails transiently `fails` times, then succeeds; never returns for `hang`.
+struct Flaky {
+    calls: AtomicUsize,
+    fails: usize,
+    hang: bool,
+}
+
+#[async_trait]
+impl StepHandler for Flaky {
+    async fn call(&self, call: HandlerCall) -> Result<Value, PortError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if n < self.fails {
+            return Err(PortError::new(ErrorClass::Transient, format!("flaked on call {}", n + 1)));
+        }
+        Ok(json!(call.idempotency_key))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_and_keys_name_each_attempt() {
+    let yaml = "cairn: 1\nid: flaky\ndefaults:\n  retry: { max_attempts: 4, delay: 1s, backoff: 2.0, jitter: false }\nsteps:\n  - id: call\n    uses: flaky\n";
+    let h = Harness::new();
+    let flaky = Arc::new(Flaky { calls: AtomicUsize::new(0), fails: 2, hang: false });
+    let engine = h.builder(Duration::ZERO).handler("flaky", flaky).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_cancels_the_attempt_and_counts_as_timeout() {
+    let yaml = "cairn: 1\nid: slow\ndefaults:\n  retry: { max_attempts: 2, delay: 1s, jitter: false }\nsteps:\n  - id: call\n    timeout: 5s\n    uses: slow\n";
+    let h = Harness::new();
+    let slow = Arc::new(Flaky { calls: AtomicUsize::new(0), fails: 0, hang: true });
+    let engine = h.builder(Duration::ZERO).handler("slow", slow.clone()).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Failed);
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 2);
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test]
+async fn an_unconfigured_provider_fails_the_run_before_any_step() {
+    let yaml = "cairn: 1\nid: nollm\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: hi\n";
+    let store = Arc::new(MemoryStore::new());
+    let engine = EngineBuilder::new(store.clone()).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Failed);
+    let error = state.error.expect("run error");
+    assert_eq!(error.message, "agent `w` uses provider `default`, which is not configured");
+    assert!(error.hint.unwrap_or_default().contains("CAIRN_LLM_BASE_URL"));
+    assert!(state.steps.is_empty(), "no step started");
+}
+
+#[tokio::test]
+async fn the_provider_gets_one_call_with_the_attempt_key() {
+    let yaml = "cairn: 1\nid: key\nagents:\n  w: { system: Be brief., model: m1 }\nsteps:\n  - id: ask\n    agent: w\n    prompt: hello\n";
+    let mut llm = MockLlmProvider::new();
+    llm.expect_chat()
+        .withf(|r| {
+            r.idempotency_key == "run-1/ask/1" && r.model.as_deref() == Some("m1") && r.messages.len() == 2
+        })
+        .times(1)
+        .returning(|_| Ok(ChatResponse { text: "hi".into(), usage: Usage::default(), model: "m1".into() }));
+    let engine = EngineBuilder::new(Arc::new(MemoryStore::new())).provider("default", Arc::new(llm)).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_lost_append_race_stops_the_driver() {
+    let yaml = "cairn: 1\nid: race\nsteps:\n  - id: a\n    set: 1\n";
+    let mut store = MockRunStore::new();
+    store.expect_create().times(1).returning(|_| Ok(()));
+    store.expect_append().times(1).returning(|_, expected, _| {
+        Err(StoreError::Conflict { run: "run-1".into(), expected, actual: expected + 1 })
+    });
+    let engine = EngineBuilder::new(Arc::new(store)).build();
+    let err = engine.run(definition(yaml), json!({}), run_id()).await.expect_err("conflict");
+    assert!(matches!(err, EngineError::Store(StoreError::Conflict { .. })), "{err}");
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused_before_a_run_exists() {
+    let yaml =
+        "cairn: 1\nid: inp\ninputs:\n  n: { type: integer, required: true }\nsteps:\n  - id: a\n    set: 1\n";
+    let store = Arc::new(MemoryStore::new());
+    let engine = EngineBuilder::new(store.clone()).build();
+    let err = engine.run(definition(yaml), json!({"n": "x"}), run_id()).await.expect_err("refused");
+    assert_eq!(err.to_string(), "input `n` must be of type integer, not \"x\"");
+    assert!(store.list().await.expect("list").is_empty());
+}

@@ -1,0 +1,93 @@
+//! The LLM port: a chat request in, text and usage out.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::PortError;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The workflow's side.
+    User,
+    /// The model's side.
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+}
+
+/// One chat completion request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatRequest {
+    /// The model; the provider's default when `None`.
+    pub model: Option<String>,
+    /// The conversation, system message first.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Completion token limit.
+    pub max_tokens: Option<u32>,
+    /// What the answer must be.
+    pub format: ResponseFormat,
+    /// `run/step/attempt`, sent as the `Idempotency-Key` header.
+    pub idempotency_key: String,
+}
+
+/// The form of answer a step expects.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON document.
+    Json,
+    /// JSON satisfying this schema.
+    JsonSchema(Value),
+}
+
+/// Tokens used by one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// The provider did not report usage; these are estimates.
+    pub estimated: bool,
+}
+
+/// A chat completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// The answer's text.
+    pub text: String,
+    /// Tokens used.
+    pub usage: Usage,
+    /// The model that answered.
+    pub model: String,
+}
+
+/// An LLM behind a chat-completions interface.
+///
+/// Contract: one call is one logical request (an adapter may reconnect before
+/// any byte arrived, nothing more); errors carry a class — `transient` for
+/// connection failures and 5xx, `rate_limited` with `retry_after` for 429,
+/// `permission` for 401/403 with a hint naming the key setting, `fatal` for
+/// other refusals. Keys never appear in errors.
+#[cfg_attr(feature = "test-util", mockall::automock)]
+#[async_trait]
+pub trait LlmProvider: Send + Sync {
+    /// Sends the request and waits for the whole answer.
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, PortError>;
+}
