@@ -18,6 +18,12 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// Bad usage, an invalid definition, an unknown run.
     pub const USAGE: u8 = 2;
+    /// The run waits for a person.
+    pub const WAITING: u8 = 3;
+    /// The run was cancelled.
+    pub const CANCELLED: u8 = 4;
+    /// The run is paused.
+    pub const PAUSED: u8 = 5;
 }
 
 /// cairn runs durable LLM-agent workflows described in YAML or JSON.
@@ -50,6 +56,26 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = ProblemFormat::Text)]
         format: ProblemFormat,
     },
+    /// Start a run and drive it until it completes, fails, or waits for a person.
+    Run {
+        /// A definition file.
+        file: PathBuf,
+        /// A run input, `KEY=VALUE` (VALUE is read as JSON when it is JSON).
+        #[arg(long = "input", value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// A YAML or JSON file of run inputs (`--input` overrides it).
+        #[arg(long = "inputs", value_name = "FILE")]
+        inputs_file: Option<PathBuf>,
+        /// The run's id; an id that exists already is refused.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Never ask at the terminal: a gate persists the wait and exits 3.
+        #[arg(long)]
+        non_interactive: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+    },
     /// Print the execution plan: levels of steps that can run together.
     Plan {
         /// A definition file.
@@ -66,6 +92,15 @@ pub enum ProblemFormat {
     /// `FILE:LINE:COL: message` lines.
     Text,
     /// One JSON array of `{file, line, column, path, rule, message}`.
+    Json,
+}
+
+/// How `run` prints its result (progress always goes to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunFormat {
+    /// A summary table and the final outputs.
+    Text,
+    /// The run JSON.
     Json,
 }
 
@@ -99,6 +134,17 @@ pub fn run(cli: Cli) -> u8 {
     let code = match cli.verb {
         Verb::Validate { files, format } => validate(&files, format, &mut out),
         Verb::Plan { file, format } => plan(&file, format, &mut out),
+        Verb::Run { file, inputs, inputs_file, run_id, non_interactive: _, format } => {
+            crate::run::run(&crate::run::RunRequest {
+                file: &file,
+                inputs: &inputs,
+                inputs_file: inputs_file.as_deref(),
+                run_id: run_id.as_deref(),
+                format,
+                config: cli.config.as_deref(),
+                llm: cli.llm.as_deref(),
+            })
+        }
     };
     let _ = out.flush();
     code

@@ -23,11 +23,31 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
 /// Loads and validates the definition at `path`; schema files it names are
 /// read relative to its folder.
 pub fn load_workflow(path: &Path) -> Result<Workflow, Problems> {
+    load_definition(path).map(|(wf, _)| wf)
+}
+
+/// Like [`load_workflow`], also returning the exact text, which a run records.
+pub fn load_definition(path: &Path) -> Result<(Workflow, String), Problems> {
     let bytes = read_bounded(path)
         .map_err(|e| Problems(vec![Problem::at(Rule::Syntax, None, format!("cannot read the file: {e}"))]))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut read_schema = |rel: &str| {
         read_bounded(&base.join(rel)).and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
     };
-    cairn_domain::load(&path.to_string_lossy(), &bytes, &mut read_schema)
+    let workflow = cairn_domain::load(&path.to_string_lossy(), &bytes, &mut read_schema)?;
+    Ok((workflow, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Reads a file of run inputs (a YAML or JSON mapping), within the size limit.
+pub fn load_inputs(path: &Path) -> Result<serde_json::Value, String> {
+    let bytes = read_bounded(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path.to_string_lossy();
+    let text = cairn_domain::source::decode(&bytes).map_err(|p| p.render(&name))?;
+    let format = cairn_domain::source::Format::detect(&name, text);
+    let value = cairn_domain::source::parse(text, format).map_err(|p| p.render(&name))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(format!("{name}: inputs must be a mapping of names to values"))
+    }
 }

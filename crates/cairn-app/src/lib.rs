@@ -13,5 +13,9 @@
 //! Read first: [`cli`], [`files`].
 
 pub mod cli;
+pub mod config;
 pub mod files;
+pub mod progress;
 pub mod render;
+pub mod run;
+pub mod runview;

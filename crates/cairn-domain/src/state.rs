@@ -402,6 +402,10 @@ pub struct StepState {
     pub round_base: u32,
     /// A skip that its dependents inherit.
     pub cascade_skip: bool,
+    /// When its latest attempt started.
+    pub started_at: Option<Timestamp>,
+    /// When it last finished (succeeded, failed, skipped or cancelled).
+    pub finished_at: Option<Timestamp>,
 }
 
 impl StepState {
@@ -415,6 +419,8 @@ impl StepState {
             wait: None,
             round_base: 0,
             cascade_skip: false,
+            started_at: None,
+            finished_at: None,
         }
     }
 }
@@ -444,6 +450,8 @@ pub struct RunState {
     pub gotos: BTreeMap<StepPath, u32>,
     /// Tokens used by the run's LLM calls.
     pub usage: TokenUsage,
+    /// The same, by model (for prices).
+    pub usage_by_model: BTreeMap<String, TokenUsage>,
     /// The last applied event's sequence number.
     pub seq: u64,
     /// When the run was created.
@@ -527,6 +535,7 @@ impl RunState {
             error: None,
             gotos: BTreeMap::new(),
             usage: TokenUsage::default(),
+            usage_by_model: BTreeMap::new(),
             seq: 1,
             created_at: event.at,
             updated_at: event.at,
@@ -539,6 +548,7 @@ impl RunState {
         if seq != self.seq + 1 {
             return Err(ApplyError::OutOfSequence { seq, last: self.seq });
         }
+        let at = event.at;
         match &event.kind {
             EventKind::RunCreated { .. } => return Err(ApplyError::NotCreated { seq }),
             EventKind::RunStarted => self.set_status(seq, RunStatus::Running)?,
@@ -550,13 +560,13 @@ impl RunState {
                 self.error = Some(error.clone());
             }
             EventKind::StepStarted { path, attempt } => {
-                let step = self.step_to(seq, path, StepStatus::Running)?;
+                let step = self.step_to(seq, at, path, StepStatus::Running)?;
                 step.attempts = *attempt;
                 step.retry_at = None;
                 step.wait = None;
             }
             EventKind::StepSucceeded { path, output } => {
-                let step = self.step_to(seq, path, StepStatus::Succeeded)?;
+                let step = self.step_to(seq, at, path, StepStatus::Succeeded)?;
                 step.output = Some(output.clone());
                 step.error = None;
                 step.wait = None;
@@ -564,30 +574,33 @@ impl RunState {
             }
             EventKind::StepFailed { path, error, output, retry_at, .. } => {
                 let to = if retry_at.is_some() { StepStatus::Waiting } else { StepStatus::Failed };
-                let step = self.step_to(seq, path, to)?;
+                let step = self.step_to(seq, at, path, to)?;
                 step.error = Some(error.clone());
                 step.output = output.clone();
                 step.retry_at = *retry_at;
             }
             EventKind::StepSkipped { path, cascade, .. } => {
-                self.step_to(seq, path, StepStatus::Skipped)?.cascade_skip = *cascade;
+                self.step_to(seq, at, path, StepStatus::Skipped)?.cascade_skip = *cascade;
             }
             EventKind::StepCancelled { path } => {
-                self.step_to(seq, path, StepStatus::Cancelled)?;
+                self.step_to(seq, at, path, StepStatus::Cancelled)?;
             }
             EventKind::StepWaiting { path, wait } => {
                 let wait = *wait;
-                self.step_to(seq, path, StepStatus::Waiting)?.wait = Some(wait);
+                self.step_to(seq, at, path, StepStatus::Waiting)?.wait = Some(wait);
                 self.set_status(seq, wait.run_status())?;
             }
-            EventKind::StepReset { path } => self.reset(seq, path)?,
+            EventKind::StepReset { path } => self.reset(seq, at, path)?,
             EventKind::GotoTaken { from, reset, .. } => {
                 for path in reset {
-                    self.reset(seq, path)?;
+                    self.reset(seq, at, path)?;
                 }
                 *self.gotos.entry(from.clone()).or_default() += 1;
             }
-            EventKind::UsageRecorded { usage, .. } => self.usage.add(*usage),
+            EventKind::UsageRecorded { usage, model, .. } => {
+                self.usage.add(*usage);
+                self.usage_by_model.entry(model.clone()).or_default().add(*usage);
+            }
             EventKind::DocumentStored { scope, doc_type, value } => {
                 self.scopes.store(scope.clone(), doc_type.clone(), value.clone());
             }
@@ -598,8 +611,8 @@ impl RunState {
     }
 
     /// A step runs again: pending, with a new round of attempts.
-    fn reset(&mut self, seq: u64, path: &StepPath) -> Result<(), ApplyError> {
-        let step = self.step_to(seq, path, StepStatus::Pending)?;
+    fn reset(&mut self, seq: u64, at: Timestamp, path: &StepPath) -> Result<(), ApplyError> {
+        let step = self.step_to(seq, at, path, StepStatus::Pending)?;
         step.output = None;
         step.error = None;
         step.wait = None;
@@ -617,12 +630,23 @@ impl RunState {
         Ok(())
     }
 
-    fn step_to(&mut self, seq: u64, path: &StepPath, to: StepStatus) -> Result<&mut StepState, ApplyError> {
+    fn step_to(
+        &mut self,
+        seq: u64,
+        at: Timestamp,
+        path: &StepPath,
+        to: StepStatus,
+    ) -> Result<&mut StepState, ApplyError> {
         let step = self.steps.entry(path.clone()).or_insert_with(StepState::new);
         if !step.status.can_become(to) {
             return Err(ApplyError::StepTransition { seq, path: path.clone(), from: step.status, to });
         }
         step.status = to;
+        if to == StepStatus::Running {
+            step.started_at = Some(at);
+        } else if to.is_finished() {
+            step.finished_at = Some(at);
+        }
         Ok(step)
     }
 

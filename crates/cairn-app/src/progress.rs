@@ -1,0 +1,85 @@
+//! Live progress on stderr: each step starting, finishing, retrying, with
+//! durations. Stdout stays free for the result (and for `--format json`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+use cairn_domain::duration::Duration;
+use cairn_domain::id::RunId;
+use cairn_domain::state::{EventKind, StepPath, Timestamp};
+use cairn_ports::{EventSink, LiveEvent};
+
+/// Prints one line per step transition to stderr.
+#[derive(Default)]
+pub struct Progress {
+    started: Mutex<HashMap<StepPath, Timestamp>>,
+}
+
+/// `1.5s`, `250ms`, `2m3s`.
+pub fn elapsed(from: Timestamp, to: Timestamp) -> String {
+    let ms = to.0.saturating_sub(from.0);
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => Duration::from_millis(ms).to_string(),
+    }
+}
+
+impl Progress {
+    fn line(&self, run: &RunId, kind: &EventKind, at: Timestamp) -> Option<String> {
+        let mut started = self.started.lock().ok()?;
+        let took = |path: &StepPath| started.get(path).map(|t| elapsed(*t, at)).unwrap_or_default();
+        Some(match kind {
+            EventKind::RunStarted => format!("run {run} started"),
+            EventKind::StepStarted { path, attempt } => {
+                started.insert(path.clone(), at);
+                if *attempt > 1 {
+                    format!("  ▸ {path} (attempt {attempt})")
+                } else {
+                    format!("  ▸ {path}")
+                }
+            }
+            EventKind::StepSucceeded { path, .. } => format!("  ✓ {path} ({})", took(path)),
+            EventKind::StepFailed { path, attempt, error, retry_at, .. } => {
+                let mut line = match retry_at {
+                    Some(due) => format!(
+                        "  ✗ {path} attempt {attempt} ({}): {}: {}; retrying in {}",
+                        took(path),
+                        error.class,
+                        error.message,
+                        elapsed(at, *due)
+                    ),
+                    None => format!("  ✗ {path} failed ({}): {}: {}", took(path), error.class, error.message),
+                };
+                if let (None, Some(hint)) = (retry_at, &error.hint) {
+                    line.push_str(&format!("\n    hint: {hint}"));
+                }
+                line
+            }
+            EventKind::StepSkipped { path, reason, .. } => format!("  ↷ {path} skipped: {reason}"),
+            EventKind::StepCancelled { path } => format!("  ■ {path} cancelled"),
+            EventKind::StepWaiting { path, wait } => {
+                let kind = serde_json::to_value(wait)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                format!("  ⏸ {path} waits for {kind}")
+            }
+            EventKind::GotoTaken { from, to, .. } => format!("  ↺ {from} failed: running again from {to}"),
+            _ => return None,
+        })
+    }
+}
+
+impl EventSink for Progress {
+    fn emit(&self, run: &RunId, event: &LiveEvent<'_>) {
+        let line = match event {
+            LiveEvent::Recorded(e) => self.line(run, &e.kind, e.at),
+            LiveEvent::Note { path, text } => Some(format!("    {path}: {text}")),
+        };
+        if let Some(line) = line {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `cairn run`: load, check inputs, wire the adapters, drive the run, print
+//! progress and the result.
+
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn_command::LocalCommands;
+use cairn_domain::definition::Workflow;
+use cairn_domain::id::RunId;
+use cairn_engine::{Definition, EngineBuilder, EngineError, MemoryStore, MockLlm, SystemClock};
+use cairn_llm_http::HttpProvider;
+use cairn_ports::{Clock, LlmProvider, StoreError};
+use serde_json::{Map, Value};
+
+use crate::cli::{RunFormat, exit};
+use crate::config::Loaded;
+use crate::files::{load_definition, load_inputs};
+use crate::progress::Progress;
+use crate::runview;
+
+/// What `cairn run` was asked.
+pub struct RunRequest<'a> {
+    /// The definition file.
+    pub file: &'a Path,
+    /// `--input K=V`, in order.
+    pub inputs: &'a [String],
+    /// `--inputs FILE`.
+    pub inputs_file: Option<&'a Path>,
+    /// `--run-id`.
+    pub run_id: Option<&'a str>,
+    /// `--format`.
+    pub format: RunFormat,
+    /// `--config`.
+    pub config: Option<&'a Path>,
+    /// `--llm`.
+    pub llm: Option<&'a str>,
+}
+
+/// Prints a usage error and returns exit code 2.
+fn usage(message: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {message}");
+    exit::USAGE
+}
+
+/// Runs `cairn run`; returns the exit code.
+pub fn run(req: &RunRequest<'_>) -> u8 {
+    let name = req.file.display().to_string();
+    let (workflow, text) = match load_definition(req.file) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{}", p.render(&name));
+            }
+            return exit::USAGE;
+        }
+    };
+    let inputs = match gather_inputs(req.inputs_file, req.inputs) {
+        Ok(inputs) => inputs,
+        Err(e) => return usage(e),
+    };
+    let run_id = match req.run_id {
+        Some(id) => match RunId::new(id) {
+            Ok(id) => id,
+            Err(e) => return usage(e),
+        },
+        None => new_run_id(SystemClock.now().0),
+    };
+    let loaded = match Loaded::load(req.config) {
+        Ok(loaded) => loaded,
+        Err(e) => return usage(e),
+    };
+    for setting in loaded.unenforced() {
+        eprintln!("warning: `{setting}` is read but not acted on by this version of cairn");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let providers = match providers(&loaded, req.llm, &workflow, &clock) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let commands = match LocalCommands::new(loaded.command_policy(), &loaded.base) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let mut builder = EngineBuilder::new(Arc::new(MemoryStore::new()))
+        .clock(clock)
+        .sink(Arc::new(Progress::default()))
+        .commands(Arc::new(commands))
+        .actor(whoami());
+    for (provider_name, provider) in providers {
+        builder = builder.provider(provider_name, provider);
+    }
+    let engine = builder.build();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return usage(format!("cannot start the runtime: {e}")),
+    };
+    let definition = Definition { name: name.clone(), text, workflow: workflow.clone() };
+    let state = match runtime.block_on(engine.run(definition, Value::Object(inputs), run_id)) {
+        Ok(state) => state,
+        Err(EngineError::Inputs(e)) => return usage(format!("{name}: {e}")),
+        Err(EngineError::Store(StoreError::AlreadyExists(id))) => {
+            return usage(format!("a run `{id}` exists already: pick another --run-id"));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let cost = loaded.cost(&state.usage_by_model);
+    match req.format {
+        RunFormat::Text => print!("{}", runview::summary(&state, &workflow, cost)),
+        RunFormat::Json => println!("{}", runview::run_json(&state, &workflow, cost)),
+    }
+    runview::exit_code(state.status)
+}
+
+/// `--inputs FILE`, then each `--input K=V` over it. `V` is JSON when it
+/// parses as JSON, a string otherwise.
+fn gather_inputs(file: Option<&Path>, pairs: &[String]) -> Result<Map<String, Value>, String> {
+    let mut inputs = match file {
+        Some(path) => match load_inputs(path)? {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+        None => Map::new(),
+    };
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("--input `{pair}` must be KEY=VALUE"));
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        inputs.insert(key.trim().to_owned(), value);
+    }
+    Ok(inputs)
+}
+
+/// A provider under the name agents use for it.
+type Named = (String, Arc<dyn LlmProvider>);
+
+/// The providers every agent of `wf` may name, by name.
+fn providers(
+    loaded: &Loaded,
+    llm: Option<&str>,
+    wf: &Workflow,
+    clock: &Arc<dyn Clock>,
+) -> Result<Vec<Named>, String> {
+    let mut names: BTreeSet<String> = wf.agents.values().map(|a| a.provider.to_string()).collect();
+    names.insert("default".into());
+    let settings = loaded.providers()?;
+    let every =
+        |p: Arc<dyn LlmProvider>| names.iter().map(|n| (n.clone(), Arc::clone(&p))).collect::<Vec<_>>();
+    match llm {
+        Some("mock") => {
+            let latency = match std::env::var("CAIRN_MOCK_LATENCY") {
+                Ok(text) => text
+                    .parse::<cairn_domain::duration::Duration>()
+                    .map_err(|e| format!("CAIRN_MOCK_LATENCY: {e}"))?
+                    .to_std(),
+                Err(_) => std::time::Duration::ZERO,
+            };
+            Ok(every(Arc::new(MockLlm::new(Arc::clone(clock), latency))))
+        }
+        Some(name) => {
+            let Some(s) = settings.into_iter().find(|s| s.name == name) else {
+                return Err(format!("--llm {name}: no provider `{name}` is configured (or use --llm mock)"));
+            };
+            Ok(every(Arc::new(HttpProvider::new(s)?)))
+        }
+        None => settings
+            .into_iter()
+            .map(|s| Ok((s.name.clone(), Arc::new(HttpProvider::new(s)?) as Arc<dyn LlmProvider>)))
+            .collect(),
+    }
+}
+
+/// Who runs cairn, for the audit trail.
+fn whoami() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "engine".into())
+}
+
+/// A new run id: 10 characters of time (sortable) and 6 random ones, in
+/// lowercase Crockford base32.
+pub fn new_run_id(now_ms: u64) -> RunId {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let mut id = String::with_capacity(16);
+    for i in (0..10).rev() {
+        id.push(ALPHABET[((now_ms >> (i * 5)) & 31) as usize] as char);
+    }
+    for i in 0..6 {
+        id.push(ALPHABET[((random >> (i * 5)) & 31) as usize] as char);
+    }
+    RunId::new(id).expect("16 base32 characters are a valid run id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time_and_differ() {
+        let a = new_run_id(1_700_000_000_000);
+        let b = new_run_id(1_700_000_000_001);
+        assert_eq!(a.as_str().len(), 16);
+        assert!(a.as_str()[..10] < b.as_str()[..10]);
+        assert_ne!(new_run_id(5).as_str(), new_run_id(5).as_str());
+    }
+
+    #[test]
+    fn inputs_parse_json_values_else_strings() {
+        let pairs =
+            ["n=3".to_owned(), "list=[1,2]".to_owned(), "name=src/lib.rs".to_owned(), "q= a=b".to_owned()];
+        let inputs = gather_inputs(None, &pairs).expect("valid");
+        assert_eq!(
+            Value::Object(inputs),
+            serde_json::json!({"n": 3, "list": [1, 2], "name": "src/lib.rs", "q": " a=b"})
+        );
+        assert!(gather_inputs(None, &["novalue".to_owned()]).is_err());
+    }
+}
