@@ -72,3 +72,45 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
+
+/// Runs `cairn ARGS` in `dir` with extra environment variables.
+pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(cairn_bin());
+    command.args(args).current_dir(dir).env_remove("CAIRN_CONFIG").env_remove("CAIRN_DATA_DIR");
+    for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("cairn runs").into()
+}
+
+/// Replaces durations (`12ms`, `1.5s`) by `<t>`, so snapshots of timed
+/// output are stable.
+pub fn redact_times(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_word = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        if starts_word && chars[i].is_ascii_digit() {
+            let mut j = i;
+            while j < chars.len() && (chars[j].is_ascii_digit() || chars[j] == '.') {
+                j += 1;
+            }
+            let unit = match (chars.get(j), chars.get(j + 1)) {
+                (Some('m'), Some('s')) => 2,
+                (Some('s'), _) => 1,
+                _ => 0,
+            };
+            let ends_word = chars.get(j + unit).is_none_or(|c| !c.is_ascii_alphanumeric());
+            if unit > 0 && ends_word {
+                out.push_str("<t>");
+                i = j + unit;
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}

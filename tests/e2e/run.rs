@@ -1,0 +1,204 @@
+//! `cairn run`: real runs through the binary, on the mock provider, a
+//! loopback HTTP server, and fenced commands.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use crate::support::{cairn_env, redact_times, root, scratch};
+
+fn run_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let run = cairn_env(dir, args, env);
+    (run.code, run.stdout, run.stderr)
+}
+
+#[test]
+fn the_code_review_example_runs_on_the_mock_and_waits_for_acceptance() {
+    let (code, stdout, stderr) = run_in(
+        &root(),
+        &[
+            "--llm",
+            "mock",
+            "run",
+            "examples/code-review.yaml",
+            "--input",
+            "file_path=src/lib.rs",
+            "--run-id",
+            "review-1",
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    insta::assert_snapshot!("code_review_text", redact_times(&stdout));
+    // Parallel steps finish in any order: compare the progress lines as a set.
+    let mut lines: Vec<String> = redact_times(&stderr).lines().map(str::to_owned).collect();
+    lines.sort();
+    insta::assert_snapshot!("code_review_progress", lines.join("\n"));
+}
+
+#[test]
+fn json_output_is_one_document_in_the_spec_shape() {
+    let (code, stdout, _) = run_in(
+        &root(),
+        &[
+            "--llm",
+            "mock",
+            "run",
+            "examples/code-review.yaml",
+            "--input",
+            "file_path=a.rs",
+            "--run-id",
+            "r2",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 3);
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("exactly one JSON document");
+    insta::assert_json_snapshot!(run);
+}
+
+const STEPS: &str = r#"cairn: 1
+id: tools
+inputs:
+  name: { type: string, default: world }
+steps:
+  - id: greet
+    command: [echo, "hello {{ inputs.name }}; $(whoami)"]
+  - id: shout
+    set: "{{ steps.greet.output.stdout | trim | upper }}"
+  - id: never
+    when: "{{ steps.shout.output == 'X' }}"
+    set: 1
+"#;
+
+#[test]
+fn commands_run_fenced_and_templates_stay_literal() {
+    let dir = scratch("run_commands");
+    std::fs::write(dir.join("wf.yaml"), STEPS).expect("write");
+    std::fs::write(dir.join("cairn.toml"), "[commands]\nallow = [\"echo\"]\n").expect("write");
+    let (code, stdout, stderr) = run_in(&dir, &["run", "wf.yaml", "--run-id", "t1", "--format", "json"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(run["steps"][0]["output"]["stdout"], "hello world; $(whoami)\n");
+    assert_eq!(run["steps"][1]["output"], "HELLO WORLD; $(WHOAMI)");
+    assert_eq!(run["steps"][2]["status"], "skipped");
+}
+
+#[test]
+fn a_program_off_the_allowlist_fails_the_run_with_permission() {
+    let dir = scratch("run_refused");
+    std::fs::write(dir.join("wf.yaml"), STEPS).expect("write");
+    let (code, stdout, stderr) = run_in(&dir, &["run", "wf.yaml", "--run-id", "t2"], &[]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    insta::assert_snapshot!(redact_times(&stdout));
+}
+
+#[test]
+fn bad_inputs_and_ids_are_usage_errors() {
+    let dir = scratch("run_usage");
+    std::fs::write(dir.join("wf.yaml"), STEPS).expect("write");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["run", "wf.yaml", "--input", "nme=x"],
+            "error: wf.yaml: unknown input `nme` (did you mean `name`?)\n",
+        ),
+        (
+            &["run", "wf.yaml", "--input", "name=3"],
+            "error: wf.yaml: input `name` must be of type string, not 3\n",
+        ),
+        (&["run", "wf.yaml", "--input", "novalue"], "error: --input `novalue` must be KEY=VALUE\n"),
+        (
+            &["run", "wf.yaml", "--run-id", "../x"],
+            "error: `../x` is not a valid run id: use 1 to 64 of a-z, 0-9, `_` and `-`, starting with a letter or digit\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, _, stderr) = run_in(&dir, args, &[]);
+        assert_eq!((code, stderr.as_str()), (2, expected), "{args:?}");
+    }
+}
+
+#[test]
+fn a_run_without_a_configured_provider_names_the_settings() {
+    let (code, stdout, _) = run_in(
+        &root(),
+        &["run", "examples/code-review.yaml", "--input", "file_path=x", "--run-id", "p1"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("error: fatal: agent `backend` uses provider `default`, which is not configured"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hint: set CAIRN_LLM_BASE_URL"), "{stdout}");
+}
+
+/// An OpenAI-compatible server on loopback that answers `n` requests and
+/// returns what it was sent.
+fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                let read = socket.read(&mut buf).expect("read");
+                request.extend_from_slice(&buf[..read]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length || read == 0 {
+                        break;
+                    }
+                }
+            }
+            let body = r#"{"model":"tiny","choices":[{"message":{"content":"looks fine"}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).expect("write");
+            seen.push(String::from_utf8_lossy(&request).to_string());
+        }
+        seen
+    });
+    (url, handle)
+}
+
+#[test]
+fn the_http_provider_is_configured_from_the_environment() {
+    let dir = scratch("run_http");
+    let wf = "cairn: 1\nid: ask\nagents:\n  w: { system: Be brief. }\nsteps:\n  - id: ask\n    agent: w\n    prompt: Is this fine?\n";
+    std::fs::write(dir.join("wf.yaml"), wf).expect("write");
+    std::fs::write(dir.join("cairn.toml"), "[prices.tiny]\nprompt = 1.0\ncompletion = 2.0\n").expect("write");
+    let (url, server) = fake_server(1);
+    let env = [
+        ("CAIRN_LLM_BASE_URL", url.as_str()),
+        ("CAIRN_LLM_API_KEY", "sk-e2e-secret"),
+        ("CAIRN_LLM_MODEL", "tiny"),
+    ];
+    let (code, stdout, stderr) =
+        run_in(&dir, &["run", "wf.yaml", "--run-id", "h1", "--format", "json"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(run["steps"][0]["output"], "looks fine");
+    assert_eq!(
+        run["usage"],
+        serde_json::json!({"prompt_tokens": 10, "completion_tokens": 2, "estimated": false, "cost_usd": 0.000014})
+    );
+    let sent = server.join().expect("server");
+    assert!(sent[0].to_ascii_lowercase().contains("idempotency-key: h1/ask/1"), "{}", sent[0]);
+    assert!(!stdout.contains("sk-e2e-secret") && !stderr.contains("sk-e2e-secret"));
+}
