@@ -202,3 +202,23 @@ fn the_http_provider_is_configured_from_the_environment() {
     assert!(sent[0].to_ascii_lowercase().contains("idempotency-key: h1/ask/1"), "{}", sent[0]);
     assert!(!stdout.contains("sk-e2e-secret") && !stderr.contains("sk-e2e-secret"));
 }
+
+#[test]
+fn the_readme_demo_completes() {
+    let (code, stdout, stderr) = run_in(
+        &root(),
+        &[
+            "--llm",
+            "mock",
+            "run",
+            "examples/ticket-triage.yaml",
+            "--input",
+            "ticket=I was charged twice",
+            "--run-id",
+            "demo",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    insta::assert_snapshot!(redact_times(&stdout));
+}
