@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: measured, never asserted. Builds the release binary
-//! and times it on generated inputs; prints a table and writes
-//! `target/bench/report.json`.
+//! and times it on generated inputs, runs the engine-overhead bench of
+//! `cairn-engine`; prints a table and writes `target/bench/report.json`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -29,6 +29,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
+    let engine = engine_overhead()?;
 
     let mut table = String::from("benchmark                   median      best   (runs)\n");
     let mut json = Vec::new();
@@ -38,11 +39,50 @@ pub fn run(_args: &[String]) -> Result<()> {
             serde_json::json!({"name": name, "median_ms": ms(*median), "best_ms": ms(*best), "runs": RUNS}),
         );
     }
+    for row in &engine {
+        let _ = writeln!(
+            table,
+            "{:<26} {:>7.1} ms {:>7.1} ms   ({})   {:>6.0} steps/s",
+            row["name"].as_str().unwrap_or("?"),
+            row["median_ms"].as_f64().unwrap_or(f64::NAN),
+            row["best_ms"].as_f64().unwrap_or(f64::NAN),
+            row["runs"].as_u64().unwrap_or(0),
+            row["steps_per_s"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     print!("{table}");
-    let report = serde_json::json!({ "benchmarks": json });
+    let report = serde_json::json!({ "benchmarks": json, "engine": engine });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote target/bench/report.json");
     Ok(())
+}
+
+/// Runs the engine-overhead bench (`crates/cairn-engine/benches/overhead.rs`)
+/// and returns its rows: the last stdout line that parses as JSON holds
+/// `{"engine": [...]}`.
+fn engine_overhead() -> Result<Vec<serde_json::Value>> {
+    let args = ["bench", "-p", "cairn-engine", "--bench", "overhead", "--locked"];
+    eprintln!("$ cargo {}", args.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo bench")?;
+    if !out.status.success() {
+        bail!("`cargo {}` failed with {}", args.join(" "), out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .context("the overhead bench printed no JSON line")?;
+    match report.get("engine").and_then(serde_json::Value::as_array) {
+        Some(rows) => Ok(rows.clone()),
+        None => bail!("the overhead bench's JSON has no `engine` list: {report}"),
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -243,3 +243,31 @@ async fn bad_inputs_are_refused_before_a_run_exists() {
     assert_eq!(err.to_string(), "input `n` must be of type integer, not \"x\"");
     assert!(store.list().await.expect("list").is_empty());
 }
+
+/// Fails at once with a fatal error.
+struct Broken;
+
+#[async_trait]
+impl StepHandler for Broken {
+    async fn call(&self, _: HandlerCall) -> Result<Value, PortError> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Err(PortError::new(ErrorClass::Fatal, "bad request").with_hint("fix the request"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_failure_cancels_the_siblings_in_flight() {
+    let yaml = "cairn: 1\nid: stop\nsteps:\n  - id: slow\n    needs: []\n    uses: slow\n  - id: bad\n    needs: []\n    uses: bad\n  - id: after\n    needs: [slow, bad]\n    set: 1\n";
+    let h = Harness::new();
+    let slow = Arc::new(Flaky { calls: AtomicUsize::new(0), fails: 0, hang: true });
+    let engine = h.builder(Duration::ZERO).handler("slow", slow).handler("bad", Arc::new(Broken)).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Failed);
+    assert_eq!(state.updated_at.0, 1000, "the hour-long sibling did not hold the run up");
+    let error = state.error.expect("error");
+    assert_eq!(
+        (error.message.as_str(), error.hint.as_deref()),
+        ("step `bad` failed: bad request", Some("fix the request"))
+    );
+    insta::assert_snapshot!(h.log().await);
+}
