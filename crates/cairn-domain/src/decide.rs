@@ -13,19 +13,21 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::dag::{Dag, Reach};
-use crate::definition::{FailureAction, OnFailure, RetryPolicy, Step, Workflow};
+use crate::definition::{FailureAction, OnFailure, RetryPolicy, Step, StepKind, Workflow};
 use crate::duration::Duration;
 use crate::plan::CycleError;
-use crate::render::{Renderer, truthy};
+use crate::render::{Reads, Renderer, truthy};
 use crate::scope::ScopeKey;
 use crate::state::{
-    ErrorClass, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, Timestamp, WaitKind,
+    ErrorClass, EventKind, RunState, RunStatus, StepError, StepPath, StepState, StepStatus, Timestamp,
+    WaitKind,
 };
 
 /// A validated workflow prepared for running: the dependency graph and the
 /// per-step policies, computed once.
 pub struct Program {
     workflow: Workflow,
+    reads: Vec<Reads>,
     dag: Dag,
     reach: Reach,
     paths: Vec<StepPath>,
@@ -39,7 +41,28 @@ impl Program {
         let reach = dag.reach().ok_or_else(|| CycleError(workflow.id.to_string()))?;
         let paths: Vec<StepPath> = workflow.steps.iter().map(|s| StepPath::new(s.id.as_str())).collect();
         let index = paths.iter().enumerate().map(|(i, p)| (p.clone(), i)).collect();
-        Ok(Self { workflow, dag, reach, paths, index })
+        let renderer = Renderer::default();
+        let reads = workflow
+            .steps
+            .iter()
+            .map(|step| {
+                let mut sources = step.template_sources();
+                if let StepKind::Agent(a) = &step.kind
+                    && let Some(system) =
+                        workflow.agents.get(a.agent.as_str()).and_then(|agent| agent.system.as_ref())
+                {
+                    sources.push(system.as_str());
+                }
+                Reads::of(&renderer, sources)
+            })
+            .collect();
+        Ok(Self { workflow, reads, dag, reach, paths, index })
+    }
+
+    /// What the step at `path` reads from the run, for building its context.
+    pub fn reads(&self, path: &StepPath) -> &Reads {
+        static ALL: std::sync::OnceLock<Reads> = std::sync::OnceLock::new();
+        self.index.get(path).map_or_else(|| ALL.get_or_init(Reads::all), |&i| &self.reads[i])
     }
 
     /// The workflow.
@@ -119,7 +142,9 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
         RunStatus::Running => {}
         _ => return Vec::new(),
     }
-    let status = |i: usize| state.steps.get(&program.paths[i]).map_or(StepStatus::Pending, |s| s.status);
+    // One lookup per step per call: the state is keyed by path, the program by index.
+    let steps: Vec<Option<&StepState>> = program.paths.iter().map(|p| state.steps.get(p)).collect();
+    let status = |i: usize| steps[i].map_or(StepStatus::Pending, |s| s.status);
     let n = program.paths.len();
 
     // Failure policies of steps whose retries are spent.
@@ -149,13 +174,12 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
     let mut records = Vec::new();
     let mut ready = Vec::new();
     let mut wake: Option<Timestamp> = None;
-    let mut context = None;
     for i in 0..n {
         let path = &program.paths[i];
         match status(i) {
             StepStatus::Pending => {}
             StepStatus::Waiting => {
-                let Some(due) = state.steps.get(path).and_then(|s| s.retry_at) else { continue };
+                let Some(due) = steps[i].and_then(|s| s.retry_at) else { continue };
                 if due <= now {
                     ready.push(i);
                 } else {
@@ -169,8 +193,7 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
         if needs.iter().any(|&d| status(d) == StepStatus::Cancelled) {
             continue;
         }
-        let skipped_need =
-            needs.iter().find(|&&d| state.steps.get(&program.paths[d]).is_some_and(|s| s.cascade_skip));
+        let skipped_need = needs.iter().find(|&&d| steps[d].is_some_and(|s| s.cascade_skip));
         if let Some(&d) = skipped_need {
             let reason = format!("it needs `{}`, which was skipped", program.paths[d]);
             records.push(EventKind::StepSkipped { path: path.clone(), reason, cascade: true });
@@ -180,8 +203,8 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
             continue;
         }
         if let Some(when) = &program.workflow.steps[i].when {
-            let ctx = context.get_or_insert_with(|| renderer.context(state, &program.workflow, None, &[]));
-            match renderer.value(when, ctx) {
+            let ctx = renderer.context(state, &program.workflow, &program.reads[i], None, &[]);
+            match renderer.value(when, &ctx) {
                 Ok(v) if !truthy(&v) => {
                     let reason = "its `when` is false".to_owned();
                     records.push(EventKind::StepSkipped { path: path.clone(), reason, cascade: false });
@@ -219,7 +242,7 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
         .into_iter()
         .take(free)
         .map(|i| {
-            let attempts = state.steps.get(&program.paths[i]).map_or(0, |s| s.attempts);
+            let attempts = steps[i].map_or(0, |s| s.attempts);
             Action::Start { path: program.paths[i].clone(), attempt: attempts + 1 }
         })
         .collect();

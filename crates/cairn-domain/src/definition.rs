@@ -385,6 +385,39 @@ pub struct Step {
 }
 
 impl Step {
+    /// The source of every template of this step itself (not of its nested
+    /// steps): `when`, prompts, arguments, messages, and every string inside
+    /// `set` and `with` values.
+    pub fn template_sources(&self) -> Vec<&str> {
+        fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+            match value {
+                Value::String(s) => out.push(s),
+                Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+                Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+                _ => {}
+            }
+        }
+        let mut out: Vec<&str> = self.when.iter().map(Template::as_str).collect();
+        match &self.kind {
+            StepKind::Agent(a) => {
+                out.push(a.prompt.as_str());
+                if let Some(qa) = &a.qa {
+                    out.extend([qa.rubric.as_str(), qa.pass_when.as_str()]);
+                }
+            }
+            StepKind::Command(c) => {
+                out.extend(c.command.iter().map(Template::as_str));
+                out.extend(c.cwd.iter().chain(c.env.values()).chain(c.stdin.iter()).map(Template::as_str));
+            }
+            StepKind::Approval(a) => out.push(a.message.as_str()),
+            StepKind::ForEach(g) => out.push(g.items.as_str()),
+            StepKind::Loop(l) => out.extend(l.until.iter().map(Template::as_str)),
+            StepKind::Set(set) => strings(&set.value, &mut out),
+            StepKind::Uses(u) => strings(&u.with, &mut out),
+        }
+        out
+    }
+
     /// The nested steps of a `for_each` or `loop`, if any.
     pub fn body(&self) -> Option<&[Step]> {
         match &self.kind {

@@ -27,6 +27,47 @@ impl Default for Renderer {
 /// What a template can read, built from a run's state.
 pub struct Context(minijinja::Value);
 
+/// What a step's templates read, found once by static analysis, so a
+/// context holds only that: building it costs what the step reads, not
+/// what the run has done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Ids read as `steps.ID`; `None`: any (a template read `steps` whole).
+    pub steps: Option<std::collections::BTreeSet<String>>,
+    /// Whether `progress` is read.
+    pub progress: bool,
+}
+
+impl Reads {
+    /// Everything: for templates not known in advance.
+    pub fn all() -> Self {
+        Self { steps: None, progress: true }
+    }
+
+    /// What these template sources read; a template that does not parse
+    /// reads everything (its error surfaces when it is rendered).
+    pub fn of<'a>(renderer: &Renderer, sources: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut reads = Self { steps: Some(std::collections::BTreeSet::new()), progress: false };
+        for source in sources {
+            let Ok(refs) = template::references(&renderer.env, source) else { return Self::all() };
+            for r in refs {
+                let mut parts = r.split('.');
+                match (parts.next(), parts.next()) {
+                    (Some("steps"), Some(id)) => {
+                        if let Some(ids) = reads.steps.as_mut() {
+                            ids.insert(id.to_owned());
+                        }
+                    }
+                    (Some("steps"), None) => reads.steps = None,
+                    (Some("progress"), _) => reads.progress = true,
+                    _ => {}
+                }
+            }
+        }
+        reads
+    }
+}
+
 impl Renderer {
     /// The context of a step of `state`: `inputs`, `steps` (every step with
     /// a state), `docs` (root scope), `run`, `progress`, `feedback`, plus
@@ -35,11 +76,21 @@ impl Renderer {
         &self,
         state: &RunState,
         wf: &Workflow,
+        reads: &Reads,
         feedback: Option<&str>,
         extra: &[(&str, Value)],
     ) -> Context {
         let mut steps = Map::new();
-        for (path, step) in &state.steps {
+        let chosen: Box<dyn Iterator<Item = (&crate::state::StepPath, &crate::state::StepState)>> =
+            match &reads.steps {
+                None => Box::new(state.steps.iter()),
+                Some(ids) => {
+                    Box::new(ids.iter().filter_map(|id| {
+                        state.steps.get_key_value(&crate::state::StepPath::new(id.as_str()))
+                    }))
+                }
+            };
+        for (path, step) in chosen {
             steps.insert(
                 path.to_string(),
                 json!({
@@ -56,7 +107,8 @@ impl Renderer {
         ctx.insert("steps".into(), Value::Object(steps));
         ctx.insert("docs".into(), Value::Object(docs));
         ctx.insert("run".into(), json!({"id": state.run_id, "workflow": wf.id}));
-        ctx.insert("progress".into(), Value::String(progress_text(state)));
+        let progress = if reads.progress { progress_text(state) } else { String::new() };
+        ctx.insert("progress".into(), Value::String(progress));
         ctx.insert("feedback".into(), feedback.map_or(Value::Null, |f| Value::String(f.to_owned())));
         for (name, value) in extra {
             ctx.insert((*name).to_owned(), value.clone());
@@ -183,7 +235,7 @@ mod tests {
     fn a_lone_expression_keeps_its_type_and_text_stays_text() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, None, &[]);
+        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
         assert_eq!(r.value(&Template("{{ steps.a.output.items }}".into()), &ctx), Ok(json!([1, 2])));
         assert_eq!(r.value(&Template("n={{ inputs.n }}".into()), &ctx), Ok(json!("n=3")));
         assert_eq!(r.value(&Template("plain".into()), &ctx), Ok(json!("plain")));
@@ -194,7 +246,7 @@ mod tests {
     fn outputs_are_data_never_rendered_again() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, None, &[]);
+        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
         assert_eq!(r.text(&Template("{{ steps.a.output.text }}".into()), &ctx), Ok("{{ inputs.n }}".into()));
     }
 
@@ -202,7 +254,7 @@ mod tests {
     fn unknown_names_are_errors_not_empty_strings() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, None, &[]);
+        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
         let err = r.value(&Template("x{{ inputs.missing }}".into()), &ctx).expect_err("strict");
         assert!(err.contains("undefined"), "{err}");
     }
@@ -211,7 +263,7 @@ mod tests {
     fn runaway_templates_run_out_of_fuel() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, None, &[]);
+        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
         let err = r
             .value(
                 &Template(
@@ -228,7 +280,7 @@ mod tests {
     fn deep_renders_every_string_and_truthy_reads_conditions() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, Some("more detail"), &[]);
+        let ctx = r.context(&state, &wf, &Reads::all(), Some("more detail"), &[]);
         let v = r.deep(&json!({"a": ["{{ inputs.n }}", 2], "b": "{{ feedback }}"}), &ctx);
         assert_eq!(v, Ok(json!({"a": [3, 2], "b": "more detail"})));
         for (v, t) in [

@@ -382,6 +382,21 @@ impl TokenUsage {
     }
 }
 
+impl EventKind {
+    /// The run status this event moves the run to, if it moves it.
+    pub fn run_status(&self) -> Option<RunStatus> {
+        Some(match self {
+            EventKind::RunStarted => RunStatus::Running,
+            EventKind::RunPaused => RunStatus::Paused,
+            EventKind::RunCompleted => RunStatus::Completed,
+            EventKind::RunCancelled => RunStatus::Cancelled,
+            EventKind::RunFailed { .. } => RunStatus::Failed,
+            EventKind::StepWaiting { wait, .. } => wait.run_status(),
+            _ => return None,
+        })
+    }
+}
+
 /// The state of one step in a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
@@ -551,14 +566,11 @@ impl RunState {
         let at = event.at;
         match &event.kind {
             EventKind::RunCreated { .. } => return Err(ApplyError::NotCreated { seq }),
-            EventKind::RunStarted => self.set_status(seq, RunStatus::Running)?,
-            EventKind::RunPaused => self.set_status(seq, RunStatus::Paused)?,
-            EventKind::RunCompleted => self.set_status(seq, RunStatus::Completed)?,
-            EventKind::RunCancelled => self.set_status(seq, RunStatus::Cancelled)?,
-            EventKind::RunFailed { error } => {
-                self.set_status(seq, RunStatus::Failed)?;
-                self.error = Some(error.clone());
-            }
+            EventKind::RunStarted
+            | EventKind::RunPaused
+            | EventKind::RunCompleted
+            | EventKind::RunCancelled => {}
+            EventKind::RunFailed { error } => self.error = Some(error.clone()),
             EventKind::StepStarted { path, attempt } => {
                 let step = self.step_to(seq, at, path, StepStatus::Running)?;
                 step.attempts = *attempt;
@@ -586,9 +598,7 @@ impl RunState {
                 self.step_to(seq, at, path, StepStatus::Cancelled)?;
             }
             EventKind::StepWaiting { path, wait } => {
-                let wait = *wait;
-                self.step_to(seq, at, path, StepStatus::Waiting)?.wait = Some(wait);
-                self.set_status(seq, wait.run_status())?;
+                self.step_to(seq, at, path, StepStatus::Waiting)?.wait = Some(*wait);
             }
             EventKind::StepReset { path } => self.reset(seq, at, path)?,
             EventKind::GotoTaken { from, reset, .. } => {
@@ -604,6 +614,9 @@ impl RunState {
             EventKind::DocumentStored { scope, doc_type, value } => {
                 self.scopes.store(scope.clone(), doc_type.clone(), value.clone());
             }
+        }
+        if let Some(to) = event.kind.run_status() {
+            self.set_status(seq, to)?;
         }
         self.seq = seq;
         self.updated_at = event.at;

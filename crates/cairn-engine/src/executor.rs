@@ -276,7 +276,6 @@ impl Engine {
             if starts.is_empty() {
                 return Ok(wake);
             }
-            let context = self.renderer.context(state, program.workflow(), None, &[]);
             for (path, attempt) in starts {
                 let Some(step) = program.step(&path) else { continue };
                 let mut events = vec![EventKind::StepStarted { path: path.clone(), attempt }];
@@ -287,6 +286,8 @@ impl Engine {
                 }
                 self.record(state, events).await?;
                 let key = idempotency_key(state, &path, attempt);
+                let context =
+                    self.renderer.context(state, program.workflow(), program.reads(&path), None, &[]);
                 let job = job::Attempt {
                     program,
                     renderer: &self.renderer,

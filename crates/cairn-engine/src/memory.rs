@@ -5,12 +5,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
-use cairn_domain::state::{Event, RunState};
+use cairn_domain::state::{Event, EventKind, RunStatus};
 use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
 
 struct Entry {
     run: StoredRun,
-    state: RunState,
+    summary: RunSummary,
+    seq: u64,
     snapshot: Option<Snapshot>,
 }
 
@@ -38,28 +39,51 @@ impl RunStore for MemoryStore {
         if runs.contains_key(&run.run_id) {
             return Err(StoreError::AlreadyExists(run.run_id.to_string()));
         }
-        let state = RunState::create(&run.created).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if run.created.seq != 1 || !matches!(run.created.kind, EventKind::RunCreated { .. }) {
+            return Err(StoreError::Corrupt("a run starts with run_created, numbered 1".into()));
+        }
+        let summary = RunSummary {
+            run_id: run.run_id.clone(),
+            workflow: run.workflow,
+            status: RunStatus::Pending,
+            created_at: run.created.at,
+            updated_at: run.created.at,
+        };
         let stored = StoredRun {
             definition_name: run.definition_name,
             definition: run.definition,
             events: vec![run.created],
         };
-        runs.insert(run.run_id, Entry { run: stored, state, snapshot: None });
+        runs.insert(run.run_id, Entry { run: stored, summary, seq: 1, snapshot: None });
         Ok(())
     }
 
     async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
         let mut runs = self.lock()?;
         let entry = runs.get_mut(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
-        let actual = entry.state.seq;
-        if actual != expected_seq {
-            return Err(StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual });
+        if entry.seq != expected_seq {
+            return Err(StoreError::Conflict {
+                run: run.to_string(),
+                expected: expected_seq,
+                actual: entry.seq,
+            });
         }
-        let mut state = entry.state.clone();
-        for event in events {
-            state.apply(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut status = entry.summary.status;
+        for (i, event) in events.iter().enumerate() {
+            if event.seq != expected_seq + 1 + i as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "event {} does not follow {}",
+                    event.seq,
+                    expected_seq + i as u64
+                )));
+            }
+            status = event.kind.run_status().unwrap_or(status);
         }
-        entry.state = state;
+        if let Some(last) = events.last() {
+            entry.seq = last.seq;
+            entry.summary.status = status;
+            entry.summary.updated_at = last.at;
+        }
         entry.run.events.extend_from_slice(events);
         Ok(())
     }
@@ -71,16 +95,7 @@ impl RunStore for MemoryStore {
 
     async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
         let runs = self.lock()?;
-        let mut out: Vec<RunSummary> = runs
-            .values()
-            .map(|e| RunSummary {
-                run_id: e.state.run_id.clone(),
-                workflow: e.state.workflow.clone(),
-                status: e.state.status,
-                created_at: e.state.created_at,
-                updated_at: e.state.updated_at,
-            })
-            .collect();
+        let mut out: Vec<RunSummary> = runs.values().map(|e| e.summary.clone()).collect();
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
         Ok(out)
     }
