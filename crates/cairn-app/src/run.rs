@@ -47,7 +47,7 @@ fn usage(message: impl std::fmt::Display) -> u8 {
 /// Runs `cairn run`; returns the exit code.
 pub fn run(req: &RunRequest<'_>) -> u8 {
     let name = req.file.display().to_string();
-    let (workflow, text) = match load_definition(req.file) {
+    let loaded_def = match load_definition(req.file) {
         Ok(loaded) => loaded,
         Err(problems) => {
             for p in &problems.0 {
@@ -75,7 +75,7 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
         eprintln!("warning: `{setting}` is read but not acted on by this version of cairn");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let providers = match providers(&loaded, req.llm, &workflow, &clock) {
+    let providers = match providers(&loaded, req.llm, &loaded_def.workflow, &clock) {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
@@ -96,7 +96,13 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
         Ok(rt) => rt,
         Err(e) => return usage(format!("cannot start the runtime: {e}")),
     };
-    let definition = Definition { name: name.clone(), text, workflow: workflow.clone() };
+    let workflow = loaded_def.workflow.clone();
+    let definition = Definition {
+        name: name.clone(),
+        text: loaded_def.text,
+        workflow: loaded_def.workflow,
+        files: loaded_def.files,
+    };
     let state = match runtime.block_on(engine.run(definition, Value::Object(inputs), run_id)) {
         Ok(state) => state,
         Err(EngineError::Inputs(e)) => return usage(format!("{name}: {e}")),

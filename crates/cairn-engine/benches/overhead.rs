@@ -60,7 +60,7 @@ fn fan_in(width: usize) -> String {
 fn definition(yaml: &str) -> Definition {
     let mut no_files = |_: &str| Err("no files".to_owned());
     let workflow = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files).expect("valid workflow");
-    Definition { name: "wf.yaml".into(), text: yaml.to_owned(), workflow }
+    Definition { name: "wf.yaml".into(), text: yaml.to_owned(), workflow, files: Default::default() }
 }
 
 /// One run on a fresh store and engine; returns the wall time of

@@ -33,6 +33,8 @@ pub struct Definition {
     pub text: String,
     /// The validated workflow.
     pub workflow: Workflow,
+    /// Files the definition names (schemas), by the path it names them with.
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs workflows through the ports it was built with.
@@ -160,6 +162,7 @@ impl Engine {
                 workflow: def.workflow.id.clone(),
                 definition_name: def.name,
                 definition: def.text,
+                files: def.files,
                 definition_hash: hash,
                 created: created.clone(),
             })

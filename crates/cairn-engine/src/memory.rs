@@ -52,6 +52,7 @@ impl RunStore for MemoryStore {
         let stored = StoredRun {
             definition_name: run.definition_name,
             definition: run.definition,
+            files: run.files,
             events: vec![run.created],
         };
         runs.insert(run.run_id, Entry { run: stored, summary, seq: 1, snapshot: None });
@@ -113,5 +114,10 @@ impl RunStore for MemoryStore {
         let runs = self.lock()?;
         let entry = runs.get(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
         Ok(entry.snapshot.clone())
+    }
+
+    async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
+        let mut runs = self.lock()?;
+        runs.remove(run).map(|_| ()).ok_or_else(|| StoreError::NotFound(run.to_string()))
     }
 }

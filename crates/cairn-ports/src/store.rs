@@ -1,5 +1,7 @@
 //! The run store port: append-only event logs, guarded by sequence numbers.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::state::{Event, RunState, RunStatus, Timestamp};
@@ -18,6 +20,8 @@ pub struct NewRun {
     pub definition_name: String,
     /// The definition's exact text; editing the file later never changes the run.
     pub definition: String,
+    /// Files the definition names (schemas), by the path it names them with.
+    pub files: BTreeMap<String, String>,
     /// SHA-256 of `definition`, hex.
     pub definition_hash: String,
     /// The first event (`run_created`, sequence 1).
@@ -31,6 +35,8 @@ pub struct StoredRun {
     pub definition_name: String,
     /// The definition's exact text.
     pub definition: String,
+    /// Files the definition names, as they were when the run started.
+    pub files: BTreeMap<String, String>,
     /// The whole log, in sequence order.
     pub events: Vec<Event>,
 }
@@ -75,6 +81,7 @@ pub struct RunSummary {
 /// - `put_snapshot` keeps a folded state; `latest_snapshot` returns the one
 ///   with the highest `seq`. Snapshots are an optimisation: the log alone
 ///   is the truth.
+/// - `delete` removes a run and everything stored for it, or `NotFound`.
 #[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]
 pub trait RunStore: Send + Sync {
@@ -90,4 +97,6 @@ pub trait RunStore: Send + Sync {
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError>;
     /// The run's latest snapshot, if any.
     async fn latest_snapshot(&self, run: &RunId) -> Result<Option<Snapshot>, StoreError>;
+    /// Removes a run.
+    async fn delete(&self, run: &RunId) -> Result<(), StoreError>;
 }

@@ -1,12 +1,350 @@
 //! The embedded, durable run store: cairn's `RunStore` port on sled.
 //!
-//! What it is: event logs per run, ordered by sequence number, snapshots
-//! (checkpoints), a run index for listing, and each run's exact definition,
-//! in versioned record types private to this crate.
+//! What it is: event logs per run, ordered by sequence number; snapshots of
+//! folded state; a run index (status, workflow, timestamps) for listing; and
+//! each run's exact definition and the files it named. An append is one sled
+//! transaction over the index and the log, guarded by the expected sequence
+//! number; with `Durability::Sync` it is flushed to disk before `append`
+//! returns, and concurrent appends share flushes.
 //!
-//! What it deliberately does not do: interpret events (folding state is the
-//! domain's), or schedule anything (that is the engine's). Domain types are
-//! never its on-disk format.
+//! What it deliberately does not do: interpret events beyond the run status
+//! (folding state is the domain's), or schedule anything (the engine's).
+//! Records on disk are this crate's own versioned envelopes.
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, sled, serde. Never on the
 //! engine or the app.
+//!
+//! Read first: [`SledStore::open`], [`Durability`].
+
+mod records;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use cairn_domain::id::RunId;
+use cairn_domain::state::{Event, EventKind};
+use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use records::{DefinitionRecord, EventRecord, RunRecord, SnapshotRecord, decode, encode};
+
+/// When appended events reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `append` returns (the default): a finished step is on disk
+    /// before any step that needs it starts.
+    Sync,
+    /// Within `window_ms` of the append, by a background flush.
+    Batch {
+        /// The longest time an appended event may wait for the disk.
+        window_ms: u64,
+    },
+    /// When sled decides (tests only).
+    None,
+}
+
+/// Why the store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process has the store open.
+    #[error("the store at {path} is in use by another process{holder}")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// `: cairn (pid N), ...` when known.
+        holder: String,
+    },
+    /// The directory holds something that is not a cairn store.
+    #[error("{0} is not a cairn data directory (it holds other files); pick an empty or new directory")]
+    Foreign(PathBuf),
+    /// The store's files are damaged or from an unknown format.
+    #[error("the store at {path} cannot be read: {reason}")]
+    Corrupt {
+        /// The data directory.
+        path: PathBuf,
+        /// What sled said.
+        reason: String,
+    },
+}
+
+/// The key under which the format marker is kept.
+const FORMAT_KEY: &[u8] = b"format";
+/// The format marker's value.
+const FORMAT: &[u8] = b"cairn-store/1";
+/// The file that names the process holding the store.
+pub const HOLDER_FILE: &str = "holder";
+
+/// Runs in a sled database.
+pub struct SledStore {
+    db: sled::Db,
+    runs: sled::Tree,
+    definitions: sled::Tree,
+    events: sled::Tree,
+    snapshots: sled::Tree,
+    durability: Durability,
+    holder_file: Option<PathBuf>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Fails clearly when another
+    /// process holds it, when `dir` holds other files, or when the files are
+    /// damaged.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self, OpenError> {
+        let existed = dir.join("conf").exists() || dir.join("db").exists();
+        if !existed && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(OpenError::Foreign(dir.to_path_buf()));
+        }
+        let flush_every = match durability {
+            Durability::Batch { window_ms } => Some(window_ms.max(1)),
+            Durability::Sync | Durability::None => None,
+        };
+        let db = sled::Config::new().path(dir).flush_every_ms(flush_every).open().map_err(|e| {
+            let reason = e.to_string();
+            if reason.contains("lock")
+                || reason.contains("WouldBlock")
+                || reason.contains("temporarily unavailable")
+            {
+                let holder = std::fs::read_to_string(dir.join(HOLDER_FILE))
+                    .map(|h| format!(": {}", h.trim()))
+                    .unwrap_or_default();
+                OpenError::Locked { path: dir.to_path_buf(), holder }
+            } else {
+                OpenError::Corrupt { path: dir.to_path_buf(), reason }
+            }
+        })?;
+        let corrupt = |e: sled::Error| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() };
+        match db.get(FORMAT_KEY).map_err(corrupt)? {
+            Some(v) if v.as_ref() == FORMAT => {}
+            Some(other) => {
+                let reason = format!("unknown format `{}`", String::from_utf8_lossy(&other));
+                return Err(OpenError::Corrupt { path: dir.to_path_buf(), reason });
+            }
+            None if existed && db.tree_names().len() > 1 => {
+                return Err(OpenError::Foreign(dir.to_path_buf()));
+            }
+            None => {
+                db.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
+                db.flush().map_err(corrupt)?;
+            }
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(corrupt);
+        let holder_file = dir.join(HOLDER_FILE);
+        let argv: Vec<String> = std::env::args().take(4).collect();
+        let _ = std::fs::write(&holder_file, format!("{} (pid {})", argv.join(" "), std::process::id()));
+        Ok(Self {
+            runs: tree("runs")?,
+            definitions: tree("definitions")?,
+            events: tree("events")?,
+            snapshots: tree("snapshots")?,
+            db,
+            durability,
+            holder_file: Some(holder_file),
+        })
+    }
+
+    /// A store that lives in memory and a temporary directory, for tests.
+    pub fn temporary() -> Result<Self, OpenError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|e| OpenError::Corrupt { path: PathBuf::from("<temporary>"), reason: e.to_string() })?;
+        let corrupt =
+            |e: sled::Error| OpenError::Corrupt { path: PathBuf::from("<temporary>"), reason: e.to_string() };
+        let tree = |name: &str| db.open_tree(name).map_err(corrupt);
+        Ok(Self {
+            runs: tree("runs")?,
+            definitions: tree("definitions")?,
+            events: tree("events")?,
+            snapshots: tree("snapshots")?,
+            db,
+            durability: Durability::Sync,
+            holder_file: None,
+        })
+    }
+
+    /// Makes every committed event durable now.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(io)
+    }
+
+    async fn after_append(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Sync => self.flush().await,
+            Durability::Batch { .. } | Durability::None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Some(file) = self.holder_file.take() {
+            let _ = self.db.flush();
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// `run_id 0xff seq`: a run's keys sort together, in sequence order.
+fn key(run: &RunId, seq: u64) -> Vec<u8> {
+    let mut k = prefix(run);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn prefix(run: &RunId) -> Vec<u8> {
+    let mut k = run.as_str().as_bytes().to_vec();
+    k.push(0xff);
+    k
+}
+
+/// Runs blocking sled work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+}
+
+#[async_trait]
+impl RunStore for SledStore {
+    async fn create(&self, run: NewRun) -> Result<(), StoreError> {
+        if run.created.seq != 1 || !matches!(run.created.kind, EventKind::RunCreated { .. }) {
+            return Err(StoreError::Corrupt("a run starts with run_created, numbered 1".into()));
+        }
+        let id = run.run_id.clone();
+        let record = RunRecord::new(&run);
+        let definition = DefinitionRecord::new(&run);
+        let event = EventRecord::new(&run.created);
+        let result =
+            (&self.runs, &self.definitions, &self.events).transaction(|(runs, definitions, events)| {
+                if runs.get(id.as_str())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::AlreadyExists(
+                        id.to_string(),
+                    )));
+                }
+                runs.insert(id.as_str(), encode(&record))?;
+                definitions.insert(id.as_str(), encode(&definition))?;
+                events.insert(key(&id, 1), encode(&event))?;
+                Ok(())
+            });
+        unwrap_tx(result)?;
+        self.after_append().await
+    }
+
+    async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
+        for (i, e) in events.iter().enumerate() {
+            if e.seq != expected_seq + 1 + i as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "event {} does not follow {}",
+                    e.seq,
+                    expected_seq + i as u64
+                )));
+            }
+        }
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> =
+            events.iter().map(|e| (key(run, e.seq), encode(&EventRecord::new(e)))).collect();
+        let result = (&self.runs, &self.events).transaction(|(runs, log)| {
+            let Some(bytes) = runs.get(run.as_str())? else {
+                return Err(ConflictableTransactionError::Abort(StoreError::NotFound(run.to_string())));
+            };
+            let mut record: RunRecord = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+            if record.last_seq != expected_seq {
+                return Err(ConflictableTransactionError::Abort(StoreError::Conflict {
+                    run: run.to_string(),
+                    expected: expected_seq,
+                    actual: record.last_seq,
+                }));
+            }
+            for (k, v) in &encoded {
+                log.insert(k.as_slice(), v.as_slice())?;
+            }
+            record.advance(events);
+            runs.insert(run.as_str(), encode(&record))?;
+            Ok(())
+        });
+        unwrap_tx(result)?;
+        self.after_append().await
+    }
+
+    async fn load(&self, run: &RunId) -> Result<StoredRun, StoreError> {
+        let (definitions, events, run) = (self.definitions.clone(), self.events.clone(), run.clone());
+        blocking(move || {
+            let def = definitions
+                .get(run.as_str())
+                .map_err(io)?
+                .ok_or_else(|| StoreError::NotFound(run.to_string()))?;
+            let def: DefinitionRecord = decode(&def)?;
+            let mut log = Vec::new();
+            for item in events.scan_prefix(prefix(&run)) {
+                let (_, v) = item.map_err(io)?;
+                log.push(decode::<EventRecord>(&v)?.into_event());
+            }
+            Ok(StoredRun { definition_name: def.name, definition: def.text, files: def.files, events: log })
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
+        let runs = self.runs.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for item in runs.iter() {
+                let (_, v) = item.map_err(io)?;
+                out.push(decode::<RunRecord>(&v)?.summary()?);
+            }
+            out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {
+        if self.runs.get(run.as_str()).map_err(io)?.is_none() {
+            return Err(StoreError::NotFound(run.to_string()));
+        }
+        let bytes = encode(&SnapshotRecord::new(&snapshot));
+        self.snapshots.insert(key(run, snapshot.seq), bytes).map_err(io)?;
+        self.after_append().await
+    }
+
+    async fn latest_snapshot(&self, run: &RunId) -> Result<Option<Snapshot>, StoreError> {
+        if self.runs.get(run.as_str()).map_err(io)?.is_none() {
+            return Err(StoreError::NotFound(run.to_string()));
+        }
+        match self.snapshots.scan_prefix(prefix(run)).next_back() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(io)?;
+                Ok(Some(decode::<SnapshotRecord>(&v)?.into_snapshot()))
+            }
+        }
+    }
+
+    async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
+        if self.runs.remove(run.as_str()).map_err(io)?.is_none() {
+            return Err(StoreError::NotFound(run.to_string()));
+        }
+        self.definitions.remove(run.as_str()).map_err(io)?;
+        for tree in [&self.events, &self.snapshots] {
+            let mut batch = sled::Batch::default();
+            for item in tree.scan_prefix(prefix(run)).keys() {
+                batch.remove(item.map_err(io)?);
+            }
+            tree.apply_batch(batch).map_err(io)?;
+        }
+        self.after_append().await
+    }
+}
+
+fn unwrap_tx(result: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(io(e)),
+    }
+}

@@ -21,6 +21,7 @@ fn new_run(id: &str, at: u64) -> NewRun {
         workflow: workflow.clone(),
         definition_name: "wf.yaml".into(),
         definition: "cairn: 1\n".into(),
+        files: [("schemas/a.json".to_owned(), "{}".to_owned())].into(),
         definition_hash: "h".into(),
         created: event(
             1,
@@ -41,6 +42,7 @@ pub async fn create_then_load(store: &dyn RunStore) {
     let loaded = store.load(&run.run_id).await.expect("load");
     assert_eq!(loaded.definition, run.definition);
     assert_eq!(loaded.definition_name, run.definition_name);
+    assert_eq!(loaded.files, run.files);
     assert_eq!(loaded.events, vec![run.created]);
 }
 
@@ -106,6 +108,22 @@ pub async fn snapshots_keep_the_latest(store: &dyn RunStore) {
     assert_eq!(store.latest_snapshot(&run.run_id).await, Ok(Some(second)));
 }
 
+/// `delete` removes the run and everything stored for it.
+pub async fn delete_removes_everything(store: &dyn RunStore) {
+    store.create(new_run("gone", 10)).await.expect("create");
+    store.create(new_run("kept", 11)).await.expect("create");
+    store.append(&id("gone"), 1, &[event(2, 12, EventKind::RunStarted)]).await.expect("append");
+    store.delete(&id("gone")).await.expect("delete");
+    assert_eq!(store.load(&id("gone")).await, Err(StoreError::NotFound("gone".into())));
+    assert_eq!(store.latest_snapshot(&id("gone")).await, Err(StoreError::NotFound("gone".into())));
+    assert_eq!(store.delete(&id("gone")).await, Err(StoreError::NotFound("gone".into())));
+    let list = store.list().await.expect("list");
+    assert_eq!(list.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["kept"]);
+    // The id can be used again.
+    store.create(new_run("gone", 13)).await.expect("create again");
+    assert_eq!(store.load(&id("gone")).await.expect("load").events.len(), 1);
+}
+
 /// Generates one `#[tokio::test]` per rule of the `RunStore` contract, each
 /// on a fresh store made by the given expression.
 #[macro_export]
@@ -116,7 +134,8 @@ macro_rules! run_store_suite {
             use super::*;
             $crate::run_store_suite!(@tests $make;
                 create_then_load, create_twice_is_refused, append_checks_the_expected_sequence,
-                unknown_runs_are_not_found, list_is_newest_first_with_status, snapshots_keep_the_latest);
+                unknown_runs_are_not_found, list_is_newest_first_with_status, snapshots_keep_the_latest,
+                delete_removes_everything);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -1,0 +1,157 @@
+//! What the store writes: versioned envelopes, so that a later cairn can
+//! read what an earlier one wrote (and refuse what it cannot).
+
+use std::collections::BTreeMap;
+
+use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::state::{Event, RunState, RunStatus, Timestamp};
+use cairn_ports::{NewRun, RunSummary, Snapshot, StoreError};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The version every record is written with.
+const VERSION: u32 = 1;
+
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
+    let record: T =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))?;
+    if record.version() != VERSION {
+        return Err(StoreError::Corrupt(format!("record version {} is not {VERSION}", record.version())));
+    }
+    Ok(record)
+}
+
+/// Records that carry their format version.
+pub(crate) trait Versioned {
+    fn version(&self) -> u32;
+}
+
+/// The run index: what `list` shows without reading logs.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RunRecord {
+    v: u32,
+    run_id: String,
+    workflow: String,
+    status: RunStatus,
+    created_at: u64,
+    updated_at: u64,
+    pub last_seq: u64,
+    definition_hash: String,
+}
+
+impl RunRecord {
+    pub fn new(run: &NewRun) -> Self {
+        Self {
+            v: VERSION,
+            run_id: run.run_id.to_string(),
+            workflow: run.workflow.to_string(),
+            status: RunStatus::Pending,
+            created_at: run.created.at.0,
+            updated_at: run.created.at.0,
+            last_seq: 1,
+            definition_hash: run.definition_hash.clone(),
+        }
+    }
+
+    /// After appending `events`.
+    pub fn advance(&mut self, events: &[Event]) {
+        for e in events {
+            self.status = e.kind.run_status().unwrap_or(self.status);
+            self.last_seq = e.seq;
+            self.updated_at = e.at.0;
+        }
+    }
+
+    pub fn summary(&self) -> Result<RunSummary, StoreError> {
+        let bad = |e: cairn_domain::id::IdError| StoreError::Corrupt(e.to_string());
+        Ok(RunSummary {
+            run_id: RunId::new(self.run_id.clone()).map_err(bad)?,
+            workflow: WorkflowId::new(self.workflow.clone()).map_err(bad)?,
+            status: self.status,
+            created_at: Timestamp(self.created_at),
+            updated_at: Timestamp(self.updated_at),
+        })
+    }
+}
+
+impl Versioned for RunRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+/// The exact definition a run started with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DefinitionRecord {
+    v: u32,
+    pub name: String,
+    pub text: String,
+    pub files: BTreeMap<String, String>,
+}
+
+impl DefinitionRecord {
+    pub fn new(run: &NewRun) -> Self {
+        Self {
+            v: VERSION,
+            name: run.definition_name.clone(),
+            text: run.definition.clone(),
+            files: run.files.clone(),
+        }
+    }
+}
+
+impl Versioned for DefinitionRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+/// One event of a log.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventRecord {
+    v: u32,
+    event: Event,
+}
+
+impl EventRecord {
+    pub fn new(event: &Event) -> Self {
+        Self { v: VERSION, event: event.clone() }
+    }
+
+    pub fn into_event(self) -> Event {
+        self.event
+    }
+}
+
+impl Versioned for EventRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+/// A folded state at a sequence number.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    v: u32,
+    seq: u64,
+    state: RunState,
+}
+
+impl SnapshotRecord {
+    pub fn new(s: &Snapshot) -> Self {
+        Self { v: VERSION, seq: s.seq, state: s.state.clone() }
+    }
+
+    pub fn into_snapshot(self) -> Snapshot {
+        Snapshot { seq: self.seq, state: self.state }
+    }
+}
+
+impl Versioned for SnapshotRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}

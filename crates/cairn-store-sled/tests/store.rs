@@ -1,0 +1,81 @@
+//! The sled store passes the `RunStore` conformance suite, keeps what it
+//! committed across reopening, and refuses what it cannot use.
+
+use std::path::{Path, PathBuf};
+
+use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::state::{Event, EventKind, Timestamp};
+use cairn_ports::{NewRun, RunStore};
+use cairn_store_sled::{Durability, OpenError, SledStore};
+
+cairn_testkit::run_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
+
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sled").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn new_run(id: &str) -> NewRun {
+    let run_id = RunId::new(id).expect("id");
+    let workflow = WorkflowId::new("wf").expect("id");
+    NewRun {
+        run_id: run_id.clone(),
+        workflow: workflow.clone(),
+        definition_name: "wf.yaml".into(),
+        definition: "cairn: 1".into(),
+        files: Default::default(),
+        definition_hash: "h".into(),
+        created: Event {
+            seq: 1,
+            at: Timestamp(1),
+            actor: "t".into(),
+            kind: EventKind::RunCreated {
+                run_id,
+                workflow,
+                definition_hash: "h".into(),
+                inputs: serde_json::json!({}),
+            },
+        },
+    }
+}
+
+#[tokio::test]
+async fn committed_events_survive_reopening() {
+    let d = dir("reopen");
+    {
+        let store = SledStore::open(&d, Durability::Sync).expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        let started = Event { seq: 2, at: Timestamp(2), actor: "t".into(), kind: EventKind::RunStarted };
+        store.append(&RunId::new("r1").expect("id"), 1, &[started]).await.expect("append");
+    }
+    let store = SledStore::open(&d, Durability::Sync).expect("reopen");
+    let run = store.load(&RunId::new("r1").expect("id")).await.expect("load");
+    assert_eq!(run.events.len(), 2);
+    assert_eq!(store.list().await.expect("list")[0].status, cairn_domain::state::RunStatus::Running);
+}
+
+#[tokio::test]
+async fn a_second_opener_is_told_who_holds_the_store() {
+    let d = dir("locked");
+    let _first = SledStore::open(&d, Durability::Sync).expect("open");
+    match SledStore::open(&d, Durability::Sync) {
+        Err(OpenError::Locked { holder, .. }) => assert!(holder.contains("pid"), "{holder}"),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second handle opened a held store"),
+    }
+}
+
+#[tokio::test]
+async fn foreign_and_damaged_directories_are_refused() {
+    let foreign = dir("foreign");
+    std::fs::create_dir_all(&foreign).expect("dir");
+    std::fs::write(foreign.join("notes.txt"), "my files").expect("write");
+    assert!(matches!(SledStore::open(&foreign, Durability::Sync), Err(OpenError::Foreign(_))));
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).expect("untouched"), "my files");
+
+    let damaged = dir("damaged");
+    drop(SledStore::open(&damaged, Durability::Sync).expect("create"));
+    std::fs::write(damaged.join("conf"), b"\xff\xfe garbage").expect("damage");
+    assert!(matches!(SledStore::open(&damaged, Durability::Sync), Err(OpenError::Corrupt { .. })));
+}
