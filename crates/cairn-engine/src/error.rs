@@ -18,4 +18,12 @@ pub enum EngineError {
     /// The definition cannot be run (a dependency cycle slipped through).
     #[error("{0}")]
     Definition(String),
+    /// The run has ended; there is nothing to resume.
+    #[error("run `{run}` is {status:?}: it has ended and cannot be resumed (fork it to run it again)")]
+    Finished {
+        /// The run.
+        run: String,
+        /// Its final status.
+        status: cairn_domain::state::RunStatus,
+    },
 }

@@ -12,7 +12,7 @@ use cairn_domain::definition::{StepKind, Workflow};
 use cairn_domain::id::RunId;
 use cairn_domain::render::Renderer;
 use cairn_domain::state::{
-    ErrorClass, Event, EventKind, RunState, StepError, StepPath, StepStatus, WaitKind,
+    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind,
 };
 use cairn_ports::{
     Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LiveEvent, LlmProvider, NewRun, NoSink,
@@ -20,6 +20,7 @@ use cairn_ports::{
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::job::{self, Finished, Ports};
@@ -45,6 +46,7 @@ pub struct Engine {
     ports: Ports,
     renderer: Renderer,
     actor: String,
+    control: Option<watch::Receiver<Control>>,
 }
 
 /// Builds an [`Engine`]: a store is required, everything else has a default
@@ -57,6 +59,7 @@ pub struct EngineBuilder {
     commands: Arc<dyn CommandRunner>,
     handlers: HashMap<String, Arc<dyn StepHandler>>,
     actor: String,
+    control: Option<watch::Receiver<Control>>,
 }
 
 impl EngineBuilder {
@@ -70,7 +73,14 @@ impl EngineBuilder {
             commands: Arc::new(NoCommands),
             handlers: HashMap::new(),
             actor: "engine".into(),
+            control: None,
         }
+    }
+
+    /// Where pause and cancel requests come from (a signal handler, a host).
+    pub fn control(mut self, control: watch::Receiver<Control>) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// The clock every time and timer comes from.
@@ -118,6 +128,7 @@ impl EngineBuilder {
             ports: Ports { providers: self.providers, commands: self.commands, handlers: self.handlers },
             renderer: Renderer::default(),
             actor: self.actor,
+            control: self.control,
         }
     }
 }
@@ -221,40 +232,172 @@ impl Engine {
         Ok(())
     }
 
-    /// Drives a run until it is terminal, or waits with nothing in flight.
-    async fn drive(&self, program: &Program, mut state: RunState) -> Result<RunState, EngineError> {
-        let mut tasks: JoinSet<(StepPath, u32, Finished)> = JoinSet::new();
-        let mut in_flight: HashMap<StepPath, AbortHandle> = HashMap::new();
-        loop {
-            let wake = self.settle(program, &mut state, &mut tasks, &mut in_flight).await?;
-            let stopped = state.status.is_terminal()
-                || !matches!(state.status, cairn_domain::state::RunStatus::Running);
-            if tasks.is_empty() && (stopped || wake.is_none()) {
-                return Ok(state);
+    /// Carries on a stored run: folds its log (from the latest snapshot),
+    /// then drives it. A step that was in flight when its driver died runs
+    /// again with the same attempt number, so the same idempotency key; a
+    /// blocked step is retried; a paused or crashed run goes on where it
+    /// stopped. `workflow` must be the run's recorded definition.
+    pub async fn resume(&self, run_id: &RunId, workflow: Workflow) -> Result<RunState, EngineError> {
+        let state = self.load(run_id).await?;
+        if state.status.is_terminal() {
+            return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
+        }
+        let program = Program::new(workflow).map_err(|e| EngineError::Definition(e.to_string()))?;
+        let mut drive = Drive::new(self, &program, state);
+        let mut events = Vec::new();
+        for (path, step) in &drive.state.steps {
+            if step.status == StepStatus::Waiting && step.wait == Some(WaitKind::Block) {
+                events.push(EventKind::StepReset { path: path.clone() });
             }
-            let sleep = wake.map(|t| Duration::from_millis(t.0.saturating_sub(self.clock.now().0)));
-            tokio::select! {
-                joined = tasks.join_next(), if !tasks.is_empty() => {
-                    let Some(Ok((path, attempt, finished))) = joined else { continue };
-                    in_flight.remove(&path);
-                    self.finish(program, &mut state, &path, attempt, finished).await?;
+        }
+        let resumable =
+            matches!(drive.state.status, RunStatus::Paused | RunStatus::Blocked | RunStatus::Pending);
+        if resumable {
+            events.push(EventKind::RunStarted);
+        }
+        self.record(&mut drive.state, events).await?;
+        let in_flight: Vec<(StepPath, u32)> = drive
+            .state
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::Running)
+            .map(|(p, s)| (p.clone(), s.attempts))
+            .collect();
+        for (path, attempt) in in_flight {
+            drive.spawn(path, attempt);
+        }
+        drive.run().await
+    }
+
+    /// A run's state, folded from its latest snapshot and the events after it.
+    pub async fn load(&self, run_id: &RunId) -> Result<RunState, EngineError> {
+        let stored = self.store.load(run_id).await?;
+        let snapshot = self.store.latest_snapshot(run_id).await?;
+        let (mut state, from) = match snapshot {
+            Some(s) if s.seq <= stored.events.len() as u64 => (Some(s.state), s.seq as usize),
+            _ => (None, 0),
+        };
+        for event in &stored.events[from..] {
+            match &mut state {
+                None => state = Some(RunState::create(event)?),
+                Some(s) => s.apply(event)?,
+            }
+        }
+        state.ok_or_else(|| {
+            EngineError::Store(cairn_ports::StoreError::Corrupt(format!("run `{run_id}` has no events")))
+        })
+    }
+
+    /// Drives a run until it is terminal, or waits with nothing in flight.
+    async fn drive(&self, program: &Program, state: RunState) -> Result<RunState, EngineError> {
+        Drive::new(self, program, state).run().await
+    }
+
+    /// Keeps a snapshot of the state (at pauses and gates), so loading a
+    /// long run replays only the tail.
+    async fn snapshot(&self, state: &RunState) -> Result<(), EngineError> {
+        let snapshot = cairn_ports::Snapshot { seq: state.seq, state: state.clone() };
+        self.store.put_snapshot(&state.run_id, snapshot).await.map_err(EngineError::from)
+    }
+}
+
+/// What a driver is asked to do from outside (a signal, a host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Control {
+    /// Drive on.
+    #[default]
+    Run,
+    /// Start nothing new; let running steps finish; record `run_paused`.
+    Pause,
+    /// Stop running steps; record them and the run `cancelled`.
+    Cancel,
+}
+
+/// One run being driven: its state, and the attempts in flight.
+struct Drive<'a> {
+    engine: &'a Engine,
+    program: &'a Program,
+    state: RunState,
+    tasks: JoinSet<(StepPath, u32, Finished)>,
+    in_flight: HashMap<StepPath, AbortHandle>,
+    control: Option<watch::Receiver<Control>>,
+}
+
+impl<'a> Drive<'a> {
+    fn new(engine: &'a Engine, program: &'a Program, state: RunState) -> Self {
+        Self {
+            engine,
+            program,
+            state,
+            tasks: JoinSet::new(),
+            in_flight: HashMap::new(),
+            control: engine.control.clone(),
+        }
+    }
+
+    fn requested(&self) -> Control {
+        self.control.as_ref().map_or(Control::Run, |c| *c.borrow())
+    }
+
+    async fn run(mut self) -> Result<RunState, EngineError> {
+        loop {
+            match self.requested() {
+                Control::Cancel => return self.cancel().await,
+                Control::Pause if self.tasks.is_empty() && !self.state.status.is_terminal() => {
+                    self.engine.record(&mut self.state, vec![EventKind::RunPaused]).await?;
+                    self.engine.snapshot(&self.state).await?;
+                    return Ok(self.state);
                 }
-                () = self.clock.sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
+                _ => {}
+            }
+            let wake = self.settle().await?;
+            let stopped = !matches!(self.state.status, RunStatus::Running);
+            if self.tasks.is_empty() && (stopped || wake.is_none()) {
+                if self.state.status.is_waiting() {
+                    self.engine.snapshot(&self.state).await?;
+                }
+                return Ok(self.state);
+            }
+            let sleep = wake.map(|t| Duration::from_millis(t.0.saturating_sub(self.engine.clock.now().0)));
+            let mut control = self.control.clone();
+            tokio::select! {
+                joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let Some(Ok((path, attempt, finished))) = joined else { continue };
+                    self.in_flight.remove(&path);
+                    self.finish(&path, attempt, finished).await?;
+                }
+                () = self.engine.clock.sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
+                open = control_changed(&mut control), if control.is_some() => {
+                    if !open {
+                        self.control = None;
+                    }
+                }
             }
         }
     }
 
-    /// Records decisions until only starts remain, starts those, and returns
-    /// when the next retry is due.
-    async fn settle(
-        &self,
-        program: &Program,
-        state: &mut RunState,
-        tasks: &mut JoinSet<(StepPath, u32, Finished)>,
-        in_flight: &mut HashMap<StepPath, AbortHandle>,
-    ) -> Result<Option<cairn_domain::state::Timestamp>, EngineError> {
+    /// Stops what is in flight and records the run cancelled.
+    async fn cancel(mut self) -> Result<RunState, EngineError> {
+        let mut paths: Vec<StepPath> = Vec::new();
+        for (path, handle) in self.in_flight.drain() {
+            handle.abort();
+            paths.push(path);
+        }
+        paths.sort();
+        let mut events: Vec<EventKind> =
+            paths.into_iter().map(|path| EventKind::StepCancelled { path }).collect();
+        if !self.state.status.is_terminal() {
+            events.push(EventKind::RunCancelled);
+        }
+        self.engine.record(&mut self.state, events).await?;
+        Ok(self.state)
+    }
+
+    /// Records decisions until only starts remain, starts those (unless a
+    /// pause is requested), and returns when the next retry is due.
+    async fn settle(&mut self) -> Result<Option<cairn_domain::state::Timestamp>, EngineError> {
         loop {
-            let actions = decide(state, program, &self.renderer, self.clock.now());
+            let actions = decide(&self.state, self.program, &self.engine.renderer, self.engine.clock.now());
             let mut records = Vec::new();
             let mut starts = Vec::new();
             let mut wake = None;
@@ -268,68 +411,76 @@ impl Engine {
             if !records.is_empty() {
                 for kind in &records {
                     if let EventKind::StepCancelled { path } = kind
-                        && let Some(handle) = in_flight.remove(path)
+                        && let Some(handle) = self.in_flight.remove(path)
                     {
                         handle.abort();
                     }
                 }
-                self.record(state, records).await?;
+                self.engine.record(&mut self.state, records).await?;
                 continue;
+            }
+            if self.requested() != Control::Run {
+                return Ok(None);
             }
             if starts.is_empty() {
                 return Ok(wake);
             }
             for (path, attempt) in starts {
-                let Some(step) = program.step(&path) else { continue };
+                let Some(step) = self.program.step(&path) else { continue };
                 let mut events = vec![EventKind::StepStarted { path: path.clone(), attempt }];
                 if matches!(step.kind, StepKind::Approval(_)) {
                     events.push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Approval });
-                    self.record(state, events).await?;
+                    self.engine.record(&mut self.state, events).await?;
                     continue;
                 }
-                self.record(state, events).await?;
-                let key = idempotency_key(state, &path, attempt);
-                let context =
-                    self.renderer.context(state, program.workflow(), program.reads(&path), None, &[]);
-                let job = job::Attempt {
-                    program,
-                    renderer: &self.renderer,
-                    ctx: &context,
-                    ports: &self.ports,
-                    run_id: &state.run_id,
-                    path: &path,
-                    key,
-                }
-                .prepare(step);
-                let timeout = program.timeout(step).map(|d| d.to_std());
-                let clock = Arc::clone(&self.clock);
-                let task_path = path.clone();
-                let handle = tasks.spawn(async move {
-                    let finished = match timeout {
-                        None => job::execute(job).await,
-                        Some(limit) => tokio::select! {
-                            finished = job::execute(job) => finished,
-                            () = clock.sleep(limit) => timed_out(limit),
-                        },
-                    };
-                    (task_path, attempt, finished)
-                });
-                in_flight.insert(path, handle);
+                self.engine.record(&mut self.state, events).await?;
+                self.spawn(path, attempt);
             }
         }
     }
 
+    /// Renders and starts one attempt (recorded as started already).
+    fn spawn(&mut self, path: StepPath, attempt: u32) {
+        let Some(step) = self.program.step(&path) else { return };
+        let engine = self.engine;
+        let key = idempotency_key(&self.state, &path, attempt);
+        let context = engine.renderer.context(
+            &self.state,
+            self.program.workflow(),
+            self.program.reads(&path),
+            None,
+            &[],
+        );
+        let job = job::Attempt {
+            program: self.program,
+            renderer: &engine.renderer,
+            ctx: &context,
+            ports: &engine.ports,
+            run_id: &self.state.run_id,
+            path: &path,
+            key,
+        }
+        .prepare(step);
+        let timeout = self.program.timeout(step).map(|d| d.to_std());
+        let clock = Arc::clone(&engine.clock);
+        let task_path = path.clone();
+        let handle = self.tasks.spawn(async move {
+            let finished = match timeout {
+                None => job::execute(job).await,
+                Some(limit) => tokio::select! {
+                    finished = job::execute(job) => finished,
+                    () = clock.sleep(limit) => timed_out(limit),
+                },
+            };
+            (task_path, attempt, finished)
+        });
+        self.in_flight.insert(path, handle);
+    }
+
     /// Records how an attempt ended, unless the step moved on meanwhile
     /// (cancelled, or reset by a goto).
-    async fn finish(
-        &self,
-        program: &Program,
-        state: &mut RunState,
-        path: &StepPath,
-        attempt: u32,
-        finished: Finished,
-    ) -> Result<(), EngineError> {
-        let current = state.steps.get(path).map(|s| (s.status, s.attempts));
+    async fn finish(&mut self, path: &StepPath, attempt: u32, finished: Finished) -> Result<(), EngineError> {
+        let current = self.state.steps.get(path).map(|s| (s.status, s.attempts));
         if current != Some((StepStatus::Running, attempt)) {
             return Ok(());
         }
@@ -337,8 +488,17 @@ impl Engine {
         if let Some((model, usage)) = finished.usage {
             events.push(EventKind::UsageRecorded { path: path.clone(), attempt, model, usage });
         }
-        events.extend(attempt_finished(state, program, path, attempt, finished.outcome, self.clock.now()));
-        self.record(state, events).await
+        let now = self.engine.clock.now();
+        events.extend(attempt_finished(&self.state, self.program, path, attempt, finished.outcome, now));
+        self.engine.record(&mut self.state, events).await
+    }
+}
+
+/// Waits for the next control request; `false` when nobody can send one any more.
+async fn control_changed(control: &mut Option<watch::Receiver<Control>>) -> bool {
+    match control {
+        Some(c) => c.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -271,3 +271,103 @@ async fn a_stopping_failure_cancels_the_siblings_in_flight() {
     );
     insta::assert_snapshot!(h.log().await);
 }
+
+/// Records the idempotency key of every call, and can pause or cancel the
+/// run from inside a call.
+struct Recorder {
+    keys: std::sync::Mutex<Vec<String>>,
+    on_call: Option<(tokio::sync::watch::Sender<cairn_engine::Control>, cairn_engine::Control)>,
+    hang: bool,
+}
+
+#[async_trait]
+impl StepHandler for Recorder {
+    async fn call(&self, call: HandlerCall) -> Result<Value, PortError> {
+        self.keys.lock().expect("lock").push(call.idempotency_key.clone());
+        if let Some((tx, request)) = &self.on_call {
+            let _ = tx.send(*request);
+        }
+        if self.hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Ok(json!(call.path.as_str()))
+    }
+}
+
+fn recorder(
+    on_call: Option<(tokio::sync::watch::Sender<cairn_engine::Control>, cairn_engine::Control)>,
+    hang: bool,
+) -> Arc<Recorder> {
+    Arc::new(Recorder { keys: Default::default(), on_call, hang })
+}
+
+const TWO: &str = "cairn: 1\nid: two\nsteps:\n  - id: a\n    uses: rec\n  - id: b\n    uses: rec\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_step_in_flight_at_a_crash_runs_again_with_the_same_key() {
+    use cairn_domain::state::{EventKind, StepPath};
+    let h = Harness::new();
+    // A driver died after recording that `a` started.
+    let first = EngineBuilder::new(h.store.clone()).handler("rec", recorder(None, true)).build();
+    let crashed =
+        tokio::time::timeout(Duration::from_secs(10), first.run(definition(TWO), json!({}), run_id())).await;
+    assert!(crashed.is_err(), "the hanging attempt keeps the first driver busy until it is dropped");
+    let events = h.store.load(&run_id()).await.expect("stored").events;
+    assert!(matches!(events.last().map(|e| &e.kind), Some(EventKind::StepStarted { attempt: 1, .. })));
+    let rec = recorder(None, false);
+    let engine = h.builder(Duration::ZERO).handler("rec", rec.clone()).build();
+    let state = engine.resume(&run_id(), definition(TWO).workflow).await.expect("resumes");
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(*rec.keys.lock().expect("lock"), vec!["run-1/a/1".to_owned(), "run-1/b/1".to_owned()]);
+    let starts = h
+        .store
+        .load(&run_id())
+        .await
+        .expect("stored")
+        .events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::StepStarted { path, .. } if path == &StepPath::new("a")))
+        .count();
+    assert_eq!(starts, 1, "the re-run is the same attempt, not a new one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_lets_the_running_step_finish_then_resume_goes_on() {
+    let h = Harness::new();
+    let (tx, rx) = tokio::sync::watch::channel(cairn_engine::Control::Run);
+    let rec = recorder(Some((tx, cairn_engine::Control::Pause)), false);
+    let engine = h.builder(Duration::ZERO).handler("rec", rec).control(rx).build();
+    let paused = engine.run(definition(TWO), json!({}), run_id()).await.expect("runs");
+    assert_eq!(paused.status, RunStatus::Paused);
+    assert_eq!(paused.steps.len(), 1, "b never started");
+    let engine = h.builder(Duration::ZERO).handler("rec", recorder(None, false)).build();
+    let done = engine.resume(&run_id(), definition(TWO).workflow).await.expect("resumes");
+    assert_eq!(done.status, RunStatus::Completed);
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_the_running_step_and_the_run() {
+    let h = Harness::new();
+    let (tx, rx) = tokio::sync::watch::channel(cairn_engine::Control::Run);
+    let rec = recorder(Some((tx, cairn_engine::Control::Cancel)), true);
+    let engine = h.builder(Duration::ZERO).handler("rec", rec).control(rx).build();
+    let state = engine.run(definition(TWO), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Cancelled);
+    let err = engine.resume(&run_id(), definition(TWO).workflow).await.expect_err("ended");
+    assert!(matches!(err, EngineError::Finished { .. }), "{err}");
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_retries_a_blocked_step() {
+    let yaml = "cairn: 1\nid: blocked\ndefaults:\n  retry: { max_attempts: 1 }\nsteps:\n  - id: a\n    uses: flaky\n    on_failure: block\n  - id: b\n    set: 2\n";
+    let h = Harness::new();
+    let flaky = Arc::new(Flaky { calls: AtomicUsize::new(0), fails: 1, hang: false });
+    let engine = h.builder(Duration::ZERO).handler("flaky", flaky.clone()).build();
+    let blocked = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(blocked.status, RunStatus::Blocked);
+    let done = engine.resume(&run_id(), definition(yaml).workflow).await.expect("resumes");
+    assert_eq!(done.status, RunStatus::Completed);
+    insta::assert_snapshot!(h.log().await);
+}

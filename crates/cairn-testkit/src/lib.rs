@@ -73,7 +73,8 @@ pub fn event_line(e: &Event) -> String {
         ),
         EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
         EventKind::StepWaiting { wait, .. } => {
-            format!(" ({})", serde_json::to_value(wait).unwrap_or_default())
+            let word = serde_json::to_value(wait).ok().and_then(|w| w.as_str().map(str::to_owned));
+            format!(" ({})", word.unwrap_or_default())
         }
         EventKind::UsageRecorded { model, usage, .. } => {
             format!(" {model} {}+{}", usage.prompt_tokens, usage.completion_tokens)
