@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::files::load_workflow;
-use crate::render;
+use crate::{render, steer};
 use cairn_domain::plan::Plan;
 
 /// Exit codes of the contract.
@@ -76,6 +76,77 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
     },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs with this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Show one run, with every step.
+    Status {
+        /// The run.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+    },
+    /// Pause a run: its driver finishes the running steps and stops (exit 5).
+    Pause {
+        /// The run.
+        run: String,
+    },
+    /// Drive a paused, blocked or interrupted run on, like `run`.
+    Resume {
+        /// The run.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+    },
+    /// Cancel a run: running steps are stopped, the run is `cancelled` (exit 4).
+    Cancel {
+        /// The run.
+        run: String,
+    },
+    /// List a run's checkpoints: one after every finished step.
+    Checkpoints {
+        /// The run.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Make a new run from checkpoint N of RUN (not yet driven: `resume` it).
+    Fork {
+        /// The run.
+        run: String,
+        /// The checkpoint's sequence number (see `checkpoints`).
+        #[arg(long)]
+        checkpoint: u64,
+        /// Output format: the new run id, or its JSON.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+    },
+    /// Print a run's event log: the audit trail.
+    Events {
+        /// The run.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EventsFormat::Text)]
+        format: EventsFormat,
+    },
+    /// Delete ended runs last updated longer ago than the given duration.
+    Prune {
+        /// A duration such as `30d`.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
     /// Print the execution plan: levels of steps that can run together.
     Plan {
         /// A definition file.
@@ -102,6 +173,24 @@ pub enum RunFormat {
     Text,
     /// The run JSON.
     Json,
+}
+
+/// How listing verbs print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// A JSON array.
+    Json,
+}
+
+/// How `events` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsFormat {
+    /// One line per event.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
 }
 
 /// How `plan` prints.
@@ -143,7 +232,29 @@ pub fn run(cli: Cli) -> u8 {
                 format,
                 config: cli.config.as_deref(),
                 llm: cli.llm.as_deref(),
+                data_dir: &cli.data_dir,
             })
+        }
+        other => {
+            let common = steer::Common {
+                data_dir: &cli.data_dir,
+                config: cli.config.as_deref(),
+                llm: cli.llm.as_deref(),
+            };
+            match other {
+                Verb::Runs { status, workflow, format } => {
+                    steer::runs(&common, status.as_deref(), workflow.as_deref(), format)
+                }
+                Verb::Status { run, format } => steer::status(&common, &run, format),
+                Verb::Pause { run } => steer::pause_or_cancel(&common, &run, false),
+                Verb::Cancel { run } => steer::pause_or_cancel(&common, &run, true),
+                Verb::Resume { run, format } => steer::resume(&common, &run, format),
+                Verb::Checkpoints { run, format } => steer::checkpoints(&common, &run, format),
+                Verb::Fork { run, checkpoint, format } => steer::fork(&common, &run, checkpoint, format),
+                Verb::Events { run, format } => steer::events(&common, &run, format),
+                Verb::Prune { older_than } => steer::prune(&common, &older_than),
+                Verb::Validate { .. } | Verb::Plan { .. } | Verb::Run { .. } => exit::USAGE,
+            }
         }
     };
     let _ = out.flush();

@@ -19,3 +19,5 @@ pub mod progress;
 pub mod render;
 pub mod run;
 pub mod runview;
+pub mod session;
+pub mod steer;

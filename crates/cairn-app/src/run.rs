@@ -1,24 +1,21 @@
 //! `cairn run`: load, check inputs, wire the adapters, drive the run, print
 //! progress and the result.
 
-use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_command::LocalCommands;
 use cairn_domain::definition::Workflow;
 use cairn_domain::id::RunId;
-use cairn_engine::{Definition, EngineBuilder, EngineError, MemoryStore, MockLlm, SystemClock};
-use cairn_llm_http::HttpProvider;
-use cairn_ports::{Clock, LlmProvider, StoreError};
+use cairn_domain::state::RunState;
+use cairn_engine::{Definition, EngineError, SystemClock};
+use cairn_ports::{Clock, StoreError};
 use serde_json::{Map, Value};
 
 use crate::cli::{RunFormat, exit};
 use crate::config::Loaded;
 use crate::files::{load_definition, load_inputs};
-use crate::progress::Progress;
-use crate::runview;
+use crate::{runview, session};
 
 /// What `cairn run` was asked.
 pub struct RunRequest<'a> {
@@ -36,10 +33,12 @@ pub struct RunRequest<'a> {
     pub config: Option<&'a Path>,
     /// `--llm`.
     pub llm: Option<&'a str>,
+    /// `--data-dir`.
+    pub data_dir: &'a Path,
 }
 
 /// Prints a usage error and returns exit code 2.
-fn usage(message: impl std::fmt::Display) -> u8 {
+pub fn usage(message: impl std::fmt::Display) -> u8 {
     eprintln!("error: {message}");
     exit::USAGE
 }
@@ -71,32 +70,24 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
         Ok(loaded) => loaded,
         Err(e) => return usage(e),
     };
-    for setting in loaded.unenforced() {
-        eprintln!("warning: `{setting}` is read but not acted on by this version of cairn");
-    }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let providers = match providers(&loaded, req.llm, &loaded_def.workflow, &clock) {
-        Ok(p) => p,
+    let durability = match session::durability(&loaded) {
+        Ok(d) => d,
         Err(e) => return usage(e),
     };
-    let commands = match LocalCommands::new(loaded.command_policy(), &loaded.base) {
-        Ok(c) => c,
+    let store = match session::open_store(req.data_dir, durability, "run", Some(&run_id)) {
+        Ok(store) => Arc::new(store),
         Err(e) => return usage(e),
     };
-    let mut builder = EngineBuilder::new(Arc::new(MemoryStore::new()))
-        .clock(clock)
-        .sink(Arc::new(Progress::default()))
-        .commands(Arc::new(commands))
-        .actor(whoami());
-    for (provider_name, provider) in providers {
-        builder = builder.provider(provider_name, provider);
-    }
-    let engine = builder.build();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match session::runtime() {
         Ok(rt) => rt,
-        Err(e) => return usage(format!("cannot start the runtime: {e}")),
+        Err(e) => return usage(e),
     };
+    let control = session::signals(&runtime);
     let workflow = loaded_def.workflow.clone();
+    let engine = match session::engine(Arc::clone(&store), &loaded, req.llm, &workflow, control) {
+        Ok(engine) => engine,
+        Err(e) => return usage(e),
+    };
     let definition = Definition {
         name: name.clone(),
         text: loaded_def.text,
@@ -114,10 +105,15 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
             return exit::FAILED;
         }
     };
+    print_run(&state, &workflow, &loaded, req.format)
+}
+
+/// Prints a run as `--format` asks; returns the exit code of its status.
+pub fn print_run(state: &RunState, workflow: &Workflow, loaded: &Loaded, format: RunFormat) -> u8 {
     let cost = loaded.cost(&state.usage_by_model);
-    match req.format {
-        RunFormat::Text => print!("{}", runview::summary(&state, &workflow, cost)),
-        RunFormat::Json => println!("{}", runview::run_json(&state, &workflow, cost)),
+    match format {
+        RunFormat::Text => print!("{}", runview::summary(state, workflow, cost)),
+        RunFormat::Json => println!("{}", runview::run_json(state, workflow, cost)),
     }
     runview::exit_code(state.status)
 }
@@ -140,50 +136,6 @@ fn gather_inputs(file: Option<&Path>, pairs: &[String]) -> Result<Map<String, Va
         inputs.insert(key.trim().to_owned(), value);
     }
     Ok(inputs)
-}
-
-/// A provider under the name agents use for it.
-type Named = (String, Arc<dyn LlmProvider>);
-
-/// The providers every agent of `wf` may name, by name.
-fn providers(
-    loaded: &Loaded,
-    llm: Option<&str>,
-    wf: &Workflow,
-    clock: &Arc<dyn Clock>,
-) -> Result<Vec<Named>, String> {
-    let mut names: BTreeSet<String> = wf.agents.values().map(|a| a.provider.to_string()).collect();
-    names.insert("default".into());
-    let settings = loaded.providers()?;
-    let every =
-        |p: Arc<dyn LlmProvider>| names.iter().map(|n| (n.clone(), Arc::clone(&p))).collect::<Vec<_>>();
-    match llm {
-        Some("mock") => {
-            let latency = match std::env::var("CAIRN_MOCK_LATENCY") {
-                Ok(text) => text
-                    .parse::<cairn_domain::duration::Duration>()
-                    .map_err(|e| format!("CAIRN_MOCK_LATENCY: {e}"))?
-                    .to_std(),
-                Err(_) => std::time::Duration::ZERO,
-            };
-            Ok(every(Arc::new(MockLlm::new(Arc::clone(clock), latency))))
-        }
-        Some(name) => {
-            let Some(s) = settings.into_iter().find(|s| s.name == name) else {
-                return Err(format!("--llm {name}: no provider `{name}` is configured (or use --llm mock)"));
-            };
-            Ok(every(Arc::new(HttpProvider::new(s)?)))
-        }
-        None => settings
-            .into_iter()
-            .map(|s| Ok((s.name.clone(), Arc::new(HttpProvider::new(s)?) as Arc<dyn LlmProvider>)))
-            .collect(),
-    }
-}
-
-/// Who runs cairn, for the audit trail.
-fn whoami() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "engine".into())
 }
 
 /// A new run id: 10 characters of time (sortable) and 6 random ones, in

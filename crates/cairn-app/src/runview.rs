@@ -21,10 +21,6 @@ pub fn exit_code(status: RunStatus) -> u8 {
     }
 }
 
-fn word<T: serde::Serialize>(value: T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 /// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`, `waiting`, `usage`, `error`.
 pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> Value {
     let steps: Vec<Value> = wf
@@ -131,4 +127,138 @@ fn final_steps(wf: &Workflow) -> Vec<&str> {
     let dag = cairn_domain::dag::Dag::of_steps(&wf.steps);
     let needed: std::collections::BTreeSet<usize> = dag.needs.iter().flatten().copied().collect();
     (0..wf.steps.len()).filter(|i| !needed.contains(i)).map(|i| wf.steps[i].id.as_str()).collect()
+}
+
+/// A status or kind as its JSON word (`waiting_acceptance`).
+pub fn word<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// `2026-11-23T04:31:41.123Z`, from milliseconds since the epoch.
+pub fn iso_time(t: cairn_domain::state::Timestamp) -> String {
+    let ms = t.0;
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// One event of the audit trail as a line: sequence, time, actor, what.
+pub fn event_text(e: &cairn_domain::state::Event) -> String {
+    use cairn_domain::state::EventKind;
+    let v = serde_json::to_value(&e.kind).unwrap_or_default();
+    let kind = v["type"].as_str().unwrap_or("?").to_owned();
+    let path = v["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
+    let detail = match &e.kind {
+        EventKind::RunCreated { workflow, inputs, definition_hash, .. } => {
+            format!(
+                " {workflow} inputs={inputs} definition={}",
+                &definition_hash[..definition_hash.len().min(12)]
+            )
+        }
+        EventKind::StepStarted { attempt, .. } => format!(" attempt {attempt}"),
+        EventKind::StepSucceeded { output, .. } => {
+            let text = output.to_string();
+            let short: String = text.chars().take(80).collect();
+            format!(" -> {short}{}", if text.chars().count() > 80 { "…" } else { "" })
+        }
+        EventKind::StepFailed { attempt, error, retry_at, .. } => format!(
+            " attempt {attempt}: {}: {}{}",
+            error.class,
+            error.message,
+            retry_at.map(|t| format!(" (retry at {})", iso_time(t))).unwrap_or_default()
+        ),
+        EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
+        EventKind::StepWaiting { wait, .. } => format!(" for {}", word(wait)),
+        EventKind::GotoTaken { from, to, .. } => format!(" {from} -> {to}"),
+        EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in `{scope}`"),
+        EventKind::UsageRecorded { model, usage, .. } => {
+            format!(
+                " {model}: {} prompt + {} completion tokens",
+                usage.prompt_tokens, usage.completion_tokens
+            )
+        }
+        EventKind::RunFailed { error } => format!(" {}: {}", error.class, error.message),
+        _ => String::new(),
+    };
+    format!("{:>4} {} {:<10} {kind}{path}{detail}", e.seq, iso_time(e.at), e.actor)
+}
+
+/// A point of a run's log a user can fork from: after each finished step.
+pub struct Checkpoint {
+    /// The last event it includes.
+    pub seq: u64,
+    /// When that event was recorded.
+    pub at: cairn_domain::state::Timestamp,
+    /// `after parse (succeeded)`.
+    pub label: String,
+    /// The size of the run's state at that point, as JSON.
+    pub size_bytes: usize,
+}
+
+/// The checkpoints of a log: one after every step that finished (with the
+/// documents it stored).
+pub fn checkpoints(events: &[cairn_domain::state::Event]) -> Vec<Checkpoint> {
+    use cairn_domain::state::EventKind;
+    let mut out: Vec<Checkpoint> = Vec::new();
+    let mut state: Option<RunState> = None;
+    let mut pending: Option<String> = None;
+    for (i, e) in events.iter().enumerate() {
+        match &mut state {
+            None => state = RunState::create(e).ok(),
+            Some(s) => {
+                if s.apply(e).is_err() {
+                    break;
+                }
+            }
+        }
+        let finished = match &e.kind {
+            EventKind::StepSucceeded { path, .. } => Some(format!("after {path} (succeeded)")),
+            EventKind::StepFailed { path, retry_at: None, .. } => Some(format!("after {path} (failed)")),
+            EventKind::StepSkipped { path, .. } => Some(format!("after {path} (skipped)")),
+            _ => None,
+        };
+        if finished.is_some() {
+            pending = finished;
+        }
+        let continues = matches!(events.get(i + 1).map(|n| &n.kind), Some(EventKind::DocumentStored { .. }));
+        if let (Some(label), false, Some(s)) = (&pending, continues, &state) {
+            out.push(Checkpoint {
+                seq: e.seq,
+                at: e.at,
+                label: label.clone(),
+                size_bytes: serde_json::to_vec(s).map_or(0, |v| v.len()),
+            });
+            pending = None;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times_match_the_calendar() {
+        use cairn_domain::state::Timestamp;
+        assert_eq!(iso_time(Timestamp(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_time(Timestamp(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso_time(Timestamp(1_795_409_501_123)), "2026-11-23T04:51:41.123Z");
+    }
 }

@@ -49,18 +49,18 @@ pub enum Durability {
 #[non_exhaustive]
 pub enum OpenError {
     /// Another process has the store open.
-    #[error("the store at {path} is in use by another process{holder}")]
+    #[error("the store at {} is in use by another process{}", path.display(), if holder.is_empty() { String::new() } else { format!(": {holder}") })]
     Locked {
         /// The data directory.
         path: PathBuf,
-        /// `: cairn (pid N), ...` when known.
+        /// What the holder said of itself, when known.
         holder: String,
     },
     /// The directory holds something that is not a cairn store.
-    #[error("{0} is not a cairn data directory (it holds other files); pick an empty or new directory")]
+    #[error("{} is not a cairn data directory (it holds other files); pick an empty or new directory", .0.display())]
     Foreign(PathBuf),
     /// The store's files are damaged or from an unknown format.
-    #[error("the store at {path} cannot be read: {reason}")]
+    #[error("the store at {} cannot be read: {reason}", path.display())]
     Corrupt {
         /// The data directory.
         path: PathBuf,
@@ -90,8 +90,9 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails clearly when another
     /// process holds it, when `dir` holds other files, or when the files are
-    /// damaged.
-    pub fn open(dir: &Path, durability: Durability) -> Result<Self, OpenError> {
+    /// damaged. `holder` describes this process to others that find the
+    /// store held (see [`SledStore::describe_holder`]).
+    pub fn open(dir: &Path, durability: Durability, holder: &str) -> Result<Self, OpenError> {
         let existed = dir.join("conf").exists() || dir.join("db").exists();
         if !existed && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
             return Err(OpenError::Foreign(dir.to_path_buf()));
@@ -107,7 +108,7 @@ impl SledStore {
                 || reason.contains("temporarily unavailable")
             {
                 let holder = std::fs::read_to_string(dir.join(HOLDER_FILE))
-                    .map(|h| format!(": {}", h.trim()))
+                    .map(|h| h.trim().to_owned())
                     .unwrap_or_default();
                 OpenError::Locked { path: dir.to_path_buf(), holder }
             } else {
@@ -131,8 +132,7 @@ impl SledStore {
         }
         let tree = |name: &str| db.open_tree(name).map_err(corrupt);
         let holder_file = dir.join(HOLDER_FILE);
-        let argv: Vec<String> = std::env::args().take(4).collect();
-        let _ = std::fs::write(&holder_file, format!("{} (pid {})", argv.join(" "), std::process::id()));
+        let _ = std::fs::write(&holder_file, holder);
         Ok(Self {
             runs: tree("runs")?,
             definitions: tree("definitions")?,
@@ -162,6 +162,13 @@ impl SledStore {
             durability: Durability::Sync,
             holder_file: None,
         })
+    }
+
+    /// Replaces what others are told about the process holding the store.
+    pub fn describe_holder(&self, holder: &str) {
+        if let Some(file) = &self.holder_file {
+            let _ = std::fs::write(file, holder);
+        }
     }
 
     /// Makes every committed event durable now.

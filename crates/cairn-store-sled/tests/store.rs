@@ -44,12 +44,12 @@ fn new_run(id: &str) -> NewRun {
 async fn committed_events_survive_reopening() {
     let d = dir("reopen");
     {
-        let store = SledStore::open(&d, Durability::Sync).expect("open");
+        let store = SledStore::open(&d, Durability::Sync, "test (pid 1)").expect("open");
         store.create(new_run("r1")).await.expect("create");
         let started = Event { seq: 2, at: Timestamp(2), actor: "t".into(), kind: EventKind::RunStarted };
         store.append(&RunId::new("r1").expect("id"), 1, &[started]).await.expect("append");
     }
-    let store = SledStore::open(&d, Durability::Sync).expect("reopen");
+    let store = SledStore::open(&d, Durability::Sync, "test (pid 1)").expect("reopen");
     let run = store.load(&RunId::new("r1").expect("id")).await.expect("load");
     assert_eq!(run.events.len(), 2);
     assert_eq!(store.list().await.expect("list")[0].status, cairn_domain::state::RunStatus::Running);
@@ -58,8 +58,8 @@ async fn committed_events_survive_reopening() {
 #[tokio::test]
 async fn a_second_opener_is_told_who_holds_the_store() {
     let d = dir("locked");
-    let _first = SledStore::open(&d, Durability::Sync).expect("open");
-    match SledStore::open(&d, Durability::Sync) {
+    let _first = SledStore::open(&d, Durability::Sync, "test (pid 1)").expect("open");
+    match SledStore::open(&d, Durability::Sync, "test (pid 1)") {
         Err(OpenError::Locked { holder, .. }) => assert!(holder.contains("pid"), "{holder}"),
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("a second handle opened a held store"),
@@ -71,11 +71,11 @@ async fn foreign_and_damaged_directories_are_refused() {
     let foreign = dir("foreign");
     std::fs::create_dir_all(&foreign).expect("dir");
     std::fs::write(foreign.join("notes.txt"), "my files").expect("write");
-    assert!(matches!(SledStore::open(&foreign, Durability::Sync), Err(OpenError::Foreign(_))));
+    assert!(matches!(SledStore::open(&foreign, Durability::Sync, "test"), Err(OpenError::Foreign(_))));
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).expect("untouched"), "my files");
 
     let damaged = dir("damaged");
-    drop(SledStore::open(&damaged, Durability::Sync).expect("create"));
+    drop(SledStore::open(&damaged, Durability::Sync, "test").expect("create"));
     std::fs::write(damaged.join("conf"), b"\xff\xfe garbage").expect("damage");
-    assert!(matches!(SledStore::open(&damaged, Durability::Sync), Err(OpenError::Corrupt { .. })));
+    assert!(matches!(SledStore::open(&damaged, Durability::Sync, "test"), Err(OpenError::Corrupt { .. })));
 }

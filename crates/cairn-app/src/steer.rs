@@ -1,0 +1,407 @@
+//! The verbs that steer and inspect stored runs: `runs`, `status`,
+//! `events`, `checkpoints`, `resume`, `pause`, `cancel`, `fork`, `prune`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_domain::definition::Workflow;
+use cairn_domain::id::RunId;
+use cairn_domain::state::{Event, EventKind, RunState, RunStatus, StepStatus};
+use cairn_engine::{EngineError, SystemClock};
+use cairn_ports::{Clock, NewRun, RunStore, StoreError};
+use cairn_store_sled::SledStore;
+use serde_json::json;
+
+use crate::cli::{EventsFormat, ListFormat, RunFormat, exit};
+use crate::config::Loaded;
+use crate::files::load_recorded;
+use crate::run::{new_run_id, print_run, usage};
+use crate::runview::{self, iso_time};
+use crate::session::{self, Holder};
+
+/// What every steering verb needs from the command line.
+pub struct Common<'a> {
+    /// `--data-dir`.
+    pub data_dir: &'a Path,
+    /// `--config`.
+    pub config: Option<&'a Path>,
+    /// `--llm`.
+    pub llm: Option<&'a str>,
+}
+
+/// The store, a runtime, and the config, for one verb.
+struct Opened {
+    store: Arc<SledStore>,
+    runtime: tokio::runtime::Runtime,
+    loaded: Loaded,
+}
+
+fn open(common: &Common<'_>, verb: &str, run: Option<&RunId>) -> Result<Opened, u8> {
+    let loaded = Loaded::load(common.config).map_err(usage)?;
+    let durability = session::durability(&loaded).map_err(usage)?;
+    let store = session::open_store(common.data_dir, durability, verb, run).map_err(usage)?;
+    let runtime = session::runtime().map_err(usage)?;
+    Ok(Opened { store: Arc::new(store), runtime, loaded })
+}
+
+fn run_id(text: &str) -> Result<RunId, u8> {
+    RunId::new(text).map_err(usage)
+}
+
+/// Folds a stored run; unknown runs are a usage error.
+fn load(o: &Opened, id: &RunId) -> Result<(RunState, Workflow, Vec<Event>), u8> {
+    let stored = o.runtime.block_on(o.store.load(id)).map_err(|e| match e {
+        StoreError::NotFound(_) => usage(format!("no run `{id}` in this data directory")),
+        other => usage(other),
+    })?;
+    let workflow =
+        load_recorded(&stored.definition_name, &stored.definition, &stored.files).map_err(|problems| {
+            let first = problems.0.first().map(|p| p.render(&stored.definition_name)).unwrap_or_default();
+            usage(format!("the definition recorded with run `{id}` no longer loads: {first}"))
+        })?;
+    let state = RunState::fold(&stored.events)
+        .map_err(usage)?
+        .ok_or_else(|| usage(format!("run `{id}` has no events")))?;
+    Ok((state, workflow, stored.events))
+}
+
+/// `cairn runs`.
+pub fn runs(common: &Common<'_>, status: Option<&str>, workflow: Option<&str>, format: ListFormat) -> u8 {
+    let o = match open(common, "runs", None) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let list = match o.runtime.block_on(o.store.list()) {
+        Ok(list) => list,
+        Err(e) => return usage(e),
+    };
+    let word = |s: RunStatus| {
+        serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    };
+    let rows: Vec<_> = list
+        .into_iter()
+        .filter(|r| status.is_none_or(|s| word(r.status) == s))
+        .filter(|r| workflow.is_none_or(|w| r.workflow.as_str() == w))
+        .collect();
+    match format {
+        ListFormat::Table => {
+            println!("{:<18} {:<20} {:<20} {:<24} {:<24}", "RUN", "WORKFLOW", "STATUS", "CREATED", "UPDATED");
+            for r in &rows {
+                println!(
+                    "{:<18} {:<20} {:<20} {:<24} {:<24}",
+                    r.run_id.as_str(),
+                    r.workflow.as_str(),
+                    word(r.status),
+                    iso_time(r.created_at),
+                    iso_time(r.updated_at)
+                );
+            }
+        }
+        ListFormat::Json => {
+            let mut out = Vec::new();
+            for r in &rows {
+                let usage_json = o
+                    .runtime
+                    .block_on(o.store.load(&r.run_id))
+                    .ok()
+                    .and_then(|s| RunState::fold(&s.events).ok().flatten())
+                    .map(|s| {
+                        json!({"prompt_tokens": s.usage.prompt_tokens, "completion_tokens": s.usage.completion_tokens,
+                               "estimated": s.usage.estimated, "cost_usd": o.loaded.cost(&s.usage_by_model)})
+                    });
+                out.push(json!({
+                    "run_id": r.run_id, "workflow": r.workflow, "status": r.status,
+                    "created_at": iso_time(r.created_at), "updated_at": iso_time(r.updated_at), "usage": usage_json,
+                }));
+            }
+            println!("{}", serde_json::Value::Array(out));
+        }
+    }
+    exit::OK
+}
+
+/// `cairn status RUN`.
+pub fn status(common: &Common<'_>, id: &str, format: RunFormat) -> u8 {
+    let (o, id) = match open_for(common, "status", id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match load(&o, &id) {
+        Ok((state, workflow, _)) => {
+            print_run(&state, &workflow, &o.loaded, format);
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+fn open_for(common: &Common<'_>, verb: &str, id: &str) -> Result<(Opened, RunId), u8> {
+    let id = run_id(id)?;
+    let o = open(common, verb, Some(&id))?;
+    Ok((o, id))
+}
+
+/// `cairn events RUN`.
+pub fn events(common: &Common<'_>, id: &str, format: EventsFormat) -> u8 {
+    let (o, id) = match open_for(common, "events", id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let (_, _, events) = match load(&o, &id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    for e in &events {
+        match format {
+            EventsFormat::Jsonl => println!("{}", serde_json::to_string(e).unwrap_or_default()),
+            EventsFormat::Text => println!("{}", runview::event_text(e)),
+        }
+    }
+    exit::OK
+}
+
+/// `cairn checkpoints RUN`.
+pub fn checkpoints(common: &Common<'_>, id: &str, format: ListFormat) -> u8 {
+    let (o, id) = match open_for(common, "checkpoints", id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let (_, _, events) = match load(&o, &id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let list = runview::checkpoints(&events);
+    match format {
+        ListFormat::Table => {
+            println!("{:>6}  {:<24}  {:>10}  LABEL", "SEQ", "AT", "SIZE");
+            for c in &list {
+                println!("{:>6}  {:<24}  {:>10}  {}", c.seq, iso_time(c.at), c.size_bytes, c.label);
+            }
+        }
+        ListFormat::Json => {
+            let rows: Vec<_> = list
+                .iter()
+                .map(|c| json!({"seq": c.seq, "at": iso_time(c.at), "label": c.label, "size_bytes": c.size_bytes}))
+                .collect();
+            println!("{}", serde_json::Value::Array(rows));
+        }
+    }
+    exit::OK
+}
+
+/// `cairn resume RUN`.
+pub fn resume(common: &Common<'_>, id: &str, format: RunFormat) -> u8 {
+    let (o, id) = match open_for(common, "resume", id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let (_, workflow, _) = match load(&o, &id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let control = session::signals(&o.runtime);
+    let engine = match session::engine(Arc::clone(&o.store), &o.loaded, common.llm, &workflow, control) {
+        Ok(engine) => engine,
+        Err(e) => return usage(e),
+    };
+    match o.runtime.block_on(engine.resume(&id, workflow.clone())) {
+        Ok(state) => print_run(&state, &workflow, &o.loaded, format),
+        Err(e @ EngineError::Finished { .. }) => usage(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// `cairn pause RUN` and `cairn cancel RUN`: signal the process driving the
+/// run and wait for it to let go; a run nobody drives is marked directly.
+pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> u8 {
+    let id = match run_id(id) {
+        Ok(id) => id,
+        Err(code) => return code,
+    };
+    let verb = if cancel { "cancel" } else { "pause" };
+    if let Some(holder) = Holder::of(common.data_dir)
+        && holder.pid != std::process::id()
+        && process_alive(holder.pid)
+    {
+        if holder.run.as_deref() != Some(id.as_str()) {
+            return usage(format!(
+                "the store is in use by {}; {verb} that run or wait for it",
+                holder.sentence()
+            ));
+        }
+        let signal =
+            if cancel { nix::sys::signal::Signal::SIGTERM } else { nix::sys::signal::Signal::SIGINT };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(holder.pid).unwrap_or(0));
+        if let Err(e) = nix::sys::signal::kill(pid, signal) {
+            return usage(format!("cannot signal {}: {e}", holder.sentence()));
+        }
+        eprintln!("asked {} to {verb}; waiting for it to stop", holder.sentence());
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        while process_alive(holder.pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let o = match open(common, verb, Some(&id)) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let (mut state, workflow, _) = match load(&o, &id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if !state.status.is_terminal() {
+        let wanted = if cancel { RunStatus::Cancelled } else { RunStatus::Paused };
+        if state.status != wanted {
+            let mut events: Vec<EventKind> = Vec::new();
+            if cancel {
+                for (path, step) in &state.steps {
+                    if matches!(step.status, StepStatus::Running | StepStatus::Waiting) {
+                        events.push(EventKind::StepCancelled { path: path.clone() });
+                    }
+                }
+                events.push(EventKind::RunCancelled);
+            } else {
+                events.push(EventKind::RunPaused);
+            }
+            if let Err(e) = o.runtime.block_on(record(&o.store, &mut state, events)) {
+                return usage(e);
+            }
+        }
+    } else if !cancel || state.status != RunStatus::Cancelled {
+        return usage(format!(
+            "run `{id}` has ended ({}); there is nothing to {verb}",
+            runview::word(state.status)
+        ));
+    }
+    print_run(&state, &workflow, &o.loaded, RunFormat::Text);
+    runview::exit_code(state.status)
+}
+
+/// Records events from a verb (the actor is the person running it).
+async fn record(
+    store: &Arc<SledStore>,
+    state: &mut RunState,
+    kinds: Vec<EventKind>,
+) -> Result<(), StoreError> {
+    let at = SystemClock.now();
+    let events: Vec<Event> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event { seq: state.seq + 1 + i as u64, at, actor: session::whoami(), kind })
+        .collect();
+    store.append(&state.run_id, state.seq, &events).await?;
+    for e in &events {
+        state.apply(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_ok()
+}
+
+/// `cairn fork RUN --checkpoint N`.
+pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -> u8 {
+    let (o, id) = match open_for(common, "fork", id) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let stored = match o.runtime.block_on(o.store.load(&id)) {
+        Ok(s) => s,
+        Err(StoreError::NotFound(_)) => return usage(format!("no run `{id}` in this data directory")),
+        Err(e) => return usage(e),
+    };
+    let marks = runview::checkpoints(&stored.events);
+    if !marks.iter().any(|c| c.seq == checkpoint) {
+        let last = marks.last().map_or("none".to_owned(), |c| c.seq.to_string());
+        return usage(format!(
+            "run `{id}` has no checkpoint {checkpoint} (its checkpoints: `cairn checkpoints {id}`; the last is {last})"
+        ));
+    }
+    let Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) =
+        stored.events.first().map(|e| &e.kind)
+    else {
+        return usage(format!("run `{id}` has no run_created event"));
+    };
+    let new_id = new_run_id(SystemClock.now().0);
+    let now = SystemClock.now();
+    let created = Event {
+        seq: 1,
+        at: now,
+        actor: session::whoami(),
+        kind: EventKind::RunCreated {
+            run_id: new_id.clone(),
+            workflow: workflow.clone(),
+            definition_hash: definition_hash.clone(),
+            inputs: inputs.clone(),
+        },
+    };
+    let mut state = match RunState::create(&created) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let new_run = NewRun {
+        run_id: new_id.clone(),
+        workflow: workflow.clone(),
+        definition_name: stored.definition_name.clone(),
+        definition: stored.definition.clone(),
+        files: stored.files.clone(),
+        definition_hash: definition_hash.clone(),
+        created,
+    };
+    let copied: Vec<EventKind> =
+        stored.events[1..checkpoint as usize].iter().map(|e| e.kind.clone()).collect();
+    let result = o.runtime.block_on(async {
+        o.store.create(new_run).await?;
+        record(&o.store, &mut state, copied).await?;
+        if state.status == RunStatus::Running {
+            record(&o.store, &mut state, vec![EventKind::RunPaused]).await?;
+        }
+        Ok::<(), StoreError>(())
+    });
+    if let Err(e) = result {
+        return usage(e);
+    }
+    match format {
+        RunFormat::Text => println!("{new_id}"),
+        RunFormat::Json => {
+            let workflow = match load_recorded(&stored.definition_name, &stored.definition, &stored.files) {
+                Ok(wf) => wf,
+                Err(_) => return usage("the recorded definition no longer loads"),
+            };
+            println!("{}", runview::run_json(&state, &workflow, o.loaded.cost(&state.usage_by_model)));
+        }
+    }
+    exit::OK
+}
+
+/// `cairn prune --older-than D`: deletes ended runs last updated before now − D.
+pub fn prune(common: &Common<'_>, older_than: &str) -> u8 {
+    let age = match older_than.parse::<cairn_domain::duration::Duration>() {
+        Ok(d) => d,
+        Err(e) => return usage(format!("--older-than: {e}")),
+    };
+    let o = match open(common, "prune", None) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let cutoff = SystemClock.now().0.saturating_sub(age.as_millis());
+    let list = match o.runtime.block_on(o.store.list()) {
+        Ok(l) => l,
+        Err(e) => return usage(e),
+    };
+    let mut pruned = 0;
+    for r in list.iter().filter(|r| r.status.is_terminal() && r.updated_at.0 < cutoff) {
+        if let Err(e) = o.runtime.block_on(o.store.delete(&r.run_id)) {
+            return usage(e);
+        }
+        pruned += 1;
+    }
+    println!("pruned {pruned} run(s) that ended more than {age} ago");
+    exit::OK
+}
