@@ -80,8 +80,20 @@ pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
         command.env_remove(name);
     }
+    if !env.iter().any(|(k, _)| *k == "CAIRN_DATA_DIR") {
+        command.env("CAIRN_DATA_DIR", fresh_data_dir());
+    }
     command.envs(env.iter().copied());
     command.output().expect("cairn runs").into()
+}
+
+/// A data directory no other invocation uses.
+pub fn fresh_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-data").join(format!("{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Replaces durations (`12ms`, `1.5s`) by `<t>`, so snapshots of timed
