@@ -1,5 +1,6 @@
 //! End-to-end tests: each runs the real `cairn` binary as a user would.
 
+mod crash;
 mod plan;
 mod run;
 mod support;

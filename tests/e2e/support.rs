@@ -91,7 +91,8 @@ pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 pub fn fresh_data_dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-data").join(format!("{}-{n}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-data").join(format!("{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -125,4 +126,84 @@ pub fn redact_times(text: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// One call an [`LlmServer`] answered: its idempotency key, and when it
+/// arrived (milliseconds since the epoch).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub key: String,
+    pub at_ms: u64,
+}
+
+/// An OpenAI-compatible chat server on loopback that answers every request
+/// after `latency`, and logs each call's `Idempotency-Key`.
+pub struct LlmServer {
+    pub url: String,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
+}
+
+impl LlmServer {
+    /// Starts the server on a free loopback port; it lives as long as the test process.
+    pub fn start(latency: std::time::Duration) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = calls.clone();
+        std::thread::spawn(move || {
+            for socket in listener.incoming() {
+                let Ok(mut socket) = socket else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let head_end = loop {
+                        let Ok(n) = socket.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = header(&text, "content-length")
+                                .and_then(|v| v.parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                break end;
+                            }
+                        }
+                    };
+                    let text = String::from_utf8_lossy(&request[..head_end]).to_string();
+                    let key = header(&text, "idempotency-key").unwrap_or_default();
+                    let at_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    log.lock().expect("log").push(Call { key: key.clone(), at_ms });
+                    std::thread::sleep(latency);
+                    let body = format!(
+                        r#"{{"model":"fake","choices":[{{"message":{{"content":"answer for {key}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":4}}}}"#
+                    );
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes());
+                });
+            }
+        });
+        Self { url, calls }
+    }
+
+    /// The calls logged so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("log").clone()
+    }
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
 }

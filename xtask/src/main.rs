@@ -3,6 +3,7 @@
 //! - `ci`: format check, clippy with `-D warnings`, every test. What CI runs.
 //! - `bench`: the benchmarks, printed as a table and written to
 //!   `target/bench/report.json`.
+//! - `crash [--kills N]`: the kill -9 crash test with more kills than CI.
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
@@ -21,10 +22,12 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("crash") => crash(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench>");
-            eprintln!("  ci      fmt check, clippy -D warnings, all tests");
-            eprintln!("  bench   benchmarks; results in target/bench/report.json");
+            eprintln!("usage: cargo xtask <ci|bench|crash>");
+            eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
+            eprintln!("  bench              benchmarks; results in target/bench/report.json");
+            eprintln!("  crash [--kills N]  the kill -9 crash test with N kills (default 500)");
             bail!("unknown task")
         }
     }
@@ -42,6 +45,27 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
     if !status.success() {
         bail!("`cargo {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The crash test of `tests/e2e/crash.rs`, with more kills than CI lands.
+fn crash(args: &[String]) -> Result<()> {
+    let kills = match args {
+        [] => "500".to_owned(),
+        [flag, n] if flag == "--kills" && n.parse::<usize>().is_ok() => n.clone(),
+        _ => bail!("usage: cargo xtask crash [--kills N]"),
+    };
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ CAIRN_CRASH_KILLS={kills} cargo test -p cairn-e2e crash -- --nocapture");
+    let status = Command::new(cargo_bin)
+        .args(["test", "--locked", "-p", "cairn-e2e", "crash", "--", "--nocapture"])
+        .env("CAIRN_CRASH_KILLS", &kills)
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("the crash test failed");
     }
     Ok(())
 }

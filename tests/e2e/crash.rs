@@ -1,0 +1,162 @@
+//! The crash test: the real `cairn run` against a loopback LLM server,
+//! killed with SIGKILL at seeded random moments and resumed, until each run
+//! completes. Then the invariants of the durability contract are checked
+//! against the event log and the server's call log:
+//!
+//! - every step succeeded exactly once in the final log;
+//! - no step was called after its success was recorded (nothing finished
+//!   runs again);
+//! - each crash re-executed at most the steps that were in flight;
+//! - every call of a step carried the same idempotency key.
+//!
+//! `CAIRN_CRASH_KILLS` sets how many kills must land (default 50, at most 3
+//! per run); `cargo xtask crash --kills N` runs more.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{LlmServer, cairn_bin, scratch};
+
+/// a -> (b, c) -> d -> e -> f: a chain with two steps in flight at once.
+const WORKFLOW: &str = r#"cairn: 1
+id: crashy
+agents:
+  w: { system: Be brief. }
+defaults:
+  retry: { max_attempts: 1 }
+steps:
+  - id: a
+    agent: w
+    prompt: start
+  - id: b
+    needs: [a]
+    agent: w
+    prompt: "left of {{ steps.a.output }}"
+  - id: c
+    needs: [a]
+    agent: w
+    prompt: "right of {{ steps.a.output }}"
+  - id: d
+    needs: [b, c]
+    agent: w
+    prompt: join
+  - id: e
+    agent: w
+    prompt: "after {{ steps.d.output }}"
+  - id: f
+    agent: w
+    prompt: end
+"#;
+
+const STEPS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+/// Steps in flight at once, at most.
+const WIDTH: usize = 2;
+
+/// A small deterministic generator (xorshift), so every CI run kills at the same moments.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn cairn(dir: &std::path::Path, data: &std::path::Path, url: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(cairn_bin());
+    c.args(args)
+        .current_dir(dir)
+        .env("CAIRN_DATA_DIR", data)
+        .env("CAIRN_LLM_BASE_URL", url)
+        .env("CAIRN_LLM_MODEL", "fake")
+        .env_remove("CAIRN_CONFIG")
+        .env_remove("CAIRN_LLM_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn killed_runs_resume_and_finish_every_step_exactly_once() {
+    let target: usize = std::env::var("CAIRN_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let server = LlmServer::start(Duration::from_millis(150));
+    let dir = scratch("crash");
+    std::fs::write(dir.join("wf.yaml"), WORKFLOW).expect("write");
+    let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+    let mut kill_points = 0;
+    let mut n = 0;
+    while kill_points < target {
+        assert!(n < target, "kills keep missing: {kill_points} landed in {n} runs");
+        n += 1;
+        let id = format!("crash-{n}");
+        let data = dir.join(format!("data-{n}"));
+        let mut kills = 0;
+        let mut created = false;
+        loop {
+            let args: Vec<&str> =
+                if created { vec!["resume", &id] } else { vec!["run", "wf.yaml", "--run-id", &id] };
+            let mut child = cairn(&dir, &data, &server.url, &args).spawn().expect("spawn cairn");
+            if kills < 3 {
+                std::thread::sleep(Duration::from_millis(rng.below(450)));
+                let finished = child.try_wait().expect("poll").is_some();
+                if !finished {
+                    child.kill().expect("SIGKILL");
+                    kill_points += 1;
+                    kills += 1;
+                }
+                let status = child.wait().expect("reap");
+                created = cairn(&dir, &data, &server.url, &["status", &id]).status().expect("status").code()
+                    != Some(2);
+                if finished && status.code() == Some(0) {
+                    break;
+                }
+                continue;
+            }
+            let status = child.wait().expect("wait");
+            assert_eq!(status.code(), Some(0), "run {id} did not complete after {kills} kills");
+            break;
+        }
+        check(&dir, &data, &server, &id, kills);
+    }
+    eprintln!("crash test: {kill_points} kills landed over {n} runs, every invariant held");
+}
+
+/// The invariants of one run.
+fn check(dir: &std::path::Path, data: &std::path::Path, server: &LlmServer, id: &str, kills: usize) {
+    let out = cairn(dir, data, &server.url, &["events", id, "--format", "jsonl"])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("events");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("jsonl"))
+        .collect();
+    assert_eq!(events.last().and_then(|e| e["type"].as_str()), Some("run_completed"), "{id}");
+    let mut succeeded_at: BTreeMap<String, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["type"] == "step_succeeded") {
+        let path = e["path"].as_str().expect("path").to_owned();
+        assert!(
+            succeeded_at.insert(path.clone(), e["at"].as_u64().expect("at")).is_none(),
+            "{id}: {path} succeeded twice"
+        );
+    }
+    assert_eq!(succeeded_at.len(), STEPS.len(), "{id}: {succeeded_at:?}");
+    let mut extra = 0;
+    for step in STEPS {
+        let prefix = format!("{id}/{step}/");
+        let calls: Vec<_> = server.calls().into_iter().filter(|c| c.key.starts_with(&prefix)).collect();
+        assert!(!calls.is_empty(), "{id}: {step} never called");
+        assert!(
+            calls.iter().all(|c| c.key == calls[0].key),
+            "{id}: {step} called with different keys: {calls:?}"
+        );
+        let done = succeeded_at[step];
+        assert!(calls.iter().all(|c| c.at_ms <= done), "{id}: {step} was called again after it succeeded");
+        assert!(calls.len() <= 1 + kills, "{id}: {step} ran {} times with {kills} kills", calls.len());
+        extra += calls.len() - 1;
+    }
+    assert!(extra <= kills * WIDTH, "{id}: {extra} re-executions for {kills} kills");
+}
