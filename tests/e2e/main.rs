@@ -3,5 +3,6 @@
 mod crash;
 mod plan;
 mod run;
+mod steer;
 mod support;
 mod validate;

@@ -80,6 +80,7 @@ pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
         command.env_remove(name);
     }
+    command.env("USER", "tester");
     if !env.iter().any(|(k, _)| *k == "CAIRN_DATA_DIR") {
         command.env("CAIRN_DATA_DIR", fresh_data_dir());
     }

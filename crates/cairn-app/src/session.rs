@@ -72,10 +72,21 @@ pub fn open_store(
     verb: &str,
     run: Option<&RunId>,
 ) -> Result<SledStore, OpenError> {
+    open_store_within(dir, durability, verb, run, WAIT_FOR_STORE)
+}
+
+/// Opens the store, waiting up to `wait` for another process to let go of it.
+pub fn open_store_within(
+    dir: &Path,
+    durability: Durability,
+    verb: &str,
+    run: Option<&RunId>,
+    wait: Duration,
+) -> Result<SledStore, OpenError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() })?;
     let holder = Holder::describe(verb, run);
-    let deadline = std::time::Instant::now() + WAIT_FOR_STORE;
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match SledStore::open(dir, durability, &holder) {
             Err(OpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
@@ -140,8 +151,7 @@ pub fn engine(
         .clock(Arc::clone(&clock))
         .sink(Arc::new(Progress::default()))
         .commands(Arc::new(commands))
-        .control(control)
-        .actor(whoami());
+        .control(control);
     for (name, provider) in providers(loaded, llm, wf, &clock)? {
         builder = builder.provider(name, provider);
     }

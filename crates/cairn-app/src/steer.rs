@@ -240,9 +240,19 @@ pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> u8 {
             return usage(format!("cannot signal {}: {e}", holder.sentence()));
         }
         eprintln!("asked {} to {verb}; waiting for it to stop", holder.sentence());
-        let deadline = std::time::Instant::now() + Duration::from_secs(600);
-        while process_alive(holder.pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
+        // The store's lock is released when the driver exits: wait for that.
+        let loaded = match Loaded::load(common.config) {
+            Ok(l) => l,
+            Err(e) => return usage(e),
+        };
+        let durability = match session::durability(&loaded) {
+            Ok(d) => d,
+            Err(e) => return usage(e),
+        };
+        let wait = Duration::from_secs(600);
+        match session::open_store_within(common.data_dir, durability, verb, Some(&id), wait) {
+            Ok(store) => drop(store),
+            Err(e) => return usage(e),
         }
     }
     let o = match open(common, verb, Some(&id)) {

@@ -22,8 +22,13 @@ fn ok(path: &str) -> Outcome {
     Outcome::Succeeded(json!(format!("{path} done")))
 }
 
-/// Runs `yaml` to the end (or until it waits) and returns its event log.
+/// Runs `yaml` to the end (or until it waits) and returns its event log as lines.
 fn simulate(yaml: &str, script: &Script) -> String {
+    simulate_events(yaml, script).iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// Runs `yaml` to the end (or until it waits) and returns its event log.
+fn simulate_events(yaml: &str, script: &Script) -> Vec<Event> {
     let mut no_files = |_: &str| Err("no files".to_owned());
     let wf = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files).expect("valid workflow");
     let program = Program::new(wf).expect("acyclic");
@@ -86,7 +91,7 @@ fn simulate(yaml: &str, script: &Script) -> String {
             break;
         }
     }
-    log.iter().map(line).collect::<Vec<_>>().join("\n")
+    log
 }
 
 /// One event as a short line.
@@ -219,4 +224,52 @@ fn stop_cancels_running_siblings() {
         if p == "b" { fail(ErrorClass::Fatal, "bad request") } else { ok(p) }
     });
     insta::assert_snapshot!(log);
+}
+
+mod snapshots {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Workflows that exercise every policy: retries, skip cascades, goto, block, optional.
+    fn workflows() -> Vec<String> {
+        vec![
+            wf("", DIAMOND),
+            wf("", &DIAMOND.replace("  - id: b\n", "  - id: b\n    on_failure: skip\n")),
+            wf("", &DIAMOND.replace("  - id: c\n", "  - id: c\n    optional: true\n")),
+            wf("", &DIAMOND.replace("  - id: b\n", "  - id: b\n    on_failure: block\n")),
+            wf(
+                "",
+                "  - id: code\n    set: 1\n  - id: test\n    set: 2\n    on_failure: { goto: code, max: 2, then: continue }\n  - id: ship\n    set: 3\n",
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// fold(snapshot at k, through JSON) + tail == fold(all), for every k.
+        #[test]
+        fn a_snapshot_and_the_tail_fold_to_the_whole(which in 0usize..5, failures in proptest::collection::vec(0u8..4, 40)) {
+            let yaml = &workflows()[which];
+            let script = move |path: &str, attempt: u32| {
+                let slot = (path.bytes().map(usize::from).sum::<usize>() * 7 + attempt as usize) % failures.len();
+                match failures[slot] {
+                    0 => fail(ErrorClass::Transient, "flaky"),
+                    1 => fail(ErrorClass::Fatal, "broken"),
+                    _ => ok(path),
+                }
+            };
+            let events = simulate_events(yaml, &script);
+            let whole = RunState::fold(&events).expect("legal").expect("created");
+            for k in 1..=events.len() {
+                let prefix = RunState::fold(&events[..k]).expect("legal").expect("created");
+                let stored = serde_json::to_string(&prefix).expect("serialize");
+                let mut resumed: RunState = serde_json::from_str(&stored).expect("deserialize");
+                for e in &events[k..] {
+                    resumed.apply(e).expect("tail applies");
+                }
+                prop_assert_eq!(&resumed, &whole);
+            }
+        }
+    }
 }

@@ -1,0 +1,212 @@
+//! Steering runs from separate processes, as a user would: pause, resume,
+//! cancel, Ctrl-C, fork, status and events; and the refusals. The tests wait
+//! for the run's own progress lines, never for a guessed time.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use crate::support::{cairn_bin, cairn_env, fresh_data_dir, redact_times, scratch};
+
+const CHAIN: &str = "cairn: 1\nid: chain\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: one\n  - id: b\n    agent: w\n    prompt: two\n  - id: c\n    agent: w\n    prompt: three\n";
+
+/// A `cairn run` in the background, with its progress lines as they come.
+struct Driver {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Driver {
+    fn start(dir: &Path, data: &Path, run_id: &str) -> Self {
+        Self::start_with(dir, data, run_id, "400ms")
+    }
+
+    fn start_with(dir: &Path, data: &Path, run_id: &str, latency: &str) -> Self {
+        let mut child = Command::new(cairn_bin())
+            .args(["--llm", "mock", "run", "wf.yaml", "--run-id", run_id])
+            .current_dir(dir)
+            .env("CAIRN_DATA_DIR", data)
+            .env("CAIRN_MOCK_LATENCY", latency)
+            .env_remove("CAIRN_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Blocks until the run prints a line containing `text`.
+    fn wait_for(&self, text: &str) {
+        loop {
+            let line = self.lines.recv_timeout(Duration::from_secs(30)).expect("the run went quiet");
+            if line.contains(text) {
+                return;
+            }
+        }
+    }
+
+    fn exit_code(mut self) -> i32 {
+        self.child.wait().expect("wait").code().unwrap_or(-1)
+    }
+}
+
+fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = scratch(name);
+    std::fs::write(dir.join("wf.yaml"), CHAIN).expect("write");
+    (dir, fresh_data_dir())
+}
+
+fn cairn_at(dir: &Path, data: &Path, args: &[&str]) -> (i32, String, String) {
+    let r = cairn_env(dir, args, &[("CAIRN_DATA_DIR", data.to_str().expect("utf-8 path"))]);
+    (r.code, r.stdout, r.stderr)
+}
+
+/// ISO times and hashes vary per run; everything else in the log must not.
+fn redact_log(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        for w in &mut words {
+            if w.len() == 24 && w.ends_with('Z') && w.as_bytes().get(10) == Some(&b'T') {
+                *w = "<time>".into();
+            }
+            if let Some(hash) = w.strip_prefix("definition=") {
+                *w = format!("definition=<{} hex>", hash.len());
+            }
+        }
+        out.push_str(&words.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn pause_from_another_process_then_resume() {
+    let (dir, data) = setup("steer_pause");
+    let driver = Driver::start(&dir, &data, "p1");
+    driver.wait_for("▸ b");
+    let (code, stdout, stderr) = cairn_at(&dir, &data, &["pause", "p1"]);
+    assert_eq!(code, 5, "{stdout}{stderr}");
+    assert!(stderr.contains("asked cairn run (pid"), "{stderr}");
+    assert_eq!(driver.exit_code(), 5);
+    let (code, status, _) = cairn_at(&dir, &data, &["status", "p1"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("paused_status", redact_times(&status));
+    let (code, _, _) = cairn_at(&dir, &data, &["--llm", "mock", "resume", "p1"]);
+    assert_eq!(code, 0);
+    let (_, events, _) = cairn_at(&dir, &data, &["events", "p1"]);
+    insta::assert_snapshot!("paused_then_resumed_events", redact_log(&events));
+}
+
+#[test]
+fn ctrl_c_pauses_the_run() {
+    let (dir, data) = setup("steer_ctrl_c");
+    let driver = Driver::start(&dir, &data, "i1");
+    driver.wait_for("▸ a");
+    let pid = nix::unistd::Pid::from_raw(driver.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    assert_eq!(driver.exit_code(), 5);
+    let (_, json, _) = cairn_at(&dir, &data, &["status", "i1", "--format", "json"]);
+    let run: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(run["status"], "paused");
+    assert_eq!(run["steps"][0]["status"], "succeeded", "the running step finished before the pause");
+}
+
+#[test]
+fn cancel_from_another_process() {
+    let (dir, data) = setup("steer_cancel");
+    let driver = Driver::start(&dir, &data, "c1");
+    driver.wait_for("▸ a");
+    let (code, _, _) = cairn_at(&dir, &data, &["cancel", "c1"]);
+    assert_eq!(code, 4);
+    assert_eq!(driver.exit_code(), 4);
+    let (_, events, _) = cairn_at(&dir, &data, &["events", "c1"]);
+    insta::assert_snapshot!(redact_log(&events));
+    let (code, _, stderr) = cairn_at(&dir, &data, &["--llm", "mock", "resume", "c1"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("has ended and cannot be resumed"), "{stderr}");
+}
+
+#[test]
+fn fork_from_a_checkpoint_reruns_only_what_came_after() {
+    let (dir, data) = setup("steer_fork");
+    let (code, _, _) = cairn_at(&dir, &data, &["--llm", "mock", "run", "wf.yaml", "--run-id", "src"]);
+    assert_eq!(code, 0);
+    let (_, list, _) = cairn_at(&dir, &data, &["checkpoints", "src", "--format", "json"]);
+    let checkpoints: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let labels: Vec<&str> =
+        checkpoints.as_array().expect("array").iter().filter_map(|c| c["label"].as_str()).collect();
+    assert_eq!(labels, ["after a (succeeded)", "after b (succeeded)", "after c (succeeded)"]);
+    let after_a = checkpoints[0]["seq"].as_u64().expect("seq").to_string();
+    let (code, forked, _) = cairn_at(&dir, &data, &["fork", "src", "--checkpoint", &after_a]);
+    assert_eq!(code, 0);
+    let forked = forked.trim().to_owned();
+    let (_, json, _) = cairn_at(&dir, &data, &["status", &forked, "--format", "json"]);
+    let run: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(run["status"], "paused");
+    assert_eq!(run["steps"][0]["status"], "succeeded");
+    assert_eq!(run["steps"][1]["status"], "pending");
+    let (code, _, stderr) = cairn_at(&dir, &data, &["--llm", "mock", "resume", &forked]);
+    assert_eq!(code, 0);
+    assert!(!stderr.contains("▸ a") && stderr.contains("▸ b") && stderr.contains("▸ c"), "{stderr}");
+    let (_, runs, _) = cairn_at(&dir, &data, &["runs", "--format", "json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&runs).expect("json").as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn steering_refusals_are_clear_usage_errors() {
+    let (dir, data) = setup("steer_refusals");
+    let (code, _, _) = cairn_at(&dir, &data, &["--llm", "mock", "run", "wf.yaml", "--run-id", "done"]);
+    assert_eq!(code, 0);
+    let cases: [(&[&str], &str); 4] = [
+        (&["status", "nope"], "error: no run `nope` in this data directory\n"),
+        (
+            &["--llm", "mock", "resume", "done"],
+            "error: run `done` is Completed: it has ended and cannot be resumed (fork it to run it again)\n",
+        ),
+        (
+            &["fork", "done", "--checkpoint", "999"],
+            "error: run `done` has no checkpoint 999 (its checkpoints: `cairn checkpoints done`; the last is 11)\n",
+        ),
+        (&["pause", "done"], ""),
+    ];
+    for (args, expected) in cases {
+        let (code, _, stderr) = cairn_at(&dir, &data, args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        if !expected.is_empty() {
+            assert_eq!(stderr, expected, "{args:?}");
+        }
+    }
+    let foreign = scratch("steer_foreign");
+    std::fs::write(foreign.join("notes.txt"), "mine").expect("write");
+    let (code, _, stderr) = cairn_at(&dir, &foreign, &["runs"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not a cairn data directory"), "{stderr}");
+}
+
+#[test]
+fn a_held_store_is_refused_naming_the_holder() {
+    let (dir, data) = setup("steer_held");
+    let mut driver = Driver::start_with(&dir, &data, "h1", "60s");
+    driver.wait_for("▸ a");
+    let (code, _, stderr) = cairn_at(&dir, &data, &["runs"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("is in use by another process: cairn run (pid") && stderr.contains("run h1)"),
+        "{stderr}"
+    );
+    driver.child.kill().expect("stop the driver");
+    let _ = driver.child.wait();
+}
