@@ -92,7 +92,8 @@ fn redact_log(text: &str) -> String {
 #[test]
 fn pause_from_another_process_then_resume() {
     let (dir, data) = setup("steer_pause");
-    let driver = Driver::start(&dir, &data, "p1");
+    // Steps take 2 s: the pause arrives while `b` runs, however slow the machine.
+    let driver = Driver::start_with(&dir, &data, "p1", "2s");
     driver.wait_for("▸ b");
     let (code, stdout, stderr) = cairn_at(&dir, &data, &["pause", "p1"]);
     assert_eq!(code, 5, "{stdout}{stderr}");
@@ -124,7 +125,7 @@ fn ctrl_c_pauses_the_run() {
 #[test]
 fn cancel_from_another_process() {
     let (dir, data) = setup("steer_cancel");
-    let driver = Driver::start(&dir, &data, "c1");
+    let driver = Driver::start_with(&dir, &data, "c1", "5s");
     driver.wait_for("▸ a");
     let (code, _, _) = cairn_at(&dir, &data, &["cancel", "c1"]);
     assert_eq!(code, 4);

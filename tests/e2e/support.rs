@@ -118,6 +118,12 @@ pub fn redact_times(text: &str) -> String {
             };
             let ends_word = chars.get(j + unit).is_none_or(|c| !c.is_ascii_alphanumeric());
             if unit > 0 && ends_word {
+                // Column padding depends on the width of the time: fold it too.
+                if out.ends_with(' ') {
+                    let kept = out.trim_end_matches(' ').len();
+                    out.truncate(kept);
+                    out.push(' ');
+                }
                 out.push_str("<t>");
                 i = j + unit;
                 continue;
