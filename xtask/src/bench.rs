@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: measured, never asserted. Builds the release binary
 //! and times it on generated inputs, runs the engine-overhead bench of
-//! `cairn-engine`; prints a table and writes `target/bench/report.json`.
+//! `cairn-engine` and the durable-execution bench of `cairn-app`;
+//! prints a table and writes `target/bench/report.json`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -29,39 +30,59 @@ pub fn run(_args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
-    let engine = engine_overhead()?;
+    let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
+    let durable_report = bench_json("cairn-app", "durable")?;
+    let durable = rows_of(&durable_report, "durable")?;
+    let ratio = durable_report["ratio_chain_to_fsync"].as_f64().unwrap_or(f64::NAN);
 
-    let mut table = String::from("benchmark                   median      best   (runs)\n");
+    let mut table = format!("{:<38} {:>10} {:>10}   (runs)\n", "benchmark", "median", "best");
     let mut json = Vec::new();
     for (name, (median, best)) in &rows {
-        let _ = writeln!(table, "{name:<26} {:>7.1} ms {:>7.1} ms   ({RUNS})", ms(*median), ms(*best));
+        let _ = writeln!(table, "{name:<38} {:>7.1} ms {:>7.1} ms   ({RUNS})", ms(*median), ms(*best));
         json.push(
             serde_json::json!({"name": name, "median_ms": ms(*median), "best_ms": ms(*best), "runs": RUNS}),
         );
     }
-    for row in &engine {
-        let _ = writeln!(
+    for row in engine.iter().chain(&durable) {
+        if let Some(error) = row["error"].as_str() {
+            let _ = writeln!(table, "{:<38} {error}", row["name"].as_str().unwrap_or("?"));
+            continue;
+        }
+        let _ = write!(
             table,
-            "{:<26} {:>7.1} ms {:>7.1} ms   ({})   {:>6.0} steps/s",
+            "{:<38} {:>7.1} ms {:>7.1} ms   ({})",
             row["name"].as_str().unwrap_or("?"),
             row["median_ms"].as_f64().unwrap_or(f64::NAN),
             row["best_ms"].as_f64().unwrap_or(f64::NAN),
             row["runs"].as_u64().unwrap_or(0),
-            row["steps_per_s"].as_f64().unwrap_or(f64::NAN),
         );
+        if let Some(rate) = row["steps_per_s"].as_f64() {
+            let _ = write!(table, "   {rate:>6.0} steps/s");
+        }
+        if let Some(rate) = row["ops_per_s"].as_f64() {
+            let _ = write!(table, "   {rate:>6.0} fsyncs/s");
+        }
+        table.push('\n');
     }
+    let _ = writeln!(table, "durable chain steps/s per disk fsync/s: {ratio:.3}");
     print!("{table}");
-    let report = serde_json::json!({ "benchmarks": json, "engine": engine });
+    let report = serde_json::json!({
+        "benchmarks": json,
+        "engine": engine,
+        "durable": durable,
+        "durable_ratio_chain_to_fsync": ratio,
+    });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote target/bench/report.json");
     Ok(())
 }
 
-/// Runs the engine-overhead bench (`crates/cairn-engine/benches/overhead.rs`)
-/// and returns its rows: the last stdout line that parses as JSON holds
-/// `{"engine": [...]}`.
-fn engine_overhead() -> Result<Vec<serde_json::Value>> {
-    let args = ["bench", "-p", "cairn-engine", "--bench", "overhead", "--locked"];
+/// Runs `cargo bench -p <package> --bench <bench> --locked` (the engine
+/// overhead of `crates/cairn-engine/benches/overhead.rs`, the durable runs
+/// of `crates/cairn-app/benches/durable.rs`) and returns the last
+/// stdout line that parses as JSON.
+fn bench_json(package: &str, bench: &str) -> Result<serde_json::Value> {
+    let args = ["bench", "-p", package, "--bench", bench, "--locked"];
     eprintln!("$ cargo {}", args.join(" "));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
@@ -74,14 +95,18 @@ fn engine_overhead() -> Result<Vec<serde_json::Value>> {
         bail!("`cargo {}` failed with {}", args.join(" "), out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = stdout
+    stdout
         .lines()
         .rev()
         .find_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
-        .context("the overhead bench printed no JSON line")?;
-    match report.get("engine").and_then(serde_json::Value::as_array) {
+        .with_context(|| format!("the {bench} bench printed no JSON line"))
+}
+
+/// The list under `key` in a bench's JSON line.
+fn rows_of(report: &serde_json::Value, key: &str) -> Result<Vec<serde_json::Value>> {
+    match report.get(key).and_then(serde_json::Value::as_array) {
         Some(rows) => Ok(rows.clone()),
-        None => bail!("the overhead bench's JSON has no `engine` list: {report}"),
+        None => bail!("the bench's JSON has no `{key}` list: {report}"),
     }
 }
 

@@ -185,9 +185,6 @@ impl Loaded {
                 }
             }
         }
-        if self.config.store.keep_checkpoints.is_some() {
-            out.push("store.keep_checkpoints".into());
-        }
         out
     }
 

@@ -70,11 +70,11 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
         Ok(loaded) => loaded,
         Err(e) => return usage(e),
     };
-    let durability = match session::durability(&loaded) {
+    let settings = match session::store_settings(&loaded) {
         Ok(d) => d,
         Err(e) => return usage(e),
     };
-    let store = match session::open_store(req.data_dir, durability, "run", Some(&run_id)) {
+    let store = match session::open_store(req.data_dir, settings, "run", Some(&run_id)) {
         Ok(store) => Arc::new(store),
         Err(e) => return usage(e),
     };

@@ -55,30 +55,42 @@ impl Holder {
     }
 }
 
-/// The durability the config asks for.
-pub fn durability(loaded: &Loaded) -> Result<Durability, String> {
-    match loaded.config.store.durability.as_deref() {
-        None | Some("sync") => Ok(Durability::Sync),
-        Some("batch") => Ok(Durability::Batch { window_ms: 50 }),
-        Some("none") => Ok(Durability::None),
-        Some(other) => Err(format!("[store] durability `{other}`: use `sync`, `batch` or `none`")),
-    }
+/// The `[store]` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// When appends reach the disk.
+    pub durability: Durability,
+    /// Snapshots kept per run (`keep_checkpoints`).
+    pub keep_snapshots: usize,
+}
+
+/// The store settings the config asks for.
+pub fn store_settings(loaded: &Loaded) -> Result<StoreSettings, String> {
+    let durability = match loaded.config.store.durability.as_deref() {
+        None | Some("sync") => Durability::Sync,
+        Some("batch") => Durability::Batch { window_ms: 50 },
+        Some("none") => Durability::None,
+        Some(other) => return Err(format!("[store] durability `{other}`: use `sync`, `batch` or `none`")),
+    };
+    let keep =
+        loaded.config.store.keep_checkpoints.map_or(cairn_store_sled::DEFAULT_KEEP_SNAPSHOTS, |n| n as usize);
+    Ok(StoreSettings { durability, keep_snapshots: keep })
 }
 
 /// Opens the store, waiting briefly when another process holds it.
 pub fn open_store(
     dir: &Path,
-    durability: Durability,
+    settings: StoreSettings,
     verb: &str,
     run: Option<&RunId>,
 ) -> Result<SledStore, OpenError> {
-    open_store_within(dir, durability, verb, run, WAIT_FOR_STORE)
+    open_store_within(dir, settings, verb, run, WAIT_FOR_STORE)
 }
 
 /// Opens the store, waiting up to `wait` for another process to let go of it.
 pub fn open_store_within(
     dir: &Path,
-    durability: Durability,
+    settings: StoreSettings,
     verb: &str,
     run: Option<&RunId>,
     wait: Duration,
@@ -88,7 +100,9 @@ pub fn open_store_within(
     let holder = Holder::describe(verb, run);
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match SledStore::open(dir, durability, &holder) {
+        match SledStore::open(dir, settings.durability, &holder)
+            .map(|s| s.keep_snapshots(settings.keep_snapshots))
+        {
             Err(OpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -39,8 +39,8 @@ struct Opened {
 
 fn open(common: &Common<'_>, verb: &str, run: Option<&RunId>) -> Result<Opened, u8> {
     let loaded = Loaded::load(common.config).map_err(usage)?;
-    let durability = session::durability(&loaded).map_err(usage)?;
-    let store = session::open_store(common.data_dir, durability, verb, run).map_err(usage)?;
+    let settings = session::store_settings(&loaded).map_err(usage)?;
+    let store = session::open_store(common.data_dir, settings, verb, run).map_err(usage)?;
     let runtime = session::runtime().map_err(usage)?;
     Ok(Opened { store: Arc::new(store), runtime, loaded })
 }
@@ -245,12 +245,12 @@ pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> u8 {
             Ok(l) => l,
             Err(e) => return usage(e),
         };
-        let durability = match session::durability(&loaded) {
+        let settings = match session::store_settings(&loaded) {
             Ok(d) => d,
             Err(e) => return usage(e),
         };
         let wait = Duration::from_secs(600);
-        match session::open_store_within(common.data_dir, durability, verb, Some(&id), wait) {
+        match session::open_store_within(common.data_dir, settings, verb, Some(&id), wait) {
             Ok(store) => drop(store),
             Err(e) => return usage(e),
         }

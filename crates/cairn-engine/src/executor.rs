@@ -26,6 +26,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::job::{self, Finished, Ports};
 use crate::{EngineError, SystemClock};
 
+/// Events between physical snapshots: loading a run replays at most this many.
+pub const SNAPSHOT_EVERY: u64 = 500;
+
 /// A definition to run: the validated workflow and the exact text it came from.
 pub struct Definition {
     /// The file name, as given.
@@ -224,10 +227,14 @@ impl Engine {
             .enumerate()
             .map(|(i, kind)| Event { seq: state.seq + 1 + i as u64, at, actor: self.actor.clone(), kind })
             .collect();
+        let before = state.seq;
         self.store.append(&state.run_id, state.seq, &events).await?;
         for event in &events {
             state.apply(event)?;
             self.sink.emit(&state.run_id, &LiveEvent::Recorded(event));
+        }
+        if state.seq / SNAPSHOT_EVERY > before / SNAPSHOT_EVERY {
+            self.snapshot(state).await?;
         }
         Ok(())
     }

@@ -371,3 +371,19 @@ async fn resume_retries_a_blocked_step() {
     assert_eq!(done.status, RunStatus::Completed);
     insta::assert_snapshot!(h.log().await);
 }
+
+#[tokio::test(start_paused = true)]
+async fn long_runs_are_snapshotted_so_loading_replays_only_the_tail() {
+    let mut yaml = String::from("cairn: 1\nid: long\nsteps:\n");
+    // Two events per `set` step: 300 steps cross the first snapshot point.
+    for i in 0..300 {
+        yaml.push_str(&format!("  - id: s{i}\n    set: {i}\n"));
+    }
+    let h = Harness::new();
+    let engine = h.builder(Duration::ZERO).build();
+    let state = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    let snapshot = h.store.latest_snapshot(&run_id()).await.expect("stored").expect("a snapshot was taken");
+    assert_eq!(snapshot.seq, cairn_engine::SNAPSHOT_EVERY, "{} events in all", state.seq);
+    assert_eq!(engine.load(&run_id()).await.expect("loads"), state);
+}

@@ -85,7 +85,11 @@ pub struct SledStore {
     snapshots: sled::Tree,
     durability: Durability,
     holder_file: Option<PathBuf>,
+    keep_snapshots: usize,
 }
+
+/// Snapshots kept per run unless [`SledStore::keep_snapshots`] says otherwise.
+pub const DEFAULT_KEEP_SNAPSHOTS: usize = 10;
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails clearly when another
@@ -141,6 +145,7 @@ impl SledStore {
             db,
             durability,
             holder_file: Some(holder_file),
+            keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
         })
     }
 
@@ -161,7 +166,28 @@ impl SledStore {
             db,
             durability: Durability::Sync,
             holder_file: None,
+            keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
         })
+    }
+
+    /// Keeps at most `n` (at least 1) snapshots per run; older ones are
+    /// deleted as new ones are written. The event log is never pruned.
+    pub fn keep_snapshots(mut self, n: usize) -> Self {
+        self.keep_snapshots = n.max(1);
+        self
+    }
+
+    /// The sequence numbers of a run's snapshots, oldest first.
+    pub fn snapshot_seqs(&self, run: &RunId) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.snapshots.scan_prefix(prefix(run)).keys() {
+            let k = k.map_err(io)?;
+            let tail: [u8; 8] = k[k.len().saturating_sub(8)..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad snapshot key".into()))?;
+            out.push(u64::from_be_bytes(tail));
+        }
+        Ok(out)
     }
 
     /// Replaces what others are told about the process holding the store.
@@ -171,9 +197,13 @@ impl SledStore {
         }
     }
 
-    /// Makes every committed event durable now.
+    /// Makes every committed event durable now. Concurrent callers share
+    /// the flushes (a flush writes everything committed before it). Runs on
+    /// the blocking pool: sled 0.34's `flush_async` can deadlock its own
+    /// thread pool under concurrent writers.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map(|_| ()).map_err(io)
+        let db = self.db.clone();
+        blocking(move || db.flush().map(|_| ()).map_err(io)).await
     }
 
     async fn after_append(&self) -> Result<(), StoreError> {
@@ -316,6 +346,15 @@ impl RunStore for SledStore {
         }
         let bytes = encode(&SnapshotRecord::new(&snapshot));
         self.snapshots.insert(key(run, snapshot.seq), bytes).map_err(io)?;
+        let keys: Vec<sled::IVec> =
+            self.snapshots.scan_prefix(prefix(run)).keys().collect::<Result<_, _>>().map_err(io)?;
+        if keys.len() > self.keep_snapshots {
+            let mut batch = sled::Batch::default();
+            for k in &keys[..keys.len() - self.keep_snapshots] {
+                batch.remove(k.clone());
+            }
+            self.snapshots.apply_batch(batch).map_err(io)?;
+        }
         self.after_append().await
     }
 

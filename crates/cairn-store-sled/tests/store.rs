@@ -79,3 +79,57 @@ async fn foreign_and_damaged_directories_are_refused() {
     std::fs::write(damaged.join("conf"), b"\xff\xfe garbage").expect("damage");
     assert!(matches!(SledStore::open(&damaged, Durability::Sync, "test"), Err(OpenError::Corrupt { .. })));
 }
+
+#[test]
+fn many_concurrent_synced_appends_finish() {
+    // sled 0.34's flush_async deadlocked here, blocking the runtime's own
+    // workers; the watchdog lives outside the runtime so a regression fails
+    // instead of hanging.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let count = runtime.block_on(async {
+            let d = dir("concurrent");
+            let store = std::sync::Arc::new(SledStore::open(&d, Durability::Sync, "test").expect("open"));
+            let mut tasks = Vec::new();
+            for n in 0..100 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let run = new_run(&format!("r{n}"));
+                    let id = run.run_id.clone();
+                    store.create(run).await.expect("create");
+                    for seq in 2..12 {
+                        let e =
+                            Event { seq, at: Timestamp(seq), actor: "t".into(), kind: EventKind::RunStarted };
+                        store.append(&id, seq - 1, &[e]).await.expect("append");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+            store.list().await.expect("list").len()
+        });
+        let _ = done.send(count);
+    });
+    let count =
+        finished.recv_timeout(std::time::Duration::from_secs(120)).expect("concurrent appends deadlocked");
+    assert_eq!(count, 100);
+}
+
+#[tokio::test]
+async fn only_the_latest_snapshots_are_kept() {
+    use cairn_domain::state::RunState;
+    use cairn_ports::Snapshot;
+    let store = SledStore::temporary().expect("store").keep_snapshots(2);
+    let run = new_run("r1");
+    let id = run.run_id.clone();
+    let state = RunState::create(&run.created).expect("state");
+    store.create(run).await.expect("create");
+    for seq in [1, 2, 3, 4] {
+        store.put_snapshot(&id, Snapshot { seq, state: state.clone() }).await.expect("put");
+    }
+    assert_eq!(store.snapshot_seqs(&id).expect("seqs"), vec![3, 4]);
+    assert_eq!(store.latest_snapshot(&id).await.expect("latest").map(|s| s.seq), Some(4));
+}

@@ -1,0 +1,310 @@
+//! Durable execution on the sled store, measured, never asserted: runs
+//! workflows of `set` steps through the real engine on a `SledStore` opened
+//! with `Durability::Sync` (every append flushed to disk before it returns,
+//! so a finished step is on disk before a dependent starts), and prints one
+//! JSON line with the median and best wall time of each measurement:
+//!
+//! - one run, a chain of 500 steps: durable steps/s of a single run;
+//! - 100 concurrent runs of 10-step chains in one process and one store
+//!   (concurrent appends share sled flushes): total steps/s;
+//! - resuming a run of 10,000 finished steps: opening the store afresh and
+//!   folding the run's state (`Engine::load`);
+//! - the disk's own rate: 4 KiB appended and `sync_data` to a file in the
+//!   same directory, 300 times; cairn's chain steps/s is reported as a ratio
+//!   of these fsyncs/s.
+//!
+//! The concurrent measurement runs last, under a watchdog: if it has not
+//! finished within `CONCURRENT_LIMIT`, its row holds an `error` instead of
+//! times and the report is printed at once.
+//!
+//! Data lives under `target/bench/durable-*`, deleted before each use. Run
+//! with `cargo bench -p cairn-app --bench durable`; `cargo xtask bench`
+//! runs it and adds its rows to the report.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_domain::id::RunId;
+use cairn_domain::state::RunStatus;
+use cairn_engine::{Definition, Engine, EngineBuilder, MockLlm, SystemClock};
+use cairn_ports::{Clock, RunStore};
+use cairn_store_sled::{Durability, SledStore};
+use serde_json::json;
+
+/// Timed repetitions of each measurement (after a warm-up where cheap).
+const RUNS: usize = 3;
+/// Steps in the single durable chain.
+const CHAIN: usize = 500;
+/// Runs started at once in the concurrent measurement.
+const CONCURRENT: usize = 100;
+/// Steps in each of the concurrent runs.
+const CONCURRENT_STEPS: usize = 10;
+/// Finished steps in the run that is resumed.
+const RESUME: usize = 10_000;
+/// Write + fsync operations in the disk measurement.
+const FSYNCS: usize = 300;
+/// Bytes written before each fsync.
+const BLOCK: usize = 4096;
+/// How long the concurrent measurement (warm-up and timed runs) may take
+/// before it is reported as not finished.
+const CONCURRENT_LIMIT: Duration = Duration::from_secs(120);
+
+/// A chain of `n` `set` steps; each waits for the one before it.
+fn chain(n: usize) -> String {
+    let mut out = String::from("cairn: 1\nid: chain\nsteps:\n");
+    for i in 0..n {
+        let _ = writeln!(out, "  - id: s{i}\n    set: {i}");
+    }
+    out
+}
+
+/// Loads `yaml` as a validated definition.
+fn definition(yaml: &str) -> Definition {
+    let mut no_files = |_: &str| Err("no files".to_owned());
+    let workflow = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files).expect("valid workflow");
+    Definition { name: "wf.yaml".into(), text: yaml.to_owned(), workflow, files: Default::default() }
+}
+
+/// `target/bench/<name>` of the workspace, deleted and created afresh.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench").join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("the old bench directory can be removed");
+    }
+    std::fs::create_dir_all(&dir).expect("the bench directory can be created");
+    dir
+}
+
+/// Opens the sled store in `dir`.
+fn open(dir: &Path, durability: Durability) -> Arc<SledStore> {
+    Arc::new(SledStore::open(dir, durability, "cairn durable bench").expect("the store opens"))
+}
+
+/// The real engine on `store`, with the mock LLM (unused by `set` steps).
+fn engine(store: Arc<SledStore>) -> Engine {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    EngineBuilder::new(store)
+        .clock(clock.clone())
+        .provider("default", Arc::new(MockLlm::new(clock, Duration::ZERO)))
+        .build()
+}
+
+/// Runs `yaml` as `id` to completion; returns the number of events stored.
+async fn run_to_end(engine: &Engine, store: &SledStore, def: Definition, id: &str) -> usize {
+    let run_id = RunId::new(id).expect("valid run id");
+    let state = engine.run(def, json!({}), run_id.clone()).await.expect("the run completes");
+    assert_eq!(state.status, RunStatus::Completed, "the benchmark workflow must complete");
+    store.load(&run_id).await.expect("run stored").events.len()
+}
+
+/// One durable chain of `CHAIN` steps on a fresh store; the time is
+/// `Engine::run` alone. Returns the time and the events recorded.
+async fn chain_once(yaml: &str) -> (Duration, usize) {
+    let dir = fresh_dir("durable-chain");
+    let store = open(&dir, Durability::Sync);
+    let engine = engine(store.clone());
+    let def = definition(yaml);
+    let start = Instant::now();
+    let events = run_to_end(&engine, &store, def, "chain").await;
+    (start.elapsed(), events)
+}
+
+/// `CONCURRENT` runs of `CONCURRENT_STEPS`-step chains at once on one
+/// engine and one fresh store; the time is from the first start to the last
+/// run's end. Returns the time and the events recorded by all runs.
+async fn concurrent_once(yaml: &str) -> (Duration, usize) {
+    let dir = fresh_dir("durable-concurrent");
+    let store = open(&dir, Durability::Sync);
+    let engine = Arc::new(engine(store.clone()));
+    let defs: Vec<Definition> = (0..CONCURRENT).map(|_| definition(yaml)).collect();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, def) in defs.into_iter().enumerate() {
+        let (engine, store) = (engine.clone(), store.clone());
+        tasks.spawn(async move { run_to_end(&engine, &store, def, &format!("run-{i}")).await });
+    }
+    let mut events = 0;
+    while let Some(joined) = tasks.join_next().await {
+        events += joined.expect("a run task finishes");
+    }
+    (start.elapsed(), events)
+}
+
+/// Builds a finished run of `RESUME` steps in `dir` (without flushing each
+/// append, then flushed once) and drops every handle on the store.
+async fn build_long_run(dir: &Path, run_id: &str) -> usize {
+    let store = open(dir, Durability::None);
+    let engine = engine(store.clone());
+    let events = run_to_end(&engine, &store, definition(&chain(RESUME)), run_id).await;
+    store.flush().await.expect("the store flushes");
+    drop(engine);
+    drop(store);
+    events
+}
+
+/// Opens the store in `dir` afresh and folds `run_id`'s state; returns the
+/// time of both and the number of steps in the state.
+async fn resume_once(dir: &Path, run_id: &RunId) -> (Duration, usize) {
+    let start = Instant::now();
+    let store = open(dir, Durability::Sync);
+    let engine = engine(store.clone());
+    let state = engine.load(run_id).await.expect("the run loads");
+    let elapsed = start.elapsed();
+    assert_eq!(state.status, RunStatus::Completed, "the long run is finished");
+    let steps = state.steps.len();
+    drop(engine);
+    drop(store);
+    (elapsed, steps)
+}
+
+/// `FSYNCS` appends of `BLOCK` bytes to a new file in `dir`, each followed
+/// by `sync_data`.
+fn fsync_once(dir: &Path) -> Duration {
+    let path = dir.join("fsync.dat");
+    let _ = std::fs::remove_file(&path);
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("the fsync file opens");
+    let block = vec![0x5a_u8; BLOCK];
+    let start = Instant::now();
+    for _ in 0..FSYNCS {
+        file.write_all(&block).expect("the block is written");
+        file.sync_data().expect("the block is synced");
+    }
+    start.elapsed()
+}
+
+/// The median and the best of `times`, in seconds.
+fn median_best(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    (times[times.len() / 2].as_secs_f64(), times[0].as_secs_f64())
+}
+
+/// `x` rounded to `digits` decimals.
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
+/// A row for a measurement of `steps` steps, and its steps/s (from the median).
+fn steps_row(name: &str, steps: usize, events: usize, times: Vec<Duration>) -> (serde_json::Value, f64) {
+    let (median, best) = median_best(times);
+    let row = json!({
+        "name": name,
+        "steps": steps,
+        "events": events,
+        "runs": RUNS,
+        "median_ms": round(median * 1000.0, 2),
+        "best_ms": round(best * 1000.0, 2),
+        "steps_per_s": round(steps as f64 / median, 0),
+    });
+    eprintln!("{row}");
+    (row, steps as f64 / median)
+}
+
+/// The chain, resume and disk measurements, then the concurrent one under a
+/// watchdog: when it does not finish within `CONCURRENT_LIMIT`, the report
+/// is printed with that row marked as not finished and the process exits.
+async fn measure() -> serde_json::Value {
+    let yaml = chain(CHAIN);
+    chain_once(&yaml).await;
+    let mut times = Vec::with_capacity(RUNS);
+    let mut events = 0;
+    for _ in 0..RUNS {
+        let (time, n) = chain_once(&yaml).await;
+        times.push(time);
+        events = n;
+    }
+    let (chain_row, chain_per_s) = steps_row(&format!("sync chain, {CHAIN} steps"), CHAIN, events, times);
+
+    let dir = fresh_dir("durable-resume");
+    let run_id = RunId::new("long").expect("valid run id");
+    let long_events = build_long_run(&dir, run_id.as_str()).await;
+    resume_once(&dir, &run_id).await;
+    let mut times = Vec::with_capacity(RUNS);
+    let mut steps = 0;
+    for _ in 0..RUNS {
+        let (time, n) = resume_once(&dir, &run_id).await;
+        times.push(time);
+        steps = n;
+    }
+    let (median, best) = median_best(times);
+    let resume_row = json!({
+        "name": format!("resume 10,000-step run (open + fold)"),
+        "steps": steps,
+        "events": long_events,
+        "runs": RUNS,
+        "median_ms": round(median * 1000.0, 2),
+        "best_ms": round(best * 1000.0, 2),
+    });
+    eprintln!("{resume_row}");
+
+    let dir = fresh_dir("durable-fsync");
+    fsync_once(&dir);
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        times.push(fsync_once(&dir));
+    }
+    let (median, best) = median_best(times);
+    let fsyncs_per_s = FSYNCS as f64 / median;
+    let fsync_row = json!({
+        "name": "disk write+fsync 4 KiB",
+        "ops": FSYNCS,
+        "runs": RUNS,
+        "median_ms": round(median * 1000.0, 2),
+        "best_ms": round(best * 1000.0, 2),
+        "ops_per_s": round(fsyncs_per_s, 0),
+    });
+    eprintln!("{fsync_row}");
+    let ratio = round(chain_per_s / fsyncs_per_s, 3);
+
+    let name = format!("{CONCURRENT} concurrent runs x {CONCURRENT_STEPS} steps");
+    let total = CONCURRENT * CONCURRENT_STEPS;
+    let unfinished = json!({
+        "name": name,
+        "steps": total,
+        "error": format!("did not finish within {} s", CONCURRENT_LIMIT.as_secs()),
+    });
+    let partial = report(&chain_row, &unfinished, &resume_row, &fsync_row, ratio);
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if finished.recv_timeout(CONCURRENT_LIMIT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("{unfinished}");
+            println!("{partial}");
+            std::process::exit(0);
+        }
+    });
+    let yaml = chain(CONCURRENT_STEPS);
+    concurrent_once(&yaml).await;
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (time, n) = concurrent_once(&yaml).await;
+        times.push(time);
+        events = n;
+    }
+    let _ = done.send(());
+    let (concurrent_row, _) = steps_row(&name, total, events, times);
+
+    report(&chain_row, &concurrent_row, &resume_row, &fsync_row, ratio)
+}
+
+/// The JSON line: the rows in the order chain, concurrent, resume, disk.
+fn report(
+    chain: &serde_json::Value,
+    concurrent: &serde_json::Value,
+    resume: &serde_json::Value,
+    fsync: &serde_json::Value,
+    ratio: f64,
+) -> serde_json::Value {
+    json!({ "durable": [chain, concurrent, resume, fsync], "ratio_chain_to_fsync": ratio })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter or other flags are ignored.
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
+    let report = runtime.block_on(measure());
+    println!("{report}");
+}
