@@ -134,38 +134,32 @@ impl SledStore {
                 db.flush().map_err(corrupt)?;
             }
         }
-        let tree = |name: &str| db.open_tree(name).map_err(corrupt);
         let holder_file = dir.join(HOLDER_FILE);
         let _ = std::fs::write(&holder_file, holder);
-        Ok(Self {
-            runs: tree("runs")?,
-            definitions: tree("definitions")?,
-            events: tree("events")?,
-            snapshots: tree("snapshots")?,
-            db,
-            durability,
-            holder_file: Some(holder_file),
-            keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
-        })
+        Self::from_db(db, durability, Some(holder_file)).map_err(corrupt)
     }
 
     /// A store that lives in memory and a temporary directory, for tests.
     pub fn temporary() -> Result<Self, OpenError> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .open()
-            .map_err(|e| OpenError::Corrupt { path: PathBuf::from("<temporary>"), reason: e.to_string() })?;
         let corrupt =
             |e: sled::Error| OpenError::Corrupt { path: PathBuf::from("<temporary>"), reason: e.to_string() };
-        let tree = |name: &str| db.open_tree(name).map_err(corrupt);
+        let db = sled::Config::new().temporary(true).open().map_err(corrupt)?;
+        Self::from_db(db, Durability::Sync, None).map_err(corrupt)
+    }
+
+    fn from_db(
+        db: sled::Db,
+        durability: Durability,
+        holder_file: Option<PathBuf>,
+    ) -> Result<Self, sled::Error> {
         Ok(Self {
-            runs: tree("runs")?,
-            definitions: tree("definitions")?,
-            events: tree("events")?,
-            snapshots: tree("snapshots")?,
+            runs: db.open_tree("runs")?,
+            definitions: db.open_tree("definitions")?,
+            events: db.open_tree("events")?,
+            snapshots: db.open_tree("snapshots")?,
             db,
-            durability: Durability::Sync,
-            holder_file: None,
+            durability,
+            holder_file,
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
         })
     }
