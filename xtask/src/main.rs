@@ -4,11 +4,13 @@
 //! - `bench`: the benchmarks, printed as a table and written to
 //!   `target/bench/report.json`.
 //! - `crash [--kills N]`: the kill -9 crash test with more kills than CI.
+//! - `faults`: checks that need root, such as a disk filling up mid-run.
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
 
 mod bench;
+mod faults;
 #[cfg(test)]
 mod tidy;
 
@@ -23,11 +25,13 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("crash") => crash(&args[1..]),
+        Some("faults") => faults::run(),
         _ => {
             eprintln!("usage: cargo xtask <ci|bench|crash>");
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench              benchmarks; results in target/bench/report.json");
             eprintln!("  crash [--kills N]  the kill -9 crash test with N kills (default 500)");
+            eprintln!("  faults             fault checks that need root (a disk that fills up)");
             bail!("unknown task")
         }
     }

@@ -40,7 +40,11 @@ impl Progress {
                     format!("  ▸ {path}")
                 }
             }
-            EventKind::StepSucceeded { path, .. } => format!("  ✓ {path} ({})", took(path)),
+            EventKind::StepSucceeded { path, .. } => match took(path) {
+                // A step re-run after a restart started in an earlier process.
+                t if t.is_empty() => format!("  ✓ {path}"),
+                t => format!("  ✓ {path} ({t})"),
+            },
             EventKind::StepFailed { path, attempt, error, retry_at, .. } => {
                 let mut line = match retry_at {
                     Some(due) => format!(

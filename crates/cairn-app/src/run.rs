@@ -94,18 +94,29 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
         workflow: loaded_def.workflow,
         files: loaded_def.files,
     };
+    let run_id_text = run_id.to_string();
     let state = match runtime.block_on(engine.run(definition, Value::Object(inputs), run_id)) {
         Ok(state) => state,
         Err(EngineError::Inputs(e)) => return usage(format!("{name}: {e}")),
         Err(EngineError::Store(StoreError::AlreadyExists(id))) => {
             return usage(format!("a run `{id}` exists already: pick another --run-id"));
         }
+        Err(EngineError::Store(e)) => return usage(store_failed(&e, &run_id_text)),
         Err(e) => {
             eprintln!("error: {e}");
             return exit::FAILED;
         }
     };
     print_run(&state, &workflow, &loaded, req.format)
+}
+
+/// The message of a store that failed under a run: what happened, and that
+/// everything committed before is kept.
+pub fn store_failed(e: &StoreError, run: &str) -> String {
+    format!(
+        "{e}\nhint: every event committed before the failure is kept; fix the cause (free disk space, \
+         check the data directory), then `cairn resume {run}`"
+    )
 }
 
 /// Prints a run as `--format` asks; returns the exit code of its status.

@@ -208,6 +208,7 @@ pub fn resume(common: &Common<'_>, id: &str, format: RunFormat) -> u8 {
     match o.runtime.block_on(engine.resume(&id, workflow.clone())) {
         Ok(state) => print_run(&state, &workflow, &o.loaded, format),
         Err(e @ EngineError::Finished { .. }) => usage(e),
+        Err(EngineError::Store(e)) => usage(crate::run::store_failed(&e, id.as_str())),
         Err(e) => {
             eprintln!("error: {e}");
             exit::FAILED
