@@ -211,3 +211,22 @@ fn a_held_store_is_refused_naming_the_holder() {
     driver.child.kill().expect("stop the driver");
     let _ = driver.child.wait();
 }
+
+#[test]
+fn a_run_id_that_exists_is_refused_and_prune_deletes_ended_runs() {
+    let (dir, data) = setup("steer_prune");
+    let (code, _, _) = cairn_at(&dir, &data, &["--llm", "mock", "run", "wf.yaml", "--run-id", "once"]);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = cairn_at(&dir, &data, &["--llm", "mock", "run", "wf.yaml", "--run-id", "once"]);
+    assert_eq!((code, stderr.as_str()), (2, "error: a run `once` exists already: pick another --run-id\n"));
+    let (code, stdout, _) = cairn_at(&dir, &data, &["prune", "--older-than", "1d"]);
+    assert_eq!((code, stdout.as_str()), (0, "pruned 0 run(s) that ended more than 1d ago\n"));
+    std::thread::sleep(Duration::from_millis(5));
+    let (code, stdout, _) = cairn_at(&dir, &data, &["prune", "--older-than", "1ms"]);
+    assert_eq!((code, stdout.as_str()), (0, "pruned 1 run(s) that ended more than 1ms ago\n"));
+    let (_, runs, _) = cairn_at(&dir, &data, &["runs", "--format", "json"]);
+    assert_eq!(runs.trim(), "[]");
+    let (code, _, stderr) = cairn_at(&dir, &data, &["prune", "--older-than", "soon"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--older-than: `soon` is not a duration"), "{stderr}");
+}
