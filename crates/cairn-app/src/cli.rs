@@ -241,7 +241,7 @@ pub fn run(cli: Cli) -> u8 {
                 config: cli.config.as_deref(),
                 llm: cli.llm.as_deref(),
             };
-            match other {
+            let result = match other {
                 Verb::Runs { status, workflow, format } => {
                     steer::runs(&common, status.as_deref(), workflow.as_deref(), format)
                 }
@@ -253,8 +253,9 @@ pub fn run(cli: Cli) -> u8 {
                 Verb::Fork { run, checkpoint, format } => steer::fork(&common, &run, checkpoint, format),
                 Verb::Events { run, format } => steer::events(&common, &run, format),
                 Verb::Prune { older_than } => steer::prune(&common, &older_than),
-                Verb::Validate { .. } | Verb::Plan { .. } | Verb::Run { .. } => exit::USAGE,
-            }
+                Verb::Validate { .. } | Verb::Plan { .. } | Verb::Run { .. } => Err(exit::USAGE),
+            };
+            result.unwrap_or_else(|code| code)
         }
     };
     let _ = out.flush();

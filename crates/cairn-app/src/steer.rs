@@ -49,6 +49,11 @@ fn run_id(text: &str) -> Result<RunId, u8> {
     RunId::new(text).map_err(usage)
 }
 
+/// A usage error (printed), as the early return of a verb.
+fn fail(message: impl std::fmt::Display) -> Result<u8, u8> {
+    Err(usage(message))
+}
+
 /// Folds a stored run; unknown runs are a usage error.
 fn load(o: &Opened, id: &RunId) -> Result<(RunState, Workflow, Vec<Event>), u8> {
     let stored = o.runtime.block_on(o.store.load(id)).map_err(|e| match e {
@@ -67,15 +72,14 @@ fn load(o: &Opened, id: &RunId) -> Result<(RunState, Workflow, Vec<Event>), u8> 
 }
 
 /// `cairn runs`.
-pub fn runs(common: &Common<'_>, status: Option<&str>, workflow: Option<&str>, format: ListFormat) -> u8 {
-    let o = match open(common, "runs", None) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
-    let list = match o.runtime.block_on(o.store.list()) {
-        Ok(list) => list,
-        Err(e) => return usage(e),
-    };
+pub fn runs(
+    common: &Common<'_>,
+    status: Option<&str>,
+    workflow: Option<&str>,
+    format: ListFormat,
+) -> Result<u8, u8> {
+    let o = open(common, "runs", None)?;
+    let list = o.runtime.block_on(o.store.list()).map_err(usage)?;
     let word = |s: RunStatus| {
         serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
     };
@@ -118,22 +122,15 @@ pub fn runs(common: &Common<'_>, status: Option<&str>, workflow: Option<&str>, f
             println!("{}", serde_json::Value::Array(out));
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// `cairn status RUN`.
-pub fn status(common: &Common<'_>, id: &str, format: RunFormat) -> u8 {
-    let (o, id) = match open_for(common, "status", id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    match load(&o, &id) {
-        Ok((state, workflow, _)) => {
-            print_run(&state, &workflow, &o.loaded, format);
-            exit::OK
-        }
-        Err(code) => code,
-    }
+pub fn status(common: &Common<'_>, id: &str, format: RunFormat) -> Result<u8, u8> {
+    let (o, id) = open_for(common, "status", id)?;
+    let (state, workflow, _) = load(&o, &id)?;
+    print_run(&state, &workflow, &o.loaded, format);
+    Ok(exit::OK)
 }
 
 fn open_for(common: &Common<'_>, verb: &str, id: &str) -> Result<(Opened, RunId), u8> {
@@ -143,34 +140,22 @@ fn open_for(common: &Common<'_>, verb: &str, id: &str) -> Result<(Opened, RunId)
 }
 
 /// `cairn events RUN`.
-pub fn events(common: &Common<'_>, id: &str, format: EventsFormat) -> u8 {
-    let (o, id) = match open_for(common, "events", id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let (_, _, events) = match load(&o, &id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn events(common: &Common<'_>, id: &str, format: EventsFormat) -> Result<u8, u8> {
+    let (o, id) = open_for(common, "events", id)?;
+    let (_, _, events) = load(&o, &id)?;
     for e in &events {
         match format {
             EventsFormat::Jsonl => println!("{}", serde_json::to_string(e).unwrap_or_default()),
             EventsFormat::Text => println!("{}", runview::event_text(e)),
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// `cairn checkpoints RUN`.
-pub fn checkpoints(common: &Common<'_>, id: &str, format: ListFormat) -> u8 {
-    let (o, id) = match open_for(common, "checkpoints", id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let (_, _, events) = match load(&o, &id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn checkpoints(common: &Common<'_>, id: &str, format: ListFormat) -> Result<u8, u8> {
+    let (o, id) = open_for(common, "checkpoints", id)?;
+    let (_, _, events) = load(&o, &id)?;
     let list = runview::checkpoints(&events);
     match format {
         ListFormat::Table => {
@@ -187,25 +172,17 @@ pub fn checkpoints(common: &Common<'_>, id: &str, format: ListFormat) -> u8 {
             println!("{}", serde_json::Value::Array(rows));
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// `cairn resume RUN`.
-pub fn resume(common: &Common<'_>, id: &str, format: RunFormat) -> u8 {
-    let (o, id) = match open_for(common, "resume", id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let (_, workflow, _) = match load(&o, &id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn resume(common: &Common<'_>, id: &str, format: RunFormat) -> Result<u8, u8> {
+    let (o, id) = open_for(common, "resume", id)?;
+    let (_, workflow, _) = load(&o, &id)?;
     let control = session::signals(&o.runtime);
-    let engine = match session::engine(Arc::clone(&o.store), &o.loaded, common.llm, &workflow, control) {
-        Ok(engine) => engine,
-        Err(e) => return usage(e),
-    };
-    match o.runtime.block_on(engine.resume(&id, workflow.clone())) {
+    let engine =
+        session::engine(Arc::clone(&o.store), &o.loaded, common.llm, &workflow, control).map_err(usage)?;
+    Ok(match o.runtime.block_on(engine.resume(&id, workflow.clone())) {
         Ok(state) => print_run(&state, &workflow, &o.loaded, format),
         Err(e @ EngineError::Finished { .. }) => usage(e),
         Err(EngineError::Store(e)) => usage(crate::run::store_failed(&e, id.as_str())),
@@ -213,23 +190,20 @@ pub fn resume(common: &Common<'_>, id: &str, format: RunFormat) -> u8 {
             eprintln!("error: {e}");
             exit::FAILED
         }
-    }
+    })
 }
 
 /// `cairn pause RUN` and `cairn cancel RUN`: signal the process driving the
 /// run and wait for it to let go; a run nobody drives is marked directly.
-pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> u8 {
-    let id = match run_id(id) {
-        Ok(id) => id,
-        Err(code) => return code,
-    };
+pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> Result<u8, u8> {
+    let id = run_id(id)?;
     let verb = if cancel { "cancel" } else { "pause" };
     if let Some(holder) = Holder::of(common.data_dir)
         && holder.pid != std::process::id()
         && process_alive(holder.pid)
     {
         if holder.run.as_deref() != Some(id.as_str()) {
-            return usage(format!(
+            return fail(format!(
                 "the store is in use by {}; {verb} that run or wait for it",
                 holder.sentence()
             ));
@@ -238,32 +212,20 @@ pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> u8 {
             if cancel { nix::sys::signal::Signal::SIGTERM } else { nix::sys::signal::Signal::SIGINT };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(holder.pid).unwrap_or(0));
         if let Err(e) = nix::sys::signal::kill(pid, signal) {
-            return usage(format!("cannot signal {}: {e}", holder.sentence()));
+            return Err(usage(format!("cannot signal {}: {e}", holder.sentence())));
         }
         eprintln!("asked {} to {verb}; waiting for it to stop", holder.sentence());
         // The store's lock is released when the driver exits: wait for that.
-        let loaded = match Loaded::load(common.config) {
-            Ok(l) => l,
-            Err(e) => return usage(e),
-        };
-        let settings = match session::store_settings(&loaded) {
-            Ok(d) => d,
-            Err(e) => return usage(e),
-        };
+        let loaded = Loaded::load(common.config).map_err(usage)?;
+        let settings = session::store_settings(&loaded).map_err(usage)?;
         let wait = Duration::from_secs(600);
         match session::open_store_within(common.data_dir, settings, verb, Some(&id), wait) {
             Ok(store) => drop(store),
-            Err(e) => return usage(e),
+            Err(e) => return fail(e),
         }
     }
-    let o = match open(common, verb, Some(&id)) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
-    let (mut state, workflow, _) = match load(&o, &id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+    let o = open(common, verb, Some(&id))?;
+    let (mut state, workflow, _) = load(&o, &id)?;
     if !state.status.is_terminal() {
         let wanted = if cancel { RunStatus::Cancelled } else { RunStatus::Paused };
         if state.status != wanted {
@@ -279,17 +241,17 @@ pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> u8 {
                 events.push(EventKind::RunPaused);
             }
             if let Err(e) = o.runtime.block_on(record(&o.store, &mut state, events)) {
-                return usage(e);
+                return Err(usage(e));
             }
         }
     } else if !cancel || state.status != RunStatus::Cancelled {
-        return usage(format!(
+        return fail(format!(
             "run `{id}` has ended ({}); there is nothing to {verb}",
             runview::word(state.status)
         ));
     }
     print_run(&state, &workflow, &o.loaded, RunFormat::Text);
-    runview::exit_code(state.status)
+    Ok(runview::exit_code(state.status))
 }
 
 /// Records events from a verb (the actor is the person running it).
@@ -317,27 +279,24 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// `cairn fork RUN --checkpoint N`.
-pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -> u8 {
-    let (o, id) = match open_for(common, "fork", id) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -> Result<u8, u8> {
+    let (o, id) = open_for(common, "fork", id)?;
     let stored = match o.runtime.block_on(o.store.load(&id)) {
         Ok(s) => s,
-        Err(StoreError::NotFound(_)) => return usage(format!("no run `{id}` in this data directory")),
-        Err(e) => return usage(e),
+        Err(StoreError::NotFound(_)) => return fail(format!("no run `{id}` in this data directory")),
+        Err(e) => return fail(e),
     };
     let marks = runview::checkpoints(&stored.events);
     if !marks.iter().any(|c| c.seq == checkpoint) {
         let last = marks.last().map_or("none".to_owned(), |c| c.seq.to_string());
-        return usage(format!(
+        return fail(format!(
             "run `{id}` has no checkpoint {checkpoint} (its checkpoints: `cairn checkpoints {id}`; the last is {last})"
         ));
     }
     let Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) =
         stored.events.first().map(|e| &e.kind)
     else {
-        return usage(format!("run `{id}` has no run_created event"));
+        return Err(usage(format!("run `{id}` has no run_created event")));
     };
     let new_id = new_run_id(SystemClock.now().0);
     let now = SystemClock.now();
@@ -352,10 +311,7 @@ pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -
             inputs: inputs.clone(),
         },
     };
-    let mut state = match RunState::create(&created) {
-        Ok(s) => s,
-        Err(e) => return usage(e),
-    };
+    let mut state = RunState::create(&created).map_err(usage)?;
     let new_run = NewRun {
         run_id: new_id.clone(),
         workflow: workflow.clone(),
@@ -376,43 +332,37 @@ pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -
         Ok::<(), StoreError>(())
     });
     if let Err(e) = result {
-        return usage(e);
+        return Err(usage(e));
     }
     match format {
         RunFormat::Text => println!("{new_id}"),
         RunFormat::Json => {
             let workflow = match load_recorded(&stored.definition_name, &stored.definition, &stored.files) {
                 Ok(wf) => wf,
-                Err(_) => return usage("the recorded definition no longer loads"),
+                Err(_) => return fail("the recorded definition no longer loads"),
             };
             println!("{}", runview::run_json(&state, &workflow, o.loaded.cost(&state.usage_by_model)));
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// `cairn prune --older-than D`: deletes ended runs last updated before now − D.
-pub fn prune(common: &Common<'_>, older_than: &str) -> u8 {
+pub fn prune(common: &Common<'_>, older_than: &str) -> Result<u8, u8> {
     let age = match older_than.parse::<cairn_domain::duration::Duration>() {
         Ok(d) => d,
-        Err(e) => return usage(format!("--older-than: {e}")),
+        Err(e) => return fail(format!("--older-than: {e}")),
     };
-    let o = match open(common, "prune", None) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+    let o = open(common, "prune", None)?;
     let cutoff = SystemClock.now().0.saturating_sub(age.as_millis());
-    let list = match o.runtime.block_on(o.store.list()) {
-        Ok(l) => l,
-        Err(e) => return usage(e),
-    };
+    let list = o.runtime.block_on(o.store.list()).map_err(usage)?;
     let mut pruned = 0;
     for r in list.iter().filter(|r| r.status.is_terminal() && r.updated_at.0 < cutoff) {
         if let Err(e) = o.runtime.block_on(o.store.delete(&r.run_id)) {
-            return usage(e);
+            return Err(usage(e));
         }
         pruned += 1;
     }
     println!("pruned {pruned} run(s) that ended more than {age} ago");
-    exit::OK
+    Ok(exit::OK)
 }
