@@ -230,6 +230,13 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
                 }
             }
         }
+        if matches!(program.workflow.steps[i].kind, StepKind::Approval(_)) {
+            // An approval does no work: it starts by waiting for people.
+            let attempt = steps[i].map_or(0, |s| s.attempts) + 1;
+            records.push(EventKind::StepStarted { path: path.clone(), attempt });
+            records.push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Approval });
+            continue;
+        }
         ready.push(i);
     }
     if !records.is_empty() {

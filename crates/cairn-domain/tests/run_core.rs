@@ -273,3 +273,9 @@ mod snapshots {
         }
     }
 }
+
+#[test]
+fn an_approval_step_starts_by_waiting_for_people() {
+    let steps = "  - id: build\n    set: 1\n  - id: go_live\n    approval: { message: \"Ship {{ steps.build.output }}?\", approvers: [lead] }\n  - id: ship\n    set: 2\n";
+    insta::assert_snapshot!(simulate(&wf("", steps), &|p, _| ok(p)));
+}

@@ -433,14 +433,9 @@ impl<'a> Drive<'a> {
                 return Ok(wake);
             }
             for (path, attempt) in starts {
-                let Some(step) = self.program.step(&path) else { continue };
-                let mut events = vec![EventKind::StepStarted { path: path.clone(), attempt }];
-                if matches!(step.kind, StepKind::Approval(_)) {
-                    events.push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Approval });
-                    self.engine.record(&mut self.state, events).await?;
-                    continue;
-                }
-                self.engine.record(&mut self.state, events).await?;
+                self.engine
+                    .record(&mut self.state, vec![EventKind::StepStarted { path: path.clone(), attempt }])
+                    .await?;
                 self.spawn(path, attempt);
             }
         }

@@ -168,10 +168,11 @@ impl Attempt<'_> {
                 };
                 Job::Handler { handler: Arc::clone(handler), call }
             }
+            // `decide` puts an approval in waiting instead of starting it.
             StepKind::Approval(_) | StepKind::ForEach(_) | StepKind::Loop(_) => {
                 return Err(refused(
                     ErrorClass::Fatal,
-                    format!("`{}` steps are not supported by this version of cairn", step.kind.key()),
+                    format!("`{}` steps are not executed by this version of cairn", step.kind.key()),
                     None,
                 ));
             }
