@@ -199,57 +199,6 @@ pub fn event_text(e: &cairn_domain::state::Event) -> String {
     format!("{:>4} {} {:<10} {kind}{path}{detail}", e.seq, iso_time(e.at), e.actor)
 }
 
-/// A point of a run's log a user can fork from: after each finished step.
-pub struct Checkpoint {
-    /// The last event it includes.
-    pub seq: u64,
-    /// When that event was recorded.
-    pub at: cairn_domain::state::Timestamp,
-    /// `after parse (succeeded)`.
-    pub label: String,
-    /// The size of the run's state at that point, as JSON.
-    pub size_bytes: usize,
-}
-
-/// The checkpoints of a log: one after every step that finished (with the
-/// documents it stored).
-pub fn checkpoints(events: &[cairn_domain::state::Event]) -> Vec<Checkpoint> {
-    use cairn_domain::state::EventKind;
-    let mut out: Vec<Checkpoint> = Vec::new();
-    let mut state: Option<RunState> = None;
-    let mut pending: Option<String> = None;
-    for (i, e) in events.iter().enumerate() {
-        match &mut state {
-            None => state = RunState::create(e).ok(),
-            Some(s) => {
-                if s.apply(e).is_err() {
-                    break;
-                }
-            }
-        }
-        let finished = match &e.kind {
-            EventKind::StepSucceeded { path, .. } => Some(format!("after {path} (succeeded)")),
-            EventKind::StepFailed { path, retry_at: None, .. } => Some(format!("after {path} (failed)")),
-            EventKind::StepSkipped { path, .. } => Some(format!("after {path} (skipped)")),
-            _ => None,
-        };
-        if finished.is_some() {
-            pending = finished;
-        }
-        let continues = matches!(events.get(i + 1).map(|n| &n.kind), Some(EventKind::DocumentStored { .. }));
-        if let (Some(label), false, Some(s)) = (&pending, continues, &state) {
-            out.push(Checkpoint {
-                seq: e.seq,
-                at: e.at,
-                label: label.clone(),
-                size_bytes: serde_json::to_vec(s).map_or(0, |v| v.len()),
-            });
-            pending = None;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use cairn_domain::definition::Workflow;
 use cairn_domain::id::RunId;
-use cairn_domain::state::{Event, EventKind, RunState, RunStatus, StepStatus};
-use cairn_engine::{EngineError, SystemClock};
-use cairn_ports::{Clock, NewRun, RunStore, StoreError};
+use cairn_domain::state::{Event, RunState, RunStatus};
+use cairn_engine::{Control, EngineBuilder, EngineError, SystemClock};
+use cairn_ports::{Clock, RunStore, StoreError};
 use cairn_store_sled::SledStore;
 use serde_json::json;
 
@@ -156,7 +156,7 @@ pub fn events(common: &Common<'_>, id: &str, format: EventsFormat) -> Result<u8,
 pub fn checkpoints(common: &Common<'_>, id: &str, format: ListFormat) -> Result<u8, u8> {
     let (o, id) = open_for(common, "checkpoints", id)?;
     let (_, _, events) = load(&o, &id)?;
-    let list = runview::checkpoints(&events);
+    let list = cairn_domain::checkpoint::checkpoints(&events);
     match format {
         ListFormat::Table => {
             println!("{:>6}  {:<24}  {:>10}  LABEL", "SEQ", "AT", "SIZE");
@@ -225,52 +225,26 @@ pub fn pause_or_cancel(common: &Common<'_>, id: &str, cancel: bool) -> Result<u8
         }
     }
     let o = open(common, verb, Some(&id))?;
-    let (mut state, workflow, _) = load(&o, &id)?;
-    if !state.status.is_terminal() {
-        let wanted = if cancel { RunStatus::Cancelled } else { RunStatus::Paused };
-        if state.status != wanted {
-            let mut events: Vec<EventKind> = Vec::new();
-            if cancel {
-                for (path, step) in &state.steps {
-                    if matches!(step.status, StepStatus::Running | StepStatus::Waiting) {
-                        events.push(EventKind::StepCancelled { path: path.clone() });
-                    }
-                }
-                events.push(EventKind::RunCancelled);
-            } else {
-                events.push(EventKind::RunPaused);
-            }
-            if let Err(e) = o.runtime.block_on(record(&o.store, &mut state, events)) {
-                return Err(usage(e));
-            }
+    let (_, workflow, _) = load(&o, &id)?;
+    let request = if cancel { Control::Cancel } else { Control::Pause };
+    let state = match o.runtime.block_on(steering_engine(&o).stop(&id, request)) {
+        Ok(state) => state,
+        Err(EngineError::Finished { status, .. }) => {
+            return fail(format!(
+                "run `{id}` has ended ({}); there is nothing to {verb}",
+                runview::word(status)
+            ));
         }
-    } else if !cancel || state.status != RunStatus::Cancelled {
-        return fail(format!(
-            "run `{id}` has ended ({}); there is nothing to {verb}",
-            runview::word(state.status)
-        ));
-    }
+        Err(e) => return fail(e),
+    };
     print_run(&state, &workflow, &o.loaded, RunFormat::Text);
     Ok(runview::exit_code(state.status))
 }
 
-/// Records events from a verb (the actor is the person running it).
-async fn record(
-    store: &Arc<SledStore>,
-    state: &mut RunState,
-    kinds: Vec<EventKind>,
-) -> Result<(), StoreError> {
-    let at = SystemClock.now();
-    let events: Vec<Event> = kinds
-        .into_iter()
-        .enumerate()
-        .map(|(i, kind)| Event { seq: state.seq + 1 + i as u64, at, actor: session::whoami(), kind })
-        .collect();
-    store.append(&state.run_id, state.seq, &events).await?;
-    for e in &events {
-        state.apply(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    }
-    Ok(())
+/// An engine for verbs that only record (pause, cancel, fork): the person
+/// running the verb is the actor of what it records.
+fn steering_engine(o: &Opened) -> cairn_engine::Engine {
+    EngineBuilder::new(Arc::clone(&o.store) as Arc<dyn RunStore>).actor(session::whoami()).build()
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -281,67 +255,22 @@ fn process_alive(pid: u32) -> bool {
 /// `cairn fork RUN --checkpoint N`.
 pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -> Result<u8, u8> {
     let (o, id) = open_for(common, "fork", id)?;
-    let stored = match o.runtime.block_on(o.store.load(&id)) {
-        Ok(s) => s,
-        Err(StoreError::NotFound(_)) => return fail(format!("no run `{id}` in this data directory")),
+    let (_, workflow, _) = load(&o, &id)?;
+    let new_id = new_run_id(SystemClock.now().0);
+    let state = match o.runtime.block_on(steering_engine(&o).fork(&id, checkpoint, new_id.clone())) {
+        Ok(state) => state,
+        Err(EngineError::NoCheckpoint { last, .. }) => {
+            let last = last.map_or("none".to_owned(), |l| l.to_string());
+            return fail(format!(
+                "run `{id}` has no checkpoint {checkpoint} (its checkpoints: `cairn checkpoints {id}`; the last is {last})"
+            ));
+        }
         Err(e) => return fail(e),
     };
-    let marks = runview::checkpoints(&stored.events);
-    if !marks.iter().any(|c| c.seq == checkpoint) {
-        let last = marks.last().map_or("none".to_owned(), |c| c.seq.to_string());
-        return fail(format!(
-            "run `{id}` has no checkpoint {checkpoint} (its checkpoints: `cairn checkpoints {id}`; the last is {last})"
-        ));
-    }
-    let Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) =
-        stored.events.first().map(|e| &e.kind)
-    else {
-        return Err(usage(format!("run `{id}` has no run_created event")));
-    };
-    let new_id = new_run_id(SystemClock.now().0);
-    let now = SystemClock.now();
-    let created = Event {
-        seq: 1,
-        at: now,
-        actor: session::whoami(),
-        kind: EventKind::RunCreated {
-            run_id: new_id.clone(),
-            workflow: workflow.clone(),
-            definition_hash: definition_hash.clone(),
-            inputs: inputs.clone(),
-        },
-    };
-    let mut state = RunState::create(&created).map_err(usage)?;
-    let new_run = NewRun {
-        run_id: new_id.clone(),
-        workflow: workflow.clone(),
-        definition_name: stored.definition_name.clone(),
-        definition: stored.definition.clone(),
-        files: stored.files.clone(),
-        definition_hash: definition_hash.clone(),
-        created,
-    };
-    let copied: Vec<EventKind> =
-        stored.events[1..checkpoint as usize].iter().map(|e| e.kind.clone()).collect();
-    let result = o.runtime.block_on(async {
-        o.store.create(new_run).await?;
-        record(&o.store, &mut state, copied).await?;
-        if state.status == RunStatus::Running {
-            record(&o.store, &mut state, vec![EventKind::RunPaused]).await?;
-        }
-        Ok::<(), StoreError>(())
-    });
-    if let Err(e) = result {
-        return Err(usage(e));
-    }
     match format {
         RunFormat::Text => println!("{new_id}"),
         RunFormat::Json => {
-            let workflow = match load_recorded(&stored.definition_name, &stored.definition, &stored.files) {
-                Ok(wf) => wf,
-                Err(_) => return fail("the recorded definition no longer loads"),
-            };
-            println!("{}", runview::run_json(&state, &workflow, o.loaded.cost(&state.usage_by_model)));
+            println!("{}", runview::run_json(&state, &workflow, o.loaded.cost(&state.usage_by_model)))
         }
     }
     Ok(exit::OK)

@@ -16,6 +16,7 @@
 //! Read first: [`load`], [`definition::Workflow`], [`plan::Plan`],
 //! [`state::RunState::apply`].
 
+pub mod checkpoint;
 pub mod dag;
 pub mod decide;
 pub mod definition;

@@ -18,6 +18,16 @@ pub enum EngineError {
     /// The definition cannot be run (a dependency cycle slipped through).
     #[error("{0}")]
     Definition(String),
+    /// A fork named a sequence number that is not one of the run's checkpoints.
+    #[error("run `{run}` has no checkpoint {seq}")]
+    NoCheckpoint {
+        /// The run.
+        run: String,
+        /// The sequence number asked for.
+        seq: u64,
+        /// The run's last checkpoint, if it has any.
+        last: Option<u64>,
+    },
     /// The run has ended; there is nothing to resume.
     #[error("run `{run}` is {status:?}: it has ended and cannot be resumed (fork it to run it again)")]
     Finished {

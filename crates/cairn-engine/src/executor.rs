@@ -276,6 +276,84 @@ impl Engine {
         drive.run().await
     }
 
+    /// Pauses or cancels a run nobody drives (its driver died, or it waits
+    /// for a person): running and waiting steps are recorded cancelled with a
+    /// cancel. Cancelling a cancelled run changes nothing; any other ended
+    /// run is refused.
+    pub async fn stop(&self, run_id: &RunId, request: Control) -> Result<RunState, EngineError> {
+        let mut state = self.load(run_id).await?;
+        let wanted = match request {
+            Control::Run => return Ok(state),
+            Control::Pause => RunStatus::Paused,
+            Control::Cancel => RunStatus::Cancelled,
+        };
+        if state.status == wanted {
+            return Ok(state);
+        }
+        if state.status.is_terminal() {
+            return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
+        }
+        let mut events: Vec<EventKind> = Vec::new();
+        if request == Control::Cancel {
+            for (path, step) in &state.steps {
+                if matches!(step.status, StepStatus::Running | StepStatus::Waiting) {
+                    events.push(EventKind::StepCancelled { path: path.clone() });
+                }
+            }
+        }
+        events.push(if request == Control::Cancel { EventKind::RunCancelled } else { EventKind::RunPaused });
+        self.record(&mut state, events).await?;
+        Ok(state)
+    }
+
+    /// A new run `new_id` with the definition and inputs of `source` and its
+    /// events up to checkpoint `seq` (time travel). It is left paused, so
+    /// `resume` runs only what came after the checkpoint.
+    pub async fn fork(&self, source: &RunId, seq: u64, new_id: RunId) -> Result<RunState, EngineError> {
+        let stored = self.store.load(source).await?;
+        let marks = cairn_domain::checkpoint::checkpoints(&stored.events);
+        if !marks.iter().any(|c| c.seq == seq) {
+            let last = marks.last().map(|c| c.seq);
+            return Err(EngineError::NoCheckpoint { run: source.to_string(), seq, last });
+        }
+        let Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) =
+            stored.events.first().map(|e| e.kind.clone())
+        else {
+            return Err(EngineError::Store(cairn_ports::StoreError::Corrupt(format!(
+                "run `{source}` has no start"
+            ))));
+        };
+        let created = Event {
+            seq: 1,
+            at: self.clock.now(),
+            actor: self.actor.clone(),
+            kind: EventKind::RunCreated {
+                run_id: new_id.clone(),
+                workflow: workflow.clone(),
+                definition_hash: definition_hash.clone(),
+                inputs,
+            },
+        };
+        let mut state = RunState::create(&created)?;
+        self.store
+            .create(NewRun {
+                run_id: new_id,
+                workflow,
+                definition_name: stored.definition_name,
+                definition: stored.definition,
+                files: stored.files,
+                definition_hash,
+                created,
+            })
+            .await?;
+        let copied = stored.events[1..seq as usize].iter().map(|e| e.kind.clone()).collect();
+        self.record(&mut state, copied).await?;
+        if state.status == RunStatus::Running {
+            self.record(&mut state, vec![EventKind::RunPaused]).await?;
+        }
+        Ok(state)
+    }
+
     /// A run's state, folded from its latest snapshot and the events after it.
     pub async fn load(&self, run_id: &RunId) -> Result<RunState, EngineError> {
         let stored = self.store.load(run_id).await?;

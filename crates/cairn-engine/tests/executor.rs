@@ -387,3 +387,29 @@ async fn long_runs_are_snapshotted_so_loading_replays_only_the_tail() {
     assert_eq!(snapshot.seq, cairn_engine::SNAPSHOT_EVERY, "{} events in all", state.seq);
     assert_eq!(engine.load(&run_id()).await.expect("loads"), state);
 }
+
+#[tokio::test(start_paused = true)]
+async fn fork_copies_up_to_a_checkpoint_and_stop_marks_runs_nobody_drives() {
+    let h = Harness::new();
+    let engine = h.builder(Duration::ZERO).handler("rec", recorder(None, false)).build();
+    assert_eq!(
+        engine.run(definition(TWO), json!({}), run_id()).await.expect("runs").status,
+        RunStatus::Completed
+    );
+    let events = h.store.load(&run_id()).await.expect("stored").events;
+    let after_a = cairn_domain::checkpoint::checkpoints(&events)[0].seq;
+    let err = engine
+        .fork(&run_id(), after_a + 1, RunId::new("bad").expect("id"))
+        .await
+        .expect_err("not a checkpoint");
+    assert!(matches!(err, EngineError::NoCheckpoint { last: Some(_), .. }), "{err}");
+    let forked = RunId::new("forked").expect("id");
+    let state = engine.fork(&run_id(), after_a, forked.clone()).await.expect("forks");
+    assert_eq!(state.status, RunStatus::Paused);
+    assert_eq!(state.steps.len(), 1, "only `a` is carried over");
+    let cancelled = engine.stop(&forked, cairn_engine::Control::Cancel).await.expect("stops");
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(engine.stop(&forked, cairn_engine::Control::Cancel).await.expect("again").seq, cancelled.seq);
+    let ended = engine.stop(&run_id(), cairn_engine::Control::Pause).await.expect_err("completed");
+    assert!(matches!(ended, EngineError::Finished { .. }), "{ended}");
+}
