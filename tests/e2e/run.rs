@@ -1,10 +1,7 @@
 //! `cairn run`: real runs through the binary, on the mock provider, a
 //! loopback HTTP server, and fenced commands.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-
-use crate::support::{cairn_env, redact_times, root, scratch};
+use crate::support::{LlmServer, cairn_env, redact_times, root, scratch};
 
 fn run_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let run = cairn_env(dir, args, env);
@@ -134,72 +131,29 @@ fn a_run_without_a_configured_provider_names_the_settings() {
     assert!(stdout.contains("hint: set CAIRN_LLM_BASE_URL"), "{stdout}");
 }
 
-/// An OpenAI-compatible server on loopback that answers `n` requests and
-/// returns what it was sent.
-fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-    let handle = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for _ in 0..n {
-            let (mut socket, _) = listener.accept().expect("accept");
-            let mut request = Vec::new();
-            let mut buf = [0u8; 8192];
-            loop {
-                let read = socket.read(&mut buf).expect("read");
-                request.extend_from_slice(&buf[..read]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().to_owned())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length || read == 0 {
-                        break;
-                    }
-                }
-            }
-            let body = r#"{"model":"tiny","choices":[{"message":{"content":"looks fine"}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}"#;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            socket.write_all(response.as_bytes()).expect("write");
-            seen.push(String::from_utf8_lossy(&request).to_string());
-        }
-        seen
-    });
-    (url, handle)
-}
-
 #[test]
 fn the_http_provider_is_configured_from_the_environment() {
     let dir = scratch("run_http");
     let wf = "cairn: 1\nid: ask\nagents:\n  w: { system: Be brief. }\nsteps:\n  - id: ask\n    agent: w\n    prompt: Is this fine?\n";
     std::fs::write(dir.join("wf.yaml"), wf).expect("write");
-    std::fs::write(dir.join("cairn.toml"), "[prices.tiny]\nprompt = 1.0\ncompletion = 2.0\n").expect("write");
-    let (url, server) = fake_server(1);
+    std::fs::write(dir.join("cairn.toml"), "[prices.fake]\nprompt = 1.0\ncompletion = 2.0\n").expect("write");
+    let server = LlmServer::start(std::time::Duration::ZERO);
     let env = [
-        ("CAIRN_LLM_BASE_URL", url.as_str()),
+        ("CAIRN_LLM_BASE_URL", server.url.as_str()),
         ("CAIRN_LLM_API_KEY", "sk-e2e-secret"),
-        ("CAIRN_LLM_MODEL", "tiny"),
+        ("CAIRN_LLM_MODEL", "fake"),
     ];
     let (code, stdout, stderr) =
         run_in(&dir, &["run", "wf.yaml", "--run-id", "h1", "--format", "json"], &env);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
-    assert_eq!(run["steps"][0]["output"], "looks fine");
+    assert_eq!(run["steps"][0]["output"], "answer for h1/ask/1");
     assert_eq!(
         run["usage"],
-        serde_json::json!({"prompt_tokens": 10, "completion_tokens": 2, "estimated": false, "cost_usd": 0.000014})
+        serde_json::json!({"prompt_tokens": 3, "completion_tokens": 4, "estimated": false, "cost_usd": 0.000011})
     );
-    let sent = server.join().expect("server");
-    assert!(sent[0].to_ascii_lowercase().contains("idempotency-key: h1/ask/1"), "{}", sent[0]);
+    let keys: Vec<String> = server.calls().into_iter().map(|c| c.key).collect();
+    assert_eq!(keys, ["h1/ask/1"]);
     assert!(!stdout.contains("sk-e2e-secret") && !stderr.contains("sk-e2e-secret"));
 }
 
