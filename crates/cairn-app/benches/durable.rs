@@ -32,6 +32,7 @@ use cairn_domain::state::RunStatus;
 use cairn_engine::{Definition, Engine, EngineBuilder, MockLlm, SystemClock};
 use cairn_ports::{Clock, RunStore};
 use cairn_store_sled::{Durability, SledStore};
+use cairn_testkit::bench::{median_best, round, steps_row};
 use serde_json::json;
 
 /// Timed repetitions of each measurement (after a warm-up where cheap).
@@ -63,8 +64,7 @@ fn chain(n: usize) -> String {
 
 /// Loads `yaml` as a validated definition.
 fn definition(yaml: &str) -> Definition {
-    let mut no_files = |_: &str| Err("no files".to_owned());
-    let workflow = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files).expect("valid workflow");
+    let workflow = cairn_testkit::workflow(yaml);
     Definition { name: "wf.yaml".into(), text: yaml.to_owned(), workflow, files: Default::default() }
 }
 
@@ -174,34 +174,6 @@ fn fsync_once(dir: &Path) -> Duration {
         file.sync_data().expect("the block is synced");
     }
     start.elapsed()
-}
-
-/// The median and the best of `times`, in seconds.
-fn median_best(mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort();
-    (times[times.len() / 2].as_secs_f64(), times[0].as_secs_f64())
-}
-
-/// `x` rounded to `digits` decimals.
-fn round(x: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (x * scale).round() / scale
-}
-
-/// A row for a measurement of `steps` steps, and its steps/s (from the median).
-fn steps_row(name: &str, steps: usize, events: usize, times: Vec<Duration>) -> (serde_json::Value, f64) {
-    let (median, best) = median_best(times);
-    let row = json!({
-        "name": name,
-        "steps": steps,
-        "events": events,
-        "runs": RUNS,
-        "median_ms": round(median * 1000.0, 2),
-        "best_ms": round(best * 1000.0, 2),
-        "steps_per_s": round(steps as f64 / median, 0),
-    });
-    eprintln!("{row}");
-    (row, steps as f64 / median)
 }
 
 /// The chain, resume and disk measurements, then the concurrent one under a

@@ -56,17 +56,15 @@ fn fan_in(width: usize) -> String {
     out
 }
 
-/// Loads `yaml` as a validated definition.
-fn definition(yaml: &str) -> Definition {
-    let mut no_files = |_: &str| Err("no files".to_owned());
-    let workflow = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files).expect("valid workflow");
-    Definition { name: "wf.yaml".into(), text: yaml.to_owned(), workflow, files: Default::default() }
-}
-
 /// One run on a fresh store and engine; returns the wall time of
 /// `Engine::run` alone and the number of events recorded.
 async fn run_once(yaml: &str, id: &str) -> (Duration, usize) {
-    let def = definition(yaml);
+    let def = Definition {
+        name: "wf.yaml".into(),
+        text: yaml.to_owned(),
+        workflow: cairn_testkit::workflow(yaml),
+        files: Default::default(),
+    };
     let store = Arc::new(MemoryStore::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = EngineBuilder::new(store.clone())
@@ -89,26 +87,7 @@ async fn measure(name: &str, yaml: &str, steps: usize) -> serde_json::Value {
     for i in 0..RUNS {
         times.push(run_once(yaml, &format!("bench-{i}")).await.0);
     }
-    times.sort();
-    let median = times[RUNS / 2].as_secs_f64();
-    let best = times[0].as_secs_f64();
-    let row = json!({
-        "name": name,
-        "steps": steps,
-        "events": events,
-        "runs": RUNS,
-        "median_ms": round(median * 1000.0, 2),
-        "best_ms": round(best * 1000.0, 2),
-        "steps_per_s": round(steps as f64 / median, 0),
-    });
-    eprintln!("{row}");
-    row
-}
-
-/// `x` rounded to `digits` decimals.
-fn round(x: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (x * scale).round() / scale
+    cairn_testkit::bench::steps_row(name, steps, events, times).0
 }
 
 fn main() {

@@ -19,9 +19,12 @@ use serde_json::{Value, json};
 cairn_testkit::run_store_suite!(cairn_engine::MemoryStore::new());
 
 fn definition(yaml: &str) -> Definition {
-    let mut none = |_: &str| Err("no files".to_owned());
-    let workflow = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut none).expect("valid workflow");
-    Definition { name: "wf.yaml".into(), text: yaml.into(), workflow, files: Default::default() }
+    Definition {
+        name: "wf.yaml".into(),
+        text: yaml.into(),
+        workflow: cairn_testkit::workflow(yaml),
+        files: Default::default(),
+    }
 }
 
 fn run_id() -> RunId {

@@ -85,3 +85,57 @@ pub fn event_line(e: &Event) -> String {
     };
     format!("{:>2} {t} {kind}{path}{detail}", e.seq)
 }
+
+/// Loads a workflow written inline in a test or bench; it names no files.
+/// Panics on an invalid definition: that is a mistake in the test itself.
+pub fn workflow(yaml: &str) -> cairn_domain::definition::Workflow {
+    let mut no_files = |_: &str| Err("no files in tests".to_owned());
+    match cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files) {
+        Ok(wf) => wf,
+        Err(problems) => panic!("invalid test workflow: {problems:?}"),
+    }
+}
+
+/// What the benchmarks share: measured, never asserted.
+pub mod bench {
+    use std::time::Duration;
+
+    /// The median and the best of `times`, in seconds.
+    pub fn median_best(mut times: Vec<Duration>) -> (f64, f64) {
+        times.sort();
+        (
+            times.get(times.len() / 2).map_or(0.0, Duration::as_secs_f64),
+            times.first().map_or(0.0, Duration::as_secs_f64),
+        )
+    }
+
+    /// `x` rounded to `digits` decimals.
+    pub fn round(x: f64, digits: i32) -> f64 {
+        let scale = 10f64.powi(digits);
+        (x * scale).round() / scale
+    }
+
+    /// The JSON row of a measurement of `steps` steps (also printed to
+    /// stderr), and its steps/s from the median.
+    pub fn steps_row(
+        name: &str,
+        steps: usize,
+        events: usize,
+        times: Vec<Duration>,
+    ) -> (serde_json::Value, f64) {
+        let runs = times.len();
+        let (median, best) = median_best(times);
+        let per_second = steps as f64 / median;
+        let row = serde_json::json!({
+            "name": name,
+            "steps": steps,
+            "events": events,
+            "runs": runs,
+            "median_ms": round(median * 1000.0, 2),
+            "best_ms": round(best * 1000.0, 2),
+            "steps_per_s": round(per_second, 0),
+        });
+        eprintln!("{row}");
+        (row, per_second)
+    }
+}
