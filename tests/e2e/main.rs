@@ -1,6 +1,7 @@
 //! End-to-end tests: each runs the real `cairn` binary as a user would.
 
 mod crash;
+mod iterate;
 mod plan;
 mod run;
 mod steer;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use cairn_domain::definition::{StepKind, Workflow};
-use cairn_domain::state::{RunState, RunStatus, StepPath, StepStatus};
+use cairn_domain::definition::{Step, StepKind, Workflow};
+use cairn_domain::state::{GroupState, RunState, RunStatus, StepPath, StepState, StepStatus};
 use serde_json::{Value, json};
 
 use crate::cli::exit;
@@ -21,33 +21,95 @@ pub fn exit_code(status: RunStatus) -> u8 {
     }
 }
 
+/// One step of a run as the views list it: top-level steps always, instance
+/// steps once they have a state, each under its group.
+struct Row<'a> {
+    depth: usize,
+    path: StepPath,
+    step: &'a Step,
+    state: Option<&'a StepState>,
+    group: Option<&'a GroupState>,
+    /// Not a step: a note that the group above left out this many instances.
+    hidden: usize,
+}
+
+/// Instances the summary lists per group; the rest are counted (failed and
+/// unfinished ones are always listed).
+const LISTED_INSTANCES: usize = 10;
+
+/// The rows of `steps` (under `prefix`), depth first in file and item order.
+/// With `cap`, a group lists at most [`LISTED_INSTANCES`] finished-fine instances.
+fn rows<'a>(
+    state: &'a RunState,
+    steps: &'a [Step],
+    prefix: &str,
+    depth: usize,
+    cap: bool,
+    out: &mut Vec<Row<'a>>,
+) {
+    for step in steps {
+        let path = StepPath::new(format!("{prefix}{}", step.id));
+        let s = state.steps.get(&path);
+        if depth > 0 && s.is_none() {
+            continue;
+        }
+        let group = state.groups.get(&path);
+        out.push(Row { depth, path: path.clone(), step, state: s, group, hidden: 0 });
+        let (Some(body), Some(g)) = (step.body(), group) else { continue };
+        let mut hidden = 0;
+        for (i, key) in g.keys.iter().enumerate() {
+            let instance = format!("{path}[{key}].");
+            let quiet = g.done[i] && g.failed.as_ref().is_none_or(|f| !f.as_str().starts_with(&instance));
+            if cap && i >= LISTED_INSTANCES && quiet {
+                hidden += 1;
+                continue;
+            }
+            rows(state, body, &instance, depth + 1, cap, out);
+        }
+        if hidden > 0 {
+            out.push(Row { depth: depth + 1, path, step, state: None, group: None, hidden });
+        }
+    }
+}
+
+/// `3/5 instances` (`2/2 iterations` for a loop).
+fn instances(step: &Step, group: &GroupState) -> String {
+    let noun = if matches!(step.kind, StepKind::Loop(_)) { "iterations" } else { "instances" };
+    format!("{}/{} {noun}", group.finished, group.keys.len())
+}
+
 /// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`, `waiting`, `usage`, `error`.
+/// `steps` lists every step with a state, instance steps by their paths.
 pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> Value {
-    let steps: Vec<Value> = wf
-        .steps
+    let mut all = Vec::new();
+    rows(state, &wf.steps, "", 0, false, &mut all);
+    let steps: Vec<Value> = all
         .iter()
-        .map(|step| {
-            let path = StepPath::new(step.id.as_str());
-            let s = state.steps.get(&path);
-            json!({
-                "path": path,
-                "id": step.id,
+        .map(|row| {
+            let s = row.state;
+            let mut v = json!({
+                "path": row.path,
+                "id": row.step.id,
                 "status": s.map_or(StepStatus::Pending, |s| s.status),
                 "attempts": s.map_or(0, |s| s.attempts),
                 "output": s.and_then(|s| s.output.clone()),
                 "error": s.and_then(|s| s.error.clone()),
-            })
+            });
+            if let Some(g) = row.group {
+                v["instances"] = json!({"total": g.keys.len(), "finished": g.finished});
+            }
+            v
         })
         .collect();
-    let waiting = wf.steps.iter().find_map(|step| {
-        let s = state.steps.get(&StepPath::new(step.id.as_str()))?;
+    let waiting = all.iter().find_map(|row| {
+        let s = row.state?;
         let kind = s.wait.filter(|_| s.status == StepStatus::Waiting)?;
-        let approvers = match (&step.kind, &step.accept) {
+        let approvers = match (&row.step.kind, &row.step.accept) {
             (StepKind::Approval(a), _) => a.approvers.clone(),
             (_, Some(accept)) => accept.approvers.clone(),
             _ => Vec::new(),
         };
-        Some(json!({"gate": step.id, "kind": kind, "approvers": approvers, "approved_by": []}))
+        Some(json!({"gate": row.path, "kind": kind, "approvers": approvers, "approved_by": []}))
     });
     json!({
         "run_id": state.run_id,
@@ -66,8 +128,9 @@ pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> Value
     })
 }
 
-/// The end-of-run summary: a line for the run, a table of steps, the usage,
-/// the final outputs, and the error with its hint.
+/// The end-of-run summary: a line for the run, a table of steps (instance
+/// steps indented under their group, with counts), the usage, the final
+/// outputs, and the error with its hint.
 pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> String {
     let mut out = format!(
         "run {} ({}): {} in {}\n",
@@ -76,16 +139,25 @@ pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> String
         word(state.status),
         elapsed(state.created_at, state.updated_at)
     );
-    let width = wf.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(4).max(4);
+    let mut table = Vec::new();
+    rows(state, &wf.steps, "", 0, true, &mut table);
+    let label = |row: &Row| format!("{}{}", "  ".repeat(row.depth), row.path);
+    let width = table.iter().filter(|r| r.hidden == 0).map(|r| label(r).len()).max().unwrap_or(4).max(4);
     let _ = writeln!(out, "  {:<width$}  {:<10} {:>8}  {:>7}", "STEP", "STATUS", "ATTEMPTS", "TIME");
-    for step in &wf.steps {
-        let s = state.steps.get(&StepPath::new(step.id.as_str()));
+    for row in &table {
+        if row.hidden > 0 {
+            let indent = "  ".repeat(row.depth);
+            let _ = writeln!(out, "  {indent}… {} more finished (`--format json` lists all)", row.hidden);
+            continue;
+        }
+        let s = row.state;
         let status = s.map_or("pending".to_owned(), |s| word(s.status));
         let attempts = s.map_or(0, |s| s.attempts);
         let time = s
             .and_then(|s| Some(elapsed(s.started_at?, s.finished_at.or(s.started_at)?)))
             .unwrap_or_else(|| "-".into());
-        let _ = writeln!(out, "  {:<width$}  {status:<10} {attempts:>8}  {time:>7}", step.id.as_str());
+        let count = row.group.map(|g| format!("  {}", instances(row.step, g))).unwrap_or_default();
+        let _ = writeln!(out, "  {:<width$}  {status:<10} {attempts:>8}  {time:>7}{count}", label(row));
     }
     if state.usage.prompt_tokens + state.usage.completion_tokens > 0 {
         let estimated = if state.usage.estimated { " (estimated)" } else { "" };
@@ -187,6 +259,17 @@ pub fn event_text(e: &cairn_domain::state::Event) -> String {
         EventKind::StepWaiting { wait, .. } => format!(" for {}", word(wait)),
         EventKind::GotoTaken { from, to, .. } => format!(" {from} -> {to}"),
         EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in `{scope}`"),
+        EventKind::GroupExpanded { keys, .. } => {
+            let shown: Vec<&str> = keys.iter().take(10).map(String::as_str).collect();
+            let more = keys.len().saturating_sub(shown.len());
+            let more = if more > 0 { format!(", … {more} more") } else { String::new() };
+            format!(" into {} instances: {}{more}", keys.len(), shown.join(", "))
+        }
+        EventKind::IterationStarted { index, .. } => format!(" iteration {index}"),
+        EventKind::InstanceFinished { key, failed, .. } => {
+            let failed = failed.as_ref().map(|f| format!(" ({f} failed)")).unwrap_or_default();
+            format!(" [{key}]{failed}")
+        }
         EventKind::UsageRecorded { model, usage, .. } => {
             format!(
                 " {model}: {} prompt + {} completion tokens",

@@ -8,90 +8,18 @@
 //! again until only starts remain, so every rule sees the state its previous
 //! decision made.
 
-use std::collections::HashMap;
+use serde_json::{Value, json};
 
-use serde_json::Value;
-
-use crate::dag::{Dag, Reach};
-use crate::definition::{FailureAction, OnFailure, RetryPolicy, Step, StepKind, Workflow};
+use crate::definition::{Exhausted, FailureAction, ForEachStep, OnFailure, RetryPolicy, Step, StepKind};
 use crate::duration::Duration;
-use crate::plan::CycleError;
-use crate::render::{Reads, Renderer, truthy};
+pub use crate::program::Program;
+use crate::program::{Block, Frame, MAX_INSTANCES};
+use crate::render::{Renderer, truthy};
 use crate::scope::ScopeKey;
 use crate::state::{
-    ErrorClass, EventKind, RunState, RunStatus, StepError, StepPath, StepState, StepStatus, Timestamp,
-    WaitKind,
+    ErrorClass, EventKind, GroupState, RunState, RunStatus, StepError, StepPath, StepState, StepStatus,
+    Timestamp, WaitKind,
 };
-
-/// A validated workflow prepared for running: the dependency graph and the
-/// per-step policies, computed once.
-pub struct Program {
-    workflow: Workflow,
-    reads: Vec<Reads>,
-    dag: Dag,
-    reach: Reach,
-    paths: Vec<StepPath>,
-    index: HashMap<StepPath, usize>,
-}
-
-impl Program {
-    /// Prepares a validated workflow.
-    pub fn new(workflow: Workflow) -> Result<Self, CycleError> {
-        let dag = Dag::of_steps(&workflow.steps);
-        let reach = dag.reach().ok_or_else(|| CycleError(workflow.id.to_string()))?;
-        let paths: Vec<StepPath> = workflow.steps.iter().map(|s| StepPath::new(s.id.as_str())).collect();
-        let index = paths.iter().enumerate().map(|(i, p)| (p.clone(), i)).collect();
-        let renderer = Renderer::default();
-        let reads = workflow
-            .steps
-            .iter()
-            .map(|step| {
-                let mut sources = step.template_sources();
-                if let StepKind::Agent(a) = &step.kind
-                    && let Some(system) =
-                        workflow.agents.get(a.agent.as_str()).and_then(|agent| agent.system.as_ref())
-                {
-                    sources.push(system.as_str());
-                }
-                Reads::of(&renderer, sources)
-            })
-            .collect();
-        Ok(Self { workflow, reads, dag, reach, paths, index })
-    }
-
-    /// What the step at `path` reads from the run, for building its context.
-    pub fn reads(&self, path: &StepPath) -> &Reads {
-        static ALL: std::sync::OnceLock<Reads> = std::sync::OnceLock::new();
-        self.index.get(path).map_or_else(|| ALL.get_or_init(Reads::all), |&i| &self.reads[i])
-    }
-
-    /// The workflow.
-    pub fn workflow(&self) -> &Workflow {
-        &self.workflow
-    }
-
-    /// The step at `path`, if the program has one.
-    pub fn step(&self, path: &StepPath) -> Option<&Step> {
-        self.index.get(path).map(|&i| &self.workflow.steps[i])
-    }
-
-    /// The step's retry policy: its `retry` merged over the defaults.
-    pub fn retry(&self, step: &Step) -> RetryPolicy {
-        match &step.retry {
-            Some(spec) => self.workflow.defaults.retry.merged(spec),
-            None => self.workflow.defaults.retry.clone(),
-        }
-    }
-
-    /// The step's attempt timeout, if any.
-    pub fn timeout(&self, step: &Step) -> Option<Duration> {
-        step.timeout.or(self.workflow.defaults.timeout)
-    }
-
-    fn on_failure(&self, i: usize) -> &OnFailure {
-        self.workflow.steps[i].on_failure.as_ref().unwrap_or(&self.workflow.defaults.on_failure)
-    }
-}
 
 /// What the engine does next.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,124 +70,33 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
         RunStatus::Running => {}
         _ => return Vec::new(),
     }
-    // One lookup per step per call: the state is keyed by path, the program by index.
-    let steps: Vec<Option<&StepState>> = program.paths.iter().map(|p| state.steps.get(p)).collect();
-    let status = |i: usize| steps[i].map_or(StepStatus::Pending, |s| s.status);
-    let n = program.paths.len();
-
-    // Failure policies of steps whose retries are spent.
-    for i in (0..n).filter(|&i| status(i) == StepStatus::Failed) {
-        let path = &program.paths[i];
-        match effective_failure(state, program, i) {
-            Effective::Continue => {}
-            Effective::Stop => return stop_run(state, program, i),
-            Effective::Skip => {
-                let reason = "it failed and its `on_failure` is `skip`".to_owned();
-                return vec![Action::Record(EventKind::StepSkipped {
-                    path: path.clone(),
-                    reason,
-                    cascade: true,
-                })];
-            }
-            Effective::Block => {
-                return vec![Action::Record(EventKind::StepWaiting {
-                    path: path.clone(),
-                    wait: WaitKind::Block,
-                })];
-            }
-            Effective::Goto(target) => return goto(state, program, i, target),
-        }
+    let cx = Cx { state, program, renderer, now };
+    let mut walk = Walk::default();
+    let end = match cx.frame(&Frame::root(), &mut walk) {
+        Ok(end) => end,
+        Err(decisive) => return decisive,
+    };
+    if !walk.records.is_empty() {
+        return walk.records.into_iter().map(Action::Record).collect();
     }
-
-    let mut records = Vec::new();
-    let mut ready = Vec::new();
-    let mut wake: Option<Timestamp> = None;
-    for i in 0..n {
-        let path = &program.paths[i];
-        match status(i) {
-            StepStatus::Pending => {}
-            StepStatus::Waiting => {
-                let Some(due) = steps[i].and_then(|s| s.retry_at) else { continue };
-                if due <= now {
-                    ready.push(i);
-                } else {
-                    wake = Some(wake.map_or(due, |w| w.min(due)));
-                }
-                continue;
-            }
-            _ => continue,
-        }
-        let needs = &program.dag.needs[i];
-        if needs.iter().any(|&d| status(d) == StepStatus::Cancelled) {
-            continue;
-        }
-        let skipped_need = needs.iter().find(|&&d| steps[d].is_some_and(|s| s.cascade_skip));
-        if let Some(&d) = skipped_need {
-            let reason = format!("it needs `{}`, which was skipped", program.paths[d]);
-            records.push(EventKind::StepSkipped { path: path.clone(), reason, cascade: true });
-            continue;
-        }
-        if !needs.iter().all(|&d| is_done(state, program, d, status(d))) {
-            continue;
-        }
-        if let Some(when) = &program.workflow.steps[i].when {
-            let ctx = renderer.context(state, &program.workflow, &program.reads[i], None, &[]);
-            match renderer.value(when, &ctx) {
-                Ok(v) if !truthy(&v) => {
-                    let reason = "its `when` is false".to_owned();
-                    records.push(EventKind::StepSkipped { path: path.clone(), reason, cascade: false });
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let error = StepError {
-                        class: ErrorClass::Fatal,
-                        message: format!("its `when` cannot be rendered: {e}"),
-                        hint: Some(
-                            "fix the `when` template; `cairn validate` checks the names it reads".into(),
-                        ),
-                    };
-                    records.push(EventKind::StepFailed {
-                        path: path.clone(),
-                        attempt: 0,
-                        error,
-                        output: None,
-                        retry_at: None,
-                    });
-                    continue;
-                }
-            }
-        }
-        if matches!(program.workflow.steps[i].kind, StepKind::Approval(_)) {
-            // An approval does no work: it starts by waiting for people.
-            let attempt = steps[i].map_or(0, |s| s.attempts) + 1;
-            records.push(EventKind::StepStarted { path: path.clone(), attempt });
-            records.push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Approval });
-            continue;
-        }
-        ready.push(i);
-    }
-    if !records.is_empty() {
-        return records.into_iter().map(Action::Record).collect();
-    }
-
-    let running = (0..n).filter(|&i| status(i) == StepStatus::Running).count();
-    let free = (program.workflow.defaults.max_parallel as usize).saturating_sub(running);
-    let mut actions: Vec<Action> = ready
+    let free = (program.workflow().defaults.max_parallel as usize).saturating_sub(walk.running);
+    let mut actions: Vec<Action> = walk
+        .ready
         .into_iter()
         .take(free)
-        .map(|i| {
-            let attempts = steps[i].map_or(0, |s| s.attempts);
-            Action::Start { path: program.paths[i].clone(), attempt: attempts + 1 }
+        .map(|path| {
+            let attempt = state.steps.get(&path).map_or(0, |s| s.attempts) + 1;
+            Action::Start { path, attempt }
         })
         .collect();
-    if let Some(w) = wake {
+    if let Some(w) = walk.wake {
         actions.push(Action::WakeAt(w));
     }
-    if actions.is_empty() && running == 0 && (0..n).all(|i| status(i).is_finished()) {
-        let failed = (0..n).find(|&i| status(i) == StepStatus::Failed && !program.workflow.steps[i].optional);
+    if let End::Done { failed } = end
+        && actions.is_empty()
+    {
         let event = match failed {
-            Some(i) => EventKind::RunFailed { error: run_error(state, program, i) },
+            Some(path) => EventKind::RunFailed { error: step_failed(state, &path) },
             None => EventKind::RunCompleted,
         };
         return vec![Action::Record(event)];
@@ -267,40 +104,504 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
     actions
 }
 
-/// Whether a need no longer holds its dependents back.
-fn is_done(state: &RunState, program: &Program, i: usize, status: StepStatus) -> bool {
-    match status {
-        StepStatus::Succeeded | StepStatus::Skipped => true,
-        StepStatus::Failed => matches!(effective_failure(state, program, i), Effective::Continue),
-        _ => false,
-    }
+/// What one `decide` call works from.
+struct Cx<'a> {
+    state: &'a RunState,
+    program: &'a Program,
+    renderer: &'a Renderer,
+    now: Timestamp,
 }
 
-fn effective_failure(state: &RunState, program: &Program, i: usize) -> Effective {
-    if program.workflow.steps[i].optional {
-        return Effective::Continue;
-    }
-    let action = match program.on_failure(i) {
-        OnFailure::Action(a) => *a,
-        OnFailure::Goto { step, max, then } => {
-            let taken = state.gotos.get(&program.paths[i]).copied().unwrap_or(0);
-            match program.paths.iter().position(|p| p.as_str() == step.as_str()) {
-                Some(t) if taken < *max => return Effective::Goto(t),
-                _ => *then,
+/// What walking the frames found: transitions to record, steps ready to
+/// start (in file and item order), the next due retry, and how many
+/// attempts are in flight.
+#[derive(Default)]
+struct Walk {
+    records: Vec<EventKind>,
+    ready: Vec<StepPath>,
+    wake: Option<Timestamp>,
+    running: usize,
+}
+
+/// Where a frame stands.
+enum End {
+    /// Something is still to run or running.
+    Busy,
+    /// Every step finished; `failed` is the first that failed and let the
+    /// frame go on (`on_failure: continue`).
+    Done { failed: Option<StepPath> },
+}
+
+/// Actions that must be taken alone, before anything else is decided (a
+/// failure policy that stops, skips, blocks or jumps).
+type Decisive = Vec<Action>;
+
+impl Cx<'_> {
+    /// Decides within one frame, and within the open instances of its
+    /// running groups.
+    fn frame(&self, frame: &Frame, walk: &mut Walk) -> Result<End, Decisive> {
+        let block = self.program.block(frame.block());
+        let n = block.steps.len();
+        let paths: Vec<StepPath> = block.steps.iter().map(|s| frame.path(s.id.as_str())).collect();
+        let steps: Vec<Option<&StepState>> = paths.iter().map(|p| self.state.steps.get(p)).collect();
+        let status = |i: usize| steps[i].map_or(StepStatus::Pending, |s| s.status);
+
+        // Failure policies of steps whose retries are spent.
+        for i in (0..n).filter(|&i| status(i) == StepStatus::Failed) {
+            let path = &paths[i];
+            match self.effective_failure(block, i, path) {
+                Effective::Continue => {}
+                Effective::Stop => return Err(self.stop(frame, path)),
+                Effective::Skip => {
+                    let reason = "it failed and its `on_failure` is `skip`".to_owned();
+                    return Err(vec![Action::Record(EventKind::StepSkipped {
+                        path: path.clone(),
+                        reason,
+                        cascade: true,
+                    })]);
+                }
+                Effective::Block => {
+                    return Err(vec![Action::Record(EventKind::StepWaiting {
+                        path: path.clone(),
+                        wait: WaitKind::Block,
+                    })]);
+                }
+                Effective::Goto(target) => return Err(self.goto(&paths, block, i, target)),
             }
         }
-    };
-    match action {
-        FailureAction::Stop => Effective::Stop,
-        FailureAction::Continue => Effective::Continue,
-        FailureAction::Skip => Effective::Skip,
-        FailureAction::Block => Effective::Block,
+
+        for i in 0..n {
+            let path = &paths[i];
+            let step = &block.steps[i];
+            match status(i) {
+                StepStatus::Pending => {}
+                StepStatus::Waiting => {
+                    let Some(due) = steps[i].and_then(|s| s.retry_at) else { continue };
+                    if due <= self.now {
+                        walk.ready.push(path.clone());
+                    } else {
+                        walk.wake = Some(walk.wake.map_or(due, |w| w.min(due)));
+                    }
+                    continue;
+                }
+                StepStatus::Running if step.body().is_some() => {
+                    self.group(frame, step, path, walk)?;
+                    continue;
+                }
+                StepStatus::Running => {
+                    walk.running += 1;
+                    continue;
+                }
+                _ => continue,
+            }
+            let needs = &block.dag.needs[i];
+            if needs.iter().any(|&d| status(d) == StepStatus::Cancelled) {
+                continue;
+            }
+            let skipped_need = needs.iter().find(|&&d| steps[d].is_some_and(|s| s.cascade_skip));
+            if let Some(&d) = skipped_need {
+                let reason = format!("it needs `{}`, which was skipped", block.steps[d].id);
+                walk.records.push(EventKind::StepSkipped { path: path.clone(), reason, cascade: true });
+                continue;
+            }
+            if !needs.iter().all(|&d| self.is_done(block, d, &paths[d], status(d))) {
+                continue;
+            }
+            if let Some(when) = &step.when {
+                let ctx = self.renderer.context(self.state, self.program, frame, &block.reads[i], None, &[]);
+                match self.renderer.value(when, &ctx) {
+                    Ok(v) if !truthy(&v) => {
+                        let reason = "its `when` is false".to_owned();
+                        walk.records.push(EventKind::StepSkipped {
+                            path: path.clone(),
+                            reason,
+                            cascade: false,
+                        });
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let error = fatal(
+                            format!("its `when` cannot be rendered: {e}"),
+                            "fix the `when` template; `cairn validate` checks the names it reads",
+                        );
+                        walk.records.push(EventKind::StepFailed {
+                            path: path.clone(),
+                            attempt: 0,
+                            error,
+                            output: None,
+                            retry_at: None,
+                        });
+                        continue;
+                    }
+                }
+            }
+            let attempt = steps[i].map_or(0, |s| s.attempts) + 1;
+            match &step.kind {
+                StepKind::Approval(_) => {
+                    // An approval does no work: it starts by waiting for people.
+                    walk.records.push(EventKind::StepStarted { path: path.clone(), attempt });
+                    walk.records
+                        .push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Approval });
+                }
+                StepKind::ForEach(g) => {
+                    walk.records.push(EventKind::StepStarted { path: path.clone(), attempt });
+                    let ctx =
+                        self.renderer.context(self.state, self.program, frame, &block.reads[i], None, &[]);
+                    walk.records.push(match expand(self.renderer, g, &ctx) {
+                        Ok((keys, items)) => EventKind::GroupExpanded {
+                            path: path.clone(),
+                            scope: frame.scope.clone(),
+                            name: g.as_name.to_string(),
+                            keys,
+                            items,
+                        },
+                        Err(error) => EventKind::StepFailed {
+                            path: path.clone(),
+                            attempt,
+                            error,
+                            output: None,
+                            retry_at: None,
+                        },
+                    });
+                }
+                StepKind::Loop(_) => {
+                    walk.records.push(EventKind::StepStarted { path: path.clone(), attempt });
+                    walk.records.push(EventKind::IterationStarted { path: path.clone(), index: 0 });
+                }
+                _ => walk.ready.push(path.clone()),
+            }
+        }
+        if (0..n).all(|i| status(i).is_finished()) {
+            let failed = (0..n).find(|&i| status(i) == StepStatus::Failed && !block.steps[i].optional);
+            return Ok(End::Done { failed: failed.map(|i| paths[i].clone()) });
+        }
+        Ok(End::Busy)
+    }
+
+    /// A running group: walks its open instances (at most its
+    /// `max_parallel`, in item order) and records what finished.
+    fn group(&self, frame: &Frame, step: &Step, path: &StepPath, walk: &mut Walk) -> Result<(), Decisive> {
+        let Some(group) = self.state.groups.get(path) else { return Ok(()) };
+        match &step.kind {
+            StepKind::ForEach(g) => {
+                if group.is_complete() {
+                    walk.records.extend(self.collect(frame, step, path, group));
+                    return Ok(());
+                }
+                let limit = g.max_parallel.unwrap_or(self.program.workflow().defaults.max_parallel).max(1);
+                let open =
+                    (group.first_open..group.keys.len()).filter(|&k| !group.done[k]).take(limit as usize);
+                for k in open {
+                    let key = &group.keys[k];
+                    let item = self
+                        .state
+                        .scopes
+                        .entity(&frame.scope.child(g.as_name.as_str(), key))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let instance = frame.instance(self.program, step, path, key, item);
+                    if let End::Done { failed } = self.frame(&instance, walk)? {
+                        walk.records.push(EventKind::InstanceFinished {
+                            path: path.clone(),
+                            index: k as u32,
+                            key: key.clone(),
+                            failed,
+                        });
+                    }
+                }
+            }
+            StepKind::Loop(l) => {
+                let Some(n) = group.keys.len().checked_sub(1) else { return Ok(()) };
+                let index = n as u32;
+                let iteration = frame.instance(self.program, step, path, &group.keys[n], json!(index));
+                if group.done[n] {
+                    return Ok(());
+                }
+                let End::Done { .. } = self.frame(&iteration, walk)? else { return Ok(()) };
+                let key = group.keys[n].clone();
+                walk.records.push(EventKind::InstanceFinished {
+                    path: path.clone(),
+                    index,
+                    key: key.clone(),
+                    failed: None,
+                });
+                let attempt = self.state.steps.get(path).map_or(1, |s| s.attempts);
+                let reads = self.program.reads(path);
+                let until = l.until.as_ref().map(|t| {
+                    let ctx = self.renderer.context(self.state, self.program, &iteration, reads, None, &[]);
+                    self.renderer.value(t, &ctx).map(|v| truthy(&v))
+                });
+                let output = self.outputs(path, &key, step);
+                walk.records.push(match until {
+                    Some(Err(e)) => EventKind::StepFailed {
+                        path: path.clone(),
+                        attempt,
+                        error: fatal(
+                            format!("its `until` cannot be rendered: {e}"),
+                            "fix the `until` template; `cairn validate` checks the names it reads",
+                        ),
+                        output: Some(output),
+                        retry_at: None,
+                    },
+                    Some(Ok(true)) => EventKind::StepSucceeded { path: path.clone(), output },
+                    _ if index + 1 < l.max_iters => {
+                        EventKind::IterationStarted { path: path.clone(), index: index + 1 }
+                    }
+                    _ if l.on_exhausted == Exhausted::Continue => {
+                        EventKind::StepSucceeded { path: path.clone(), output }
+                    }
+                    _ => EventKind::StepFailed {
+                        path: path.clone(),
+                        attempt,
+                        error: fatal(
+                            match &l.until {
+                                Some(_) => format!("`until` did not hold after {} iterations", l.max_iters),
+                                None => format!("the loop ran its {} iterations", l.max_iters),
+                            },
+                            "raise `max_iters`, or set `on_exhausted: continue` to go on with the last iteration",
+                        ),
+                        output: Some(output),
+                        retry_at: None,
+                    },
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The events that end a `for_each` whose instances all finished: the
+    /// documents its instances produced, collected in item order into the
+    /// group's scope, and its output (or failure).
+    fn collect(&self, frame: &Frame, step: &Step, path: &StepPath, group: &GroupState) -> Vec<EventKind> {
+        let StepKind::ForEach(g) = &step.kind else { return Vec::new() };
+        let body = self.program.block(self.body_of(frame, step));
+        let scopes: Vec<ScopeKey> =
+            group.keys.iter().map(|k| frame.scope.child(g.as_name.as_str(), k)).collect();
+        let mut events: Vec<EventKind> = body
+            .produced
+            .iter()
+            .map(|t| EventKind::DocumentStored {
+                scope: frame.scope.clone(),
+                doc_type: t.clone(),
+                value: Value::Array(
+                    scopes
+                        .iter()
+                        .map(|s| self.state.scopes.get(s, t.as_str()).cloned().unwrap_or(Value::Null))
+                        .collect(),
+                ),
+            })
+            .collect();
+        let outputs: Vec<Value> = group.keys.iter().map(|key| self.outputs(path, key, step)).collect();
+        let attempt = self.state.steps.get(path).map_or(1, |s| s.attempts);
+        events.push(match &group.failed {
+            Some(failed) => EventKind::StepFailed {
+                path: path.clone(),
+                attempt,
+                error: step_failed(self.state, failed),
+                output: Some(Value::Array(outputs)),
+                retry_at: None,
+            },
+            None => EventKind::StepSucceeded { path: path.clone(), output: Value::Array(outputs) },
+        });
+        events
+    }
+
+    /// The block a group step's instances run.
+    fn body_of(&self, frame: &Frame, step: &Step) -> usize {
+        let block = self.program.block(frame.block());
+        block.position(step.id.as_str()).and_then(|i| block.bodies[i]).unwrap_or(0)
+    }
+
+    /// An instance's or iteration's output: each of its steps' output by id.
+    fn outputs(&self, group_path: &StepPath, key: &str, group: &Step) -> Value {
+        let body = group.body().unwrap_or_default();
+        let map = body
+            .iter()
+            .map(|s| {
+                let path = group_path.instance_child(key, s.id.as_str());
+                let output = self.state.steps.get(&path).and_then(|st| st.output.clone());
+                (s.id.to_string(), output.unwrap_or(Value::Null))
+            })
+            .collect();
+        Value::Object(map)
+    }
+
+    /// Whether a need no longer holds its dependents back.
+    fn is_done(&self, block: &Block, i: usize, path: &StepPath, status: StepStatus) -> bool {
+        match status {
+            StepStatus::Succeeded | StepStatus::Skipped => true,
+            StepStatus::Failed => matches!(self.effective_failure(block, i, path), Effective::Continue),
+            _ => false,
+        }
+    }
+
+    fn effective_failure(&self, block: &Block, i: usize, path: &StepPath) -> Effective {
+        let step = &block.steps[i];
+        if step.optional {
+            return Effective::Continue;
+        }
+        let action = match self.program.on_failure(step) {
+            OnFailure::Action(a) => *a,
+            OnFailure::Goto { step: target, max, then } => {
+                let taken = self.state.gotos.get(path).copied().unwrap_or(0);
+                match block.position(target.as_str()) {
+                    Some(t) if taken < *max => return Effective::Goto(t),
+                    _ => *then,
+                }
+            }
+        };
+        match action {
+            FailureAction::Stop => Effective::Stop,
+            FailureAction::Continue => Effective::Continue,
+            FailureAction::Skip => Effective::Skip,
+            FailureAction::Block => Effective::Block,
+        }
+    }
+
+    /// A stopping failure: at the top level the run fails; inside an
+    /// instance or iteration the group fails, and its other instances stop.
+    /// Either way, what is in flight there is cancelled first.
+    fn stop(&self, frame: &Frame, failed: &StepPath) -> Decisive {
+        let (within, end) = match frame.group() {
+            None => (String::new(), EventKind::RunFailed { error: step_failed(self.state, failed) }),
+            Some((group, _)) => {
+                let attempt = self.state.steps.get(&group).map_or(1, |s| s.attempts);
+                let error = step_failed(self.state, failed);
+                let end = EventKind::StepFailed {
+                    path: group.clone(),
+                    attempt,
+                    error,
+                    output: None,
+                    retry_at: None,
+                };
+                (format!("{group}["), end)
+            }
+        };
+        let mut actions: Vec<Action> = self
+            .state
+            .steps
+            .iter()
+            .filter(|(p, s)| {
+                p.as_str().starts_with(&within)
+                    && matches!(s.status, StepStatus::Running | StepStatus::Waiting)
+            })
+            .map(|(path, _)| Action::Record(EventKind::StepCancelled { path: path.clone() }))
+            .collect();
+        actions.push(Action::Record(end));
+        actions
+    }
+
+    /// Runs again from `target`: it, the failed step, and every sibling
+    /// that needs either.
+    fn goto(&self, paths: &[StepPath], block: &Block, from: usize, target: usize) -> Decisive {
+        let again: Vec<usize> = (0..paths.len())
+            .filter(|&j| {
+                j == target || j == from || block.reach.needs(j, target) || block.reach.needs(j, from)
+            })
+            .collect();
+        let mut actions: Vec<Action> = again
+            .iter()
+            .map(|&j| &paths[j])
+            .filter(|p| {
+                self.state
+                    .steps
+                    .get(*p)
+                    .is_some_and(|s| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
+            })
+            .map(|path| Action::Record(EventKind::StepCancelled { path: path.clone() }))
+            .collect();
+        actions.push(Action::Record(EventKind::GotoTaken {
+            from: paths[from].clone(),
+            to: paths[target].clone(),
+            reset: again.iter().map(|&j| paths[j].clone()).collect(),
+        }));
+        actions
     }
 }
 
-/// The run's error when step `i` made it fail.
-fn run_error(state: &RunState, program: &Program, i: usize) -> StepError {
-    let path = &program.paths[i];
+/// Renders a `for_each`'s items and names each instance.
+fn expand(
+    renderer: &Renderer,
+    g: &ForEachStep,
+    ctx: &crate::render::Context,
+) -> Result<(Vec<String>, Vec<Value>), StepError> {
+    const HINT: &str = "`for_each.items` must yield a list, such as `{{ docs.backlog.items }}`";
+    let items = match renderer.value(&g.items, ctx) {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => {
+            return Err(fatal(format!("`for_each.items` yielded {}, not a list", kind_of(&other)), HINT));
+        }
+        Err(e) => return Err(fatal(format!("`for_each.items` cannot be rendered: {e}"), HINT)),
+    };
+    if items.len() > MAX_INSTANCES {
+        return Err(fatal(
+            format!("`for_each.items` yielded {} items; a group runs at most {MAX_INSTANCES}", items.len()),
+            "split the collection, or nest a second `for_each`",
+        ));
+    }
+    let mut keys = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let key = match &g.key {
+            None => i.to_string(),
+            Some(field) => match item.get(field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(other) => {
+                    return Err(fatal(
+                        format!(
+                            "item {i} has a `{field}` that is {}, not a string or number",
+                            kind_of(other)
+                        ),
+                        "`for_each.key` names the item field that identifies it",
+                    ));
+                }
+                None => {
+                    return Err(fatal(
+                        format!("item {i} has no `{field}` field to key it by"),
+                        "give every item the key field, or drop `key` to key instances by position",
+                    ));
+                }
+            },
+        };
+        if key.is_empty() || key.len() > 128 || key.chars().any(|c| c == '[' || c == ']' || c.is_control()) {
+            return Err(fatal(
+                format!(
+                    "item {i} has the key {key:?}: keys are 1 to 128 characters without `[`, `]` or control characters"
+                ),
+                "key instances by a field of simple ids",
+            ));
+        }
+        if let Some(first) = seen.insert(key.clone(), i) {
+            return Err(fatal(
+                format!("items {first} and {i} both have the key `{key}`: instance keys must be unique"),
+                "key instances by a field that is unique, or drop `key` to key them by position",
+            ));
+        }
+        keys.push(key);
+    }
+    Ok((keys, items))
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn fatal(message: String, hint: &str) -> StepError {
+    StepError { class: ErrorClass::Fatal, message, hint: Some(hint.to_owned()) }
+}
+
+/// The error a failed step gives whatever it failed: `step X failed: ...`.
+fn step_failed(state: &RunState, path: &StepPath) -> StepError {
     let cause = state.steps.get(path).and_then(|s| s.error.clone());
     let cause =
         cause.unwrap_or(StepError { class: ErrorClass::Fatal, message: "it failed".into(), hint: None });
@@ -309,46 +610,6 @@ fn run_error(state: &RunState, program: &Program, i: usize) -> StepError {
         message: format!("step `{path}` failed: {}", cause.message),
         hint: cause.hint,
     }
-}
-
-/// Cancels what is in flight, then fails the run.
-fn stop_run(state: &RunState, program: &Program, failed: usize) -> Vec<Action> {
-    let mut actions: Vec<Action> = in_flight(state, program, 0..program.paths.len())
-        .map(|path| Action::Record(EventKind::StepCancelled { path }))
-        .collect();
-    actions.push(Action::Record(EventKind::RunFailed { error: run_error(state, program, failed) }));
-    actions
-}
-
-fn in_flight<'a>(
-    state: &'a RunState,
-    program: &'a Program,
-    among: impl Iterator<Item = usize> + 'a,
-) -> impl Iterator<Item = StepPath> + 'a {
-    among
-        .map(|i| &program.paths[i])
-        .filter(|p| {
-            state.steps.get(*p).is_some_and(|s| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
-        })
-        .cloned()
-}
-
-/// Runs again from `target`: it, the failed step, and everything that needs either.
-fn goto(state: &RunState, program: &Program, from: usize, target: usize) -> Vec<Action> {
-    let again: Vec<usize> = (0..program.paths.len())
-        .filter(|&j| {
-            j == target || j == from || program.reach.needs(j, target) || program.reach.needs(j, from)
-        })
-        .collect();
-    let mut actions: Vec<Action> = in_flight(state, program, again.iter().copied())
-        .map(|path| Action::Record(EventKind::StepCancelled { path }))
-        .collect();
-    actions.push(Action::Record(EventKind::GotoTaken {
-        from: program.paths[from].clone(),
-        to: program.paths[target].clone(),
-        reset: again.iter().map(|&j| program.paths[j].clone()).collect(),
-    }));
-    actions
 }
 
 /// The events that record how an attempt ended: success (and the document
@@ -368,7 +629,7 @@ pub fn attempt_finished(
             let mut events = vec![EventKind::StepSucceeded { path: path.clone(), output: output.clone() }];
             if let Some(doc_type) = &step.produces {
                 events.push(EventKind::DocumentStored {
-                    scope: ScopeKey::root(),
+                    scope: program.scope_of(path),
                     doc_type: doc_type.clone(),
                     value: output,
                 });

@@ -26,6 +26,7 @@ pub mod inputs;
 pub mod limits;
 pub mod plan;
 pub mod problem;
+pub mod program;
 pub mod read;
 pub mod render;
 pub mod scope;

@@ -5,7 +5,8 @@
 use minijinja::Environment;
 use serde_json::{Map, Value, json};
 
-use crate::definition::{Template, Workflow};
+use crate::definition::Template;
+use crate::program::{Frame, Program};
 use crate::state::RunState;
 use crate::template::{self, single_expression};
 
@@ -69,49 +70,54 @@ impl Reads {
 }
 
 impl Renderer {
-    /// The context of a step of `state`: `inputs`, `steps` (every step with
-    /// a state), `docs` (root scope), `run`, `progress`, `feedback`, plus
-    /// `extra` names (such as `verdict`).
+    /// The context of a step of `state` that runs in `frame`: `inputs`,
+    /// `steps` (what it reads, resolved innermost first), `docs` (visible
+    /// from the frame's scope), `run`, `progress`, `feedback`, the frame's
+    /// iteration variables, plus `extra` names (such as `verdict`).
     pub fn context(
         &self,
         state: &RunState,
-        wf: &Workflow,
+        program: &Program,
+        frame: &Frame,
         reads: &Reads,
         feedback: Option<&str>,
         extra: &[(&str, Value)],
     ) -> Context {
         let mut steps = Map::new();
-        let chosen: Box<dyn Iterator<Item = (&crate::state::StepPath, &crate::state::StepState)>> =
-            match &reads.steps {
-                None => Box::new(state.steps.iter()),
-                Some(ids) => {
-                    Box::new(ids.iter().filter_map(|id| {
-                        state.steps.get_key_value(&crate::state::StepPath::new(id.as_str()))
-                    }))
-                }
-            };
-        for (path, step) in chosen {
-            steps.insert(
-                path.to_string(),
-                json!({
+        let visible;
+        let ids: Box<dyn Iterator<Item = &str>> = match &reads.steps {
+            Some(ids) => Box::new(ids.iter().map(String::as_str)),
+            None => {
+                visible = frame.visible_ids(program);
+                Box::new(visible.iter().copied())
+            }
+        };
+        for id in ids {
+            let Some(path) = frame.resolve(program, state, id) else { continue };
+            let value = match state.steps.get(&path) {
+                Some(step) => json!({
                     "output": step.output,
                     "status": step.status,
                     "attempts": step.attempts,
                     "error": step.error,
                 }),
-            );
+                None => crate::program::not_started(),
+            };
+            steps.insert(id.to_owned(), value);
         }
-        let docs = state.scopes.visible(&crate::scope::ScopeKey::root());
+        let docs = state.scopes.visible(&frame.scope);
         let mut ctx = Map::new();
         ctx.insert("inputs".into(), state.inputs.clone());
         ctx.insert("steps".into(), Value::Object(steps));
         ctx.insert("docs".into(), Value::Object(docs));
-        ctx.insert("run".into(), json!({"id": state.run_id, "workflow": wf.id}));
+        ctx.insert("run".into(), json!({"id": state.run_id, "workflow": state.workflow}));
         let progress = if reads.progress { progress_text(state) } else { String::new() };
         ctx.insert("progress".into(), Value::String(progress));
         ctx.insert("feedback".into(), feedback.map_or(Value::Null, |f| Value::String(f.to_owned())));
-        for (name, value) in extra {
-            ctx.insert((*name).to_owned(), value.clone());
+        for (name, value) in
+            frame.vars.iter().map(|(n, v)| (n.as_str(), v)).chain(extra.iter().map(|(n, v)| (*n, v)))
+        {
+            ctx.insert(name.to_owned(), value.clone());
         }
         Context(minijinja::Value::from(minijinja::value::Serde(Value::Object(ctx))))
     }
@@ -126,6 +132,9 @@ impl Renderer {
         if let Some(expr) = single_expression(source) {
             let compiled = self.env.compile_expression(expr).map_err(|e| template::describe_error(&e))?;
             let value = compiled.eval(&ctx.0).map_err(|e| template::describe_error(&e))?;
+            if value.is_undefined() {
+                return Err(format!("`{expr}` is undefined"));
+            }
             return serde_json::to_value(&value).map_err(|e| e.to_string());
         }
         self.text_of(source, ctx).map(Value::String)
@@ -202,7 +211,7 @@ mod tests {
     use crate::id::RunId;
     use crate::state::{Event, EventKind, StepPath, Timestamp};
 
-    fn setup() -> (RunState, Workflow) {
+    fn setup() -> (RunState, Program) {
         let yaml = "cairn: 1\nid: r\ninputs:\n  n: integer\nsteps:\n  - id: a\n    set: 1\n";
         let mut no_files = |_: &str| Err("none".to_owned());
         let wf = crate::load("r.yaml", yaml.as_bytes(), &mut no_files).expect("valid");
@@ -228,14 +237,14 @@ mod tests {
         ] {
             events.push(Event { seq, at: Timestamp(0), actor: "engine".into(), kind });
         }
-        (RunState::fold(&events).expect("legal").expect("created"), wf)
+        (RunState::fold(&events).expect("legal").expect("created"), Program::new(wf).expect("acyclic"))
     }
 
     #[test]
     fn a_lone_expression_keeps_its_type_and_text_stays_text() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
         assert_eq!(r.value(&Template("{{ steps.a.output.items }}".into()), &ctx), Ok(json!([1, 2])));
         assert_eq!(r.value(&Template("n={{ inputs.n }}".into()), &ctx), Ok(json!("n=3")));
         assert_eq!(r.value(&Template("plain".into()), &ctx), Ok(json!("plain")));
@@ -246,7 +255,7 @@ mod tests {
     fn outputs_are_data_never_rendered_again() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
         assert_eq!(r.text(&Template("{{ steps.a.output.text }}".into()), &ctx), Ok("{{ inputs.n }}".into()));
     }
 
@@ -254,7 +263,7 @@ mod tests {
     fn unknown_names_are_errors_not_empty_strings() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
         let err = r.value(&Template("x{{ inputs.missing }}".into()), &ctx).expect_err("strict");
         assert!(err.contains("undefined"), "{err}");
     }
@@ -263,7 +272,7 @@ mod tests {
     fn runaway_templates_run_out_of_fuel() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, &Reads::all(), None, &[]);
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
         let err = r
             .value(
                 &Template(
@@ -280,7 +289,7 @@ mod tests {
     fn deep_renders_every_string_and_truthy_reads_conditions() {
         let (state, wf) = setup();
         let r = Renderer::default();
-        let ctx = r.context(&state, &wf, &Reads::all(), Some("more detail"), &[]);
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), Some("more detail"), &[]);
         let v = r.deep(&json!({"a": ["{{ inputs.n }}", 2], "b": "{{ feedback }}"}), &ctx);
         assert_eq!(v, Ok(json!({"a": [3, 2], "b": "more detail"})));
         for (v, t) in [

@@ -80,15 +80,34 @@ impl<'de> Deserialize<'de> for ScopeKey {
     }
 }
 
-/// Documents by scope and type.
+/// Documents by scope and type, and the entity (the `for_each` item) each
+/// instance scope stands for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Scopes(BTreeMap<ScopeKey, BTreeMap<Name, Value>>);
+pub struct Scopes {
+    docs: BTreeMap<ScopeKey, BTreeMap<Name, Value>>,
+    #[serde(default)]
+    entities: BTreeMap<ScopeKey, Value>,
+}
 
 impl Scopes {
     /// Stores (or replaces) a document of `doc_type` in `scope`.
     pub fn store(&mut self, scope: ScopeKey, doc_type: Name, value: Value) {
-        self.0.entry(scope).or_default().insert(doc_type, value);
+        self.docs.entry(scope).or_default().insert(doc_type, value);
+    }
+
+    /// The document of `doc_type` stored in exactly `scope`, not looking outward.
+    pub fn get(&self, scope: &ScopeKey, doc_type: &str) -> Option<&Value> {
+        self.docs.get(scope).and_then(|docs| docs.get(doc_type))
+    }
+
+    /// Records the item an instance scope stands for.
+    pub fn set_entity(&mut self, scope: ScopeKey, item: Value) {
+        self.entities.insert(scope, item);
+    }
+
+    /// The item of an instance scope, addressable by its key.
+    pub fn entity(&self, scope: &ScopeKey) -> Option<&Value> {
+        self.entities.get(scope)
     }
 
     /// Every document seen from `scope`: its own, then its ancestors' where
@@ -97,7 +116,7 @@ impl Scopes {
         let mut out = serde_json::Map::new();
         let mut current = Some(scope.clone());
         while let Some(s) = current {
-            for (name, doc) in self.0.get(&s).into_iter().flatten() {
+            for (name, doc) in self.docs.get(&s).into_iter().flatten() {
                 out.entry(name.to_string()).or_insert_with(|| doc.clone());
             }
             current = s.parent();
@@ -109,7 +128,7 @@ impl Scopes {
     pub fn lookup(&self, scope: &ScopeKey, doc_type: &str) -> Option<&Value> {
         let mut current = Some(scope.clone());
         while let Some(s) = current {
-            if let Some(v) = self.0.get(&s).and_then(|docs| docs.get(doc_type)) {
+            if let Some(v) = self.get(&s, doc_type) {
                 return Some(v);
             }
             current = s.parent();

@@ -328,6 +328,40 @@ pub enum EventKind {
         /// The step.
         path: StepPath,
     },
+    /// A `for_each` step fixed its instances: one per item, in item order.
+    /// Recorded once, so a resumed run expands to exactly these instances
+    /// even if the items would now render differently.
+    GroupExpanded {
+        /// The `for_each` step.
+        path: StepPath,
+        /// The scope the group runs in; each instance's scope is its child.
+        scope: ScopeKey,
+        /// The `as` name: the item's name in templates and in scope keys.
+        name: String,
+        /// Each instance's key, in item order.
+        keys: Vec<String>,
+        /// Each instance's item, stored as the entity of its scope.
+        items: Vec<Value>,
+    },
+    /// A loop began an iteration.
+    IterationStarted {
+        /// The `loop` step.
+        path: StepPath,
+        /// The iteration, from 0.
+        index: u32,
+    },
+    /// Every step of an instance or iteration finished.
+    InstanceFinished {
+        /// The group step.
+        path: StepPath,
+        /// The instance's position in the group.
+        index: u32,
+        /// Its key.
+        key: String,
+        /// A step of it that failed (with `on_failure: continue`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<StepPath>,
+    },
     /// A document was stored in a scope.
     DocumentStored {
         /// The scope.
@@ -397,6 +431,34 @@ impl EventKind {
     }
 }
 
+/// The instances of a `for_each` or the iterations of a `loop`, as far as
+/// the run got: enough to walk only the unfinished ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Each instance's key, in order (a loop's: `0`, `1`, ...).
+    pub keys: Vec<String>,
+    /// Which instances have finished.
+    pub done: Vec<bool>,
+    /// How many have finished.
+    pub finished: usize,
+    /// The first unfinished instance: the ones before it are all done.
+    pub first_open: usize,
+    /// The first step of an instance that failed and let the instance finish.
+    pub failed: Option<StepPath>,
+}
+
+impl GroupState {
+    fn add(&mut self, key: String) {
+        self.keys.push(key);
+        self.done.push(false);
+    }
+
+    /// Whether every instance has finished.
+    pub fn is_complete(&self) -> bool {
+        self.finished == self.keys.len()
+    }
+}
+
 /// The state of one step in a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
@@ -457,6 +519,9 @@ pub struct RunState {
     pub steps: BTreeMap<StepPath, StepState>,
     /// Documents by scope.
     pub scopes: Scopes,
+    /// `for_each` and `loop` steps that have started, by path.
+    #[serde(default)]
+    pub groups: BTreeMap<StepPath, GroupState>,
     /// Outputs of finished steps, in the order they finished (the progress log).
     pub progress: Vec<(StepPath, Value)>,
     /// The run's error, once failed.
@@ -503,6 +568,14 @@ pub enum ApplyError {
         /// Requested status.
         to: RunStatus,
     },
+    /// An instance event for a group that has not started.
+    #[error("event {seq}: {path} is not a started group")]
+    UnknownGroup {
+        /// The offending event.
+        seq: u64,
+        /// The group step.
+        path: StepPath,
+    },
     /// A step status move the machine does not allow.
     #[error("event {seq}: step {path} cannot go from {from:?} to {to:?}")]
     StepTransition {
@@ -546,6 +619,7 @@ impl RunState {
             status: RunStatus::Pending,
             steps: BTreeMap::new(),
             scopes: Scopes::default(),
+            groups: BTreeMap::new(),
             progress: Vec::new(),
             error: None,
             gotos: BTreeMap::new(),
@@ -611,6 +685,34 @@ impl RunState {
                 self.usage.add(*usage);
                 self.usage_by_model.entry(model.clone()).or_default().add(*usage);
             }
+            EventKind::GroupExpanded { path, scope, name, keys, items } => {
+                let mut group = GroupState::default();
+                for (key, item) in keys.iter().zip(items) {
+                    self.scopes.set_entity(scope.child(name, key), item.clone());
+                    group.add(key.clone());
+                }
+                self.groups.insert(path.clone(), group);
+            }
+            EventKind::IterationStarted { path, index } => {
+                self.groups.entry(path.clone()).or_default().add(index.to_string());
+            }
+            EventKind::InstanceFinished { path, index, failed, .. } => {
+                let group = self.groups.get_mut(path);
+                let Some(group) = group.filter(|g| (*index as usize) < g.keys.len()) else {
+                    return Err(ApplyError::UnknownGroup { seq, path: path.clone() });
+                };
+                let i = *index as usize;
+                if !group.done[i] {
+                    group.done[i] = true;
+                    group.finished += 1;
+                }
+                while group.done.get(group.first_open) == Some(&true) {
+                    group.first_open += 1;
+                }
+                if group.failed.is_none() {
+                    group.failed.clone_from(failed);
+                }
+            }
             EventKind::DocumentStored { scope, doc_type, value } => {
                 self.scopes.store(scope.clone(), doc_type.clone(), value.clone());
             }
@@ -623,8 +725,14 @@ impl RunState {
         Ok(())
     }
 
-    /// A step runs again: pending, with a new round of attempts.
+    /// A step runs again: pending, with a new round of attempts. A group
+    /// forgets its instances and everything they did.
     fn reset(&mut self, seq: u64, at: Timestamp, path: &StepPath) -> Result<(), ApplyError> {
+        if self.groups.remove(path).is_some() {
+            let inside = format!("{path}[");
+            self.steps.retain(|p, _| !p.as_str().starts_with(&inside));
+            self.groups.retain(|p, _| !p.as_str().starts_with(&inside));
+        }
         let step = self.step_to(seq, at, path, StepStatus::Pending)?;
         step.output = None;
         step.error = None;

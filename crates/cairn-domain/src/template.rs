@@ -21,6 +21,17 @@ pub fn environment() -> Environment<'static> {
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(64);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // Lists, mappings and none written into text read as JSON, the form
+    // prompts and programs expect, not as Python-style reprs.
+    env.set_formatter(|out, state, value| match value.kind() {
+        minijinja::value::ValueKind::None => out.write_str("null").map_err(minijinja::Error::from),
+        minijinja::value::ValueKind::Map | minijinja::value::ValueKind::Seq => {
+            let json = serde_json::to_string(value)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))?;
+            out.write_str(&json).map_err(minijinja::Error::from)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     env
 }
 

@@ -54,7 +54,7 @@ pub fn validate(wf: &mut Workflow, root: &Value, read_file: &mut ReadFile<'_>, p
         }
     }
     let mut steps = std::mem::take(&mut wf.steps);
-    checker.scope(&mut steps, &KeyPath::root().key("steps"), &top);
+    checker.scope(&mut steps, &KeyPath::root().key("steps"), &top, false);
     wf.steps = steps;
 }
 
@@ -119,6 +119,9 @@ struct Frame {
     /// The step whose template is checked; `None`: all steps of the scope
     /// have finished (a loop's `until`, checked after an iteration).
     row: Option<usize>,
+    /// A loop body: a sibling that has not run yet in this iteration is
+    /// read from the previous one, so every sibling is readable.
+    carried: bool,
 }
 
 /// What a template at some place may read. Cheap to clone: frames share
@@ -169,6 +172,9 @@ impl Ctx {
 
 impl Frame {
     fn can_read(&self, j: usize) -> bool {
+        if self.carried {
+            return true;
+        }
         match (self.row, &self.scope.reach) {
             (Some(i), Some(reach)) => reach.needs(i, j),
             _ => true,
@@ -221,7 +227,7 @@ impl Checker<'_, '_> {
     }
 
     /// Checks one sibling list; returns its id tables for a loop's `until`.
-    fn scope(&mut self, steps: &mut [Step], list: &KeyPath, outer: &Ctx) -> Rc<ScopeIds> {
+    fn scope(&mut self, steps: &mut [Step], list: &KeyPath, outer: &Ctx, carried: bool) -> Rc<ScopeIds> {
         let positions = self.positions(list, steps);
         let at = |i: usize| list.index(positions[i]);
         let mut first_at: BTreeMap<&str, usize> = BTreeMap::new();
@@ -269,7 +275,7 @@ impl Checker<'_, '_> {
         let scope = Rc::new(ScopeIds { ids, index, reach });
         for i in 0..steps.len() {
             let mut ctx = outer.clone();
-            ctx.frames.push(Frame { scope: Rc::clone(&scope), row: Some(i) });
+            ctx.frames.push(Frame { scope: Rc::clone(&scope), row: Some(i), carried });
             self.goto(steps, i, &at(i));
             self.step(&mut steps[i], &at(i), &ctx);
         }
@@ -347,15 +353,22 @@ impl Checker<'_, '_> {
             StepKind::ForEach(g) => {
                 self.template(&path.key("for_each").key("items"), &g.items, ctx, &[]);
                 let mut inner = ctx.clone();
+                if ctx.vars.iter().any(|v| v == g.as_name.as_str()) {
+                    let msg = format!(
+                        "`as: {}` hides the item of an enclosing `for_each` of the same name; pick another",
+                        g.as_name
+                    );
+                    self.problems.push(Rule::ReservedName, &path.key("for_each").key("as"), msg);
+                }
                 inner.vars.push(g.as_name.to_string());
-                self.scope(&mut g.steps, &path.key("steps"), &inner);
+                self.scope(&mut g.steps, &path.key("steps"), &inner, false);
             }
             StepKind::Loop(l) => {
                 let mut inner = ctx.clone();
                 inner.in_loop = true;
-                let body = self.scope(&mut l.steps, &path.key("steps"), &inner);
+                let body = self.scope(&mut l.steps, &path.key("steps"), &inner, true);
                 if let Some(until) = &l.until {
-                    inner.frames.push(Frame { scope: body, row: None });
+                    inner.frames.push(Frame { scope: body, row: None, carried: false });
                     self.template(&path.key("loop").key("until"), until, &inner, &[]);
                 }
             }

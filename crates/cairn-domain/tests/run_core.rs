@@ -2,128 +2,19 @@
 //! a fake clock: every attempt takes one second, attempts in flight finish in
 //! the order they started. The snapshot is the run's event log.
 
-use cairn_domain::decide::{Action, Outcome, Program, attempt_finished, decide};
-use cairn_domain::id::RunId;
-use cairn_domain::render::Renderer;
-use cairn_domain::state::{ErrorClass, Event, EventKind, RunState, StepError, StepPath, Timestamp};
-use serde_json::{Value, json};
+mod common;
 
-type Script = dyn Fn(&str, u32) -> Outcome;
-
-fn fail(class: ErrorClass, message: &str) -> Outcome {
-    Outcome::Failed {
-        error: StepError { class, message: message.into(), hint: None },
-        output: None,
-        retry_after: None,
-    }
-}
-
-fn ok(path: &str) -> Outcome {
-    Outcome::Succeeded(json!(format!("{path} done")))
-}
+use cairn_domain::decide::Outcome;
+use cairn_domain::state::{ErrorClass, Event, RunState, StepError};
+use common::{fail, ok};
 
 /// Runs `yaml` to the end (or until it waits) and returns its event log as lines.
-fn simulate(yaml: &str, script: &Script) -> String {
-    simulate_events(yaml, script).iter().map(line).collect::<Vec<_>>().join("\n")
+fn simulate(yaml: &str, script: &dyn Fn(&str, u32) -> Outcome) -> String {
+    common::simulate(yaml, &|p, n, _| script(p, n))
 }
 
-/// Runs `yaml` to the end (or until it waits) and returns its event log.
-fn simulate_events(yaml: &str, script: &Script) -> Vec<Event> {
-    let mut no_files = |_: &str| Err("no files".to_owned());
-    let wf = cairn_domain::load("wf.yaml", yaml.as_bytes(), &mut no_files).expect("valid workflow");
-    let program = Program::new(wf).expect("acyclic");
-    let renderer = Renderer::default();
-    let mut now = Timestamp(0);
-    let mut log: Vec<Event> = Vec::new();
-    let record = |state: &mut Option<RunState>, kind: EventKind, now: Timestamp, log: &mut Vec<Event>| {
-        let event = Event { seq: log.len() as u64 + 1, at: now, actor: "engine".into(), kind };
-        match state {
-            None => *state = Some(RunState::create(&event).expect("created")),
-            Some(s) => s.apply(&event).expect("legal event"),
-        }
-        log.push(event);
-    };
-    let mut state = None;
-    let created = EventKind::RunCreated {
-        run_id: RunId::new("run-1").expect("id"),
-        workflow: program.workflow().id.clone(),
-        definition_hash: "test".into(),
-        inputs: json!({"flag": false}),
-    };
-    record(&mut state, created, now, &mut log);
-    let mut in_flight: Vec<(StepPath, u32)> = Vec::new();
-    for _ in 0..500 {
-        let s = state.as_ref().expect("state");
-        let actions = decide(s, &program, &renderer, now);
-        let mut wake = None;
-        let mut progressed = false;
-        for action in actions {
-            match action {
-                Action::Record(kind) => {
-                    if let EventKind::StepCancelled { path } = &kind {
-                        in_flight.retain(|(p, _)| p != path);
-                    }
-                    record(&mut state, kind, now, &mut log);
-                    progressed = true;
-                }
-                Action::Start { path, attempt } => {
-                    record(&mut state, EventKind::StepStarted { path: path.clone(), attempt }, now, &mut log);
-                    in_flight.push((path, attempt));
-                    progressed = true;
-                }
-                Action::WakeAt(t) => wake = Some(t),
-            }
-        }
-        if progressed {
-            continue;
-        }
-        if !in_flight.is_empty() {
-            let (path, attempt) = in_flight.remove(0);
-            now = Timestamp(now.0 + 1000);
-            let outcome = script(path.as_str(), attempt);
-            let s = state.as_ref().expect("state");
-            for kind in attempt_finished(s, &program, &path, attempt, outcome, now) {
-                record(&mut state, kind, now, &mut log);
-            }
-        } else if let Some(t) = wake {
-            now = t;
-        } else {
-            break;
-        }
-    }
-    log
-}
-
-/// One event as a short line.
-fn line(e: &Event) -> String {
-    let t = format!("{:>3}.{:03}s", e.at.0 / 1000, e.at.0 % 1000);
-    let detail = match &e.kind {
-        EventKind::RunCreated { workflow, .. } => format!("run_created {workflow}"),
-        EventKind::StepStarted { path, attempt } => format!("step_started {path} #{attempt}"),
-        EventKind::StepSucceeded { path, output } => format!("step_succeeded {path} -> {output}"),
-        EventKind::StepFailed { path, attempt, error, retry_at, .. } => format!(
-            "step_failed {path} #{attempt} {}: {}{}",
-            error.class,
-            error.message,
-            retry_at.map(|t| format!(" (retry at {}.{:03}s)", t.0 / 1000, t.0 % 1000)).unwrap_or_default()
-        ),
-        EventKind::StepSkipped { path, reason, cascade } => {
-            format!("step_skipped {path}: {reason}{}", if *cascade { " (cascades)" } else { "" })
-        }
-        EventKind::GotoTaken { from, to, reset } => {
-            let reset: Vec<&str> = reset.iter().map(StepPath::as_str).collect();
-            format!("goto_taken {from} -> {to}, again: {}", reset.join(", "))
-        }
-        EventKind::RunFailed { error } => format!("run_failed {}: {}", error.class, error.message),
-        other => {
-            let v = serde_json::to_value(other).unwrap_or(Value::Null);
-            let kind = v["type"].as_str().unwrap_or("?").to_owned();
-            let path = v["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
-            let wait = v["wait"].as_str().map(|w| format!(" ({w})")).unwrap_or_default();
-            format!("{kind}{path}{wait}")
-        }
-    };
-    format!("{:>2} {t} {detail}", e.seq)
+fn simulate_events(yaml: &str, script: &dyn Fn(&str, u32) -> Outcome) -> Vec<Event> {
+    common::simulate_events(yaml, &|p, n, _| script(p, n))
 }
 
 const HEADER: &str = "cairn: 1\nid: t\ninputs:\n  flag: boolean\n";

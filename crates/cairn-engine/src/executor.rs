@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use cairn_domain::decide::{Action, Program, attempt_finished, decide, idempotency_key};
 use cairn_domain::definition::{StepKind, Workflow};
 use cairn_domain::id::RunId;
+use cairn_domain::program::Frame;
 use cairn_domain::render::Renderer;
 use cairn_domain::state::{
     ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind,
@@ -267,7 +268,7 @@ impl Engine {
             .state
             .steps
             .iter()
-            .filter(|(_, s)| s.status == StepStatus::Running)
+            .filter(|(p, s)| s.status == StepStatus::Running && is_attempt(&program, p))
             .map(|(p, s)| (p.clone(), s.attempts))
             .collect();
         for (path, attempt) in in_flight {
@@ -461,16 +462,19 @@ impl<'a> Drive<'a> {
         }
     }
 
-    /// Stops what is in flight and records the run cancelled.
+    /// Stops what is in flight and records it, the groups it ran in and
+    /// the run cancelled.
     async fn cancel(mut self) -> Result<RunState, EngineError> {
-        let mut paths: Vec<StepPath> = Vec::new();
-        for (path, handle) in self.in_flight.drain() {
+        for (_, handle) in self.in_flight.drain() {
             handle.abort();
-            paths.push(path);
         }
-        paths.sort();
-        let mut events: Vec<EventKind> =
-            paths.into_iter().map(|path| EventKind::StepCancelled { path }).collect();
+        let mut events: Vec<EventKind> = self
+            .state
+            .steps
+            .iter()
+            .filter(|(_, s)| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
+            .map(|(path, _)| EventKind::StepCancelled { path: path.clone() })
+            .collect();
         if !self.state.status.is_terminal() {
             events.push(EventKind::RunCancelled);
         }
@@ -521,16 +525,12 @@ impl<'a> Drive<'a> {
 
     /// Renders and starts one attempt (recorded as started already).
     fn spawn(&mut self, path: StepPath, attempt: u32) {
-        let Some(step) = self.program.step(&path) else { return };
+        let Some((frame, i)) = Frame::of(self.program, &self.state, &path) else { return };
+        let block = self.program.block(frame.block());
+        let step = &block.steps[i];
         let engine = self.engine;
         let key = idempotency_key(&self.state, &path, attempt);
-        let context = engine.renderer.context(
-            &self.state,
-            self.program.workflow(),
-            self.program.reads(&path),
-            None,
-            &[],
-        );
+        let context = engine.renderer.context(&self.state, self.program, &frame, &block.reads[i], None, &[]);
         let job = job::Attempt {
             program: self.program,
             renderer: &engine.renderer,
@@ -572,6 +572,12 @@ impl<'a> Drive<'a> {
         events.extend(attempt_finished(&self.state, self.program, path, attempt, finished.outcome, now));
         self.engine.record(&mut self.state, events).await
     }
+}
+
+/// Whether the step at `path` runs as attempts (a group step does not: its
+/// instances do).
+fn is_attempt(program: &Program, path: &StepPath) -> bool {
+    program.step(path).is_some_and(|s| s.body().is_none())
 }
 
 /// Waits for the next control request; `false` when nobody can send one any more.

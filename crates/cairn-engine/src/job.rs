@@ -168,11 +168,12 @@ impl Attempt<'_> {
                 };
                 Job::Handler { handler: Arc::clone(handler), call }
             }
-            // `decide` puts an approval in waiting instead of starting it.
+            // `decide` starts approvals by waiting, and groups by expanding
+            // their instances: neither is ever an attempt.
             StepKind::Approval(_) | StepKind::ForEach(_) | StepKind::Loop(_) => {
                 return Err(refused(
                     ErrorClass::Fatal,
-                    format!("`{}` steps are not executed by this version of cairn", step.kind.key()),
+                    format!("a `{}` step has no attempt to execute", step.kind.key()),
                     None,
                 ));
             }

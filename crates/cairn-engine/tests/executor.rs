@@ -8,51 +8,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{ErrorClass, RunStatus};
-use cairn_engine::{Definition, EngineBuilder, EngineError, MemoryStore, MockLlm};
+use cairn_engine::{EngineBuilder, EngineError, MemoryStore};
 use cairn_ports::{
-    ChatResponse, Clock, HandlerCall, MockLlmProvider, MockRunStore, PortError, RunStore, StepHandler,
-    StoreError, Usage,
+    ChatResponse, HandlerCall, MockLlmProvider, MockRunStore, PortError, RunStore, StepHandler, StoreError,
+    Usage,
 };
-use cairn_testkit::{FakeClock, event_line};
 use serde_json::{Value, json};
 
+mod support;
+
+use support::{Gauge, Harness, definition, recorder, run_id};
+
 cairn_testkit::run_store_suite!(cairn_engine::MemoryStore::new());
-
-fn definition(yaml: &str) -> Definition {
-    Definition {
-        name: "wf.yaml".into(),
-        text: yaml.into(),
-        workflow: cairn_testkit::workflow(yaml),
-        files: Default::default(),
-    }
-}
-
-fn run_id() -> RunId {
-    RunId::new("run-1").expect("id")
-}
-
-struct Harness {
-    store: Arc<MemoryStore>,
-    clock: Arc<FakeClock>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self { store: Arc::new(MemoryStore::new()), clock: Arc::new(FakeClock::default()) }
-    }
-
-    fn builder(&self, llm_latency: Duration) -> EngineBuilder {
-        let clock: Arc<dyn Clock> = self.clock.clone();
-        EngineBuilder::new(self.store.clone())
-            .clock(clock.clone())
-            .provider("default", Arc::new(MockLlm::new(clock, llm_latency)))
-    }
-
-    async fn log(&self) -> String {
-        let events = self.store.load(&run_id()).await.expect("run stored").events;
-        events.iter().map(event_line).collect::<Vec<_>>().join("\n")
-    }
-}
 
 const REVIEW: &str = r#"cairn: 1
 id: review
@@ -116,24 +83,6 @@ async fn independent_steps_run_at_the_same_time() {
             .expect("no deadlock: both steps were in flight together")
             .expect("runs");
     assert_eq!(state.status, RunStatus::Completed);
-}
-
-/// Counts how many calls are in flight at once.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-#[async_trait]
-impl StepHandler for Gauge {
-    async fn call(&self, _: HandlerCall) -> Result<Value, PortError> {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        Ok(json!(n))
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -273,35 +222,6 @@ async fn a_stopping_failure_cancels_the_siblings_in_flight() {
         ("step `bad` failed: bad request", Some("fix the request"))
     );
     insta::assert_snapshot!(h.log().await);
-}
-
-/// Records the idempotency key of every call, and can pause or cancel the
-/// run from inside a call.
-struct Recorder {
-    keys: std::sync::Mutex<Vec<String>>,
-    on_call: Option<(tokio::sync::watch::Sender<cairn_engine::Control>, cairn_engine::Control)>,
-    hang: bool,
-}
-
-#[async_trait]
-impl StepHandler for Recorder {
-    async fn call(&self, call: HandlerCall) -> Result<Value, PortError> {
-        self.keys.lock().expect("lock").push(call.idempotency_key.clone());
-        if let Some((tx, request)) = &self.on_call {
-            let _ = tx.send(*request);
-        }
-        if self.hang {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-        Ok(json!(call.path.as_str()))
-    }
-}
-
-fn recorder(
-    on_call: Option<(tokio::sync::watch::Sender<cairn_engine::Control>, cairn_engine::Control)>,
-    hang: bool,
-) -> Arc<Recorder> {
-    Arc::new(Recorder { keys: Default::default(), on_call, hang })
 }
 
 const TWO: &str = "cairn: 1\nid: two\nsteps:\n  - id: a\n    uses: rec\n  - id: b\n    uses: rec\n";

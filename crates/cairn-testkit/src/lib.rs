@@ -76,6 +76,13 @@ pub fn event_line(e: &Event) -> String {
             let word = serde_json::to_value(wait).ok().and_then(|w| w.as_str().map(str::to_owned));
             format!(" ({})", word.unwrap_or_default())
         }
+        EventKind::GroupExpanded { keys, .. } => format!(": {}", keys.join(", ")),
+        EventKind::IterationStarted { index, .. } => format!(" [{index}]"),
+        EventKind::InstanceFinished { key, failed, .. } => {
+            let failed = failed.as_ref().map(|f| format!(" ({f} failed)")).unwrap_or_default();
+            format!(" [{key}]{failed}")
+        }
+        EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in [{scope}]"),
         EventKind::UsageRecorded { model, usage, .. } => {
             format!(" {model} {}+{}", usage.prompt_tokens, usage.completion_tokens)
         }
