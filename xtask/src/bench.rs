@@ -30,6 +30,10 @@ pub fn run(_args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
+    let fan_outs = [(1_000, RUNS_FAN_OUT), (10_000, 1)]
+        .into_iter()
+        .map(|(items, runs)| fan_out_row(&cairn, &dir, items, runs))
+        .collect::<Result<Vec<_>>>()?;
     let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
     let durable_report = bench_json("cairn-app", "durable")?;
     let durable = rows_of(&durable_report, "durable")?;
@@ -43,7 +47,7 @@ pub fn run(_args: &[String]) -> Result<()> {
             serde_json::json!({"name": name, "median_ms": ms(*median), "best_ms": ms(*best), "runs": RUNS}),
         );
     }
-    for row in engine.iter().chain(&durable) {
+    for row in engine.iter().chain(&durable).chain(&fan_outs) {
         if let Some(error) = row["error"].as_str() {
             let _ = writeln!(table, "{:<38} {error}", row["name"].as_str().unwrap_or("?"));
             continue;
@@ -62,6 +66,12 @@ pub fn run(_args: &[String]) -> Result<()> {
         if let Some(rate) = row["ops_per_s"].as_f64() {
             let _ = write!(table, "   {rate:>6.0} fsyncs/s");
         }
+        if let Some(rate) = row["items_per_s"].as_f64() {
+            let _ = write!(table, "   {rate:>6.0} items/s");
+        }
+        if let Some(mb) = row["peak_rss_mb"].as_f64() {
+            let _ = write!(table, "   peak {mb:.1} MB");
+        }
         table.push('\n');
     }
     let _ = writeln!(table, "durable chain steps/s per disk fsync/s: {ratio:.3}");
@@ -70,6 +80,7 @@ pub fn run(_args: &[String]) -> Result<()> {
         "benchmarks": json,
         "engine": engine,
         "durable": durable,
+        "fan_out": fan_outs,
         "durable_ratio_chain_to_fsync": ratio,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
@@ -112,6 +123,73 @@ fn rows_of(report: &serde_json::Value, key: &str) -> Result<Vec<serde_json::Valu
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Repetitions of the 1,000-item fan-out through the binary.
+const RUNS_FAN_OUT: usize = 5;
+
+/// `cairn run` of a fan-out over `items` (trivial body, then a reduce), on
+/// a fresh data directory with the default `sync` durability, `runs`
+/// times: wall time of the whole process, items/s and peak resident memory.
+fn fan_out_row(cairn: &Path, dir: &Path, items: usize, runs: usize) -> Result<serde_json::Value> {
+    let wf = dir.join(format!("fan-out-{items}.yaml"));
+    std::fs::write(&wf, fan_out_workflow(items))?;
+    let mut times = Vec::with_capacity(runs);
+    let mut peak_kb = 0;
+    for _ in 0..runs {
+        let data = dir.join("fan-out-data");
+        let _ = std::fs::remove_dir_all(&data);
+        let start = Instant::now();
+        let mut child = Command::new(cairn)
+            .args(["run", wf.to_str().unwrap_or_default()])
+            .env("CAIRN_DATA_DIR", &data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting cairn")?;
+        let status_file = format!("/proc/{}/status", child.id());
+        let status = loop {
+            if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| peak_rss_kb(&s)) {
+                peak_kb = peak_kb.max(kb);
+            }
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        times.push(start.elapsed());
+        if !status.success() {
+            bail!("the {items}-item fan-out failed: {status}");
+        }
+    }
+    times.sort();
+    let (median, best) = (times[times.len() / 2], times[0]);
+    eprintln!("fan-out {items}: median {:.1} ms, peak {} KB", ms(median), peak_kb);
+    Ok(serde_json::json!({
+        "name": format!("cairn run: fan-out {items} items, sync"),
+        "items": items,
+        "runs": runs,
+        "median_ms": ms(median),
+        "best_ms": ms(best),
+        "items_per_s": (items as f64 / median.as_secs_f64()).round(),
+        "peak_rss_mb": (peak_kb as f64 / 102.4).round() / 10.0,
+    }))
+}
+
+/// `VmHWM` (the peak resident set) of a `/proc/PID/status` text, in KB.
+/// Sampled every 2 ms while the process runs, so growth in its very last
+/// milliseconds could be missed.
+fn peak_rss_kb(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The fan-out of `cairn_testkit::bench::fan_out`: `items` numbers, 64
+/// instances open at once, a trivial `set` each, then a reduce.
+fn fan_out_workflow(items: usize) -> String {
+    format!(
+        "cairn: 1\nid: fanout\ndefaults: {{ max_parallel: 64 }}\nsteps:\n  - id: items\n    set: \"{{{{ range({items}) | list }}}}\"\n  - id: per_item\n    for_each: {{ items: \"{{{{ steps.items.output }}}}\", as: item }}\n    steps:\n      - id: work\n        set: \"{{{{ item * 2 }}}}\"\n  - id: reduce\n    set: \"{{{{ steps.per_item.output | length }}}}\"\n"
+    )
 }
 
 /// Runs the binary `RUNS` times; returns (median, best) wall time.

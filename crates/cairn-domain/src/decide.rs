@@ -142,7 +142,7 @@ impl Cx<'_> {
     fn frame(&self, frame: &Frame, walk: &mut Walk) -> Result<End, Decisive> {
         let block = self.program.block(frame.block());
         let n = block.steps.len();
-        let paths: Vec<StepPath> = block.steps.iter().map(|s| frame.path(s.id.as_str())).collect();
+        let paths = frame.paths(self.program);
         let steps: Vec<Option<&StepState>> = paths.iter().map(|p| self.state.steps.get(p)).collect();
         let status = |i: usize| steps[i].map_or(StepStatus::Pending, |s| s.status);
 

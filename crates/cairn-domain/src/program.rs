@@ -31,6 +31,8 @@ pub const MAX_INSTANCES: usize = 100_000;
 pub struct Block {
     /// The steps, in file order.
     pub steps: Vec<Step>,
+    /// Their paths at the top level (their ids), made once.
+    top_paths: Vec<StepPath>,
     index: HashMap<String, usize>,
     /// Who needs whom among the siblings.
     pub dag: Dag,
@@ -165,6 +167,7 @@ fn add_block(
     let me = blocks.len();
     blocks.push(Block {
         steps: steps.to_vec(),
+        top_paths: steps.iter().map(|s| StepPath::new(s.id.as_str())).collect(),
         index: steps.iter().enumerate().map(|(i, s)| (s.id.to_string(), i)).collect(),
         dag,
         reach,
@@ -253,6 +256,17 @@ impl Frame {
     /// The block this frame runs.
     pub fn block(&self) -> usize {
         self.levels.last().map_or(0, |l| l.block)
+    }
+
+    /// The paths of every step of this frame, in file order.
+    pub fn paths<'p>(&self, program: &'p Program) -> std::borrow::Cow<'p, [StepPath]> {
+        let block = program.block(self.block());
+        match self.levels.last() {
+            Some(level) if !level.prefix.is_empty() => {
+                block.steps.iter().map(|s| self.path(s.id.as_str())).collect::<Vec<_>>().into()
+            }
+            _ => block.top_paths.as_slice().into(),
+        }
     }
 
     /// The path of this frame's step `id`.

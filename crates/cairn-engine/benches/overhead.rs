@@ -98,6 +98,7 @@ fn main() {
         vec![
             measure("chain 1,000 steps", &chain(STEPS), STEPS).await,
             measure("fan-in 1,000 wide", &fan_in(STEPS), STEPS + 1).await,
+            measure("fan-out 1,000 items + reduce", &cairn_testkit::bench::fan_out(STEPS), STEPS + 2).await,
         ]
     });
     println!("{}", json!({ "engine": rows }));

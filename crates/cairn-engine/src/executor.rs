@@ -27,7 +27,11 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::job::{self, Finished, Ports};
 use crate::{EngineError, SystemClock};
 
-/// Events between physical snapshots: loading a run replays at most this many.
+/// Events between physical snapshots, at least. A run with more steps
+/// than this snapshots every (power of two ≥) its step count instead: a
+/// snapshot costs what the state holds, so taking one every O(steps) events
+/// keeps their total cost linear in the run's length, and loading replays
+/// at most about as many events as a snapshot has steps.
 pub const SNAPSHOT_EVERY: u64 = 500;
 
 /// A definition to run: the validated workflow and the exact text it came from.
@@ -234,7 +238,8 @@ impl Engine {
             state.apply(event)?;
             self.sink.emit(&state.run_id, &LiveEvent::Recorded(event));
         }
-        if state.seq / SNAPSHOT_EVERY > before / SNAPSHOT_EVERY {
+        let every = SNAPSHOT_EVERY.max((state.steps.len() as u64).next_power_of_two());
+        if state.seq / every > before / every {
             self.snapshot(state).await?;
         }
         Ok(())
@@ -514,10 +519,12 @@ impl<'a> Drive<'a> {
             if starts.is_empty() {
                 return Ok(wake);
             }
+            // One append for every start: all are on disk before any runs.
+            let started = starts
+                .iter()
+                .map(|(path, attempt)| EventKind::StepStarted { path: path.clone(), attempt: *attempt });
+            self.engine.record(&mut self.state, started.collect()).await?;
             for (path, attempt) in starts {
-                self.engine
-                    .record(&mut self.state, vec![EventKind::StepStarted { path: path.clone(), attempt }])
-                    .await?;
                 self.spawn(path, attempt);
             }
         }

@@ -336,3 +336,16 @@ async fn fork_copies_up_to_a_checkpoint_and_stop_marks_runs_nobody_drives() {
     let ended = engine.stop(&run_id(), cairn_engine::Control::Pause).await.expect_err("completed");
     assert!(matches!(ended, EngineError::Finished { .. }), "{ended}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fan_out_keeps_to_its_group_limit_on_real_tasks() {
+    let yaml = "cairn: 1\nid: fan\ndefaults:\n  max_parallel: 3\nsteps:\n  - id: g\n    for_each: { items: \"{{ range(6) | list }}\", max_parallel: 2 }\n    steps:\n      - id: work\n        uses: gauge\n  - id: sum\n    set: \"{{ steps.g.output | map(attribute='work') | list | length }}\"\n";
+    let gauge = Arc::new(Gauge::default());
+    let h = Harness::new();
+    let engine = h.builder(Duration::ZERO).handler("gauge", gauge.clone()).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(gauge.max.load(Ordering::SeqCst), 2, "two instances at a time, under the run's three");
+    assert_eq!(state.updated_at.0, 300, "6 instances of 100 ms, 2 at a time: 3 rounds");
+    assert_eq!(state.steps[&cairn_domain::state::StepPath::new("sum")].output, Some(json!(6)));
+}

@@ -91,6 +91,11 @@ pub struct SledStore {
 /// Snapshots kept per run unless [`SledStore::keep_snapshots`] says otherwise.
 pub const DEFAULT_KEEP_SNAPSHOTS: usize = 10;
 
+/// The most memory sled's page cache may hold. Runs are read once when
+/// loaded and then only appended to, so a small cache costs no speed and
+/// keeps a long fan-out's memory flat.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails clearly when another
     /// process holds it, when `dir` holds other files, or when the files are
@@ -105,20 +110,25 @@ impl SledStore {
             Durability::Batch { window_ms } => Some(window_ms.max(1)),
             Durability::Sync | Durability::None => None,
         };
-        let db = sled::Config::new().path(dir).flush_every_ms(flush_every).open().map_err(|e| {
-            let reason = e.to_string();
-            if reason.contains("lock")
-                || reason.contains("WouldBlock")
-                || reason.contains("temporarily unavailable")
-            {
-                let holder = std::fs::read_to_string(dir.join(HOLDER_FILE))
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_default();
-                OpenError::Locked { path: dir.to_path_buf(), holder }
-            } else {
-                OpenError::Corrupt { path: dir.to_path_buf(), reason }
-            }
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(flush_every)
+            .open()
+            .map_err(|e| {
+                let reason = e.to_string();
+                if reason.contains("lock")
+                    || reason.contains("WouldBlock")
+                    || reason.contains("temporarily unavailable")
+                {
+                    let holder = std::fs::read_to_string(dir.join(HOLDER_FILE))
+                        .map(|h| h.trim().to_owned())
+                        .unwrap_or_default();
+                    OpenError::Locked { path: dir.to_path_buf(), holder }
+                } else {
+                    OpenError::Corrupt { path: dir.to_path_buf(), reason }
+                }
+            })?;
         let corrupt = |e: sled::Error| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() };
         match db.get(FORMAT_KEY).map_err(corrupt)? {
             Some(v) if v.as_ref() == FORMAT => {}

@@ -107,6 +107,15 @@ pub fn workflow(yaml: &str) -> cairn_domain::definition::Workflow {
 pub mod bench {
     use std::time::Duration;
 
+    /// A fan-out over `items` numbers (64 instances open at once), each
+    /// instance one trivial `set` step, then a reduce step reading every
+    /// instance's output.
+    pub fn fan_out(items: usize) -> String {
+        format!(
+            "cairn: 1\nid: fanout\ndefaults: {{ max_parallel: 64 }}\nsteps:\n  - id: items\n    set: \"{{{{ range({items}) | list }}}}\"\n  - id: per_item\n    for_each: {{ items: \"{{{{ steps.items.output }}}}\", as: item }}\n    steps:\n      - id: work\n        set: \"{{{{ item * 2 }}}}\"\n  - id: reduce\n    set: \"{{{{ steps.per_item.output | length }}}}\"\n"
+        )
+    }
+
     /// The median and the best of `times`, in seconds.
     pub fn median_best(mut times: Vec<Duration>) -> (f64, f64) {
         times.sort();
