@@ -98,9 +98,41 @@ pub fn fresh_data_dir() -> PathBuf {
     dir
 }
 
-/// Replaces durations (`12ms`, `1.5s`) by `<t>`, so snapshots of timed
-/// output are stable.
+/// Replaces durations (`12ms`, `1.5s`) by `<t>` and ISO times
+/// (`2026-11-24T06:28:21.897Z`) by `<time>`, so snapshots of timed output
+/// are stable.
 pub fn redact_times(text: &str) -> String {
+    redact_durations(&redact_iso(text))
+}
+
+/// Replaces ISO-8601 UTC times with milliseconds by `<time>`.
+pub fn redact_iso(text: &str) -> String {
+    const SHAPE: &str = "dddd-dd-ddTdd:dd:dd.dddZ";
+    let bytes = text.as_bytes();
+    let fits = |at: usize| {
+        bytes.get(at..at + SHAPE.len()).is_some_and(|window| {
+            window
+                .iter()
+                .zip(SHAPE.bytes())
+                .all(|(b, s)| if s == b'd' { b.is_ascii_digit() } else { *b == s })
+        })
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if fits(i) {
+            out.push_str("<time>");
+            i += SHAPE.len();
+            continue;
+        }
+        let len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + len]);
+        i += len;
+    }
+    out
+}
+
+fn redact_durations(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;

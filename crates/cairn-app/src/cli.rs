@@ -44,6 +44,55 @@ pub struct Cli {
     pub verb: Verb,
 }
 
+/// What `approve` and `reject` take.
+#[derive(Debug, clap::Args)]
+pub struct Decide {
+    /// The run.
+    run: String,
+    /// The waiting step (its path); needed when several wait.
+    #[arg(long)]
+    gate: Option<String>,
+    /// The role you decide as; required when the gate lists approvers.
+    #[arg(long = "as", value_name = "ROLE")]
+    role: Option<String>,
+    /// Why; a rejection's comment is the rework's `{{ feedback }}`.
+    #[arg(long)]
+    comment: Option<String>,
+    /// Who decides, for the audit trail (default: the OS user).
+    #[arg(long)]
+    by: Option<String>,
+    /// Record the decision without driving the run on.
+    #[arg(long)]
+    detach: bool,
+    /// Never ask at the terminal: a later gate persists the wait and exits 3.
+    #[arg(long)]
+    non_interactive: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    format: RunFormat,
+}
+
+impl Decide {
+    /// The request of `approve` or `reject`.
+    fn request(self, verb: &'static str, decision: cairn_engine::GateDecision) -> crate::gate::Request {
+        let call = cairn_engine::GateCall {
+            gate: self.gate,
+            decision,
+            role: self.role,
+            comment: self.comment,
+            by: self.by.unwrap_or_else(crate::session::whoami),
+        };
+        crate::gate::Request {
+            run: self.run,
+            verb,
+            call,
+            detach: self.detach,
+            non_interactive: self.non_interactive,
+            format: self.format,
+        }
+    }
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Verb {
@@ -101,10 +150,40 @@ pub enum Verb {
         /// The run.
         run: String,
     },
-    /// Drive a paused, blocked or interrupted run on, like `run`.
+    /// Drive a paused, blocked, waiting or interrupted run on, like `run`.
     Resume {
         /// The run.
         run: String,
+        /// Never ask at the terminal: a gate persists the wait and exits 3.
+        #[arg(long)]
+        non_interactive: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+    },
+    /// Approve at a gate; when the gate is satisfied the run goes on.
+    Approve(Decide),
+    /// Reject at a gate: the step is reworked or fails, as the gate says.
+    Reject(Decide),
+    /// Answer a model's questions; the step runs again with them.
+    Answer {
+        /// The run.
+        run: String,
+        /// The waiting step (its path); needed when several wait.
+        #[arg(long)]
+        gate: Option<String>,
+        /// The answers.
+        #[arg(long)]
+        text: String,
+        /// Who answers, for the audit trail (default: the OS user).
+        #[arg(long)]
+        by: Option<String>,
+        /// Record the answer without driving the run on.
+        #[arg(long)]
+        detach: bool,
+        /// Never ask at the terminal: a later gate persists the wait and exits 3.
+        #[arg(long)]
+        non_interactive: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
@@ -223,8 +302,9 @@ pub fn run(cli: Cli) -> u8 {
     let code = match cli.verb {
         Verb::Validate { files, format } => validate(&files, format, &mut out),
         Verb::Plan { file, format } => plan(&file, format, &mut out),
-        Verb::Run { file, inputs, inputs_file, run_id, non_interactive: _, format } => {
+        Verb::Run { file, inputs, inputs_file, run_id, non_interactive, format } => {
             crate::run::run(&crate::run::RunRequest {
+                non_interactive,
                 file: &file,
                 inputs: &inputs,
                 inputs_file: inputs_file.as_deref(),
@@ -248,7 +328,27 @@ pub fn run(cli: Cli) -> u8 {
                 Verb::Status { run, format } => steer::status(&common, &run, format),
                 Verb::Pause { run } => steer::pause_or_cancel(&common, &run, false),
                 Verb::Cancel { run } => steer::pause_or_cancel(&common, &run, true),
-                Verb::Resume { run, format } => steer::resume(&common, &run, format),
+                Verb::Resume { run, non_interactive, format } => {
+                    steer::resume(&common, &run, non_interactive, format)
+                }
+                Verb::Approve(d) => {
+                    crate::gate::decide(&common, d.request("approve", cairn_engine::GateDecision::Approve))
+                }
+                Verb::Reject(d) => {
+                    crate::gate::decide(&common, d.request("reject", cairn_engine::GateDecision::Reject))
+                }
+                Verb::Answer { run, gate, text, by, detach, non_interactive, format } => {
+                    let call = cairn_engine::GateCall {
+                        gate,
+                        decision: cairn_engine::GateDecision::Answer(text),
+                        role: None,
+                        comment: None,
+                        by: by.unwrap_or_else(crate::session::whoami),
+                    };
+                    let req =
+                        crate::gate::Request { run, verb: "answer", call, detach, non_interactive, format };
+                    crate::gate::decide(&common, req)
+                }
                 Verb::Checkpoints { run, format } => steer::checkpoints(&common, &run, format),
                 Verb::Fork { run, checkpoint, format } => steer::fork(&common, &run, checkpoint, format),
                 Verb::Events { run, format } => steer::events(&common, &run, format),

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod files;
+pub mod gate;
 pub mod progress;
 pub mod render;
 pub mod run;

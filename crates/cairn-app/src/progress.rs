@@ -63,7 +63,7 @@ impl Progress {
             }
             EventKind::StepSkipped { path, reason, .. } => format!("  ↷ {path} skipped: {reason}"),
             EventKind::StepCancelled { path } => format!("  ■ {path} cancelled"),
-            EventKind::StepWaiting { path, wait } => {
+            EventKind::StepWaiting { path, wait, .. } => {
                 let kind = serde_json::to_value(wait)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

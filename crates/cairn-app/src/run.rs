@@ -35,6 +35,8 @@ pub struct RunRequest<'a> {
     pub llm: Option<&'a str>,
     /// `--data-dir`.
     pub data_dir: &'a Path,
+    /// `--non-interactive`: never ask at the terminal.
+    pub non_interactive: bool,
 }
 
 /// Prints a usage error and returns exit code 2.
@@ -95,7 +97,10 @@ pub fn run(req: &RunRequest<'_>) -> u8 {
         files: loaded_def.files,
     };
     let run_id_text = run_id.to_string();
-    let state = match runtime.block_on(engine.run(definition, Value::Object(inputs), run_id)) {
+    let started = runtime.block_on(engine.run(definition, Value::Object(inputs), run_id));
+    let state = started
+        .and_then(|state| crate::gate::converse(&runtime, &engine, state, &workflow, !req.non_interactive));
+    let state = match state {
         Ok(state) => state,
         Err(EngineError::Inputs(e)) => return usage(format!("{name}: {e}")),
         Err(EngineError::Store(StoreError::AlreadyExists(id))) => {
@@ -122,9 +127,10 @@ pub fn store_failed(e: &StoreError, run: &str) -> String {
 /// Prints a run as `--format` asks; returns the exit code of its status.
 pub fn print_run(state: &RunState, workflow: &Workflow, loaded: &Loaded, format: RunFormat) -> u8 {
     let cost = loaded.cost(&state.usage_by_model);
+    let now = SystemClock.now();
     match format {
-        RunFormat::Text => print!("{}", runview::summary(state, workflow, cost)),
-        RunFormat::Json => println!("{}", runview::run_json(state, workflow, cost)),
+        RunFormat::Text => print!("{}", runview::summary(state, workflow, cost, now)),
+        RunFormat::Json => println!("{}", runview::run_json(state, workflow, cost, now)),
     }
     runview::exit_code(state.status)
 }

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 
 use cairn_domain::definition::{Step, StepKind, Workflow};
-use cairn_domain::state::{GroupState, RunState, RunStatus, StepPath, StepState, StepStatus};
+use cairn_domain::scope::ScopeKey;
+use cairn_domain::state::{
+    GroupState, RunState, RunStatus, StepPath, StepState, StepStatus, Timestamp, WaitKind,
+};
 use serde_json::{Value, json};
 
 use crate::cli::exit;
@@ -80,7 +83,7 @@ fn instances(step: &Step, group: &GroupState) -> String {
 
 /// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`, `waiting`, `usage`, `error`.
 /// `steps` lists every step with a state, instance steps by their paths.
-pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> Value {
+pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Timestamp) -> Value {
     let mut all = Vec::new();
     rows(state, &wf.steps, "", 0, false, &mut all);
     let steps: Vec<Value> = all
@@ -101,15 +104,34 @@ pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> Value
             v
         })
         .collect();
-    let waiting = all.iter().find_map(|row| {
-        let s = row.state?;
-        let kind = s.wait.filter(|_| s.status == StepStatus::Waiting)?;
-        let approvers = match (&row.step.kind, &row.step.accept) {
-            (StepKind::Approval(a), _) => a.approvers.clone(),
-            (_, Some(accept)) => accept.approvers.clone(),
-            _ => Vec::new(),
-        };
-        Some(json!({"gate": row.path, "kind": kind, "approvers": approvers, "approved_by": []}))
+    let waiting = waiting_gate(state, &all).map(|gate| {
+        let s = gate.state;
+        let approved_by: Vec<Value> = s
+            .decisions
+            .iter()
+            .filter(|d| d.approve)
+            .map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment, "at": iso_time(d.at)}))
+            .collect();
+        let mut v = json!({
+            "gate": gate.path,
+            "kind": gate.kind,
+            "approvers": gate.approvers,
+            "approved_by": approved_by,
+        });
+        if let Some(deadline) = s.deadline {
+            v["deadline"] = json!(iso_time(deadline));
+            v["deadline_passed"] = json!(deadline <= now);
+        }
+        if let Some(message) = &s.message {
+            v["message"] = json!(message);
+        }
+        if !s.questions.is_empty() {
+            v["questions"] = json!(s.questions);
+        }
+        if kind_needs_output(gate.kind) {
+            v["output"] = s.output.clone().unwrap_or(Value::Null);
+        }
+        v
     });
     json!({
         "run_id": state.run_id,
@@ -128,10 +150,104 @@ pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> Value
     })
 }
 
+/// The gate a waiting run waits at: the first step waiting for a person.
+pub struct Gate<'a> {
+    /// Its path.
+    pub path: StepPath,
+    /// What it waits for.
+    pub kind: WaitKind,
+    /// The roles that must approve (none: anyone, once).
+    pub approvers: Vec<String>,
+    /// Its state: decisions, deadline, questions, output.
+    pub state: &'a StepState,
+}
+
+/// The first gate a run waits at, when it waits for a person.
+fn waiting_gate<'a>(state: &RunState, rows: &[Row<'a>]) -> Option<Gate<'a>> {
+    if !state.status.is_waiting() {
+        return None;
+    }
+    rows.iter().find_map(|row| {
+        let s = row.state?;
+        let kind = s.wait.filter(|_| s.status == StepStatus::Waiting)?;
+        let approvers = match (&row.step.kind, &row.step.accept) {
+            (StepKind::Approval(a), _) => a.approvers.iter().map(|r| r.to_string()).collect(),
+            (_, Some(accept)) => accept.approvers.iter().map(|r| r.to_string()).collect(),
+            _ => Vec::new(),
+        };
+        Some(Gate { path: row.path.clone(), kind, approvers, state: s })
+    })
+}
+
+/// The gate of a waiting run, for prompts.
+pub fn gate_of<'a>(state: &'a RunState, wf: &'a Workflow) -> Option<Gate<'a>> {
+    let mut all = Vec::new();
+    rows(state, &wf.steps, "", 0, false, &mut all);
+    waiting_gate(state, &all)
+}
+
+fn kind_needs_output(kind: WaitKind) -> bool {
+    kind == WaitKind::Acceptance
+}
+
+/// What a person reads about a gate: what it waits for, who may decide,
+/// the deadline, the questions or message, and the commands that decide.
+pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp) -> String {
+    let mut out = String::new();
+    let s = gate.state;
+    let who = if gate.approvers.is_empty() { "anyone".to_owned() } else { gate.approvers.join(", ") };
+    let _ = match gate.kind {
+        WaitKind::Acceptance => writeln!(out, "waiting: acceptance of `{}`, by {who}", gate.path),
+        WaitKind::Approval => writeln!(out, "waiting: approval `{}`, by {who}", gate.path),
+        WaitKind::Clarification => writeln!(out, "waiting: answers to the questions of `{}`", gate.path),
+        WaitKind::Block => writeln!(out, "blocked: `{}` failed; `cairn resume {run}` retries it", gate.path),
+    };
+    let approved: Vec<String> = s
+        .decisions
+        .iter()
+        .filter(|d| d.approve)
+        .map(|d| match &d.role {
+            Some(role) => format!("{} as {role}", d.by),
+            None => d.by.clone(),
+        })
+        .collect();
+    if !approved.is_empty() {
+        let _ = writeln!(out, "  approved so far by {}", approved.join(", "));
+    }
+    if let Some(message) = &s.message {
+        let _ = writeln!(out, "  {message}");
+    }
+    for (i, q) in s.questions.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {q}", i + 1);
+    }
+    if let Some(deadline) = s.deadline {
+        let note = if deadline <= now {
+            "passed: its `on_timeout` applies when the run is next driven"
+        } else {
+            "its `on_timeout` applies then"
+        };
+        let _ = writeln!(out, "  deadline {} ({note})", iso_time(deadline));
+    }
+    let role = match gate.approvers.as_slice() {
+        [] => String::new(),
+        [one] => format!(" --as {one}"),
+        _ => " --as ROLE".to_owned(),
+    };
+    let _ = match gate.kind {
+        WaitKind::Acceptance | WaitKind::Approval => writeln!(
+            out,
+            "  decide: cairn approve {run}{role}   or   cairn reject {run}{role} --comment \"...\""
+        ),
+        WaitKind::Clarification => writeln!(out, "  answer: cairn answer {run} --text \"...\""),
+        WaitKind::Block => Ok(()),
+    };
+    out
+}
+
 /// The end-of-run summary: a line for the run, a table of steps (instance
 /// steps indented under their group, with counts), the usage, the final
 /// outputs, and the error with its hint.
-pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> String {
+pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Timestamp) -> String {
     let mut out = format!(
         "run {} ({}): {} in {}\n",
         state.run_id,
@@ -185,6 +301,9 @@ pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>) -> String
             let _ = writeln!(out, "  … {} more lines (`--format json` shows all)", lines.len() - 40);
         }
     }
+    if let Some(gate) = waiting_gate(state, &table) {
+        out.push_str(&gate_text(state.run_id.as_str(), &gate, now));
+    }
     if let Some(error) = &state.error {
         let _ = writeln!(out, "error: {}: {}", error.class, error.message);
         if let Some(hint) = &error.hint {
@@ -201,10 +320,7 @@ fn final_steps(wf: &Workflow) -> Vec<&str> {
     (0..wf.steps.len()).filter(|i| !needed.contains(i)).map(|i| wf.steps[i].id.as_str()).collect()
 }
 
-/// A status or kind as its JSON word (`waiting_acceptance`).
-pub fn word<T: serde::Serialize>(value: T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
+pub use cairn_domain::state::word;
 
 /// `2026-11-23T04:31:41.123Z`, from milliseconds since the epoch.
 pub fn iso_time(t: cairn_domain::state::Timestamp) -> String {
@@ -258,7 +374,20 @@ pub fn event_text(e: &cairn_domain::state::Event) -> String {
         EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
         EventKind::StepWaiting { wait, .. } => format!(" for {}", word(wait)),
         EventKind::GotoTaken { from, to, .. } => format!(" {from} -> {to}"),
+        EventKind::DocumentStored { scope, doc_type, .. } if *scope == ScopeKey::root() => {
+            format!(" {doc_type} in the run's scope")
+        }
         EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in `{scope}`"),
+        EventKind::RunWaiting { wait } => format!(" for {}", word(wait)),
+        EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
+            " {}{}{}{}",
+            if *approve { "approved" } else { "rejected" },
+            role.as_ref().map(|r| format!(" as {r}")).unwrap_or_default(),
+            comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default(),
+            if *timed_out { " (the deadline passed)" } else { "" },
+        ),
+        EventKind::Answered { text, .. } => format!(": {text}"),
+        EventKind::OutputRepaired { attempt, reason, .. } => format!(" attempt {attempt}: {reason}"),
         EventKind::GroupExpanded { keys, .. } => {
             let shown: Vec<&str> = keys.iter().take(10).map(String::as_str).collect();
             let more = keys.len().saturating_sub(shown.len());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cairn_domain::definition::Workflow;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, RunState, RunStatus};
-use cairn_engine::{Control, EngineBuilder, EngineError, SystemClock};
+use cairn_engine::{Control, Engine, EngineBuilder, EngineError, SystemClock};
 use cairn_ports::{Clock, RunStore, StoreError};
 use cairn_store_sled::SledStore;
 use serde_json::json;
@@ -31,10 +31,10 @@ pub struct Common<'a> {
 }
 
 /// The store, a runtime, and the config, for one verb.
-struct Opened {
-    store: Arc<SledStore>,
-    runtime: tokio::runtime::Runtime,
-    loaded: Loaded,
+pub(crate) struct Opened {
+    pub store: Arc<SledStore>,
+    pub runtime: tokio::runtime::Runtime,
+    pub loaded: Loaded,
 }
 
 fn open(common: &Common<'_>, verb: &str, run: Option<&RunId>) -> Result<Opened, u8> {
@@ -55,7 +55,7 @@ fn fail(message: impl std::fmt::Display) -> Result<u8, u8> {
 }
 
 /// Folds a stored run; unknown runs are a usage error.
-fn load(o: &Opened, id: &RunId) -> Result<(RunState, Workflow, Vec<Event>), u8> {
+pub(crate) fn load(o: &Opened, id: &RunId) -> Result<(RunState, Workflow, Vec<Event>), u8> {
     let stored = o.runtime.block_on(o.store.load(id)).map_err(|e| match e {
         StoreError::NotFound(_) => usage(format!("no run `{id}` in this data directory")),
         other => usage(other),
@@ -133,7 +133,7 @@ pub fn status(common: &Common<'_>, id: &str, format: RunFormat) -> Result<u8, u8
     Ok(exit::OK)
 }
 
-fn open_for(common: &Common<'_>, verb: &str, id: &str) -> Result<(Opened, RunId), u8> {
+pub(crate) fn open_for(common: &Common<'_>, verb: &str, id: &str) -> Result<(Opened, RunId), u8> {
     let id = run_id(id)?;
     let o = open(common, verb, Some(&id))?;
     Ok((o, id))
@@ -175,22 +175,19 @@ pub fn checkpoints(common: &Common<'_>, id: &str, format: ListFormat) -> Result<
     Ok(exit::OK)
 }
 
-/// `cairn resume RUN`.
-pub fn resume(common: &Common<'_>, id: &str, format: RunFormat) -> Result<u8, u8> {
+/// An engine that drives `workflow`'s runs, paused by SIGINT and cancelled by SIGTERM.
+pub(crate) fn driving_engine(common: &Common<'_>, o: &Opened, workflow: &Workflow) -> Result<Engine, u8> {
+    let control = session::signals(&o.runtime);
+    session::engine(Arc::clone(&o.store), &o.loaded, common.llm, workflow, control).map_err(usage)
+}
+
+/// `cairn resume RUN`: drives the run on, and converses at its gates.
+pub fn resume(common: &Common<'_>, id: &str, non_interactive: bool, format: RunFormat) -> Result<u8, u8> {
     let (o, id) = open_for(common, "resume", id)?;
     let (_, workflow, _) = load(&o, &id)?;
-    let control = session::signals(&o.runtime);
-    let engine =
-        session::engine(Arc::clone(&o.store), &o.loaded, common.llm, &workflow, control).map_err(usage)?;
-    Ok(match o.runtime.block_on(engine.resume(&id, workflow.clone())) {
-        Ok(state) => print_run(&state, &workflow, &o.loaded, format),
-        Err(e @ EngineError::Finished { .. }) => usage(e),
-        Err(EngineError::Store(e)) => usage(crate::run::store_failed(&e, id.as_str())),
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::FAILED
-        }
-    })
+    let engine = driving_engine(common, &o, &workflow)?;
+    let state = crate::gate::drive_on(&o.runtime, &engine, &id, &workflow, !non_interactive);
+    Ok(crate::gate::finish(state, &id, &workflow, &o.loaded, format))
 }
 
 /// `cairn pause RUN` and `cairn cancel RUN`: signal the process driving the
@@ -270,7 +267,8 @@ pub fn fork(common: &Common<'_>, id: &str, checkpoint: u64, format: RunFormat) -
     match format {
         RunFormat::Text => println!("{new_id}"),
         RunFormat::Json => {
-            println!("{}", runview::run_json(&state, &workflow, o.loaded.cost(&state.usage_by_model)))
+            let cost = o.loaded.cost(&state.usage_by_model);
+            println!("{}", runview::run_json(&state, &workflow, cost, SystemClock.now()))
         }
     }
     Ok(exit::OK)

@@ -10,15 +10,19 @@
 
 use serde_json::{Value, json};
 
-use crate::definition::{Exhausted, FailureAction, ForEachStep, OnFailure, RetryPolicy, Step, StepKind};
+use crate::definition::{
+    Exhausted, FailureAction, ForEachStep, OnFailure, RejectAction, RetryPolicy, Step, StepKind,
+    TimeoutAction,
+};
 use crate::duration::Duration;
+use crate::id::Label;
 pub use crate::program::Program;
 use crate::program::{Block, Frame, MAX_INSTANCES};
 use crate::render::{Renderer, truthy};
 use crate::scope::ScopeKey;
 use crate::state::{
-    ErrorClass, EventKind, GroupState, RunState, RunStatus, StepError, StepPath, StepState, StepStatus,
-    Timestamp, WaitKind,
+    Decision, ErrorClass, EventKind, GroupState, RunState, RunStatus, StepError, StepPath, StepState,
+    StepStatus, Timestamp, WaitKind, word,
 };
 
 /// What the engine does next.
@@ -52,6 +56,8 @@ pub enum Outcome {
         /// The least delay before trying again (a provider's `Retry-After`).
         retry_after: Option<Duration>,
     },
+    /// The model asked these questions instead of answering (`clarify: true`).
+    Clarify(Vec<String>),
 }
 
 /// What a failed step does now, after its retries.
@@ -92,6 +98,12 @@ pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Tim
     if let Some(w) = walk.wake {
         actions.push(Action::WakeAt(w));
     }
+    if actions.is_empty()
+        && walk.running == 0
+        && let (End::Busy, Some(wait)) = (&end, walk.person)
+    {
+        return vec![Action::Record(EventKind::RunWaiting { wait })];
+    }
     if let End::Done { failed } = end
         && actions.is_empty()
     {
@@ -121,6 +133,8 @@ struct Walk {
     ready: Vec<StepPath>,
     wake: Option<Timestamp>,
     running: usize,
+    /// The first step found waiting for a person.
+    person: Option<WaitKind>,
 }
 
 /// Where a frame stands.
@@ -164,6 +178,9 @@ impl Cx<'_> {
                     return Err(vec![Action::Record(EventKind::StepWaiting {
                         path: path.clone(),
                         wait: WaitKind::Block,
+                        deadline: None,
+                        message: None,
+                        questions: Vec::new(),
                     })]);
                 }
                 Effective::Goto(target) => return Err(self.goto(&paths, block, i, target)),
@@ -175,6 +192,12 @@ impl Cx<'_> {
             let step = &block.steps[i];
             match status(i) {
                 StepStatus::Pending => {}
+                StepStatus::Waiting if steps[i].and_then(|s| s.wait).is_some() => {
+                    if let Some(s) = steps[i] {
+                        self.gate(frame, step, path, s, walk);
+                    }
+                    continue;
+                }
                 StepStatus::Waiting => {
                     let Some(due) = steps[i].and_then(|s| s.retry_at) else { continue };
                     if due <= self.now {
@@ -238,11 +261,30 @@ impl Cx<'_> {
             }
             let attempt = steps[i].map_or(0, |s| s.attempts) + 1;
             match &step.kind {
-                StepKind::Approval(_) => {
+                StepKind::Approval(a) => {
                     // An approval does no work: it starts by waiting for people.
                     walk.records.push(EventKind::StepStarted { path: path.clone(), attempt });
-                    walk.records
-                        .push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Approval });
+                    let ctx =
+                        self.renderer.context(self.state, self.program, frame, &block.reads[i], None, &[]);
+                    walk.records.push(match self.renderer.text(&a.message, &ctx) {
+                        Ok(message) => EventKind::StepWaiting {
+                            path: path.clone(),
+                            wait: WaitKind::Approval,
+                            deadline: a.timeout.map(|t| self.now.after(t)),
+                            message: Some(message),
+                            questions: Vec::new(),
+                        },
+                        Err(e) => EventKind::StepFailed {
+                            path: path.clone(),
+                            attempt,
+                            error: fatal(
+                                format!("its `approval.message` cannot be rendered: {e}"),
+                                "fix the template; `cairn validate` checks the names it reads",
+                            ),
+                            output: None,
+                            retry_at: None,
+                        },
+                    });
                 }
                 StepKind::ForEach(g) => {
                     walk.records.push(EventKind::StepStarted { path: path.clone(), attempt });
@@ -277,6 +319,94 @@ impl Cx<'_> {
             return Ok(End::Done { failed: failed.map(|i| paths[i].clone()) });
         }
         Ok(End::Busy)
+    }
+
+    /// A step waiting for a person: applies the decisions recorded at its
+    /// gate (the first that settles it wins), or its deadline once passed.
+    fn gate(&self, frame: &Frame, step: &Step, path: &StepPath, s: &StepState, walk: &mut Walk) {
+        let Some(wait) = s.wait else { return };
+        let (approvers, on_timeout) = match (&step.kind, &step.accept, wait) {
+            (StepKind::Approval(a), _, WaitKind::Approval) => (&a.approvers, a.on_timeout),
+            (_, Some(accept), WaitKind::Acceptance) => (&accept.approvers, accept.on_timeout),
+            _ => {
+                walk.person.get_or_insert(wait);
+                return;
+            }
+        };
+        let Some(decisive) = settled(&s.decisions, approvers) else {
+            match s.deadline {
+                Some(deadline) if deadline <= self.now => walk.records.push(match on_timeout {
+                    TimeoutAction::Fail => EventKind::StepFailed {
+                        path: path.clone(),
+                        attempt: s.attempts,
+                        error: StepError {
+                            class: ErrorClass::Timeout,
+                            message: format!("nobody decided at its {} gate in time", word(wait)),
+                            hint: Some("raise the gate's `timeout`, or set `on_timeout`".into()),
+                        },
+                        output: s.output.clone(),
+                        retry_at: None,
+                    },
+                    action => EventKind::GateDecided {
+                        path: path.clone(),
+                        approve: action == TimeoutAction::Approve,
+                        role: None,
+                        comment: Some("the gate's deadline passed".into()),
+                        timed_out: true,
+                    },
+                }),
+                _ => {
+                    walk.person.get_or_insert(wait);
+                }
+            }
+            return;
+        };
+        if decisive.approve {
+            match &step.kind {
+                StepKind::Approval(_) => {
+                    let output = json!({
+                        "approved": true,
+                        "approved_by": s.decisions.iter().filter(|d| d.approve).map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment})).collect::<Vec<_>>(),
+                    });
+                    walk.records.push(EventKind::StepSucceeded { path: path.clone(), output });
+                }
+                _ => {
+                    walk.records.push(EventKind::StepAccepted { path: path.clone() });
+                    if let (Some(doc_type), Some(output)) = (&step.produces, &s.output) {
+                        walk.records.push(EventKind::DocumentStored {
+                            scope: frame.scope.clone(),
+                            doc_type: doc_type.clone(),
+                            value: output.clone(),
+                        });
+                    }
+                }
+            }
+            return;
+        }
+        let rework = step.accept.as_ref().filter(|a| {
+            wait == WaitKind::Acceptance && a.on_reject == RejectAction::Rework && s.reworks < a.max_reworks
+        });
+        if rework.is_some() {
+            walk.records.push(EventKind::StepReworked { path: path.clone() });
+            return;
+        }
+        let who = match &decisive.role {
+            Some(role) => format!("{} as {role}", decisive.by),
+            None => decisive.by.clone(),
+        };
+        let comment = decisive.comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default();
+        let after = if s.reworks > 0 { format!(" after {} reworks", s.reworks) } else { String::new() };
+        walk.records.push(EventKind::StepFailed {
+            path: path.clone(),
+            attempt: s.attempts,
+            error: StepError {
+                class: ErrorClass::Rejected,
+                message: format!("rejected by {who}{after}{comment}"),
+                hint: None,
+            },
+            output: s.output.clone(),
+            retry_at: None,
+        });
     }
 
     /// A running group: walks its open instances (at most its
@@ -585,6 +715,28 @@ fn expand(
     Ok((keys, items))
 }
 
+/// The decision that settles a gate, if one does yet: the first rejection,
+/// or the approval that completes it (every listed role, or anyone's one
+/// approval when none are listed), whichever comes first.
+fn settled<'d>(decisions: &'d [Decision], approvers: &[Label]) -> Option<&'d Decision> {
+    let mut roles: Vec<&str> = Vec::new();
+    for d in decisions {
+        if !d.approve {
+            return Some(d);
+        }
+        if approvers.is_empty() || d.timed_out {
+            return Some(d);
+        }
+        if let Some(role) = d.role.as_deref() {
+            roles.push(role);
+        }
+        if approvers.iter().all(|a| roles.contains(&a.as_str())) {
+            return Some(d);
+        }
+    }
+    None
+}
+
 fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -627,17 +779,48 @@ pub fn attempt_finished(
     match outcome {
         Outcome::Succeeded(output) => {
             let mut events = vec![EventKind::StepSucceeded { path: path.clone(), output: output.clone() }];
-            if let Some(doc_type) = &step.produces {
-                events.push(EventKind::DocumentStored {
-                    scope: program.scope_of(path),
-                    doc_type: doc_type.clone(),
-                    value: output,
-                });
-            }
-            if step.accept.is_some() {
-                events.push(EventKind::StepWaiting { path: path.clone(), wait: WaitKind::Acceptance });
+            match &step.accept {
+                // An output under review is stored as a document once accepted.
+                Some(accept) => events.push(EventKind::StepWaiting {
+                    path: path.clone(),
+                    wait: WaitKind::Acceptance,
+                    deadline: accept.timeout.map(|t| now.after(t)),
+                    message: None,
+                    questions: Vec::new(),
+                }),
+                None => {
+                    if let Some(doc_type) = &step.produces {
+                        events.push(EventKind::DocumentStored {
+                            scope: program.scope_of(path),
+                            doc_type: doc_type.clone(),
+                            value: output,
+                        });
+                    }
+                }
             }
             events
+        }
+        Outcome::Clarify(questions) => {
+            let asked = state.steps.get(path).map_or(0, |s| s.clarifications);
+            let most = match &step.kind {
+                StepKind::Agent(a) => a.max_clarifications,
+                _ => 0,
+            };
+            if asked < most {
+                return vec![EventKind::StepWaiting {
+                    path: path.clone(),
+                    wait: WaitKind::Clarification,
+                    deadline: None,
+                    message: None,
+                    questions,
+                }];
+            }
+            let error = StepError {
+                class: ErrorClass::Fatal,
+                message: format!("the model still asks questions after {asked} rounds of answers"),
+                hint: Some("raise `max_clarifications`, or give the prompt what the model asks for".into()),
+            };
+            vec![EventKind::StepFailed { path: path.clone(), attempt, error, output: None, retry_at: None }]
         }
         Outcome::Failed { error, output, retry_after } => {
             let policy = program.retry(step);

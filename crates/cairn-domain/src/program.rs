@@ -10,6 +10,7 @@
 //! first, then outward.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -58,6 +59,8 @@ impl Block {
 pub struct Program {
     workflow: Workflow,
     blocks: Vec<Block>,
+    /// Output schemas of agent steps, compiled once, by (block, position).
+    validators: HashMap<(usize, usize), Arc<jsonschema::Validator>>,
 }
 
 impl Program {
@@ -66,7 +69,18 @@ impl Program {
         let renderer = Renderer::default();
         let mut blocks = Vec::new();
         add_block(&workflow, &workflow.steps, &renderer, &mut blocks)?;
-        Ok(Self { workflow, blocks })
+        let mut validators = HashMap::new();
+        for (b, block) in blocks.iter().enumerate() {
+            for (i, step) in block.steps.iter().enumerate() {
+                let StepKind::Agent(a) = &step.kind else { continue };
+                let Some(schema) = a.output.as_ref().and_then(|o| o.schema.as_ref()) else { continue };
+                // Validation compiled it already; a schema that fails here is left unchecked.
+                if let Ok(v) = jsonschema::validator_for(&schema.document) {
+                    validators.insert((b, i), Arc::new(v));
+                }
+            }
+        }
+        Ok(Self { workflow, blocks, validators })
     }
 
     /// The workflow.
@@ -104,6 +118,11 @@ impl Program {
     pub fn reads(&self, path: &StepPath) -> &Reads {
         static ALL: std::sync::OnceLock<Reads> = std::sync::OnceLock::new();
         self.locate(path).map_or_else(|| ALL.get_or_init(Reads::all), |(b, i)| &self.blocks[b].reads[i])
+    }
+
+    /// The compiled output schema of the agent step at `path`, if it has one.
+    pub fn validator(&self, path: &StepPath) -> Option<Arc<jsonschema::Validator>> {
+        self.locate(path).and_then(|at| self.validators.get(&at).cloned())
     }
 
     /// The step's retry policy: its `retry` merged over the defaults.

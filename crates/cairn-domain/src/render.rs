@@ -26,7 +26,16 @@ impl Default for Renderer {
 }
 
 /// What a template can read, built from a run's state.
+#[derive(Clone)]
 pub struct Context(minijinja::Value);
+
+impl Context {
+    /// This context with the QA judge's `verdict` added, for `qa.pass_when`.
+    pub fn with_verdict(&self, verdict: Value) -> Self {
+        let verdict = minijinja::Value::from(minijinja::value::Serde(verdict));
+        Self(minijinja::context! { verdict => verdict, ..self.0.clone() })
+    }
+}
 
 /// What a step's templates read, found once by static analysis, so a
 /// context holds only that: building it costs what the step reads, not

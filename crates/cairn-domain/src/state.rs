@@ -72,6 +72,13 @@ pub struct StepError {
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 
+impl Timestamp {
+    /// This time plus a duration.
+    pub fn after(self, d: crate::duration::Duration) -> Self {
+        Self(self.0.saturating_add(d.as_millis()))
+    }
+}
+
 /// Where a step sits in a run: `parse`, `per_epic[e-auth].stories`, `fix[2].check`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -222,6 +229,11 @@ pub enum WaitKind {
 }
 
 impl WaitKind {
+    /// A gate or question a person answers (not a blocked failure).
+    pub fn is_person(self) -> bool {
+        self != WaitKind::Block
+    }
+
     /// The run status while waiting this way.
     pub fn run_status(self) -> RunStatus {
         match self {
@@ -317,6 +329,64 @@ pub enum EventKind {
         path: StepPath,
         /// The kind of wait.
         wait: WaitKind,
+        /// When the gate's `on_timeout` applies, if it has a timeout.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<Timestamp>,
+        /// What the approvers read (an approval step's rendered message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// The model's questions (a clarification).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        questions: Vec<String>,
+    },
+    /// Nothing can go on until a person acts: the run waits.
+    RunWaiting {
+        /// The kind of wait of the first waiting step.
+        wait: WaitKind,
+    },
+    /// A person (the event's actor) approved or rejected at a gate, or its
+    /// deadline decided for them.
+    GateDecided {
+        /// The gate's step.
+        path: StepPath,
+        /// Approved (or rejected).
+        approve: bool,
+        /// The role the person decided as.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// Their comment; a rejection's becomes `{{ feedback }}` of a rework.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// The gate's deadline passed and its `on_timeout` decided.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
+    },
+    /// An accepted output: the step is done, its document stored after this.
+    StepAccepted {
+        /// The step.
+        path: StepPath,
+    },
+    /// A rejected output runs again with the reviewer's comment.
+    StepReworked {
+        /// The step.
+        path: StepPath,
+    },
+    /// A person (the event's actor) answered a model's questions; the step
+    /// runs again with questions and answers in its conversation.
+    Answered {
+        /// The step.
+        path: StepPath,
+        /// The answers.
+        text: String,
+    },
+    /// An answer failed its QA gate and went back to the model (within one attempt).
+    OutputRepaired {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// Why it was sent back: the parser's or validator's errors, or the judge's reason.
+        reason: String,
     },
     /// A finished step is to run again (goto, rework, resume of a block).
     StepReset {
@@ -395,6 +465,19 @@ pub enum EventKind {
     RunCancelled,
 }
 
+/// A status or kind as its JSON word (`waiting_acceptance`).
+pub fn word<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// A value as text: a string as itself, anything else as JSON.
+pub fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Tokens used by LLM calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
@@ -425,7 +508,7 @@ impl EventKind {
             EventKind::RunCompleted => RunStatus::Completed,
             EventKind::RunCancelled => RunStatus::Cancelled,
             EventKind::RunFailed { .. } => RunStatus::Failed,
-            EventKind::StepWaiting { wait, .. } => wait.run_status(),
+            EventKind::RunWaiting { wait } => wait.run_status(),
             _ => return None,
         })
     }
@@ -483,6 +566,58 @@ pub struct StepState {
     pub started_at: Option<Timestamp>,
     /// When it last finished (succeeded, failed, skipped or cancelled).
     pub finished_at: Option<Timestamp>,
+    /// While waiting at a gate with a timeout: when `on_timeout` applies.
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+    /// While waiting at an approval: the rendered message.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// While waiting for answers: the model's questions.
+    #[serde(default)]
+    pub questions: Vec<String>,
+    /// Decisions at the current wait, in the order they were recorded.
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+    /// The reviewer's last comment, read by the next attempt as `{{ feedback }}`.
+    #[serde(default)]
+    pub feedback: Option<String>,
+    /// Turns the next attempt adds to its conversation: earlier answers and
+    /// the comments or answers they drew.
+    #[serde(default)]
+    pub turns: Vec<Turn>,
+    /// Reworks after rejections so far.
+    #[serde(default)]
+    pub reworks: u32,
+    /// Rounds of questions answered so far.
+    #[serde(default)]
+    pub clarifications: u32,
+}
+
+/// One decision at a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Approved (or rejected).
+    pub approve: bool,
+    /// Who decided (a person, or `engine` for a deadline).
+    pub by: String,
+    /// As which role.
+    pub role: Option<String>,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// When.
+    pub at: Timestamp,
+    /// The deadline decided.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// A message of a step's own conversation with its model, kept across its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// `assistant` (the model's earlier answer) or `user` (a person's reply).
+    pub role: String,
+    /// The text.
+    pub content: String,
 }
 
 impl StepState {
@@ -498,6 +633,14 @@ impl StepState {
             cascade_skip: false,
             started_at: None,
             finished_at: None,
+            deadline: None,
+            message: None,
+            questions: Vec::new(),
+            decisions: Vec::new(),
+            feedback: None,
+            turns: Vec::new(),
+            reworks: 0,
+            clarifications: 0,
         }
     }
 }
@@ -567,6 +710,16 @@ pub enum ApplyError {
         from: RunStatus,
         /// Requested status.
         to: RunStatus,
+    },
+    /// A decision or answer for a step that does not wait for one.
+    #[error("event {seq}: step {path} is {status:?}, not waiting for a person")]
+    NotWaiting {
+        /// The offending event.
+        seq: u64,
+        /// The step.
+        path: StepPath,
+        /// Its status.
+        status: StepStatus,
     },
     /// An instance event for a group that has not started.
     #[error("event {seq}: {path} is not a started group")]
@@ -671,8 +824,52 @@ impl RunState {
             EventKind::StepCancelled { path } => {
                 self.step_to(seq, at, path, StepStatus::Cancelled)?;
             }
-            EventKind::StepWaiting { path, wait } => {
-                self.step_to(seq, at, path, StepStatus::Waiting)?.wait = Some(*wait);
+            EventKind::StepWaiting { path, wait, deadline, message, questions } => {
+                let step = self.step_to(seq, at, path, StepStatus::Waiting)?;
+                step.wait = Some(*wait);
+                step.deadline = *deadline;
+                step.message.clone_from(message);
+                step.questions.clone_from(questions);
+                step.decisions.clear();
+            }
+            EventKind::RunWaiting { .. } | EventKind::OutputRepaired { .. } => {}
+            EventKind::GateDecided { path, approve, role, comment, timed_out } => {
+                let step = self.waiting(seq, path)?;
+                step.decisions.push(Decision {
+                    approve: *approve,
+                    by: event.actor.clone(),
+                    role: role.clone(),
+                    comment: comment.clone(),
+                    at,
+                    timed_out: *timed_out,
+                });
+            }
+            EventKind::StepAccepted { path } => {
+                let step = self.step_to(seq, at, path, StepStatus::Succeeded)?;
+                step.wait = None;
+                step.deadline = None;
+            }
+            EventKind::StepReworked { path } => {
+                let step = self.waiting(seq, path)?;
+                let rejection = step.decisions.iter().rev().find(|d| !d.approve).cloned();
+                let comment = rejection.and_then(|d| d.comment).unwrap_or_else(|| "rejected".to_owned());
+                let answer = step.output.as_ref().map(text_of).unwrap_or_default();
+                step.turns.push(Turn { role: "assistant".into(), content: answer });
+                step.turns.push(Turn {
+                    role: "user".into(),
+                    content: format!("A reviewer rejected this: {comment}"),
+                });
+                step.feedback = Some(comment);
+                step.reworks += 1;
+                self.reset(seq, at, path)?;
+            }
+            EventKind::Answered { path, text } => {
+                let step = self.waiting(seq, path)?;
+                let questions = serde_json::json!({ "clarification_questions": step.questions }).to_string();
+                step.turns.push(Turn { role: "assistant".into(), content: questions });
+                step.turns.push(Turn { role: "user".into(), content: text.clone() });
+                step.clarifications += 1;
+                self.reset(seq, at, path)?;
             }
             EventKind::StepReset { path } => self.reset(seq, at, path)?,
             EventKind::GotoTaken { from, reset, .. } => {
@@ -740,7 +937,27 @@ impl RunState {
         step.retry_at = None;
         step.cascade_skip = false;
         step.round_base = step.attempts;
+        step.deadline = None;
+        step.message = None;
+        step.questions.clear();
+        step.decisions.clear();
         Ok(())
+    }
+
+    /// A step that waits for a person, for an event that needs one.
+    fn waiting(&mut self, seq: u64, path: &StepPath) -> Result<&mut StepState, ApplyError> {
+        match self.steps.get_mut(path) {
+            Some(step)
+                if step.status == StepStatus::Waiting && step.wait.is_some_and(WaitKind::is_person) =>
+            {
+                Ok(step)
+            }
+            other => Err(ApplyError::NotWaiting {
+                seq,
+                path: path.clone(),
+                status: other.map_or(StepStatus::Pending, |s| s.status),
+            }),
+        }
     }
 
     fn set_status(&mut self, seq: u64, to: RunStatus) -> Result<(), ApplyError> {
@@ -859,7 +1076,16 @@ mod tests {
         let mut s = RunState::create(&created()).expect("created");
         s.apply(&ev(2, EventKind::RunStarted)).expect("start");
         s.apply(&ev(3, EventKind::StepStarted { path: path("go"), attempt: 1 })).expect("step");
-        s.apply(&ev(4, EventKind::StepWaiting { path: path("go"), wait: WaitKind::Approval })).expect("wait");
+        let wait = EventKind::StepWaiting {
+            path: path("go"),
+            wait: WaitKind::Approval,
+            deadline: None,
+            message: None,
+            questions: Vec::new(),
+        };
+        s.apply(&ev(4, wait)).expect("wait");
+        assert_eq!(s.status, RunStatus::Running, "others may go on while one step waits");
+        s.apply(&ev(5, EventKind::RunWaiting { wait: WaitKind::Approval })).expect("run waits");
         assert_eq!(s.status, RunStatus::WaitingApproval);
         assert!(s.status.is_waiting());
     }

@@ -28,6 +28,19 @@ pub enum EngineError {
         /// The run's last checkpoint, if it has any.
         last: Option<u64>,
     },
+    /// A decision or answer that does not fit the run: no such gate, a role
+    /// the gate does not list, a run not waiting there.
+    #[error("{0}")]
+    Refused(String),
+    /// A decision came after the gate's deadline: its `on_timeout` applies
+    /// instead, when the run is next driven.
+    #[error("the deadline of `{gate}` has passed: its `on_timeout` applies instead of this decision")]
+    DeadlinePassed {
+        /// The gate's step.
+        gate: String,
+        /// The deadline.
+        at: cairn_domain::state::Timestamp,
+    },
     /// The run has ended; there is nothing to resume.
     #[error("run `{run}` is {status:?}: it has ended and cannot be resumed (fork it to run it again)")]
     Finished {

@@ -13,7 +13,7 @@ use cairn_domain::id::RunId;
 use cairn_domain::program::Frame;
 use cairn_domain::render::Renderer;
 use cairn_domain::state::{
-    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind,
+    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind, word,
 };
 use cairn_ports::{
     Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LiveEvent, LlmProvider, NewRun, NoSink,
@@ -223,6 +223,16 @@ impl Engine {
     /// Appends events atomically after the state's last one, then applies
     /// them and tells the sink: nothing takes effect before it is stored.
     async fn record(&self, state: &mut RunState, kinds: Vec<EventKind>) -> Result<(), EngineError> {
+        self.record_as(state, kinds, &self.actor).await
+    }
+
+    /// [`Engine::record`], naming `actor` as who caused the events.
+    async fn record_as(
+        &self,
+        state: &mut RunState,
+        kinds: Vec<EventKind>,
+        actor: &str,
+    ) -> Result<(), EngineError> {
         if kinds.is_empty() {
             return Ok(());
         }
@@ -230,7 +240,7 @@ impl Engine {
         let events: Vec<Event> = kinds
             .into_iter()
             .enumerate()
-            .map(|(i, kind)| Event { seq: state.seq + 1 + i as u64, at, actor: self.actor.clone(), kind })
+            .map(|(i, kind)| Event { seq: state.seq + 1 + i as u64, at, actor: actor.to_owned(), kind })
             .collect();
         let before = state.seq;
         self.store.append(&state.run_id, state.seq, &events).await?;
@@ -263,8 +273,8 @@ impl Engine {
                 events.push(EventKind::StepReset { path: path.clone() });
             }
         }
-        let resumable =
-            matches!(drive.state.status, RunStatus::Paused | RunStatus::Blocked | RunStatus::Pending);
+        let status = drive.state.status;
+        let resumable = status.is_waiting() || matches!(status, RunStatus::Paused | RunStatus::Pending);
         if resumable {
             events.push(EventKind::RunStarted);
         }
@@ -280,6 +290,112 @@ impl Engine {
             drive.spawn(path, attempt);
         }
         drive.run().await
+    }
+
+    /// Records a person's decision at a gate of a run that waits there,
+    /// without driving the run (`resume` applies it). `gate` may be left out
+    /// when exactly one gate waits. Refused, with a message saying why: a
+    /// run or step not waiting for a decision, a role the gate does not
+    /// list (or none where it lists some), an answer to a gate that asked
+    /// no questions.
+    pub async fn decide_gate(
+        &self,
+        run_id: &RunId,
+        workflow: &Workflow,
+        call: GateCall,
+    ) -> Result<RunState, EngineError> {
+        let mut state = self.load(run_id).await?;
+        if state.status.is_terminal() {
+            return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
+        }
+        let want: &[WaitKind] = match call.decision {
+            GateDecision::Approve | GateDecision::Reject => &[WaitKind::Acceptance, WaitKind::Approval],
+            GateDecision::Answer(_) => &[WaitKind::Clarification],
+        };
+        let waiting: Vec<(&StepPath, WaitKind)> = state
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::Waiting)
+            .filter_map(|(p, s)| s.wait.filter(|w| want.contains(w)).map(|w| (p, w)))
+            .collect();
+        let names = || waiting.iter().map(|(p, _)| format!("`{p}`")).collect::<Vec<_>>().join(", ");
+        let what = if matches!(call.decision, GateDecision::Answer(_)) { "questions" } else { "a decision" };
+        let (path, wait) = match &call.gate {
+            Some(gate) => match waiting.iter().find(|(p, _)| p.as_str() == gate) {
+                Some(&(p, w)) => (p.clone(), w),
+                None if waiting.is_empty() => {
+                    return Err(EngineError::Refused(format!(
+                        "run `{run_id}` is {}: no step waits for {what}",
+                        word(state.status)
+                    )));
+                }
+                None => {
+                    return Err(EngineError::Refused(format!(
+                        "step `{gate}` of run `{run_id}` does not wait for {what}; waiting: {}",
+                        names()
+                    )));
+                }
+            },
+            None => match waiting.as_slice() {
+                [(p, w)] => ((*p).clone(), *w),
+                [] => {
+                    return Err(EngineError::Refused(format!(
+                        "run `{run_id}` is {}: no step waits for {what}",
+                        word(state.status)
+                    )));
+                }
+                _ => {
+                    return Err(EngineError::Refused(format!(
+                        "run `{run_id}` waits at several gates ({}): name one with --gate",
+                        names()
+                    )));
+                }
+            },
+        };
+        if let Some(deadline) = state.steps.get(&path).and_then(|s| s.deadline)
+            && deadline <= self.clock.now()
+        {
+            return Err(EngineError::DeadlinePassed { gate: path.to_string(), at: deadline });
+        }
+        let program = Program::new(workflow.clone()).map_err(|e| EngineError::Definition(e.to_string()))?;
+        let step = program
+            .step(&path)
+            .ok_or_else(|| EngineError::Refused(format!("step `{path}` is not in the run's definition")))?;
+        let approvers = match (&step.kind, &step.accept, wait) {
+            (StepKind::Approval(a), _, WaitKind::Approval) => a.approvers.as_slice(),
+            (_, Some(accept), WaitKind::Acceptance) => accept.approvers.as_slice(),
+            _ => &[],
+        };
+        let event = match call.decision {
+            GateDecision::Answer(text) => EventKind::Answered { path, text },
+            decision => {
+                let listed = || approvers.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
+                match &call.role {
+                    None if !approvers.is_empty() => {
+                        return Err(EngineError::Refused(format!(
+                            "`{path}` needs a decision from one of its roles ({}): say which with --as",
+                            listed()
+                        )));
+                    }
+                    Some(role) if !approvers.is_empty() && !approvers.iter().any(|a| a.as_str() == role) => {
+                        return Err(EngineError::Refused(format!(
+                            "role `{role}` is not an approver of `{path}`: its roles are {}",
+                            listed()
+                        )));
+                    }
+                    _ => {}
+                }
+                EventKind::GateDecided {
+                    path,
+                    approve: decision == GateDecision::Approve,
+                    role: call.role,
+                    comment: call.comment,
+                    timed_out: false,
+                }
+            }
+        };
+        self.record_as(&mut state, vec![event], &call.by).await?;
+        Ok(state)
     }
 
     /// Pauses or cancels a run nobody drives (its driver died, or it waits
@@ -390,6 +506,32 @@ impl Engine {
         let snapshot = cairn_ports::Snapshot { seq: state.seq, state: state.clone() };
         self.store.put_snapshot(&state.run_id, snapshot).await.map_err(EngineError::from)
     }
+}
+
+/// A person's decision at a gate, as `approve`, `reject` and `answer` give it.
+#[derive(Debug, Clone)]
+pub struct GateCall {
+    /// The waiting step's path; `None`: the one gate that waits.
+    pub gate: Option<String>,
+    /// What they decided.
+    pub decision: GateDecision,
+    /// The role they decide as.
+    pub role: Option<String>,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// Who they are (the event's actor).
+    pub by: String,
+}
+
+/// Approve, reject, or answer a model's questions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Approve the output or the approval step.
+    Approve,
+    /// Reject it.
+    Reject,
+    /// Answer the questions.
+    Answer(String),
 }
 
 /// What a driver is asked to do from outside (a signal, a host).
@@ -537,7 +679,11 @@ impl<'a> Drive<'a> {
         let step = &block.steps[i];
         let engine = self.engine;
         let key = idempotency_key(&self.state, &path, attempt);
-        let context = engine.renderer.context(&self.state, self.program, &frame, &block.reads[i], None, &[]);
+        let own = self.state.steps.get(&path);
+        let feedback = own.and_then(|s| s.feedback.as_deref());
+        let context =
+            engine.renderer.context(&self.state, self.program, &frame, &block.reads[i], feedback, &[]);
+        let turns = own.map(|s| s.turns.clone()).unwrap_or_default();
         let job = job::Attempt {
             program: self.program,
             renderer: &engine.renderer,
@@ -546,6 +692,7 @@ impl<'a> Drive<'a> {
             run_id: &self.state.run_id,
             path: &path,
             key,
+            turns,
         }
         .prepare(step);
         let timeout = self.program.timeout(step).map(|d| d.to_std());
@@ -572,8 +719,11 @@ impl<'a> Drive<'a> {
             return Ok(());
         }
         let mut events = Vec::new();
-        if let Some((model, usage)) = finished.usage {
+        for (model, usage) in finished.usage {
             events.push(EventKind::UsageRecorded { path: path.clone(), attempt, model, usage });
+        }
+        for reason in finished.repairs {
+            events.push(EventKind::OutputRepaired { path: path.clone(), attempt, reason });
         }
         let now = self.engine.clock.now();
         events.extend(attempt_finished(&self.state, self.program, path, attempt, finished.outcome, now));
@@ -609,7 +759,8 @@ fn timed_out(limit: Duration) -> Finished {
             output: None,
             retry_after: None,
         },
-        usage: None,
+        usage: Vec::new(),
+        repairs: Vec::new(),
     }
 }
 

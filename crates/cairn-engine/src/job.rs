@@ -27,24 +27,59 @@ pub(crate) struct Ports {
 pub(crate) enum Job {
     /// Already decided (a `set` value, or a failure found while rendering).
     Done(Outcome),
-    /// An LLM call.
-    Chat {
-        provider: Arc<dyn LlmProvider>,
-        request: ChatRequest,
-        output: Option<cairn_domain::definition::OutputSpec>,
-    },
+    /// An LLM call, with its QA gates.
+    Chat(Box<Chat>),
     /// A program.
     Command { runner: Arc<dyn CommandRunner>, spec: CommandSpec },
     /// A host handler.
     Handler { handler: Arc<dyn StepHandler>, call: HandlerCall },
 }
 
+/// An LLM call and what its answer must pass: the output format and
+/// schema, and an LLM judge; a failing answer goes back to the model with
+/// the reason, up to `repairs` times.
+pub(crate) struct Chat {
+    provider: Arc<dyn LlmProvider>,
+    request: ChatRequest,
+    format: OutputFormat,
+    schema: Option<Arc<jsonschema::Validator>>,
+    repairs: u32,
+    clarify: bool,
+    judge: Option<Judge>,
+}
+
+/// The QA judge of a step: its agent's provider and the request the answer
+/// is added to, and the pass condition with the step's context.
+pub(crate) struct Judge {
+    provider: Arc<dyn LlmProvider>,
+    request: ChatRequest,
+    rubric: String,
+    pass_when: Template,
+    ctx: Context,
+}
+
 /// What an executed job reports.
 pub(crate) struct Finished {
     pub outcome: Outcome,
-    /// Tokens used, by model, when the job called an LLM.
-    pub usage: Option<(String, TokenUsage)>,
+    /// Tokens used by each LLM call, by model.
+    pub usage: Vec<(String, TokenUsage)>,
+    /// Why answers were sent back for repair, in order.
+    pub repairs: Vec<String>,
 }
+
+impl Finished {
+    fn plain(outcome: Outcome) -> Self {
+        Self { outcome, usage: Vec::new(), repairs: Vec::new() }
+    }
+}
+
+/// Told to a model that may ask instead of answering (`clarify: true`).
+const CLARIFY_INSTRUCTION: &str = "If you cannot answer well without more information, reply with exactly \
+     {\"clarification_questions\": [\"...\"]} listing your questions, and nothing else.";
+
+/// Told to the judge of a QA gate.
+const JUDGE_INSTRUCTION: &str = "You judge an answer against a rubric. Reply with exactly \
+     {\"pass\": true or false, \"reason\": \"...\"} and nothing else.";
 
 fn failure(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> Outcome {
     Outcome::Failed { error: refused(class, message, hint), output: None, retry_after: None }
@@ -66,6 +101,8 @@ pub(crate) struct Attempt<'a> {
     pub run_id: &'a RunId,
     pub path: &'a StepPath,
     pub key: String,
+    /// Earlier answers of the step and the replies they drew (rework, questions).
+    pub turns: Vec<cairn_domain::state::Turn>,
 }
 
 fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> StepError {
@@ -96,6 +133,45 @@ impl Attempt<'_> {
             .map_err(|e| refused(ErrorClass::Fatal, format!("cannot render {what}: {e}"), RENDER_HINT))
     }
 
+    /// The judge of a QA gate: its agent, provider and rendered rubric.
+    fn judge(&self, qa: &cairn_domain::definition::Qa) -> Result<Judge, StepError> {
+        let wf = self.program.workflow();
+        let agent = wf
+            .agents
+            .get(qa.agent.as_str())
+            .ok_or_else(|| refused(ErrorClass::Fatal, format!("unknown judge agent `{}`", qa.agent), None))?;
+        let provider = self.ports.providers.get(agent.provider.as_str()).ok_or_else(|| {
+            refused(
+                ErrorClass::Fatal,
+                format!("provider `{}` of the judge is not configured", agent.provider),
+                Some("configure it in cairn.toml, or run with --llm mock"),
+            )
+        })?;
+        let system = match &agent.system {
+            Some(t) => format!("{}\n\n{JUDGE_INSTRUCTION}", self.text(t, "the judge's system prompt")?),
+            None => JUDGE_INSTRUCTION.to_owned(),
+        };
+        let request = ChatRequest {
+            model: agent.model.clone(),
+            messages: vec![ChatMessage { role: Role::System, content: system }],
+            temperature: agent.temperature,
+            max_tokens: agent.max_tokens,
+            format: ResponseFormat::JsonSchema(json!({
+                "type": "object",
+                "required": ["pass", "reason"],
+                "properties": {"pass": {"type": "boolean"}, "reason": {"type": "string"}},
+            })),
+            idempotency_key: format!("{}/judge", self.key),
+        };
+        Ok(Judge {
+            provider: Arc::clone(provider),
+            request,
+            rubric: self.text(&qa.rubric, "the QA rubric")?,
+            pass_when: qa.pass_when.clone(),
+            ctx: self.ctx.clone(),
+        })
+    }
+
     fn build(&self, step: &Step) -> Result<Job, StepError> {
         Ok(match &step.kind {
             StepKind::Set(set) => Job::Done(Outcome::Succeeded(self.deep(&set.value, "`set`")?)),
@@ -111,14 +187,22 @@ impl Attempt<'_> {
                         Some("configure it in cairn.toml, or run with --llm mock"),
                     )
                 })?;
-                let mut messages = Vec::new();
-                if let Some(system) = &agent.system {
-                    messages.push(ChatMessage {
-                        role: Role::System,
-                        content: self.text(system, "the system prompt")?,
+                let mut system =
+                    agent.system.as_ref().map(|t| self.text(t, "the system prompt")).transpose()?;
+                if a.clarify {
+                    system = Some(match system {
+                        Some(s) => format!("{s}\n\n{CLARIFY_INSTRUCTION}"),
+                        None => CLARIFY_INSTRUCTION.to_owned(),
                     });
                 }
+                let mut messages: Vec<ChatMessage> =
+                    system.into_iter().map(|content| ChatMessage { role: Role::System, content }).collect();
                 messages.push(ChatMessage { role: Role::User, content: self.text(&a.prompt, "the prompt")? });
+                for turn in &self.turns {
+                    let role = if turn.role == "assistant" { Role::Assistant } else { Role::User };
+                    messages.push(ChatMessage { role, content: turn.content.clone() });
+                }
+                let output_format = a.output.as_ref().map_or(OutputFormat::Text, |o| o.format);
                 let format = match &a.output {
                     Some(o) if o.format == OutputFormat::Json => match &o.schema {
                         Some(schema) => ResponseFormat::JsonSchema(schema.document.clone()),
@@ -134,7 +218,16 @@ impl Attempt<'_> {
                     format,
                     idempotency_key: self.key.clone(),
                 };
-                Job::Chat { provider: Arc::clone(provider), request, output: a.output.clone() }
+                let judge = a.qa.as_ref().map(|qa| self.judge(qa)).transpose()?;
+                Job::Chat(Box::new(Chat {
+                    provider: Arc::clone(provider),
+                    request,
+                    format: output_format,
+                    schema: self.program.validator(self.path),
+                    repairs: a.output.as_ref().map_or(DEFAULT_REPAIRS, |o| o.repair_attempts),
+                    clarify: a.clarify,
+                    judge,
+                }))
             }
             StepKind::Command(c) => {
                 let mut argv = Vec::with_capacity(c.command.len());
@@ -184,29 +277,10 @@ impl Attempt<'_> {
 /// Executes a job.
 pub(crate) async fn execute(job: Job) -> Finished {
     match job {
-        Job::Done(outcome) => Finished { outcome, usage: None },
-        Job::Chat { provider, request, output } => match provider.chat(request).await {
-            Err(e) => Finished { outcome: port_failure(e), usage: None },
-            Ok(answer) => {
-                let usage = Some((
-                    answer.model.clone(),
-                    TokenUsage {
-                        prompt_tokens: answer.usage.prompt_tokens,
-                        completion_tokens: answer.usage.completion_tokens,
-                        estimated: answer.usage.estimated,
-                    },
-                ));
-                let outcome = match output {
-                    Some(spec) if spec.format == OutputFormat::Json => {
-                        check_json(&answer.text, spec.schema.as_ref())
-                    }
-                    _ => Outcome::Succeeded(Value::String(answer.text)),
-                };
-                Finished { outcome, usage }
-            }
-        },
+        Job::Done(outcome) => Finished::plain(outcome),
+        Job::Chat(chat) => chat.run().await,
         Job::Command { runner, spec } => match runner.run(spec).await {
-            Err(e) => Finished { outcome: port_failure(e), usage: None },
+            Err(e) => Finished::plain(port_failure(e)),
             Ok(out) => {
                 let value = json!({"exit_code": out.exit_code, "stdout": out.stdout, "stderr": out.stderr});
                 let outcome = if out.exit_code == 0 {
@@ -222,7 +296,7 @@ pub(crate) async fn execute(job: Job) -> Finished {
                         retry_after: None,
                     }
                 };
-                Finished { outcome, usage: None }
+                Finished::plain(outcome)
             }
         },
         Job::Handler { handler, call } => {
@@ -230,44 +304,141 @@ pub(crate) async fn execute(job: Job) -> Finished {
                 Ok(v) => Outcome::Succeeded(v),
                 Err(e) => port_failure(e),
             };
-            Finished { outcome, usage: None }
+            Finished::plain(outcome)
         }
     }
 }
 
-/// Parses a JSON answer (a fenced ```json block is tolerated) and checks it
-/// against the schema.
-fn check_json(text: &str, schema: Option<&cairn_domain::definition::Schema>) -> Outcome {
-    let doc = match serde_json::from_str::<Value>(unfence(text)) {
-        Ok(doc) => doc,
-        Err(e) => {
-            return failure(
-                ErrorClass::InvalidOutput,
-                format!("the answer is not JSON: {e}"),
-                Some("the model did not follow the output format; a retry or a stricter prompt may help"),
-            );
-        }
-    };
-    if let Some(schema) = schema {
-        match jsonschema::validator_for(&schema.document) {
-            Ok(validator) => {
-                let errors: Vec<String> = validator
-                    .iter_errors(&doc)
-                    .take(5)
-                    .map(|e| format!("{} at `{}`", e, e.instance_path()))
-                    .collect();
-                if !errors.is_empty() {
-                    return failure(
-                        ErrorClass::InvalidOutput,
-                        format!("the answer does not match the schema: {}", errors.join("; ")),
-                        Some("the model's answer missed the schema; a retry or a clearer prompt may help"),
-                    );
+/// Repairs an answer gets when the step sets no `output.repair_attempts`.
+const DEFAULT_REPAIRS: u32 = 2;
+
+impl Chat {
+    /// Asks the model, checks the answer against its gates, and sends a
+    /// failing answer back with the reason until it passes or the repairs
+    /// are spent (then class `invalid_output`).
+    async fn run(mut self) -> Finished {
+        let mut done = Finished::plain(Outcome::Succeeded(Value::Null));
+        loop {
+            let answer = match self.provider.chat(self.request.clone()).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    done.outcome = port_failure(e);
+                    return done;
                 }
+            };
+            done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
+            if self.clarify
+                && let Some(questions) = clarification(&answer.text)
+            {
+                done.outcome = Outcome::Clarify(questions);
+                return done;
             }
-            Err(e) => return failure(ErrorClass::Fatal, format!("the output schema is invalid: {e}"), None),
+            let reason = match self.check(&answer.text) {
+                Ok(value) => match self.judge(&value, &mut done).await {
+                    Ok(None) => {
+                        done.outcome = Outcome::Succeeded(value);
+                        return done;
+                    }
+                    Ok(Some(reason)) => reason,
+                    Err(outcome) => {
+                        done.outcome = outcome;
+                        return done;
+                    }
+                },
+                Err(reason) => reason,
+            };
+            if done.repairs.len() as u32 >= self.repairs {
+                let tried = done.repairs.len();
+                done.outcome = failure(
+                    ErrorClass::InvalidOutput,
+                    format!("the answer failed its QA gate after {tried} repairs: {reason}"),
+                    Some("make the prompt clearer about the output, or raise `output.repair_attempts`"),
+                );
+                return done;
+            }
+            done.repairs.push(reason.clone());
+            self.request.messages.push(ChatMessage { role: Role::Assistant, content: answer.text });
+            self.request.messages.push(ChatMessage {
+                role: Role::User,
+                content: format!(
+                    "Your answer was not accepted: {reason}\nAnswer again, in the required form."
+                ),
+            });
         }
     }
-    Outcome::Succeeded(doc)
+
+    /// The answer as the step's output, or why it fails the format and schema.
+    fn check(&self, text: &str) -> Result<Value, String> {
+        if self.format != OutputFormat::Json {
+            return Ok(Value::String(text.to_owned()));
+        }
+        let doc = serde_json::from_str::<Value>(unfence(text))
+            .map_err(|e| format!("the answer is not JSON: {e}"))?;
+        if let Some(validator) = &self.schema {
+            let errors: Vec<String> = validator
+                .iter_errors(&doc)
+                .take(5)
+                .map(|e| format!("{} at `{}`", e, e.instance_path()))
+                .collect();
+            if !errors.is_empty() {
+                return Err(format!("the answer does not match the schema: {}", errors.join("; ")));
+            }
+        }
+        Ok(doc)
+    }
+
+    /// The judge's reason when its verdict fails the answer; an outcome when
+    /// the judge itself could not be asked.
+    async fn judge(&self, output: &Value, done: &mut Finished) -> Result<Option<String>, Outcome> {
+        let Some(judge) = &self.judge else { return Ok(None) };
+        let mut request = judge.request.clone();
+        let shown = cairn_domain::state::text_of(output);
+        request.messages.push(ChatMessage {
+            role: Role::User,
+            content: format!("Rubric: {}\n\nAnswer:\n{shown}", judge.rubric),
+        });
+        let answer = judge.provider.chat(request).await.map_err(port_failure)?;
+        done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
+        let verdict = serde_json::from_str::<Value>(unfence(&answer.text))
+            .ok()
+            .filter(|v| {
+                v.get("pass").is_some_and(Value::is_boolean) && v.get("reason").is_some_and(Value::is_string)
+            })
+            .ok_or_else(|| {
+                failure(
+                    ErrorClass::Transient,
+                    "the QA judge did not answer with {\"pass\": bool, \"reason\": str}",
+                    Some("a retry may help; a stricter judge model may be needed"),
+                )
+            })?;
+        let renderer = Renderer::default();
+        let ctx = judge.ctx.with_verdict(verdict.clone());
+        let passed = renderer.value(&judge.pass_when, &ctx).map_err(|e| {
+            failure(ErrorClass::Fatal, format!("cannot render `qa.pass_when`: {e}"), RENDER_HINT)
+        })?;
+        if cairn_domain::render::truthy(&passed) {
+            return Ok(None);
+        }
+        let reason = verdict["reason"].as_str().unwrap_or_default();
+        Ok(Some(format!("the QA judge failed it: {reason}")))
+    }
+}
+
+fn usage_of(u: &cairn_ports::Usage) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        estimated: u.estimated,
+    }
+}
+
+/// The questions of an answer that is exactly `{"clarification_questions": [...]}`.
+fn clarification(text: &str) -> Option<Vec<String>> {
+    let doc: Value = serde_json::from_str(unfence(text)).ok()?;
+    let questions = doc.as_object().filter(|o| o.len() == 1)?.get("clarification_questions")?.as_array()?;
+    let questions: Vec<String> =
+        questions.iter().map(|q| q.as_str().map(str::to_owned)).collect::<Option<_>>()?;
+    (!questions.is_empty()).then_some(questions)
 }
 
 /// The inside of a fenced code block, or the text itself.
@@ -289,10 +460,11 @@ mod tests {
         assert_eq!(unfence("```json\n{\"a\": 1}\n```"), "{\"a\": 1}");
         assert_eq!(unfence("Here:\n```\n[1]\n```\nthanks"), "[1]");
         assert_eq!(unfence(" {\"a\": 1} "), "{\"a\": 1}");
-        assert!(matches!(check_json("```json\n{\"a\": 1}\n```", None), Outcome::Succeeded(_)));
-        assert!(matches!(
-            check_json("not json", None),
-            Outcome::Failed { error: StepError { class: ErrorClass::InvalidOutput, .. }, .. }
-        ));
+        assert_eq!(
+            clarification("```json\n{\"clarification_questions\": [\"Which?\"]}\n```"),
+            Some(vec!["Which?".to_owned()])
+        );
+        assert_eq!(clarification("{\"clarification_questions\": [], \"x\": 1}"), None);
+        assert_eq!(clarification("plain text"), None);
     }
 }

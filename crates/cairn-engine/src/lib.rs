@@ -26,6 +26,6 @@ mod mock;
 
 pub use clock::SystemClock;
 pub use error::EngineError;
-pub use executor::{Control, Definition, Engine, EngineBuilder, SNAPSHOT_EVERY};
+pub use executor::{Control, Definition, Engine, EngineBuilder, GateCall, GateDecision, SNAPSHOT_EVERY};
 pub use memory::MemoryStore;
 pub use mock::MockLlm;

@@ -76,6 +76,17 @@ pub fn event_line(e: &Event) -> String {
             let word = serde_json::to_value(wait).ok().and_then(|w| w.as_str().map(str::to_owned));
             format!(" ({})", word.unwrap_or_default())
         }
+        EventKind::RunWaiting { wait } => format!(" ({})", cairn_domain::state::word(wait)),
+        EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
+            " {} by {}{}{}{}",
+            if *approve { "approved" } else { "rejected" },
+            e.actor,
+            role.as_ref().map(|r| format!(" as {r}")).unwrap_or_default(),
+            comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default(),
+            if *timed_out { " (timed out)" } else { "" },
+        ),
+        EventKind::Answered { text, .. } => format!(" by {}: {text}", e.actor),
+        EventKind::OutputRepaired { attempt, reason, .. } => format!(" #{attempt}: {reason}"),
         EventKind::GroupExpanded { keys, .. } => format!(": {}", keys.join(", ")),
         EventKind::IterationStarted { index, .. } => format!(" [{index}]"),
         EventKind::InstanceFinished { key, failed, .. } => {
