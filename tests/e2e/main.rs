@@ -1,6 +1,7 @@
 //! End-to-end tests: each runs the real `cairn` binary as a user would.
 
 mod crash;
+mod gates;
 mod iterate;
 mod plan;
 mod run;

@@ -158,7 +158,7 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 fn ask(id: &RunId, gate: &Gate<'_>, lines: &mpsc::Receiver<String>) -> Asked {
     let now = SystemClock.now();
     let mut err = std::io::stderr();
-    let _ = write!(err, "\n{}", runview::gate_text(id.as_str(), gate, now));
+    let _ = write!(err, "\n{}", runview::gate_text(id.as_str(), gate, now, false));
     if gate.kind == WaitKind::Acceptance
         && let Some(output) = &gate.state.output
     {

@@ -104,7 +104,7 @@ pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Tim
             v
         })
         .collect();
-    let waiting = waiting_gate(state, &all).map(|gate| {
+    let waiting = waiting_gates(state, &all).into_iter().next().map(|gate| {
         let s = gate.state;
         let approved_by: Vec<Value> = s
             .decisions
@@ -162,28 +162,30 @@ pub struct Gate<'a> {
     pub state: &'a StepState,
 }
 
-/// The first gate a run waits at, when it waits for a person.
-fn waiting_gate<'a>(state: &RunState, rows: &[Row<'a>]) -> Option<Gate<'a>> {
+/// The gates a run waits at, when it waits for a person, in step order.
+fn waiting_gates<'a>(state: &RunState, rows: &[Row<'a>]) -> Vec<Gate<'a>> {
     if !state.status.is_waiting() {
-        return None;
+        return Vec::new();
     }
-    rows.iter().find_map(|row| {
-        let s = row.state?;
-        let kind = s.wait.filter(|_| s.status == StepStatus::Waiting)?;
-        let approvers = match (&row.step.kind, &row.step.accept) {
-            (StepKind::Approval(a), _) => a.approvers.iter().map(|r| r.to_string()).collect(),
-            (_, Some(accept)) => accept.approvers.iter().map(|r| r.to_string()).collect(),
-            _ => Vec::new(),
-        };
-        Some(Gate { path: row.path.clone(), kind, approvers, state: s })
-    })
+    rows.iter()
+        .filter_map(|row| {
+            let s = row.state?;
+            let kind = s.wait.filter(|_| s.status == StepStatus::Waiting)?;
+            let approvers = match (&row.step.kind, &row.step.accept) {
+                (StepKind::Approval(a), _) => a.approvers.iter().map(|r| r.to_string()).collect(),
+                (_, Some(accept)) => accept.approvers.iter().map(|r| r.to_string()).collect(),
+                _ => Vec::new(),
+            };
+            Some(Gate { path: row.path.clone(), kind, approvers, state: s })
+        })
+        .collect()
 }
 
 /// The gate of a waiting run, for prompts.
 pub fn gate_of<'a>(state: &'a RunState, wf: &'a Workflow) -> Option<Gate<'a>> {
     let mut all = Vec::new();
     rows(state, &wf.steps, "", 0, false, &mut all);
-    waiting_gate(state, &all)
+    waiting_gates(state, &all).into_iter().next()
 }
 
 fn kind_needs_output(kind: WaitKind) -> bool {
@@ -192,7 +194,8 @@ fn kind_needs_output(kind: WaitKind) -> bool {
 
 /// What a person reads about a gate: what it waits for, who may decide,
 /// the deadline, the questions or message, and the commands that decide.
-pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp) -> String {
+/// `named`: the decide line names the gate (`--gate`), for when several wait.
+pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> String {
     let mut out = String::new();
     let s = gate.state;
     let who = if gate.approvers.is_empty() { "anyone".to_owned() } else { gate.approvers.join(", ") };
@@ -228,17 +231,23 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp) -> String {
         };
         let _ = writeln!(out, "  deadline {} ({note})", iso_time(deadline));
     }
-    let role = match gate.approvers.as_slice() {
+    let mut role = match gate.approvers.as_slice() {
         [] => String::new(),
         [one] => format!(" --as {one}"),
         _ => " --as ROLE".to_owned(),
     };
+    if named {
+        role = format!(" --gate '{}'{role}", gate.path);
+    }
     let _ = match gate.kind {
         WaitKind::Acceptance | WaitKind::Approval => writeln!(
             out,
             "  decide: cairn approve {run}{role}   or   cairn reject {run}{role} --comment \"...\""
         ),
-        WaitKind::Clarification => writeln!(out, "  answer: cairn answer {run} --text \"...\""),
+        WaitKind::Clarification => {
+            let gate = if named { format!(" --gate '{}'", gate.path) } else { String::new() };
+            writeln!(out, "  answer: cairn answer {run}{gate} --text \"...\"")
+        }
         WaitKind::Block => Ok(()),
     };
     out
@@ -301,8 +310,9 @@ pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Time
             let _ = writeln!(out, "  … {} more lines (`--format json` shows all)", lines.len() - 40);
         }
     }
-    if let Some(gate) = waiting_gate(state, &table) {
-        out.push_str(&gate_text(state.run_id.as_str(), &gate, now));
+    let gates = waiting_gates(state, &table);
+    for gate in &gates {
+        out.push_str(&gate_text(state.run_id.as_str(), gate, now, gates.len() > 1));
     }
     if let Some(error) = &state.error {
         let _ = writeln!(out, "error: {}: {}", error.class, error.message);

@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 /// Answers every request deterministically: a JSON document satisfying the
 /// requested schema (required properties, one item per list, the first
 /// `enum` value, minimums respected), `{"answer": ...}` for plain JSON, or a
-/// short text naming what was asked. The same request always gets the same
+/// short text naming what was asked. A step that may ask questions
+/// (`clarify: true`) is asked one first, before anything was answered. The same request always gets the same
 /// answer. An optional latency (on the given clock) makes parallelism visible.
 pub struct MockLlm {
     clock: Arc<dyn Clock>,
@@ -33,7 +34,17 @@ impl LlmProvider for MockLlm {
         }
         let prompt =
             request.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str());
+        let may_ask = request
+            .messages
+            .iter()
+            .any(|m| m.role == Role::System && m.content.contains("clarification_questions"));
+        let answered = request.messages.iter().any(|m| m.role == Role::Assistant);
         let text = match &request.format {
+            // A step that may ask gets one question first, like a careful model.
+            _ if may_ask && !answered => {
+                json!({ "clarification_questions": [format!("What matters most for: {}?", summary(prompt))] })
+                    .to_string()
+            }
             ResponseFormat::JsonSchema(schema) => instance(schema, "answer", 0).to_string(),
             ResponseFormat::Json => json!({ "answer": summary(prompt) }).to_string(),
             ResponseFormat::Text => format!("mock answer to: {}", summary(prompt)),

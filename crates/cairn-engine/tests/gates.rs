@@ -1,0 +1,331 @@
+//! Gates through the engine on a fake clock: acceptance with rework,
+//! approvals per role, deadlines each way, clarification, and the QA gates
+//! (schema repair, judge). Each path's event log is a snapshot; decisions
+//! are recorded between drives, as the verbs do across processes.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_domain::state::{ErrorClass, RunState, RunStatus, StepPath};
+use cairn_engine::{Engine, EngineBuilder, EngineError, GateCall, GateDecision};
+use cairn_ports::{ChatRequest, ChatResponse, Clock, LlmProvider, PortError, Usage};
+use serde_json::json;
+use support::{Harness, definition, run_id};
+
+/// Answers from a script, in call order, and keeps every request.
+#[derive(Default)]
+struct Scripted {
+    answers: Mutex<VecDeque<String>>,
+    requests: Mutex<Vec<ChatRequest>>,
+}
+
+impl Scripted {
+    fn new(answers: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            answers: Mutex::new(answers.iter().map(|a| (*a).to_owned()).collect()),
+            ..Default::default()
+        })
+    }
+
+    /// The messages of the `n`th request, one line each.
+    fn conversation(&self, n: usize) -> String {
+        let requests = self.requests.lock().expect("lock");
+        requests[n]
+            .messages
+            .iter()
+            .map(|m| format!("{:?}: {}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[async_trait]
+impl LlmProvider for Scripted {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, PortError> {
+        self.requests.lock().expect("lock").push(request);
+        let text = self.answers.lock().expect("lock").pop_front().unwrap_or_else(|| "the answer".into());
+        Ok(ChatResponse {
+            text,
+            usage: Usage { prompt_tokens: 10, completion_tokens: 5, estimated: false },
+            model: "m".into(),
+        })
+    }
+}
+
+fn engine(h: &Harness, llm: Arc<Scripted>) -> Engine {
+    let clock: Arc<dyn Clock> = h.clock.clone();
+    EngineBuilder::new(h.store.clone()).clock(clock).provider("default", llm).build()
+}
+
+fn call(decision: GateDecision, role: Option<&str>, comment: Option<&str>, by: &str) -> GateCall {
+    GateCall {
+        gate: None,
+        decision,
+        role: role.map(str::to_owned),
+        comment: comment.map(str::to_owned),
+        by: by.into(),
+    }
+}
+
+fn approve(role: Option<&str>, by: &str) -> GateCall {
+    call(GateDecision::Approve, role, None, by)
+}
+
+fn reject(role: Option<&str>, comment: &str, by: &str) -> GateCall {
+    call(GateDecision::Reject, role, Some(comment), by)
+}
+
+/// Records a decision, then drives the run on.
+async fn decide_and_resume(engine: &Engine, yaml: &str, call: GateCall) -> RunState {
+    let wf = definition(yaml).workflow;
+    engine.decide_gate(&run_id(), &wf, call).await.expect("the decision is recorded");
+    engine.resume(&run_id(), wf).await.expect("the run goes on")
+}
+
+const ACCEPT: &str = r#"cairn: 1
+id: accept
+agents:
+  w: { system: You write. }
+steps:
+  - id: draft
+    agent: w
+    prompt: "Write it.{% if feedback %} Reviewer: {{ feedback }}{% endif %}"
+    produces: draft
+    accept: { on_reject: rework, max_reworks: 1 }
+  - id: publish
+    set: "{{ docs.draft }}"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn acceptance_waits_then_goes_on_when_approved() {
+    let h = Harness::new();
+    let engine = engine(&h, Scripted::new(&["v1"]));
+    let state = engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::WaitingAcceptance);
+    assert!(!state.scopes.visible(&Default::default()).contains_key("draft"), "stored once accepted");
+    let state = decide_and_resume(&engine, ACCEPT, approve(None, "alice")).await;
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(state.steps[&StepPath::new("publish")].output, Some(json!("v1")));
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_reworks_with_the_comment_then_acceptance_goes_on() {
+    let h = Harness::new();
+    let llm = Scripted::new(&["v1", "v2"]);
+    let engine = engine(&h, llm.clone());
+    engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
+    let state = decide_and_resume(&engine, ACCEPT, reject(None, "more detail", "bob")).await;
+    assert_eq!(state.status, RunStatus::WaitingAcceptance);
+    let state = decide_and_resume(&engine, ACCEPT, approve(None, "bob")).await;
+    assert_eq!(state.steps[&StepPath::new("publish")].output, Some(json!("v2")));
+    insta::assert_snapshot!("rework_log", h.log().await);
+    insta::assert_snapshot!("rework_conversation", llm.conversation(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reworks_run_out_and_the_step_fails_rejected() {
+    let h = Harness::new();
+    let engine = engine(&h, Scripted::new(&["v1", "v2"]));
+    engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
+    decide_and_resume(&engine, ACCEPT, reject(None, "no", "bob")).await;
+    let state = decide_and_resume(&engine, ACCEPT, reject(None, "still no", "bob")).await;
+    assert_eq!(state.status, RunStatus::Failed);
+    let error = state.error.expect("failed");
+    assert_eq!(error.class, ErrorClass::Rejected);
+    insta::assert_snapshot!(h.log().await);
+}
+
+const TWO_ROLES: &str = r#"cairn: 1
+id: roles
+steps:
+  - id: go_live
+    approval:
+      message: "Deploy {{ run.workflow }}?"
+      approvers: [tech_lead, product_owner]
+  - id: after
+    set: "{{ steps.go_live.output.approved_by | length }}"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn every_listed_role_must_approve_and_other_decisions_are_refused() {
+    let h = Harness::new();
+    let engine = engine(&h, Scripted::new(&[]));
+    let wf = definition(TWO_ROLES).workflow;
+    let state = engine.run(definition(TWO_ROLES), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::WaitingApproval);
+    assert_eq!(state.steps[&StepPath::new("go_live")].message.as_deref(), Some("Deploy roles?"));
+
+    let mut refusals = Vec::new();
+    for bad in [
+        approve(None, "eve"),
+        approve(Some("intern"), "eve"),
+        GateCall { gate: Some("after".into()), ..approve(Some("tech_lead"), "eve") },
+        call(GateDecision::Answer("x".into()), None, None, "eve"),
+    ] {
+        match engine.decide_gate(&run_id(), &wf, bad).await {
+            Err(EngineError::Refused(why)) => refusals.push(why),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+    insta::assert_snapshot!("refusals", refusals.join("\n"));
+
+    let state = decide_and_resume(&engine, TWO_ROLES, approve(Some("tech_lead"), "tess")).await;
+    assert_eq!(state.status, RunStatus::WaitingApproval, "one of two roles is not enough");
+    let state = decide_and_resume(&engine, TWO_ROLES, approve(Some("product_owner"), "pat")).await;
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(state.steps[&StepPath::new("after")].output, Some(json!(2)));
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn racing_decisions_are_both_recorded_and_the_first_moves_the_run() {
+    let h = Harness::new();
+    let engine = engine(&h, Scripted::new(&["v1"]));
+    let wf = definition(ACCEPT).workflow;
+    engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
+    engine.decide_gate(&run_id(), &wf, approve(None, "alice")).await.expect("recorded");
+    engine.decide_gate(&run_id(), &wf, reject(None, "wait", "bob")).await.expect("recorded too");
+    let state = engine.resume(&run_id(), wf).await.expect("goes on");
+    assert_eq!(state.status, RunStatus::Completed, "alice's approval came first");
+    let log = h.log().await;
+    assert!(
+        log.contains("gate_decided draft approved by alice") && log.contains("rejected by bob: wait"),
+        "{log}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_apply_on_timeout_each_way_when_the_run_is_next_driven() {
+    let mut logs = Vec::new();
+    for on_timeout in ["reject", "approve", "fail"] {
+        let yaml = format!(
+            "cairn: 1\nid: timed\nsteps:\n  - id: go\n    approval: {{ message: Go?, timeout: 1h, on_timeout: {on_timeout} }}\n"
+        );
+        let h = Harness::new();
+        let engine = engine(&h, Scripted::new(&[]));
+        let wf = definition(&yaml).workflow;
+        engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+        tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+        let late = engine.decide_gate(&run_id(), &wf, approve(None, "late")).await;
+        assert!(matches!(late, Err(EngineError::DeadlinePassed { .. })), "{late:?}");
+        let state = engine.resume(&run_id(), wf).await.expect("goes on");
+        logs.push(format!("on_timeout: {on_timeout} -> {:?}\n{}", state.status, h.log().await));
+    }
+    insta::assert_snapshot!(logs.join("\n\n"));
+}
+
+const CLARIFY: &str = r#"cairn: 1
+id: clarify
+agents:
+  w: { system: You plan. }
+steps:
+  - id: plan
+    agent: w
+    prompt: Plan the storage layer.
+    clarify: true
+    max_clarifications: 1
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn questions_wait_for_answers_and_the_step_runs_again_with_them() {
+    let h = Harness::new();
+    let llm = Scripted::new(&[r#"{"clarification_questions": ["Which database?"]}"#, "Use Postgres."]);
+    let engine = engine(&h, llm.clone());
+    let state = engine.run(definition(CLARIFY), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::WaitingClarification);
+    assert_eq!(state.steps[&StepPath::new("plan")].questions, ["Which database?"]);
+    let state = decide_and_resume(
+        &engine,
+        CLARIFY,
+        call(GateDecision::Answer("Postgres".into()), None, None, "dana"),
+    )
+    .await;
+    assert_eq!(state.status, RunStatus::Completed);
+    insta::assert_snapshot!("clarify_log", h.log().await);
+    insta::assert_snapshot!("clarify_conversation", llm.conversation(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_that_keeps_asking_is_stopped() {
+    let h = Harness::new();
+    let asks = r#"{"clarification_questions": ["Which?"]}"#;
+    let engine = engine(&h, Scripted::new(&[asks, asks]));
+    engine.run(definition(CLARIFY), json!({}), run_id()).await.expect("runs");
+    let state = decide_and_resume(
+        &engine,
+        CLARIFY,
+        call(GateDecision::Answer("this one".into()), None, None, "dana"),
+    )
+    .await;
+    assert_eq!(state.status, RunStatus::Failed);
+    let error = state.error.expect("failed");
+    assert!(error.message.contains("still asks questions after 1 rounds"), "{}", error.message);
+}
+
+const SCHEMA: &str = r#"cairn: 1
+id: qa
+agents:
+  w: { system: You count. }
+steps:
+  - id: count
+    agent: w
+    prompt: Count.
+    output:
+      format: json
+      schema: { type: object, required: [n], properties: { n: { type: integer } } }
+      repair_attempts: REPAIRS
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn invalid_output_goes_back_with_the_errors_until_it_passes_or_the_repairs_run_out() {
+    let mut logs = Vec::new();
+    for repairs in [2, 1] {
+        let h = Harness::new();
+        let llm = Scripted::new(&["not json", r#"{"n": "three"}"#, "```json\n{\"n\": 3}\n```"]);
+        let engine = engine(&h, llm.clone());
+        let yaml = SCHEMA.replace("REPAIRS", &repairs.to_string());
+        let state = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+        logs.push(format!("repair_attempts: {repairs} -> {:?}\n{}", state.status, h.log().await));
+        if repairs == 2 {
+            assert_eq!(state.steps[&StepPath::new("count")].output, Some(json!({"n": 3})));
+            insta::assert_snapshot!("repair_conversation", llm.conversation(2));
+        } else {
+            assert_eq!(state.error.map(|e| e.class), Some(ErrorClass::InvalidOutput));
+        }
+    }
+    insta::assert_snapshot!(logs.join("\n\n"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_verdict_sends_the_answer_back_with_the_judges_reason() {
+    let yaml = r#"cairn: 1
+id: judged
+agents:
+  w: { system: You write. }
+  judge: { system: You are strict. }
+steps:
+  - id: write
+    agent: w
+    prompt: Write a haiku.
+    qa:
+      agent: judge
+      rubric: Three lines.
+"#;
+    let h = Harness::new();
+    let llm = Scripted::new(&[
+        "one line",
+        r#"{"pass": false, "reason": "not three lines"}"#,
+        "one\ntwo\nthree",
+        r#"{"pass": true, "reason": "fine"}"#,
+    ]);
+    let engine = engine(&h, llm.clone());
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.steps[&StepPath::new("write")].output, Some(json!("one\ntwo\nthree")));
+    insta::assert_snapshot!("judge_log", h.log().await);
+    insta::assert_snapshot!("judge_request", llm.conversation(1));
+}
