@@ -58,10 +58,18 @@ pub struct Decide {
     /// Why; a rejection's comment is the rework's `{{ feedback }}`.
     #[arg(long)]
     comment: Option<String>,
+    /// Who decides, and what happens next.
+    #[command(flatten)]
+    then: Then,
+}
+
+/// What every decision verb (`approve`, `reject`, `answer`) takes besides the decision.
+#[derive(Debug, clap::Args)]
+pub struct Then {
     /// Who decides, for the audit trail (default: the OS user).
     #[arg(long)]
     by: Option<String>,
-    /// Record the decision without driving the run on.
+    /// Record it without driving the run on.
     #[arg(long)]
     detach: bool,
     /// Never ask at the terminal: a later gate persists the wait and exits 3.
@@ -72,6 +80,24 @@ pub struct Decide {
     format: RunFormat,
 }
 
+impl Then {
+    /// The request of a decision verb.
+    fn request(self, run: String, verb: &'static str, call: cairn_engine::GateCall) -> crate::gate::Request {
+        crate::gate::Request {
+            run,
+            verb,
+            call,
+            detach: self.detach,
+            non_interactive: self.non_interactive,
+            format: self.format,
+        }
+    }
+
+    fn by(&self) -> String {
+        self.by.clone().unwrap_or_else(crate::session::whoami)
+    }
+}
+
 impl Decide {
     /// The request of `approve` or `reject`.
     fn request(self, verb: &'static str, decision: cairn_engine::GateDecision) -> crate::gate::Request {
@@ -80,16 +106,9 @@ impl Decide {
             decision,
             role: self.role,
             comment: self.comment,
-            by: self.by.unwrap_or_else(crate::session::whoami),
+            by: self.then.by(),
         };
-        crate::gate::Request {
-            run: self.run,
-            verb,
-            call,
-            detach: self.detach,
-            non_interactive: self.non_interactive,
-            format: self.format,
-        }
+        self.then.request(self.run, verb, call)
     }
 }
 
@@ -175,18 +194,9 @@ pub enum Verb {
         /// The answers.
         #[arg(long)]
         text: String,
-        /// Who answers, for the audit trail (default: the OS user).
-        #[arg(long)]
-        by: Option<String>,
-        /// Record the answer without driving the run on.
-        #[arg(long)]
-        detach: bool,
-        /// Never ask at the terminal: a later gate persists the wait and exits 3.
-        #[arg(long)]
-        non_interactive: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
-        format: RunFormat,
+        /// Who answers, and what happens next.
+        #[command(flatten)]
+        then: Then,
     },
     /// Cancel a run: running steps are stopped, the run is `cancelled` (exit 4).
     Cancel {
@@ -337,17 +347,11 @@ pub fn run(cli: Cli) -> u8 {
                 Verb::Reject(d) => {
                     crate::gate::decide(&common, d.request("reject", cairn_engine::GateDecision::Reject))
                 }
-                Verb::Answer { run, gate, text, by, detach, non_interactive, format } => {
-                    let call = cairn_engine::GateCall {
-                        gate,
-                        decision: cairn_engine::GateDecision::Answer(text),
-                        role: None,
-                        comment: None,
-                        by: by.unwrap_or_else(crate::session::whoami),
-                    };
-                    let req =
-                        crate::gate::Request { run, verb: "answer", call, detach, non_interactive, format };
-                    crate::gate::decide(&common, req)
+                Verb::Answer { run, gate, text, then } => {
+                    let decision = cairn_engine::GateDecision::Answer(text);
+                    let call =
+                        cairn_engine::GateCall { gate, decision, role: None, comment: None, by: then.by() };
+                    crate::gate::decide(&common, then.request(run, "answer", call))
                 }
                 Verb::Checkpoints { run, format } => steer::checkpoints(&common, &run, format),
                 Verb::Fork { run, checkpoint, format } => steer::fork(&common, &run, checkpoint, format),

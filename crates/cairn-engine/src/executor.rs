@@ -320,37 +320,22 @@ impl Engine {
             .collect();
         let names = || waiting.iter().map(|(p, _)| format!("`{p}`")).collect::<Vec<_>>().join(", ");
         let what = if matches!(call.decision, GateDecision::Answer(_)) { "questions" } else { "a decision" };
-        let (path, wait) = match &call.gate {
-            Some(gate) => match waiting.iter().find(|(p, _)| p.as_str() == gate) {
-                Some(&(p, w)) => (p.clone(), w),
-                None if waiting.is_empty() => {
-                    return Err(EngineError::Refused(format!(
-                        "run `{run_id}` is {}: no step waits for {what}",
-                        word(state.status)
-                    )));
+        let found = match &call.gate {
+            Some(gate) => waiting.iter().find(|(p, _)| p.as_str() == gate).copied(),
+            None if waiting.len() == 1 => waiting.first().copied(),
+            None => None,
+        };
+        let Some((path, wait)) = found.map(|(p, w)| (p.clone(), w)) else {
+            let why = match (&call.gate, waiting.len()) {
+                (_, 0) => format!("run `{run_id}` is {}: no step waits for {what}", word(state.status)),
+                (Some(gate), _) => {
+                    format!("step `{gate}` of run `{run_id}` does not wait for {what}; waiting: {}", names())
                 }
-                None => {
-                    return Err(EngineError::Refused(format!(
-                        "step `{gate}` of run `{run_id}` does not wait for {what}; waiting: {}",
-                        names()
-                    )));
+                (None, _) => {
+                    format!("run `{run_id}` waits at several gates ({}): name one with --gate", names())
                 }
-            },
-            None => match waiting.as_slice() {
-                [(p, w)] => ((*p).clone(), *w),
-                [] => {
-                    return Err(EngineError::Refused(format!(
-                        "run `{run_id}` is {}: no step waits for {what}",
-                        word(state.status)
-                    )));
-                }
-                _ => {
-                    return Err(EngineError::Refused(format!(
-                        "run `{run_id}` waits at several gates ({}): name one with --gate",
-                        names()
-                    )));
-                }
-            },
+            };
+            return Err(EngineError::Refused(why));
         };
         if let Some(deadline) = state.steps.get(&path).and_then(|s| s.deadline)
             && deadline <= self.clock.now()

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cairn_domain::decide::{Outcome, Program};
-use cairn_domain::definition::{OutputFormat, Step, StepKind, Template};
+use cairn_domain::definition::{AgentDef, OutputFormat, Step, StepKind, Template};
+use cairn_domain::id::Name;
 use cairn_domain::id::RunId;
 use cairn_domain::render::{Context, Renderer};
 use cairn_domain::state::{ErrorClass, StepError, StepPath, TokenUsage};
@@ -133,20 +134,27 @@ impl Attempt<'_> {
             .map_err(|e| refused(ErrorClass::Fatal, format!("cannot render {what}: {e}"), RENDER_HINT))
     }
 
-    /// The judge of a QA gate: its agent, provider and rendered rubric.
-    fn judge(&self, qa: &cairn_domain::definition::Qa) -> Result<Judge, StepError> {
-        let wf = self.program.workflow();
-        let agent = wf
+    /// An agent by name, and the provider it names (`what`: `judge ` or nothing, for messages).
+    fn agent(&self, name: &Name, what: &str) -> Result<(&AgentDef, Arc<dyn LlmProvider>), StepError> {
+        let agent = self
+            .program
+            .workflow()
             .agents
-            .get(qa.agent.as_str())
-            .ok_or_else(|| refused(ErrorClass::Fatal, format!("unknown judge agent `{}`", qa.agent), None))?;
+            .get(name.as_str())
+            .ok_or_else(|| refused(ErrorClass::Fatal, format!("unknown {what}agent `{name}`"), None))?;
         let provider = self.ports.providers.get(agent.provider.as_str()).ok_or_else(|| {
             refused(
                 ErrorClass::Fatal,
-                format!("provider `{}` of the judge is not configured", agent.provider),
+                format!("provider `{}` of {what}agent `{name}` is not configured", agent.provider),
                 Some("configure it in cairn.toml, or run with --llm mock"),
             )
         })?;
+        Ok((agent, Arc::clone(provider)))
+    }
+
+    /// The judge of a QA gate: its agent, provider and rendered rubric.
+    fn judge(&self, qa: &cairn_domain::definition::Qa) -> Result<Judge, StepError> {
+        let (agent, provider) = self.agent(&qa.agent, "judge ")?;
         let system = match &agent.system {
             Some(t) => format!("{}\n\n{JUDGE_INSTRUCTION}", self.text(t, "the judge's system prompt")?),
             None => JUDGE_INSTRUCTION.to_owned(),
@@ -164,7 +172,7 @@ impl Attempt<'_> {
             idempotency_key: format!("{}/judge", self.key),
         };
         Ok(Judge {
-            provider: Arc::clone(provider),
+            provider,
             request,
             rubric: self.text(&qa.rubric, "the QA rubric")?,
             pass_when: qa.pass_when.clone(),
@@ -176,17 +184,7 @@ impl Attempt<'_> {
         Ok(match &step.kind {
             StepKind::Set(set) => Job::Done(Outcome::Succeeded(self.deep(&set.value, "`set`")?)),
             StepKind::Agent(a) => {
-                let wf = self.program.workflow();
-                let agent = wf.agents.get(a.agent.as_str()).ok_or_else(|| {
-                    refused(ErrorClass::Fatal, format!("unknown agent `{}`", a.agent), None)
-                })?;
-                let provider = self.ports.providers.get(agent.provider.as_str()).ok_or_else(|| {
-                    refused(
-                        ErrorClass::Fatal,
-                        format!("provider `{}` is not configured", agent.provider),
-                        Some("configure it in cairn.toml, or run with --llm mock"),
-                    )
-                })?;
+                let (agent, provider) = self.agent(&a.agent, "")?;
                 let mut system =
                     agent.system.as_ref().map(|t| self.text(t, "the system prompt")).transpose()?;
                 if a.clarify {
@@ -220,7 +218,7 @@ impl Attempt<'_> {
                 };
                 let judge = a.qa.as_ref().map(|qa| self.judge(qa)).transpose()?;
                 Job::Chat(Box::new(Chat {
-                    provider: Arc::clone(provider),
+                    provider,
                     request,
                     format: output_format,
                     schema: self.program.validator(self.path),
