@@ -432,4 +432,43 @@ mod tests {
         assert_eq!(iso_time(Timestamp(951_782_400_000)), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso_time(Timestamp(1_795_409_501_123)), "2026-11-23T04:51:41.123Z");
     }
+
+    #[test]
+    fn a_gate_shows_its_deadline_and_whether_it_passed() {
+        let mut step: StepState = serde_json::from_value(serde_json::json!({
+            "status": "waiting", "attempts": 1, "output": "draft", "error": null, "retry_at": null,
+            "wait": "approval", "round_base": 0, "cascade_skip": false, "started_at": 0, "finished_at": null,
+            "deadline": 3_600_000, "message": "Deploy?", "questions": []
+        }))
+        .expect("a step state");
+        step.decisions.push(cairn_domain::state::Decision {
+            approve: true,
+            by: "tess".into(),
+            role: Some("tech_lead".into()),
+            comment: None,
+            at: Timestamp(10),
+            timed_out: false,
+        });
+        let gate = Gate {
+            path: StepPath::new("go"),
+            kind: WaitKind::Approval,
+            approvers: vec!["tech_lead".into(), "product_owner".into()],
+            state: &step,
+        };
+        let before = gate_text("r1", &gate, Timestamp(1_000), false);
+        let after = gate_text("r1", &gate, Timestamp(3_600_000), true);
+        insta::assert_snapshot!(format!("{before}---\n{after}"), @r#"
+        waiting: approval `go`, by tech_lead, product_owner
+          approved so far by tess as tech_lead
+          Deploy?
+          deadline 1970-01-01T01:00:00.000Z (its `on_timeout` applies then)
+          decide: cairn approve r1 --as ROLE   or   cairn reject r1 --as ROLE --comment "..."
+        ---
+        waiting: approval `go`, by tech_lead, product_owner
+          approved so far by tess as tech_lead
+          Deploy?
+          deadline 1970-01-01T01:00:00.000Z (passed: its `on_timeout` applies when the run is next driven)
+          decide: cairn approve r1 --gate 'go' --as ROLE   or   cairn reject r1 --gate 'go' --as ROLE --comment "..."
+        "#);
+    }
 }

@@ -140,6 +140,21 @@ async fn reworks_run_out_and_the_step_fails_rejected() {
     insta::assert_snapshot!(h.log().await);
 }
 
+#[tokio::test(start_paused = true)]
+async fn on_reject_fail_fails_at_once() {
+    let h = Harness::new();
+    let engine = engine(&h, Scripted::new(&["v1"]));
+    let yaml = ACCEPT.replace("on_reject: rework, max_reworks: 1", "on_reject: fail");
+    engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+    let state = decide_and_resume(&engine, &yaml, reject(Some("x"), "wrong", "bob")).await;
+    assert_eq!(state.status, RunStatus::Failed);
+    let error = state.error.expect("failed");
+    assert_eq!(
+        (error.class, error.message.as_str()),
+        (ErrorClass::Rejected, "step `draft` failed: rejected by bob as x: wrong")
+    );
+}
+
 const TWO_ROLES: &str = r#"cairn: 1
 id: roles
 steps:
