@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn_command::{CommandPolicy, DEFAULT_MAX_OUTPUT};
-use cairn_llm_http::{ApiKey, ProviderSettings};
+use cairn_llm_http::{ApiKey, ProviderSettings, StructuredOutput};
 use serde::Deserialize;
 
 /// The whole config file.
@@ -46,6 +46,12 @@ pub struct ProviderConfig {
     pub requests_per_minute: Option<u32>,
     /// Stream answers.
     pub stream: Option<bool>,
+    /// The limit on connecting (default 10s).
+    pub connect_timeout: Option<String>,
+    /// The limit on the wait for an answer to start (default: `timeout`).
+    pub first_byte_timeout: Option<String>,
+    /// The limit on a silence inside a streamed answer (default 60s).
+    pub idle_timeout: Option<String>,
     /// How structured output is requested.
     pub structured_output: Option<String>,
 }
@@ -151,41 +157,50 @@ impl Loaded {
             let setting =
                 if from_env_key { ENV_API_KEY.to_owned() } else { p.api_key_env.clone().unwrap_or_default() };
             let api_key = if setting.is_empty() { None } else { env(&setting).map(ApiKey::new) };
-            let timeout = match &p.timeout {
-                None => Duration::from_secs(120),
-                Some(t) => t
-                    .parse::<cairn_domain::duration::Duration>()
-                    .map_err(|e| format!("provider `{name}`: timeout: {e}"))?
-                    .to_std(),
+            let duration = |key: &str, value: &Option<String>| -> Result<Option<Duration>, String> {
+                value
+                    .as_deref()
+                    .map(|t| {
+                        t.parse::<cairn_domain::duration::Duration>()
+                            .map(|d| d.to_std())
+                            .map_err(|e| format!("provider `{name}`: {key}: {e}"))
+                    })
+                    .transpose()
             };
-            out.push(ProviderSettings {
-                name,
-                base_url: p.base_url,
-                api_key,
-                api_key_setting: if setting.is_empty() { ENV_API_KEY.to_owned() } else { setting },
-                model: p.model,
-                timeout,
-            });
+            let mut settings = ProviderSettings::new(name.clone(), p.base_url.clone());
+            settings.api_key = api_key;
+            settings.api_key_setting = if setting.is_empty() { ENV_API_KEY.to_owned() } else { setting };
+            settings.model = p.model.clone();
+            if let Some(t) = duration("timeout", &p.timeout)? {
+                settings.timeout = t;
+                settings.first_byte_timeout = t;
+            }
+            if let Some(t) = duration("connect_timeout", &p.connect_timeout)? {
+                settings.connect_timeout = t;
+            }
+            if let Some(t) = duration("first_byte_timeout", &p.first_byte_timeout)? {
+                settings.first_byte_timeout = t;
+            }
+            if let Some(t) = duration("idle_timeout", &p.idle_timeout)? {
+                settings.idle_timeout = t;
+            }
+            settings.stream = p.stream.unwrap_or(true);
+            if let Some(mode) = &p.structured_output {
+                settings.structured_output = StructuredOutput::ALL
+                    .iter()
+                    .find(|(word, _)| word == mode)
+                    .map(|(_, m)| *m)
+                    .ok_or_else(|| {
+                        format!(
+                            "provider `{name}`: structured_output `{mode}`: use `json_schema`, `json_object` or `prompt`"
+                        )
+                    })?;
+            }
+            settings.max_concurrency = p.max_concurrency;
+            settings.requests_per_minute = p.requests_per_minute;
+            out.push(settings);
         }
         Ok(out)
-    }
-
-    /// Settings that are read but not yet acted on, to say so.
-    pub fn unenforced(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, p) in &self.config.providers {
-            for (key, set) in [
-                ("max_concurrency", p.max_concurrency.is_some()),
-                ("requests_per_minute", p.requests_per_minute.is_some()),
-                ("stream", p.stream.is_some()),
-                ("structured_output", p.structured_output.is_some()),
-            ] {
-                if set {
-                    out.push(format!("providers.{name}.{key}"));
-                }
-            }
-        }
-        out
     }
 
     /// The command fence.

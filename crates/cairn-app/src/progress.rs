@@ -81,6 +81,8 @@ impl EventSink for Progress {
         let line = match event {
             LiveEvent::Recorded(e) => self.line(run, &e.kind, e.at),
             LiveEvent::Note { path, text } => Some(format!("    {path}: {text}")),
+            // Streamed text is for hosts that show it; the summary prints answers.
+            LiveEvent::Token { .. } => None,
         };
         if let Some(line) = line {
             let _ = writeln!(std::io::stderr().lock(), "{line}");

@@ -156,9 +156,6 @@ pub fn engine(
     wf: &Workflow,
     control: watch::Receiver<Control>,
 ) -> Result<Engine, String> {
-    for setting in loaded.unenforced() {
-        eprintln!("warning: `{setting}` is read but not acted on by this version of cairn");
-    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let commands = LocalCommands::new(loaded.command_policy(), &loaded.base)?;
     let mut builder = EngineBuilder::new(store)

@@ -678,6 +678,7 @@ impl<'a> Drive<'a> {
             path: &path,
             key,
             turns,
+            sink: Arc::clone(&engine.sink),
         }
         .prepare(step);
         let timeout = self.program.timeout(step).map(|d| d.to_std());

@@ -12,8 +12,8 @@ use cairn_domain::id::RunId;
 use cairn_domain::render::{Context, Renderer};
 use cairn_domain::state::{ErrorClass, StepError, StepPath, TokenUsage};
 use cairn_ports::{
-    ChatMessage, ChatRequest, CommandRunner, CommandSpec, HandlerCall, LlmProvider, PortError,
-    ResponseFormat, Role, StepHandler,
+    ChatMessage, ChatRequest, CommandRunner, CommandSpec, EventSink, HandlerCall, LiveEvent, LlmProvider,
+    PortError, ResponseFormat, Role, StepHandler, TokenSink,
 };
 use serde_json::{Value, json};
 
@@ -104,6 +104,8 @@ pub(crate) struct Attempt<'a> {
     pub key: String,
     /// Earlier answers of the step and the replies they drew (rework, questions).
     pub turns: Vec<cairn_domain::state::Turn>,
+    /// Where streamed text goes, live.
+    pub sink: Arc<dyn EventSink>,
 }
 
 fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> StepError {
@@ -132,6 +134,12 @@ impl Attempt<'_> {
         self.renderer
             .deep(v, self.ctx)
             .map_err(|e| refused(ErrorClass::Fatal, format!("cannot render {what}: {e}"), RENDER_HINT))
+    }
+
+    /// Forwards streamed text to the live sink as the step's tokens.
+    fn tokens(&self) -> TokenSink {
+        let (sink, run, path) = (Arc::clone(&self.sink), self.run_id.clone(), self.path.clone());
+        TokenSink(Arc::new(move |text: &str| sink.emit(&run, &LiveEvent::Token { path: &path, text })))
     }
 
     /// An agent by name, and the provider it names (`what`: `judge ` or nothing, for messages).
@@ -170,6 +178,7 @@ impl Attempt<'_> {
                 "properties": {"pass": {"type": "boolean"}, "reason": {"type": "string"}},
             })),
             idempotency_key: format!("{}/judge", self.key),
+            tokens: None,
         };
         Ok(Judge {
             provider,
@@ -215,6 +224,7 @@ impl Attempt<'_> {
                     max_tokens: agent.max_tokens,
                     format,
                     idempotency_key: self.key.clone(),
+                    tokens: Some(self.tokens()),
                 };
                 let judge = a.qa.as_ref().map(|qa| self.judge(qa)).transpose()?;
                 Job::Chat(Box::new(Chat {

@@ -146,6 +146,7 @@ mod tests {
             max_tokens: None,
             format,
             idempotency_key: "r/s/1".into(),
+            tokens: None,
         }
     }
 

@@ -1,71 +1,166 @@
-//! The provider against a scripted server on loopback: what it sends, and
-//! how each answer is classed.
+//! The provider against a scripted server on loopback, streaming and not:
+//! what it sends (request bodies are snapshots), what it reads, and how each
+//! fault a server can throw is classed. The server is a raw socket, so it
+//! can also cut a stream, stall, or not be there at all.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_domain::state::ErrorClass;
-use cairn_llm_http::{ApiKey, HttpProvider, ProviderSettings};
-use cairn_ports::{ChatMessage, ChatRequest, LlmProvider, ResponseFormat, Role};
+use cairn_llm_http::{ApiKey, HttpProvider, ProviderSettings, StructuredOutput};
+use cairn_ports::{ChatMessage, ChatRequest, LlmProvider, ResponseFormat, Role, TokenSink};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const KEY: &str = "sk-test-secret-123";
 
-/// Serves one canned response; returns the base URL and the request it received.
-async fn serve_once(response: String) -> (String, tokio::task::JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    let handle = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.expect("accept");
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.read(&mut buf).await.expect("read");
-            request.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&request).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
-                    })
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                if request.len() >= end + 4 + length {
-                    break;
-                }
+/// What the server does with one connection.
+#[derive(Clone)]
+enum Reply {
+    /// Writes these bytes and closes.
+    Full(String),
+    /// Writes these bytes, then holds the connection open without a word.
+    Stall(String),
+}
+
+/// A server that answers each connection with the next reply of its script
+/// (the last one repeats), after `latency`, and keeps what it was sent.
+struct Server {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    most_at_once: Arc<AtomicUsize>,
+}
+
+impl Server {
+    async fn start(script: Vec<Reply>, latency: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        Self::serve(listener, script, latency, url).await
+    }
+
+    async fn serve(listener: TcpListener, script: Vec<Reply>, latency: Duration, url: String) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let most_at_once = Arc::new(AtomicUsize::new(0));
+        let now = Arc::new(AtomicUsize::new(0));
+        let (log, most) = (Arc::clone(&requests), Arc::clone(&most_at_once));
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { return };
+                let reply = script.get(n).or(script.last()).cloned().expect("a script");
+                n += 1;
+                let (log, most, now) = (Arc::clone(&log), Arc::clone(&most), Arc::clone(&now));
+                tokio::spawn(async move {
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    answer(socket, reply, latency, &log).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                });
             }
-            if n == 0 {
+        });
+        Self { url, requests, most_at_once }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        let requests = self.requests.lock().expect("lock");
+        requests
+            .iter()
+            .map(|r| serde_json::from_str(&r[r.find("\r\n\r\n").expect("body") + 4..]).expect("json"))
+            .collect()
+    }
+}
+
+async fn answer(mut socket: TcpStream, reply: Reply, latency: Duration, log: &Mutex<Vec<String>>) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let Ok(n) = socket.read(&mut buf).await else { return };
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length {
                 break;
             }
         }
-        socket.write_all(response.as_bytes()).await.expect("write");
-        socket.shutdown().await.ok();
-        String::from_utf8_lossy(&request).to_string()
-    });
-    (format!("http://{addr}/v1"), handle)
+        if n == 0 {
+            return;
+        }
+    }
+    log.lock().expect("lock").push(String::from_utf8_lossy(&request).to_string());
+    tokio::time::sleep(latency).await;
+    match reply {
+        Reply::Full(bytes) => {
+            let _ = socket.write_all(bytes.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+        Reply::Stall(bytes) => {
+            let _ = socket.write_all(bytes.as_bytes()).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    }
 }
 
-fn http(status: &str, headers: &str, body: &str) -> String {
-    format!(
+fn http(status: &str, headers: &str, body: &str) -> Reply {
+    Reply::Full(format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
         body.len()
-    )
+    ))
 }
 
-fn provider(base_url: String) -> HttpProvider {
-    HttpProvider::new(ProviderSettings {
-        name: "default".into(),
-        base_url,
-        api_key: Some(ApiKey::new(KEY.into())),
-        api_key_setting: "CAIRN_LLM_API_KEY".into(),
-        model: Some("gpt-test".into()),
-        timeout: Duration::from_secs(10),
-    })
-    .expect("valid settings")
+/// An event stream, its body ending when the connection closes.
+fn sse_text(events: &[String]) -> String {
+    let mut out =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_owned();
+    for e in events {
+        out.push_str(&format!("data: {e}\n\n"));
+    }
+    out
 }
 
-fn request() -> ChatRequest {
+fn delta(text: &str) -> String {
+    json!({"model": "gpt-test-0613", "choices": [{"delta": {"content": text}, "finish_reason": null}]})
+        .to_string()
+}
+
+fn finish() -> String {
+    json!({"choices": [{"delta": {}, "finish_reason": "stop"}]}).to_string()
+}
+
+fn usage() -> String {
+    json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 4}}).to_string()
+}
+
+/// A complete streamed answer of `parts`.
+fn streamed(parts: &[&str]) -> Reply {
+    let mut events: Vec<String> = parts.iter().map(|p| delta(p)).collect();
+    events.extend([finish(), usage(), "[DONE]".into()]);
+    Reply::Full(sse_text(&events))
+}
+
+fn settings(base_url: &str, stream: bool) -> ProviderSettings {
+    let mut s = ProviderSettings::new("default", base_url);
+    s.api_key = Some(ApiKey::new(KEY.into()));
+    s.model = Some("gpt-test".into());
+    s.timeout = Duration::from_secs(10);
+    s.first_byte_timeout = Duration::from_secs(10);
+    s.stream = stream;
+    s
+}
+
+fn provider(base_url: &str, stream: bool) -> HttpProvider {
+    HttpProvider::new(settings(base_url, stream)).expect("valid settings")
+}
+
+fn request(format: ResponseFormat) -> ChatRequest {
     ChatRequest {
         model: None,
         messages: vec![
@@ -74,72 +169,187 @@ fn request() -> ChatRequest {
         ],
         temperature: Some(0.2),
         max_tokens: Some(50),
-        format: ResponseFormat::JsonSchema(serde_json::json!({"type": "object"})),
+        format,
         idempotency_key: "run-1/ask/1".into(),
+        tokens: None,
     }
 }
 
+fn schema() -> ResponseFormat {
+    ResponseFormat::JsonSchema(
+        json!({"type": "object", "required": ["hi"], "properties": {"hi": {"type": "boolean"}}}),
+    )
+}
+
 #[tokio::test]
-async fn sends_a_chat_completion_and_reads_text_and_usage() {
-    let body = r#"{"model":"gpt-test-0613","choices":[{"message":{"role":"assistant","content":"{\"hi\":true}"}}],"usage":{"prompt_tokens":12,"completion_tokens":4}}"#;
-    let (url, server) = serve_once(http("200 OK", "", body)).await;
-    let answer = provider(url).chat(request()).await.expect("answer");
-    assert_eq!(answer.text, "{\"hi\":true}");
+async fn a_streamed_answer_is_read_as_it_arrives_and_forwarded_live() {
+    let server = Server::start(vec![streamed(&["{\"hi\"", ": tr", "ue}"])], Duration::ZERO).await;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let live = Arc::clone(&seen);
+    let mut req = request(schema());
+    req.tokens = Some(TokenSink(Arc::new(move |t: &str| live.lock().expect("lock").push(t.to_owned()))));
+    let answer = provider(&server.url, true).chat(req).await.expect("answer");
+    assert_eq!(answer.text, "{\"hi\": true}");
     assert_eq!(
         (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.estimated),
         (12, 4, false)
     );
     assert_eq!(answer.model, "gpt-test-0613");
-    let sent = server.await.expect("request");
-    assert!(sent.starts_with("POST /v1/chat/completions"), "{sent}");
+    assert_eq!(*seen.lock().expect("lock"), ["{\"hi\"", ": tr", "ue}"]);
+    let sent = server.requests.lock().expect("lock")[0].clone();
     let lower = sent.to_ascii_lowercase();
+    assert!(sent.starts_with("POST /v1/chat/completions"), "{sent}");
     assert!(lower.contains("idempotency-key: run-1/ask/1"), "{sent}");
     assert!(lower.contains(&format!("authorization: bearer {}", KEY.to_ascii_lowercase())), "{sent}");
-    let json: serde_json::Value =
-        serde_json::from_str(&sent[sent.find("\r\n\r\n").expect("body") + 4..]).expect("json");
-    assert_eq!(json["model"], "gpt-test");
-    assert_eq!(json["messages"][1]["content"], "Say hi");
-    assert_eq!(json["response_format"]["type"], "json_schema");
 }
 
 #[tokio::test]
-async fn each_failure_gets_its_class_and_never_the_key() {
-    let cases = [
+async fn without_streaming_the_whole_body_is_read() {
+    let body = r#"{"model":"gpt-test-0613","choices":[{"message":{"role":"assistant","content":"hello"}}]}"#;
+    let server = Server::start(vec![http("200 OK", "", body)], Duration::ZERO).await;
+    let answer = provider(&server.url, false).chat(request(ResponseFormat::Text)).await.expect("answer");
+    assert_eq!(answer.text, "hello");
+    assert!(answer.usage.estimated, "no usage reported: estimated, and marked so");
+}
+
+#[tokio::test]
+async fn request_bodies_per_output_mode() {
+    let server = Server::start(vec![streamed(&["ok"])], Duration::ZERO).await;
+    let mut shown = Vec::new();
+    for (mode, stream, format) in [
+        (StructuredOutput::JsonSchema, true, schema()),
+        (StructuredOutput::JsonObject, true, schema()),
+        (StructuredOutput::Prompt, true, schema()),
+        (StructuredOutput::JsonSchema, true, ResponseFormat::Text),
+        (StructuredOutput::JsonSchema, false, ResponseFormat::Json),
+    ] {
+        let mut s = settings(&server.url, stream);
+        s.structured_output = mode;
+        let p = HttpProvider::new(s).expect("valid");
+        let body = p.body(&request(format), "gpt-test");
+        shown.push(format!(
+            "{mode:?}, stream {stream}:\n{}",
+            serde_json::to_string_pretty(&body).expect("json")
+        ));
+    }
+    insta::assert_snapshot!(shown.join("\n\n"));
+}
+
+#[tokio::test]
+async fn every_fault_gets_its_class_streaming_or_not_and_never_shows_the_key() {
+    let cut = Reply::Full(sse_text(&[delta("Hel"), delta("lo")]));
+    let error_event =
+        Reply::Full(sse_text(&[delta("Hel"), json!({"error": {"message": "overloaded"}}).to_string()]));
+    let cases: Vec<(&str, Reply, ErrorClass)> = vec![
         (
+            "429 seconds",
             http("429 Too Many Requests", "retry-after: 7\r\n", r#"{"error":{"message":"slow down"}}"#),
             ErrorClass::RateLimited,
         ),
-        (http("401 Unauthorized", "", r#"{"error":{"message":"bad key"}}"#), ErrorClass::Permission),
-        (http("403 Forbidden", "", "{}"), ErrorClass::Permission),
-        (http("500 Internal Server Error", "", "oops"), ErrorClass::Transient),
-        (http("503 Service Unavailable", "", "{}"), ErrorClass::Transient),
-        (http("400 Bad Request", "", r#"{"error":{"message":"model not found"}}"#), ErrorClass::Fatal),
-        (http("200 OK", "", "{not json"), ErrorClass::Transient),
-        (http("200 OK", "", r#"{"choices":[]}"#), ErrorClass::Transient),
+        ("429 ms", http("429 Too Many Requests", "retry-after-ms: 1500\r\n", "{}"), ErrorClass::RateLimited),
+        (
+            "429 quota",
+            http(
+                "429 Too Many Requests",
+                "",
+                r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+            ),
+            ErrorClass::Fatal,
+        ),
+        ("401", http("401 Unauthorized", "", r#"{"error":{"message":"bad key"}}"#), ErrorClass::Permission),
+        ("403", http("403 Forbidden", "", "{}"), ErrorClass::Permission),
+        ("500", http("500 Internal Server Error", "", "oops"), ErrorClass::Transient),
+        ("503", http("503 Service Unavailable", "", "{}"), ErrorClass::Transient),
+        ("400", http("400 Bad Request", "", r#"{"error":{"message":"model not found"}}"#), ErrorClass::Fatal),
+        ("malformed body", http("200 OK", "", "{not json"), ErrorClass::Transient),
+        ("no choices", http("200 OK", "", r#"{"choices":[]}"#), ErrorClass::Transient),
+        ("stream cut before the end", cut, ErrorClass::Transient),
+        ("error event in a 200 stream", error_event, ErrorClass::Transient),
     ];
-    for (response, class) in cases {
-        let (url, _server) = serve_once(response.clone()).await;
-        let err = provider(url).chat(request()).await.expect_err("fails");
-        assert_eq!(err.class, class, "{response}: {err}");
-        let all = format!("{err:?} {}", err.hint.clone().unwrap_or_default());
-        assert!(!all.contains(KEY), "the key leaked: {all}");
-        match class {
-            ErrorClass::RateLimited => assert_eq!(err.retry_after, Some(Duration::from_secs(7))),
-            ErrorClass::Permission => {
-                assert!(err.hint.as_deref().unwrap_or("").contains("CAIRN_LLM_API_KEY"), "{err:?}")
+    let mut table = Vec::new();
+    for (name, reply, class) in cases {
+        let server = Server::start(vec![reply], Duration::ZERO).await;
+        for stream in [true, false] {
+            let err =
+                provider(&server.url, stream).chat(request(ResponseFormat::Text)).await.expect_err("fails");
+            assert_eq!(err.class, class, "{name} (stream {stream}): {err}");
+            let all = format!("{err:?}");
+            assert!(!all.contains(KEY), "the key leaked: {all}");
+            if stream {
+                table.push(format!(
+                    "{name}: {}: {}{}{}",
+                    err.class,
+                    err.message,
+                    err.retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default(),
+                    err.hint.map(|h| format!("\n    hint: {h}")).unwrap_or_default()
+                ));
             }
-            ErrorClass::Fatal => assert!(err.message.contains("model not found"), "{err:?}"),
-            _ => {}
         }
     }
+    insta::assert_snapshot!(table.join("\n"));
 }
 
 #[tokio::test]
-async fn a_server_that_is_not_there_is_transient() {
+async fn silences_and_absences_time_out_or_are_transient() {
+    let server = Server::start(vec![Reply::Stall(String::new())], Duration::ZERO).await;
+    let mut s = settings(&server.url, true);
+    s.first_byte_timeout = Duration::from_millis(200);
+    let err =
+        HttpProvider::new(s).expect("valid").chat(request(ResponseFormat::Text)).await.expect_err("silent");
+    assert_eq!(err.class, ErrorClass::Timeout, "{err}");
+    assert!(err.message.contains("did not start answering"), "{err}");
+
+    let head = sse_text(&[delta("Hel")]);
+    let server = Server::start(vec![Reply::Stall(head)], Duration::ZERO).await;
+    let mut s = settings(&server.url, true);
+    s.idle_timeout = Duration::from_millis(200);
+    let err =
+        HttpProvider::new(s).expect("valid").chat(request(ResponseFormat::Text)).await.expect_err("stalled");
+    assert_eq!(err.class, ErrorClass::Timeout, "{err}");
+    assert!(err.message.contains("went silent"), "{err}");
+
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
     drop(listener);
-    let err = provider(url).chat(request()).await.expect_err("refused");
+    let err = provider(&url, true).chat(request(ResponseFormat::Text)).await.expect_err("refused");
     assert_eq!(err.class, ErrorClass::Transient, "{err:?}");
     assert!(format!("{:?}", ApiKey::new(KEY.into())).contains("***"));
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_tried_again_before_any_byte() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    // The server comes up after the first attempt was refused.
+    let url = format!("http://{addr}/v1");
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listener = TcpListener::bind(addr).await.expect("rebind");
+        Server::serve(listener, vec![streamed(&["hi"])], Duration::ZERO, String::new()).await
+    });
+    let answer =
+        provider(&url, true).chat(request(ResponseFormat::Text)).await.expect("the retry reached it");
+    assert_eq!(answer.text, "hi");
+    let server = later.await.expect("served");
+    assert_eq!(server.requests.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn max_concurrency_bounds_requests_in_flight() {
+    let server = Server::start(vec![streamed(&["ok"])], Duration::from_millis(100)).await;
+    let mut s = settings(&server.url, true);
+    s.max_concurrency = Some(2);
+    let p = Arc::new(HttpProvider::new(s).expect("valid"));
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.chat(request(ResponseFormat::Text)).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("joined").expect("answered");
+    }
+    assert_eq!(server.most_at_once.load(Ordering::SeqCst), 2);
+    assert_eq!(server.bodies().len(), 6);
 }

@@ -27,7 +27,7 @@ use cairn_domain::state::{Event, StepPath, Timestamp};
 use serde_json::Value;
 
 pub use error::{PortError, StoreError};
-pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, Usage};
+pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, Usage};
 pub use store::{NewRun, RunStore, RunSummary, Snapshot, StoredRun};
 
 #[cfg(feature = "test-util")]
@@ -107,6 +107,14 @@ pub trait EventSink: Send + Sync {
 pub enum LiveEvent<'a> {
     /// A recorded event.
     Recorded(&'a Event),
+    /// Text of a step's answer as the model streams it (never persisted:
+    /// the finished text is recorded once, with the step's outcome).
+    Token {
+        /// The step.
+        path: &'a StepPath,
+        /// The next piece of text.
+        text: &'a str,
+    },
     /// A live-only message about a step (never persisted).
     Note {
         /// The step.

@@ -42,6 +42,27 @@ pub struct ChatRequest {
     pub format: ResponseFormat,
     /// `run/step/attempt`, sent as the `Idempotency-Key` header.
     pub idempotency_key: String,
+    /// Where streamed text goes as it arrives (live only, never persisted);
+    /// `None` when nobody listens.
+    #[serde(skip)]
+    pub tokens: Option<TokenSink>,
+}
+
+/// A listener for the text of a streamed answer, piece by piece.
+#[derive(Clone)]
+pub struct TokenSink(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for TokenSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSink")
+    }
+}
+
+/// Listeners do not make two requests differ.
+impl PartialEq for TokenSink {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The form of answer a step expects.
