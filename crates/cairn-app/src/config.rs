@@ -203,6 +203,17 @@ impl Loaded {
         Ok(out)
     }
 
+    /// The configured prices, as the engine reads them for budgets.
+    pub fn prices(&self) -> BTreeMap<String, cairn_domain::program::Price> {
+        self.config
+            .prices
+            .iter()
+            .map(|(m, p)| {
+                (m.clone(), cairn_domain::program::Price { prompt: p.prompt, completion: p.completion })
+            })
+            .collect()
+    }
+
     /// The command fence.
     pub fn command_policy(&self) -> CommandPolicy {
         let c = &self.config.commands;
@@ -215,12 +226,7 @@ impl Loaded {
 
     /// The cost in USD of `usage` by model, when every model has a price.
     pub fn cost(&self, usage: &BTreeMap<String, cairn_domain::state::TokenUsage>) -> Option<f64> {
-        usage.iter().try_fold(0.0, |sum, (model, u)| {
-            let price = self.config.prices.get(model)?;
-            Some(
-                sum + (u.prompt_tokens as f64 * price.prompt + u.completion_tokens as f64 * price.completion)
-                    / 1e6,
-            )
-        })
+        let (sum, every_model_priced) = cairn_domain::program::priced(usage, &self.prices());
+        every_model_priced.then_some(sum)
     }
 }

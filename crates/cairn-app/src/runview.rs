@@ -101,6 +101,9 @@ pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Tim
             if let Some(g) = row.group {
                 v["instances"] = json!({"total": g.keys.len(), "finished": g.finished});
             }
+            if let Some(u) = s.map(|s| s.usage).filter(|u| u.prompt_tokens + u.completion_tokens > 0) {
+                v["usage"] = json!(u);
+            }
             v
         })
         .collect();
@@ -398,6 +401,9 @@ pub fn event_text(e: &cairn_domain::state::Event) -> String {
         ),
         EventKind::Answered { text, .. } => format!(": {text}"),
         EventKind::OutputRepaired { attempt, reason, .. } => format!(" attempt {attempt}: {reason}"),
+        EventKind::SessionExtended { agent, turns, .. } => {
+            format!(" {agent}'s conversation gains {} messages", turns.len())
+        }
         EventKind::GroupExpanded { keys, .. } => {
             let shown: Vec<&str> = keys.iter().take(10).map(String::as_str).collect();
             let more = keys.len().saturating_sub(shown.len());

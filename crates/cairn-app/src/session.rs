@@ -162,7 +162,8 @@ pub fn engine(
         .clock(Arc::clone(&clock))
         .sink(Arc::new(Progress::default()))
         .commands(Arc::new(commands))
-        .control(control);
+        .control(control)
+        .prices(loaded.prices());
     for (name, provider) in providers(loaded, llm, wf, &clock)? {
         builder = builder.provider(name, provider);
     }

@@ -311,6 +311,30 @@ impl Cx<'_> {
                     walk.records.push(EventKind::StepStarted { path: path.clone(), attempt });
                     walk.records.push(EventKind::IterationStarted { path: path.clone(), index: 0 });
                 }
+                StepKind::Agent(_) if self.over_budget() => {
+                    let (spent, budget) =
+                        (self.program.spent(self.state), self.program.workflow().defaults.budget_usd);
+                    walk.records.push(EventKind::StepFailed {
+                        path: path.clone(),
+                        attempt: 0,
+                        error: fatal(
+                            format!(
+                                "the run's budget of ${:.4} is spent (${spent:.4} so far): no further LLM step starts",
+                                budget.unwrap_or_default()
+                            ),
+                            "fork the run with a larger `defaults.budget_usd`, or cancel it",
+                        ),
+                        output: None,
+                        retry_at: None,
+                    });
+                    walk.records.push(EventKind::StepWaiting {
+                        path: path.clone(),
+                        wait: WaitKind::Block,
+                        deadline: None,
+                        message: None,
+                        questions: Vec::new(),
+                    });
+                }
                 _ => walk.ready.push(path.clone()),
             }
         }
@@ -319,6 +343,11 @@ impl Cx<'_> {
             return Ok(End::Done { failed: failed.map(|i| paths[i].clone()) });
         }
         Ok(End::Busy)
+    }
+
+    /// Whether the run has spent its budget (`defaults.budget_usd`).
+    fn over_budget(&self) -> bool {
+        self.program.workflow().defaults.budget_usd.is_some_and(|b| self.program.spent(self.state) >= b)
     }
 
     /// A step waiting for a person: applies the decisions recorded at its

@@ -295,6 +295,10 @@ pub struct Defaults {
     pub on_failure: OnFailure,
     /// Steps of the run executing at once.
     pub max_parallel: u32,
+    /// The most the run may spend on LLM calls, in USD (by the configured
+    /// prices); once spent, no further LLM step starts and the run blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
 }
 
 /// The built-in number of steps a run executes at once.
@@ -307,6 +311,7 @@ impl Default for Defaults {
             retry: RetryPolicy::default(),
             on_failure: OnFailure::Action(FailureAction::Stop),
             max_parallel: DEFAULT_MAX_PARALLEL,
+            budget_usd: None,
         }
     }
 }

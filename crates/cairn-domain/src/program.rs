@@ -9,7 +9,7 @@
 //! variables, and resolves `steps.ID` the way templates read it: innermost
 //! first, then outward.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use crate::id::Name;
 use crate::plan::CycleError;
 use crate::render::{Reads, Renderer};
 use crate::scope::ScopeKey;
-use crate::state::{RunState, StepPath, StepStatus};
+use crate::state::{RunState, StepPath, StepStatus, TokenUsage};
 
 /// The most instances one `for_each` may expand to. Each instance costs
 /// its item, its steps' states and its outputs in memory; beyond this a run
@@ -61,6 +61,17 @@ pub struct Program {
     blocks: Vec<Block>,
     /// Output schemas of agent steps, compiled once, by (block, position).
     validators: HashMap<(usize, usize), Arc<jsonschema::Validator>>,
+    /// USD per million prompt and completion tokens, by model.
+    prices: BTreeMap<String, Price>,
+}
+
+/// What a model's tokens cost: USD per million prompt and completion tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Per million prompt tokens.
+    pub prompt: f64,
+    /// Per million completion tokens.
+    pub completion: f64,
 }
 
 impl Program {
@@ -80,7 +91,7 @@ impl Program {
                 }
             }
         }
-        Ok(Self { workflow, blocks, validators })
+        Ok(Self { workflow, blocks, validators, prices: BTreeMap::new() })
     }
 
     /// The workflow.
@@ -118,6 +129,17 @@ impl Program {
     pub fn reads(&self, path: &StepPath) -> &Reads {
         static ALL: std::sync::OnceLock<Reads> = std::sync::OnceLock::new();
         self.locate(path).map_or_else(|| ALL.get_or_init(Reads::all), |(b, i)| &self.blocks[b].reads[i])
+    }
+
+    /// The program with the prices of models, for the run's budget.
+    pub fn with_prices(mut self, prices: BTreeMap<String, Price>) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// What the run's LLM calls cost so far, in USD; models without a price count as free.
+    pub fn spent(&self, state: &RunState) -> f64 {
+        priced(&state.usage_by_model, &self.prices).0
     }
 
     /// The compiled output schema of the agent step at `path`, if it has one.
@@ -159,6 +181,17 @@ impl Program {
         }
         scope
     }
+}
+
+/// What tokens by model cost in USD at `prices`, and whether every model
+/// has a price (the sum leaves out those that do not).
+pub fn priced(usage: &BTreeMap<String, TokenUsage>, prices: &BTreeMap<String, Price>) -> (f64, bool) {
+    usage.iter().fold((0.0, true), |(sum, all), (model, u)| match prices.get(model) {
+        Some(p) => {
+            (sum + (u.prompt_tokens as f64 * p.prompt + u.completion_tokens as f64 * p.completion) / 1e6, all)
+        }
+        None => (sum, false),
+    })
 }
 
 fn add_block(

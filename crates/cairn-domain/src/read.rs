@@ -406,12 +406,14 @@ fn defaults(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<Defaults> {
         on_failure(v, p, pr)
     });
     let max_parallel = o.or("max_parallel", built_in.max_parallel, |v, p, pr| uint(v, p, pr, 1, 10_000));
+    let budget_usd = o.maybe("budget_usd", |v, p, pr| float(v, p, pr, 0.0, 1e9));
     o.finish();
     Some(Defaults {
         timeout,
         retry: built_in.retry.merged(&retry?),
         on_failure: on_failure?,
         max_parallel: max_parallel?,
+        budget_usd: budget_usd?,
     })
 }
 

@@ -379,6 +379,16 @@ pub enum EventKind {
         /// The answers.
         text: String,
     },
+    /// An agent with `session: reuse` finished a step: its prompt and final
+    /// answer join the agent's conversation for its later steps of the run.
+    SessionExtended {
+        /// The agent.
+        agent: String,
+        /// The step that added them.
+        path: StepPath,
+        /// The messages added, in order.
+        turns: Vec<Turn>,
+    },
     /// An answer failed its QA gate and went back to the model (within one attempt).
     OutputRepaired {
         /// The step.
@@ -591,6 +601,9 @@ pub struct StepState {
     /// Rounds of questions answered so far.
     #[serde(default)]
     pub clarifications: u32,
+    /// Tokens its LLM calls used, over all its attempts.
+    #[serde(default)]
+    pub usage: TokenUsage,
 }
 
 /// One decision at a gate.
@@ -641,6 +654,7 @@ impl StepState {
             turns: Vec::new(),
             reworks: 0,
             clarifications: 0,
+            usage: TokenUsage::default(),
         }
     }
 }
@@ -675,6 +689,9 @@ pub struct RunState {
     pub usage: TokenUsage,
     /// The same, by model (for prices).
     pub usage_by_model: BTreeMap<String, TokenUsage>,
+    /// The conversation of each agent with `session: reuse`, so far.
+    #[serde(default)]
+    pub sessions: BTreeMap<String, Vec<Turn>>,
     /// The last applied event's sequence number.
     pub seq: u64,
     /// When the run was created.
@@ -778,6 +795,7 @@ impl RunState {
             gotos: BTreeMap::new(),
             usage: TokenUsage::default(),
             usage_by_model: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             seq: 1,
             created_at: event.at,
             updated_at: event.at,
@@ -878,7 +896,13 @@ impl RunState {
                 }
                 *self.gotos.entry(from.clone()).or_default() += 1;
             }
-            EventKind::UsageRecorded { usage, model, .. } => {
+            EventKind::SessionExtended { agent, turns, .. } => {
+                self.sessions.entry(agent.clone()).or_default().extend(turns.iter().cloned());
+            }
+            EventKind::UsageRecorded { path, usage, model, .. } => {
+                if let Some(step) = self.steps.get_mut(path) {
+                    step.usage.add(*usage);
+                }
                 self.usage.add(*usage);
                 self.usage_by_model.entry(model.clone()).or_default().add(*usage);
             }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use cairn_domain::decide::{Action, Program, attempt_finished, decide, idempotency_key};
 use cairn_domain::definition::{StepKind, Workflow};
 use cairn_domain::id::RunId;
-use cairn_domain::program::Frame;
+use cairn_domain::program::{Frame, Price};
 use cairn_domain::render::Renderer;
 use cairn_domain::state::{
     ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind, word,
@@ -21,6 +21,7 @@ use cairn_ports::{
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -55,6 +56,7 @@ pub struct Engine {
     renderer: Renderer,
     actor: String,
     control: Option<watch::Receiver<Control>>,
+    prices: BTreeMap<String, Price>,
 }
 
 /// Builds an [`Engine`]: a store is required, everything else has a default
@@ -68,6 +70,7 @@ pub struct EngineBuilder {
     handlers: HashMap<String, Arc<dyn StepHandler>>,
     actor: String,
     control: Option<watch::Receiver<Control>>,
+    prices: BTreeMap<String, Price>,
 }
 
 impl EngineBuilder {
@@ -82,7 +85,14 @@ impl EngineBuilder {
             handlers: HashMap::new(),
             actor: "engine".into(),
             control: None,
+            prices: BTreeMap::new(),
         }
+    }
+
+    /// What models cost, for runs' `defaults.budget_usd`.
+    pub fn prices(mut self, prices: BTreeMap<String, Price>) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// Where pause and cancel requests come from (a signal handler, a host).
@@ -137,6 +147,7 @@ impl EngineBuilder {
             renderer: Renderer::default(),
             actor: self.actor,
             control: self.control,
+            prices: self.prices,
         }
     }
 }
@@ -188,12 +199,19 @@ impl Engine {
             .await?;
         let mut state = RunState::create(&created)?;
         self.sink.emit(&run_id, &LiveEvent::Recorded(&created));
-        let program = Program::new(def.workflow).map_err(|e| EngineError::Definition(e.to_string()))?;
+        let program = self.program(def.workflow)?;
         if let Some(error) = self.missing_provider(&program) {
             self.record(&mut state, vec![EventKind::RunFailed { error }]).await?;
             return Ok(state);
         }
         self.drive(&program, state).await
+    }
+
+    /// A workflow prepared for running, with this engine's prices.
+    fn program(&self, workflow: Workflow) -> Result<Program, EngineError> {
+        Program::new(workflow)
+            .map(|p| p.with_prices(self.prices.clone()))
+            .map_err(|e| EngineError::Definition(e.to_string()))
     }
 
     /// The error of a run whose agents name a provider this engine lacks.
@@ -265,7 +283,7 @@ impl Engine {
         if state.status.is_terminal() {
             return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
         }
-        let program = Program::new(workflow).map_err(|e| EngineError::Definition(e.to_string()))?;
+        let program = self.program(workflow)?;
         let mut drive = Drive::new(self, &program, state);
         let mut events = Vec::new();
         for (path, step) in &drive.state.steps {
@@ -679,6 +697,7 @@ impl<'a> Drive<'a> {
             key,
             turns,
             sink: Arc::clone(&engine.sink),
+            sessions: &self.state.sessions,
         }
         .prepare(step);
         let timeout = self.program.timeout(step).map(|d| d.to_std());
@@ -710,6 +729,11 @@ impl<'a> Drive<'a> {
         }
         for reason in finished.repairs {
             events.push(EventKind::OutputRepaired { path: path.clone(), attempt, reason });
+        }
+        if let (Some((agent, turns)), cairn_domain::decide::Outcome::Succeeded(_)) =
+            (finished.session, &finished.outcome)
+        {
+            events.push(EventKind::SessionExtended { agent, path: path.clone(), turns });
         }
         let now = self.engine.clock.now();
         events.extend(attempt_finished(&self.state, self.program, path, attempt, finished.outcome, now));
@@ -747,6 +771,7 @@ fn timed_out(limit: Duration) -> Finished {
         },
         usage: Vec::new(),
         repairs: Vec::new(),
+        session: None,
     }
 }
 

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cairn_domain::decide::{Outcome, Program};
-use cairn_domain::definition::{AgentDef, OutputFormat, Step, StepKind, Template};
+use cairn_domain::definition::{AgentDef, OutputFormat, SessionMode, Step, StepKind, Template};
 use cairn_domain::id::Name;
 use cairn_domain::id::RunId;
 use cairn_domain::render::{Context, Renderer};
+use cairn_domain::state::Turn;
 use cairn_domain::state::{ErrorClass, StepError, StepPath, TokenUsage};
 use cairn_ports::{
     ChatMessage, ChatRequest, CommandRunner, CommandSpec, EventSink, HandlerCall, LiveEvent, LlmProvider,
@@ -47,6 +48,9 @@ pub(crate) struct Chat {
     repairs: u32,
     clarify: bool,
     judge: Option<Judge>,
+    /// With `session: reuse`: the agent, and the messages this step adds to
+    /// its conversation (the final answer joins them on success).
+    session: Option<(String, Vec<Turn>)>,
 }
 
 /// The QA judge of a step: its agent's provider and the request the answer
@@ -66,11 +70,13 @@ pub(crate) struct Finished {
     pub usage: Vec<(String, TokenUsage)>,
     /// Why answers were sent back for repair, in order.
     pub repairs: Vec<String>,
+    /// What a `session: reuse` agent's conversation gains: the agent and the messages.
+    pub session: Option<(String, Vec<Turn>)>,
 }
 
 impl Finished {
     fn plain(outcome: Outcome) -> Self {
-        Self { outcome, usage: Vec::new(), repairs: Vec::new() }
+        Self { outcome, usage: Vec::new(), repairs: Vec::new(), session: None }
     }
 }
 
@@ -106,6 +112,8 @@ pub(crate) struct Attempt<'a> {
     pub turns: Vec<cairn_domain::state::Turn>,
     /// Where streamed text goes, live.
     pub sink: Arc<dyn EventSink>,
+    /// The run's conversations of `session: reuse` agents, by agent.
+    pub sessions: &'a std::collections::BTreeMap<String, Vec<Turn>>,
 }
 
 fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> StepError {
@@ -204,11 +212,16 @@ impl Attempt<'_> {
                 }
                 let mut messages: Vec<ChatMessage> =
                     system.into_iter().map(|content| ChatMessage { role: Role::System, content }).collect();
-                messages.push(ChatMessage { role: Role::User, content: self.text(&a.prompt, "the prompt")? });
-                for turn in &self.turns {
+                let reuse = agent.session == SessionMode::Reuse;
+                let earlier = if reuse { self.sessions.get(a.agent.as_str()) } else { None };
+                let prompt = self.text(&a.prompt, "the prompt")?;
+                let mut added = vec![Turn { role: "user".into(), content: prompt }];
+                added.extend(self.turns.iter().cloned());
+                for turn in earlier.into_iter().flatten().chain(&added) {
                     let role = if turn.role == "assistant" { Role::Assistant } else { Role::User };
                     messages.push(ChatMessage { role, content: turn.content.clone() });
                 }
+                let session = reuse.then(|| (a.agent.to_string(), added));
                 let output_format = a.output.as_ref().map_or(OutputFormat::Text, |o| o.format);
                 let format = match &a.output {
                     Some(o) if o.format == OutputFormat::Json => match &o.schema {
@@ -235,6 +248,7 @@ impl Attempt<'_> {
                     repairs: a.output.as_ref().map_or(DEFAULT_REPAIRS, |o| o.repair_attempts),
                     clarify: a.clarify,
                     judge,
+                    session,
                 }))
             }
             StepKind::Command(c) => {
@@ -344,6 +358,10 @@ impl Chat {
             let reason = match self.check(&answer.text) {
                 Ok(value) => match self.judge(&value, &mut done).await {
                     Ok(None) => {
+                        done.session = self.session.take().map(|(agent, mut turns)| {
+                            turns.push(Turn { role: "assistant".into(), content: answer.text.clone() });
+                            (agent, turns)
+                        });
                         done.outcome = Outcome::Succeeded(value);
                         return done;
                     }

@@ -344,3 +344,66 @@ steps:
     insta::assert_snapshot!("judge_log", h.log().await);
     insta::assert_snapshot!("judge_request", llm.conversation(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_session_carries_an_agents_conversation_across_its_steps() {
+    let yaml = r#"cairn: 1
+id: session
+agents:
+  dev: { system: You code., session: reuse }
+  fresh: { system: You review. }
+steps:
+  - id: design
+    agent: dev
+    prompt: Design the cache.
+  - id: build
+    agent: dev
+    prompt: Now build it.
+  - id: review
+    agent: fresh
+    prompt: Review it.
+"#;
+    let h = Harness::new();
+    let llm = Scripted::new(&["a design", "the code", "a review"]);
+    let engine = engine(&h, llm.clone());
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(state.sessions["dev"].len(), 4, "two prompts and two answers");
+    insta::assert_snapshot!("session_build", llm.conversation(1));
+    insta::assert_snapshot!("session_fresh", llm.conversation(2));
+    // The conversation is run state: it is folded back from the log.
+    let loaded = engine.load(&run_id()).await.expect("loads");
+    assert_eq!(loaded.sessions, state.sessions);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_starts_no_further_llm_step_and_blocks_the_run() {
+    let yaml = r#"cairn: 1
+id: budget
+defaults: { budget_usd: 1.5 }
+agents:
+  w: { system: You write. }
+steps:
+  - id: a
+    agent: w
+    prompt: One.
+  - id: b
+    agent: w
+    prompt: Two.
+  - id: c
+    agent: w
+    prompt: Three.
+"#;
+    let h = Harness::new();
+    let clock: Arc<dyn Clock> = h.clock.clone();
+    // 10 prompt tokens at $100,000 per million: $1 a call.
+    let prices = [("m".to_owned(), cairn_domain::program::Price { prompt: 100_000.0, completion: 0.0 })];
+    let engine = EngineBuilder::new(h.store.clone())
+        .clock(clock)
+        .provider("default", Scripted::new(&[]))
+        .prices(prices.into_iter().collect())
+        .build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Blocked);
+    insta::assert_snapshot!(h.log().await);
+}
