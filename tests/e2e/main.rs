@@ -3,6 +3,7 @@
 mod crash;
 mod gates;
 mod iterate;
+mod llm;
 mod plan;
 mod run;
 mod steer;

@@ -176,7 +176,8 @@ pub struct Call {
 }
 
 /// An OpenAI-compatible chat server on loopback that answers every request
-/// after `latency`, and logs each call's `Idempotency-Key`.
+/// after `latency` (streamed when the request asks, as JSON `{"answer": ...}`
+/// when it asks for structured output), and logs each call's `Idempotency-Key`.
 pub struct LlmServer {
     pub url: String,
     calls: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
@@ -220,13 +221,27 @@ impl LlmServer {
                         .map_or(0, |d| d.as_millis() as u64);
                     log.lock().expect("log").push(Call { key: key.clone(), at_ms });
                     std::thread::sleep(latency);
-                    let body = format!(
-                        r#"{{"model":"fake","choices":[{{"message":{{"content":"answer for {key}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":4}}}}"#
-                    );
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let body = String::from_utf8_lossy(&request[head_end + 4..]).to_string();
+                    let answer = format!("answer for {key}");
+                    let content = if body.contains("\"response_format\"") {
+                        serde_json::json!({ "answer": answer }).to_string()
+                    } else {
+                        answer
+                    };
+                    let response = if body.contains("\"stream\":true") {
+                        streamed(&content)
+                    } else {
+                        let body = serde_json::json!({
+                            "model": "fake",
+                            "choices": [{"message": {"content": content}}],
+                            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+                        })
+                        .to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
                     let _ = socket.write_all(response.as_bytes());
                 });
             }
@@ -238,6 +253,23 @@ impl LlmServer {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().expect("log").clone()
     }
+}
+
+/// `content` as a server-sent event stream in three pieces, then the finish
+/// reason, the usage and `[DONE]`.
+fn streamed(content: &str) -> String {
+    let chars: Vec<char> = content.chars().collect();
+    let third = chars.len().div_ceil(3).max(1);
+    let mut out =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_owned();
+    for piece in chars.chunks(third) {
+        let delta = serde_json::json!({"model": "fake", "choices": [{"delta": {"content": piece.iter().collect::<String>()}}]});
+        out.push_str(&format!("data: {delta}\n\n"));
+    }
+    out.push_str("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    out.push_str("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n");
+    out.push_str("data: [DONE]\n\n");
+    out
 }
 
 fn header(head: &str, name: &str) -> Option<String> {

@@ -36,7 +36,9 @@ pub struct Cli {
     /// The config file (providers, command allowlist, store settings).
     #[arg(long, global = true, env = "CAIRN_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Use this provider for every agent (`mock`: the built-in deterministic one).
+    /// Use this provider for every agent (`mock`: the built-in deterministic
+    /// one; `record:FILE` records the configured providers' answers;
+    /// `replay:FILE` answers from such a file, without a network).
     #[arg(long, global = true)]
     pub llm: Option<String>,
     /// What to do.

@@ -12,6 +12,7 @@
 //!
 //! Read first: [`cli`], [`files`].
 
+pub mod cassette;
 pub mod cli;
 pub mod config;
 pub mod files;

@@ -196,6 +196,20 @@ fn providers(
             };
             Ok(every(Arc::new(MockLlm::new(Arc::clone(clock), latency))))
         }
+        Some(spec) if spec.starts_with("replay:") => {
+            let path = std::path::Path::new(&spec["replay:".len()..]);
+            Ok(every(Arc::new(crate::cassette::Replayer::open(path)?)))
+        }
+        Some(spec) if spec.starts_with("record:") => {
+            let path = std::path::Path::new(&spec["record:".len()..]);
+            providers(loaded, None, wf, clock)?
+                .into_iter()
+                .map(|(name, inner)| {
+                    let recorder = crate::cassette::Recorder::new(inner, path)?;
+                    Ok((name, Arc::new(recorder) as Arc<dyn LlmProvider>))
+                })
+                .collect()
+        }
         Some(name) => {
             let Some(s) = settings.into_iter().find(|s| s.name == name) else {
                 return Err(format!("--llm {name}: no provider `{name}` is configured (or use --llm mock)"));

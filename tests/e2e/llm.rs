@@ -1,0 +1,101 @@
+//! LLM calls through the binary: record a run's calls against a loopback
+//! server, replay them with no server at all, and a canary key that must
+//! appear nowhere cairn writes.
+
+use crate::support::{LlmServer, cairn_env, fresh_data_dir, scratch};
+
+const WF: &str = "cairn: 1\nid: ask\ninputs:\n  topic: string\nagents:\n  w: { system: Be brief. }\nsteps:\n  - id: ask\n    agent: w\n    prompt: \"Tell me about {{ inputs.topic }}\"\n  - id: more\n    agent: w\n    prompt: \"And more: {{ steps.ask.output }}\"\n";
+
+const CANARY: &str = "sk-canary-7f3a9d1e";
+
+/// Every file under `dir`, as bytes.
+fn all_bytes(dir: &std::path::Path, out: &mut Vec<u8>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_bytes(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+#[test]
+fn recorded_calls_replay_without_a_network_and_the_key_is_written_nowhere() {
+    let dir = scratch("llm_record");
+    std::fs::write(dir.join("wf.yaml"), WF).expect("write");
+    let server = LlmServer::start(std::time::Duration::ZERO);
+    let data = fresh_data_dir();
+    let data_text = data.to_str().expect("utf-8").to_owned();
+    let env = [
+        ("CAIRN_LLM_BASE_URL", server.url.as_str()),
+        ("CAIRN_LLM_API_KEY", CANARY),
+        ("CAIRN_LLM_MODEL", "fake"),
+        ("CAIRN_DATA_DIR", data_text.as_str()),
+    ];
+    let args = ["--llm", "record:calls.jsonl", "run", "wf.yaml", "--input", "topic=owls", "--run-id", "rec"];
+    let recorded = cairn_env(&dir, &args, &env);
+    assert_eq!(recorded.code, 0, "{}{}", recorded.stdout, recorded.stderr);
+    let events = cairn_env(&dir, &["events", "rec", "--format", "jsonl"], &env);
+
+    // The canary key went only into the request headers.
+    let mut written = Vec::new();
+    all_bytes(&data, &mut written);
+    let cassette = std::fs::read(dir.join("calls.jsonl")).expect("the cassette");
+    written.extend_from_slice(&cassette);
+    for text in [&recorded.stdout, &recorded.stderr, &events.stdout] {
+        written.extend_from_slice(text.as_bytes());
+    }
+    let canary = CANARY.as_bytes();
+    assert!(!written.windows(canary.len()).any(|w| w == canary), "the key was written somewhere");
+    assert_eq!(String::from_utf8_lossy(&cassette).lines().count(), 2);
+
+    // Replayed: no server, no key, the same answers.
+    let replayed = cairn_env(
+        &dir,
+        &[
+            "--llm",
+            "replay:calls.jsonl",
+            "run",
+            "wf.yaml",
+            "--input",
+            "topic=owls",
+            "--run-id",
+            "rep",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    let run: serde_json::Value = serde_json::from_str(&replayed.stdout).expect("json");
+    assert_eq!(run["steps"][0]["output"], "answer for rec/ask/1", "the recorded answer, not a new one");
+    assert_eq!(run["steps"][1]["output"], "answer for rec/more/1");
+
+    // A request the cassette never saw fails clearly.
+    let missed =
+        cairn_env(&dir, &["--llm", "replay:calls.jsonl", "run", "wf.yaml", "--input", "topic=bats"], &[]);
+    assert_eq!(missed.code, 1);
+    assert!(
+        missed.stdout.contains("has no answer to this request") && missed.stdout.contains("bats"),
+        "{}",
+        missed.stdout
+    );
+}
+
+#[test]
+fn a_run_against_a_loopback_server_streams_keeps_sessions_and_counts_usage() {
+    let dir = scratch("llm_stream");
+    let wf = "cairn: 1\nid: chat\nagents:\n  w: { system: Be brief., session: reuse }\nsteps:\n  - id: plan\n    agent: w\n    prompt: Plan it.\n    output:\n      format: json\n      schema: { type: object, required: [answer], properties: { answer: { type: string } } }\n  - id: build\n    agent: w\n    prompt: \"Build {{ steps.plan.output.answer }}\"\n";
+    std::fs::write(dir.join("wf.yaml"), wf).expect("write");
+    let server = LlmServer::start(std::time::Duration::ZERO);
+    let env = [("CAIRN_LLM_BASE_URL", server.url.as_str()), ("CAIRN_LLM_MODEL", "fake")];
+    let run = cairn_env(&dir, &["run", "wf.yaml", "--run-id", "s1", "--format", "json"], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(run["steps"][0]["output"], serde_json::json!({"answer": "answer for s1/plan/1"}));
+    assert_eq!(run["steps"][1]["output"], "answer for s1/build/1", "streamed in pieces, read whole");
+    assert_eq!(run["usage"]["prompt_tokens"], 6);
+    assert_eq!(run["usage"]["estimated"], false);
+    assert_eq!(run["steps"][1]["usage"]["completion_tokens"], 4);
+}
