@@ -35,6 +35,7 @@ pub fn run(_args: &[String]) -> Result<()> {
         .map(|(items, runs)| fan_out_row(&cairn, &dir, items, runs))
         .collect::<Result<Vec<_>>>()?;
     let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
+    let provider = rows_of(&bench_json("cairn-llm-http", "provider")?, "provider")?;
     let durable_report = bench_json("cairn-app", "durable")?;
     let durable = rows_of(&durable_report, "durable")?;
     let ratio = durable_report["ratio_chain_to_fsync"].as_f64().unwrap_or(f64::NAN);
@@ -47,7 +48,7 @@ pub fn run(_args: &[String]) -> Result<()> {
             serde_json::json!({"name": name, "median_ms": ms(*median), "best_ms": ms(*best), "runs": RUNS}),
         );
     }
-    for row in engine.iter().chain(&durable).chain(&fan_outs) {
+    for row in engine.iter().chain(&durable).chain(&fan_outs).chain(&provider) {
         if let Some(error) = row["error"].as_str() {
             let _ = writeln!(table, "{:<38} {error}", row["name"].as_str().unwrap_or("?"));
             continue;
@@ -69,6 +70,12 @@ pub fn run(_args: &[String]) -> Result<()> {
         if let Some(rate) = row["items_per_s"].as_f64() {
             let _ = write!(table, "   {rate:>6.0} items/s");
         }
+        if let Some(rate) = row["requests_per_s"].as_f64() {
+            let _ = write!(table, "   {rate:>6.0} requests/s");
+        }
+        if let Some(rate) = row["mb_per_s"].as_f64() {
+            let _ = write!(table, "   {rate:>6.0} MB/s");
+        }
         if let Some(mb) = row["peak_rss_mb"].as_f64() {
             let _ = write!(table, "   peak {mb:.1} MB");
         }
@@ -81,6 +88,7 @@ pub fn run(_args: &[String]) -> Result<()> {
         "engine": engine,
         "durable": durable,
         "fan_out": fan_outs,
+        "provider": provider,
         "durable_ratio_chain_to_fsync": ratio,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;

@@ -28,55 +28,67 @@ impl Stream {
     /// order. An `error` event, or an event that is not JSON, is an error.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, PortError> {
         self.pending.extend_from_slice(bytes);
+        let pending = std::mem::take(&mut self.pending);
         let mut deltas = Vec::new();
-        while let Some((end, skip)) = event_end(&self.pending) {
-            let event: Vec<u8> = self.pending.drain(..end + skip).take(end).collect();
-            let event = String::from_utf8_lossy(&event);
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            if data.is_empty() {
-                continue; // a comment (`: keep-alive`) or a field cairn does not use
+        let mut start = 0;
+        let result = loop {
+            let Some((end, skip)) = event_end(&pending[start..]) else { break Ok(()) };
+            let event = String::from_utf8_lossy(&pending[start..start + end]);
+            start += end + skip;
+            if let Err(e) = self.event(&event, &mut deltas) {
+                break Err(e);
             }
-            let data = data.join("\n");
-            if data.trim() == "[DONE]" {
-                self.done = true;
-                continue;
-            }
-            let chunk: Value = serde_json::from_str(&data).map_err(|e| {
-                PortError::new(
-                    ErrorClass::Transient,
-                    format!("the provider streamed an event that is not JSON: {e}"),
-                )
-            })?;
-            if let Some(error) = chunk.get("error") {
-                let message = error.get("message").and_then(Value::as_str).unwrap_or("no message");
-                let message: String = message.chars().take(500).collect();
-                return Err(PortError::new(
-                    ErrorClass::Transient,
-                    format!("the provider sent an error inside its stream: {message}"),
-                ));
-            }
-            let choice = &chunk["choices"][0];
-            if let Some(delta) = choice["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
-                self.text.push_str(delta);
-                deltas.push(delta.to_owned());
-            }
-            if let Some(reason) = choice["finish_reason"].as_str() {
-                self.finish = Some(reason.to_owned());
-            }
-            if let (Some(p), Some(c)) =
-                (chunk["usage"]["prompt_tokens"].as_u64(), chunk["usage"]["completion_tokens"].as_u64())
-            {
-                self.usage = Some(Usage { prompt_tokens: p, completion_tokens: c, estimated: false });
-            }
-            if let Some(model) = chunk["model"].as_str() {
-                self.model = Some(model.to_owned());
-            }
+        };
+        self.pending = pending[start..].to_vec();
+        result.map(|()| deltas)
+    }
+
+    /// Reads one event's `data:` lines.
+    fn event(&mut self, event: &str, deltas: &mut Vec<String>) -> Result<(), PortError> {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            return Ok(()); // a comment (`: keep-alive`) or a field cairn does not use
         }
-        Ok(deltas)
+        let data = data.join("\n");
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        let chunk: Value = serde_json::from_str(&data).map_err(|e| {
+            PortError::new(
+                ErrorClass::Transient,
+                format!("the provider streamed an event that is not JSON: {e}"),
+            )
+        })?;
+        if let Some(error) = chunk.get("error") {
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("no message");
+            let message: String = message.chars().take(500).collect();
+            return Err(PortError::new(
+                ErrorClass::Transient,
+                format!("the provider sent an error inside its stream: {message}"),
+            ));
+        }
+        let choice = &chunk["choices"][0];
+        if let Some(delta) = choice["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+            self.text.push_str(delta);
+            deltas.push(delta.to_owned());
+        }
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            self.finish = Some(reason.to_owned());
+        }
+        if let (Some(p), Some(c)) =
+            (chunk["usage"]["prompt_tokens"].as_u64(), chunk["usage"]["completion_tokens"].as_u64())
+        {
+            self.usage = Some(Usage { prompt_tokens: p, completion_tokens: c, estimated: false });
+        }
+        if let Some(model) = chunk["model"].as_str() {
+            self.model = Some(model.to_owned());
+        }
+        Ok(())
     }
 
     /// Whether the stream said it was complete (`[DONE]` or a finish reason).
@@ -86,14 +98,17 @@ impl Stream {
 }
 
 /// Where the first complete event ends (`\n\n` or `\r\n\r\n`), and the
-/// length of its separator.
+/// length of its separator: one pass, stopping at the first.
 fn event_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    (0..bytes.len()).find_map(|i| {
+        if bytes[i..].starts_with(b"\n\n") {
+            Some((i, 2))
+        } else if bytes[i..].starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]
