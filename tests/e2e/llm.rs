@@ -99,3 +99,86 @@ fn a_run_against_a_loopback_server_streams_keeps_sessions_and_counts_usage() {
     assert_eq!(run["usage"]["estimated"], false);
     assert_eq!(run["steps"][1]["usage"]["completion_tokens"], 4);
 }
+
+fn status(code: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn events(events: &[&str]) -> String {
+    let mut out =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_owned();
+    for e in events {
+        out.push_str(&format!("data: {e}\n\n"));
+    }
+    out
+}
+
+const FAULTY: &str = "cairn: 1\nid: faulty\nagents:\n  w: { system: Be brief. }\ndefaults:\n  retry: { max_attempts: 8, delay: 10ms, max_delay: 20ms, jitter: false, on: [transient, rate_limited, timeout] }\nsteps:\n  - id: ask\n    agent: w\n    prompt: Hello?\n";
+
+#[test]
+fn every_fault_kind_through_a_real_run_is_retried_or_fails_with_its_class() {
+    let dir = scratch("llm_faults");
+    std::fs::write(dir.join("wf.yaml"), FAULTY).expect("write");
+    let partial = r#"{"choices":[{"delta":{"content":"half an ans"}}]}"#;
+    let retried = vec![
+        status("429 Too Many Requests", "retry-after-ms: 30\r\n", r#"{"error":{"message":"slow down"}}"#),
+        status("502 Bad Gateway", "", "{}"),
+        events(&[partial]),
+        events(&[partial, r#"{"error":{"message":"overloaded"}}"#]),
+        status("200 OK", "", "{not json"),
+        String::new(),
+    ];
+    let server = LlmServer::with_faults(std::time::Duration::ZERO, retried);
+    let data = fresh_data_dir();
+    let data = data.to_str().expect("utf-8");
+    let env =
+        [("CAIRN_LLM_BASE_URL", server.url.as_str()), ("CAIRN_LLM_MODEL", "fake"), ("CAIRN_DATA_DIR", data)];
+    let run = cairn_env(&dir, &["run", "wf.yaml", "--run-id", "f1", "--format", "json"], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(json["steps"][0]["attempts"], 7);
+    assert_eq!(
+        json["steps"][0]["output"], "answer for f1/ask/7",
+        "the partial answers were discarded, not glued"
+    );
+    let log = cairn_env(&dir, &["events", "f1"], &env);
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    let failures: Vec<String> = log
+        .stdout
+        .lines()
+        .filter(|l| l.contains("step_failed"))
+        .map(|l| {
+            l.split_once("attempt ")
+                .map(|(_, rest)| rest.split(" (retry at").next().unwrap_or(rest).to_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let failures = failures.join("\n").replace(server.url.as_str(), "http://127.0.0.1:PORT/v1");
+    insta::assert_snapshot!("retried_faults", failures);
+
+    let mut fatal = Vec::new();
+    for (name, fault) in [
+        ("400", status("400 Bad Request", "", r#"{"error":{"message":"model not found"}}"#)),
+        ("401", status("401 Unauthorized", "", r#"{"error":{"message":"bad key"}}"#)),
+        (
+            "quota",
+            status(
+                "429 Too Many Requests",
+                "",
+                r#"{"error":{"message":"quota","code":"insufficient_quota"}}"#,
+            ),
+        ),
+    ] {
+        let server = LlmServer::with_faults(std::time::Duration::ZERO, vec![fault]);
+        let env = [("CAIRN_LLM_BASE_URL", server.url.as_str()), ("CAIRN_LLM_MODEL", "fake")];
+        let run = cairn_env(&dir, &["run", "wf.yaml", "--format", "json"], &env);
+        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+        assert_eq!(json["steps"][0]["attempts"], 1, "{name}: not retried");
+        fatal.push(format!("{name}: {} / hint: {}", json["error"]["message"], json["error"]["hint"]));
+    }
+    insta::assert_snapshot!("failing_faults", fatal.join("\n"));
+}

@@ -183,9 +183,19 @@ pub struct LlmServer {
     calls: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
 }
 
+/// Raw HTTP a faulty server sends instead of an answer (then it closes).
+pub type Fault = String;
+
 impl LlmServer {
     /// Starts the server on a free loopback port; it lives as long as the test process.
     pub fn start(latency: std::time::Duration) -> Self {
+        Self::with_faults(latency, Vec::new())
+    }
+
+    /// A server whose first calls get these faults, in order, one each;
+    /// later calls are answered.
+    pub fn with_faults(latency: std::time::Duration, faults: Vec<Fault>) -> Self {
+        let faults = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(faults)));
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
@@ -194,7 +204,7 @@ impl LlmServer {
         std::thread::spawn(move || {
             for socket in listener.incoming() {
                 let Ok(mut socket) = socket else { continue };
-                let log = log.clone();
+                let (log, faults) = (log.clone(), faults.clone());
                 std::thread::spawn(move || {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 8192];
@@ -221,6 +231,10 @@ impl LlmServer {
                         .map_or(0, |d| d.as_millis() as u64);
                     log.lock().expect("log").push(Call { key: key.clone(), at_ms });
                     std::thread::sleep(latency);
+                    if let Some(fault) = faults.lock().expect("faults").pop_front() {
+                        let _ = socket.write_all(fault.as_bytes());
+                        return;
+                    }
                     let body = String::from_utf8_lossy(&request[head_end + 4..]).to_string();
                     let answer = format!("answer for {key}");
                     let content = if body.contains("\"response_format\"") {
