@@ -80,20 +80,34 @@ pub fn runs(
 ) -> Result<u8, u8> {
     let o = open(common, "runs", None)?;
     let list = o.runtime.block_on(o.store.list()).map_err(usage)?;
-    let word = |s: RunStatus| {
-        serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-    };
+    let word = cairn_domain::state::word::<RunStatus>;
     let rows: Vec<_> = list
         .into_iter()
         .filter(|r| status.is_none_or(|s| word(r.status) == s))
         .filter(|r| workflow.is_none_or(|w| r.workflow.as_str() == w))
         .collect();
+    // Tokens and cost of each run, folded from its log.
+    let usage_of = |r: &cairn_ports::RunSummary| {
+        let stored = o.runtime.block_on(o.store.load(&r.run_id)).ok()?;
+        let state = RunState::fold(&stored.events).ok().flatten()?;
+        Some((state.usage, o.loaded.cost(&state.usage_by_model)))
+    };
     match format {
         ListFormat::Table => {
-            println!("{:<18} {:<20} {:<20} {:<24} {:<24}", "RUN", "WORKFLOW", "STATUS", "CREATED", "UPDATED");
+            println!(
+                "{:<18} {:<20} {:<20} {:<24} {:<24} {:>10} {:>9}",
+                "RUN", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "TOKENS", "COST"
+            );
             for r in &rows {
+                let (tokens, cost) = match usage_of(r) {
+                    Some((u, cost)) => (
+                        (u.prompt_tokens + u.completion_tokens).to_string(),
+                        cost.map_or("-".to_owned(), |c| format!("${c:.4}")),
+                    ),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
                 println!(
-                    "{:<18} {:<20} {:<20} {:<24} {:<24}",
+                    "{:<18} {:<20} {:<20} {:<24} {:<24} {tokens:>10} {cost:>9}",
                     r.run_id.as_str(),
                     r.workflow.as_str(),
                     word(r.status),
@@ -103,22 +117,19 @@ pub fn runs(
             }
         }
         ListFormat::Json => {
-            let mut out = Vec::new();
-            for r in &rows {
-                let usage_json = o
-                    .runtime
-                    .block_on(o.store.load(&r.run_id))
-                    .ok()
-                    .and_then(|s| RunState::fold(&s.events).ok().flatten())
-                    .map(|s| {
-                        json!({"prompt_tokens": s.usage.prompt_tokens, "completion_tokens": s.usage.completion_tokens,
-                               "estimated": s.usage.estimated, "cost_usd": o.loaded.cost(&s.usage_by_model)})
+            let out: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    let usage_json = usage_of(r).map(|(u, cost)| {
+                        json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                               "estimated": u.estimated, "cost_usd": cost})
                     });
-                out.push(json!({
-                    "run_id": r.run_id, "workflow": r.workflow, "status": r.status,
-                    "created_at": iso_time(r.created_at), "updated_at": iso_time(r.updated_at), "usage": usage_json,
-                }));
-            }
+                    json!({
+                        "run_id": r.run_id, "workflow": r.workflow, "status": r.status,
+                        "created_at": iso_time(r.created_at), "updated_at": iso_time(r.updated_at), "usage": usage_json,
+                    })
+                })
+                .collect();
             println!("{}", serde_json::Value::Array(out));
         }
     }

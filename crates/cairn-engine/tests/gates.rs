@@ -407,3 +407,49 @@ steps:
     assert_eq!(state.status, RunStatus::Blocked);
     insta::assert_snapshot!(h.log().await);
 }
+
+/// Streams its answer in pieces to the request's token sink.
+struct Streaming;
+
+#[async_trait]
+impl LlmProvider for Streaming {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, PortError> {
+        for piece in ["str", "eam", "ed"] {
+            if let Some(sink) = &request.tokens {
+                (sink.0)(piece);
+            }
+        }
+        Ok(ChatResponse { text: "streamed".into(), usage: Usage::default(), model: "m".into() })
+    }
+}
+
+/// Keeps the tokens it is sent, with their step.
+#[derive(Default)]
+struct Tokens(Mutex<Vec<String>>);
+
+impl cairn_ports::EventSink for Tokens {
+    fn emit(&self, _: &cairn_domain::id::RunId, event: &cairn_ports::LiveEvent<'_>) {
+        if let cairn_ports::LiveEvent::Token { path, text } = event {
+            self.0.lock().expect("lock").push(format!("{path}:{text}"));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn streamed_text_goes_to_the_live_sink_and_only_the_answer_is_recorded() {
+    let h = Harness::new();
+    let tokens = Arc::new(Tokens::default());
+    let clock: Arc<dyn Clock> = h.clock.clone();
+    let engine = EngineBuilder::new(h.store.clone())
+        .clock(clock)
+        .sink(tokens.clone())
+        .provider("default", Arc::new(Streaming))
+        .build();
+    let yaml = "cairn: 1\nid: s\nagents:\n  w: {}\nsteps:\n  - id: ask\n    agent: w\n    prompt: Hi.\n";
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.steps[&StepPath::new("ask")].output, Some(json!("streamed")));
+    assert_eq!(*tokens.0.lock().expect("lock"), ["ask:str", "ask:eam", "ask:ed"]);
+    let log = h.log().await;
+    assert_eq!(log.lines().count(), 6, "created, started, step started, usage, succeeded, completed: {log}");
+    assert!(!log.contains("token"), "pieces are never recorded: {log}");
+}
