@@ -251,20 +251,38 @@ impl Engine {
         kinds: Vec<EventKind>,
         actor: &str,
     ) -> Result<(), EngineError> {
-        if kinds.is_empty() {
-            return Ok(());
-        }
+        let mut staged = Vec::new();
+        self.stage(state, kinds, actor, &mut staged)?;
+        self.persist(state, &mut staged).await
+    }
+
+    /// Numbers events after the state's last one and applies them, keeping
+    /// them in `staged` until [`Engine::persist`]: nothing may act on them
+    /// before then.
+    fn stage(
+        &self,
+        state: &mut RunState,
+        kinds: Vec<EventKind>,
+        actor: &str,
+        staged: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
         let at = self.clock.now();
-        let events: Vec<Event> = kinds
-            .into_iter()
-            .enumerate()
-            .map(|(i, kind)| Event { seq: state.seq + 1 + i as u64, at, actor: actor.to_owned(), kind })
-            .collect();
-        let before = state.seq;
-        self.store.append(&state.run_id, state.seq, &events).await?;
-        for event in &events {
-            state.apply(event)?;
-            self.sink.emit(&state.run_id, &LiveEvent::Recorded(event));
+        for kind in kinds {
+            let event = Event { seq: state.seq + 1, at, actor: actor.to_owned(), kind };
+            state.apply(&event)?;
+            staged.push(event);
+        }
+        Ok(())
+    }
+
+    /// Appends the staged events in one atomic append (one flush), then
+    /// tells the sink, and snapshots when one is due.
+    async fn persist(&self, state: &RunState, staged: &mut Vec<Event>) -> Result<(), EngineError> {
+        let Some(first) = staged.first().map(|e| e.seq) else { return Ok(()) };
+        let before = first - 1;
+        self.store.append(&state.run_id, before, staged).await?;
+        for event in staged.drain(..) {
+            self.sink.emit(&state.run_id, &LiveEvent::Recorded(&event));
         }
         let every = SNAPSHOT_EVERY.max((state.steps.len() as u64).next_power_of_two());
         if state.seq / every > before / every {
@@ -557,6 +575,9 @@ struct Drive<'a> {
     tasks: JoinSet<(StepPath, u32, Finished)>,
     in_flight: HashMap<StepPath, AbortHandle>,
     control: Option<watch::Receiver<Control>>,
+    /// Events applied to `state` but not yet stored: they are stored, in
+    /// one append, before anything acts on them or the driver waits.
+    staged: Vec<Event>,
 }
 
 impl<'a> Drive<'a> {
@@ -568,7 +589,18 @@ impl<'a> Drive<'a> {
             tasks: JoinSet::new(),
             in_flight: HashMap::new(),
             control: engine.control.clone(),
+            staged: Vec::new(),
         }
+    }
+
+    /// Stages events of the engine (see [`Engine::stage`]).
+    fn stage(&mut self, kinds: Vec<EventKind>) -> Result<(), EngineError> {
+        self.engine.stage(&mut self.state, kinds, &self.engine.actor, &mut self.staged)
+    }
+
+    /// Stores what is staged.
+    async fn flush(&mut self) -> Result<(), EngineError> {
+        self.engine.persist(&self.state, &mut self.staged).await
     }
 
     fn requested(&self) -> Control {
@@ -580,13 +612,15 @@ impl<'a> Drive<'a> {
             match self.requested() {
                 Control::Cancel => return self.cancel().await,
                 Control::Pause if self.tasks.is_empty() && !self.state.status.is_terminal() => {
-                    self.engine.record(&mut self.state, vec![EventKind::RunPaused]).await?;
+                    self.stage(vec![EventKind::RunPaused])?;
+                    self.flush().await?;
                     self.engine.snapshot(&self.state).await?;
                     return Ok(self.state);
                 }
                 _ => {}
             }
             let wake = self.settle().await?;
+            self.flush().await?;
             let stopped = !matches!(self.state.status, RunStatus::Running);
             if self.tasks.is_empty() && (stopped || wake.is_none()) {
                 if self.state.status.is_waiting() {
@@ -600,7 +634,12 @@ impl<'a> Drive<'a> {
                 joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     let Some(Ok((path, attempt, finished))) = joined else { continue };
                     self.in_flight.remove(&path);
-                    self.finish(&path, attempt, finished).await?;
+                    self.finish(&path, attempt, finished)?;
+                    // Attempts that finished meanwhile share the next append.
+                    while let Some(Ok((path, attempt, finished))) = self.tasks.try_join_next() {
+                        self.in_flight.remove(&path);
+                        self.finish(&path, attempt, finished)?;
+                    }
                 }
                 () = self.engine.clock.sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
                 open = control_changed(&mut control), if control.is_some() => {
@@ -628,7 +667,8 @@ impl<'a> Drive<'a> {
         if !self.state.status.is_terminal() {
             events.push(EventKind::RunCancelled);
         }
-        self.engine.record(&mut self.state, events).await?;
+        self.stage(events)?;
+        self.flush().await?;
         Ok(self.state)
     }
 
@@ -655,7 +695,7 @@ impl<'a> Drive<'a> {
                         handle.abort();
                     }
                 }
-                self.engine.record(&mut self.state, records).await?;
+                self.stage(records)?;
                 continue;
             }
             if self.requested() != Control::Run {
@@ -664,11 +704,13 @@ impl<'a> Drive<'a> {
             if starts.is_empty() {
                 return Ok(wake);
             }
-            // One append for every start: all are on disk before any runs.
+            // One append for every start and all staged before them: all
+            // are on disk before any attempt runs.
             let started = starts
                 .iter()
                 .map(|(path, attempt)| EventKind::StepStarted { path: path.clone(), attempt: *attempt });
-            self.engine.record(&mut self.state, started.collect()).await?;
+            self.stage(started.collect())?;
+            self.flush().await?;
             for (path, attempt) in starts {
                 self.spawn(path, attempt);
             }
@@ -716,9 +758,9 @@ impl<'a> Drive<'a> {
         self.in_flight.insert(path, handle);
     }
 
-    /// Records how an attempt ended, unless the step moved on meanwhile
-    /// (cancelled, or reset by a goto).
-    async fn finish(&mut self, path: &StepPath, attempt: u32, finished: Finished) -> Result<(), EngineError> {
+    /// Stages how an attempt ended (stored with the next append), unless the
+    /// step moved on meanwhile (cancelled, or reset by a goto).
+    fn finish(&mut self, path: &StepPath, attempt: u32, finished: Finished) -> Result<(), EngineError> {
         let current = self.state.steps.get(path).map(|s| (s.status, s.attempts));
         if current != Some((StepStatus::Running, attempt)) {
             return Ok(());
@@ -737,7 +779,7 @@ impl<'a> Drive<'a> {
         }
         let now = self.engine.clock.now();
         events.extend(attempt_finished(&self.state, self.program, path, attempt, finished.outcome, now));
-        self.engine.record(&mut self.state, events).await
+        self.stage(events)
     }
 }
 

@@ -307,7 +307,14 @@ async fn long_runs_are_snapshotted_so_loading_replays_only_the_tail() {
     let state = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::Completed);
     let snapshot = h.store.latest_snapshot(&run_id()).await.expect("stored").expect("a snapshot was taken");
-    assert_eq!(snapshot.seq, cairn_engine::SNAPSHOT_EVERY, "{} events in all", state.seq);
+    // Taken at the append that reached the snapshot point (appends carry a few events).
+    let every = cairn_engine::SNAPSHOT_EVERY;
+    assert!(
+        (every..every + 3).contains(&snapshot.seq),
+        "snapshot at {} of {} events",
+        snapshot.seq,
+        state.seq
+    );
     assert_eq!(engine.load(&run_id()).await.expect("loads"), state);
 }
 
