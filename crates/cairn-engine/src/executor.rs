@@ -714,6 +714,9 @@ impl<'a> Drive<'a> {
             for (path, attempt) in starts {
                 self.spawn(path, attempt);
             }
+            // Starting changes nothing else `decide` looks at: it said all
+            // there was to say in this round, wake included.
+            return Ok(wake);
         }
     }
 
