@@ -174,11 +174,11 @@ fn waiting_gates<'a>(state: &RunState, rows: &[Row<'a>]) -> Vec<Gate<'a>> {
         .filter_map(|row| {
             let s = row.state?;
             let kind = s.wait.filter(|_| s.status == StepStatus::Waiting)?;
-            let approvers = match (&row.step.kind, &row.step.accept) {
-                (StepKind::Approval(a), _) => a.approvers.iter().map(|r| r.to_string()).collect(),
-                (_, Some(accept)) => accept.approvers.iter().map(|r| r.to_string()).collect(),
-                _ => Vec::new(),
-            };
+            let approvers = row
+                .step
+                .gate(kind)
+                .map(|(roles, _)| roles.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default();
             Some(Gate { path: row.path.clone(), kind, approvers, state: s })
         })
         .collect()

@@ -354,13 +354,9 @@ impl Cx<'_> {
     /// gate (the first that settles it wins), or its deadline once passed.
     fn gate(&self, frame: &Frame, step: &Step, path: &StepPath, s: &StepState, walk: &mut Walk) {
         let Some(wait) = s.wait else { return };
-        let (approvers, on_timeout) = match (&step.kind, &step.accept, wait) {
-            (StepKind::Approval(a), _, WaitKind::Approval) => (&a.approvers, a.on_timeout),
-            (_, Some(accept), WaitKind::Acceptance) => (&accept.approvers, accept.on_timeout),
-            _ => {
-                walk.person.get_or_insert(wait);
-                return;
-            }
+        let Some((approvers, on_timeout)) = step.gate(wait) else {
+            walk.person.get_or_insert(wait);
+            return;
         };
         let Some(decisive) = settled(&s.decisions, approvers) else {
             match s.deadline {
@@ -535,7 +531,7 @@ impl Cx<'_> {
     /// group's scope, and its output (or failure).
     fn collect(&self, frame: &Frame, step: &Step, path: &StepPath, group: &GroupState) -> Vec<EventKind> {
         let StepKind::ForEach(g) = &step.kind else { return Vec::new() };
-        let body = self.program.block(self.body_of(frame, step));
+        let body = self.program.block(self.program.body(frame.block(), step.id.as_str()).unwrap_or(0));
         let scopes: Vec<ScopeKey> =
             group.keys.iter().map(|k| frame.scope.child(g.as_name.as_str(), k)).collect();
         let mut events: Vec<EventKind> = body
@@ -565,12 +561,6 @@ impl Cx<'_> {
             None => EventKind::StepSucceeded { path: path.clone(), output: Value::Array(outputs) },
         });
         events
-    }
-
-    /// The block a group step's instances run.
-    fn body_of(&self, frame: &Frame, step: &Step) -> usize {
-        let block = self.program.block(frame.block());
-        block.position(step.id.as_str()).and_then(|i| block.bodies[i]).unwrap_or(0)
     }
 
     /// An instance's or iteration's output: each of its steps' output by id.

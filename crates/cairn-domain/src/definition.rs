@@ -423,6 +423,18 @@ impl Step {
         out
     }
 
+    /// The gate the step waits at when waiting as `wait`: the roles that
+    /// must approve (empty: anyone, once) and what its deadline does.
+    /// `None` for waits that are not approval gates (questions, blocks).
+    pub fn gate(&self, wait: crate::state::WaitKind) -> Option<(&[Label], TimeoutAction)> {
+        use crate::state::WaitKind;
+        match (&self.kind, &self.accept, wait) {
+            (StepKind::Approval(a), _, WaitKind::Approval) => Some((&a.approvers, a.on_timeout)),
+            (_, Some(accept), WaitKind::Acceptance) => Some((&accept.approvers, accept.on_timeout)),
+            _ => None,
+        }
+    }
+
     /// The nested steps of a `for_each` or `loop`, if any.
     pub fn body(&self) -> Option<&[Step]> {
         match &self.kind {

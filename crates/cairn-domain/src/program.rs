@@ -120,6 +120,12 @@ impl Program {
         None
     }
 
+    /// The body block of the group step `id` of block `b`.
+    pub fn body(&self, b: usize, id: &str) -> Option<usize> {
+        let block = &self.blocks[b];
+        block.position(id).and_then(|i| block.bodies[i])
+    }
+
     /// The step at `path`, if the program has one.
     pub fn step(&self, path: &StepPath) -> Option<&Step> {
         self.locate(path).map(|(b, i)| &self.blocks[b].steps[i])
@@ -331,11 +337,8 @@ impl Frame {
     /// frame); `item` is the instance's item, or for a loop its number.
     pub fn instance(&self, program: &Program, group: &Step, path: &StepPath, key: &str, item: Value) -> Self {
         let mut child = self.clone();
-        let body = self.levels.last().and_then(|l| {
-            program.block(l.block).position(group.id.as_str()).and_then(|i| program.block(l.block).bodies[i])
-        });
         let mut level = Level {
-            block: body.unwrap_or(0),
+            block: program.body(self.block(), group.id.as_str()).unwrap_or(0),
             prefix: format!("{path}[{key}]."),
             owner: Some((path.clone(), key.to_owned())),
             iteration: None,

@@ -152,10 +152,7 @@ impl Renderer {
     /// Renders a template to text (an argument, a prompt): values that are
     /// not strings are written as JSON.
     pub fn text(&self, template: &Template, ctx: &Context) -> Result<String, String> {
-        match self.value(template, ctx)? {
-            Value::String(s) => Ok(s),
-            other => Ok(other.to_string()),
-        }
+        self.value(template, ctx).map(|v| crate::state::text_of(&v))
     }
 
     fn text_of(&self, source: &str, ctx: &Context) -> Result<String, String> {
@@ -205,10 +202,7 @@ pub fn progress_text(state: &RunState) -> String {
         out.push_str("## ");
         out.push_str(path.as_str());
         out.push('\n');
-        match output {
-            Value::String(s) => out.push_str(s),
-            other => out.push_str(&other.to_string()),
-        }
+        out.push_str(&crate::state::text_of(output));
         out.push_str("\n\n");
     }
     out

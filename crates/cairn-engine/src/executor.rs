@@ -382,11 +382,7 @@ impl Engine {
         let step = program
             .step(&path)
             .ok_or_else(|| EngineError::Refused(format!("step `{path}` is not in the run's definition")))?;
-        let approvers = match (&step.kind, &step.accept, wait) {
-            (StepKind::Approval(a), _, WaitKind::Approval) => a.approvers.as_slice(),
-            (_, Some(accept), WaitKind::Acceptance) => accept.approvers.as_slice(),
-            _ => &[],
-        };
+        let approvers = step.gate(wait).map_or(&[][..], |(approvers, _)| approvers);
         let event = match call.decision {
             GateDecision::Answer(text) => EventKind::Answered { path, text },
             decision => {
