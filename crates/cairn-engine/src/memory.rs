@@ -69,17 +69,8 @@ impl RunStore for MemoryStore {
                 actual: entry.seq,
             });
         }
-        let mut status = entry.summary.status;
-        for (i, event) in events.iter().enumerate() {
-            if event.seq != expected_seq + 1 + i as u64 {
-                return Err(StoreError::Corrupt(format!(
-                    "event {} does not follow {}",
-                    event.seq,
-                    expected_seq + i as u64
-                )));
-            }
-            status = event.kind.run_status().unwrap_or(status);
-        }
+        cairn_ports::follows(expected_seq, events)?;
+        let status = events.iter().fold(entry.summary.status, |s, e| e.kind.run_status().unwrap_or(s));
         if let Some(last) = events.last() {
             entry.seq = last.seq;
             entry.summary.status = status;

@@ -82,6 +82,8 @@ pub struct RunSummary {
 ///   with the highest `seq`. Snapshots are an optimisation: the log alone
 ///   is the truth.
 /// - `delete` removes a run and everything stored for it, or `NotFound`.
+///
+/// [`follows`](crate::follows) is the check every `append` makes of the events' numbers.
 #[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]
 pub trait RunStore: Send + Sync {
@@ -99,4 +101,19 @@ pub trait RunStore: Send + Sync {
     async fn latest_snapshot(&self, run: &RunId) -> Result<Option<Snapshot>, StoreError>;
     /// Removes a run.
     async fn delete(&self, run: &RunId) -> Result<(), StoreError>;
+}
+
+/// Whether `events` number on from `expected_seq` without gaps; a store
+/// refuses an append that does not (`Corrupt`), before writing anything.
+pub fn follows(expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
+    for (i, e) in events.iter().enumerate() {
+        if e.seq != expected_seq + 1 + i as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "event {} does not follow {}",
+                e.seq,
+                expected_seq + i as u64
+            )));
+        }
+    }
+    Ok(())
 }

@@ -278,15 +278,7 @@ impl RunStore for SledStore {
     }
 
     async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
-        for (i, e) in events.iter().enumerate() {
-            if e.seq != expected_seq + 1 + i as u64 {
-                return Err(StoreError::Corrupt(format!(
-                    "event {} does not follow {}",
-                    e.seq,
-                    expected_seq + i as u64
-                )));
-            }
-        }
+        cairn_ports::follows(expected_seq, events)?;
         let encoded: Vec<(Vec<u8>, Vec<u8>)> =
             events.iter().map(|e| (key(run, e.seq), encode(&EventRecord::new(e)))).collect();
         let result = (&self.runs, &self.events).transaction(|(runs, log)| {
