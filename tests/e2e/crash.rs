@@ -149,7 +149,11 @@ fn crash_test(name: &str, scenario: Scenario, target: usize) {
         loop {
             let args: Vec<&str> =
                 if created { vec!["resume", &id] } else { vec!["run", "wf.yaml", "--run-id", &id] };
-            let mut child = cairn(&dir, &data, &server.url, &args).spawn().expect("spawn cairn");
+            let mut command = cairn(&dir, &data, &server.url, &args);
+            if kills >= 3 {
+                command.stderr(Stdio::piped());
+            }
+            let mut child = command.spawn().expect("spawn cairn");
             if kills < 3 {
                 std::thread::sleep(Duration::from_millis(rng.below(450)));
                 let finished = child.try_wait().expect("poll").is_some();
@@ -166,8 +170,9 @@ fn crash_test(name: &str, scenario: Scenario, target: usize) {
                 }
                 continue;
             }
-            let status = child.wait().expect("wait");
-            assert_eq!(status.code(), Some(0), "run {id} did not complete after {kills} kills");
+            let out = child.wait_with_output().expect("wait");
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "run {id} did not complete after {kills} kills: {why}");
             break;
         }
         check(&scenario, &dir, &data, &server, &id, kills);

@@ -96,6 +96,13 @@ pub const DEFAULT_KEEP_SNAPSHOTS: usize = 10;
 /// keeps a long fan-out's memory flat.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// A name sled or cairn puts in a data directory. A directory holding only
+/// such names is a store, perhaps one whose first open was killed before
+/// sled wrote its `conf`.
+fn is_store_file(name: &str) -> bool {
+    matches!(name, "conf" | "db" | "blobs" | HOLDER_FILE) || name.starts_with("snap.")
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails clearly when another
     /// process holds it, when `dir` holds other files, or when the files are
@@ -103,7 +110,10 @@ impl SledStore {
     /// store held (see [`SledStore::describe_holder`]).
     pub fn open(dir: &Path, durability: Durability, holder: &str) -> Result<Self, OpenError> {
         let existed = dir.join("conf").exists() || dir.join("db").exists();
-        if !existed && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        let others = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().any(|e| !is_store_file(&e.file_name().to_string_lossy())))
+            .unwrap_or(false);
+        if !existed && others {
             return Err(OpenError::Foreign(dir.to_path_buf()));
         }
         let flush_every = match durability {

@@ -74,6 +74,12 @@ async fn foreign_and_damaged_directories_are_refused() {
     assert!(matches!(SledStore::open(&foreign, Durability::Sync, "test"), Err(OpenError::Foreign(_))));
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).expect("untouched"), "my files");
 
+    // A first open killed before sled wrote its `conf` leaves only its own files.
+    let interrupted = dir("interrupted");
+    std::fs::create_dir_all(interrupted.join("blobs")).expect("dir");
+    std::fs::write(interrupted.join(cairn_store_sled::HOLDER_FILE), "pid 1").expect("write");
+    drop(SledStore::open(&interrupted, Durability::Sync, "test").expect("still a store"));
+
     let damaged = dir("damaged");
     drop(SledStore::open(&damaged, Durability::Sync, "test").expect("create"));
     std::fs::write(damaged.join("conf"), b"\xff\xfe garbage").expect("damage");
