@@ -182,3 +182,44 @@ fn every_fault_kind_through_a_real_run_is_retried_or_fails_with_its_class() {
     }
     insta::assert_snapshot!("failing_faults", fatal.join("\n"));
 }
+
+/// The examples' cassettes (`examples/cassettes/*.answers.json` say which
+/// runs they hold) replay through the binary with no network; the test
+/// fails once an example changes what it asks and its cassette is stale
+/// (`cargo xtask cassettes` records it again).
+#[test]
+fn the_examples_cassettes_replay_offline() {
+    let root = crate::support::root();
+    for name in ["ticket-triage", "product-discovery"] {
+        let spec_path = root.join(format!("examples/cassettes/{name}.answers.json"));
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&spec_path).expect("answers")).expect("json");
+        let cassette = format!("replay:examples/cassettes/{name}.jsonl");
+        let data = fresh_data_dir();
+        let data_text = data.to_str().expect("utf-8");
+        let runs = spec["runs"].as_array().expect("runs");
+        let mut last = None;
+        for args in runs {
+            let args: Vec<&str> = args.as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
+            let mut all = vec!["--llm", cassette.as_str()];
+            all.extend(&args);
+            let run = cairn_env(&root, &all, &[("CAIRN_DATA_DIR", data_text)]);
+            assert!(matches!(run.code, 0 | 3), "{name}: {args:?}: {}{}", run.stdout, run.stderr);
+            last = Some(run.code);
+        }
+        assert_eq!(last, Some(0), "{name}: the last recorded command completes the run");
+        let id = runs[0].as_array().and_then(|a| a.last()).and_then(|v| v.as_str()).expect("a run id");
+        let status = cairn_env(&root, &["status", id, "--format", "json"], &[("CAIRN_DATA_DIR", data_text)]);
+        let run: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+        assert_eq!(run["status"], "completed", "{name}");
+        // Every answer the cassette holds went to the step it was written for.
+        for (path, answer) in spec["answers"].as_object().expect("answers") {
+            let step = run["steps"].as_array().expect("steps").iter().find(|s| s["path"] == path.as_str());
+            let output = step.map(|s| &s["output"]).unwrap_or_else(|| panic!("{name}: no step {path}"));
+            let text = output.as_str().map(str::to_owned).unwrap_or_else(|| output.to_string());
+            let expected = serde_json::from_str::<serde_json::Value>(answer.as_str().expect("text"))
+                .map_or_else(|_| answer.as_str().expect("text").to_owned(), |v| v.to_string());
+            assert_eq!(text, expected, "{name}: {path}");
+        }
+    }
+}

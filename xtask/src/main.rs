@@ -5,11 +5,13 @@
 //!   `target/bench/report.json`.
 //! - `crash [--kills N]`: the kill -9 crash test with more kills than CI.
 //! - `faults`: checks that need root, such as a disk filling up mid-run.
+//! - `cassettes`: records the examples' cassettes (`examples/cassettes/`).
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
 
 mod bench;
+mod cassettes;
 mod faults;
 #[cfg(test)]
 mod tidy;
@@ -26,12 +28,14 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("crash") => crash(&args[1..]),
         Some("faults") => faults::run(),
+        Some("cassettes") => cassettes::run(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench|crash>");
+            eprintln!("usage: cargo xtask <ci|bench|crash|faults|cassettes>");
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench              benchmarks; results in target/bench/report.json");
             eprintln!("  crash [--kills N]  the kill -9 crash test with N kills (default 500)");
             eprintln!("  faults             fault checks that need root (a disk that fills up)");
+            eprintln!("  cassettes          record examples/cassettes/*.jsonl from their answers");
             bail!("unknown task")
         }
     }
