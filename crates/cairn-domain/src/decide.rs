@@ -8,6 +8,9 @@
 //! again until only starts remain, so every rule sees the state its previous
 //! decision made.
 
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+
 use serde_json::{Value, json};
 
 use crate::definition::{
@@ -71,13 +74,35 @@ enum Effective {
 
 /// Decides what happens next in a run, from its state alone.
 pub fn decide(state: &RunState, program: &Program, renderer: &Renderer, now: Timestamp) -> Vec<Action> {
+    decide_with(&mut Frontier::default(), state, program, renderer, now)
+}
+
+/// [`decide`], looking only at the steps `frontier` says may have moved:
+/// what a driver calls round after round, noting every event it applies
+/// ([`Frontier::note`]), so a round costs what changed, not the run's size.
+/// Returns exactly what [`decide`] returns for the same state.
+pub fn decide_with(
+    frontier: &mut Frontier,
+    state: &RunState,
+    program: &Program,
+    renderer: &Renderer,
+    now: Timestamp,
+) -> Vec<Action> {
     match state.status {
         RunStatus::Pending => return vec![Action::Record(EventKind::RunStarted)],
         RunStatus::Running => {}
         _ => return Vec::new(),
     }
+    frontier.take_changes(program);
     let cx = Cx { state, program, renderer, now };
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        records: Vec::new(),
+        ready: Vec::new(),
+        wake: None,
+        running: 0,
+        person: None,
+        fronts: &mut frontier.fronts,
+    };
     let end = match cx.frame(&Frame::root(), &mut walk) {
         Ok(end) => end,
         Err(decisive) => return decisive,
@@ -127,14 +152,132 @@ struct Cx<'a> {
 /// What walking the frames found: transitions to record, steps ready to
 /// start (in file and item order), the next due retry, and how many
 /// attempts are in flight.
-#[derive(Default)]
-struct Walk {
+struct Walk<'f> {
     records: Vec<EventKind>,
     ready: Vec<StepPath>,
     wake: Option<Timestamp>,
     running: usize,
     /// The first step found waiting for a person.
     person: Option<WaitKind>,
+    /// Which steps of each frame to look at.
+    fronts: &'f mut HashMap<String, Front>,
+}
+
+/// Which steps of each live frame [`decide_with`] has to look at, kept
+/// between rounds: a derived index of the run's events, like the state.
+///
+/// A step is looked at while it may act or be acted on: until it has
+/// succeeded, been skipped or cancelled, or while pending until one of its
+/// needs holds it back. Every event that changes a step names it, and
+/// [`Frontier::note`] puts that step and its dependents back in view; a
+/// frame the frontier has not seen yet is looked at whole. So each round
+/// costs the steps that changed and those in flight, never the run's size.
+#[derive(Debug, Default)]
+pub struct Frontier {
+    /// By the frame's path prefix (`""` for the top level).
+    fronts: HashMap<String, Front>,
+    /// Steps named by the events noted since the last round.
+    changed: Vec<StepPath>,
+}
+
+/// What the frontier knows of one frame.
+#[derive(Debug)]
+struct Front {
+    /// The steps to look at, in file order.
+    look: BTreeSet<usize>,
+    /// Each step's status when last looked at.
+    status: Vec<StepStatus>,
+    /// Whether each step no longer holds its dependents back, when last looked at.
+    done: Vec<bool>,
+    /// How many steps have a finished status.
+    finished: usize,
+}
+
+impl Front {
+    fn new(n: usize) -> Self {
+        Self {
+            look: (0..n).collect(),
+            status: vec![StepStatus::Pending; n],
+            done: vec![false; n],
+            finished: 0,
+        }
+    }
+
+    fn set(&mut self, i: usize, status: StepStatus, done: bool) {
+        match (self.status[i].is_finished(), status.is_finished()) {
+            (false, true) => self.finished += 1,
+            (true, false) => self.finished -= 1,
+            _ => {}
+        }
+        self.status[i] = status;
+        self.done[i] = done;
+    }
+}
+
+impl Frontier {
+    /// Notes an event applied to the run's state: the steps it changed come
+    /// back into view. Every event a driver applies must be noted.
+    pub fn note(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::StepReset { path }
+            | EventKind::StepReworked { path }
+            | EventKind::Answered { path, .. } => {
+                self.reset(path);
+            }
+            EventKind::GotoTaken { from, reset, .. } => {
+                reset.iter().for_each(|path| self.reset(path));
+                self.changed.push(from.clone());
+            }
+            EventKind::InstanceFinished { path, key, .. } => {
+                // A finished instance is never walked again (a reset of its
+                // group starts it afresh).
+                self.fronts.remove(&format!("{path}[{key}]."));
+                self.changed.push(path.clone());
+            }
+            EventKind::StepStarted { path, .. }
+            | EventKind::StepSucceeded { path, .. }
+            | EventKind::StepFailed { path, .. }
+            | EventKind::StepSkipped { path, .. }
+            | EventKind::StepWaiting { path, .. }
+            | EventKind::GateDecided { path, .. }
+            | EventKind::StepAccepted { path }
+            | EventKind::StepCancelled { path }
+            | EventKind::GroupExpanded { path, .. }
+            | EventKind::IterationStarted { path, .. } => self.changed.push(path.clone()),
+            EventKind::RunCreated { .. }
+            | EventKind::RunStarted
+            | EventKind::RunWaiting { .. }
+            | EventKind::RunPaused
+            | EventKind::RunCompleted
+            | EventKind::RunFailed { .. }
+            | EventKind::RunCancelled
+            | EventKind::SessionExtended { .. }
+            | EventKind::OutputRepaired { .. }
+            | EventKind::UsageRecorded { .. }
+            | EventKind::DocumentStored { .. } => {}
+        }
+    }
+
+    /// A step runs again: whatever ran inside it is gone from the state.
+    fn reset(&mut self, path: &StepPath) {
+        let inside = format!("{path}[");
+        self.fronts.retain(|prefix, _| !prefix.starts_with(&inside));
+        self.changed.push(path.clone());
+    }
+
+    /// Puts the changed steps and their dependents back in view.
+    fn take_changes(&mut self, program: &Program) {
+        for path in self.changed.drain(..) {
+            let Some((b, i)) = program.locate(&path) else { continue };
+            let block = program.block(b);
+            let text = path.as_str();
+            let prefix = &text[..text.len() - block.steps[i].id.as_str().len()];
+            if let Some(front) = self.fronts.get_mut(prefix) {
+                front.look.insert(i);
+                front.look.extend(block.dependents[i].iter().copied());
+            }
+        }
+    }
 }
 
 /// Where a frame stands.
@@ -152,18 +295,43 @@ type Decisive = Vec<Action>;
 
 impl Cx<'_> {
     /// Decides within one frame, and within the open instances of its
-    /// running groups.
+    /// running groups, looking only at the steps its front holds in view.
     fn frame(&self, frame: &Frame, walk: &mut Walk) -> Result<End, Decisive> {
         let block = self.program.block(frame.block());
+        let prefix = frame.prefix();
+        let mut front = walk.fronts.remove(prefix).unwrap_or_else(|| Front::new(block.steps.len()));
+        let end = self.frame_in(frame, block, &mut front, walk);
+        walk.fronts.insert(prefix.to_owned(), front);
+        end
+    }
+
+    fn frame_in(
+        &self,
+        frame: &Frame,
+        block: &Block,
+        front: &mut Front,
+        walk: &mut Walk,
+    ) -> Result<End, Decisive> {
         let n = block.steps.len();
-        let paths = frame.paths(self.program);
-        let steps: Vec<Option<&StepState>> = paths.iter().map(|p| self.state.steps.get(p)).collect();
-        let status = |i: usize| steps[i].map_or(StepStatus::Pending, |s| s.status);
+        // The steps in view, with their state now.
+        let seen: Vec<(usize, Cow<'_, StepPath>, Option<&StepState>)> = front
+            .look
+            .iter()
+            .map(|&i| {
+                let path = frame.path_at(self.program, i);
+                let state = self.state.steps.get(path.as_ref());
+                (i, path, state)
+            })
+            .collect();
+        for (i, path, state) in &seen {
+            let status = state.map_or(StepStatus::Pending, |s| s.status);
+            front.set(*i, status, self.is_done(block, *i, path, status));
+        }
 
         // Failure policies of steps whose retries are spent.
-        for i in (0..n).filter(|&i| status(i) == StepStatus::Failed) {
-            let path = &paths[i];
-            match self.effective_failure(block, i, path) {
+        for (i, path, _) in seen.iter().filter(|(i, ..)| front.status[*i] == StepStatus::Failed) {
+            let path = path.as_ref();
+            match self.effective_failure(block, *i, path) {
                 Effective::Continue => {}
                 Effective::Stop => return Err(self.stop(frame, path)),
                 Effective::Skip => {
@@ -183,23 +351,26 @@ impl Cx<'_> {
                         questions: Vec::new(),
                     })]);
                 }
-                Effective::Goto(target) => return Err(self.goto(&paths, block, i, target)),
+                Effective::Goto(target) => {
+                    return Err(self.goto(&frame.paths(self.program), block, *i, target));
+                }
             }
         }
 
-        for i in 0..n {
-            let path = &paths[i];
+        let mut out_of_view = Vec::new();
+        for (i, path, state) in &seen {
+            let (i, path, state) = (*i, path.as_ref(), *state);
             let step = &block.steps[i];
-            match status(i) {
+            match front.status[i] {
                 StepStatus::Pending => {}
-                StepStatus::Waiting if steps[i].and_then(|s| s.wait).is_some() => {
-                    if let Some(s) = steps[i] {
+                StepStatus::Waiting if state.and_then(|s| s.wait).is_some() => {
+                    if let Some(s) = state {
                         self.gate(frame, step, path, s, walk);
                     }
                     continue;
                 }
                 StepStatus::Waiting => {
-                    let Some(due) = steps[i].and_then(|s| s.retry_at) else { continue };
+                    let Some(due) = state.and_then(|s| s.retry_at) else { continue };
                     if due <= self.now {
                         walk.ready.push(path.clone());
                     } else {
@@ -215,19 +386,34 @@ impl Cx<'_> {
                     walk.running += 1;
                     continue;
                 }
-                _ => continue,
+                // Its failure policy is looked at every round.
+                StepStatus::Failed => continue,
+                StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Cancelled => {
+                    out_of_view.push(i);
+                    continue;
+                }
             }
             let needs = &block.dag.needs[i];
-            if needs.iter().any(|&d| status(d) == StepStatus::Cancelled) {
+            if needs.iter().any(|&d| front.status[d] == StepStatus::Cancelled) {
+                out_of_view.push(i);
                 continue;
             }
-            let skipped_need = needs.iter().find(|&&d| steps[d].is_some_and(|s| s.cascade_skip));
+            let skipped_need = needs.iter().find(|&&d| {
+                front.status[d] == StepStatus::Skipped
+                    && self
+                        .state
+                        .steps
+                        .get(frame.path_at(self.program, d).as_ref())
+                        .is_some_and(|s| s.cascade_skip)
+            });
             if let Some(&d) = skipped_need {
                 let reason = format!("it needs `{}`, which was skipped", block.steps[d].id);
                 walk.records.push(EventKind::StepSkipped { path: path.clone(), reason, cascade: true });
                 continue;
             }
-            if !needs.iter().all(|&d| self.is_done(block, d, &paths[d], status(d))) {
+            if !needs.iter().all(|&d| front.done[d]) {
+                // Out of view until one of its needs changes.
+                out_of_view.push(i);
                 continue;
             }
             if let Some(when) = &step.when {
@@ -259,7 +445,7 @@ impl Cx<'_> {
                     }
                 }
             }
-            let attempt = steps[i].map_or(0, |s| s.attempts) + 1;
+            let attempt = state.map_or(0, |s| s.attempts) + 1;
             match &step.kind {
                 StepKind::Approval(a) => {
                     // An approval does no work: it starts by waiting for people.
@@ -338,9 +524,12 @@ impl Cx<'_> {
                 _ => walk.ready.push(path.clone()),
             }
         }
-        if (0..n).all(|i| status(i).is_finished()) {
-            let failed = (0..n).find(|&i| status(i) == StepStatus::Failed && !block.steps[i].optional);
-            return Ok(End::Done { failed: failed.map(|i| paths[i].clone()) });
+        for i in out_of_view {
+            front.look.remove(&i);
+        }
+        if front.finished == n {
+            let failed = (0..n).find(|&i| front.status[i] == StepStatus::Failed && !block.steps[i].optional);
+            return Ok(End::Done { failed: failed.map(|i| frame.path_at(self.program, i).into_owned()) });
         }
         Ok(End::Busy)
     }

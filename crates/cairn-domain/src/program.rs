@@ -37,6 +37,8 @@ pub struct Block {
     index: HashMap<String, usize>,
     /// Who needs whom among the siblings.
     pub dag: Dag,
+    /// The reverse of `dag.needs`: who needs each step.
+    pub dependents: Vec<Vec<usize>>,
     /// Transitive needs.
     pub reach: Reach,
     /// What each step's templates read.
@@ -207,6 +209,12 @@ fn add_block(
     blocks: &mut Vec<Block>,
 ) -> Result<usize, CycleError> {
     let dag = Dag::of_steps(steps);
+    let mut dependents = vec![Vec::new(); steps.len()];
+    for (i, needs) in dag.needs.iter().enumerate() {
+        for &d in needs {
+            dependents[d].push(i);
+        }
+    }
     let reach = dag.reach().ok_or_else(|| CycleError(wf.id.to_string()))?;
     let reads = steps
         .iter()
@@ -228,6 +236,7 @@ fn add_block(
         top_paths: steps.iter().map(|s| StepPath::new(s.id.as_str())).collect(),
         index: steps.iter().enumerate().map(|(i, s)| (s.id.to_string(), i)).collect(),
         dag,
+        dependents,
         reach,
         reads,
         bodies: vec![None; steps.len()],
@@ -327,10 +336,25 @@ impl Frame {
         }
     }
 
+    /// The prefix of its steps' paths: `""` at the top level,
+    /// `per_epic[e-auth].` in an instance.
+    pub fn prefix(&self) -> &str {
+        self.levels.last().map_or("", |l| l.prefix.as_str())
+    }
+
+    /// The path of the step at position `i` of this frame's block, made
+    /// only when the frame is an instance.
+    pub fn path_at<'p>(&self, program: &'p Program, i: usize) -> std::borrow::Cow<'p, StepPath> {
+        let block = program.block(self.block());
+        match self.prefix() {
+            "" => std::borrow::Cow::Borrowed(&block.top_paths[i]),
+            _ => std::borrow::Cow::Owned(self.path(block.steps[i].id.as_str())),
+        }
+    }
+
     /// The path of this frame's step `id`.
     pub fn path(&self, id: &str) -> StepPath {
-        let prefix = self.levels.last().map_or("", |l| l.prefix.as_str());
-        StepPath::new(format!("{prefix}{id}"))
+        StepPath::new(format!("{}{id}", self.prefix()))
     }
 
     /// The instance `key` of the group step `group` (at `path` in this

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_domain::decide::{Action, Program, attempt_finished, decide, idempotency_key};
+use cairn_domain::decide::{Action, Frontier, Program, attempt_finished, decide_with, idempotency_key};
 use cairn_domain::definition::{StepKind, Workflow};
 use cairn_domain::id::RunId;
 use cairn_domain::program::{Frame, Price};
@@ -19,11 +19,13 @@ use cairn_ports::{
     Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LiveEvent, LlmProvider, NewRun, NoSink,
     PortError, RunStore, StepHandler,
 };
+use futures_util::FutureExt;
+use futures_util::future::{AbortHandle, BoxFuture, abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
 
 use crate::job::{self, Finished, Ports};
 use crate::{EngineError, SystemClock};
@@ -568,12 +570,17 @@ struct Drive<'a> {
     engine: &'a Engine,
     program: &'a Program,
     state: RunState,
-    tasks: JoinSet<(StepPath, u32, Finished)>,
+    /// The attempts in flight, polled by the driver's own task: an attempt
+    /// that finishes at once costs no hop to another thread. `None` for an
+    /// attempt that was stopped.
+    tasks: FuturesUnordered<BoxFuture<'a, Option<(StepPath, u32, Finished)>>>,
     in_flight: HashMap<StepPath, AbortHandle>,
     control: Option<watch::Receiver<Control>>,
     /// Events applied to `state` but not yet stored: they are stored, in
     /// one append, before anything acts on them or the driver waits.
     staged: Vec<Event>,
+    /// Which steps `decide` looks at next round: every staged event is noted.
+    frontier: Frontier,
 }
 
 impl<'a> Drive<'a> {
@@ -582,15 +589,17 @@ impl<'a> Drive<'a> {
             engine,
             program,
             state,
-            tasks: JoinSet::new(),
+            tasks: FuturesUnordered::new(),
             in_flight: HashMap::new(),
             control: engine.control.clone(),
             staged: Vec::new(),
+            frontier: Frontier::default(),
         }
     }
 
     /// Stages events of the engine (see [`Engine::stage`]).
     fn stage(&mut self, kinds: Vec<EventKind>) -> Result<(), EngineError> {
+        kinds.iter().for_each(|kind| self.frontier.note(kind));
         self.engine.stage(&mut self.state, kinds, &self.engine.actor, &mut self.staged)
     }
 
@@ -627,12 +636,13 @@ impl<'a> Drive<'a> {
             let sleep = wake.map(|t| Duration::from_millis(t.0.saturating_sub(self.engine.clock.now().0)));
             let mut control = self.control.clone();
             tokio::select! {
-                joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    let Some(Ok((path, attempt, finished))) = joined else { continue };
+                joined = self.tasks.next(), if !self.tasks.is_empty() => {
+                    let Some(Some((path, attempt, finished))) = joined else { continue };
                     self.in_flight.remove(&path);
                     self.finish(&path, attempt, finished)?;
                     // Attempts that finished meanwhile share the next append.
-                    while let Some(Ok((path, attempt, finished))) = self.tasks.try_join_next() {
+                    while let Some(Some(joined)) = self.tasks.next().now_or_never() {
+                        let Some((path, attempt, finished)) = joined else { continue };
                         self.in_flight.remove(&path);
                         self.finish(&path, attempt, finished)?;
                     }
@@ -672,7 +682,9 @@ impl<'a> Drive<'a> {
     /// pause is requested), and returns when the next retry is due.
     async fn settle(&mut self) -> Result<Option<cairn_domain::state::Timestamp>, EngineError> {
         loop {
-            let actions = decide(&self.state, self.program, &self.engine.renderer, self.engine.clock.now());
+            let now = self.engine.clock.now();
+            let actions =
+                decide_with(&mut self.frontier, &self.state, self.program, &self.engine.renderer, now);
             let mut records = Vec::new();
             let mut starts = Vec::new();
             let mut wake = None;
@@ -744,16 +756,31 @@ impl<'a> Drive<'a> {
         let timeout = self.program.timeout(step).map(|d| d.to_std());
         let clock = Arc::clone(&engine.clock);
         let task_path = path.clone();
-        let handle = self.tasks.spawn(async move {
-            let finished = match timeout {
-                None => job::execute(job).await,
-                Some(limit) => tokio::select! {
-                    finished = job::execute(job) => finished,
-                    () = clock.sleep(limit) => timed_out(limit),
-                },
+        let (attempt_run, handle) = abortable(async move {
+            let run = async move {
+                match timeout {
+                    None => job::execute(job).await,
+                    Some(limit) => tokio::select! {
+                        finished = job::execute(job) => finished,
+                        () = clock.sleep(limit) => timed_out(limit),
+                    },
+                }
             };
+            // A port that panics fails its attempt, not the run's driver.
+            let finished = std::panic::AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|_| {
+                job::Finished::plain(cairn_domain::decide::Outcome::Failed {
+                    error: StepError {
+                        class: ErrorClass::Fatal,
+                        message: "the step's executor panicked".into(),
+                        hint: Some("a bug in the port or handler that ran it; its log has the panic".into()),
+                    },
+                    output: None,
+                    retry_after: None,
+                })
+            });
             (task_path, attempt, finished)
         });
+        self.tasks.push(attempt_run.map(Result::ok).boxed());
         self.in_flight.insert(path, handle);
     }
 

@@ -75,7 +75,7 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
-    fn plain(outcome: Outcome) -> Self {
+    pub(crate) fn plain(outcome: Outcome) -> Self {
         Self { outcome, usage: Vec::new(), repairs: Vec::new(), session: None }
     }
 }

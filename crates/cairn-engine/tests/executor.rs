@@ -224,6 +224,28 @@ async fn a_stopping_failure_cancels_the_siblings_in_flight() {
     insta::assert_snapshot!(h.log().await);
 }
 
+/// Panics: a bug in a port or handler.
+struct Panics;
+
+#[async_trait]
+impl StepHandler for Panics {
+    async fn call(&self, _: HandlerCall) -> Result<Value, PortError> {
+        panic!("handler bug")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_fails_its_attempt_and_the_run_goes_on() {
+    let yaml = "cairn: 1\nid: panic\nsteps:\n  - id: boom\n    uses: panics\n    on_failure: continue\n  - id: after\n    needs: [boom]\n    set: 1\n";
+    let h = Harness::new();
+    let engine = h.builder(Duration::ZERO).handler("panics", Arc::new(Panics)).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("the driver survives");
+    let boom = &state.steps[&cairn_domain::state::StepPath::new("boom")];
+    let error = boom.error.as_ref().expect("the attempt failed");
+    assert_eq!((error.class, error.message.as_str()), (ErrorClass::Fatal, "the step's executor panicked"));
+    assert_eq!(state.steps[&cairn_domain::state::StepPath::new("after")].output, Some(json!(1)));
+}
+
 const TWO: &str = "cairn: 1\nid: two\nsteps:\n  - id: a\n    uses: rec\n  - id: b\n    uses: rec\n";
 
 #[tokio::test(start_paused = true)]

@@ -1,9 +1,11 @@
 //! The pure core driven as the engine drives it, with scripted outcomes and
 //! a fake clock: every attempt takes one second, attempts in flight finish in
-//! the order they started.
+//! the order they started. Every round is decided twice, through a
+//! [`Frontier`] kept across rounds (as the engine does) and afresh from the
+//! state alone, and the two must agree.
 #![allow(dead_code)]
 
-use cairn_domain::decide::{Action, Outcome, Program, attempt_finished, decide};
+use cairn_domain::decide::{Action, Frontier, Outcome, Program, attempt_finished, decide, decide_with};
 use cairn_domain::definition::StepKind;
 use cairn_domain::id::RunId;
 use cairn_domain::program::Frame;
@@ -59,9 +61,14 @@ pub fn simulate_events(yaml: &str, script: &Script<'_>) -> Vec<Event> {
     };
     record(&mut state, created, now, &mut log);
     let mut in_flight: Vec<(StepPath, u32)> = Vec::new();
+    let (mut frontier, mut noted) = (Frontier::default(), 0);
     for _ in 0..500 {
         let s = state.as_ref().expect("state");
         let actions = decide(s, &program, &renderer, now);
+        log[noted..].iter().for_each(|e| frontier.note(&e.kind));
+        noted = log.len();
+        let kept = decide_with(&mut frontier, s, &program, &renderer, now);
+        assert_eq!(kept, actions, "the frontier saw less than the whole state at event {}", s.seq);
         let mut wake = None;
         let mut progressed = false;
         for action in actions {
