@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: measured, never asserted. Builds the release binary
-//! and times it on generated inputs, runs the engine-overhead bench of
-//! `cairn-engine` and the durable-execution bench of `cairn-app`;
-//! prints a table and writes `target/bench/report.json`.
+//! `cargo xtask bench [--peers]`: measured, never asserted. Builds the
+//! release binary and times it on generated inputs and on the workloads
+//! W1-W4 (`workloads.rs`), runs the engine-overhead bench of `cairn-engine`,
+//! the provider bench and the durable-execution bench of `cairn-app`;
+//! with `--peers`, the same workloads on LangGraph; prints the tables and
+//! writes `target/bench/report.json`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,11 +17,19 @@ use crate::{cargo, root};
 /// Repetitions per measurement; the table shows the median and the best.
 const RUNS: usize = 15;
 
-pub fn run(_args: &[String]) -> Result<()> {
+pub fn run(args: &[String]) -> Result<()> {
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    if let Some(other) = args.iter().find(|a| !["--peers", "--workloads"].contains(&a.as_str())) {
+        bail!("unknown flag {other}; usage: cargo xtask bench [--peers] [--workloads]");
+    }
     cargo(&["build", "--release", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let cairn = root().join("target/release/cairn");
+    if flag("--workloads") {
+        return workloads_only(&cairn, &dir, flag("--peers"));
+    }
+    let with_peers = flag("--peers");
     let wf = dir.join("generated-10000.yaml");
     std::fs::write(&wf, generated_workflow(10_000))?;
 
@@ -30,10 +40,8 @@ pub fn run(_args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
-    let fan_outs = [(1_000, RUNS_FAN_OUT), (10_000, 1)]
-        .into_iter()
-        .map(|(items, runs)| fan_out_row(&cairn, &dir, items, runs))
-        .collect::<Result<Vec<_>>>()?;
+    let workloads = crate::workloads::run(&cairn)?;
+    let scaling = crate::workloads::scaling(&cairn)?;
     let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
     let provider = rows_of(&bench_json("cairn-llm-http", "provider")?, "provider")?;
     let durable_report = bench_json("cairn-app", "durable")?;
@@ -48,7 +56,7 @@ pub fn run(_args: &[String]) -> Result<()> {
             serde_json::json!({"name": name, "median_ms": ms(*median), "best_ms": ms(*best), "runs": RUNS}),
         );
     }
-    for row in engine.iter().chain(&durable).chain(&fan_outs).chain(&provider) {
+    for row in engine.iter().chain(&durable).chain(&provider) {
         if let Some(error) = row["error"].as_str() {
             let _ = writeln!(table, "{:<38} {error}", row["name"].as_str().unwrap_or("?"));
             continue;
@@ -82,17 +90,37 @@ pub fn run(_args: &[String]) -> Result<()> {
         table.push('\n');
     }
     let _ = writeln!(table, "durable chain steps/s per disk fsync/s: {ratio:.3}");
+    let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
+    table.push('\n');
+    table.push_str(&crate::workloads::table(&workloads, &durable, peer.as_ref()));
     print!("{table}");
     let report = serde_json::json!({
         "benchmarks": json,
         "engine": engine,
         "durable": durable,
-        "fan_out": fan_outs,
+        "workloads": workloads,
+        "scaling": scaling,
+        "peers": peer,
         "provider": provider,
         "durable_ratio_chain_to_fsync": ratio,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote target/bench/report.json");
+    Ok(())
+}
+
+/// `--workloads`: only W1-W4, the scaling curves and (with `--peers`) the
+/// peer; the table is printed and written to `target/bench/workloads.json`.
+fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
+    let workloads = crate::workloads::run(cairn)?;
+    let durable = rows_of(&bench_json("cairn-app", "durable")?, "durable")?;
+    let scaling = crate::workloads::scaling(cairn)?;
+    let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
+    print!("{}", crate::workloads::table(&workloads, &durable, peer.as_ref()));
+    let report =
+        serde_json::json!({ "workloads": workloads, "durable": durable, "scaling": scaling, "peers": peer });
+    std::fs::write(dir.join("workloads.json"), serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote target/bench/workloads.json");
     Ok(())
 }
 
@@ -131,73 +159,6 @@ fn rows_of(report: &serde_json::Value, key: &str) -> Result<Vec<serde_json::Valu
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Repetitions of the 1,000-item fan-out through the binary.
-const RUNS_FAN_OUT: usize = 5;
-
-/// `cairn run` of a fan-out over `items` (trivial body, then a reduce), on
-/// a fresh data directory with the default `sync` durability, `runs`
-/// times: wall time of the whole process, items/s and peak resident memory.
-fn fan_out_row(cairn: &Path, dir: &Path, items: usize, runs: usize) -> Result<serde_json::Value> {
-    let wf = dir.join(format!("fan-out-{items}.yaml"));
-    std::fs::write(&wf, fan_out_workflow(items))?;
-    let mut times = Vec::with_capacity(runs);
-    let mut peak_kb = 0;
-    for _ in 0..runs {
-        let data = dir.join("fan-out-data");
-        let _ = std::fs::remove_dir_all(&data);
-        let start = Instant::now();
-        let mut child = Command::new(cairn)
-            .args(["run", wf.to_str().unwrap_or_default()])
-            .env("CAIRN_DATA_DIR", &data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting cairn")?;
-        let status_file = format!("/proc/{}/status", child.id());
-        let status = loop {
-            if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| peak_rss_kb(&s)) {
-                peak_kb = peak_kb.max(kb);
-            }
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        times.push(start.elapsed());
-        if !status.success() {
-            bail!("the {items}-item fan-out failed: {status}");
-        }
-    }
-    times.sort();
-    let (median, best) = (times[times.len() / 2], times[0]);
-    eprintln!("fan-out {items}: median {:.1} ms, peak {} KB", ms(median), peak_kb);
-    Ok(serde_json::json!({
-        "name": format!("cairn run: fan-out {items} items, sync"),
-        "items": items,
-        "runs": runs,
-        "median_ms": ms(median),
-        "best_ms": ms(best),
-        "items_per_s": (items as f64 / median.as_secs_f64()).round(),
-        "peak_rss_mb": (peak_kb as f64 / 102.4).round() / 10.0,
-    }))
-}
-
-/// `VmHWM` (the peak resident set) of a `/proc/PID/status` text, in KB.
-/// Sampled every 2 ms while the process runs, so growth in its very last
-/// milliseconds could be missed.
-fn peak_rss_kb(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The fan-out of `cairn_testkit::bench::fan_out`: `items` numbers, 64
-/// instances open at once, a trivial `set` each, then a reduce.
-fn fan_out_workflow(items: usize) -> String {
-    format!(
-        "cairn: 1\nid: fanout\ndefaults: {{ max_parallel: 64 }}\nsteps:\n  - id: items\n    set: \"{{{{ range({items}) | list }}}}\"\n  - id: per_item\n    for_each: {{ items: \"{{{{ steps.items.output }}}}\", as: item }}\n    steps:\n      - id: work\n        set: \"{{{{ item * 2 }}}}\"\n  - id: reduce\n    set: \"{{{{ steps.per_item.output | length }}}}\"\n"
-    )
 }
 
 /// Runs the binary `RUNS` times; returns (median, best) wall time.

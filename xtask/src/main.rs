@@ -1,8 +1,9 @@
 //! Project automation, run as `cargo xtask <task>`:
 //!
 //! - `ci`: format check, clippy with `-D warnings`, every test. What CI runs.
-//! - `bench`: the benchmarks, printed as a table and written to
-//!   `target/bench/report.json`.
+//! - `bench [--peers]`: the benchmarks, printed as a table and written to
+//!   `target/bench/report.json`; `--peers` runs the same workloads on
+//!   LangGraph.
 //! - `crash [--kills N]`: the kill -9 crash test with more kills than CI.
 //! - `faults`: checks that need root, such as a disk filling up mid-run.
 //! - `cassettes`: records the examples' cassettes (`examples/cassettes/`).
@@ -15,6 +16,7 @@ mod cassettes;
 mod faults;
 #[cfg(test)]
 mod tidy;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +34,7 @@ fn main() -> Result<()> {
         _ => {
             eprintln!("usage: cargo xtask <ci|bench|crash|faults|cassettes>");
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
-            eprintln!("  bench              benchmarks; results in target/bench/report.json");
+            eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
             eprintln!("  crash [--kills N]  the kill -9 crash test with N kills (default 500)");
             eprintln!("  faults             fault checks that need root (a disk that fills up)");
             eprintln!("  cassettes          record examples/cassettes/*.jsonl from their answers");

@@ -5,8 +5,10 @@
 //! JSON line with the median and best wall time of each measurement:
 //!
 //! - one run, a chain of 500 steps: durable steps/s of a single run;
-//! - 100 concurrent runs of 10-step chains in one process and one store
-//!   (concurrent appends share sled flushes): total steps/s;
+//! - W3: 200 runs of 10-step chains of agent steps (each an LLM call to the
+//!   mock, an effect that must be persisted), one after another and then
+//!   all 200 at once in one process and one store (concurrent appends
+//!   share sled flushes): runs/s;
 //! - resuming a run of 10,000 finished steps: opening the store afresh and
 //!   folding the run's state (`Engine::load`);
 //! - the disk's own rate: 4 KiB appended and `sync_data` to a file in the
@@ -39,8 +41,8 @@ use serde_json::json;
 const RUNS: usize = 3;
 /// Steps in the single durable chain.
 const CHAIN: usize = 500;
-/// Runs started at once in the concurrent measurement.
-const CONCURRENT: usize = 100;
+/// Runs in the W3 measurements.
+const CONCURRENT: usize = 200;
 /// Steps in each of the concurrent runs.
 const CONCURRENT_STEPS: usize = 10;
 /// Finished steps in the run that is resumed.
@@ -92,6 +94,21 @@ fn engine(store: Arc<SledStore>) -> Engine {
         .build()
 }
 
+/// A chain of `n` agent steps (W3): each an LLM call, reading the one before.
+fn agent_chain(n: usize) -> String {
+    let mut out = String::from("cairn: 1\nid: w3\nagents:\n  w: { system: Be brief. }\nsteps:\n");
+    for i in 0..n {
+        let _ = writeln!(out, "  - id: s{i}\n    agent: w");
+        match i {
+            0 => out.push_str("    prompt: go\n"),
+            _ => {
+                let _ = writeln!(out, "    prompt: \"after {{{{ steps.s{}.output }}}}\"", i - 1);
+            }
+        }
+    }
+    out
+}
+
 /// Runs `yaml` as `id` to completion; returns the number of events stored.
 async fn run_to_end(engine: &Engine, store: &SledStore, def: Definition, id: &str) -> usize {
     let run_id = RunId::new(id).expect("valid run id");
@@ -109,6 +126,20 @@ async fn chain_once(yaml: &str) -> (Duration, usize) {
     let def = definition(yaml);
     let start = Instant::now();
     let events = run_to_end(&engine, &store, def, "chain").await;
+    (start.elapsed(), events)
+}
+
+/// `CONCURRENT` runs of `yaml` one after another on one engine and one
+/// fresh store. Returns the time and the events recorded by all runs.
+async fn sequential_once(yaml: &str) -> (Duration, usize) {
+    let dir = fresh_dir("durable-sequential");
+    let store = open(&dir, Durability::Sync);
+    let engine = engine(store.clone());
+    let start = Instant::now();
+    let mut events = 0;
+    for i in 0..CONCURRENT {
+        events += run_to_end(&engine, &store, definition(yaml), &format!("run-{i}")).await;
+    }
     (start.elapsed(), events)
 }
 
@@ -232,14 +263,32 @@ async fn measure() -> serde_json::Value {
     eprintln!("{fsync_row}");
     let ratio = round(chain_per_s / fsyncs_per_s, 3);
 
-    let name = format!("{CONCURRENT} concurrent runs x {CONCURRENT_STEPS} steps");
     let total = CONCURRENT * CONCURRENT_STEPS;
+    let yaml = agent_chain(CONCURRENT_STEPS);
+    sequential_once(&yaml).await;
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (time, n) = sequential_once(&yaml).await;
+        times.push(time);
+        events = n;
+    }
+    let (sequential_row, _) = runs_row(
+        steps_row(
+            &format!("W3 {CONCURRENT} runs x {CONCURRENT_STEPS} steps, sequential"),
+            total,
+            events,
+            times,
+        )
+        .0,
+    );
+
+    let name = format!("W3 {CONCURRENT} runs x {CONCURRENT_STEPS} steps, {CONCURRENT} concurrent");
     let unfinished = json!({
         "name": name,
         "steps": total,
         "error": format!("did not finish within {} s", CONCURRENT_LIMIT.as_secs()),
     });
-    let partial = report(&chain_row, &unfinished, &resume_row, &fsync_row, ratio);
+    let partial = report(&[&chain_row, &sequential_row, &unfinished, &resume_row, &fsync_row], ratio);
     let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if finished.recv_timeout(CONCURRENT_LIMIT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
@@ -248,7 +297,6 @@ async fn measure() -> serde_json::Value {
             std::process::exit(0);
         }
     });
-    let yaml = chain(CONCURRENT_STEPS);
     concurrent_once(&yaml).await;
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
@@ -257,20 +305,22 @@ async fn measure() -> serde_json::Value {
         events = n;
     }
     let _ = done.send(());
-    let (concurrent_row, _) = steps_row(&name, total, events, times);
+    let (concurrent_row, _) = runs_row(steps_row(&name, total, events, times).0);
 
-    report(&chain_row, &concurrent_row, &resume_row, &fsync_row, ratio)
+    report(&[&chain_row, &sequential_row, &concurrent_row, &resume_row, &fsync_row], ratio)
 }
 
-/// The JSON line: the rows in the order chain, concurrent, resume, disk.
-fn report(
-    chain: &serde_json::Value,
-    concurrent: &serde_json::Value,
-    resume: &serde_json::Value,
-    fsync: &serde_json::Value,
-    ratio: f64,
-) -> serde_json::Value {
-    json!({ "durable": [chain, concurrent, resume, fsync], "ratio_chain_to_fsync": ratio })
+/// A W3 row with its runs/s added (from the median).
+fn runs_row(mut row: serde_json::Value) -> (serde_json::Value, f64) {
+    let per_s = row["median_ms"].as_f64().map_or(f64::NAN, |ms| CONCURRENT as f64 / (ms / 1000.0));
+    row["runs_per_s"] = json!(round(per_s, 1));
+    (row, per_s)
+}
+
+/// The JSON line: the rows in the order chain, W3 sequential, W3
+/// concurrent, resume, disk.
+fn report(rows: &[&serde_json::Value], ratio: f64) -> serde_json::Value {
+    json!({ "durable": rows, "ratio_chain_to_fsync": ratio })
 }
 
 fn main() {

@@ -30,12 +30,18 @@ use tokio::sync::watch;
 use crate::job::{self, Finished, Ports};
 use crate::{EngineError, SystemClock};
 
-/// Events between physical snapshots, at least. A run with more steps
-/// than this snapshots every (power of two ≥) its step count instead: a
-/// snapshot costs what the state holds, so taking one every O(steps) events
-/// keeps their total cost linear in the run's length, and loading replays
-/// at most about as many events as a snapshot has steps.
+/// Events between physical snapshots, at least. A larger run snapshots
+/// every four times (the power of two ≥) its step count instead: a snapshot
+/// costs what the state holds (some hundred bytes a step), an event some
+/// hundred bytes once, so spacing snapshots by a multiple of the step count
+/// keeps them a small, fixed share of what a run stores (W1 stays under
+/// 1 KB a step), while loading replays at most a few events per step.
 pub const SNAPSHOT_EVERY: u64 = 500;
+
+/// Events between snapshots of a run holding `steps` steps.
+fn snapshot_spacing(steps: usize) -> u64 {
+    SNAPSHOT_EVERY.max(4 * (steps as u64).next_power_of_two())
+}
 
 /// A definition to run: the validated workflow and the exact text it came from.
 pub struct Definition {
@@ -286,7 +292,7 @@ impl Engine {
         for event in staged.drain(..) {
             self.sink.emit(&state.run_id, &LiveEvent::Recorded(&event));
         }
-        let every = SNAPSHOT_EVERY.max((state.steps.len() as u64).next_power_of_two());
+        let every = snapshot_spacing(state.steps.len());
         if state.seq / every > before / every {
             self.snapshot(state).await?;
         }

@@ -317,16 +317,28 @@ async fn resume_retries_a_blocked_step() {
     insta::assert_snapshot!(h.log().await);
 }
 
+/// Fails every attempt before the 100th (the attempt is the last part of
+/// the idempotency key).
+struct SucceedsOnAttempt100;
+
+#[async_trait]
+impl StepHandler for SucceedsOnAttempt100 {
+    async fn call(&self, call: HandlerCall) -> Result<Value, PortError> {
+        match call.idempotency_key.rsplit('/').next() {
+            Some("100") => Ok(json!("done")),
+            _ => Err(PortError::new(ErrorClass::Transient, "not yet")),
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn long_runs_are_snapshotted_so_loading_replays_only_the_tail() {
-    let mut yaml = String::from("cairn: 1\nid: long\nsteps:\n");
-    // Two events per `set` step: 300 steps cross the first snapshot point.
-    for i in 0..300 {
-        yaml.push_str(&format!("  - id: s{i}\n    set: {i}\n"));
-    }
+    // Two events per attempt: three steps of 100 attempts each cross the
+    // first snapshot point (a run of few steps snapshots every `SNAPSHOT_EVERY`).
+    let yaml = "cairn: 1\nid: long\ndefaults:\n  retry: { max_attempts: 100, delay: 1ms, jitter: false }\nsteps:\n  - id: a\n    uses: late\n  - id: b\n    uses: late\n  - id: c\n    uses: late\n";
     let h = Harness::new();
-    let engine = h.builder(Duration::ZERO).build();
-    let state = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+    let engine = h.builder(Duration::ZERO).handler("late", Arc::new(SucceedsOnAttempt100)).build();
+    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::Completed);
     let snapshot = h.store.latest_snapshot(&run_id()).await.expect("stored").expect("a snapshot was taken");
     // Taken at the append that reached the snapshot point (appends carry a few events).

@@ -2,10 +2,13 @@
 //!
 //! What it is: event logs per run, ordered by sequence number; snapshots of
 //! folded state; a run index (status, workflow, timestamps) for listing; and
-//! each run's exact definition and the files it named. An append is one sled
-//! transaction over the index and the log, guarded by the expected sequence
-//! number; with `Durability::Sync` it is flushed to disk before `append`
-//! returns, and concurrent appends share flushes.
+//! each run's exact definition and the files it named. An append is one
+//! atomic insert of its events under the sequence number of the first, made
+//! only where no append is yet (so of two drivers appending after the same
+//! event, one commits); the index follows it and is repaired from the log
+//! when a crash came between them. With `Durability::Sync` the append is
+//! flushed to disk before `append` returns (one write and one sync: sled
+//! transactions would cost two), and concurrent appends share flushes.
 //!
 //! What it deliberately does not do: interpret events beyond the run status
 //! (folding state is the domain's), or schedule anything (the engine's).
@@ -27,7 +30,7 @@ use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun}
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use records::{DefinitionRecord, EventRecord, RunRecord, SnapshotRecord, decode, encode};
+use records::{ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, decode, encode};
 
 /// When appended events reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,22 @@ pub struct SledStore {
     durability: Durability,
     holder_file: Option<PathBuf>,
     keep_snapshots: usize,
+    /// Group commit for `Durability::Sync`.
+    commits: Commits,
+}
+
+/// Group commit: writes are numbered as they finish; one flush at a time
+/// makes everything written before it durable, and a writer whose number a
+/// finished flush covered returns without flushing again. Concurrent runs
+/// thus share flushes, and only one thread waits on the disk.
+#[derive(Default)]
+struct Commits {
+    /// Writes finished so far.
+    written: std::sync::atomic::AtomicU64,
+    /// Writes made durable by the last finished flush.
+    durable: std::sync::atomic::AtomicU64,
+    /// Held while a flush runs.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 /// Snapshots kept per run unless [`SledStore::keep_snapshots`] says otherwise.
@@ -109,6 +128,22 @@ impl SledStore {
     /// damaged. `holder` describes this process to others that find the
     /// store held (see [`SledStore::describe_holder`]).
     pub fn open(dir: &Path, durability: Durability, holder: &str) -> Result<Self, OpenError> {
+        // A store dropped a moment ago in this process keeps its lock until
+        // sled's writer threads let go of the file: locked without a holder
+        // file means closing, so wait for it a little.
+        let mut tries = 0;
+        loop {
+            match Self::open_once(dir, durability, holder) {
+                Err(OpenError::Locked { holder, .. }) if holder.is_empty() && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, durability: Durability, holder: &str) -> Result<Self, OpenError> {
         let existed = dir.join("conf").exists() || dir.join("db").exists();
         let others = std::fs::read_dir(dir)
             .map(|entries| entries.flatten().any(|e| !is_store_file(&e.file_name().to_string_lossy())))
@@ -156,7 +191,11 @@ impl SledStore {
         }
         let holder_file = dir.join(HOLDER_FILE);
         let _ = std::fs::write(&holder_file, holder);
-        Self::from_db(db, durability, Some(holder_file)).map_err(corrupt)
+        let store = Self::from_db(db, durability, Some(holder_file)).map_err(corrupt)?;
+        store
+            .repair_index()
+            .map_err(|e| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() })?;
+        Ok(store)
     }
 
     /// A store that lives in memory and a temporary directory, for tests.
@@ -181,6 +220,7 @@ impl SledStore {
             durability,
             holder_file,
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
+            commits: Commits::default(),
         })
     }
 
@@ -204,6 +244,26 @@ impl SledStore {
         Ok(out)
     }
 
+    /// The sequence number of a run's last stored event (0 when it has none).
+    fn last_seq(&self, run: &RunId) -> Result<u64, StoreError> {
+        Ok(last_append(&self.events, run.as_str().as_bytes())?.last().map_or(0, |e| e.seq))
+    }
+
+    /// Brings every run's index record up to its log. The record is written
+    /// after an append that changes the run's status; a process that died
+    /// in between left the change only in its run's last append.
+    fn repair_index(&self) -> Result<(), StoreError> {
+        for item in self.runs.iter() {
+            let (id, bytes) = item.map_err(io)?;
+            let mut record: RunRecord = decode(&bytes)?;
+            let last = last_append(&self.events, &id)?;
+            if last.last().is_some_and(|e| e.seq > record.last_seq) && record.advance(&last) {
+                self.runs.insert(id, encode(&record)).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces what others are told about the process holding the store.
     pub fn describe_holder(&self, holder: &str) {
         if let Some(file) = &self.holder_file {
@@ -220,11 +280,22 @@ impl SledStore {
         blocking(move || db.flush().map(|_| ()).map_err(io)).await
     }
 
+    /// After a write: with `Durability::Sync`, returns once it is durable,
+    /// sharing a flush with every write that finished before that flush.
     async fn after_append(&self) -> Result<(), StoreError> {
-        match self.durability {
-            Durability::Sync => self.flush().await,
-            Durability::Batch { .. } | Durability::None => Ok(()),
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.durability != Durability::Sync {
+            return Ok(());
         }
+        let mine = self.commits.written.fetch_add(1, SeqCst) + 1;
+        let _flushing = self.commits.flushing.lock().await;
+        if self.commits.durable.load(SeqCst) >= mine {
+            return Ok(());
+        }
+        let covered = self.commits.written.load(SeqCst);
+        self.flush().await?;
+        self.commits.durable.fetch_max(covered, SeqCst);
+        Ok(())
     }
 }
 
@@ -233,6 +304,19 @@ impl Drop for SledStore {
         if let Some(file) = self.holder_file.take() {
             let _ = self.db.flush();
             let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// The events of a run's last append (empty when it has none).
+fn last_append(events: &sled::Tree, run: &[u8]) -> Result<Vec<Event>, StoreError> {
+    let mut start = run.to_vec();
+    start.push(0xff);
+    match events.scan_prefix(start).next_back() {
+        None => Ok(Vec::new()),
+        Some(item) => {
+            let (_, v) = item.map_err(io)?;
+            Ok(decode::<LogRecord>(&v)?.into_events())
         }
     }
 }
@@ -270,7 +354,7 @@ impl RunStore for SledStore {
         let id = run.run_id.clone();
         let record = RunRecord::new(&run);
         let definition = DefinitionRecord::new(&run);
-        let event = EventRecord::new(&run.created);
+        let event = ChunkRecord::new(std::slice::from_ref(&run.created));
         let result =
             (&self.runs, &self.definitions, &self.events).transaction(|(runs, definitions, events)| {
                 if runs.get(id.as_str())?.is_some() {
@@ -289,28 +373,28 @@ impl RunStore for SledStore {
 
     async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
         cairn_ports::follows(expected_seq, events)?;
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> =
-            events.iter().map(|e| (key(run, e.seq), encode(&EventRecord::new(e)))).collect();
-        let result = (&self.runs, &self.events).transaction(|(runs, log)| {
-            let Some(bytes) = runs.get(run.as_str())? else {
-                return Err(ConflictableTransactionError::Abort(StoreError::NotFound(run.to_string())));
-            };
-            let mut record: RunRecord = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-            if record.last_seq != expected_seq {
-                return Err(ConflictableTransactionError::Abort(StoreError::Conflict {
-                    run: run.to_string(),
-                    expected: expected_seq,
-                    actual: record.last_seq,
-                }));
-            }
-            for (k, v) in &encoded {
-                log.insert(k.as_slice(), v.as_slice())?;
-            }
-            record.advance(events);
-            runs.insert(run.as_str(), encode(&record))?;
-            Ok(())
-        });
-        unwrap_tx(result)?;
+        let Some(first) = events.first() else { return Ok(()) };
+        let Some(bytes) = self.runs.get(run.as_str()).map_err(io)? else {
+            return Err(StoreError::NotFound(run.to_string()));
+        };
+        let mut record: RunRecord = decode(&bytes)?;
+        let conflict = |actual| StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual };
+        let last = self.last_seq(run)?;
+        if last != expected_seq {
+            return Err(conflict(last));
+        }
+        // The commit point: the chunk goes in only where no append is yet.
+        let chunk = encode(&ChunkRecord::new(events));
+        let swapped =
+            self.events.compare_and_swap(key(run, first.seq), None::<&[u8]>, Some(chunk)).map_err(io)?;
+        if swapped.is_err() {
+            return Err(conflict(self.last_seq(run)?));
+        }
+        // The index follows a change of status; `repair_index` mends it if a
+        // crash comes first.
+        if record.advance(events) {
+            self.runs.insert(run.as_str(), encode(&record)).map_err(io)?;
+        }
         self.after_append().await
     }
 
@@ -325,7 +409,7 @@ impl RunStore for SledStore {
             let mut log = Vec::new();
             for item in events.scan_prefix(prefix(&run)) {
                 let (_, v) = item.map_err(io)?;
-                log.push(decode::<EventRecord>(&v)?.into_event());
+                log.extend(decode::<LogRecord>(&v)?.into_events());
             }
             Ok(StoredRun { definition_name: def.name, definition: def.text, files: def.files, events: log })
         })
@@ -333,12 +417,13 @@ impl RunStore for SledStore {
     }
 
     async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
-        let runs = self.runs.clone();
+        let (runs, events) = (self.runs.clone(), self.events.clone());
         blocking(move || {
             let mut out = Vec::new();
             for item in runs.iter() {
-                let (_, v) = item.map_err(io)?;
-                out.push(decode::<RunRecord>(&v)?.summary()?);
+                let (id, v) = item.map_err(io)?;
+                let last = last_append(&events, &id)?;
+                out.push(decode::<RunRecord>(&v)?.summary(last.last())?);
             }
             out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
             Ok(out)

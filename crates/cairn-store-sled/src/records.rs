@@ -56,23 +56,28 @@ impl RunRecord {
         }
     }
 
-    /// After appending `events`.
-    pub fn advance(&mut self, events: &[Event]) {
+    /// After appending `events`; returns whether the run's status changed
+    /// (the record is written again only then: `last_seq` and `updated_at`
+    /// on disk are those of the last status change).
+    pub fn advance(&mut self, events: &[Event]) -> bool {
+        let before = self.status;
         for e in events {
             self.status = e.kind.run_status().unwrap_or(self.status);
             self.last_seq = e.seq;
             self.updated_at = e.at.0;
         }
+        self.status != before
     }
 
-    pub fn summary(&self) -> Result<RunSummary, StoreError> {
+    /// What `list` shows; `last` is the run's last event, when known.
+    pub fn summary(&self, last: Option<&Event>) -> Result<RunSummary, StoreError> {
         let bad = |e: cairn_domain::id::IdError| StoreError::Corrupt(e.to_string());
         Ok(RunSummary {
             run_id: RunId::new(self.run_id.clone()).map_err(bad)?,
             workflow: WorkflowId::new(self.workflow.clone()).map_err(bad)?,
             status: self.status,
             created_at: Timestamp(self.created_at),
-            updated_at: Timestamp(self.updated_at),
+            updated_at: last.map_or(Timestamp(self.updated_at), |e| e.at),
         })
     }
 }
@@ -109,24 +114,41 @@ impl Versioned for DefinitionRecord {
     }
 }
 
-/// One event of a log.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct EventRecord {
+/// The events of one append, stored under the sequence number of the
+/// first: one key per append, so an append is a single atomic insert.
+#[derive(Serialize)]
+pub(crate) struct ChunkRecord<'a> {
     v: u32,
-    event: Event,
+    events: &'a [Event],
 }
 
-impl EventRecord {
-    pub fn new(event: &Event) -> Self {
-        Self { v: VERSION, event: event.clone() }
-    }
-
-    pub fn into_event(self) -> Event {
-        self.event
+impl<'a> ChunkRecord<'a> {
+    pub fn new(events: &'a [Event]) -> Self {
+        Self { v: VERSION, events }
     }
 }
 
-impl Versioned for EventRecord {
+/// A stored piece of a log, as read back: an append's events, or (as
+/// stores before appends were chunked wrote it) a single event.
+#[derive(Deserialize)]
+pub(crate) struct LogRecord {
+    v: u32,
+    #[serde(default)]
+    event: Option<Event>,
+    #[serde(default)]
+    events: Vec<Event>,
+}
+
+impl LogRecord {
+    pub fn into_events(self) -> Vec<Event> {
+        match self.event {
+            Some(event) => vec![event],
+            None => self.events,
+        }
+    }
+}
+
+impl Versioned for LogRecord {
     fn version(&self) -> u32 {
         self.v
     }

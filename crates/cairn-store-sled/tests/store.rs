@@ -139,3 +139,71 @@ async fn only_the_latest_snapshots_are_kept() {
     assert_eq!(store.snapshot_seqs(&id).expect("seqs"), vec![3, 4]);
     assert_eq!(store.latest_snapshot(&id).await.expect("latest").map(|s| s.seq), Some(4));
 }
+
+/// Writes `value` under `run`'s log key for `seq` straight into sled, as a
+/// process that died mid-append (or an older cairn) left it.
+fn write_raw_log(d: &Path, run: &str, seq: u64, value: &str) {
+    let db = sled::open(d).expect("sled opens the store's files");
+    let mut k = run.as_bytes().to_vec();
+    k.push(0xff);
+    k.extend_from_slice(&seq.to_be_bytes());
+    db.open_tree("events").expect("events tree").insert(k, value.as_bytes()).expect("insert");
+    db.flush().expect("flush");
+}
+
+#[tokio::test]
+async fn an_index_left_behind_its_log_by_a_crash_is_repaired_on_open() {
+    let d = dir("repair");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        let started = Event { seq: 2, at: Timestamp(2), actor: "t".into(), kind: EventKind::RunStarted };
+        store.append(&id, 1, &[started]).await.expect("append");
+    }
+    // The append of event 3 was stored; its process died before the index.
+    write_raw_log(&d, "r1", 3, r#"{"v":1,"events":[{"seq":3,"at":3,"actor":"t","type":"run_completed"}]}"#);
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    let listed = store.list().await.expect("list");
+    assert_eq!(
+        (listed[0].status, listed[0].updated_at),
+        (cairn_domain::state::RunStatus::Completed, Timestamp(3))
+    );
+    assert_eq!(store.load(&id).await.expect("load").events.len(), 3);
+    let late = Event { seq: 3, at: Timestamp(4), actor: "t".into(), kind: EventKind::RunPaused };
+    let refused = store.append(&id, 2, &[late]).await.expect_err("event 3 is taken");
+    assert_eq!(
+        refused.to_string(),
+        cairn_ports::StoreError::Conflict { run: "r1".into(), expected: 2, actual: 3 }.to_string()
+    );
+}
+
+#[tokio::test]
+async fn logs_stored_one_event_per_key_still_load_and_grow() {
+    let d = dir("one-per-key");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+    }
+    write_raw_log(&d, "r1", 2, r#"{"v":1,"event":{"seq":2,"at":2,"actor":"t","type":"run_started"}}"#);
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    let paused = Event { seq: 3, at: Timestamp(3), actor: "t".into(), kind: EventKind::RunPaused };
+    store.append(&id, 2, &[paused]).await.expect("appends after the old record");
+    let seqs: Vec<u64> = store.load(&id).await.expect("load").events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_store_still_closing_is_waited_for() {
+    let d = dir("closing");
+    let first = SledStore::open(&d, Durability::Sync, "test").expect("open");
+    // Closing: the holder file is gone, the lock not yet.
+    std::fs::remove_file(d.join(cairn_store_sled::HOLDER_FILE)).expect("holder file");
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(first);
+    });
+    SledStore::open(&d, Durability::Sync, "test").expect("opens once the first is closed");
+    closer.join().expect("closed");
+}
