@@ -115,6 +115,17 @@ pub const DEFAULT_KEEP_SNAPSHOTS: usize = 10;
 /// keeps a long fan-out's memory flat.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Whether the store in `dir` compresses its log: a new store does (zstd:
+/// sled rewrites whole tree pages as a log grows, and compressed they keep
+/// a step's storage well under a kilobyte); a store made before keeps the
+/// setting its `conf` records, as sled requires.
+fn compressed(dir: &Path) -> bool {
+    match std::fs::read(dir.join("conf")) {
+        Ok(conf) => String::from_utf8_lossy(&conf).lines().any(|l| l.trim() == "use_compression: true"),
+        Err(_) => true,
+    }
+}
+
 /// A name sled or cairn puts in a data directory. A directory holding only
 /// such names is a store, perhaps one whose first open was killed before
 /// sled wrote its `conf`.
@@ -157,6 +168,8 @@ impl SledStore {
         };
         let db = sled::Config::new()
             .path(dir)
+            .use_compression(compressed(dir))
+            .compression_factor(3)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(flush_every)
             .open()
