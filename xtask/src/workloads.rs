@@ -183,8 +183,11 @@ fn chain_run(cairn: &Path, dir: &Path, steps: usize) -> Result<(f64, Measured, u
     if m.code != Some(0) {
         bail!("the {steps}-step chain exited with {:?}", m.code);
     }
+    // Before `cairn events` opens the store again (sled extends its file
+    // to a whole segment on opening).
+    let stored = dir_bytes(&data);
     let secs = run_seconds(cairn, &data, "w1")?;
-    Ok((secs, m, event_bytes(cairn, &data, "w1")?, dir_bytes(&data)))
+    Ok((secs, m, event_bytes(cairn, &data, "w1")?, stored))
 }
 
 /// One W2-style fan-out run of `items` items: (run seconds, process).

@@ -212,14 +212,7 @@ fn fsync_once(dir: &Path) -> Duration {
 /// is printed with that row marked as not finished and the process exits.
 async fn measure() -> serde_json::Value {
     let yaml = chain(CHAIN);
-    chain_once(&yaml).await;
-    let mut times = Vec::with_capacity(RUNS);
-    let mut events = 0;
-    for _ in 0..RUNS {
-        let (time, n) = chain_once(&yaml).await;
-        times.push(time);
-        events = n;
-    }
+    let (times, events) = repeated(|| chain_once(&yaml)).await;
     let (chain_row, chain_per_s) = steps_row(&format!("sync chain, {CHAIN} steps"), CHAIN, events, times);
 
     let dir = fresh_dir("durable-resume");
@@ -265,13 +258,7 @@ async fn measure() -> serde_json::Value {
 
     let total = CONCURRENT * CONCURRENT_STEPS;
     let yaml = agent_chain(CONCURRENT_STEPS);
-    sequential_once(&yaml).await;
-    let mut times = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let (time, n) = sequential_once(&yaml).await;
-        times.push(time);
-        events = n;
-    }
+    let (times, events) = repeated(|| sequential_once(&yaml)).await;
     let (sequential_row, _) = runs_row(
         steps_row(
             &format!("W3 {CONCURRENT} runs x {CONCURRENT_STEPS} steps, sequential"),
@@ -297,17 +284,27 @@ async fn measure() -> serde_json::Value {
             std::process::exit(0);
         }
     });
-    concurrent_once(&yaml).await;
-    let mut times = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let (time, n) = concurrent_once(&yaml).await;
-        times.push(time);
-        events = n;
-    }
+    let (times, events) = repeated(|| concurrent_once(&yaml)).await;
     let _ = done.send(());
     let (concurrent_row, _) = runs_row(steps_row(&name, total, events, times).0);
 
     report(&[&chain_row, &sequential_row, &concurrent_row, &resume_row, &fsync_row], ratio)
+}
+
+/// One warm-up run of `once`, then `RUNS` timed ones: their times and the
+/// events the last one recorded.
+async fn repeated<F: std::future::Future<Output = (Duration, usize)>>(
+    once: impl Fn() -> F,
+) -> (Vec<Duration>, usize) {
+    once().await;
+    let mut times = Vec::with_capacity(RUNS);
+    let mut events = 0;
+    for _ in 0..RUNS {
+        let (time, n) = once().await;
+        times.push(time);
+        events = n;
+    }
+    (times, events)
 }
 
 /// A W3 row with its runs/s added (from the median).

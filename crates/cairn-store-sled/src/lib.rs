@@ -169,7 +169,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .use_compression(compressed(dir))
-            .compression_factor(3)
+            .compression_factor(1)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(flush_every)
             .open()
