@@ -7,6 +7,8 @@
 //! - `crash [--kills N]`: the kill -9 crash test with more kills than CI.
 //! - `faults`: checks that need root, such as a disk filling up mid-run.
 //! - `cassettes`: records the examples' cassettes (`examples/cassettes/`).
+//! - `litellm`: a run against a real OpenAI-compatible server process (the
+//!   LiteLLM proxy) on loopback.
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
@@ -14,6 +16,7 @@
 mod bench;
 mod cassettes;
 mod faults;
+mod litellm;
 #[cfg(test)]
 mod tidy;
 mod workloads;
@@ -31,13 +34,15 @@ fn main() -> Result<()> {
         Some("crash") => crash(&args[1..]),
         Some("faults") => faults::run(),
         Some("cassettes") => cassettes::run(),
+        Some("litellm") => litellm::run(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench|crash|faults|cassettes>");
+            eprintln!("usage: cargo xtask <ci|bench|crash|faults|cassettes|litellm>");
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
             eprintln!("  crash [--kills N]  the kill -9 crash test with N kills (default 500)");
             eprintln!("  faults             fault checks that need root (a disk that fills up)");
             eprintln!("  cassettes          record examples/cassettes/*.jsonl from their answers");
+            eprintln!("  litellm            a run against the LiteLLM proxy on loopback (installs it)");
             bail!("unknown task")
         }
     }
