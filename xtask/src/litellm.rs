@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
-use crate::{cargo, root};
+use crate::{cargo, python_venv, root};
 
 /// The proxy's key for this check only.
 const KEY: &str = "sk-cairn-litellm-check";
@@ -33,13 +33,7 @@ impl Drop for Proxy {
 }
 
 pub fn run() -> Result<()> {
-    let venv = root().join("target/litellm-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    }
-    let requirements = root().join("xtask/litellm/requirements.txt");
-    status(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements))?;
+    let venv = python_venv("litellm-venv", "xtask/litellm/requirements.txt")?;
     cargo(&["build", "--release", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -122,11 +116,4 @@ fn wait_until_live(port: u16) -> Result<()> {
         std::thread::sleep(Duration::from_millis(250));
     }
     bail!("the LiteLLM proxy did not come up; see target/litellm/proxy.log")
-}
-
-fn status(command: &mut Command) -> Result<()> {
-    eprintln!("$ {command:?}");
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
-    ensure!(status.success(), "{command:?} failed with {status}");
-    Ok(())
 }

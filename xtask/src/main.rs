@@ -64,6 +64,30 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `command`, echoing it, failing on a non-zero exit.
+pub fn run_cmd(command: &mut Command) -> Result<()> {
+    eprintln!("$ {command:?}");
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// A Python venv at `target/NAME` (made when missing) with the pinned
+/// packages of `requirements` (a path from the workspace root) installed.
+pub fn python_venv(name: &str, requirements: &str) -> Result<PathBuf> {
+    let venv = root().join("target").join(name);
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run_cmd(
+        Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(root().join(requirements)),
+    )?;
+    Ok(venv)
+}
+
 /// The crash test of `tests/e2e/crash.rs`, with more kills than CI lands.
 fn crash(args: &[String]) -> Result<()> {
     let kills = match args {

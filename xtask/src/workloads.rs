@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::root;
+use crate::{python_venv, root};
 
 /// Repetitions of W1, W2 and W4 (W1 interleaved with the disk probe).
 const REPEATS: usize = 5;
@@ -346,13 +346,7 @@ pub fn scaling(cairn: &Path) -> Result<Value> {
 /// `--peers`: LangGraph in a venv under `target/` (pinned by
 /// `xtask/peers/requirements.txt`), running `xtask/peers/langgraph_bench.py`.
 pub fn peers() -> Result<Value> {
-    let venv = root().join("target/peers-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        sh(Command::new("python3").args(["-m", "venv", path(&venv)]))?;
-    }
-    let requirements = root().join("xtask/peers/requirements.txt");
-    sh(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r", path(&requirements)]))?;
+    let python = python_venv("peers-venv", "xtask/peers/requirements.txt")?.join("bin/python");
     let out_dir = root().join("target/bench/peers");
     std::fs::create_dir_all(&out_dir)?;
     let script = root().join("xtask/peers/langgraph_bench.py");
@@ -370,15 +364,6 @@ pub fn peers() -> Result<Value> {
         .rev()
         .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .context("the LangGraph benchmark printed no JSON line")
-}
-
-fn sh(command: &mut Command) -> Result<()> {
-    eprintln!("$ {command:?}");
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed with {status}");
-    }
-    Ok(())
 }
 
 /// The comparison table: cairn's W1-W4 against the targets, and against
