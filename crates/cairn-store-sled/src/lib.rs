@@ -30,7 +30,9 @@ use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun}
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use records::{ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, decode, encode};
+use records::{
+    ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode,
+};
 
 /// When appended events reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,17 +117,6 @@ pub const DEFAULT_KEEP_SNAPSHOTS: usize = 10;
 /// keeps a long fan-out's memory flat.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Whether the store in `dir` compresses its log: a new store does (zstd:
-/// sled rewrites whole tree pages as a log grows, and compressed they keep
-/// a step's storage well under a kilobyte); a store made before keeps the
-/// setting its `conf` records, as sled requires.
-fn compressed(dir: &Path) -> bool {
-    match std::fs::read(dir.join("conf")) {
-        Ok(conf) => String::from_utf8_lossy(&conf).lines().any(|l| l.trim() == "use_compression: true"),
-        Err(_) => true,
-    }
-}
-
 /// A name sled or cairn puts in a data directory. A directory holding only
 /// such names is a store, perhaps one whose first open was killed before
 /// sled wrote its `conf`.
@@ -168,8 +159,6 @@ impl SledStore {
         };
         let db = sled::Config::new()
             .path(dir)
-            .use_compression(compressed(dir))
-            .compression_factor(1)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(flush_every)
             .open()
@@ -377,7 +366,7 @@ impl RunStore for SledStore {
                 }
                 runs.insert(id.as_str(), encode(&record))?;
                 definitions.insert(id.as_str(), encode(&definition))?;
-                events.insert(key(&id, 1), encode(&event))?;
+                events.insert(key(&id, 1), compressed(&event))?;
                 Ok(())
             });
         unwrap_tx(result)?;
@@ -397,7 +386,7 @@ impl RunStore for SledStore {
             return Err(conflict(last));
         }
         // The commit point: the chunk goes in only where no append is yet.
-        let chunk = encode(&ChunkRecord::new(events));
+        let chunk = compressed(&ChunkRecord::new(events));
         let swapped =
             self.events.compare_and_swap(key(run, first.seq), None::<&[u8]>, Some(chunk)).map_err(io)?;
         if swapped.is_err() {
@@ -448,7 +437,7 @@ impl RunStore for SledStore {
         if self.runs.get(run.as_str()).map_err(io)?.is_none() {
             return Err(StoreError::NotFound(run.to_string()));
         }
-        let bytes = encode(&SnapshotRecord::new(&snapshot));
+        let bytes = compressed(&SnapshotRecord::new(&snapshot));
         self.snapshots.insert(key(run, snapshot.seq), bytes).map_err(io)?;
         let keys: Vec<sled::IVec> =
             self.snapshots.scan_prefix(prefix(run)).keys().collect::<Result<_, _>>().map_err(io)?;

@@ -1,6 +1,7 @@
 //! What the store writes: versioned envelopes, so that a later cairn can
 //! read what an earlier one wrote (and refuse what it cannot).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use cairn_domain::id::{RunId, WorkflowId};
@@ -15,9 +16,46 @@ pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record).unwrap_or_default()
 }
 
+/// The first bytes of a zstd frame. A JSON record starts with `{`, so a
+/// record that starts with these was stored compressed.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The largest record the store reads back.
+const MAX_RECORD: u64 = 1 << 30;
+
+thread_local! {
+    /// Compression contexts are costly to make and reusable: one a thread.
+    static COMPRESSOR: RefCell<zstd::block::Compressor> = RefCell::new(zstd::block::Compressor::new());
+    static DECOMPRESSOR: RefCell<zstd::block::Decompressor> = RefCell::new(zstd::block::Decompressor::new());
+}
+
+/// A record as JSON compressed with zstd (level 1): what log chunks and
+/// snapshots are stored as. sled rewrites whole tree pages as a log grows,
+/// so the bytes of every record count several times on disk.
+pub(crate) fn compressed<T: Serialize>(record: &T) -> Vec<u8> {
+    let json = encode(record);
+    COMPRESSOR.with(|c| c.borrow_mut().compress(&json, 1)).unwrap_or(json)
+}
+
+/// A stored record's JSON: decompressed when it was stored compressed.
+fn json_of(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return Ok(bytes.into());
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(bytes);
+    if size > MAX_RECORD {
+        return Err(StoreError::Corrupt("a compressed record without a readable size".into()));
+    }
+    DECOMPRESSOR
+        .with(|d| d.borrow_mut().decompress(bytes, size as usize))
+        .map(Into::into)
+        .map_err(|e| StoreError::Corrupt(format!("unreadable compressed record: {e}")))
+}
+
 pub(crate) fn decode<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
+    let json = json_of(bytes)?;
     let record: T =
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))?;
+        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))?;
     if record.version() != VERSION {
         return Err(StoreError::Corrupt(format!("record version {} is not {VERSION}", record.version())));
     }
@@ -175,5 +213,27 @@ impl SnapshotRecord {
 impl Versioned for SnapshotRecord {
     fn version(&self) -> u32 {
         self.v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_records_read_back_and_damaged_ones_are_refused() {
+        let events = [Event {
+            seq: 2,
+            at: Timestamp(2),
+            actor: "t".into(),
+            kind: cairn_domain::state::EventKind::RunStarted,
+        }];
+        let stored = compressed(&ChunkRecord::new(&events));
+        assert!(stored.starts_with(&ZSTD_MAGIC));
+        assert_eq!(decode::<LogRecord>(&stored).expect("reads back").into_events(), events);
+        let mut damaged = stored.clone();
+        damaged.truncate(stored.len() - 3);
+        let refused = decode::<LogRecord>(&damaged).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("compressed record"), "{refused}");
     }
 }

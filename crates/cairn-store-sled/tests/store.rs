@@ -143,7 +143,7 @@ async fn only_the_latest_snapshots_are_kept() {
 /// Writes `value` under `run`'s log key for `seq` straight into sled, as a
 /// process that died mid-append (or an older cairn) left it.
 fn write_raw_log(d: &Path, run: &str, seq: u64, value: &str) {
-    let db = sled::Config::new().path(d).use_compression(true).open().expect("sled opens the store's files");
+    let db = sled::open(d).expect("sled opens the store's files");
     let mut k = run.as_bytes().to_vec();
     k.push(0xff);
     k.extend_from_slice(&seq.to_be_bytes());
@@ -206,23 +206,4 @@ async fn a_store_still_closing_is_waited_for() {
     });
     SledStore::open(&d, Durability::Sync, "test").expect("opens once the first is closed");
     closer.join().expect("closed");
-}
-
-#[tokio::test]
-async fn a_store_made_without_compression_opens_as_it_was_made() {
-    let d = dir("uncompressed");
-    {
-        let db = sled::Config::new().path(&d).use_compression(false).open().expect("sled creates a store");
-        db.insert(b"format", b"cairn-store/1").expect("format marker");
-        db.flush().expect("flush");
-    }
-    let store = SledStore::open(&d, Durability::Sync, "test").expect("opens with its own setting");
-    store.create(new_run("r1")).await.expect("create");
-    drop(store);
-    let conf = String::from_utf8_lossy(&std::fs::read(d.join("conf")).expect("conf")).into_owned();
-    assert!(conf.contains("use_compression: false"), "{conf}");
-    let fresh = dir("compressed");
-    drop(SledStore::open(&fresh, Durability::Sync, "test").expect("open"));
-    let conf = String::from_utf8_lossy(&std::fs::read(fresh.join("conf")).expect("conf")).into_owned();
-    assert!(conf.contains("use_compression: true"), "{conf}");
 }
