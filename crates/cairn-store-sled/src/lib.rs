@@ -279,6 +279,14 @@ impl SledStore {
     /// thread pool under concurrent writers.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
+        // On a multi-threaded runtime the worker waits for the disk itself
+        // (its other tasks move to another worker): one thread hand-off
+        // fewer per flush than the blocking pool.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            return tokio::task::block_in_place(|| db.flush()).map(|_| ()).map_err(io);
+        }
         blocking(move || db.flush().map(|_| ()).map_err(io)).await
     }
 
