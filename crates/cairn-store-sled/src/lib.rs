@@ -274,9 +274,10 @@ impl SledStore {
     }
 
     /// Makes every committed event durable now. Concurrent callers share
-    /// the flushes (a flush writes everything committed before it). Runs on
-    /// the blocking pool: sled 0.34's `flush_async` can deadlock its own
-    /// thread pool under concurrent writers.
+    /// the flushes (a flush writes everything committed before it). Blocks
+    /// the worker, or runs on the blocking pool, with sled's blocking
+    /// `flush`: sled 0.34's `flush_async` can deadlock its own thread pool
+    /// under concurrent writers.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
         // On a multi-threaded runtime the worker waits for the disk itself
