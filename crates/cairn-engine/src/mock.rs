@@ -49,12 +49,7 @@ impl LlmProvider for MockLlm {
             ResponseFormat::Json => json!({ "answer": summary(prompt) }).to_string(),
             ResponseFormat::Text => format!("mock answer to: {}", summary(prompt)),
         };
-        let chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
-        let usage = Usage {
-            prompt_tokens: chars.div_ceil(4) as u64,
-            completion_tokens: text.chars().count().div_ceil(4) as u64,
-            estimated: true,
-        };
+        let usage = Usage::estimate(&request.messages, &text);
         Ok(ChatResponse { text, usage, model: request.model.unwrap_or_else(|| "mock".into()) })
     }
 }

@@ -32,7 +32,7 @@ pub mod sse;
 
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use cairn_domain::state::ErrorClass;
@@ -356,7 +356,7 @@ impl HttpProvider {
             };
             (text.to_owned(), usage, parsed["model"].as_str().map(str::to_owned))
         };
-        let usage = usage.unwrap_or_else(|| estimate(&request.messages, &text));
+        let usage = usage.unwrap_or_else(|| Usage::estimate(&request.messages, &text));
         Ok(ChatResponse { text, usage, model: answered_by.unwrap_or(model) })
     }
 
@@ -402,15 +402,6 @@ fn add_instructions(messages: &mut Vec<ChatMessage>, text: String) {
     messages.insert(at, ChatMessage { role: Role::System, content: text });
 }
 
-/// Usage the server did not report, estimated at four characters a token.
-fn estimate(messages: &[ChatMessage], text: &str) -> Usage {
-    Usage {
-        prompt_tokens: messages.iter().map(|m| m.content.chars().count()).sum::<usize>().div_ceil(4) as u64,
-        completion_tokens: text.chars().count().div_ceil(4) as u64,
-        estimated: true,
-    }
-}
-
 /// `error.message` of an OpenAI-style error body.
 fn server_message(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
@@ -436,30 +427,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<
     if let Ok(s) = value.parse::<f64>() {
         return Some(Duration::from_millis((s.max(0.0) * 1000.0) as u64));
     }
-    let at = http_date(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)))
-}
-
-/// Seconds since the epoch of an IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`).
-fn http_date(text: &str) -> Option<u64> {
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<i64> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else { return None };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[async_trait]
@@ -503,6 +472,7 @@ fn transport_error(settings: &ProviderSettings, e: &reqwest::Error) -> PortError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn retry_after_reads_seconds_dates_and_milliseconds() {
@@ -523,8 +493,9 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(&headers("retry-after", "soon"), now), None);
-        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(http_date("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));
+        let epoch = |date: &'static str| retry_after(&headers("retry-after", date), UNIX_EPOCH);
+        assert_eq!(epoch("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(epoch("Tue, 29 Feb 2000 12:00:00 GMT"), Some(Duration::from_secs(951_825_600)));
     }
 
     #[test]

@@ -88,6 +88,18 @@ pub struct Usage {
     pub estimated: bool,
 }
 
+impl Usage {
+    /// Usage nobody reported, estimated at four characters a token.
+    pub fn estimate(messages: &[ChatMessage], answer: &str) -> Self {
+        let prompt: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+        Self {
+            prompt_tokens: prompt.div_ceil(4) as u64,
+            completion_tokens: answer.chars().count().div_ceil(4) as u64,
+            estimated: true,
+        }
+    }
+}
+
 /// A chat completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
