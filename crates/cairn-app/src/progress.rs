@@ -84,8 +84,10 @@ impl EventSink for Progress {
             // Streamed text is for hosts that show it; the summary prints answers.
             LiveEvent::Token { .. } => None,
         };
-        if let Some(line) = line {
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        if let Some(mut line) = line {
+            // One write per line: stderr is unbuffered.
+            line.push('\n');
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
 }

@@ -6,9 +6,10 @@
 //! atomic insert of its events under the sequence number of the first, made
 //! only where no append is yet (so of two drivers appending after the same
 //! event, one commits); the index follows it and is repaired from the log
-//! when a crash came between them. With `Durability::Sync` the append is
-//! flushed to disk before `append` returns (one write and one sync: sled
-//! transactions would cost two), and concurrent appends share flushes.
+//! when a crash came between them. With `Durability::Sync` every change is
+//! also appended to a write-ahead log ([`wal`]) that is synced before
+//! `append` returns: one write and one `fdatasync`, shared by concurrent
+//! appends (group commit); sled itself is flushed only at checkpoints.
 //!
 //! What it deliberately does not do: interpret events beyond the run status
 //! (folding state is the domain's), or schedule anything (the engine's).
@@ -20,6 +21,9 @@
 //! Read first: [`SledStore::open`], [`Durability`].
 
 mod records;
+mod wal;
+
+pub use wal::SEGMENT_BYTES;
 
 use std::path::{Path, PathBuf};
 
@@ -27,18 +31,20 @@ use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind};
 use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
-use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{IVec, Transactional};
 
 use records::{
     ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode,
 };
+use wal::{Change, TreeId, Wal};
 
 /// When appended events reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Before `append` returns (the default): a finished step is on disk
-    /// before any step that needs it starts.
+    /// before any step that needs it starts. Written ahead to a log file
+    /// and synced there; sled is flushed at checkpoints.
     Sync,
     /// Within `window_ms` of the append, by a background flush.
     Batch {
@@ -93,6 +99,13 @@ pub struct SledStore {
     keep_snapshots: usize,
     /// Group commit for `Durability::Sync`.
     commits: Commits,
+    /// The write-ahead log, with `Durability::Sync` on a data directory.
+    wal: Option<Wal>,
+    /// The index records of runs appended to since the store opened, with
+    /// `last_seq` kept current: an append checks and advances it here
+    /// instead of reading the log's last chunk and the index from sled.
+    /// A run leaves it when it ends or is deleted.
+    live: std::sync::Mutex<std::collections::HashMap<String, RunRecord>>,
 }
 
 /// Group commit: writes are numbered as they finish; one flush at a time
@@ -121,7 +134,9 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// such names is a store, perhaps one whose first open was killed before
 /// sled wrote its `conf`.
 fn is_store_file(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs" | HOLDER_FILE) || name.starts_with("snap.")
+    matches!(name, "conf" | "db" | "blobs" | HOLDER_FILE)
+        || name.starts_with("snap.")
+        || name.starts_with(wal::SEGMENT_PREFIX)
 }
 
 impl SledStore {
@@ -193,10 +208,14 @@ impl SledStore {
         }
         let holder_file = dir.join(HOLDER_FILE);
         let _ = std::fs::write(&holder_file, holder);
-        let store = Self::from_db(db, durability, Some(holder_file)).map_err(corrupt)?;
-        store
-            .repair_index()
-            .map_err(|e| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() })?;
+        let mut store = Self::from_db(db, durability, Some(holder_file)).map_err(corrupt)?;
+        let unreadable =
+            |e: StoreError| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() };
+        let next_segment = store.recover(dir).map_err(unreadable)?;
+        if durability == Durability::Sync {
+            store.wal = Some(Wal::create(dir, next_segment).map_err(unreadable)?);
+        }
+        store.repair_index().map_err(unreadable)?;
         Ok(store)
     }
 
@@ -223,13 +242,69 @@ impl SledStore {
             holder_file,
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
             commits: Commits::default(),
+            wal: None,
+            live: Default::default(),
         })
+    }
+
+    fn tree(&self, id: TreeId) -> &sled::Tree {
+        match id {
+            TreeId::Runs => &self.runs,
+            TreeId::Definitions => &self.definitions,
+            TreeId::Events => &self.events,
+            TreeId::Snapshots => &self.snapshots,
+        }
+    }
+
+    /// Replays the write-ahead log left in `dir` (by a process that died,
+    /// or before its final flush) into sled, makes it durable there and
+    /// deletes it; returns the number for the next segment.
+    fn recover(&self, dir: &Path) -> Result<u64, StoreError> {
+        let segments = wal::segments(dir)?;
+        let Some(&last) = segments.last() else { return Ok(1) };
+        for &number in &segments {
+            wal::replay(dir, number, |change| {
+                match change {
+                    Change::Insert(tree, key, value) => self.tree(tree).insert(key, value),
+                    Change::Remove(tree, key) => self.tree(tree).remove(key),
+                }
+                .map(drop)
+                .map_err(io)
+            })?;
+        }
+        self.db.flush().map_err(io)?;
+        wal::remove_segments(dir, |_| true)?;
+        Ok(last + 1)
+    }
+
+    /// Changes sled through `change`, which returns what it changed; with
+    /// a write-ahead log, that is logged under the log's lock, in the order
+    /// sled saw it.
+    fn write<T>(
+        &self,
+        change: impl FnOnce() -> Result<(T, Vec<Change>), StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.wal {
+            Some(wal) => wal.log(change),
+            None => change().map(|(out, _)| out),
+        }
     }
 
     /// Keeps at most `n` (at least 1) snapshots per run; older ones are
     /// deleted as new ones are written. The event log is never pruned.
     pub fn keep_snapshots(mut self, n: usize) -> Self {
         self.keep_snapshots = n.max(1);
+        self
+    }
+
+    /// Checkpoints sled (flushes it and deletes the write-ahead log it
+    /// covers) whenever the log's current segment passes `bytes` (at least
+    /// 1; [`SEGMENT_BYTES`] unless set). Smaller segments bound the log
+    /// replayed after a crash; larger ones flush sled less often.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        if let Some(wal) = &mut self.wal {
+            wal.limit = bytes.max(1);
+        }
         self
     }
 
@@ -273,22 +348,37 @@ impl SledStore {
         }
     }
 
-    /// Makes every committed event durable now. Concurrent callers share
-    /// the flushes (a flush writes everything committed before it). Blocks
-    /// the worker, or runs on the blocking pool, with sled's blocking
-    /// `flush`: sled 0.34's `flush_async` can deadlock its own thread pool
-    /// under concurrent writers.
+    /// Makes every committed event durable now: syncs the write-ahead
+    /// log, or without one flushes sled. Concurrent callers share the
+    /// flushes (a flush writes everything committed before it).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        // On a multi-threaded runtime the worker waits for the disk itself
-        // (its other tasks move to another worker): one thread hand-off
-        // fewer per flush than the blocking pool.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
-            return tokio::task::block_in_place(|| db.flush()).map(|_| ()).map_err(io);
+        match &self.wal {
+            Some(wal) => {
+                let file = wal.file();
+                let synced = off_the_runtime(move || {
+                    file.sync_data().map_err(|e| StoreError::Io(format!("write-ahead log: syncing: {e}")))
+                })
+                .await;
+                if let Err(e) = &synced {
+                    wal.fail(&e.to_string());
+                }
+                synced
+            }
+            None => {
+                let db = self.db.clone();
+                off_the_runtime(move || db.flush().map(drop).map_err(io)).await
+            }
         }
-        blocking(move || db.flush().map(|_| ()).map_err(io)).await
+    }
+
+    /// Flushes sled and deletes the write-ahead log's segments it now
+    /// holds, once the current segment is full.
+    async fn checkpoint_if_full(&self) -> Result<(), StoreError> {
+        let Some(wal) = self.wal.as_ref().filter(|w| w.full()) else { return Ok(()) };
+        let keep_from = wal.rotate()?;
+        let db = self.db.clone();
+        off_the_runtime(move || db.flush().map(drop).map_err(io)).await?;
+        wal.remove_before(keep_from)
     }
 
     /// After a write: with `Durability::Sync`, returns once it is durable,
@@ -306,14 +396,35 @@ impl SledStore {
         let covered = self.commits.written.load(SeqCst);
         self.flush().await?;
         self.commits.durable.fetch_max(covered, SeqCst);
-        Ok(())
+        self.checkpoint_if_full().await
     }
+}
+
+/// Runs blocking disk work (a sync, sled's blocking `flush`: sled 0.34's
+/// `flush_async` can deadlock its own thread pool under concurrent
+/// writers). On a multi-threaded runtime the worker waits for the disk
+/// itself (its other tasks move to another worker): one thread hand-off
+/// fewer than the blocking pool.
+async fn off_the_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        return tokio::task::block_in_place(f);
+    }
+    blocking(f).await
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
         if let Some(file) = self.holder_file.take() {
-            let _ = self.db.flush();
+            // The log's segments go once sled holds all they hold.
+            if self.db.flush().is_ok()
+                && let Some(wal) = &self.wal
+            {
+                let _ = wal.remove_all();
+            }
             let _ = std::fs::remove_file(file);
         }
     }
@@ -363,49 +474,86 @@ impl RunStore for SledStore {
             return Err(StoreError::Corrupt("a run starts with run_created, numbered 1".into()));
         }
         let id = run.run_id.clone();
-        let record = RunRecord::new(&run);
-        let definition = DefinitionRecord::new(&run);
-        let event = ChunkRecord::new(std::slice::from_ref(&run.created));
-        let result =
-            (&self.runs, &self.definitions, &self.events).transaction(|(runs, definitions, events)| {
-                if runs.get(id.as_str())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::AlreadyExists(
-                        id.to_string(),
-                    )));
-                }
-                runs.insert(id.as_str(), encode(&record))?;
-                definitions.insert(id.as_str(), encode(&definition))?;
-                events.insert(key(&id, 1), compressed(&event))?;
-                Ok(())
-            });
-        unwrap_tx(result)?;
+        let changes = vec![
+            Change::Insert(TreeId::Runs, id.as_str().into(), encode(&RunRecord::new(&run)).into()),
+            Change::Insert(
+                TreeId::Definitions,
+                id.as_str().into(),
+                encode(&DefinitionRecord::new(&run)).into(),
+            ),
+            Change::Insert(
+                TreeId::Events,
+                key(&id, 1).into(),
+                compressed(&ChunkRecord::new(std::slice::from_ref(&run.created))).into(),
+            ),
+        ];
+        self.write(|| {
+            let result =
+                (&self.runs, &self.definitions, &self.events).transaction(|(runs, definitions, events)| {
+                    if runs.get(id.as_str())?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(StoreError::AlreadyExists(
+                            id.to_string(),
+                        )));
+                    }
+                    for change in &changes {
+                        if let Change::Insert(tree, key, value) = change {
+                            let tree = match tree {
+                                TreeId::Runs => runs,
+                                TreeId::Definitions => definitions,
+                                _ => events,
+                            };
+                            tree.insert(key.clone(), value.clone())?;
+                        }
+                    }
+                    Ok(())
+                });
+            unwrap_tx(result).map(|()| ((), changes.clone()))
+        })?;
         self.after_append().await
     }
 
     async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
         cairn_ports::follows(expected_seq, events)?;
         let Some(first) = events.first() else { return Ok(()) };
-        let Some(bytes) = self.runs.get(run.as_str()).map_err(io)? else {
-            return Err(StoreError::NotFound(run.to_string()));
-        };
-        let mut record: RunRecord = decode(&bytes)?;
         let conflict = |actual| StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual };
-        let last = self.last_seq(run)?;
-        if last != expected_seq {
-            return Err(conflict(last));
-        }
-        // The commit point: the chunk goes in only where no append is yet.
-        let chunk = compressed(&ChunkRecord::new(events));
-        let swapped =
-            self.events.compare_and_swap(key(run, first.seq), None::<&[u8]>, Some(chunk)).map_err(io)?;
-        if swapped.is_err() {
-            return Err(conflict(self.last_seq(run)?));
-        }
-        // The index follows a change of status; `repair_index` mends it if a
-        // crash comes first.
-        if record.advance(events) {
-            self.runs.insert(run.as_str(), encode(&record)).map_err(io)?;
-        }
+        let chunk_key = IVec::from(key(run, first.seq));
+        let chunk = IVec::from(compressed(&ChunkRecord::new(events)));
+        self.write(|| {
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let record = match live.entry(run.to_string()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let Some(bytes) = self.runs.get(run.as_str()).map_err(io)? else {
+                        return Err(StoreError::NotFound(run.to_string()));
+                    };
+                    let mut record: RunRecord = decode(&bytes)?;
+                    record.last_seq = self.last_seq(run)?;
+                    e.insert(record)
+                }
+            };
+            if record.last_seq != expected_seq {
+                return Err(conflict(record.last_seq));
+            }
+            // The commit point: the chunk goes in only where no append is yet.
+            let swapped =
+                self.events.compare_and_swap(&chunk_key, None::<&[u8]>, Some(chunk.clone())).map_err(io)?;
+            if swapped.is_err() {
+                live.remove(run.as_str());
+                return Err(conflict(self.last_seq(run)?));
+            }
+            let mut changes = vec![Change::Insert(TreeId::Events, chunk_key.clone(), chunk.clone())];
+            // The index follows a change of status; `repair_index` mends it
+            // if a crash comes first.
+            if record.advance(events) {
+                let bytes = IVec::from(encode(&*record));
+                if record.status.is_terminal() {
+                    live.remove(run.as_str());
+                }
+                self.runs.insert(run.as_str(), bytes.clone()).map_err(io)?;
+                changes.push(Change::Insert(TreeId::Runs, run.as_str().into(), bytes));
+            }
+            Ok(((), changes))
+        })?;
         self.after_append().await
     }
 
@@ -443,20 +591,25 @@ impl RunStore for SledStore {
     }
 
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {
-        if self.runs.get(run.as_str()).map_err(io)?.is_none() {
-            return Err(StoreError::NotFound(run.to_string()));
-        }
-        let bytes = compressed(&SnapshotRecord::new(&snapshot));
-        self.snapshots.insert(key(run, snapshot.seq), bytes).map_err(io)?;
-        let keys: Vec<sled::IVec> =
-            self.snapshots.scan_prefix(prefix(run)).keys().collect::<Result<_, _>>().map_err(io)?;
-        if keys.len() > self.keep_snapshots {
-            let mut batch = sled::Batch::default();
-            for k in &keys[..keys.len() - self.keep_snapshots] {
-                batch.remove(k.clone());
+        let snapshot_key = IVec::from(key(run, snapshot.seq));
+        let bytes = IVec::from(compressed(&SnapshotRecord::new(&snapshot)));
+        self.write(|| {
+            if self.runs.get(run.as_str()).map_err(io)?.is_none() {
+                return Err(StoreError::NotFound(run.to_string()));
             }
-            self.snapshots.apply_batch(batch).map_err(io)?;
-        }
+            self.snapshots.insert(&snapshot_key, bytes.clone()).map_err(io)?;
+            let mut changes = vec![Change::Insert(TreeId::Snapshots, snapshot_key.clone(), bytes.clone())];
+            let keys: Vec<IVec> =
+                self.snapshots.scan_prefix(prefix(run)).keys().collect::<Result<_, _>>().map_err(io)?;
+            if keys.len() > self.keep_snapshots {
+                changes.extend(removed(
+                    &self.snapshots,
+                    TreeId::Snapshots,
+                    &keys[..keys.len() - self.keep_snapshots],
+                )?);
+            }
+            Ok(((), changes))
+        })?;
         self.after_append().await
     }
 
@@ -474,19 +627,35 @@ impl RunStore for SledStore {
     }
 
     async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
-        if self.runs.remove(run.as_str()).map_err(io)?.is_none() {
-            return Err(StoreError::NotFound(run.to_string()));
-        }
-        self.definitions.remove(run.as_str()).map_err(io)?;
-        for tree in [&self.events, &self.snapshots] {
-            let mut batch = sled::Batch::default();
-            for item in tree.scan_prefix(prefix(run)).keys() {
-                batch.remove(item.map_err(io)?);
+        self.write(|| {
+            self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(run.as_str());
+            if self.runs.remove(run.as_str()).map_err(io)?.is_none() {
+                return Err(StoreError::NotFound(run.to_string()));
             }
-            tree.apply_batch(batch).map_err(io)?;
-        }
+            self.definitions.remove(run.as_str()).map_err(io)?;
+            let mut changes = vec![
+                Change::Remove(TreeId::Runs, run.as_str().into()),
+                Change::Remove(TreeId::Definitions, run.as_str().into()),
+            ];
+            for (tree, id) in [(&self.events, TreeId::Events), (&self.snapshots, TreeId::Snapshots)] {
+                let keys: Vec<IVec> =
+                    tree.scan_prefix(prefix(run)).keys().collect::<Result<_, _>>().map_err(io)?;
+                changes.extend(removed(tree, id, &keys)?);
+            }
+            Ok(((), changes))
+        })?;
         self.after_append().await
     }
+}
+
+/// Removes `keys` from `tree` in one batch; returns the changes made.
+fn removed(tree: &sled::Tree, id: TreeId, keys: &[IVec]) -> Result<Vec<Change>, StoreError> {
+    let mut batch = sled::Batch::default();
+    for k in keys {
+        batch.remove(k.clone());
+    }
+    tree.apply_batch(batch).map_err(io)?;
+    Ok(keys.iter().map(|k| Change::Remove(id, k.clone())).collect())
 }
 
 fn unwrap_tx(result: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {

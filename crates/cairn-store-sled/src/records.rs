@@ -68,12 +68,12 @@ pub(crate) trait Versioned {
 }
 
 /// The run index: what `list` shows without reading logs.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct RunRecord {
     v: u32,
     run_id: String,
     workflow: String,
-    status: RunStatus,
+    pub status: RunStatus,
     created_at: u64,
     updated_at: u64,
     pub last_seq: u64,

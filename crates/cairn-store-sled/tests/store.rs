@@ -207,3 +207,93 @@ async fn a_store_still_closing_is_waited_for() {
     SledStore::open(&d, Durability::Sync, "test").expect("opens once the first is closed");
     closer.join().expect("closed");
 }
+
+/// The child half of `a_killed_process_loses_no_acknowledged_append`:
+/// creates a run, appends 50 events with `Durability::Sync`, and exits at
+/// once, as a killed process would: no destructor runs, sled is never
+/// flushed, the write-ahead log is left behind.
+fn write_then_die(d: &Path) -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("rt");
+    runtime.block_on(async {
+        let store = SledStore::open(d, Durability::Sync, "child").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        let id = RunId::new("r1").expect("id");
+        for seq in 2..=51 {
+            let e = Event { seq, at: Timestamp(seq), actor: "t".into(), kind: EventKind::RunStarted };
+            store.append(&id, seq - 1, &[e]).await.expect("append");
+        }
+        std::process::exit(0)
+    })
+}
+
+#[test]
+fn a_killed_process_loses_no_acknowledged_append() {
+    const CHILD: &str = "CAIRN_STORE_TEST_CHILD_DIR";
+    if let Some(d) = std::env::var_os(CHILD) {
+        write_then_die(Path::new(&d));
+    }
+    let d = dir("killed");
+    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "a_killed_process_loses_no_acknowledged_append", "--nocapture"])
+        .env(CHILD, &d)
+        .status()
+        .expect("child runs");
+    assert!(status.success(), "the child failed: {status}");
+    let logs = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("wal-"))
+            .collect()
+    };
+    assert_eq!(logs(&d).len(), 1, "the dead process left its write-ahead log");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    runtime.block_on(reopen_after_the_kill(&d, logs));
+}
+
+async fn reopen_after_the_kill(d: &Path, logs: impl Fn(&Path) -> Vec<String>) {
+    let d = d.to_path_buf();
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    let id = RunId::new("r1").expect("id");
+    let seqs: Vec<u64> = store.load(&id).await.expect("load").events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+    assert_eq!(store.list().await.expect("list")[0].status, cairn_domain::state::RunStatus::Running);
+    // Replayed, made durable in sled and deleted; a new log is started.
+    assert_eq!(logs(&d).len(), 1);
+    let next = Event { seq: 52, at: Timestamp(52), actor: "t".into(), kind: EventKind::RunPaused };
+    store.append(&id, 51, &[next]).await.expect("appends after the replayed events");
+    drop(store);
+    assert!(logs(&d).is_empty(), "a store closed cleanly leaves no log");
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    assert_eq!(store.load(&id).await.expect("load").events.len(), 52);
+}
+
+#[tokio::test]
+async fn full_log_segments_are_checkpointed_into_sled_and_deleted() {
+    let d = dir("checkpoint");
+    let id = RunId::new("r1").expect("id");
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("open").segment_bytes(2048);
+    store.create(new_run("r1")).await.expect("create");
+    for seq in 2..=200 {
+        let e = Event { seq, at: Timestamp(seq), actor: "t".into(), kind: EventKind::RunStarted };
+        store.append(&id, seq - 1, &[e]).await.expect("append");
+        let segments: Vec<String> = std::fs::read_dir(&d)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("wal-"))
+            .collect();
+        assert_eq!(segments.len(), 1, "after append {seq}: {segments:?}");
+    }
+    // Many checkpoints ran: the live segment is a late one.
+    let live = std::fs::read_dir(&d)
+        .expect("dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("wal-").map(str::to_owned))
+        .next()
+        .and_then(|n| u64::from_str_radix(&n, 16).ok())
+        .unwrap_or(0);
+    assert!(live > 5, "segment {live}");
+    assert_eq!(store.load(&id).await.expect("load").events.len(), 200);
+}

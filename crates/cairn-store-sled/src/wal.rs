@@ -1,0 +1,376 @@
+//! The write-ahead log behind `Durability::Sync`.
+//!
+//! sled makes its writes durable with `flush`, which costs far more than the
+//! disk's own sync: it hands the write to sled's I/O pool, wakes every idle
+//! thread of it, and rewrites tree pages. So with `Durability::Sync` every
+//! change the store makes to sled is also appended, in the same order, to a
+//! plain file in the data directory, and `append` returns once that file is
+//! synced (`fdatasync`): one write and one sync per group commit, the disk's
+//! own rate. sled is flushed only at checkpoints (when a segment has grown
+//! past [`SEGMENT_BYTES`] or the store's own limit, and when the store closes), after which the
+//! segments it covers are deleted. Opening a store replays whatever segments
+//! are left into sled before anything reads it.
+//!
+//! A segment is a sequence of records, each `[length u32][crc32 u32]
+//! [payload]` (little-endian), the payload one or more changes: `[1][tree]
+//! [key length u32][key][value length u32][value]` for an insert, `[2][tree]
+//! [key length u32][key]` for a removal. A record is the changes of one
+//! store operation, so replay applies all of an operation or none of it.
+//! Replay stops at the first record that is cut short or fails its checksum:
+//! that is the write a crash interrupted, never acknowledged to anyone.
+//! Changes are whole values and removals of single keys, so replaying a
+//! segment over a sled that already holds some of it ends in the same state.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cairn_ports::StoreError;
+use sled::IVec;
+
+/// The size past which a segment is closed and sled checkpointed, unless
+/// the store is told otherwise ([`crate::SledStore::segment_bytes`]).
+pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The prefix of a segment's file name; the rest is its number in hex.
+pub(crate) const SEGMENT_PREFIX: &str = "wal-";
+
+/// The trees a change can touch, as the log names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeId {
+    Runs = 1,
+    Definitions = 2,
+    Events = 3,
+    Snapshots = 4,
+}
+
+impl TreeId {
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Runs,
+            2 => Self::Definitions,
+            3 => Self::Events,
+            4 => Self::Snapshots,
+            _ => return None,
+        })
+    }
+}
+
+/// One change to a tree, as made in sled and as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    Insert(TreeId, IVec, IVec),
+    Remove(TreeId, IVec),
+}
+
+const INSERT: u8 = 1;
+const REMOVE: u8 = 2;
+/// Length and checksum before each record's payload.
+const HEADER: usize = 8;
+
+/// The log: the segment being written, behind one lock that also orders the
+/// changes in sled (see [`Wal::log`]).
+pub(crate) struct Wal {
+    dir: PathBuf,
+    segment: Mutex<Segment>,
+    /// The size past which [`Wal::full`] says so.
+    pub limit: u64,
+}
+
+struct Segment {
+    number: u64,
+    file: Arc<File>,
+    len: u64,
+    /// Reused for encoding each record.
+    buf: Vec<u8>,
+    /// Set once a write or sync failed: what follows a half-written record
+    /// could not be replayed, so nothing more is written.
+    broken: Option<String>,
+}
+
+fn io(what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("write-ahead log: {what}: {e}"))
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{number:016x}"))
+}
+
+/// The numbers of the segments in `dir`, ascending.
+pub(crate) fn segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io("listing segments", e))? {
+        let entry = entry.map_err(|e| io("listing segments", e))?;
+        let name = entry.file_name();
+        if let Some(n) = name.to_str().and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+            && let Ok(number) = u64::from_str_radix(n, 16)
+        {
+            out.push(number);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Replays segment `number` in `dir`: every whole record's changes, in
+/// order, through `apply`. Returns how many records were applied.
+pub(crate) fn replay(
+    dir: &Path,
+    number: u64,
+    mut apply: impl FnMut(Change) -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    let bytes = std::fs::read(segment_path(dir, number)).map_err(|e| io("reading a segment", e))?;
+    let mut records = 0;
+    let mut at = 0;
+    while let Some(changes) = record_at(&bytes, &mut at) {
+        for change in changes {
+            apply(change)?;
+        }
+        records += 1;
+    }
+    Ok(records)
+}
+
+/// The changes of the record at `*at`, moving `*at` past it; `None` at the
+/// end, or where the record is cut short or damaged.
+fn record_at(bytes: &[u8], at: &mut usize) -> Option<Vec<Change>> {
+    let header = bytes.get(*at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    let start = *at + HEADER;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    if len == 0 || crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let changes = decode(payload)?;
+    *at = start + len;
+    Some(changes)
+}
+
+fn decode(mut payload: &[u8]) -> Option<Vec<Change>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head)
+    }
+    fn sized<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize;
+        take(bytes, len)
+    }
+    let mut out = Vec::new();
+    while !payload.is_empty() {
+        let head = take(&mut payload, 2)?;
+        let tree = TreeId::from_byte(head[1])?;
+        let key = IVec::from(sized(&mut payload)?);
+        out.push(match head[0] {
+            INSERT => Change::Insert(tree, key, IVec::from(sized(&mut payload)?)),
+            REMOVE => Change::Remove(tree, key),
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+fn encode(changes: &[Change], buf: &mut Vec<u8>) {
+    fn sized(buf: &mut Vec<u8>, bytes: &[u8]) {
+        buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        buf.extend_from_slice(bytes);
+    }
+    buf.clear();
+    buf.extend_from_slice(&[0; HEADER]);
+    for change in changes {
+        match change {
+            Change::Insert(tree, key, value) => {
+                buf.extend_from_slice(&[INSERT, *tree as u8]);
+                sized(buf, key);
+                sized(buf, value);
+            }
+            Change::Remove(tree, key) => {
+                buf.extend_from_slice(&[REMOVE, *tree as u8]);
+                sized(buf, key);
+            }
+        }
+    }
+    let len = (buf.len() - HEADER) as u32;
+    let crc = crc32fast::hash(&buf[HEADER..]);
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Makes a new, empty segment durable in `dir` (its directory entry too).
+fn create_segment(dir: &Path, number: u64) -> Result<File, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(segment_path(dir, number))
+        .map_err(|e| io("creating a segment", e))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the data directory", e))?;
+    Ok(file)
+}
+
+impl Wal {
+    /// Starts a log in `dir` with a new segment numbered `number`.
+    pub fn create(dir: &Path, number: u64) -> Result<Self, StoreError> {
+        let file = Arc::new(create_segment(dir, number)?);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segment: Mutex::new(Segment { number, file, len: 0, buf: Vec::new(), broken: None }),
+            limit: SEGMENT_BYTES,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Segment> {
+        // A panic while holding the lock leaves nothing half-done that the
+        // `broken` flag does not already say.
+        self.segment.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `change` (which changes sled and returns what it changed) and
+    /// appends its changes as one record, both under the log's lock, so that
+    /// the log holds changes in the order sled saw them. Nothing is durable
+    /// until [`Wal::sync`].
+    pub fn log<T>(
+        &self,
+        change: impl FnOnce() -> Result<(T, Vec<Change>), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut segment = self.lock();
+        if let Some(why) = &segment.broken {
+            return Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})")));
+        }
+        let (out, changes) = change()?;
+        if changes.is_empty() {
+            return Ok(out);
+        }
+        let segment = &mut *segment;
+        encode(&changes, &mut segment.buf);
+        if let Err(e) = (&*segment.file).write_all(&segment.buf) {
+            segment.broken = Some(e.to_string());
+            return Err(io("appending", e));
+        }
+        segment.len += segment.buf.len() as u64;
+        Ok(out)
+    }
+
+    /// The current segment's file, to sync without holding the lock.
+    pub fn file(&self) -> Arc<File> {
+        self.lock().file.clone()
+    }
+
+    /// Marks the log unusable after a failed sync: what the failed sync
+    /// should have made durable may be lost, so nothing after it is written.
+    pub fn fail(&self, why: &str) {
+        self.lock().broken = Some(why.to_owned());
+    }
+
+    /// Whether the current segment has grown past its limit.
+    pub fn full(&self) -> bool {
+        self.lock().len >= self.limit
+    }
+
+    /// Syncs and closes the current segment and starts the next one;
+    /// returns the new segment's number. Every segment before it may be
+    /// deleted once sled has been flushed after this returns.
+    pub fn rotate(&self) -> Result<u64, StoreError> {
+        let mut segment = self.lock();
+        segment.file.sync_data().map_err(|e| io("syncing a segment", e))?;
+        let number = segment.number + 1;
+        segment.file = Arc::new(create_segment(&self.dir, number)?);
+        segment.number = number;
+        segment.len = 0;
+        Ok(number)
+    }
+
+    /// Deletes the segments numbered below `number`.
+    pub fn remove_before(&self, number: u64) -> Result<(), StoreError> {
+        remove_segments(&self.dir, |n| n < number)
+    }
+
+    /// Deletes every segment: sled holds all of it durably (the store is
+    /// closing after a final flush).
+    pub fn remove_all(&self) -> Result<(), StoreError> {
+        remove_segments(&self.dir, |_| true)
+    }
+}
+
+/// Deletes the segments in `dir` whose number `which` picks.
+pub(crate) fn remove_segments(dir: &Path, which: impl Fn(u64) -> bool) -> Result<(), StoreError> {
+    for number in segments(dir)?.into_iter().filter(|n| which(*n)) {
+        std::fs::remove_file(segment_path(dir, number)).map_err(|e| io("deleting a segment", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cairn-wal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    fn insert(key: &str, value: &str) -> Change {
+        Change::Insert(TreeId::Events, key.as_bytes().into(), value.as_bytes().into())
+    }
+
+    fn replayed(d: &Path, number: u64) -> Vec<Change> {
+        let mut out = Vec::new();
+        replay(d, number, |c| {
+            out.push(c);
+            Ok(())
+        })
+        .expect("replays");
+        out
+    }
+
+    #[test]
+    fn records_replay_in_order_and_a_torn_tail_is_dropped() {
+        let d = dir("torn");
+        let wal = Wal::create(&d, 1).expect("create");
+        let first = vec![insert("a", "1"), Change::Remove(TreeId::Runs, IVec::from(&b"r"[..]))];
+        wal.log(|| Ok(((), first.clone()))).expect("log");
+        wal.log(|| Ok(((), vec![insert("b", "2")]))).expect("log");
+        wal.file().sync_data().expect("sync");
+        let whole = std::fs::read(segment_path(&d, 1)).expect("read");
+        let mut expected = first.clone();
+        expected.push(insert("b", "2"));
+        assert_eq!(replayed(&d, 1), expected);
+
+        // A crash in the middle of the second record's write.
+        std::fs::write(segment_path(&d, 1), &whole[..whole.len() - 3]).expect("cut");
+        assert_eq!(replayed(&d, 1), first);
+        // A flipped byte in the second record: its checksum fails.
+        let mut damaged = whole.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        std::fs::write(segment_path(&d, 1), &damaged).expect("damage");
+        assert_eq!(replayed(&d, 1), first);
+        // Garbage that claims to be longer than the file.
+        let mut long = whole[..HEADER].to_vec();
+        long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(segment_path(&d, 1), &long).expect("garbage");
+        assert_eq!(replayed(&d, 1), Vec::new());
+    }
+
+    #[test]
+    fn a_failed_change_logs_nothing_and_rotation_starts_a_new_segment() {
+        let d = dir("rotate");
+        let wal = Wal::create(&d, 7).expect("create");
+        let refused: Result<(), _> =
+            wal.log(|| Err(StoreError::Conflict { run: "r".into(), expected: 1, actual: 2 }));
+        assert!(refused.is_err());
+        wal.log(|| Ok(((), vec![insert("a", "1")]))).expect("log");
+        assert_eq!(wal.rotate().expect("rotate"), 8);
+        wal.log(|| Ok(((), vec![insert("b", "2")]))).expect("log");
+        assert_eq!(segments(&d).expect("list"), vec![7, 8]);
+        assert_eq!(replayed(&d, 7), vec![insert("a", "1")]);
+        wal.remove_before(8).expect("remove");
+        assert_eq!(segments(&d).expect("list"), vec![8]);
+        assert_eq!(replayed(&d, 8), vec![insert("b", "2")]);
+        wal.remove_all().expect("remove");
+        assert_eq!(segments(&d).expect("list"), Vec::<u64>::new());
+    }
+}
