@@ -3,7 +3,7 @@
 //! so an LLM answer containing `{{ ... }}` stays text.
 
 use minijinja::Environment;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::definition::Template;
 use crate::program::{Frame, Program};
@@ -32,7 +32,7 @@ pub struct Context(minijinja::Value);
 impl Context {
     /// This context with the QA judge's `verdict` added, for `qa.pass_when`.
     pub fn with_verdict(&self, verdict: Value) -> Self {
-        let verdict = minijinja::Value::from(minijinja::value::Serde(verdict));
+        let verdict = template_value(&verdict);
         Self(minijinja::context! { verdict => verdict, ..self.0.clone() })
     }
 }
@@ -92,7 +92,10 @@ impl Renderer {
         feedback: Option<&str>,
         extra: &[(&str, Value)],
     ) -> Context {
-        let mut steps = Map::new();
+        // Built straight into template values: converting each value once,
+        // with no intermediate JSON copy of outputs and inputs.
+        use minijinja::Value as V;
+        let mut steps = std::collections::BTreeMap::new();
         let visible;
         let ids: Box<dyn Iterator<Item = &str>> = match &reads.steps {
             Some(ids) => Box::new(ids.iter().map(String::as_str)),
@@ -104,31 +107,33 @@ impl Renderer {
         for id in ids {
             let Some(path) = frame.resolve(program, state, id) else { continue };
             let value = match state.steps.get(&path) {
-                Some(step) => json!({
-                    "output": step.output,
-                    "status": step.status,
-                    "attempts": step.attempts,
-                    "error": step.error,
-                }),
-                None => crate::program::not_started(),
+                Some(step) => minijinja::context! {
+                    output => template_value(&step.output),
+                    status => template_value(&step.status),
+                    attempts => step.attempts,
+                    error => template_value(&step.error),
+                },
+                None => template_value(&crate::program::not_started()),
             };
             steps.insert(id.to_owned(), value);
         }
-        let docs = state.scopes.visible(&frame.scope);
-        let mut ctx = Map::new();
-        ctx.insert("inputs".into(), state.inputs.clone());
-        ctx.insert("steps".into(), Value::Object(steps));
-        ctx.insert("docs".into(), Value::Object(docs));
-        ctx.insert("run".into(), json!({"id": state.run_id, "workflow": state.workflow}));
+        let mut ctx = std::collections::BTreeMap::new();
+        ctx.insert("inputs".to_owned(), template_value(&state.inputs));
+        ctx.insert("steps".to_owned(), V::from(steps));
+        ctx.insert("docs".to_owned(), template_value(&state.scopes.visible(&frame.scope)));
+        ctx.insert(
+            "run".to_owned(),
+            minijinja::context! { id => state.run_id.as_str(), workflow => state.workflow.as_str() },
+        );
         let progress = if reads.progress { progress_text(state) } else { String::new() };
-        ctx.insert("progress".into(), Value::String(progress));
-        ctx.insert("feedback".into(), feedback.map_or(Value::Null, |f| Value::String(f.to_owned())));
+        ctx.insert("progress".to_owned(), V::from(progress));
+        ctx.insert("feedback".to_owned(), feedback.map_or(V::from(()), V::from));
         for (name, value) in
             frame.vars.iter().map(|(n, v)| (n.as_str(), v)).chain(extra.iter().map(|(n, v)| (*n, v)))
         {
-            ctx.insert(name.to_owned(), value.clone());
+            ctx.insert(name.to_owned(), template_value(value));
         }
-        Context(minijinja::Value::from(minijinja::value::Serde(Value::Object(ctx))))
+        Context(V::from(ctx))
     }
 
     /// Renders a template: a lone `{{ expr }}` yields the value itself (a
@@ -182,6 +187,11 @@ impl Renderer {
     }
 }
 
+/// A value as templates see it, converted once from its serde form.
+fn template_value<T: serde::Serialize>(value: &T) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(value))
+}
+
 /// Whether a rendered condition holds: false, null, 0, empty, and the strings
 /// `false`, `0` and `no` do not.
 pub fn truthy(value: &Value) -> bool {
@@ -213,6 +223,7 @@ mod tests {
     use super::*;
     use crate::id::RunId;
     use crate::state::{Event, EventKind, StepPath, Timestamp};
+    use serde_json::json;
 
     fn setup() -> (RunState, Program) {
         let yaml = "cairn: 1\nid: r\ninputs:\n  n: integer\nsteps:\n  - id: a\n    set: 1\n";

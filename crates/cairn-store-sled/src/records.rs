@@ -17,39 +17,95 @@ pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 }
 
 /// The first bytes of a zstd frame. A JSON record starts with `{`, so a
-/// record that starts with these was stored compressed.
+/// record that starts with these was stored compressed (without a
+/// dictionary, as stores before [`DICTIONARY_1`] wrote them).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The byte before a zstd frame compressed with [`DICTIONARY_1`].
+const WITH_DICTIONARY_1: u8 = 0x01;
+
+/// What records are compressed against: the JSON that log chunks are made
+/// of (keys, event types, statuses), most common last. A record of a few
+/// events is mostly these strings, so with the dictionary zstd stores it
+/// as references into it, in about half the bytes and a third of the time
+/// it takes alone (`docs/benchmarks.md`). Stored records depend on these
+/// exact bytes: never edit it; a better one gets a new marker byte.
+const DICTIONARY_1: &[u8] = br#"{"v":1,"seq":1,"state":{"run_id":"","workflow":"","status":"running","inputs":{},"steps":{},"scopes":{},"progress":[],"sessions":{},"usage":{}}}
+{"seq":1,"at":1796000000000,"actor":"engine","type":"run_created","run_id":"","workflow":"","definition_hash":"","inputs":{}}
+{"seq":2,"at":1796000000000,"actor":"cli","type":"gate_decided","path":"","decision":"approve","by":"","role":"","comment":""}
+{"seq":3,"at":1796000000000,"actor":"engine","type":"group_expanded","path":"","items":[],"keys":[]}{"seq":4,"at":1796000000000,"actor":"engine","type":"iteration_started","path":"","index":0}
+{"seq":5,"at":1796000000000,"actor":"engine","type":"instance_finished","path":"","status":"succeeded"}
+{"seq":6,"at":1796000000000,"actor":"engine","type":"step_skipped","path":"","reason":"its condition is false"}
+{"seq":7,"at":1796000000000,"actor":"engine","type":"step_waiting","path":"","wait":"acceptance","deadline":1796000000000}{"seq":8,"at":1796000000000,"actor":"engine","type":"run_waiting","wait":"approval"}
+{"seq":9,"at":1796000000000,"actor":"engine","type":"step_failed","path":"","attempt":1,"error":{"class":"transient","message":"","hint":null},"retry_at":1796000000000}
+{"seq":10,"at":1796000000000,"actor":"engine","type":"run_completed"}{"seq":11,"at":1796000000000,"actor":"engine","type":"run_failed"}
+{"seq":12,"at":1796000000000,"actor":"engine","type":"document_stored","scope":"","doc_type":"","value":""}
+{"v":1,"events":[{"seq":13,"at":1796000000000,"actor":"engine","type":"run_started"},{"seq":14,"at":1796000000000,"actor":"engine","type":"usage_recorded","path":"","attempt":1,"model":"mock","usage":{"prompt_tokens":20,"completion_tokens":20,"estimated":true}},{"seq":15,"at":1796000000000,"actor":"engine","type":"step_succeeded","path":"","output":"mock answer to: "},{"seq":16,"at":1796000000000,"actor":"engine","type":"step_started","path":"","attempt":1}]}"#;
 
 /// The largest record the store reads back.
 const MAX_RECORD: u64 = 1 << 30;
 
-thread_local! {
-    /// Compression contexts are costly to make and reusable: one a thread.
-    static COMPRESSOR: RefCell<zstd::block::Compressor> = RefCell::new(zstd::block::Compressor::new());
-    static DECOMPRESSOR: RefCell<zstd::block::Decompressor> = RefCell::new(zstd::block::Decompressor::new());
+/// [`DICTIONARY_1`], prepared once for compressing (level 1) and for
+/// decompressing.
+fn dictionaries() -> &'static (zstd::zstd_safe::CDict<'static>, zstd::zstd_safe::DDict<'static>) {
+    static PREPARED: std::sync::OnceLock<(zstd::zstd_safe::CDict<'static>, zstd::zstd_safe::DDict<'static>)> =
+        std::sync::OnceLock::new();
+    PREPARED.get_or_init(|| {
+        (zstd::zstd_safe::create_cdict(DICTIONARY_1, 1), zstd::zstd_safe::create_ddict(DICTIONARY_1))
+    })
 }
 
-/// A record as JSON compressed with zstd (level 1): what log chunks and
-/// snapshots are stored as. sled rewrites whole tree pages as a log grows,
-/// so the bytes of every record count several times on disk.
+thread_local! {
+    /// Compression contexts are costly to make and reusable: one a thread.
+    static COMPRESSOR: RefCell<zstd::zstd_safe::CCtx<'static>> = RefCell::new(zstd::zstd_safe::create_cctx());
+    static DECOMPRESSOR: RefCell<zstd::zstd_safe::DCtx<'static>> = RefCell::new(zstd::zstd_safe::create_dctx());
+}
+
+/// A record as JSON compressed with zstd (level 1) against
+/// [`DICTIONARY_1`]: what log chunks and snapshots are stored as.
 pub(crate) fn compressed<T: Serialize>(record: &T) -> Vec<u8> {
     let json = encode(record);
-    COMPRESSOR.with(|c| c.borrow_mut().compress(&json, 1)).unwrap_or(json)
+    let mut out = vec![0; 1 + zstd::zstd_safe::compress_bound(json.len())];
+    out[0] = WITH_DICTIONARY_1;
+    let done =
+        COMPRESSOR.with(|c| c.borrow_mut().compress_using_cdict(&mut out[1..], &json, &dictionaries().0));
+    match done {
+        Ok(len) => {
+            out.truncate(1 + len);
+            out
+        }
+        Err(_) => json,
+    }
 }
 
 /// A stored record's JSON: decompressed when it was stored compressed.
 fn json_of(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
-    if !bytes.starts_with(&ZSTD_MAGIC) {
-        return Ok(bytes.into());
-    }
-    let size = zstd::zstd_safe::get_frame_content_size(bytes);
+    let (frame, with_dictionary) = match bytes {
+        [WITH_DICTIONARY_1, frame @ ..] => (frame, true),
+        frame if frame.starts_with(&ZSTD_MAGIC) => (frame, false),
+        json => return Ok(json.into()),
+    };
+    let size = zstd::zstd_safe::get_frame_content_size(frame);
     if size > MAX_RECORD {
         return Err(StoreError::Corrupt("a compressed record without a readable size".into()));
     }
+    let mut out = Vec::with_capacity(size as usize);
     DECOMPRESSOR
-        .with(|d| d.borrow_mut().decompress(bytes, size as usize))
-        .map(Into::into)
-        .map_err(|e| StoreError::Corrupt(format!("unreadable compressed record: {e}")))
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if with_dictionary {
+                d.decompress_using_ddict(&mut out, frame, &dictionaries().1)
+            } else {
+                d.decompress(&mut out, frame)
+            }
+        })
+        .map_err(|code| {
+            StoreError::Corrupt(format!(
+                "unreadable compressed record: {}",
+                zstd::zstd_safe::get_error_name(code)
+            ))
+        })?;
+    Ok(out.into())
 }
 
 pub(crate) fn decode<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -228,12 +284,24 @@ mod tests {
             actor: "t".into(),
             kind: cairn_domain::state::EventKind::RunStarted,
         }];
+        let json = encode(&ChunkRecord::new(&events));
         let stored = compressed(&ChunkRecord::new(&events));
-        assert!(stored.starts_with(&ZSTD_MAGIC));
+        assert_eq!(stored[0], WITH_DICTIONARY_1);
+        assert!(stored[1..].starts_with(&ZSTD_MAGIC));
+        assert!(stored.len() * 2 < json.len(), "{} bytes of {}", stored.len(), json.len());
         assert_eq!(decode::<LogRecord>(&stored).expect("reads back").into_events(), events);
-        let mut damaged = stored.clone();
-        damaged.truncate(stored.len() - 3);
-        let refused = decode::<LogRecord>(&damaged).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(refused.contains("compressed record"), "{refused}");
+        for damaged in
+            [stored[..stored.len() - 3].to_vec(), [&[WITH_DICTIONARY_1][..], &stored[2..]].concat()]
+        {
+            let refused = decode::<LogRecord>(&damaged).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains("compressed record"), "{refused}");
+        }
+        // As stores wrote records before the dictionary: plain JSON, and
+        // zstd frames of their own.
+        let plain = zstd::block::compress(&json, 1).expect("compresses");
+        assert!(plain.starts_with(&ZSTD_MAGIC));
+        for older in [json, plain] {
+            assert_eq!(decode::<LogRecord>(&older).expect("reads back").into_events(), events);
+        }
     }
 }
