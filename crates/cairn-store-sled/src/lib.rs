@@ -7,9 +7,11 @@
 //! only where no append is yet (so of two drivers appending after the same
 //! event, one commits); the index follows it and is repaired from the log
 //! when a crash came between them. With `Durability::Sync` every change is
-//! also appended to a write-ahead log ([`wal`]) that is synced before
+//! also appended to a write-ahead log (`wal.rs`) that is synced before
 //! `append` returns: one write and one `fdatasync`, shared by concurrent
-//! appends (group commit); sled itself is flushed only at checkpoints.
+//! appends (group commit); sled itself is flushed only at checkpoints, and
+//! an append's chunk is compressed and written into sled by the store's own
+//! thread (`applier.rs`) while the appender waits for the disk.
 //!
 //! What it deliberately does not do: interpret events beyond the run status
 //! (folding state is the domain's), or schedule anything (the engine's).
@@ -20,6 +22,7 @@
 //!
 //! Read first: [`SledStore::open`], [`Durability`].
 
+mod applier;
 mod records;
 mod wal;
 
@@ -34,8 +37,9 @@ use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun}
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
+use applier::Applier;
 use records::{
-    ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode,
+    ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode, pack,
 };
 use wal::{Change, TreeId, Wal};
 
@@ -101,6 +105,8 @@ pub struct SledStore {
     commits: Commits,
     /// The write-ahead log, with `Durability::Sync` on a data directory.
     wal: Option<Wal>,
+    /// With the log: writes appended chunks into sled off the appender.
+    applier: Option<Applier>,
     /// The index records of runs appended to since the store opened, with
     /// `last_seq` kept current: an append checks and advances it here
     /// instead of reading the log's last chunk and the index from sled.
@@ -214,6 +220,7 @@ impl SledStore {
         let next_segment = store.recover(dir).map_err(unreadable)?;
         if durability == Durability::Sync {
             store.wal = Some(Wal::create(dir, next_segment).map_err(unreadable)?);
+            store.applier = Some(Applier::start(store.events.clone()).map_err(unreadable)?);
         }
         store.repair_index().map_err(unreadable)?;
         Ok(store)
@@ -243,6 +250,7 @@ impl SledStore {
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
             commits: Commits::default(),
             wal: None,
+            applier: None,
             live: Default::default(),
         })
     }
@@ -265,6 +273,10 @@ impl SledStore {
         for &number in &segments {
             wal::replay(dir, number, |change| {
                 match change {
+                    // Appends log their chunks as JSON; sled keeps them packed.
+                    Change::Insert(TreeId::Events, key, json) if json.first() == Some(&b'{') => {
+                        self.events.insert(key, pack(&json))
+                    }
                     Change::Insert(tree, key, value) => self.tree(tree).insert(key, value),
                     Change::Remove(tree, key) => self.tree(tree).remove(key),
                 }
@@ -275,6 +287,11 @@ impl SledStore {
         self.db.flush().map_err(io)?;
         wal::remove_segments(dir, |_| true)?;
         Ok(last + 1)
+    }
+
+    /// Makes sled hold every append that returned (see `applier.rs`).
+    fn settle(&self) -> Result<(), StoreError> {
+        self.applier.as_ref().map_or(Ok(()), Applier::settle)
     }
 
     /// Changes sled through `change`, which returns what it changed; with
@@ -376,6 +393,7 @@ impl SledStore {
     async fn checkpoint_if_full(&self) -> Result<(), StoreError> {
         let Some(wal) = self.wal.as_ref().filter(|w| w.full()) else { return Ok(()) };
         let keep_from = wal.rotate()?;
+        self.settle()?;
         let db = self.db.clone();
         off_the_runtime(move || db.flush().map(drop).map_err(io)).await?;
         wal.remove_before(keep_from)
@@ -418,6 +436,8 @@ async fn off_the_runtime<T: Send + 'static>(
 
 impl Drop for SledStore {
     fn drop(&mut self) {
+        // What is queued goes into sled before the last flush.
+        drop(self.applier.take());
         if let Some(file) = self.holder_file.take() {
             // The log's segments go once sled holds all they hold.
             if self.db.flush().is_ok()
@@ -517,7 +537,7 @@ impl RunStore for SledStore {
         let Some(first) = events.first() else { return Ok(()) };
         let conflict = |actual| StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual };
         let chunk_key = IVec::from(key(run, first.seq));
-        let chunk = IVec::from(compressed(&ChunkRecord::new(events)));
+        let json = IVec::from(encode(&ChunkRecord::new(events)));
         self.write(|| {
             let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let record = match live.entry(run.to_string()) {
@@ -527,21 +547,35 @@ impl RunStore for SledStore {
                         return Err(StoreError::NotFound(run.to_string()));
                     };
                     let mut record: RunRecord = decode(&bytes)?;
+                    self.settle()?;
                     record.last_seq = self.last_seq(run)?;
                     e.insert(record)
                 }
             };
+            // The commit point: appends are checked against the run's last
+            // event here, one at a time (under the log's lock, or this one).
             if record.last_seq != expected_seq {
                 return Err(conflict(record.last_seq));
             }
-            // The commit point: the chunk goes in only where no append is yet.
-            let swapped =
-                self.events.compare_and_swap(&chunk_key, None::<&[u8]>, Some(chunk.clone())).map_err(io)?;
-            if swapped.is_err() {
-                live.remove(run.as_str());
-                return Err(conflict(self.last_seq(run)?));
-            }
-            let mut changes = vec![Change::Insert(TreeId::Events, chunk_key.clone(), chunk.clone())];
+            let mut changes = match &self.applier {
+                // Logged as JSON; packed into sled off this task.
+                Some(applier) => {
+                    applier.queue(chunk_key.clone(), json.clone())?;
+                    vec![Change::Insert(TreeId::Events, chunk_key.clone(), json.clone())]
+                }
+                None => {
+                    let chunk = IVec::from(pack(&json));
+                    let swapped = self
+                        .events
+                        .compare_and_swap(&chunk_key, None::<&[u8]>, Some(chunk.clone()))
+                        .map_err(io)?;
+                    if swapped.is_err() {
+                        live.remove(run.as_str());
+                        return Err(conflict(self.last_seq(run)?));
+                    }
+                    vec![Change::Insert(TreeId::Events, chunk_key.clone(), chunk)]
+                }
+            };
             // The index follows a change of status; `repair_index` mends it
             // if a crash comes first.
             if record.advance(events) {
@@ -558,6 +592,7 @@ impl RunStore for SledStore {
     }
 
     async fn load(&self, run: &RunId) -> Result<StoredRun, StoreError> {
+        self.settle()?;
         let (definitions, events, run) = (self.definitions.clone(), self.events.clone(), run.clone());
         blocking(move || {
             let def = definitions
@@ -576,6 +611,7 @@ impl RunStore for SledStore {
     }
 
     async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
+        self.settle()?;
         let (runs, events) = (self.runs.clone(), self.events.clone());
         blocking(move || {
             let mut out = Vec::new();
@@ -628,6 +664,7 @@ impl RunStore for SledStore {
 
     async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
         self.write(|| {
+            self.settle()?;
             self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(run.as_str());
             if self.runs.remove(run.as_str()).map_err(io)?.is_none() {
                 return Err(StoreError::NotFound(run.to_string()));

@@ -64,22 +64,27 @@ thread_local! {
 /// A record as JSON compressed with zstd (level 1) against
 /// [`DICTIONARY_1`]: what log chunks and snapshots are stored as.
 pub(crate) fn compressed<T: Serialize>(record: &T) -> Vec<u8> {
-    let json = encode(record);
+    pack(&encode(record))
+}
+
+/// A record's JSON as it is stored: compressed against [`DICTIONARY_1`]
+/// (left as it is if compressing fails).
+pub(crate) fn pack(json: &[u8]) -> Vec<u8> {
     let mut out = vec![0; 1 + zstd::zstd_safe::compress_bound(json.len())];
     out[0] = WITH_DICTIONARY_1;
     let done =
-        COMPRESSOR.with(|c| c.borrow_mut().compress_using_cdict(&mut out[1..], &json, &dictionaries().0));
+        COMPRESSOR.with(|c| c.borrow_mut().compress_using_cdict(&mut out[1..], json, &dictionaries().0));
     match done {
         Ok(len) => {
             out.truncate(1 + len);
             out
         }
-        Err(_) => json,
+        Err(_) => json.to_vec(),
     }
 }
 
 /// A stored record's JSON: decompressed when it was stored compressed.
-fn json_of(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
+pub(crate) fn unpack(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
     let (frame, with_dictionary) = match bytes {
         [WITH_DICTIONARY_1, frame @ ..] => (frame, true),
         frame if frame.starts_with(&ZSTD_MAGIC) => (frame, false),
@@ -109,7 +114,7 @@ fn json_of(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
-    let json = json_of(bytes)?;
+    let json = unpack(bytes)?;
     let record: T =
         serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))?;
     if record.version() != VERSION {
