@@ -40,13 +40,17 @@ pub fn run(args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
-    let workloads = crate::workloads::run(&cairn)?;
-    let scaling = crate::workloads::scaling(&cairn)?;
+    // The CPU-bound library benches first: the workloads leave the kernel
+    // writing back hundreds of megabytes, which would take their cores.
     let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
     let provider = rows_of(&bench_json("cairn-llm-http", "provider")?, "provider")?;
+    quiesce();
     let durable_report = bench_json("cairn-app", "durable")?;
     let durable = rows_of(&durable_report, "durable")?;
     let ratio = durable_report["ratio_chain_to_fsync"].as_f64().unwrap_or(f64::NAN);
+    quiesce();
+    let workloads = crate::workloads::run(&cairn)?;
+    let scaling = crate::workloads::scaling(&cairn)?;
 
     let mut table = format!("{:<38} {:>10} {:>10}   (runs)\n", "benchmark", "median", "best");
     let mut json = Vec::new();
@@ -90,6 +94,7 @@ pub fn run(args: &[String]) -> Result<()> {
         table.push('\n');
     }
     let _ = writeln!(table, "durable chain steps/s per disk fsync/s: {ratio:.3}");
+    quiesce();
     let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
     table.push('\n');
     table.push_str(&crate::workloads::table(&workloads, &durable, peer.as_ref()));
@@ -115,6 +120,7 @@ fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
     let workloads = crate::workloads::run(cairn)?;
     let durable = rows_of(&bench_json("cairn-app", "durable")?, "durable")?;
     let scaling = crate::workloads::scaling(cairn)?;
+    quiesce();
     let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
     print!("{}", crate::workloads::table(&workloads, &durable, peer.as_ref()));
     let report =
@@ -122,6 +128,12 @@ fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
     std::fs::write(dir.join("workloads.json"), serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote target/bench/workloads.json");
     Ok(())
+}
+
+/// Waits for the kernel to write back what earlier measurements left
+/// dirty (`sync`), so that it does not run during the next one.
+fn quiesce() {
+    let _ = Command::new("sync").status();
 }
 
 /// Runs `cargo bench -p <package> --bench <bench> --locked` (the engine
