@@ -33,6 +33,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let wf = dir.join("generated-10000.yaml");
     std::fs::write(&wf, generated_workflow(10_000))?;
 
+    // The CPU-bound library benches first, on a machine at rest: the
+    // processes below keep both cores busy for a minute, and the workloads
+    // leave the kernel writing back hundreds of megabytes.
+    quiesce();
+    let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
+    let provider = rows_of(&bench_json("cairn-llm-http", "provider")?, "provider")?;
     let mut rows = Vec::new();
     for (name, args) in [
         ("validate 10,000 steps", vec!["validate", wf.to_str().unwrap_or_default()]),
@@ -40,10 +46,6 @@ pub fn run(args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
-    // The CPU-bound library benches first: the workloads leave the kernel
-    // writing back hundreds of megabytes, which would take their cores.
-    let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
-    let provider = rows_of(&bench_json("cairn-llm-http", "provider")?, "provider")?;
     quiesce();
     let durable_report = bench_json("cairn-app", "durable")?;
     let durable = rows_of(&durable_report, "durable")?;

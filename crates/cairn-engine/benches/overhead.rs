@@ -16,8 +16,10 @@ use cairn_engine::{Definition, EngineBuilder, MemoryStore, MockLlm, SystemClock}
 use cairn_ports::{Clock, RunStore};
 use serde_json::json;
 
-/// Timed runs per workflow, after one warm-up run.
-const RUNS: usize = 5;
+/// Timed runs per workflow, after one warm-up run: a run takes tens of
+/// milliseconds, so a median of many keeps a moment of a busy host from
+/// deciding the figure.
+const RUNS: usize = 21;
 
 /// Steps in each workflow.
 const STEPS: usize = 1_000;
