@@ -50,7 +50,6 @@ pub fn run(args: &[String]) -> Result<()> {
     let durable_report = bench_json("cairn-app", "durable")?;
     let durable = rows_of(&durable_report, "durable")?;
     let ratio = durable_report["ratio_chain_to_fsync"].as_f64().unwrap_or(f64::NAN);
-    quiesce();
     let workloads = crate::workloads::run(&cairn)?;
     let scaling = crate::workloads::scaling(&cairn)?;
 
@@ -96,7 +95,6 @@ pub fn run(args: &[String]) -> Result<()> {
         table.push('\n');
     }
     let _ = writeln!(table, "durable chain steps/s per disk fsync/s: {ratio:.3}");
-    quiesce();
     let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
     table.push('\n');
     table.push_str(&crate::workloads::table(&workloads, &durable, peer.as_ref()));
@@ -122,7 +120,6 @@ fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
     let workloads = crate::workloads::run(cairn)?;
     let durable = rows_of(&bench_json("cairn-app", "durable")?, "durable")?;
     let scaling = crate::workloads::scaling(cairn)?;
-    quiesce();
     let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
     print!("{}", crate::workloads::table(&workloads, &durable, peer.as_ref()));
     let report =
@@ -134,7 +131,7 @@ fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
 
 /// Waits for the kernel to write back what earlier measurements left
 /// dirty (`sync`), so that it does not run during the next one.
-fn quiesce() {
+pub fn quiesce() {
     let _ = Command::new("sync").status();
 }
 

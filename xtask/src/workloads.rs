@@ -219,8 +219,9 @@ fn mb(kb: u64) -> f64 {
     (kb as f64 / 102.4).round() / 10.0
 }
 
-/// W1 interleaved with the disk probe, W2, W4; returns their JSON.
+/// W1 between disk probes, W2, W4; returns their JSON.
 pub fn run(cairn: &Path) -> Result<Value> {
+    crate::bench::quiesce();
     let dir = root().join("target/bench/workloads");
     std::fs::create_dir_all(&dir)?;
 
@@ -228,18 +229,15 @@ pub fn run(cairn: &Path) -> Result<Value> {
     // machine moves by several times within minutes, so each run is set
     // against the disk as it was just before and just after it, and the
     // ratio is the median of those paired ratios.
-    let (mut w1_rates, mut disk_rates, mut ratios, mut walls) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut w1_rates, mut disk_rates, mut walls) = (Vec::new(), Vec::new(), Vec::new());
     let (mut events_per_step, mut disk_per_step, mut peak) = (0.0, 0.0, 0);
     chain_run(cairn, &dir, 200)?;
     let mut before = disk_probe(&dir)?;
     for _ in 0..W1_REPEATS {
         let (secs, m, events, bytes) = chain_run(cairn, &dir, 200)?;
         let after = disk_probe(&dir)?;
-        let disk = (before + after) / 2.0;
         w1_rates.push(200.0 / secs);
-        disk_rates.push(disk);
-        ratios.push(200.0 / secs / disk);
+        disk_rates.push((before + after) / 2.0);
         before = after;
         walls.push(m.wall.as_secs_f64());
         peak = peak.max(m.peak_kb);
@@ -247,6 +245,7 @@ pub fn run(cairn: &Path) -> Result<Value> {
         disk_per_step = bytes as f64 / 200.0;
     }
     let (w1, disk) = (median(w1_rates.clone()), median(disk_rates.clone()));
+    let ratios: Vec<f64> = w1_rates.iter().zip(&disk_rates).map(|(w1, disk)| w1 / disk).collect();
     let w1_row = json!({
         "steps": 200,
         "runs": W1_REPEATS,
@@ -358,6 +357,7 @@ pub fn scaling(cairn: &Path) -> Result<Value> {
 /// `--peers`: LangGraph in a venv under `target/` (pinned by
 /// `xtask/peers/requirements.txt`), running `xtask/peers/langgraph_bench.py`.
 pub fn peers() -> Result<Value> {
+    crate::bench::quiesce();
     let python = python_venv("peers-venv", "xtask/peers/requirements.txt")?.join("bin/python");
     let out_dir = root().join("target/bench/peers");
     std::fs::create_dir_all(&out_dir)?;

@@ -1,10 +1,9 @@
 //! Log chunks written into sled off the appending task.
 //!
-//! With the write-ahead log, an append is durable once its record is synced
-//! there; sled is only where the events are kept for reading. So an append
-//! hands its chunk (as JSON) to this queue, and a thread of the store's own
-//! compresses it and inserts it into sled, on the other core while the
-//! appender waits for the disk. Whoever reads the event tree first applies
+//! An append hands its chunk (as JSON) to this queue, and a thread of the
+//! store's own compresses it and inserts it into sled, on the other core
+//! while the appender goes on (with `Durability::Sync`, waits for the
+//! write-ahead log's sync, which is what makes the append durable). Whoever reads the event tree first applies
 //! what is still queued ([`Applier::settle`]), so reads always see every
 //! append that returned. Chunks are applied in the order they were queued
 //! (under the log's lock, so in log order).
@@ -50,6 +49,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn failed_earlier(why: &str) -> StoreError {
+    StoreError::Io(format!("writing the event log into sled failed earlier: {why}"))
+}
+
 impl Shared {
     /// Applies everything queued so far, in order.
     fn drain(&self) -> Result<(), StoreError> {
@@ -57,7 +60,7 @@ impl Shared {
         let chunks = {
             let mut queue = lock(&self.queue);
             if let Some(why) = &queue.failed {
-                return Err(StoreError::Io(format!("writing the event log into sled failed earlier: {why}")));
+                return Err(failed_earlier(why));
             }
             std::mem::take(&mut queue.chunks)
         };
@@ -91,7 +94,7 @@ impl Shared {
 
 impl Applier {
     /// Starts the thread that writes chunks into `events`.
-    pub fn start(events: sled::Tree) -> Result<Self, StoreError> {
+    pub fn start(events: sled::Tree) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             events,
             queue: Mutex::default(),
@@ -99,17 +102,19 @@ impl Applier {
             applying: Mutex::new(()),
         });
         let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("cairn-store-apply".into())
-            .spawn(move || worker.run())
-            .map_err(|e| StoreError::Io(format!("starting the store's thread: {e}")))?;
+        let thread =
+            std::thread::Builder::new().name("cairn-store-apply".into()).spawn(move || worker.run())?;
         Ok(Self { shared, thread: Some(thread) })
     }
 
-    /// Queues a chunk (its key and JSON) to be compressed and inserted.
+    /// Queues a chunk (its key and JSON) to be compressed and inserted;
+    /// refused once an insert has failed.
     pub fn queue(&self, key: IVec, json: IVec) -> Result<(), StoreError> {
         let backlog = {
             let mut queue = lock(&self.shared.queue);
+            if let Some(why) = &queue.failed {
+                return Err(failed_earlier(why));
+            }
             queue.chunks.push((key, json));
             if queue.idle {
                 queue.idle = false;

@@ -3,15 +3,17 @@
 //! What it is: event logs per run, ordered by sequence number; snapshots of
 //! folded state; a run index (status, workflow, timestamps) for listing; and
 //! each run's exact definition and the files it named. An append is one
-//! atomic insert of its events under the sequence number of the first, made
-//! only where no append is yet (so of two drivers appending after the same
-//! event, one commits); the index follows it and is repaired from the log
-//! when a crash came between them. With `Durability::Sync` every change is
-//! also appended to a write-ahead log (`wal.rs`) that is synced before
-//! `append` returns: one write and one `fdatasync`, shared by concurrent
-//! appends (group commit); sled itself is flushed only at checkpoints, and
-//! an append's chunk is compressed and written into sled by the store's own
-//! thread (`applier.rs`) while the appender waits for the disk.
+//! record of its events under the sequence number of the first, checked
+//! against the run's last event (kept in memory, one append at a time), so
+//! of two drivers appending after the same event, one commits. Its chunk
+//! reaches sled through the store's own thread (`applier.rs`), which
+//! compresses and inserts it while the appender goes on; every read of the
+//! event tree first applies what is queued. The index follows a change of
+//! status and is repaired from the log when a crash came between them.
+//! With `Durability::Sync` every change is also appended to a write-ahead
+//! log (`wal.rs`) that is synced before `append` returns: one write and one
+//! `fdatasync`, shared by concurrent appends (group commit); sled itself is
+//! flushed only at checkpoints.
 //!
 //! What it deliberately does not do: interpret events beyond the run status
 //! (folding state is the domain's), or schedule anything (the engine's).
@@ -39,7 +41,7 @@ use sled::{IVec, Transactional};
 
 use applier::Applier;
 use records::{
-    ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode, pack,
+    ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode, kept,
 };
 use wal::{Change, TreeId, Wal};
 
@@ -105,8 +107,8 @@ pub struct SledStore {
     commits: Commits,
     /// The write-ahead log, with `Durability::Sync` on a data directory.
     wal: Option<Wal>,
-    /// With the log: writes appended chunks into sled off the appender.
-    applier: Option<Applier>,
+    /// Writes appended chunks into sled off the appender.
+    applier: Applier,
     /// The index records of runs appended to since the store opened, with
     /// `last_seq` kept current: an append checks and advances it here
     /// instead of reading the log's last chunk and the index from sled.
@@ -220,7 +222,6 @@ impl SledStore {
         let next_segment = store.recover(dir).map_err(unreadable)?;
         if durability == Durability::Sync {
             store.wal = Some(Wal::create(dir, next_segment).map_err(unreadable)?);
-            store.applier = Some(Applier::start(store.events.clone()).map_err(unreadable)?);
         }
         store.repair_index().map_err(unreadable)?;
         Ok(store)
@@ -239,10 +240,12 @@ impl SledStore {
         durability: Durability,
         holder_file: Option<PathBuf>,
     ) -> Result<Self, sled::Error> {
+        let events = db.open_tree("events")?;
         Ok(Self {
             runs: db.open_tree("runs")?,
             definitions: db.open_tree("definitions")?,
-            events: db.open_tree("events")?,
+            applier: Applier::start(events.clone()).map_err(sled::Error::Io)?,
+            events,
             snapshots: db.open_tree("snapshots")?,
             db,
             durability,
@@ -250,7 +253,6 @@ impl SledStore {
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
             commits: Commits::default(),
             wal: None,
-            applier: None,
             live: Default::default(),
         })
     }
@@ -274,9 +276,7 @@ impl SledStore {
             wal::replay(dir, number, |change| {
                 match change {
                     // Appends log their chunks as JSON; sled keeps them packed.
-                    Change::Insert(TreeId::Events, key, json) if json.first() == Some(&b'{') => {
-                        self.events.insert(key, pack(&json))
-                    }
+                    Change::Insert(TreeId::Events, key, chunk) => self.events.insert(key, &*kept(&chunk)),
                     Change::Insert(tree, key, value) => self.tree(tree).insert(key, value),
                     Change::Remove(tree, key) => self.tree(tree).remove(key),
                 }
@@ -291,7 +291,7 @@ impl SledStore {
 
     /// Makes sled hold every append that returned (see `applier.rs`).
     fn settle(&self) -> Result<(), StoreError> {
-        self.applier.as_ref().map_or(Ok(()), Applier::settle)
+        self.applier.settle()
     }
 
     /// Changes sled through `change`, which returns what it changed; with
@@ -316,7 +316,8 @@ impl SledStore {
 
     /// Checkpoints sled (flushes it and deletes the write-ahead log it
     /// covers) whenever the log's current segment passes `bytes` (at least
-    /// 1; [`SEGMENT_BYTES`] unless set). Smaller segments bound the log
+    /// 1; [`SEGMENT_BYTES`] unless set). Only a store with a log has
+    /// segments: `Durability::Sync` on a data directory. Smaller segments bound the log
     /// replayed after a crash; larger ones flush sled less often.
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         if let Some(wal) = &mut self.wal {
@@ -382,6 +383,7 @@ impl SledStore {
                 synced
             }
             None => {
+                self.settle()?;
                 let db = self.db.clone();
                 off_the_runtime(move || db.flush().map(drop).map_err(io)).await
             }
@@ -437,7 +439,7 @@ async fn off_the_runtime<T: Send + 'static>(
 impl Drop for SledStore {
     fn drop(&mut self) {
         // What is queued goes into sled before the last flush.
-        drop(self.applier.take());
+        let _ = self.applier.settle();
         if let Some(file) = self.holder_file.take() {
             // The log's segments go once sled holds all they hold.
             if self.db.flush().is_ok()
@@ -494,40 +496,30 @@ impl RunStore for SledStore {
             return Err(StoreError::Corrupt("a run starts with run_created, numbered 1".into()));
         }
         let id = run.run_id.clone();
-        let changes = vec![
-            Change::Insert(TreeId::Runs, id.as_str().into(), encode(&RunRecord::new(&run)).into()),
-            Change::Insert(
-                TreeId::Definitions,
-                id.as_str().into(),
-                encode(&DefinitionRecord::new(&run)).into(),
-            ),
-            Change::Insert(
-                TreeId::Events,
-                key(&id, 1).into(),
-                compressed(&ChunkRecord::new(std::slice::from_ref(&run.created))).into(),
-            ),
-        ];
+        let (name, first_key) = (IVec::from(id.as_str()), IVec::from(key(&id, 1)));
+        let record = IVec::from(encode(&RunRecord::new(&run)));
+        let definition = IVec::from(encode(&DefinitionRecord::new(&run)));
+        let chunk = IVec::from(compressed(&ChunkRecord::new(std::slice::from_ref(&run.created))));
         self.write(|| {
             let result =
                 (&self.runs, &self.definitions, &self.events).transaction(|(runs, definitions, events)| {
-                    if runs.get(id.as_str())?.is_some() {
+                    if runs.get(&name)?.is_some() {
                         return Err(ConflictableTransactionError::Abort(StoreError::AlreadyExists(
                             id.to_string(),
                         )));
                     }
-                    for change in &changes {
-                        if let Change::Insert(tree, key, value) = change {
-                            let tree = match tree {
-                                TreeId::Runs => runs,
-                                TreeId::Definitions => definitions,
-                                _ => events,
-                            };
-                            tree.insert(key.clone(), value.clone())?;
-                        }
-                    }
+                    runs.insert(&name, record.clone())?;
+                    definitions.insert(&name, definition.clone())?;
+                    events.insert(&first_key, chunk.clone())?;
                     Ok(())
                 });
-            unwrap_tx(result).map(|()| ((), changes.clone()))
+            unwrap_tx(result)?;
+            let changes = vec![
+                Change::Insert(TreeId::Runs, name.clone(), record.clone()),
+                Change::Insert(TreeId::Definitions, name.clone(), definition.clone()),
+                Change::Insert(TreeId::Events, first_key.clone(), chunk.clone()),
+            ];
+            Ok(((), changes))
         })?;
         self.after_append().await
     }
@@ -553,29 +545,13 @@ impl RunStore for SledStore {
                 }
             };
             // The commit point: appends are checked against the run's last
-            // event here, one at a time (under the log's lock, or this one).
+            // event here, one at a time (under this lock).
             if record.last_seq != expected_seq {
                 return Err(conflict(record.last_seq));
             }
-            let mut changes = match &self.applier {
-                // Logged as JSON; packed into sled off this task.
-                Some(applier) => {
-                    applier.queue(chunk_key.clone(), json.clone())?;
-                    vec![Change::Insert(TreeId::Events, chunk_key.clone(), json.clone())]
-                }
-                None => {
-                    let chunk = IVec::from(pack(&json));
-                    let swapped = self
-                        .events
-                        .compare_and_swap(&chunk_key, None::<&[u8]>, Some(chunk.clone()))
-                        .map_err(io)?;
-                    if swapped.is_err() {
-                        live.remove(run.as_str());
-                        return Err(conflict(self.last_seq(run)?));
-                    }
-                    vec![Change::Insert(TreeId::Events, chunk_key.clone(), chunk)]
-                }
-            };
+            // Logged as JSON; packed into sled off this task.
+            self.applier.queue(chunk_key.clone(), json.clone())?;
+            let mut changes = vec![Change::Insert(TreeId::Events, chunk_key.clone(), json.clone())];
             // The index follows a change of status; `repair_index` mends it
             // if a crash comes first.
             if record.advance(events) {

@@ -83,6 +83,12 @@ pub(crate) fn pack(json: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A record in the form the store keeps it: JSON is packed, a record
+/// already packed (or compressed by an older store) stays as it is.
+pub(crate) fn kept(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.first() == Some(&b'{') { pack(bytes).into() } else { bytes.into() }
+}
+
 /// A stored record's JSON: decompressed when it was stored compressed.
 pub(crate) fn unpack(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
     let (frame, with_dictionary) = match bytes {
