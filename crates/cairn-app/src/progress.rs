@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
-use cairn_domain::state::{EventKind, StepPath, Timestamp};
+use cairn_domain::state::{Event, EventKind, StepPath, Timestamp};
 use cairn_ports::{EventSink, LiveEvent};
 
 /// Prints one line per step transition to stderr.
@@ -88,6 +88,18 @@ impl EventSink for Progress {
             // One write per line: stderr is unbuffered.
             line.push('\n');
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
+    fn recorded(&self, run: &RunId, events: &[Event]) {
+        // One write for the lines of one append.
+        let mut text = String::new();
+        for line in events.iter().filter_map(|e| self.line(run, &e.kind, e.at)) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        if !text.is_empty() {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
     }
 }

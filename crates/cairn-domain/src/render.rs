@@ -144,6 +144,11 @@ impl Renderer {
             return Ok(Value::String(source.to_owned()));
         }
         if let Some(expr) = single_expression(source) {
+            if template::is_path(expr)
+                && let Some(value) = template::lookup(&ctx.0, expr)
+            {
+                return serde_json::to_value(&value).map_err(|e| e.to_string());
+            }
             let compiled = self.env.compile_expression(expr).map_err(|e| template::describe_error(&e))?;
             let value = compiled.eval(&ctx.0).map_err(|e| template::describe_error(&e))?;
             if value.is_undefined() {
@@ -161,7 +166,11 @@ impl Renderer {
     }
 
     fn text_of(&self, source: &str, ctx: &Context) -> Result<String, String> {
-        let text = self.env.render_str(source, &ctx.0).map_err(|e| template::describe_error(&e))?;
+        let fast = template::Substitutions::of(source).and_then(|s| s.render(&ctx.0));
+        let text = match fast {
+            Some(text) => text,
+            None => self.env.render_str(source, &ctx.0).map_err(|e| template::describe_error(&e))?,
+        };
         if text.len() > MAX_RENDERED_BYTES {
             return Err(format!("the template produced more than {MAX_RENDERED_BYTES} bytes"));
         }

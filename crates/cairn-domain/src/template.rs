@@ -4,6 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use std::fmt::Write as _;
+
+use minijinja::value::{Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
 /// Instructions one render may execute; a runaway loop stops with an error.
@@ -21,18 +24,139 @@ pub fn environment() -> Environment<'static> {
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(64);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    // Lists, mappings and none written into text read as JSON, the form
-    // prompts and programs expect, not as Python-style reprs.
-    env.set_formatter(|out, state, value| match value.kind() {
-        minijinja::value::ValueKind::None => out.write_str("null").map_err(minijinja::Error::from),
-        minijinja::value::ValueKind::Map | minijinja::value::ValueKind::Seq => {
-            let json = serde_json::to_string(value)
-                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))?;
+    env.set_formatter(|out, state, value| match structured_text(value) {
+        Some(json) => {
+            let json = json.map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e))?;
             out.write_str(&json).map_err(minijinja::Error::from)
         }
-        _ => minijinja::escape_formatter(out, state, value),
+        None => minijinja::escape_formatter(out, state, value),
     });
     env
+}
+
+/// How lists, mappings and none read when written into text: as JSON, the
+/// form prompts and programs expect, not as Python-style reprs. `None` for
+/// every other kind, which is written as itself.
+fn structured_text(value: &Value) -> Option<Result<String, String>> {
+    match value.kind() {
+        ValueKind::None => Some(Ok("null".to_owned())),
+        ValueKind::Map | ValueKind::Seq => Some(serde_json::to_string(value).map_err(|e| e.to_string())),
+        _ => None,
+    }
+}
+
+/// A template that is only text and `{{ name.attr }}` substitutions, the
+/// form most prompts take, split into its pieces: it is rendered and
+/// analysed without a MiniJinja parse, which would cost more than the rest
+/// of a step. Everything else (filters, blocks, comments, whitespace
+/// control, keywords) is left to MiniJinja, and where both apply they
+/// agree: a differential test holds them to it.
+#[derive(Debug)]
+pub struct Substitutions<'a> {
+    pieces: Vec<Piece<'a>>,
+}
+
+#[derive(Debug)]
+enum Piece<'a> {
+    Text(&'a str),
+    /// A dotted path: `steps.plan.output`.
+    Path(&'a str),
+}
+
+/// Names MiniJinja reads as something other than a variable.
+const NOT_VARIABLES: [&str; 15] = [
+    "true", "True", "false", "False", "none", "None", "loop", "self", "not", "and", "or", "in", "is", "if",
+    "else",
+];
+
+impl<'a> Substitutions<'a> {
+    /// The pieces of `source`, or `None` when it needs MiniJinja.
+    pub fn of(source: &'a str) -> Option<Self> {
+        if source.contains("{%") || source.contains("{#") {
+            return None;
+        }
+        // MiniJinja drops one trailing newline, as Jinja does.
+        let source = source.strip_suffix('\n').unwrap_or(source);
+        let mut rest = source.strip_suffix('\r').unwrap_or(source);
+        let mut pieces = Vec::new();
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                pieces.push(Piece::Text(&rest[..open]));
+            }
+            let inner = &rest[open + 2..];
+            let close = inner.find("}}")?;
+            let path = inner[..close].trim_matches([' ', '\t', '\n', '\r']);
+            if !is_path(path) {
+                return None;
+            }
+            pieces.push(Piece::Path(path));
+            rest = &inner[close + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest));
+        }
+        Some(Self { pieces })
+    }
+
+    /// The dotted paths substituted, as [`references`] reports them.
+    pub fn paths(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Path(path) => Some(*path),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// The text against `ctx`, or `None` when a name is missing or a value
+    /// is of a kind only MiniJinja writes: rendering it there gives the
+    /// same text or the error to report.
+    pub fn render(&self, ctx: &Value) -> Option<String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Path(path) => {
+                    let value = lookup(ctx, path)?;
+                    match structured_text(&value) {
+                        Some(json) => out.push_str(&json.ok()?),
+                        None if matches!(
+                            value.kind(),
+                            ValueKind::String | ValueKind::Number | ValueKind::Bool
+                        ) =>
+                        {
+                            write!(out, "{value}").ok()?;
+                        }
+                        None => return None,
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Whether `text` is a dotted path of plain names: `steps.plan.output`.
+pub fn is_path(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|name| {
+            let mut bytes = name.bytes();
+            bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !NOT_VARIABLES.contains(&name)
+        })
+}
+
+/// The value at a dotted path of `ctx`, looked up as MiniJinja does, or
+/// `None` when a part is missing or the value is not plain data.
+pub fn lookup(ctx: &Value, path: &str) -> Option<Value> {
+    let mut value = ctx.clone();
+    for name in path.split('.') {
+        value = value.get_attr(name).ok()?;
+    }
+    (!matches!(
+        value.kind(),
+        ValueKind::Undefined | ValueKind::Invalid | ValueKind::Iterable | ValueKind::Plain
+    ))
+    .then_some(value)
 }
 
 /// Whether the text has any template syntax at all; plain text needs no parsing.
@@ -45,6 +169,9 @@ pub fn has_syntax(source: &str) -> bool {
 pub fn references(env: &Environment<'_>, source: &str) -> Result<BTreeSet<String>, String> {
     if !has_syntax(source) {
         return Ok(BTreeSet::new());
+    }
+    if let Some(substitutions) = Substitutions::of(source) {
+        return Ok(substitutions.paths().map(str::to_owned).collect());
     }
     let template = env.template_from_str(source).map_err(|e| describe_error(&e))?;
     Ok(template.undeclared_variables(true).into_iter().collect())
@@ -99,5 +226,73 @@ mod tests {
         assert_eq!(single_expression("  {{- x -}} "), Some("x"));
         assert_eq!(single_expression("{{ a }} and {{ b }}"), None);
         assert_eq!(single_expression("text {{ a }}"), None);
+    }
+
+    /// Fragments templates are made of: text with the characters that
+    /// matter to MiniJinja, and substitutions with every spacing.
+    fn fragment() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let name = prop::sample::select(vec![
+            "a", "b", "n", "f", "t", "nil", "items", "text", "map", "missing", "none", "loop", "not",
+            "range", "x_1",
+        ]);
+        let path = prop::collection::vec(name, 1..4).prop_map(|names| names.join("."));
+        let space = prop::sample::select(vec!["", " ", "  ", "\n", "\t", "-", " -", "- "]);
+        prop_oneof![
+            prop::sample::select(vec![
+                "x", " ", "\n", "\r", "{", "}", "{{", "}}", "{%", "%}", "{#", ".", "-", "é"
+            ])
+            .prop_map(str::to_owned),
+            (space.clone(), path, space).prop_map(|(l, p, r)| format!("{{{{{l}{p}{r}}}}}")),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Where the substitution fast path answers, MiniJinja gives the
+        /// same text and the same references.
+        #[test]
+        fn substitutions_agree_with_minijinja(parts in proptest::collection::vec(fragment(), 0..8)) {
+            let source = parts.concat();
+            let env = environment();
+            let ctx = Value::from(minijinja::value::Serde(serde_json::json!({
+                "a": {"b": {"n": 1}, "text": "hi {{ a }}", "f": 1.5},
+                "b": "plain", "n": 42, "f": 0.25, "t": true, "nil": null,
+                "items": [1, "two", {"a": null}], "text": "line\nnext", "map": {"x_1": [true]},
+            })));
+            let Some(fast) = Substitutions::of(&source) else { return Ok(()) };
+            let template = env.template_from_str(&source);
+            proptest::prop_assert!(template.is_ok(), "{source:?} parses: {template:?}");
+            let paths: BTreeSet<String> = fast.paths().map(str::to_owned).collect();
+            let slow: BTreeSet<String> = template.expect("checked").undeclared_variables(true).into_iter().collect();
+            proptest::prop_assert_eq!(&paths, &slow, "references of {:?}", source);
+            if let Some(text) = fast.render(&ctx) {
+                proptest::prop_assert_eq!(Ok(text), env.render_str(&source, &ctx).map_err(|e| e.to_string()), "{:?}", source);
+            }
+            if let Some(expr) = single_expression(&source).filter(|e| is_path(e)) {
+                let slow = env.compile_expression(expr).and_then(|e| e.eval(&ctx)).ok().filter(|v| !v.is_undefined());
+                let fast = lookup(&ctx, expr);
+                if let Some(value) = &fast {
+                    proptest::prop_assert_eq!(Some(value), slow.as_ref(), "{:?}", source);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn substitutions_cover_plain_prompts_and_leave_the_rest() {
+        assert!(Substitutions::of("after {{ steps.s1.output }} and {{inputs.file}}\n").is_some());
+        for source in
+            ["{{ x | upper }}", "{% if a %}b{% endif %}", "{# c #}", "{{- a }}", "{{ a[0] }}", "{{ none }}"]
+        {
+            assert!(Substitutions::of(source).is_none(), "{source}");
+        }
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"a": {"b": [1, null]}, "s": "x"})));
+        let rendered = Substitutions::of("{{ a.b }}/{{ s }}/{{ a }}").and_then(|s| s.render(&ctx));
+        assert_eq!(rendered.as_deref(), Some(r#"[1,null]/x/{"b":[1,null]}"#));
+        assert_eq!(
+            Substitutions::of("{{ a.c }}").and_then(|s| s.render(&ctx)),
+            None,
+            "missing: MiniJinja reports it"
+        );
     }
 }

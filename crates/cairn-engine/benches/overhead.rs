@@ -93,15 +93,23 @@ async fn measure(name: &str, yaml: &str, steps: usize) -> serde_json::Value {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter or other flags are ignored.
+    // `cargo bench` passes `--bench`; any other argument filters the
+    // workflows by name, as `cargo bench -- <filter>` does elsewhere.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
     let rows = runtime.block_on(async {
-        vec![
-            measure("chain 1,000 steps", &chain(STEPS), STEPS).await,
-            measure("fan-in 1,000 wide", &fan_in(STEPS), STEPS + 1).await,
-            measure("fan-out 1,000 items + reduce", &cairn_testkit::bench::fan_out(STEPS), STEPS + 2).await,
-        ]
+        let workflows = [
+            ("chain 1,000 steps", chain(STEPS), STEPS),
+            ("fan-in 1,000 wide", fan_in(STEPS), STEPS + 1),
+            ("fan-out 1,000 items + reduce", cairn_testkit::bench::fan_out(STEPS), STEPS + 2),
+        ];
+        let mut rows = Vec::new();
+        for (name, yaml, steps) in workflows.iter().filter(|(name, ..)| wanted(name)) {
+            rows.push(measure(name, yaml, *steps).await);
+        }
+        rows
     });
     println!("{}", json!({ "engine": rows }));
 }

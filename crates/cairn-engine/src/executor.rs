@@ -289,9 +289,8 @@ impl Engine {
         let Some(first) = staged.first().map(|e| e.seq) else { return Ok(()) };
         let before = first - 1;
         self.store.append(&state.run_id, before, staged).await?;
-        for event in staged.drain(..) {
-            self.sink.emit(&state.run_id, &LiveEvent::Recorded(&event));
-        }
+        self.sink.recorded(&state.run_id, staged);
+        staged.clear();
         let every = snapshot_spacing(state.steps.len());
         if state.seq / every > before / every {
             self.snapshot(state).await?;

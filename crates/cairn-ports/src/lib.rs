@@ -100,6 +100,15 @@ pub trait Clock: Send + Sync {
 pub trait EventSink: Send + Sync {
     /// One event of one run.
     fn emit(&self, run: &RunId, event: &LiveEvent<'_>);
+
+    /// The events one append recorded, in order: by default one
+    /// [`LiveEvent::Recorded`] each; a sink that writes to a file or a
+    /// terminal can write them at once.
+    fn recorded(&self, run: &RunId, events: &[Event]) {
+        for event in events {
+            self.emit(run, &LiveEvent::Recorded(event));
+        }
+    }
 }
 
 /// What an [`EventSink`] receives.

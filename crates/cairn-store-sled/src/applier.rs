@@ -3,10 +3,12 @@
 //! An append hands its chunk (as JSON) to this queue, and a thread of the
 //! store's own compresses it and inserts it into sled, on the other core
 //! while the appender goes on (with `Durability::Sync`, waits for the
-//! write-ahead log's sync, which is what makes the append durable). Whoever reads the event tree first applies
-//! what is still queued ([`Applier::settle`]), so reads always see every
-//! append that returned. Chunks are applied in the order they were queued
-//! (under the log's lock, so in log order).
+//! write-ahead log's sync, which is what makes the append durable). The
+//! thread lets chunks gather for [`GATHER`] after it is woken, so one
+//! wake-up serves a burst of appends. Whoever reads the event tree first
+//! applies what is still queued ([`Applier::settle`]), so reads always see
+//! every append that returned. Chunks are applied in the order they were
+//! queued (under the log's lock, so in log order).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -19,6 +21,12 @@ use crate::records::pack;
 /// Queued chunks past which an appender applies them itself, so a thread
 /// that falls behind costs speed, never unbounded memory.
 const MOST_QUEUED: usize = 4096;
+
+/// How long the thread, once woken, lets chunks gather before applying
+/// them: one wake-up (a futex call and an interrupt to the other core on
+/// the appender's path) then serves every append of those milliseconds,
+/// not each one.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The queue and the thread that empties it.
 pub(crate) struct Applier {
@@ -38,7 +46,7 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     chunks: Vec<(IVec, IVec)>,
-    /// The thread waits for work.
+    /// The thread waits for work and must be woken for it.
     idle: bool,
     stop: bool,
     /// Why an insert failed: sled no longer holds every append.
@@ -82,6 +90,11 @@ impl Shared {
                     queue = self.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
                 }
                 queue.idle = false;
+                if queue.stop {
+                    return;
+                }
+                // Woken by a stop, at worst, which drains and returns early.
+                queue = self.wake.wait_timeout(queue, GATHER).unwrap_or_else(PoisonError::into_inner).0;
                 if queue.stop {
                     return;
                 }

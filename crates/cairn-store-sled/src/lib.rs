@@ -532,18 +532,16 @@ impl RunStore for SledStore {
         let json = IVec::from(encode(&ChunkRecord::new(events)));
         self.write(|| {
             let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let record = match live.entry(run.to_string()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let Some(bytes) = self.runs.get(run.as_str()).map_err(io)? else {
-                        return Err(StoreError::NotFound(run.to_string()));
-                    };
-                    let mut record: RunRecord = decode(&bytes)?;
-                    self.settle()?;
-                    record.last_seq = self.last_seq(run)?;
-                    e.insert(record)
-                }
-            };
+            if !live.contains_key(run.as_str()) {
+                let Some(bytes) = self.runs.get(run.as_str()).map_err(io)? else {
+                    return Err(StoreError::NotFound(run.to_string()));
+                };
+                let mut record: RunRecord = decode(&bytes)?;
+                self.settle()?;
+                record.last_seq = self.last_seq(run)?;
+                live.insert(run.to_string(), record);
+            }
+            let record = live.get_mut(run.as_str()).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
             // The commit point: appends are checked against the run's last
             // event here, one at a time (under this lock).
             if record.last_seq != expected_seq {

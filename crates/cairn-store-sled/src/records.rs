@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 const VERSION: u32 = 1;
 
 pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    serde_json::to_vec(record).unwrap_or_default()
+    // Sized for a typical chunk: growing from serde_json's default costs
+    // several reallocations per append.
+    let mut out = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut out, record) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The first bytes of a zstd frame. A JSON record starts with `{`, so a
