@@ -31,6 +31,7 @@ mod wal;
 pub use wal::SEGMENT_BYTES;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
@@ -106,7 +107,7 @@ pub struct SledStore {
     /// Group commit for `Durability::Sync`.
     commits: Commits,
     /// The write-ahead log, with `Durability::Sync` on a data directory.
-    wal: Option<Wal>,
+    wal: Option<Arc<Wal>>,
     /// Writes appended chunks into sled off the appender.
     applier: Applier,
     /// The index records of runs appended to since the store opened, with
@@ -221,7 +222,7 @@ impl SledStore {
             |e: StoreError| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() };
         let next_segment = store.recover(dir).map_err(unreadable)?;
         if durability == Durability::Sync {
-            store.wal = Some(Wal::create(dir, next_segment).map_err(unreadable)?);
+            store.wal = Some(Arc::new(Wal::create(dir, next_segment).map_err(unreadable)?));
         }
         store.repair_index().map_err(unreadable)?;
         Ok(store)
@@ -319,9 +320,9 @@ impl SledStore {
     /// 1; [`SEGMENT_BYTES`] unless set). Only a store with a log has
     /// segments: `Durability::Sync` on a data directory. Smaller segments bound the log
     /// replayed after a crash; larger ones flush sled less often.
-    pub fn segment_bytes(mut self, bytes: u64) -> Self {
-        if let Some(wal) = &mut self.wal {
-            wal.limit = bytes.max(1);
+    pub fn segment_bytes(self, bytes: u64) -> Self {
+        if let Some(wal) = &self.wal {
+            wal.set_limit(bytes.max(1));
         }
         self
     }
@@ -372,15 +373,8 @@ impl SledStore {
     pub async fn flush(&self) -> Result<(), StoreError> {
         match &self.wal {
             Some(wal) => {
-                let file = wal.file();
-                let synced = off_the_runtime(move || {
-                    file.sync_data().map_err(|e| StoreError::Io(format!("write-ahead log: syncing: {e}")))
-                })
-                .await;
-                if let Err(e) = &synced {
-                    wal.fail(&e.to_string());
-                }
-                synced
+                let wal = Arc::clone(wal);
+                off_the_runtime(move || wal.sync()).await
             }
             None => {
                 self.settle()?;

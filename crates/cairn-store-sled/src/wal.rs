@@ -3,26 +3,37 @@
 //! sled makes its writes durable with `flush`, which costs far more than the
 //! disk's own sync: it hands the write to sled's I/O pool, wakes every idle
 //! thread of it, and rewrites tree pages. So with `Durability::Sync` every
-//! change the store makes to sled is also appended, in the same order, to a
+//! change the store makes to sled is also logged, in the same order, to a
 //! plain file in the data directory, and `append` returns once that file is
-//! synced (`fdatasync`): one write and one sync per group commit, the disk's
-//! own rate. sled is flushed only at checkpoints (when a segment has grown
-//! past [`SEGMENT_BYTES`] or the store's own limit, and when the store closes), after which the
+//! synced: one write and one `fdatasync` per group commit. sled is flushed
+//! only at checkpoints (when a segment has grown past [`SEGMENT_BYTES`] or
+//! the store's own limit, and when the store closes), after which the
 //! segments it covers are deleted. Opening a store replays whatever segments
 //! are left into sled before anything reads it.
+//!
+//! A segment's file is filled with zeros before records go into it
+//! ([`PREALLOCATED`] at first, more as it fills), and records overwrite
+//! those zeros: a sync then writes data into blocks the file already has,
+//! never a new file size or block map, so it costs one write and a cache
+//! flush rather than also an inode write (on ext4 the difference is close
+//! to half of each sync). Where the file system allows it, the segment is
+//! written with direct I/O (`O_DIRECT`) in whole 4 KiB blocks, the block
+//! holding the end of the log rewritten with each sync; elsewhere through
+//! the page cache.
 //!
 //! A segment is a sequence of records, each `[length u32][crc32 u32]
 //! [payload]` (little-endian), the payload one or more changes: `[1][tree]
 //! [key length u32][key][value length u32][value]` for an insert, `[2][tree]
 //! [key length u32][key]` for a removal. A record is the changes of one
 //! store operation, so replay applies all of an operation or none of it.
-//! Replay stops at the first record that is cut short or fails its checksum:
-//! that is the write a crash interrupted, never acknowledged to anyone.
+//! Replay stops at the first record that is cut short, fails its checksum
+//! or has length zero (the zeros after the last record): that is the end,
+//! or the write a crash interrupted, never acknowledged to anyone.
 //! Changes are whole values and removals of single keys, so replaying a
 //! segment over a sled that already holds some of it ends in the same state.
 
 use std::fs::File;
-use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +43,26 @@ use sled::IVec;
 /// The size past which a segment is closed and sled checkpointed, unless
 /// the store is told otherwise ([`crate::SledStore::segment_bytes`]).
 pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Zeros a new segment's file starts with; whenever the log reaches the
+/// file's end, it grows by as much as it has (at most [`MOST_GROWTH`]).
+pub const PREALLOCATED: u64 = 256 * 1024;
+
+/// The most zeros one growth of a segment writes (while the sync that
+/// needs them waits).
+const MOST_GROWTH: u64 = 4 * 1024 * 1024;
+
+/// The unit of direct I/O: offsets and lengths of writes are multiples of
+/// it, and so is the address of the memory written from.
+const BLOCK: usize = 4096;
+
+/// Bytes one write covers at most: the size of the aligned buffer writes
+/// are made from.
+const CHUNK: usize = 64 * 1024;
+
+/// Memory aligned for direct I/O, to write from.
+#[repr(C, align(4096))]
+struct Aligned([u8; CHUNK]);
 
 /// The prefix of a segment's file name; the rest is its number in hex.
 pub(crate) const SEGMENT_PREFIX: &str = "wal-";
@@ -74,19 +105,39 @@ const HEADER: usize = 8;
 pub(crate) struct Wal {
     dir: PathBuf,
     segment: Mutex<Segment>,
+    /// Held by the one sync that writes at a time, so writes of the log's
+    /// end happen in order.
+    syncing: Mutex<Box<Aligned>>,
     /// The size past which [`Wal::full`] says so.
-    pub limit: u64,
+    limit: std::sync::atomic::AtomicU64,
 }
 
 struct Segment {
     number: u64,
-    file: Arc<File>,
+    file: Arc<SegmentFile>,
+    /// Bytes of records logged.
     len: u64,
+    /// Bytes of records written and synced.
+    synced: u64,
+    /// The log from `tail_at` (a multiple of [`BLOCK`]) to `len`: what the
+    /// next sync writes, starting with the block it shares with what is
+    /// synced already.
+    tail: Vec<u8>,
+    tail_at: u64,
     /// Reused for encoding each record.
     buf: Vec<u8>,
     /// Set once a write or sync failed: what follows a half-written record
     /// could not be replayed, so nothing more is written.
     broken: Option<String>,
+}
+
+/// A segment's open file.
+struct SegmentFile {
+    file: File,
+    /// Whether it was opened for direct I/O.
+    direct: bool,
+    /// Bytes of the file that exist (zeros past the log's end).
+    capacity: Mutex<u64>,
 }
 
 fn io(what: &str, e: std::io::Error) -> StoreError {
@@ -198,38 +249,122 @@ fn encode(changes: &[Change], buf: &mut Vec<u8>) {
     buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Makes a new, empty segment durable in `dir` (its directory entry too).
-fn create_segment(dir: &Path, number: u64) -> Result<File, StoreError> {
-    let file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(segment_path(dir, number))
-        .map_err(|e| io("creating a segment", e))?;
+/// Makes a new segment durable in `dir`: its file, [`PREALLOCATED`] bytes
+/// of zeros, and its directory entry. Direct I/O where the file system
+/// takes it (opening and writing the zeros with it succeed), the page
+/// cache elsewhere.
+fn create_segment(dir: &Path, number: u64, zeros: &mut Aligned) -> Result<SegmentFile, StoreError> {
+    let path = segment_path(dir, number);
+    let create = |direct: bool, zeros: &mut Aligned| -> Result<SegmentFile, std::io::Error> {
+        let mut options = std::fs::OpenOptions::new();
+        options.create_new(true).write(true);
+        #[cfg(target_os = "linux")]
+        if direct {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let segment = SegmentFile { file: options.open(&path)?, direct, capacity: Mutex::new(0) };
+        segment.grow(PREALLOCATED, zeros)?;
+        Ok(segment)
+    };
+    let segment = match create(cfg!(target_os = "linux"), zeros) {
+        Ok(segment) => segment,
+        Err(_) if cfg!(target_os = "linux") => {
+            let _ = std::fs::remove_file(&path);
+            create(false, zeros).map_err(|e| io("creating a segment", e))?
+        }
+        Err(e) => return Err(io("creating a segment", e)),
+    };
+    segment.file.sync_all().map_err(|e| io("syncing a new segment", e))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the data directory", e))?;
-    Ok(file)
+    Ok(segment)
+}
+
+impl SegmentFile {
+    /// Fills the file with zeros up to at least `size` bytes (a multiple of
+    /// [`CHUNK`]). Not synced: the sync that follows makes it durable.
+    fn grow(&self, size: u64, zeros: &mut Aligned) -> Result<(), std::io::Error> {
+        let mut capacity = lock(&self.capacity);
+        let size = size.div_ceil(CHUNK as u64) * CHUNK as u64;
+        zeros.0.fill(0);
+        while *capacity < size {
+            self.file.write_all_at(&zeros.0, *capacity)?;
+            *capacity += CHUNK as u64;
+        }
+        Ok(())
+    }
+
+    fn capacity(&self) -> u64 {
+        *lock(&self.capacity)
+    }
+
+    /// Writes `bytes` (whole blocks, from aligned memory) at `at`.
+    fn write_at(&self, bytes: &[u8], at: u64) -> Result<(), StoreError> {
+        self.file.write_all_at(bytes, at).map_err(|e| io("writing", e))
+    }
+
+    /// Writes the log's end `tail` (which starts at the block boundary
+    /// `at`), padded with zeros to whole blocks, growing the file first if
+    /// it reaches past it; then syncs.
+    fn write_tail(&self, tail: &[u8], at: u64, buf: &mut Aligned) -> Result<(), StoreError> {
+        let end = at + tail.len() as u64;
+        let capacity = self.capacity();
+        if end > capacity {
+            let more = capacity.clamp(CHUNK as u64, MOST_GROWTH);
+            self.grow(end.max(capacity + more), buf).map_err(|e| io("growing a segment", e))?;
+        }
+        for (i, piece) in tail.chunks(CHUNK).enumerate() {
+            let padded = piece.len().div_ceil(BLOCK) * BLOCK;
+            buf.0[..piece.len()].copy_from_slice(piece);
+            buf.0[piece.len()..padded].fill(0);
+            let offset = at + (i * CHUNK) as u64;
+            if !self.direct {
+                // Through the page cache only the log's own bytes are written.
+                self.write_at(piece, offset)?;
+                continue;
+            }
+            self.write_at(&buf.0[..padded], offset)?;
+        }
+        self.file.sync_data().map_err(|e| io("syncing", e))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a lock leaves nothing half-done that the
+    // `broken` flag does not already say.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Wal {
     /// Starts a log in `dir` with a new segment numbered `number`.
     pub fn create(dir: &Path, number: u64) -> Result<Self, StoreError> {
-        let file = Arc::new(create_segment(dir, number)?);
+        let mut aligned = Box::new(Aligned([0; CHUNK]));
+        let file = Arc::new(create_segment(dir, number, &mut aligned)?);
         Ok(Self {
             dir: dir.to_path_buf(),
-            segment: Mutex::new(Segment { number, file, len: 0, buf: Vec::new(), broken: None }),
-            limit: SEGMENT_BYTES,
+            segment: Mutex::new(Segment {
+                number,
+                file,
+                len: 0,
+                synced: 0,
+                tail: Vec::new(),
+                tail_at: 0,
+                buf: Vec::new(),
+                broken: None,
+            }),
+            syncing: Mutex::new(aligned),
+            limit: SEGMENT_BYTES.into(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Segment> {
-        // A panic while holding the lock leaves nothing half-done that the
-        // `broken` flag does not already say.
-        self.segment.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.segment)
     }
 
     /// Runs `change` (which changes sled and returns what it changed) and
     /// appends its changes as one record, both under the log's lock, so that
-    /// the log holds changes in the order sled saw them. Nothing is durable
-    /// until [`Wal::sync`].
+    /// the log holds changes in the order sled saw them. Nothing is written
+    /// or durable until [`Wal::sync`].
     pub fn log<T>(
         &self,
         change: impl FnOnce() -> Result<(T, Vec<Change>), StoreError>,
@@ -244,40 +379,74 @@ impl Wal {
         }
         let segment = &mut *segment;
         encode(&changes, &mut segment.buf);
-        if let Err(e) = (&*segment.file).write_all(&segment.buf) {
-            segment.broken = Some(e.to_string());
-            return Err(io("appending", e));
-        }
+        segment.tail.extend_from_slice(&segment.buf);
         segment.len += segment.buf.len() as u64;
         Ok(out)
     }
 
-    /// The current segment's file, to sync without holding the lock.
-    pub fn file(&self) -> Arc<File> {
-        self.lock().file.clone()
+    /// Writes what is logged and not yet written, and syncs it: every
+    /// record logged before this call is durable when it returns. A failure
+    /// marks the log broken: nothing after it is written.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut aligned = lock(&self.syncing);
+        let (file, tail, at, end) = {
+            let segment = self.lock();
+            if let Some(why) = &segment.broken {
+                return Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})")));
+            }
+            if segment.synced == segment.len {
+                return Ok(());
+            }
+            (segment.file.clone(), segment.tail.clone(), segment.tail_at, segment.len)
+        };
+        let written = file.write_tail(&tail, at, &mut aligned);
+        let mut segment = self.lock();
+        if let Err(e) = &written {
+            segment.broken = Some(e.to_string());
+            return written;
+        }
+        // Another segment may have started meanwhile (see `rotate`), which
+        // wrote and synced this one first.
+        if Arc::ptr_eq(&segment.file, &file) {
+            segment.synced = end;
+            // Keep the block the next write shares with this one.
+            let keep_from = end / BLOCK as u64 * BLOCK as u64;
+            let done = (keep_from - segment.tail_at) as usize;
+            segment.tail.drain(..done);
+            segment.tail_at = keep_from;
+        }
+        Ok(())
     }
 
-    /// Marks the log unusable after a failed sync: what the failed sync
-    /// should have made durable may be lost, so nothing after it is written.
-    pub fn fail(&self, why: &str) {
-        self.lock().broken = Some(why.to_owned());
+    /// Sets the size past which [`Wal::full`] says so.
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the current segment has grown past its limit.
     pub fn full(&self) -> bool {
-        self.lock().len >= self.limit
+        self.lock().len >= self.limit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Syncs and closes the current segment and starts the next one;
+    /// Writes and syncs the current segment and starts the next one;
     /// returns the new segment's number. Every segment before it may be
     /// deleted once sled has been flushed after this returns.
     pub fn rotate(&self) -> Result<u64, StoreError> {
+        let mut aligned = lock(&self.syncing);
         let mut segment = self.lock();
-        segment.file.sync_data().map_err(|e| io("syncing a segment", e))?;
+        if let Some(why) = &segment.broken {
+            return Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})")));
+        }
+        let segment = &mut *segment;
+        if let Err(e) = segment.file.write_tail(&segment.tail, segment.tail_at, &mut aligned) {
+            segment.broken = Some(e.to_string());
+            return Err(e);
+        }
         let number = segment.number + 1;
-        segment.file = Arc::new(create_segment(&self.dir, number)?);
+        segment.file = Arc::new(create_segment(&self.dir, number, &mut aligned)?);
         segment.number = number;
-        segment.len = 0;
+        (segment.len, segment.synced, segment.tail_at) = (0, 0, 0);
+        segment.tail.clear();
         Ok(number)
     }
 
@@ -333,8 +502,9 @@ mod tests {
         let first = vec![insert("a", "1"), Change::Remove(TreeId::Runs, IVec::from(&b"r"[..]))];
         wal.log(|| Ok(((), first.clone()))).expect("log");
         wal.log(|| Ok(((), vec![insert("b", "2")]))).expect("log");
-        wal.file().sync_data().expect("sync");
-        let whole = std::fs::read(segment_path(&d, 1)).expect("read");
+        wal.sync().expect("sync");
+        let end = wal.lock().len as usize;
+        let whole = std::fs::read(segment_path(&d, 1)).expect("read")[..end].to_vec();
         let mut expected = first.clone();
         expected.push(insert("b", "2"));
         assert_eq!(replayed(&d, 1), expected);
@@ -365,6 +535,8 @@ mod tests {
         wal.log(|| Ok(((), vec![insert("a", "1")]))).expect("log");
         assert_eq!(wal.rotate().expect("rotate"), 8);
         wal.log(|| Ok(((), vec![insert("b", "2")]))).expect("log");
+        assert_eq!(replayed(&d, 8), Vec::new(), "logged, not yet written");
+        wal.sync().expect("sync");
         assert_eq!(segments(&d).expect("list"), vec![7, 8]);
         assert_eq!(replayed(&d, 7), vec![insert("a", "1")]);
         wal.remove_before(8).expect("remove");
@@ -372,5 +544,28 @@ mod tests {
         assert_eq!(replayed(&d, 8), vec![insert("b", "2")]);
         wal.remove_all().expect("remove");
         assert_eq!(segments(&d).expect("list"), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn records_synced_a_few_at_a_time_replay_whole_past_the_preallocated_zeros() {
+        let d = dir("grow");
+        let wal = Wal::create(&d, 1).expect("create");
+        let size = std::fs::metadata(segment_path(&d, 1)).expect("stat").len();
+        assert_eq!(size, PREALLOCATED, "a new segment is its zeros");
+        let mut expected = Vec::new();
+        // Records of every size, some spanning blocks and chunks, synced
+        // after one, two or three of them, past the preallocated end.
+        for i in 0..400usize {
+            let change = insert(&format!("k{i}"), &"v".repeat(i * 7 % 5000));
+            wal.log(|| Ok(((), vec![change.clone()]))).expect("log");
+            expected.push(change);
+            if i % 3 != 1 {
+                wal.sync().expect("sync");
+                assert_eq!(replayed(&d, 1), expected, "after record {i}");
+            }
+        }
+        wal.sync().expect("sync");
+        assert_eq!(replayed(&d, 1), expected);
+        assert!(std::fs::metadata(segment_path(&d, 1)).expect("stat").len() > PREALLOCATED, "grown");
     }
 }
