@@ -133,6 +133,46 @@ fn disk_probe(dir: &Path) -> Result<f64> {
     Ok(rate)
 }
 
+/// A block of memory aligned for direct I/O.
+#[repr(C, align(4096))]
+struct Block([u8; 4096]);
+
+/// `PROBE_FSYNCS` writes of 4 KiB over a file of zeros written and synced
+/// first, each followed by `sync_data`, with direct I/O where the file
+/// system takes it: what cairn's write-ahead log does, per second. The
+/// disk's floor for that log, beside [`disk_probe`]'s for appending.
+fn disk_probe_rewrite(dir: &Path) -> Result<f64> {
+    use std::os::unix::fs::FileExt as _;
+    let path = dir.join("fsync-probe-rewrite.dat");
+    let open = |direct: bool| {
+        let _ = std::fs::remove_file(&path);
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).write(true);
+        #[cfg(target_os = "linux")]
+        if direct {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let file = options.open(&path)?;
+        let zeros = Block([0; 4096]);
+        for i in 0..PROBE_FSYNCS as u64 {
+            file.write_all_at(&zeros.0, i * 4096)?;
+        }
+        file.sync_all()?;
+        Ok::<_, std::io::Error>(file)
+    };
+    let file = open(true).or_else(|_| open(false))?;
+    let block = Block([0x5a; 4096]);
+    let start = Instant::now();
+    for i in 0..PROBE_FSYNCS as u64 {
+        file.write_all_at(&block.0, i * 4096)?;
+        file.sync_data()?;
+    }
+    let rate = PROBE_FSYNCS as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(rate)
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
@@ -229,16 +269,18 @@ pub fn run(cairn: &Path) -> Result<Value> {
     // machine moves by several times within minutes, so each run is set
     // against the disk as it was just before and just after it, and the
     // ratio is the median of those paired ratios.
-    let (mut w1_rates, mut disk_rates, mut walls) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut w1_rates, mut disk_rates, mut rewrite_rates, mut walls) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut events_per_step, mut disk_per_step, mut peak) = (0.0, 0.0, 0);
     chain_run(cairn, &dir, 200)?;
-    let mut before = disk_probe(&dir)?;
+    let (mut before, mut rewrite_before) = (disk_probe(&dir)?, disk_probe_rewrite(&dir)?);
     for _ in 0..W1_REPEATS {
         let (secs, m, events, bytes) = chain_run(cairn, &dir, 200)?;
-        let after = disk_probe(&dir)?;
+        let (after, rewrite_after) = (disk_probe(&dir)?, disk_probe_rewrite(&dir)?);
         w1_rates.push(200.0 / secs);
         disk_rates.push((before + after) / 2.0);
-        before = after;
+        rewrite_rates.push((rewrite_before + rewrite_after) / 2.0);
+        (before, rewrite_before) = (after, rewrite_after);
         walls.push(m.wall.as_secs_f64());
         peak = peak.max(m.peak_kb);
         events_per_step = events as f64 / 200.0;
@@ -246,6 +288,7 @@ pub fn run(cairn: &Path) -> Result<Value> {
     }
     let (w1, disk) = (median(w1_rates.clone()), median(disk_rates.clone()));
     let ratios: Vec<f64> = w1_rates.iter().zip(&disk_rates).map(|(w1, disk)| w1 / disk).collect();
+    let to_rewrite: Vec<f64> = w1_rates.iter().zip(&rewrite_rates).map(|(w1, disk)| w1 / disk).collect();
     let w1_row = json!({
         "steps": 200,
         "runs": W1_REPEATS,
@@ -260,6 +303,8 @@ pub fn run(cairn: &Path) -> Result<Value> {
         "disk_fsyncs_per_s_each": disk_rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
         "ratio_to_disk": (median(ratios.clone()) * 1000.0).round() / 1000.0,
         "ratio_to_disk_each": ratios.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(),
+        "disk_rewrite_fsyncs_per_s": median(rewrite_rates.clone()).round(),
+        "ratio_to_disk_rewrite": (median(to_rewrite) * 1000.0).round() / 1000.0,
     });
     eprintln!("W1 {w1_row}");
 
@@ -443,12 +488,19 @@ pub fn table(ours: &Value, w3: &[Value], peer: Option<&Value>) -> String {
     let _ = writeln!(
         out,
         "W1 vs the disk: median of {} runs, each against the disk probed around it: {:.2} (target >= 0.8; \
-         medians {:.0} steps/s, {:.0} fsyncs/s); W1 events {} B/step",
+         medians {:.0} steps/s, {:.0} fsyncs/s appending 4 KiB); W1 events {} B/step",
         f(&ours["w1"]["runs"]),
         f(&ours["w1"]["ratio_to_disk"]),
         f(&ours["w1"]["steps_per_s"]),
         f(&ours["w1"]["disk_fsyncs_per_s"]),
         f(&ours["w1"]["event_bytes_per_step"]),
+    );
+    let _ = writeln!(
+        out,
+        "W1 vs the disk rewriting a preallocated file with direct I/O, as cairn's log writes: {:.2} \
+         ({:.0} fsyncs/s)",
+        f(&ours["w1"]["ratio_to_disk_rewrite"]),
+        f(&ours["w1"]["disk_rewrite_fsyncs_per_s"]),
     );
     out
 }

@@ -388,7 +388,8 @@ impl SledStore {
     /// holds, once the current segment is full.
     async fn checkpoint_if_full(&self) -> Result<(), StoreError> {
         let Some(wal) = self.wal.as_ref().filter(|w| w.full()) else { return Ok(()) };
-        let keep_from = wal.rotate()?;
+        let rotating = Arc::clone(wal);
+        let keep_from = off_the_runtime(move || rotating.rotate()).await?;
         self.settle()?;
         let db = self.db.clone();
         off_the_runtime(move || db.flush().map(drop).map_err(io)).await?;
