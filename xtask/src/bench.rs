@@ -23,6 +23,13 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("unknown flag {other}; usage: cargo xtask bench [--peers] [--workloads]");
     }
     cargo(&["build", "--release", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
+    // Every bench compiled before any is timed: a build leaves the kernel
+    // writing back its output while the first timings run.
+    let mut build_benches = vec!["bench", "--no-run", "--locked"];
+    for package in ["cairn-engine", "cairn-llm-http", "cairn-app"] {
+        build_benches.extend(["-p", package]);
+    }
+    cargo(&build_benches)?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let cairn = root().join("target/release/cairn");
