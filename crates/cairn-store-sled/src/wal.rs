@@ -14,9 +14,9 @@
 //! A segment's file is filled with zeros before records go into it
 //! ([`PREALLOCATED`] at first, more as it fills), and records overwrite
 //! those zeros: a sync then writes data into blocks the file already has,
-//! never a new file size or block map, so it costs one write and a cache
-//! flush rather than also an inode write (on ext4 the difference is close
-//! to half of each sync). Where the file system allows it, the segment is
+//! with no new file size or block map (except when the log outgrows the
+//! zeros), so it costs one write and a cache flush rather than also an
+//! inode write (on ext4 the difference is close to half of each sync). Where the file system allows it, the segment is
 //! written with direct I/O (`O_DIRECT`) in whole 4 KiB blocks, the block
 //! holding the end of the log rewritten with each sync; elsewhere through
 //! the page cache.
