@@ -121,16 +121,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 fn disk_probe(dir: &Path) -> Result<f64> {
     let path = dir.join("fsync-probe.dat");
     let _ = std::fs::remove_file(&path);
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
     let block = vec![0x5a_u8; 4096];
-    let start = Instant::now();
-    for _ in 0..PROBE_FSYNCS {
-        file.write_all(&block)?;
-        file.sync_data()?;
-    }
-    let rate = PROBE_FSYNCS as f64 / start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&path);
-    Ok(rate)
+    syncs_per_second(&path, &file, |_| (&file).write_all(&block))
 }
 
 /// A block of memory aligned for direct I/O.
@@ -163,13 +156,23 @@ fn disk_probe_rewrite(dir: &Path) -> Result<f64> {
     };
     let file = open(true).or_else(|_| open(false))?;
     let block = Block([0x5a; 4096]);
+    syncs_per_second(&path, &file, |i| file.write_all_at(&block.0, i * 4096))
+}
+
+/// Times `PROBE_FSYNCS` rounds of `write(i)` and `sync_data` on `file`,
+/// then deletes it at `path`; returns the rounds per second.
+fn syncs_per_second(
+    path: &Path,
+    file: &std::fs::File,
+    mut write: impl FnMut(u64) -> std::io::Result<()>,
+) -> Result<f64> {
     let start = Instant::now();
     for i in 0..PROBE_FSYNCS as u64 {
-        file.write_all_at(&block.0, i * 4096)?;
+        write(i)?;
         file.sync_data()?;
     }
     let rate = PROBE_FSYNCS as f64 / start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path);
     Ok(rate)
 }
 
@@ -287,8 +290,9 @@ pub fn run(cairn: &Path) -> Result<Value> {
         disk_per_step = bytes as f64 / 200.0;
     }
     let (w1, disk) = (median(w1_rates.clone()), median(disk_rates.clone()));
-    let ratios: Vec<f64> = w1_rates.iter().zip(&disk_rates).map(|(w1, disk)| w1 / disk).collect();
-    let to_rewrite: Vec<f64> = w1_rates.iter().zip(&rewrite_rates).map(|(w1, disk)| w1 / disk).collect();
+    let paired =
+        |disk: &[f64]| -> Vec<f64> { w1_rates.iter().zip(disk).map(|(w1, disk)| w1 / disk).collect() };
+    let (ratios, to_rewrite) = (paired(&disk_rates), paired(&rewrite_rates));
     let w1_row = json!({
         "steps": 200,
         "runs": W1_REPEATS,

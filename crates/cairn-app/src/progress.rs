@@ -84,22 +84,23 @@ impl EventSink for Progress {
             // Streamed text is for hosts that show it; the summary prints answers.
             LiveEvent::Token { .. } => None,
         };
-        if let Some(mut line) = line {
-            // One write per line: stderr is unbuffered.
-            line.push('\n');
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        }
+        write_lines(line);
     }
 
     fn recorded(&self, run: &RunId, events: &[Event]) {
-        // One write for the lines of one append.
-        let mut text = String::new();
-        for line in events.iter().filter_map(|e| self.line(run, &e.kind, e.at)) {
-            text.push_str(&line);
-            text.push('\n');
-        }
-        if !text.is_empty() {
-            let _ = std::io::stderr().lock().write_all(text.as_bytes());
-        }
+        write_lines(events.iter().filter_map(|e| self.line(run, &e.kind, e.at)));
+    }
+}
+
+/// Writes `lines` to stderr in one write (stderr is unbuffered): the lines
+/// of one append cost one system call, not one each.
+fn write_lines(lines: impl IntoIterator<Item = String>) {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    if !text.is_empty() {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 }

@@ -144,9 +144,7 @@ impl Renderer {
             return Ok(Value::String(source.to_owned()));
         }
         if let Some(expr) = single_expression(source) {
-            if template::is_path(expr)
-                && let Some(value) = template::lookup(&ctx.0, expr)
-            {
+            if let Some(value) = template::lookup(&ctx.0, expr) {
                 return serde_json::to_value(&value).map_err(|e| e.to_string());
             }
             let compiled = self.env.compile_expression(expr).map_err(|e| template::describe_error(&e))?;

@@ -3,7 +3,6 @@
 //! template reads).
 
 use std::collections::BTreeSet;
-
 use std::fmt::Write as _;
 
 use minijinja::value::{Value, ValueKind};
@@ -115,7 +114,7 @@ impl<'a> Substitutions<'a> {
             match piece {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Path(path) => {
-                    let value = lookup(ctx, path)?;
+                    let value = value_at(ctx, path)?;
                     match structured_text(&value) {
                         Some(json) => out.push_str(&json.ok()?),
                         None if matches!(
@@ -135,7 +134,7 @@ impl<'a> Substitutions<'a> {
 }
 
 /// Whether `text` is a dotted path of plain names: `steps.plan.output`.
-pub fn is_path(text: &str) -> bool {
+fn is_path(text: &str) -> bool {
     !text.is_empty()
         && text.split('.').all(|name| {
             let mut bytes = name.bytes();
@@ -145,9 +144,16 @@ pub fn is_path(text: &str) -> bool {
         })
 }
 
-/// The value at a dotted path of `ctx`, looked up as MiniJinja does, or
-/// `None` when a part is missing or the value is not plain data.
+/// The value at `path` in `ctx`, looked up as MiniJinja does, or `None`
+/// when `path` is not a dotted path of plain names ([`Substitutions`]),
+/// a part is missing, or the value is not plain data: MiniJinja then
+/// evaluates it (and reports the error).
 pub fn lookup(ctx: &Value, path: &str) -> Option<Value> {
+    if is_path(path) { value_at(ctx, path) } else { None }
+}
+
+/// [`lookup`] of a path known to be one.
+fn value_at(ctx: &Value, path: &str) -> Option<Value> {
     let mut value = ctx.clone();
     for name in path.split('.') {
         value = value.get_attr(name).ok()?;
@@ -268,7 +274,7 @@ mod tests {
             if let Some(text) = fast.render(&ctx) {
                 proptest::prop_assert_eq!(Ok(text), env.render_str(&source, &ctx).map_err(|e| e.to_string()), "{:?}", source);
             }
-            if let Some(expr) = single_expression(&source).filter(|e| is_path(e)) {
+            if let Some(expr) = single_expression(&source) {
                 let slow = env.compile_expression(expr).and_then(|e| e.eval(&ctx)).ok().filter(|v| !v.is_undefined());
                 let fast = lookup(&ctx, expr);
                 if let Some(value) = &fast {

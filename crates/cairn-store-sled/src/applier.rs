@@ -10,12 +10,13 @@
 //! every append that returned. Chunks are applied in the order they were
 //! queued (under the log's lock, so in log order).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use cairn_ports::StoreError;
 use sled::IVec;
 
+use crate::lock;
 use crate::records::pack;
 
 /// Queued chunks past which an appender applies them itself, so a thread
@@ -51,10 +52,6 @@ struct Queue {
     stop: bool,
     /// Why an insert failed: sled no longer holds every append.
     failed: Option<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn failed_earlier(why: &str) -> StoreError {

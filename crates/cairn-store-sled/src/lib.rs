@@ -415,6 +415,14 @@ impl SledStore {
     }
 }
 
+/// Locks `m`, also after a panic elsewhere while it was held: every state
+/// behind the store's locks is whole between statements, and a failure
+/// that leaves work half-done is recorded in the state itself (the log's
+/// `broken`, the applier's `failed`).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Runs blocking disk work (a sync, sled's blocking `flush`: sled 0.34's
 /// `flush_async` can deadlock its own thread pool under concurrent
 /// writers). On a multi-threaded runtime the worker waits for the disk
@@ -526,7 +534,7 @@ impl RunStore for SledStore {
         let chunk_key = IVec::from(key(run, first.seq));
         let json = IVec::from(encode(&ChunkRecord::new(events)));
         self.write(|| {
-            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut live = lock(&self.live);
             if !live.contains_key(run.as_str()) {
                 let Some(bytes) = self.runs.get(run.as_str()).map_err(io)? else {
                     return Err(StoreError::NotFound(run.to_string()));
@@ -634,7 +642,7 @@ impl RunStore for SledStore {
     async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
         self.write(|| {
             self.settle()?;
-            self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(run.as_str());
+            lock(&self.live).remove(run.as_str());
             if self.runs.remove(run.as_str()).map_err(io)?.is_none() {
                 return Err(StoreError::NotFound(run.to_string()));
             }

@@ -35,10 +35,12 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use cairn_ports::StoreError;
 use sled::IVec;
+
+use crate::lock;
 
 /// The size past which a segment is closed and sled checkpointed, unless
 /// the store is told otherwise ([`crate::SledStore::segment_bytes`]).
@@ -100,21 +102,19 @@ const REMOVE: u8 = 2;
 /// Length and checksum before each record's payload.
 const HEADER: usize = 8;
 
-/// The log: the segment being written, behind one lock that also orders the
-/// changes in sled (see [`Wal::log`]).
+/// The log: what is logged, behind one lock that also orders the changes
+/// in sled (see [`Wal::log`]), and the segment's writer, behind the lock of
+/// the one sync (or rotation) that writes at a time.
 pub(crate) struct Wal {
     dir: PathBuf,
-    segment: Mutex<Segment>,
-    /// Held by the one sync that writes at a time, so writes of the log's
-    /// end happen in order.
-    syncing: Mutex<Box<Aligned>>,
+    log: Mutex<Logged>,
+    writer: Mutex<Writer>,
     /// The size past which [`Wal::full`] says so.
     limit: std::sync::atomic::AtomicU64,
 }
 
-struct Segment {
-    number: u64,
-    file: Arc<SegmentFile>,
+/// The current segment's records, as far as they are logged and synced.
+struct Logged {
     /// Bytes of records logged.
     len: u64,
     /// Bytes of records written and synced.
@@ -131,13 +131,30 @@ struct Segment {
     broken: Option<String>,
 }
 
-/// A segment's open file.
-struct SegmentFile {
+impl Logged {
+    fn empty() -> Self {
+        Self { len: 0, synced: 0, tail: Vec::new(), tail_at: 0, buf: Vec::new(), broken: None }
+    }
+
+    /// Refuses once a write or sync has failed.
+    fn usable(&self) -> Result<(), StoreError> {
+        match &self.broken {
+            Some(why) => Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The current segment's file and what writing it needs.
+struct Writer {
+    number: u64,
     file: File,
     /// Whether it was opened for direct I/O.
     direct: bool,
     /// Bytes of the file that exist (zeros past the log's end).
-    capacity: Mutex<u64>,
+    capacity: u64,
+    /// Aligned memory the writes are made from.
+    aligned: Box<Aligned>,
 }
 
 fn io(what: &str, e: std::io::Error) -> StoreError {
@@ -249,116 +266,85 @@ fn encode(changes: &[Change], buf: &mut Vec<u8>) {
     buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Makes a new segment durable in `dir`: its file, [`PREALLOCATED`] bytes
-/// of zeros, and its directory entry. Direct I/O where the file system
-/// takes it (opening and writing the zeros with it succeed), the page
-/// cache elsewhere.
-fn create_segment(dir: &Path, number: u64, zeros: &mut Aligned) -> Result<SegmentFile, StoreError> {
-    let path = segment_path(dir, number);
-    let create = |direct: bool, zeros: &mut Aligned| -> Result<SegmentFile, std::io::Error> {
-        let mut options = std::fs::OpenOptions::new();
-        options.create_new(true).write(true);
-        #[cfg(target_os = "linux")]
-        if direct {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.custom_flags(libc::O_DIRECT);
-        }
-        let segment = SegmentFile { file: options.open(&path)?, direct, capacity: Mutex::new(0) };
-        segment.grow(PREALLOCATED, zeros)?;
-        Ok(segment)
-    };
-    let segment = match create(cfg!(target_os = "linux"), zeros) {
-        Ok(segment) => segment,
-        Err(_) if cfg!(target_os = "linux") => {
-            let _ = std::fs::remove_file(&path);
-            create(false, zeros).map_err(|e| io("creating a segment", e))?
-        }
-        Err(e) => return Err(io("creating a segment", e)),
-    };
-    segment.file.sync_all().map_err(|e| io("syncing a new segment", e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the data directory", e))?;
-    Ok(segment)
-}
+impl Writer {
+    /// Makes a new segment durable in `dir`: its file, [`PREALLOCATED`]
+    /// bytes of zeros, and its directory entry. Direct I/O where the file
+    /// system takes it (opening and writing the zeros with it succeed), the
+    /// page cache elsewhere.
+    fn create(dir: &Path, number: u64, aligned: Box<Aligned>) -> Result<Self, StoreError> {
+        let path = segment_path(dir, number);
+        let create = |direct: bool, aligned: Box<Aligned>| -> Result<Self, std::io::Error> {
+            let mut options = std::fs::OpenOptions::new();
+            options.create_new(true).write(true);
+            #[cfg(target_os = "linux")]
+            if direct {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.custom_flags(libc::O_DIRECT);
+            }
+            let mut writer = Self { number, file: options.open(&path)?, direct, capacity: 0, aligned };
+            writer.grow(PREALLOCATED)?;
+            Ok(writer)
+        };
+        let writer = match create(cfg!(target_os = "linux"), aligned) {
+            Ok(writer) => writer,
+            Err(_) if cfg!(target_os = "linux") => {
+                let _ = std::fs::remove_file(&path);
+                create(false, Box::new(Aligned([0; CHUNK]))).map_err(|e| io("creating a segment", e))?
+            }
+            Err(e) => return Err(io("creating a segment", e)),
+        };
+        writer.file.sync_all().map_err(|e| io("syncing a new segment", e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the data directory", e))?;
+        Ok(writer)
+    }
 
-impl SegmentFile {
     /// Fills the file with zeros up to at least `size` bytes (a multiple of
     /// [`CHUNK`]). Not synced: the sync that follows makes it durable.
-    fn grow(&self, size: u64, zeros: &mut Aligned) -> Result<(), std::io::Error> {
-        let mut capacity = lock(&self.capacity);
+    fn grow(&mut self, size: u64) -> Result<(), std::io::Error> {
         let size = size.div_ceil(CHUNK as u64) * CHUNK as u64;
-        zeros.0.fill(0);
-        while *capacity < size {
-            self.file.write_all_at(&zeros.0, *capacity)?;
-            *capacity += CHUNK as u64;
+        self.aligned.0.fill(0);
+        while self.capacity < size {
+            self.file.write_all_at(&self.aligned.0, self.capacity)?;
+            self.capacity += CHUNK as u64;
         }
         Ok(())
     }
 
-    fn capacity(&self) -> u64 {
-        *lock(&self.capacity)
-    }
-
-    /// Writes `bytes` (whole blocks, from aligned memory) at `at`.
-    fn write_at(&self, bytes: &[u8], at: u64) -> Result<(), StoreError> {
-        self.file.write_all_at(bytes, at).map_err(|e| io("writing", e))
-    }
-
     /// Writes the log's end `tail` (which starts at the block boundary
-    /// `at`), padded with zeros to whole blocks, growing the file first if
-    /// it reaches past it; then syncs.
-    fn write_tail(&self, tail: &[u8], at: u64, buf: &mut Aligned) -> Result<(), StoreError> {
+    /// `at`), growing the file first if it reaches past it; then syncs.
+    /// With direct I/O the last block is padded with zeros.
+    fn write_tail(&mut self, tail: &[u8], at: u64) -> Result<(), StoreError> {
         let end = at + tail.len() as u64;
-        let capacity = self.capacity();
-        if end > capacity {
-            let more = capacity.clamp(CHUNK as u64, MOST_GROWTH);
-            self.grow(end.max(capacity + more), buf).map_err(|e| io("growing a segment", e))?;
+        if end > self.capacity {
+            let more = self.capacity.clamp(CHUNK as u64, MOST_GROWTH);
+            self.grow(end.max(self.capacity + more)).map_err(|e| io("growing a segment", e))?;
         }
         for (i, piece) in tail.chunks(CHUNK).enumerate() {
-            let padded = piece.len().div_ceil(BLOCK) * BLOCK;
-            buf.0[..piece.len()].copy_from_slice(piece);
-            buf.0[piece.len()..padded].fill(0);
             let offset = at + (i * CHUNK) as u64;
-            if !self.direct {
-                // Through the page cache only the log's own bytes are written.
-                self.write_at(piece, offset)?;
-                continue;
-            }
-            self.write_at(&buf.0[..padded], offset)?;
+            let written = if self.direct {
+                let padded = piece.len().div_ceil(BLOCK) * BLOCK;
+                self.aligned.0[..piece.len()].copy_from_slice(piece);
+                self.aligned.0[piece.len()..padded].fill(0);
+                self.file.write_all_at(&self.aligned.0[..padded], offset)
+            } else {
+                self.file.write_all_at(piece, offset)
+            };
+            written.map_err(|e| io("writing", e))?;
         }
         self.file.sync_data().map_err(|e| io("syncing", e))
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding a lock leaves nothing half-done that the
-    // `broken` flag does not already say.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Wal {
     /// Starts a log in `dir` with a new segment numbered `number`.
     pub fn create(dir: &Path, number: u64) -> Result<Self, StoreError> {
-        let mut aligned = Box::new(Aligned([0; CHUNK]));
-        let file = Arc::new(create_segment(dir, number, &mut aligned)?);
+        let writer = Writer::create(dir, number, Box::new(Aligned([0; CHUNK])))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            segment: Mutex::new(Segment {
-                number,
-                file,
-                len: 0,
-                synced: 0,
-                tail: Vec::new(),
-                tail_at: 0,
-                buf: Vec::new(),
-                broken: None,
-            }),
-            syncing: Mutex::new(aligned),
+            log: Mutex::new(Logged::empty()),
+            writer: Mutex::new(writer),
             limit: SEGMENT_BYTES.into(),
         })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Segment> {
-        lock(&self.segment)
     }
 
     /// Runs `change` (which changes sled and returns what it changed) and
@@ -369,18 +355,16 @@ impl Wal {
         &self,
         change: impl FnOnce() -> Result<(T, Vec<Change>), StoreError>,
     ) -> Result<T, StoreError> {
-        let mut segment = self.lock();
-        if let Some(why) = &segment.broken {
-            return Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})")));
-        }
+        let mut log = lock(&self.log);
+        log.usable()?;
         let (out, changes) = change()?;
         if changes.is_empty() {
             return Ok(out);
         }
-        let segment = &mut *segment;
-        encode(&changes, &mut segment.buf);
-        segment.tail.extend_from_slice(&segment.buf);
-        segment.len += segment.buf.len() as u64;
+        let log = &mut *log;
+        encode(&changes, &mut log.buf);
+        log.tail.extend_from_slice(&log.buf);
+        log.len += log.buf.len() as u64;
         Ok(out)
     }
 
@@ -388,33 +372,28 @@ impl Wal {
     /// record logged before this call is durable when it returns. A failure
     /// marks the log broken: nothing after it is written.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let mut aligned = lock(&self.syncing);
-        let (file, tail, at, end) = {
-            let segment = self.lock();
-            if let Some(why) = &segment.broken {
-                return Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})")));
-            }
-            if segment.synced == segment.len {
+        let mut writer = lock(&self.writer);
+        // Copied out, so that appends go on logging while this writes.
+        let (tail, at, end) = {
+            let log = lock(&self.log);
+            log.usable()?;
+            if log.synced == log.len {
                 return Ok(());
             }
-            (segment.file.clone(), segment.tail.clone(), segment.tail_at, segment.len)
+            (log.tail.clone(), log.tail_at, log.len)
         };
-        let written = file.write_tail(&tail, at, &mut aligned);
-        let mut segment = self.lock();
+        let written = writer.write_tail(&tail, at);
+        let mut log = lock(&self.log);
         if let Err(e) = &written {
-            segment.broken = Some(e.to_string());
+            log.broken = Some(e.to_string());
             return written;
         }
-        // Another segment may have started meanwhile (see `rotate`), which
-        // wrote and synced this one first.
-        if Arc::ptr_eq(&segment.file, &file) {
-            segment.synced = end;
-            // Keep the block the next write shares with this one.
-            let keep_from = end / BLOCK as u64 * BLOCK as u64;
-            let done = (keep_from - segment.tail_at) as usize;
-            segment.tail.drain(..done);
-            segment.tail_at = keep_from;
-        }
+        log.synced = end;
+        // Keep the block the next write shares with this one.
+        let keep_from = end / BLOCK as u64 * BLOCK as u64;
+        let done = (keep_from - log.tail_at) as usize;
+        log.tail.drain(..done);
+        log.tail_at = keep_from;
         Ok(())
     }
 
@@ -425,28 +404,24 @@ impl Wal {
 
     /// Whether the current segment has grown past its limit.
     pub fn full(&self) -> bool {
-        self.lock().len >= self.limit.load(std::sync::atomic::Ordering::Relaxed)
+        lock(&self.log).len >= self.limit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes and syncs the current segment and starts the next one;
     /// returns the new segment's number. Every segment before it may be
     /// deleted once sled has been flushed after this returns.
     pub fn rotate(&self) -> Result<u64, StoreError> {
-        let mut aligned = lock(&self.syncing);
-        let mut segment = self.lock();
-        if let Some(why) = &segment.broken {
-            return Err(StoreError::Io(format!("write-ahead log: an earlier write failed ({why})")));
-        }
-        let segment = &mut *segment;
-        if let Err(e) = segment.file.write_tail(&segment.tail, segment.tail_at, &mut aligned) {
-            segment.broken = Some(e.to_string());
+        let mut writer = lock(&self.writer);
+        let mut log = lock(&self.log);
+        log.usable()?;
+        if let Err(e) = writer.write_tail(&log.tail, log.tail_at) {
+            log.broken = Some(e.to_string());
             return Err(e);
         }
-        let number = segment.number + 1;
-        segment.file = Arc::new(create_segment(&self.dir, number, &mut aligned)?);
-        segment.number = number;
-        (segment.len, segment.synced, segment.tail_at) = (0, 0, 0);
-        segment.tail.clear();
+        let number = writer.number + 1;
+        let aligned = std::mem::replace(&mut writer.aligned, Box::new(Aligned([0; CHUNK])));
+        *writer = Writer::create(&self.dir, number, aligned)?;
+        *log = Logged::empty();
         Ok(number)
     }
 
@@ -503,7 +478,7 @@ mod tests {
         wal.log(|| Ok(((), first.clone()))).expect("log");
         wal.log(|| Ok(((), vec![insert("b", "2")]))).expect("log");
         wal.sync().expect("sync");
-        let end = wal.lock().len as usize;
+        let end = lock(&wal.log).len as usize;
         let whole = std::fs::read(segment_path(&d, 1)).expect("read")[..end].to_vec();
         let mut expected = first.clone();
         expected.push(insert("b", "2"));
