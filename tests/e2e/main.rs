@@ -1,6 +1,7 @@
 //! End-to-end tests: each runs the real `cairn` binary as a user would.
 
 mod crash;
+mod embed;
 mod gates;
 mod iterate;
 mod llm;

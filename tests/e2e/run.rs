@@ -119,18 +119,24 @@ fn bad_inputs_and_ids_are_usage_errors() {
 }
 
 #[test]
-fn a_run_without_a_configured_provider_names_the_settings() {
-    let (code, stdout, _) = run_in(
+fn a_run_without_a_configured_provider_names_the_settings_and_creates_no_run() {
+    let data = crate::support::fresh_data_dir();
+    let data = data.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run_in(
         &root(),
         &["run", "examples/code-review.yaml", "--input", "file_path=x", "--run-id", "p1"],
-        &[],
+        &[("CAIRN_DATA_DIR", data)],
     );
-    assert_eq!(code, 1);
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
     assert!(
-        stdout.contains("error: fatal: agent `backend` uses provider `default`, which is not configured"),
-        "{stdout}"
+        stderr.starts_with(
+            "error: the workflow needs what this process lacks: provider `default` (of agent `backend`)"
+        ),
+        "{stderr}"
     );
-    assert!(stdout.contains("hint: set CAIRN_LLM_BASE_URL"), "{stdout}");
+    assert!(stderr.contains("hint: set CAIRN_LLM_BASE_URL"), "{stderr}");
+    let (_, runs, _) = run_in(&root(), &["runs", "--format", "json"], &[("CAIRN_DATA_DIR", data)]);
+    assert_eq!(runs.trim(), "[]", "no run was created");
 }
 
 #[test]

@@ -134,7 +134,7 @@ fn cancel_from_another_process() {
     insta::assert_snapshot!(redact_log(&events));
     let (code, _, stderr) = cairn_at(&dir, &data, &["--llm", "mock", "resume", "c1"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("has ended and cannot be resumed"), "{stderr}");
+    assert!(stderr.contains("run `c1` has ended (cancelled)"), "{stderr}");
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn steering_refusals_are_clear_usage_errors() {
         (&["status", "nope"], "error: no run `nope` in this data directory\n"),
         (
             &["--llm", "mock", "resume", "done"],
-            "error: run `done` is Completed: it has ended and cannot be resumed (fork it to run it again)\n",
+            "error: run `done` has ended (completed): it cannot be driven on or changed\nhint: fork it from one of its checkpoints to run it again (`cairn checkpoints done`)\n",
         ),
         (
             &["fork", "done", "--checkpoint", "999"],

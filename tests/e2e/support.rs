@@ -10,25 +10,32 @@ pub fn root() -> PathBuf {
 }
 
 /// The `cairn` binary of this build: `target/<profile>/cairn`, next to the
-/// folder of this test executable. `cargo test --workspace` builds it (the
-/// app crate has an integration test); otherwise it is built here, once.
+/// folder of this test executable, built once per test process (so a
+/// test never runs a stale binary).
 pub fn cairn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let bin = profile_dir.join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "cairn-app", "--bin", "cairn"])
-                .current_dir(root())
-                .status()
-                .expect("cargo build runs");
-            assert!(status.success(), "building cairn failed");
-        }
-        bin
-    })
+    BIN.get_or_init(|| built("cairn-app", "cairn"))
+}
+
+/// The `cairn-embed` example binary (`examples/embed`), built once per test process.
+pub fn embed_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built("cairn-embed", "cairn-embed"))
+}
+
+/// Builds `bin` of `package` in this test's profile and returns its path.
+fn built(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", bin]).current_dir(root());
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build runs");
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// The result of one `cairn` invocation.
@@ -75,7 +82,12 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs `cairn ARGS` in `dir` with extra environment variables.
 pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(cairn_bin());
+    bin_env(cairn_bin(), dir, args, env)
+}
+
+/// Runs the binary `bin` with `args` in `dir`, as [`cairn_env`] runs `cairn`.
+pub fn bin_env(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(bin);
     command.args(args).current_dir(dir).env_remove("CAIRN_CONFIG").env_remove("CAIRN_DATA_DIR");
     for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
         command.env_remove(name);

@@ -43,7 +43,7 @@ pub fn run(args: &[String]) -> Result<()> {
     // The CPU-bound library benches first, on a machine at rest: the
     // processes below keep both cores busy for a minute, and the workloads
     // leave the kernel writing back hundreds of megabytes.
-    quiesce();
+    crate::quiesce();
     let engine = rows_of(&bench_json("cairn-engine", "overhead")?, "engine")?;
     let provider = rows_of(&bench_json("cairn-llm-http", "provider")?, "provider")?;
     let mut rows = Vec::new();
@@ -53,7 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
     ] {
         rows.push((name, time_command(&cairn, &args)?));
     }
-    quiesce();
+    crate::quiesce();
     let durable_report = bench_json("cairn-app", "durable")?;
     let durable = rows_of(&durable_report, "durable")?;
     let ratio = durable_report["ratio_chain_to_fsync"].as_f64().unwrap_or(f64::NAN);
@@ -134,12 +134,6 @@ fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
     std::fs::write(dir.join("workloads.json"), serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote target/bench/workloads.json");
     Ok(())
-}
-
-/// Waits for the kernel to write back what earlier measurements left
-/// dirty (`sync`), so that it does not run during the next one.
-pub fn quiesce() {
-    let _ = Command::new("sync").status();
 }
 
 /// Runs `cargo bench -p <package> --bench <bench> --locked` (the engine

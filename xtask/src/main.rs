@@ -64,6 +64,12 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the kernel to write back what earlier measurements left
+/// dirty (`sync`), so that it does not run during the next one.
+pub fn quiesce() {
+    let _ = Command::new("sync").status();
+}
+
 /// Runs `command`, echoing it, failing on a non-zero exit.
 pub fn run_cmd(command: &mut Command) -> Result<()> {
     eprintln!("$ {command:?}");

@@ -264,7 +264,7 @@ fn mb(kb: u64) -> f64 {
 
 /// W1 between disk probes, W2, W4; returns their JSON.
 pub fn run(cairn: &Path) -> Result<Value> {
-    crate::bench::quiesce();
+    crate::quiesce();
     let dir = root().join("target/bench/workloads");
     std::fs::create_dir_all(&dir)?;
 
@@ -406,7 +406,7 @@ pub fn scaling(cairn: &Path) -> Result<Value> {
 /// `--peers`: LangGraph in a venv under `target/` (pinned by
 /// `xtask/peers/requirements.txt`), running `xtask/peers/langgraph_bench.py`.
 pub fn peers() -> Result<Value> {
-    crate::bench::quiesce();
+    crate::quiesce();
     let python = python_venv("peers-venv", "xtask/peers/requirements.txt")?.join("bin/python");
     let out_dir = root().join("target/bench/peers");
     std::fs::create_dir_all(&out_dir)?;

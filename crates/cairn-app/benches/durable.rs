@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_domain::Definition;
 use cairn_domain::id::RunId;
 use cairn_domain::state::RunStatus;
-use cairn_engine::{Definition, Engine, EngineBuilder, MockLlm, SystemClock};
+use cairn_engine::{Engine, EngineBuilder, MockLlm, SystemClock};
 use cairn_ports::{Clock, RunStore};
 use cairn_store_sled::{Durability, SledStore};
 use cairn_testkit::bench::{median_best, round, steps_row};
@@ -114,7 +115,7 @@ async fn run_to_end(engine: &Engine, store: &SledStore, def: Definition, id: &st
     let run_id = RunId::new(id).expect("valid run id");
     let state = engine.run(def, json!({}), run_id.clone()).await.expect("the run completes");
     assert_eq!(state.status, RunStatus::Completed, "the benchmark workflow must complete");
-    store.load(&run_id).await.expect("run stored").events.len()
+    store.load(&run_id, 0).await.expect("run stored").events.len()
 }
 
 /// One durable chain of `CHAIN` steps on a fresh store; the time is

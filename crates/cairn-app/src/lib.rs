@@ -1,25 +1,37 @@
-//! The `cairn` application: configuration, wiring of adapters into the
-//! engine, and the command line.
+//! The cairn application: the operations every front calls, the hosting
+//! that puts a store, providers and handlers together, the views every
+//! front shows, and the command line.
 //!
-//! What it is: the one crate that sees every other. It reads files, picks
-//! adapters, and turns results into text, JSON and exit codes.
+//! What it is: a library. [`App`] holds the operations on runs (start,
+//! drive, status, list, decide, stop, fork, prune), each on one run by id;
+//! [`Cli`] is the `cairn` command line over them, for any binary that
+//! picks its store and registers its handlers and providers:
 //!
-//! What it deliberately does not do: decide anything about workflows. Parsing,
-//! validation and plans are `cairn-domain`'s; running is `cairn-engine`'s.
-//! A team writing its own binary does what this crate does.
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     cairn_app::Cli::new(cairn_app::SledStores).run()
+//! }
+//! ```
 //!
-//! May depend on: every cairn crate, clap, anyhow.
+//! What it deliberately does not do: decide anything about workflows.
+//! Parsing, validation and plans are `cairn-domain`'s; running is
+//! `cairn-engine`'s. Fronts add transport and words, never rules.
 //!
-//! Read first: [`cli`], [`files`].
+//! May depend on: every cairn crate but the test kit, clap, tokio.
+//!
+//! Read first: [`App`], [`Cli`], [`host`].
 
+pub mod app;
 pub mod cassette;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod files;
-pub mod gate;
+pub mod host;
 pub mod progress;
-pub mod render;
-pub mod run;
-pub mod runview;
-pub mod session;
-pub mod steer;
+pub mod view;
+
+pub use app::{App, Run};
+pub use cli::Cli;
+pub use error::Error;
+pub use host::{SledStores, StoreFactory};

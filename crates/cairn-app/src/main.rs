@@ -1,5 +1,5 @@
-//! The `cairn` binary: all of it lives in the library, so it can be tested.
+//! The `cairn` binary: the whole command line over the embedded sled store.
 
 fn main() -> std::process::ExitCode {
-    cairn_app::cli::main()
+    cairn_app::Cli::new(cairn_app::SledStores).run()
 }

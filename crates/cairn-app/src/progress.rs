@@ -5,25 +5,16 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 
-use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind, StepPath, Timestamp};
 use cairn_ports::{EventSink, LiveEvent};
+
+use crate::view::elapsed;
 
 /// Prints one line per step transition to stderr.
 #[derive(Default)]
 pub struct Progress {
     started: Mutex<HashMap<StepPath, Timestamp>>,
-}
-
-/// `1.5s`, `250ms`, `2m3s`.
-pub fn elapsed(from: Timestamp, to: Timestamp) -> String {
-    let ms = to.0.saturating_sub(from.0);
-    match ms {
-        0..1000 => format!("{ms}ms"),
-        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        _ => Duration::from_millis(ms).to_string(),
-    }
 }
 
 impl Progress {

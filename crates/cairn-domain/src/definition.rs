@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::duration::Duration;
+use crate::event::ErrorClass;
 use crate::id::{Label, Name, StepId, WorkflowId};
-use crate::state::ErrorClass;
 
 /// A template source string (MiniJinja). Parsed at validation; rendered by the engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -426,8 +426,8 @@ impl Step {
     /// The gate the step waits at when waiting as `wait`: the roles that
     /// must approve (empty: anyone, once) and what its deadline does.
     /// `None` for waits that are not approval gates (questions, blocks).
-    pub fn gate(&self, wait: crate::state::WaitKind) -> Option<(&[Label], TimeoutAction)> {
-        use crate::state::WaitKind;
+    pub fn gate(&self, wait: crate::event::WaitKind) -> Option<(&[Label], TimeoutAction)> {
+        use crate::event::WaitKind;
         match (&self.kind, &self.accept, wait) {
             (StepKind::Approval(a), _, WaitKind::Approval) => Some((&a.approvers, a.on_timeout)),
             (_, Some(accept), WaitKind::Acceptance) => Some((&accept.approvers, accept.on_timeout)),

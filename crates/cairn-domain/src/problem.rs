@@ -165,7 +165,35 @@ impl Problems {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// The one problem of a file that could not be read at all.
+    pub fn unreadable(reason: impl fmt::Display) -> Self {
+        Self(vec![Problem::at(Rule::Syntax, None, format!("cannot read the file: {reason}"))])
+    }
+
+    /// Every problem as `FILE:LINE:COL: subject: message`, one a line.
+    pub fn render(&self, file: &str) -> String {
+        self.0.iter().map(|p| p.render(file)).collect::<Vec<_>>().join("\n")
+    }
 }
+
+/// One problem a line, each placed as `LINE:COL: subject: message` (the
+/// file is the caller's to name: see [`Problems::render`]).
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            let place = p.location.map(|l| format!("{}:{}: ", l.line, l.column)).unwrap_or_default();
+            let subject = if p.subject.is_empty() { String::new() } else { format!("{}: ", p.subject) };
+            write!(f, "{place}{subject}{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
 
 /// `Did you mean "x"?` for the closest candidate, when one is close enough.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use minijinja::Environment;
 use serde_json::{Value, json};
 
 use crate::dag::{Dag, Reach};
@@ -19,9 +20,9 @@ use crate::definition::{OnFailure, RetryPolicy, Step, StepKind, Workflow};
 use crate::duration::Duration;
 use crate::id::Name;
 use crate::plan::CycleError;
-use crate::render::{Reads, Renderer};
 use crate::scope::ScopeKey;
 use crate::state::{RunState, StepPath, StepStatus, TokenUsage};
+use crate::template::{self, Reads};
 
 /// The most instances one `for_each` may expand to. Each instance costs
 /// its item, its steps' states and its outputs in memory; beyond this a run
@@ -79,9 +80,9 @@ pub struct Price {
 impl Program {
     /// Prepares a validated workflow.
     pub fn new(workflow: Workflow) -> Result<Self, CycleError> {
-        let renderer = Renderer::default();
+        let env = template::environment();
         let mut blocks = Vec::new();
-        add_block(&workflow, &workflow.steps, &renderer, &mut blocks)?;
+        add_block(&workflow, &workflow.steps, &env, &mut blocks)?;
         let mut validators = HashMap::new();
         for (b, block) in blocks.iter().enumerate() {
             for (i, step) in block.steps.iter().enumerate() {
@@ -205,7 +206,7 @@ pub fn priced(usage: &BTreeMap<String, TokenUsage>, prices: &BTreeMap<String, Pr
 fn add_block(
     wf: &Workflow,
     steps: &[Step],
-    renderer: &Renderer,
+    env: &Environment<'_>,
     blocks: &mut Vec<Block>,
 ) -> Result<usize, CycleError> {
     let dag = Dag::of_steps(steps);
@@ -225,7 +226,7 @@ fn add_block(
             {
                 sources.push(system.as_str());
             }
-            Reads::of(renderer, sources)
+            Reads::of(env, sources)
         })
         .collect();
     let mut produced = Vec::new();
@@ -244,7 +245,7 @@ fn add_block(
     });
     for (i, step) in steps.iter().enumerate() {
         if let Some(body) = step.body() {
-            let b = add_block(wf, body, renderer, blocks)?;
+            let b = add_block(wf, body, env, blocks)?;
             blocks[me].bodies[i] = Some(b);
         }
     }

@@ -11,10 +11,10 @@ use serde_json::{Map, Value};
 
 use crate::definition::*;
 use crate::duration::Duration;
+use crate::event::ErrorClass;
 use crate::id::{Label, Name, StepId, WorkflowId};
 use crate::limits::{MAX_STEPS, MAX_TEMPLATE_BYTES};
 use crate::problem::{KeyPath, Problems, Rule, did_you_mean, one_of};
-use crate::state::ErrorClass;
 
 /// The format version this build reads.
 pub const FORMAT_VERSION: u32 = 1;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::definition::Template;
 use crate::program::{Frame, Program};
 use crate::state::RunState;
+pub use crate::template::Reads;
 use crate::template::{self, single_expression};
 
 /// The longest text a template may produce, in bytes.
@@ -34,47 +35,6 @@ impl Context {
     pub fn with_verdict(&self, verdict: Value) -> Self {
         let verdict = template_value(&verdict);
         Self(minijinja::context! { verdict => verdict, ..self.0.clone() })
-    }
-}
-
-/// What a step's templates read, found once by static analysis, so a
-/// context holds only that: building it costs what the step reads, not
-/// what the run has done.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reads {
-    /// Ids read as `steps.ID`; `None`: any (a template read `steps` whole).
-    pub steps: Option<std::collections::BTreeSet<String>>,
-    /// Whether `progress` is read.
-    pub progress: bool,
-}
-
-impl Reads {
-    /// Everything: for templates not known in advance.
-    pub fn all() -> Self {
-        Self { steps: None, progress: true }
-    }
-
-    /// What these template sources read; a template that does not parse
-    /// reads everything (its error surfaces when it is rendered).
-    pub fn of<'a>(renderer: &Renderer, sources: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut reads = Self { steps: Some(std::collections::BTreeSet::new()), progress: false };
-        for source in sources {
-            let Ok(refs) = template::references(&renderer.env, source) else { return Self::all() };
-            for r in refs {
-                let mut parts = r.split('.');
-                match (parts.next(), parts.next()) {
-                    (Some("steps"), Some(id)) => {
-                        if let Some(ids) = reads.steps.as_mut() {
-                            ids.insert(id.to_owned());
-                        }
-                    }
-                    (Some("steps"), None) => reads.steps = None,
-                    (Some("progress"), _) => reads.progress = true,
-                    _ => {}
-                }
-            }
-        }
-        reads
     }
 }
 

@@ -3,109 +3,15 @@
 //! folds without error describes a run that could have happened.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::id::{Name, RunId, WorkflowId};
+pub use crate::event::{
+    ErrorClass, Event, EventKind, StepError, StepPath, Timestamp, TokenUsage, Turn, WaitKind,
+};
+use crate::id::{RunId, WorkflowId};
 use crate::scope::{ScopeKey, Scopes};
-
-/// Why a step attempt failed, classed so retry policy is decided once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// I/O, 5xx, connection: trying again may work.
-    Transient,
-    /// The provider asked to slow down (429).
-    RateLimited,
-    /// The attempt ran out of time.
-    Timeout,
-    /// The output failed its QA gate after every repair.
-    InvalidOutput,
-    /// Not allowed by policy (command fence, credentials).
-    Permission,
-    /// A person rejected the output.
-    Rejected,
-    /// Anything else: trying again will not help.
-    Fatal,
-}
-
-impl ErrorClass {
-    /// All classes, with their spelling in files.
-    pub const ALL: [(&'static str, ErrorClass); 7] = [
-        ("transient", ErrorClass::Transient),
-        ("rate_limited", ErrorClass::RateLimited),
-        ("timeout", ErrorClass::Timeout),
-        ("invalid_output", ErrorClass::InvalidOutput),
-        ("permission", ErrorClass::Permission),
-        ("rejected", ErrorClass::Rejected),
-        ("fatal", ErrorClass::Fatal),
-    ];
-
-    /// The spelling in files and JSON.
-    pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, c)| *c == self).map_or("fatal", |(s, _)| s)
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The error of a failed step or run: `{class, message, hint}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepError {
-    /// The class, for retry decisions.
-    pub class: ErrorClass,
-    /// What happened.
-    pub message: String,
-    /// What a person can do about it.
-    pub hint: Option<String>,
-}
-
-/// A point in time, in milliseconds since the Unix epoch. The domain never
-/// reads a clock; the engine passes times in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// This time plus a duration.
-    pub fn after(self, d: crate::duration::Duration) -> Self {
-        Self(self.0.saturating_add(d.as_millis()))
-    }
-}
-
-/// Where a step sits in a run: `parse`, `per_epic[e-auth].stories`, `fix[2].check`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct StepPath(String);
-
-impl StepPath {
-    /// A path from its text form.
-    pub fn new(path: impl Into<String>) -> Self {
-        Self(path.into())
-    }
-
-    /// The path as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The path of a step inside instance `key` of this group.
-    pub fn instance_child(&self, key: &str, id: &str) -> Self {
-        Self(format!("{}[{key}].{id}", self.0))
-    }
-}
-
-impl fmt::Display for StepPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The status of a run, as the CLI and JSON show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -214,26 +120,8 @@ impl StepStatus {
     }
 }
 
-/// The kind of person-facing wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitKind {
-    /// Acceptance of a step's output.
-    Acceptance,
-    /// An approval step.
-    Approval,
-    /// Answers to questions.
-    Clarification,
-    /// A blocked failure.
-    Block,
-}
-
+/// The fold's reading of a wait: the run status it puts a waiting run in.
 impl WaitKind {
-    /// A gate or question a person answers (not a blocked failure).
-    pub fn is_person(self) -> bool {
-        self != WaitKind::Block
-    }
-
     /// The run status while waiting this way.
     pub fn run_status(self) -> RunStatus {
         match self {
@@ -243,236 +131,6 @@ impl WaitKind {
             WaitKind::Block => RunStatus::Blocked,
         }
     }
-}
-
-/// One entry of the audit trail: what happened, when, and who did it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Position in the run's log, from 1, without gaps.
-    pub seq: u64,
-    /// When it was recorded.
-    pub at: Timestamp,
-    /// Who caused it: `engine`, or a person's name.
-    pub actor: String,
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-/// What happened in a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventKind {
-    /// The run exists: its definition (by content hash) and inputs are fixed.
-    RunCreated {
-        /// The run's id.
-        run_id: RunId,
-        /// The workflow's id.
-        workflow: WorkflowId,
-        /// SHA-256 of the definition text the run started with.
-        definition_hash: String,
-        /// The resolved inputs.
-        inputs: Value,
-    },
-    /// The run started or went on.
-    RunStarted,
-    /// An attempt of a step began.
-    StepStarted {
-        /// The step.
-        path: StepPath,
-        /// The attempt number, from 1.
-        attempt: u32,
-    },
-    /// A step finished with an output.
-    StepSucceeded {
-        /// The step.
-        path: StepPath,
-        /// Its output.
-        output: Value,
-    },
-    /// An attempt failed; `retry_at` is set when another attempt follows.
-    StepFailed {
-        /// The step.
-        path: StepPath,
-        /// The failed attempt (0: the step failed before an attempt, e.g. its `when`).
-        attempt: u32,
-        /// Why.
-        error: StepError,
-        /// What the attempt produced anyway (a command's exit code and output).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<Value>,
-        /// When the next attempt is due, if any.
-        retry_at: Option<Timestamp>,
-    },
-    /// A step was not run, or its failure was turned into a skip.
-    StepSkipped {
-        /// The step.
-        path: StepPath,
-        /// Why, in words.
-        reason: String,
-        /// Whether the steps that need it are skipped too (`on_failure: skip`);
-        /// a step skipped by its `when` lets its dependents run.
-        cascade: bool,
-    },
-    /// A failed step sent the run back to an earlier sibling (`on_failure: goto`).
-    GotoTaken {
-        /// The failed step.
-        from: StepPath,
-        /// The step the run goes back to.
-        to: StepPath,
-        /// Every step that runs again: `to`, `from`, and all that need either.
-        reset: Vec<StepPath>,
-    },
-    /// A step waits for a person.
-    StepWaiting {
-        /// The step.
-        path: StepPath,
-        /// The kind of wait.
-        wait: WaitKind,
-        /// When the gate's `on_timeout` applies, if it has a timeout.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        deadline: Option<Timestamp>,
-        /// What the approvers read (an approval step's rendered message).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        message: Option<String>,
-        /// The model's questions (a clarification).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        questions: Vec<String>,
-    },
-    /// Nothing can go on until a person acts: the run waits.
-    RunWaiting {
-        /// The kind of wait of the first waiting step.
-        wait: WaitKind,
-    },
-    /// A person (the event's actor) approved or rejected at a gate, or its
-    /// deadline decided for them.
-    GateDecided {
-        /// The gate's step.
-        path: StepPath,
-        /// Approved (or rejected).
-        approve: bool,
-        /// The role the person decided as.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        role: Option<String>,
-        /// Their comment; a rejection's becomes `{{ feedback }}` of a rework.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        comment: Option<String>,
-        /// The gate's deadline passed and its `on_timeout` decided.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        timed_out: bool,
-    },
-    /// An accepted output: the step is done, its document stored after this.
-    StepAccepted {
-        /// The step.
-        path: StepPath,
-    },
-    /// A rejected output runs again with the reviewer's comment.
-    StepReworked {
-        /// The step.
-        path: StepPath,
-    },
-    /// A person (the event's actor) answered a model's questions; the step
-    /// runs again with questions and answers in its conversation.
-    Answered {
-        /// The step.
-        path: StepPath,
-        /// The answers.
-        text: String,
-    },
-    /// An agent with `session: reuse` finished a step: its prompt and final
-    /// answer join the agent's conversation for its later steps of the run.
-    SessionExtended {
-        /// The agent.
-        agent: String,
-        /// The step that added them.
-        path: StepPath,
-        /// The messages added, in order.
-        turns: Vec<Turn>,
-    },
-    /// An answer failed its QA gate and went back to the model (within one attempt).
-    OutputRepaired {
-        /// The step.
-        path: StepPath,
-        /// The attempt.
-        attempt: u32,
-        /// Why it was sent back: the parser's or validator's errors, or the judge's reason.
-        reason: String,
-    },
-    /// A finished step is to run again (goto, rework, resume of a block).
-    StepReset {
-        /// The step.
-        path: StepPath,
-    },
-    /// A step was cancelled with its run.
-    StepCancelled {
-        /// The step.
-        path: StepPath,
-    },
-    /// A `for_each` step fixed its instances: one per item, in item order.
-    /// Recorded once, so a resumed run expands to exactly these instances
-    /// even if the items would now render differently.
-    GroupExpanded {
-        /// The `for_each` step.
-        path: StepPath,
-        /// The scope the group runs in; each instance's scope is its child.
-        scope: ScopeKey,
-        /// The `as` name: the item's name in templates and in scope keys.
-        name: String,
-        /// Each instance's key, in item order.
-        keys: Vec<String>,
-        /// Each instance's item, stored as the entity of its scope.
-        items: Vec<Value>,
-    },
-    /// A loop began an iteration.
-    IterationStarted {
-        /// The `loop` step.
-        path: StepPath,
-        /// The iteration, from 0.
-        index: u32,
-    },
-    /// Every step of an instance or iteration finished.
-    InstanceFinished {
-        /// The group step.
-        path: StepPath,
-        /// The instance's position in the group.
-        index: u32,
-        /// Its key.
-        key: String,
-        /// A step of it that failed (with `on_failure: continue`), if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        failed: Option<StepPath>,
-    },
-    /// A document was stored in a scope.
-    DocumentStored {
-        /// The scope.
-        scope: ScopeKey,
-        /// The document type.
-        doc_type: Name,
-        /// The document.
-        value: Value,
-    },
-    /// Tokens an LLM call of a step used.
-    UsageRecorded {
-        /// The step.
-        path: StepPath,
-        /// The attempt.
-        attempt: u32,
-        /// The model that answered.
-        model: String,
-        /// Tokens used.
-        usage: TokenUsage,
-    },
-    /// A person paused the run.
-    RunPaused,
-    /// The run finished successfully.
-    RunCompleted,
-    /// The run failed.
-    RunFailed {
-        /// Why.
-        error: StepError,
-    },
-    /// A person cancelled the run.
-    RunCancelled,
 }
 
 /// A status or kind as its JSON word (`waiting_acceptance`).
@@ -488,27 +146,7 @@ pub fn text_of(value: &Value) -> String {
     }
 }
 
-/// Tokens used by LLM calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenUsage {
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Some of the counts are estimates (the provider did not report them).
-    #[serde(default)]
-    pub estimated: bool,
-}
-
-impl TokenUsage {
-    /// Adds another call's usage to this total.
-    pub fn add(&mut self, other: TokenUsage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.estimated |= other.estimated;
-    }
-}
-
+/// The fold's reading of an event: how it moves the run status machine.
 impl EventKind {
     /// The run status this event moves the run to, if it moves it.
     pub fn run_status(&self) -> Option<RunStatus> {
@@ -622,15 +260,6 @@ pub struct Decision {
     /// The deadline decided.
     #[serde(default)]
     pub timed_out: bool,
-}
-
-/// A message of a step's own conversation with its model, kept across its attempts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Turn {
-    /// `assistant` (the model's earlier answer) or `user` (a person's reply).
-    pub role: String,
-    /// The text.
-    pub content: String,
 }
 
 impl StepState {
@@ -869,23 +498,19 @@ impl RunState {
             }
             EventKind::StepReworked { path } => {
                 let step = self.waiting(seq, path)?;
-                let rejection = step.decisions.iter().rev().find(|d| !d.approve).cloned();
-                let comment = rejection.and_then(|d| d.comment).unwrap_or_else(|| "rejected".to_owned());
+                let comment =
+                    step.decisions.iter().rev().find(|d| !d.approve).and_then(|d| d.comment.clone());
                 let answer = step.output.as_ref().map(text_of).unwrap_or_default();
-                step.turns.push(Turn { role: "assistant".into(), content: answer });
-                step.turns.push(Turn {
-                    role: "user".into(),
-                    content: format!("A reviewer rejected this: {comment}"),
-                });
-                step.feedback = Some(comment);
+                step.turns.push(Turn::Answer { text: answer });
+                step.turns.push(Turn::Rejected { comment: comment.clone() });
+                step.feedback = Some(comment.unwrap_or_else(|| "rejected".to_owned()));
                 step.reworks += 1;
                 self.reset(seq, at, path)?;
             }
             EventKind::Answered { path, text } => {
                 let step = self.waiting(seq, path)?;
-                let questions = serde_json::json!({ "clarification_questions": step.questions }).to_string();
-                step.turns.push(Turn { role: "assistant".into(), content: questions });
-                step.turns.push(Turn { role: "user".into(), content: text.clone() });
+                step.turns.push(Turn::Questions { questions: step.questions.clone() });
+                step.turns.push(Turn::Answers { text: text.clone() });
                 step.clarifications += 1;
                 self.reset(seq, at, path)?;
             }
@@ -1021,6 +646,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Name;
 
     fn ev(seq: u64, kind: EventKind) -> Event {
         Event { seq, at: Timestamp(seq * 1000), actor: "engine".into(), kind }
@@ -1112,6 +738,48 @@ mod tests {
         s.apply(&ev(5, EventKind::RunWaiting { wait: WaitKind::Approval })).expect("run waits");
         assert_eq!(s.status, RunStatus::WaitingApproval);
         assert!(s.status.is_waiting());
+    }
+
+    #[test]
+    fn reworks_and_answers_join_the_conversation_as_what_happened() {
+        let waiting = |seq, wait, questions: Vec<String>| {
+            let kind =
+                EventKind::StepWaiting { path: path("a"), wait, deadline: None, message: None, questions };
+            ev(seq, kind)
+        };
+        let events = vec![
+            created(),
+            ev(2, EventKind::RunStarted),
+            ev(3, EventKind::StepStarted { path: path("a"), attempt: 1 }),
+            ev(4, EventKind::StepSucceeded { path: path("a"), output: serde_json::json!("v1") }),
+            waiting(5, WaitKind::Acceptance, Vec::new()),
+            ev(
+                6,
+                EventKind::GateDecided {
+                    path: path("a"),
+                    approve: false,
+                    role: None,
+                    comment: None,
+                    timed_out: false,
+                },
+            ),
+            ev(7, EventKind::StepReworked { path: path("a") }),
+            ev(8, EventKind::StepStarted { path: path("a"), attempt: 2 }),
+            waiting(9, WaitKind::Clarification, vec!["Which?".into()]),
+            ev(10, EventKind::Answered { path: path("a"), text: "That one.".into() }),
+        ];
+        let state = RunState::fold(&events).expect("legal").expect("created");
+        let a = &state.steps[&path("a")];
+        assert_eq!(
+            a.turns,
+            vec![
+                Turn::Answer { text: "v1".into() },
+                Turn::Rejected { comment: None },
+                Turn::Questions { questions: vec!["Which?".into()] },
+                Turn::Answers { text: "That one.".into() },
+            ]
+        );
+        assert_eq!(a.feedback.as_deref(), Some("rejected"), "what `{{ feedback }}` reads");
     }
 
     #[test]

@@ -183,6 +183,47 @@ pub fn references(env: &Environment<'_>, source: &str) -> Result<BTreeSet<String
     Ok(template.undeclared_variables(true).into_iter().collect())
 }
 
+/// What a step's templates read, found once by static analysis, so a
+/// context holds only that: building it costs what the step reads, not
+/// what the run has done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Ids read as `steps.ID`; `None`: any (a template read `steps` whole).
+    pub steps: Option<BTreeSet<String>>,
+    /// Whether `progress` is read.
+    pub progress: bool,
+}
+
+impl Reads {
+    /// Everything: for templates not known in advance.
+    pub fn all() -> Self {
+        Self { steps: None, progress: true }
+    }
+
+    /// What these template sources read; a template that does not parse
+    /// reads everything (its error surfaces when it is rendered).
+    pub fn of<'a>(env: &Environment<'_>, sources: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut reads = Self { steps: Some(BTreeSet::new()), progress: false };
+        for source in sources {
+            let Ok(refs) = references(env, source) else { return Self::all() };
+            for r in refs {
+                let mut parts = r.split('.');
+                match (parts.next(), parts.next()) {
+                    (Some("steps"), Some(id)) => {
+                        if let Some(ids) = reads.steps.as_mut() {
+                            ids.insert(id.to_owned());
+                        }
+                    }
+                    (Some("steps"), None) => reads.steps = None,
+                    (Some("progress"), _) => reads.progress = true,
+                    _ => {}
+                }
+            }
+        }
+        reads
+    }
+}
+
 /// The expression of a template that is exactly one `{{ expr }}`, whose
 /// value is then the result itself (a list stays a list).
 pub fn single_expression(source: &str) -> Option<&str> {

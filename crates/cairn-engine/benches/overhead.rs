@@ -10,9 +10,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_domain::Definition;
 use cairn_domain::id::RunId;
 use cairn_domain::state::RunStatus;
-use cairn_engine::{Definition, EngineBuilder, MemoryStore, MockLlm, SystemClock};
+use cairn_engine::{EngineBuilder, MemoryStore, MockLlm, SystemClock};
 use cairn_ports::{Clock, RunStore};
 use serde_json::json;
 
@@ -78,7 +79,7 @@ async fn run_once(yaml: &str, id: &str) -> (Duration, usize) {
     let state = engine.run(def, json!({}), run_id.clone()).await.expect("the run completes");
     let elapsed = start.elapsed();
     assert_eq!(state.status, RunStatus::Completed, "the benchmark workflow must complete");
-    let events = store.load(&run_id).await.expect("run stored").events.len();
+    let events = store.load(&run_id, 0).await.expect("run stored").events.len();
     (elapsed, events)
 }
 

@@ -1,52 +1,73 @@
-//! Errors of the engine itself (not of steps: those are events).
+//! Errors of the engine itself (not of steps: those are events), typed:
+//! each front says them in its own words.
 
+use cairn_domain::id::RunId;
+use cairn_domain::problem::Problems;
+use cairn_domain::steer::Refusal;
 use cairn_ports::StoreError;
 
-/// Why the engine could not start or drive a run.
+/// Why the engine could not start or drive a run, or record a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
     /// The store failed or refused (another process drives the run, ...).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The run's inputs do not fit the workflow's declared inputs.
-    #[error("{0}")]
-    Inputs(String),
+    /// The run's inputs do not fit the workflow's declared inputs: one
+    /// sentence per problem.
+    #[error("{}", .0.join("; "))]
+    Inputs(Vec<String>),
     /// The log cannot be folded: it breaks the run state machine.
     #[error("run log is inconsistent: {0}")]
     Log(#[from] cairn_domain::state::ApplyError),
-    /// The definition cannot be run (a dependency cycle slipped through).
-    #[error("{0}")]
-    Definition(String),
-    /// A fork named a sequence number that is not one of the run's checkpoints.
-    #[error("run `{run}` has no checkpoint {seq}")]
-    NoCheckpoint {
+    /// The definition a run recorded no longer loads (a format this engine
+    /// no longer reads).
+    #[error("the definition recorded with run `{run}` no longer loads: {problems}")]
+    Definition {
         /// The run.
-        run: String,
-        /// The sequence number asked for.
-        seq: u64,
-        /// The run's last checkpoint, if it has any.
-        last: Option<u64>,
+        run: RunId,
+        /// What is wrong with it.
+        problems: Problems,
     },
-    /// A decision or answer that does not fit the run: no such gate, a role
-    /// the gate does not list, a run not waiting there.
+    /// The workflow cannot be run (a dependency cycle slipped through).
     #[error("{0}")]
-    Refused(String),
-    /// A decision came after the gate's deadline: its `on_timeout` applies
-    /// instead, when the run is next driven.
-    #[error("the deadline of `{gate}` has passed: its `on_timeout` applies instead of this decision")]
-    DeadlinePassed {
-        /// The gate's step.
-        gate: String,
-        /// The deadline.
-        at: cairn_domain::state::Timestamp,
-    },
-    /// The run has ended; there is nothing to resume.
-    #[error("run `{run}` is {status:?}: it has ended and cannot be resumed (fork it to run it again)")]
-    Finished {
+    Program(String),
+    /// A request that does not fit the run: a decision at no gate, a role
+    /// the gate does not list, a run that has ended, a missing checkpoint.
+    #[error("run `{run}`: {refusal}")]
+    Refused {
         /// The run.
-        run: String,
-        /// Its final status.
-        status: cairn_domain::state::RunStatus,
+        run: RunId,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// This engine lacks what the workflow needs (a provider, a handler):
+    /// refused before anything was recorded.
+    #[error("{}needs what this engine lacks: {}", run.as_ref().map(|r| format!("run `{r}` ")).unwrap_or_default(), unmet.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Unmet {
+        /// The run, when it exists already.
+        run: Option<RunId>,
+        /// Everything missing.
+        unmet: Vec<Unmet>,
+    },
+}
+
+/// One thing a workflow needs that an engine lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unmet {
+    /// No provider under the name an agent uses.
+    #[error("provider `{provider}` of agent `{agent}`")]
+    Provider {
+        /// The agent.
+        agent: String,
+        /// The provider it names.
+        provider: String,
+    },
+    /// No handler under the name a `uses:` step names.
+    #[error("handler `{handler}`")]
+    Handler {
+        /// The handler.
+        handler: String,
     },
 }

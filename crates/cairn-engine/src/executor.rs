@@ -2,33 +2,33 @@
 //! each transition in the store before acting on it, and running step
 //! attempts concurrently through the ports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cairn_domain::Definition;
 use cairn_domain::decide::{Action, Frontier, Program, attempt_finished, decide_with, idempotency_key};
-use cairn_domain::definition::{StepKind, Workflow};
 use cairn_domain::id::RunId;
 use cairn_domain::program::{Frame, Price};
 use cairn_domain::render::Renderer;
 use cairn_domain::state::{
-    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind, word,
+    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus,
 };
+use cairn_domain::steer::{self, GateCall, Refusal, Request};
 use cairn_ports::{
-    Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LiveEvent, LlmProvider, NewRun, NoSink,
-    PortError, RunStore, StepHandler,
+    Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LlmProvider, NewRun, NoSink, PortError,
+    RunStore, StepHandler,
 };
 use futures_util::FutureExt;
 use futures_util::future::{AbortHandle, BoxFuture, abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use tokio::sync::watch;
 
+use crate::control::{Control, Controls, RunControl};
 use crate::job::{self, Finished, Ports};
-use crate::{EngineError, SystemClock};
+use crate::{EngineError, SystemClock, Unmet};
 
 /// Events between physical snapshots, at least. A larger run snapshots
 /// every four times (the power of two ≥) its step count instead: a snapshot
@@ -43,16 +43,18 @@ fn snapshot_spacing(steps: usize) -> u64 {
     SNAPSHOT_EVERY.max(4 * (steps as u64).next_power_of_two())
 }
 
-/// A definition to run: the validated workflow and the exact text it came from.
-pub struct Definition {
-    /// The file name, as given.
-    pub name: String,
-    /// The exact text; the run records it and its hash.
-    pub text: String,
-    /// The validated workflow.
-    pub workflow: Workflow,
-    /// Files the definition names (schemas), by the path it names them with.
-    pub files: std::collections::BTreeMap<String, String>,
+/// A new run id: a ULID (48 bits of time, 80 random), in lowercase, so ids
+/// sort by creation time and never collide.
+pub fn new_run_id(now: cairn_domain::state::Timestamp) -> RunId {
+    let id = ulid::Ulid::from_parts(now.0, rand_bits()).to_string().to_ascii_lowercase();
+    RunId::new(id).unwrap_or_else(|_| unreachable!("a lowercase ULID is 26 of 0-9 and a-z"))
+}
+
+/// 80 random bits from the process's hasher seeds (no extra crate).
+fn rand_bits() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (u128::from(half()) << 64 | u128::from(half())) & ((1 << 80) - 1)
 }
 
 /// Runs workflows through the ports it was built with.
@@ -63,7 +65,7 @@ pub struct Engine {
     ports: Ports,
     renderer: Renderer,
     actor: String,
-    control: Option<watch::Receiver<Control>>,
+    controls: Controls,
     prices: BTreeMap<String, Price>,
 }
 
@@ -74,10 +76,10 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     sink: Arc<dyn EventSink>,
     providers: HashMap<String, Arc<dyn LlmProvider>>,
+    every_provider: Option<Arc<dyn LlmProvider>>,
     commands: Arc<dyn CommandRunner>,
     handlers: HashMap<String, Arc<dyn StepHandler>>,
     actor: String,
-    control: Option<watch::Receiver<Control>>,
     prices: BTreeMap<String, Price>,
 }
 
@@ -89,10 +91,10 @@ impl EngineBuilder {
             clock: Arc::new(SystemClock),
             sink: Arc::new(NoSink),
             providers: HashMap::new(),
+            every_provider: None,
             commands: Arc::new(NoCommands),
             handlers: HashMap::new(),
             actor: "engine".into(),
-            control: None,
             prices: BTreeMap::new(),
         }
     }
@@ -100,12 +102,6 @@ impl EngineBuilder {
     /// What models cost, for runs' `defaults.budget_usd`.
     pub fn prices(mut self, prices: BTreeMap<String, Price>) -> Self {
         self.prices = prices;
-        self
-    }
-
-    /// Where pause and cancel requests come from (a signal handler, a host).
-    pub fn control(mut self, control: watch::Receiver<Control>) -> Self {
-        self.control = Some(control);
         self
     }
 
@@ -124,6 +120,13 @@ impl EngineBuilder {
     /// The provider agents name `name` (`default` when they name none).
     pub fn provider(mut self, name: impl Into<String>, provider: Arc<dyn LlmProvider>) -> Self {
         self.providers.insert(name.into(), provider);
+        self
+    }
+
+    /// The provider of every agent whose provider has none registered
+    /// under its name (a mock, a replay, one model for all).
+    pub fn every_provider(mut self, provider: Arc<dyn LlmProvider>) -> Self {
+        self.every_provider = Some(provider);
         self
     }
 
@@ -151,10 +154,15 @@ impl EngineBuilder {
             store: self.store,
             clock: self.clock,
             sink: self.sink,
-            ports: Ports { providers: self.providers, commands: self.commands, handlers: self.handlers },
+            ports: Ports {
+                providers: self.providers,
+                every_provider: self.every_provider,
+                commands: self.commands,
+                handlers: self.handlers,
+            },
             renderer: Renderer::default(),
             actor: self.actor,
-            control: self.control,
+            controls: Controls::default(),
             prices: self.prices,
         }
     }
@@ -169,20 +177,69 @@ impl CommandRunner for NoCommands {
         Err(PortError::new(
             ErrorClass::Permission,
             format!("`{}` may not run: no program is allowed", spec.program),
-        )
-        .with_hint("list it under [commands] allow in cairn.toml"))
+        ))
     }
 }
 
 impl Engine {
+    /// A new run id, from this engine's clock.
+    pub fn new_run_id(&self) -> RunId {
+        new_run_id(self.clock.now())
+    }
+
+    /// The handle that pauses or cancels `run` while this engine drives it.
+    pub fn control(&self, run: &RunId) -> RunControl {
+        self.controls.of(run)
+    }
+
+    /// What this engine lacks to run `workflow`: a provider an agent
+    /// names, a handler a `uses:` step names.
+    pub fn unmet(&self, workflow: &cairn_domain::definition::Workflow) -> Vec<Unmet> {
+        let needs = cairn_domain::needs::needs(workflow);
+        let mut unmet: Vec<Unmet> = needs
+            .providers
+            .into_iter()
+            .filter(|(_, p)| {
+                self.ports.every_provider.is_none() && !self.ports.providers.contains_key(p.as_str())
+            })
+            .map(|(agent, provider)| Unmet::Provider { agent, provider })
+            .collect();
+        unmet.extend(
+            needs
+                .handlers
+                .into_iter()
+                .filter(|h| !self.ports.handlers.contains_key(h.as_str()))
+                .map(|handler| Unmet::Handler { handler }),
+        );
+        unmet
+    }
+
+    /// Refuses, naming what is missing, when this engine lacks what the
+    /// stored run `run_id` needs to be driven: what a host checks before it
+    /// records anything a drive would follow.
+    pub async fn check(&self, run_id: &RunId) -> Result<(), EngineError> {
+        let definition = self.definition(run_id).await?;
+        let unmet = self.unmet(&definition.workflow);
+        if unmet.is_empty() { Ok(()) } else { Err(EngineError::Unmet { run: Some(run_id.clone()), unmet }) }
+    }
+
     /// Creates a run of `def` with `inputs` (checked against the declared
-    /// inputs, defaults filled in) and drives it until it completes, fails,
-    /// or waits for a person. A run whose agents need a provider nobody
-    /// configured fails before its first step, naming the settings.
-    pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
-        let inputs = cairn_domain::inputs::resolve(&def.workflow, inputs)
-            .map_err(|p| EngineError::Inputs(p.join("; ")))?;
-        let hash = format!("{:x}", Sha256::digest(def.text.as_bytes()));
+    /// inputs, defaults filled in) under `run_id`, without driving it.
+    /// Refused before anything is stored when this engine lacks a provider
+    /// or handler the workflow needs.
+    pub async fn start(
+        &self,
+        def: Definition,
+        inputs: Value,
+        run_id: RunId,
+    ) -> Result<RunState, EngineError> {
+        let unmet = self.unmet(&def.workflow);
+        if !unmet.is_empty() {
+            return Err(EngineError::Unmet { run: None, unmet });
+        }
+        self.program(def.workflow.clone())?;
+        let inputs = cairn_domain::inputs::resolve(&def.workflow, inputs).map_err(EngineError::Inputs)?;
+        let hash = def.hash();
         let created = Event {
             seq: 1,
             at: self.clock.now(),
@@ -205,55 +262,42 @@ impl Engine {
                 created: created.clone(),
             })
             .await?;
-        let mut state = RunState::create(&created)?;
-        self.sink.emit(&run_id, &LiveEvent::Recorded(&created));
-        let program = self.program(def.workflow)?;
-        if let Some(error) = self.missing_provider(&program) {
-            self.record(&mut state, vec![EventKind::RunFailed { error }]).await?;
-            return Ok(state);
-        }
-        self.drive(&program, state).await
+        let state = RunState::create(&created)?;
+        self.sink.recorded(&run_id, std::slice::from_ref(&created));
+        Ok(state)
+    }
+
+    /// [`Engine::start`], then [`Engine::resume`]: creates a run and drives
+    /// it until it completes, fails, or waits for a person.
+    pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
+        let workflow = def.workflow.clone();
+        let state = self.start(def, inputs, run_id).await?;
+        self.drive(state, workflow).await
     }
 
     /// A workflow prepared for running, with this engine's prices.
-    fn program(&self, workflow: Workflow) -> Result<Program, EngineError> {
+    fn program(&self, workflow: cairn_domain::definition::Workflow) -> Result<Program, EngineError> {
         Program::new(workflow)
             .map(|p| p.with_prices(self.prices.clone()))
-            .map_err(|e| EngineError::Definition(e.to_string()))
+            .map_err(|e| EngineError::Program(e.to_string()))
     }
 
-    /// The error of a run whose agents name a provider this engine lacks.
-    fn missing_provider(&self, program: &Program) -> Option<StepError> {
-        let wf = program.workflow();
-        let used = used_agents(&wf.steps);
-        let (agent, provider) = wf
-            .agents
-            .iter()
-            .filter(|(name, _)| used.contains(name.as_str()))
-            .find(|(_, a)| !self.ports.providers.contains_key(a.provider.as_str()))
-            .map(|(name, a)| (name.to_string(), a.provider.to_string()))?;
-        let hint = if provider == "default" {
-            "set CAIRN_LLM_BASE_URL (with CAIRN_LLM_API_KEY and CAIRN_LLM_MODEL as needed), or add \
-             [providers.default] to cairn.toml, or run with --llm mock"
-                .to_owned()
-        } else {
-            format!("add [providers.{provider}] to cairn.toml, or run with --llm mock")
-        };
-        Some(StepError {
-            class: ErrorClass::Fatal,
-            message: format!("agent `{agent}` uses provider `{provider}`, which is not configured"),
-            hint: Some(hint),
-        })
+    /// The definition `run` recorded when it started, loaded again from
+    /// what the store kept (never from disk).
+    pub async fn definition(&self, run: &RunId) -> Result<Definition, EngineError> {
+        let stored = self.store.load(run, u64::MAX).await?;
+        Definition::from_recorded(&stored.definition_name, &stored.definition, &stored.files)
+            .map_err(|problems| EngineError::Definition { run: run.clone(), problems })
+    }
+
+    /// The run's whole event log.
+    pub async fn events(&self, run: &RunId) -> Result<Vec<Event>, EngineError> {
+        Ok(self.store.load(run, 0).await?.events)
     }
 
     /// Appends events atomically after the state's last one, then applies
     /// them and tells the sink: nothing takes effect before it is stored.
-    async fn record(&self, state: &mut RunState, kinds: Vec<EventKind>) -> Result<(), EngineError> {
-        self.record_as(state, kinds, &self.actor).await
-    }
-
-    /// [`Engine::record`], naming `actor` as who caused the events.
-    async fn record_as(
+    async fn record(
         &self,
         state: &mut RunState,
         kinds: Vec<EventKind>,
@@ -298,30 +342,42 @@ impl Engine {
         Ok(())
     }
 
-    /// Carries on a stored run: folds its log (from the latest snapshot),
-    /// then drives it. A step that was in flight when its driver died runs
-    /// again with the same attempt number, so the same idempotency key; a
-    /// blocked step is retried; a paused or crashed run goes on where it
-    /// stopped. `workflow` must be the run's recorded definition.
-    pub async fn resume(&self, run_id: &RunId, workflow: Workflow) -> Result<RunState, EngineError> {
+    /// A refusal of a request about `run`.
+    fn refused(run: &RunId) -> impl FnOnce(Refusal) -> EngineError + '_ {
+        move |refusal| EngineError::Refused { run: run.clone(), refusal }
+    }
+
+    /// Drives a stored run on: folds its log (from the latest snapshot),
+    /// loads its recorded definition, then drives it until it completes,
+    /// fails, is paused or cancelled, or waits for a person. A step that
+    /// was in flight when its driver died runs again with the same attempt
+    /// number, so the same idempotency key; a blocked step is retried; a
+    /// paused or crashed run goes on where it stopped. Refused, leaving the
+    /// run as it was, when it has ended or this engine lacks what it needs.
+    pub async fn resume(&self, run_id: &RunId) -> Result<RunState, EngineError> {
         let state = self.load(run_id).await?;
-        if state.status.is_terminal() {
-            return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
+        let definition = self.definition(run_id).await?;
+        self.drive(state, definition.workflow).await
+    }
+
+    /// Drives a run whose state and workflow are loaded: refuses an ended
+    /// run or one this engine cannot serve, records what going on records
+    /// first, restarts what was in flight, then drives.
+    async fn drive(
+        &self,
+        state: RunState,
+        workflow: cairn_domain::definition::Workflow,
+    ) -> Result<RunState, EngineError> {
+        let run_id = state.run_id.clone();
+        let events = steer::resume(&state).map_err(Self::refused(&run_id))?;
+        let unmet = self.unmet(&workflow);
+        if !unmet.is_empty() {
+            return Err(EngineError::Unmet { run: Some(run_id), unmet });
         }
         let program = self.program(workflow)?;
-        let mut drive = Drive::new(self, &program, state);
-        let mut events = Vec::new();
-        for (path, step) in &drive.state.steps {
-            if step.status == StepStatus::Waiting && step.wait == Some(WaitKind::Block) {
-                events.push(EventKind::StepReset { path: path.clone() });
-            }
-        }
-        let status = drive.state.status;
-        let resumable = status.is_waiting() || matches!(status, RunStatus::Paused | RunStatus::Pending);
-        if resumable {
-            events.push(EventKind::RunStarted);
-        }
-        self.record(&mut drive.state, events).await?;
+        let control = self.control(&run_id);
+        let mut drive = Drive::new(self, &program, state, &control);
+        self.record(&mut drive.state, events, &self.actor).await?;
         let in_flight: Vec<(StepPath, u32)> = drive
             .state
             .steps
@@ -332,183 +388,96 @@ impl Engine {
         for (path, attempt) in in_flight {
             drive.spawn(path, attempt);
         }
-        drive.run().await
+        let driven = drive.run().await;
+        // Whatever was asked of this drive is over with it.
+        control.done();
+        driven
     }
 
-    /// Records a person's decision at a gate of a run that waits there,
-    /// without driving the run (`resume` applies it). `gate` may be left out
-    /// when exactly one gate waits. Refused, with a message saying why: a
-    /// run or step not waiting for a decision, a role the gate does not
-    /// list (or none where it lists some), an answer to a gate that asked
-    /// no questions.
+    /// Records a person's decision at a gate of a run that waits there
+    /// (`by` is who decided), without driving the run (`resume` applies
+    /// it). Refused, with a typed reason: no such gate, a role the gate does
+    /// not list (or none where it lists some), a deadline that passed.
     pub async fn decide_gate(
         &self,
         run_id: &RunId,
-        workflow: &Workflow,
         call: GateCall,
+        by: &str,
     ) -> Result<RunState, EngineError> {
         let mut state = self.load(run_id).await?;
-        if state.status.is_terminal() {
-            return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
-        }
-        let want: &[WaitKind] = match call.decision {
-            GateDecision::Approve | GateDecision::Reject => &[WaitKind::Acceptance, WaitKind::Approval],
-            GateDecision::Answer(_) => &[WaitKind::Clarification],
-        };
-        let waiting: Vec<(&StepPath, WaitKind)> = state
-            .steps
-            .iter()
-            .filter(|(_, s)| s.status == StepStatus::Waiting)
-            .filter_map(|(p, s)| s.wait.filter(|w| want.contains(w)).map(|w| (p, w)))
-            .collect();
-        let names = || waiting.iter().map(|(p, _)| format!("`{p}`")).collect::<Vec<_>>().join(", ");
-        let what = if matches!(call.decision, GateDecision::Answer(_)) { "questions" } else { "a decision" };
-        let found = match &call.gate {
-            Some(gate) => waiting.iter().find(|(p, _)| p.as_str() == gate).copied(),
-            None if waiting.len() == 1 => waiting.first().copied(),
-            None => None,
-        };
-        let Some((path, wait)) = found.map(|(p, w)| (p.clone(), w)) else {
-            let why = match (&call.gate, waiting.len()) {
-                (_, 0) => format!("run `{run_id}` is {}: no step waits for {what}", word(state.status)),
-                (Some(gate), _) => {
-                    format!("step `{gate}` of run `{run_id}` does not wait for {what}; waiting: {}", names())
-                }
-                (None, _) => {
-                    format!("run `{run_id}` waits at several gates ({}): name one with --gate", names())
-                }
-            };
-            return Err(EngineError::Refused(why));
-        };
-        if let Some(deadline) = state.steps.get(&path).and_then(|s| s.deadline)
-            && deadline <= self.clock.now()
-        {
-            return Err(EngineError::DeadlinePassed { gate: path.to_string(), at: deadline });
-        }
-        let program = Program::new(workflow.clone()).map_err(|e| EngineError::Definition(e.to_string()))?;
-        let step = program
-            .step(&path)
-            .ok_or_else(|| EngineError::Refused(format!("step `{path}` is not in the run's definition")))?;
-        let approvers = step.gate(wait).map_or(&[][..], |(approvers, _)| approvers);
-        let event = match call.decision {
-            GateDecision::Answer(text) => EventKind::Answered { path, text },
-            decision => {
-                let listed = || approvers.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
-                match &call.role {
-                    None if !approvers.is_empty() => {
-                        return Err(EngineError::Refused(format!(
-                            "`{path}` needs a decision from one of its roles ({}): say which with --as",
-                            listed()
-                        )));
-                    }
-                    Some(role) if !approvers.is_empty() && !approvers.iter().any(|a| a.as_str() == role) => {
-                        return Err(EngineError::Refused(format!(
-                            "role `{role}` is not an approver of `{path}`: its roles are {}",
-                            listed()
-                        )));
-                    }
-                    _ => {}
-                }
-                EventKind::GateDecided {
-                    path,
-                    approve: decision == GateDecision::Approve,
-                    role: call.role,
-                    comment: call.comment,
-                    timed_out: false,
-                }
-            }
-        };
-        self.record_as(&mut state, vec![event], &call.by).await?;
+        let definition = self.definition(run_id).await?;
+        let program = self.program(definition.workflow)?;
+        let event =
+            steer::gate_decision(&state, &program, call, self.clock.now()).map_err(Self::refused(run_id))?;
+        self.record(&mut state, vec![event], by).await?;
         Ok(state)
     }
 
     /// Pauses or cancels a run nobody drives (its driver died, or it waits
-    /// for a person): running and waiting steps are recorded cancelled with a
-    /// cancel. Cancelling a cancelled run changes nothing; any other ended
-    /// run is refused.
-    pub async fn stop(&self, run_id: &RunId, request: Control) -> Result<RunState, EngineError> {
+    /// for a person), recorded as done by `by`: running and waiting steps
+    /// are recorded cancelled with a cancel. Cancelling a cancelled run
+    /// changes nothing; any other ended run is refused.
+    pub async fn stop(&self, run_id: &RunId, request: Request, by: &str) -> Result<RunState, EngineError> {
         let mut state = self.load(run_id).await?;
-        let wanted = match request {
-            Control::Run => return Ok(state),
-            Control::Pause => RunStatus::Paused,
-            Control::Cancel => RunStatus::Cancelled,
-        };
-        if state.status == wanted {
-            return Ok(state);
-        }
-        if state.status.is_terminal() {
-            return Err(EngineError::Finished { run: run_id.to_string(), status: state.status });
-        }
-        let mut events: Vec<EventKind> = Vec::new();
-        if request == Control::Cancel {
-            for (path, step) in &state.steps {
-                if matches!(step.status, StepStatus::Running | StepStatus::Waiting) {
-                    events.push(EventKind::StepCancelled { path: path.clone() });
-                }
-            }
-        }
-        events.push(if request == Control::Cancel { EventKind::RunCancelled } else { EventKind::RunPaused });
-        self.record(&mut state, events).await?;
+        let events = steer::stop(&state, request).map_err(Self::refused(run_id))?;
+        self.record(&mut state, events, by).await?;
         Ok(state)
     }
 
-    /// A new run `new_id` with the definition and inputs of `source` and its
-    /// events up to checkpoint `seq` (time travel). It is left paused, so
-    /// `resume` runs only what came after the checkpoint.
-    pub async fn fork(&self, source: &RunId, seq: u64, new_id: RunId) -> Result<RunState, EngineError> {
-        let stored = self.store.load(source).await?;
-        let marks = cairn_domain::checkpoint::checkpoints(&stored.events);
-        if !marks.iter().any(|c| c.seq == seq) {
-            let last = marks.last().map(|c| c.seq);
-            return Err(EngineError::NoCheckpoint { run: source.to_string(), seq, last });
-        }
-        let Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) =
-            stored.events.first().map(|e| e.kind.clone())
-        else {
-            return Err(EngineError::Store(cairn_ports::StoreError::Corrupt(format!(
-                "run `{source}` has no start"
-            ))));
-        };
+    /// A new run `new_id`, made by `by`, with the definition and inputs of
+    /// `source` and its events up to checkpoint `seq` (time travel), each
+    /// kept with its actor and time. It is left paused, so `resume` runs
+    /// only what came after the checkpoint.
+    pub async fn fork(
+        &self,
+        source: &RunId,
+        seq: u64,
+        new_id: RunId,
+        by: &str,
+    ) -> Result<RunState, EngineError> {
+        let stored = self.store.load(source, 0).await?;
+        let fork = steer::fork(&stored.events, seq).map_err(Self::refused(source))?;
         let created = Event {
             seq: 1,
             at: self.clock.now(),
-            actor: self.actor.clone(),
+            actor: by.to_owned(),
             kind: EventKind::RunCreated {
                 run_id: new_id.clone(),
-                workflow: workflow.clone(),
-                definition_hash: definition_hash.clone(),
-                inputs,
+                workflow: fork.workflow.clone(),
+                definition_hash: fork.definition_hash.clone(),
+                inputs: fork.inputs,
             },
         };
         let mut state = RunState::create(&created)?;
         self.store
             .create(NewRun {
                 run_id: new_id,
-                workflow,
+                workflow: fork.workflow,
                 definition_name: stored.definition_name,
                 definition: stored.definition,
                 files: stored.files,
-                definition_hash,
+                definition_hash: fork.definition_hash,
                 created,
             })
             .await?;
-        let copied = stored.events[1..seq as usize].iter().map(|e| e.kind.clone()).collect();
-        self.record(&mut state, copied).await?;
-        if state.status == RunStatus::Running {
-            self.record(&mut state, vec![EventKind::RunPaused]).await?;
+        let mut copied = fork.copied;
+        for event in &mut copied {
+            state.apply(event)?;
         }
+        self.persist(&state, &mut copied).await?;
+        self.record(&mut state, fork.then, by).await?;
         Ok(state)
     }
 
-    /// A run's state, folded from its latest snapshot and the events after it.
+    /// A run's state, folded from its latest snapshot and the events after
+    /// it (only those are read).
     pub async fn load(&self, run_id: &RunId) -> Result<RunState, EngineError> {
-        let stored = self.store.load(run_id).await?;
-        let snapshot = self.store.latest_snapshot(run_id).await?;
-        let (mut state, from) = match snapshot {
-            Some(s) if s.seq <= stored.events.len() as u64 => (Some(s.state), s.seq as usize),
-            _ => (None, 0),
-        };
-        for event in &stored.events[from..] {
+        // A snapshot is an optimisation: one that cannot be read is passed over.
+        let snapshot = self.store.latest_snapshot(run_id).await.unwrap_or(None);
+        let from = snapshot.as_ref().map_or(0, |s| s.seq + 1);
+        let stored = self.store.load(run_id, from).await?;
+        let mut state = snapshot.map(|s| s.state);
+        for event in &stored.events {
             match &mut state {
                 None => state = Some(RunState::create(event)?),
                 Some(s) => s.apply(event)?,
@@ -519,55 +488,12 @@ impl Engine {
         })
     }
 
-    /// Drives a run until it is terminal, or waits with nothing in flight.
-    async fn drive(&self, program: &Program, state: RunState) -> Result<RunState, EngineError> {
-        Drive::new(self, program, state).run().await
-    }
-
     /// Keeps a snapshot of the state (at pauses and gates), so loading a
     /// long run replays only the tail.
     async fn snapshot(&self, state: &RunState) -> Result<(), EngineError> {
         let snapshot = cairn_ports::Snapshot { seq: state.seq, state: state.clone() };
         self.store.put_snapshot(&state.run_id, snapshot).await.map_err(EngineError::from)
     }
-}
-
-/// A person's decision at a gate, as `approve`, `reject` and `answer` give it.
-#[derive(Debug, Clone)]
-pub struct GateCall {
-    /// The waiting step's path; `None`: the one gate that waits.
-    pub gate: Option<String>,
-    /// What they decided.
-    pub decision: GateDecision,
-    /// The role they decide as.
-    pub role: Option<String>,
-    /// Their comment.
-    pub comment: Option<String>,
-    /// Who they are (the event's actor).
-    pub by: String,
-}
-
-/// Approve, reject, or answer a model's questions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateDecision {
-    /// Approve the output or the approval step.
-    Approve,
-    /// Reject it.
-    Reject,
-    /// Answer the questions.
-    Answer(String),
-}
-
-/// What a driver is asked to do from outside (a signal, a host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Control {
-    /// Drive on.
-    #[default]
-    Run,
-    /// Start nothing new; let running steps finish; record `run_paused`.
-    Pause,
-    /// Stop running steps; record them and the run `cancelled`.
-    Cancel,
 }
 
 /// One run being driven: its state, and the attempts in flight.
@@ -589,14 +515,14 @@ struct Drive<'a> {
 }
 
 impl<'a> Drive<'a> {
-    fn new(engine: &'a Engine, program: &'a Program, state: RunState) -> Self {
+    fn new(engine: &'a Engine, program: &'a Program, state: RunState, control: &RunControl) -> Self {
         Self {
             engine,
             program,
             state,
             tasks: FuturesUnordered::new(),
             in_flight: HashMap::new(),
-            control: engine.control.clone(),
+            control: Some(control.watch()),
             staged: Vec::new(),
             frontier: Frontier::default(),
         }
@@ -846,21 +772,4 @@ fn timed_out(limit: Duration) -> Finished {
         repairs: Vec::new(),
         session: None,
     }
-}
-
-/// Names of agents that steps (and their QA judges) use.
-fn used_agents(steps: &[cairn_domain::definition::Step]) -> std::collections::BTreeSet<String> {
-    let mut used = std::collections::BTreeSet::new();
-    for step in steps {
-        if let StepKind::Agent(a) = &step.kind {
-            used.insert(a.agent.to_string());
-            if let Some(qa) = &a.qa {
-                used.insert(qa.agent.to_string());
-            }
-        }
-        if let Some(body) = step.body() {
-            used.extend(used_agents(body));
-        }
-    }
-    used
 }

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 /// The ports a job may use.
 pub(crate) struct Ports {
     pub providers: HashMap<String, Arc<dyn LlmProvider>>,
+    /// The provider of agents whose provider is not in `providers`.
+    pub every_provider: Option<Arc<dyn LlmProvider>>,
     pub commands: Arc<dyn CommandRunner>,
     pub handlers: HashMap<String, Arc<dyn StepHandler>>,
 }
@@ -120,7 +122,8 @@ fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) ->
     StepError { class, message: message.into(), hint: hint.map(str::to_owned) }
 }
 
-const RENDER_HINT: Option<&str> = Some("fix the template; `cairn validate` checks the names it reads");
+const RENDER_HINT: Option<&str> =
+    Some("fix the template: validating the definition checks the names it reads");
 
 impl Attempt<'_> {
     /// Renders a step's templates into a job; a template that fails to
@@ -158,13 +161,18 @@ impl Attempt<'_> {
             .agents
             .get(name.as_str())
             .ok_or_else(|| refused(ErrorClass::Fatal, format!("unknown {what}agent `{name}`"), None))?;
-        let provider = self.ports.providers.get(agent.provider.as_str()).ok_or_else(|| {
-            refused(
-                ErrorClass::Fatal,
-                format!("provider `{}` of {what}agent `{name}` is not configured", agent.provider),
-                Some("configure it in cairn.toml, or run with --llm mock"),
-            )
-        })?;
+        let provider = self
+            .ports
+            .providers
+            .get(agent.provider.as_str())
+            .or(self.ports.every_provider.as_ref())
+            .ok_or_else(|| {
+                refused(
+                    ErrorClass::Fatal,
+                    format!("provider `{}` of {what}agent `{name}` is not configured", agent.provider),
+                    None,
+                )
+            })?;
         Ok((agent, Arc::clone(provider)))
     }
 
@@ -215,12 +223,9 @@ impl Attempt<'_> {
                 let reuse = agent.session == SessionMode::Reuse;
                 let earlier = if reuse { self.sessions.get(a.agent.as_str()) } else { None };
                 let prompt = self.text(&a.prompt, "the prompt")?;
-                let mut added = vec![Turn { role: "user".into(), content: prompt }];
+                let mut added = vec![Turn::Prompt { text: prompt }];
                 added.extend(self.turns.iter().cloned());
-                for turn in earlier.into_iter().flatten().chain(&added) {
-                    let role = if turn.role == "assistant" { Role::Assistant } else { Role::User };
-                    messages.push(ChatMessage { role, content: turn.content.clone() });
-                }
+                messages.extend(earlier.into_iter().flatten().chain(&added).map(message));
                 let session = reuse.then(|| (a.agent.to_string(), added));
                 let output_format = a.output.as_ref().map_or(OutputFormat::Text, |o| o.format);
                 let format = match &a.output {
@@ -272,7 +277,7 @@ impl Attempt<'_> {
                     refused(
                         ErrorClass::Fatal,
                         format!("no handler named `{}` is registered", u.handler),
-                        Some("register it in the host binary, or fix the `uses:` name"),
+                        None,
                     )
                 })?;
                 let call = HandlerCall {
@@ -359,7 +364,7 @@ impl Chat {
                 Ok(value) => match self.judge(&value, &mut done).await {
                     Ok(None) => {
                         done.session = self.session.take().map(|(agent, mut turns)| {
-                            turns.push(Turn { role: "assistant".into(), content: answer.text.clone() });
+                            turns.push(Turn::Answer { text: answer.text.clone() });
                             (agent, turns)
                         });
                         done.outcome = Outcome::Succeeded(value);
@@ -448,6 +453,25 @@ impl Chat {
         let reason = verdict["reason"].as_str().unwrap_or_default();
         Ok(Some(format!("the QA judge failed it: {reason}")))
     }
+}
+
+/// A turn of a conversation as the message its model reads: the engine
+/// words what the run recorded (recorded cassettes hold these exact texts).
+fn message(turn: &Turn) -> ChatMessage {
+    let (role, content) = match turn {
+        Turn::Prompt { text } | Turn::Answers { text } => (Role::User, text.clone()),
+        Turn::Answer { text } => (Role::Assistant, text.clone()),
+        Turn::Rejected { comment } => {
+            (Role::User, format!("A reviewer rejected this: {}", comment.as_deref().unwrap_or("rejected")))
+        }
+        Turn::Questions { questions } => {
+            (Role::Assistant, json!({ "clarification_questions": questions }).to_string())
+        }
+        Turn::Message { role, content } => {
+            (if role == "assistant" { Role::Assistant } else { Role::User }, content.clone())
+        }
+    };
+    ChatMessage { role, content }
 }
 
 fn usage_of(u: &cairn_ports::Usage) -> TokenUsage {

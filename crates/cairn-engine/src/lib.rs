@@ -13,11 +13,12 @@
 //! sled, reqwest, a process or a terminal; it sees only `cairn-ports` traits.
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, tokio (runtime-agnostic
-//! parts: tasks, sync, time), jsonschema, sha2. Never on an adapter or the app.
+//! parts: tasks, sync, time), jsonschema, ulid. Never on an adapter or the app.
 //!
 //! Read first: [`Engine`], [`Engine::run`].
 
 mod clock;
+mod control;
 mod error;
 mod executor;
 mod job;
@@ -25,7 +26,8 @@ mod memory;
 mod mock;
 
 pub use clock::SystemClock;
-pub use error::EngineError;
-pub use executor::{Control, Definition, Engine, EngineBuilder, GateCall, GateDecision, SNAPSHOT_EVERY};
+pub use control::RunControl;
+pub use error::{EngineError, Unmet};
+pub use executor::{Engine, EngineBuilder, SNAPSHOT_EVERY, new_run_id};
 pub use memory::MemoryStore;
 pub use mock::MockLlm;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind, RunStatus};
-use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
+use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
 
 struct Entry {
     run: StoredRun,
@@ -48,6 +48,7 @@ impl RunStore for MemoryStore {
             status: RunStatus::Pending,
             created_at: run.created.at,
             updated_at: run.created.at,
+            usage_by_model: Default::default(),
         };
         let stored = StoredRun {
             definition_name: run.definition_name,
@@ -70,26 +71,34 @@ impl RunStore for MemoryStore {
             });
         }
         cairn_ports::follows(expected_seq, events)?;
-        let status = events.iter().fold(entry.summary.status, |s, e| e.kind.run_status().unwrap_or(s));
-        if let Some(last) = events.last() {
-            entry.seq = last.seq;
-            entry.summary.status = status;
-            entry.summary.updated_at = last.at;
+        let summary = &mut entry.summary;
+        for e in events {
+            summary.status = e.kind.run_status().unwrap_or(summary.status);
+            summary.updated_at = e.at;
+            if let EventKind::UsageRecorded { model, usage, .. } = &e.kind {
+                summary.usage_by_model.entry(model.clone()).or_default().add(*usage);
+            }
+            entry.seq = e.seq;
         }
         entry.run.events.extend_from_slice(events);
         Ok(())
     }
 
-    async fn load(&self, run: &RunId) -> Result<StoredRun, StoreError> {
+    async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError> {
         let runs = self.lock()?;
-        runs.get(run).map(|e| e.run.clone()).ok_or_else(|| StoreError::NotFound(run.to_string()))
+        let entry = runs.get(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
+        let from = entry.run.events.partition_point(|e| e.seq < from_seq);
+        Ok(StoredRun {
+            definition_name: entry.run.definition_name.clone(),
+            definition: entry.run.definition.clone(),
+            files: entry.run.files.clone(),
+            events: entry.run.events[from..].to_vec(),
+        })
     }
 
-    async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
+    async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
         let runs = self.lock()?;
-        let mut out: Vec<RunSummary> = runs.values().map(|e| e.summary.clone()).collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
-        Ok(out)
+        Ok(query.page(runs.values().map(|e| e.summary.clone())))
     }
 
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {

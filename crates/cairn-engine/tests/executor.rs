@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{ErrorClass, RunStatus};
-use cairn_engine::{EngineBuilder, EngineError, MemoryStore};
+use cairn_domain::steer::{Refusal, Request};
+use cairn_engine::{EngineBuilder, EngineError, MemoryStore, Unmet};
 use cairn_ports::{
-    ChatResponse, HandlerCall, MockLlmProvider, MockRunStore, PortError, RunStore, StepHandler, StoreError,
-    Usage,
+    ChatResponse, HandlerCall, MockLlmProvider, MockRunStore, PortError, RunQuery, RunStore, StepHandler,
+    StoreError, Usage,
 };
 use serde_json::{Value, json};
 
@@ -145,16 +146,24 @@ async fn a_timeout_cancels_the_attempt_and_counts_as_timeout() {
 }
 
 #[tokio::test]
-async fn an_unconfigured_provider_fails_the_run_before_any_step() {
-    let yaml = "cairn: 1\nid: nollm\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: hi\n";
+async fn a_missing_provider_or_handler_is_refused_before_a_run_exists() {
+    let yaml = "cairn: 1\nid: nollm\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: hi\n  - id: b\n    uses: notify\n";
     let store = Arc::new(MemoryStore::new());
     let engine = EngineBuilder::new(store.clone()).build();
-    let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
-    assert_eq!(state.status, RunStatus::Failed);
-    let error = state.error.expect("run error");
-    assert_eq!(error.message, "agent `w` uses provider `default`, which is not configured");
-    assert!(error.hint.unwrap_or_default().contains("CAIRN_LLM_BASE_URL"));
-    assert!(state.steps.is_empty(), "no step started");
+    let err = engine.run(definition(yaml), json!({}), run_id()).await.expect_err("refused");
+    let EngineError::Unmet { run: None, unmet } = &err else { panic!("not refused as unmet: {err}") };
+    assert_eq!(
+        unmet,
+        &[
+            Unmet::Provider { agent: "w".into(), provider: "default".into() },
+            Unmet::Handler { handler: "notify".into() }
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        "needs what this engine lacks: provider `default` of agent `w`, handler `notify`"
+    );
+    assert!(store.list(&RunQuery::default()).await.expect("list").runs.is_empty(), "no run was created");
 }
 
 #[tokio::test]
@@ -177,6 +186,26 @@ async fn a_lost_append_race_stops_the_driver() {
     let yaml = "cairn: 1\nid: race\nsteps:\n  - id: a\n    set: 1\n";
     let mut store = MockRunStore::new();
     store.expect_create().times(1).returning(|_| Ok(()));
+    store.expect_latest_snapshot().returning(|_| Ok(None));
+    store.expect_load().returning(move |_, _| {
+        let created = cairn_domain::state::Event {
+            seq: 1,
+            at: cairn_domain::state::Timestamp(1),
+            actor: "engine".into(),
+            kind: cairn_domain::state::EventKind::RunCreated {
+                run_id: run_id(),
+                workflow: cairn_domain::id::WorkflowId::new("race").expect("id"),
+                definition_hash: String::new(),
+                inputs: json!({}),
+            },
+        };
+        Ok(cairn_ports::StoredRun {
+            definition_name: "wf.yaml".into(),
+            definition: yaml.into(),
+            files: Default::default(),
+            events: vec![created],
+        })
+    });
     store.expect_append().times(1).returning(|_, expected, _| {
         Err(StoreError::Conflict { run: "run-1".into(), expected, actual: expected + 1 })
     });
@@ -193,7 +222,7 @@ async fn bad_inputs_are_refused_before_a_run_exists() {
     let engine = EngineBuilder::new(store.clone()).build();
     let err = engine.run(definition(yaml), json!({"n": "x"}), run_id()).await.expect_err("refused");
     assert_eq!(err.to_string(), "input `n` must be of type integer, not \"x\"");
-    assert!(store.list().await.expect("list").is_empty());
+    assert!(store.list(&RunQuery::default()).await.expect("list").runs.is_empty());
 }
 
 /// Fails at once with a fatal error.
@@ -257,16 +286,16 @@ async fn a_step_in_flight_at_a_crash_runs_again_with_the_same_key() {
     let crashed =
         tokio::time::timeout(Duration::from_secs(10), first.run(definition(TWO), json!({}), run_id())).await;
     assert!(crashed.is_err(), "the hanging attempt keeps the first driver busy until it is dropped");
-    let events = h.store.load(&run_id()).await.expect("stored").events;
+    let events = h.store.load(&run_id(), 0).await.expect("stored").events;
     assert!(matches!(events.last().map(|e| &e.kind), Some(EventKind::StepStarted { attempt: 1, .. })));
     let rec = recorder(None, false);
     let engine = h.builder(Duration::ZERO).handler("rec", rec.clone()).build();
-    let state = engine.resume(&run_id(), definition(TWO).workflow).await.expect("resumes");
+    let state = engine.resume(&run_id()).await.expect("resumes");
     assert_eq!(state.status, RunStatus::Completed);
     assert_eq!(*rec.keys.lock().expect("lock"), vec!["run-1/a/1".to_owned(), "run-1/b/1".to_owned()]);
     let starts = h
         .store
-        .load(&run_id())
+        .load(&run_id(), 0)
         .await
         .expect("stored")
         .events
@@ -279,14 +308,14 @@ async fn a_step_in_flight_at_a_crash_runs_again_with_the_same_key() {
 #[tokio::test(start_paused = true)]
 async fn pause_lets_the_running_step_finish_then_resume_goes_on() {
     let h = Harness::new();
-    let (tx, rx) = tokio::sync::watch::channel(cairn_engine::Control::Run);
-    let rec = recorder(Some((tx, cairn_engine::Control::Pause)), false);
-    let engine = h.builder(Duration::ZERO).handler("rec", rec).control(rx).build();
+    let rec = recorder(Some(Request::Pause), false);
+    let engine = h.builder(Duration::ZERO).handler("rec", rec.clone()).build();
+    let _ = rec.control.set(engine.control(&run_id()));
     let paused = engine.run(definition(TWO), json!({}), run_id()).await.expect("runs");
     assert_eq!(paused.status, RunStatus::Paused);
     assert_eq!(paused.steps.len(), 1, "b never started");
     let engine = h.builder(Duration::ZERO).handler("rec", recorder(None, false)).build();
-    let done = engine.resume(&run_id(), definition(TWO).workflow).await.expect("resumes");
+    let done = engine.resume(&run_id()).await.expect("resumes");
     assert_eq!(done.status, RunStatus::Completed);
     insta::assert_snapshot!(h.log().await);
 }
@@ -294,13 +323,13 @@ async fn pause_lets_the_running_step_finish_then_resume_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn cancel_stops_the_running_step_and_the_run() {
     let h = Harness::new();
-    let (tx, rx) = tokio::sync::watch::channel(cairn_engine::Control::Run);
-    let rec = recorder(Some((tx, cairn_engine::Control::Cancel)), true);
-    let engine = h.builder(Duration::ZERO).handler("rec", rec).control(rx).build();
+    let rec = recorder(Some(Request::Cancel), true);
+    let engine = h.builder(Duration::ZERO).handler("rec", rec.clone()).build();
+    let _ = rec.control.set(engine.control(&run_id()));
     let state = engine.run(definition(TWO), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::Cancelled);
-    let err = engine.resume(&run_id(), definition(TWO).workflow).await.expect_err("ended");
-    assert!(matches!(err, EngineError::Finished { .. }), "{err}");
+    let err = engine.resume(&run_id()).await.expect_err("ended");
+    assert!(matches!(err, EngineError::Refused { refusal: Refusal::Ended { .. }, .. }), "{err}");
     insta::assert_snapshot!(h.log().await);
 }
 
@@ -312,7 +341,7 @@ async fn resume_retries_a_blocked_step() {
     let engine = h.builder(Duration::ZERO).handler("flaky", flaky.clone()).build();
     let blocked = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
     assert_eq!(blocked.status, RunStatus::Blocked);
-    let done = engine.resume(&run_id(), definition(yaml).workflow).await.expect("resumes");
+    let done = engine.resume(&run_id()).await.expect("resumes");
     assert_eq!(done.status, RunStatus::Completed);
     insta::assert_snapshot!(h.log().await);
 }
@@ -360,22 +389,25 @@ async fn fork_copies_up_to_a_checkpoint_and_stop_marks_runs_nobody_drives() {
         engine.run(definition(TWO), json!({}), run_id()).await.expect("runs").status,
         RunStatus::Completed
     );
-    let events = h.store.load(&run_id()).await.expect("stored").events;
+    let events = h.store.load(&run_id(), 0).await.expect("stored").events;
     let after_a = cairn_domain::checkpoint::checkpoints(&events)[0].seq;
     let err = engine
-        .fork(&run_id(), after_a + 1, RunId::new("bad").expect("id"))
+        .fork(&run_id(), after_a + 1, RunId::new("bad").expect("id"), "tess")
         .await
         .expect_err("not a checkpoint");
-    assert!(matches!(err, EngineError::NoCheckpoint { last: Some(_), .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::Refused { refusal: Refusal::NoCheckpoint { last: Some(_), .. }, .. }),
+        "{err}"
+    );
     let forked = RunId::new("forked").expect("id");
-    let state = engine.fork(&run_id(), after_a, forked.clone()).await.expect("forks");
+    let state = engine.fork(&run_id(), after_a, forked.clone(), "tess").await.expect("forks");
     assert_eq!(state.status, RunStatus::Paused);
     assert_eq!(state.steps.len(), 1, "only `a` is carried over");
-    let cancelled = engine.stop(&forked, cairn_engine::Control::Cancel).await.expect("stops");
+    let cancelled = engine.stop(&forked, Request::Cancel, "tess").await.expect("stops");
     assert_eq!(cancelled.status, RunStatus::Cancelled);
-    assert_eq!(engine.stop(&forked, cairn_engine::Control::Cancel).await.expect("again").seq, cancelled.seq);
-    let ended = engine.stop(&run_id(), cairn_engine::Control::Pause).await.expect_err("completed");
-    assert!(matches!(ended, EngineError::Finished { .. }), "{ended}");
+    assert_eq!(engine.stop(&forked, Request::Cancel, "tess").await.expect("again").seq, cancelled.seq);
+    let ended = engine.stop(&run_id(), Request::Pause, "tess").await.expect_err("completed");
+    assert!(matches!(ended, EngineError::Refused { refusal: Refusal::Ended { .. }, .. }), "{ended}");
 }
 
 #[tokio::test(start_paused = true)]

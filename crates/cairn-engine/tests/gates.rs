@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_domain::state::{ErrorClass, RunState, RunStatus, StepPath};
-use cairn_engine::{Engine, EngineBuilder, EngineError, GateCall, GateDecision};
+use cairn_domain::steer::{GateCall, Refusal, Verdict};
+use cairn_engine::{Engine, EngineBuilder, EngineError};
 use cairn_ports::{ChatRequest, ChatResponse, Clock, LlmProvider, PortError, Usage};
 use serde_json::json;
 use support::{Harness, definition, run_id};
@@ -61,29 +62,32 @@ fn engine(h: &Harness, llm: Arc<Scripted>) -> Engine {
     EngineBuilder::new(h.store.clone()).clock(clock).provider("default", llm).build()
 }
 
-fn call(decision: GateDecision, role: Option<&str>, comment: Option<&str>, by: &str) -> GateCall {
-    GateCall {
-        gate: None,
-        decision,
-        role: role.map(str::to_owned),
-        comment: comment.map(str::to_owned),
-        by: by.into(),
-    }
+/// A decision and who made it.
+type Call = (GateCall, &'static str);
+
+fn call(verdict: Verdict, role: Option<&str>, comment: Option<&str>, by: &'static str) -> Call {
+    let call =
+        GateCall { gate: None, verdict, role: role.map(str::to_owned), comment: comment.map(str::to_owned) };
+    (call, by)
 }
 
-fn approve(role: Option<&str>, by: &str) -> GateCall {
-    call(GateDecision::Approve, role, None, by)
+fn approve(role: Option<&str>, by: &'static str) -> Call {
+    call(Verdict::Approve, role, None, by)
 }
 
-fn reject(role: Option<&str>, comment: &str, by: &str) -> GateCall {
-    call(GateDecision::Reject, role, Some(comment), by)
+fn reject(role: Option<&str>, comment: &str, by: &'static str) -> Call {
+    call(Verdict::Reject, role, Some(comment), by)
+}
+
+/// Records a decision.
+async fn decide(engine: &Engine, (call, by): Call) -> Result<RunState, EngineError> {
+    engine.decide_gate(&run_id(), call, by).await
 }
 
 /// Records a decision, then drives the run on.
-async fn decide_and_resume(engine: &Engine, yaml: &str, call: GateCall) -> RunState {
-    let wf = definition(yaml).workflow;
-    engine.decide_gate(&run_id(), &wf, call).await.expect("the decision is recorded");
-    engine.resume(&run_id(), wf).await.expect("the run goes on")
+async fn decide_and_resume(engine: &Engine, (call, by): Call) -> RunState {
+    decide(engine, (call, by)).await.expect("the decision is recorded");
+    engine.resume(&run_id()).await.expect("the run goes on")
 }
 
 const ACCEPT: &str = r#"cairn: 1
@@ -107,7 +111,7 @@ async fn acceptance_waits_then_goes_on_when_approved() {
     let state = engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::WaitingAcceptance);
     assert!(!state.scopes.visible(&Default::default()).contains_key("draft"), "stored once accepted");
-    let state = decide_and_resume(&engine, ACCEPT, approve(None, "alice")).await;
+    let state = decide_and_resume(&engine, approve(None, "alice")).await;
     assert_eq!(state.status, RunStatus::Completed);
     assert_eq!(state.steps[&StepPath::new("publish")].output, Some(json!("v1")));
     insta::assert_snapshot!(h.log().await);
@@ -119,9 +123,9 @@ async fn a_rejection_reworks_with_the_comment_then_acceptance_goes_on() {
     let llm = Scripted::new(&["v1", "v2"]);
     let engine = engine(&h, llm.clone());
     engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
-    let state = decide_and_resume(&engine, ACCEPT, reject(None, "more detail", "bob")).await;
+    let state = decide_and_resume(&engine, reject(None, "more detail", "bob")).await;
     assert_eq!(state.status, RunStatus::WaitingAcceptance);
-    let state = decide_and_resume(&engine, ACCEPT, approve(None, "bob")).await;
+    let state = decide_and_resume(&engine, approve(None, "bob")).await;
     assert_eq!(state.steps[&StepPath::new("publish")].output, Some(json!("v2")));
     insta::assert_snapshot!("rework_log", h.log().await);
     insta::assert_snapshot!("rework_conversation", llm.conversation(1));
@@ -132,8 +136,8 @@ async fn reworks_run_out_and_the_step_fails_rejected() {
     let h = Harness::new();
     let engine = engine(&h, Scripted::new(&["v1", "v2"]));
     engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
-    decide_and_resume(&engine, ACCEPT, reject(None, "no", "bob")).await;
-    let state = decide_and_resume(&engine, ACCEPT, reject(None, "still no", "bob")).await;
+    decide_and_resume(&engine, reject(None, "no", "bob")).await;
+    let state = decide_and_resume(&engine, reject(None, "still no", "bob")).await;
     assert_eq!(state.status, RunStatus::Failed);
     let error = state.error.expect("failed");
     assert_eq!(error.class, ErrorClass::Rejected);
@@ -146,7 +150,7 @@ async fn on_reject_fail_fails_at_once() {
     let engine = engine(&h, Scripted::new(&["v1"]));
     let yaml = ACCEPT.replace("on_reject: rework, max_reworks: 1", "on_reject: fail");
     engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
-    let state = decide_and_resume(&engine, &yaml, reject(Some("x"), "wrong", "bob")).await;
+    let state = decide_and_resume(&engine, reject(Some("x"), "wrong", "bob")).await;
     assert_eq!(state.status, RunStatus::Failed);
     let error = state.error.expect("failed");
     assert_eq!(
@@ -170,7 +174,6 @@ steps:
 async fn every_listed_role_must_approve_and_other_decisions_are_refused() {
     let h = Harness::new();
     let engine = engine(&h, Scripted::new(&[]));
-    let wf = definition(TWO_ROLES).workflow;
     let state = engine.run(definition(TWO_ROLES), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::WaitingApproval);
     assert_eq!(state.steps[&StepPath::new("go_live")].message.as_deref(), Some("Deploy roles?"));
@@ -179,19 +182,19 @@ async fn every_listed_role_must_approve_and_other_decisions_are_refused() {
     for bad in [
         approve(None, "eve"),
         approve(Some("intern"), "eve"),
-        GateCall { gate: Some("after".into()), ..approve(Some("tech_lead"), "eve") },
-        call(GateDecision::Answer("x".into()), None, None, "eve"),
+        (GateCall { gate: Some("after".into()), ..approve(Some("tech_lead"), "eve").0 }, "eve"),
+        call(Verdict::Answer("x".into()), None, None, "eve"),
     ] {
-        match engine.decide_gate(&run_id(), &wf, bad).await {
-            Err(EngineError::Refused(why)) => refusals.push(why),
+        match decide(&engine, bad).await {
+            Err(EngineError::Refused { refusal, .. }) => refusals.push(refusal.to_string()),
             other => panic!("not refused: {other:?}"),
         }
     }
     insta::assert_snapshot!("refusals", refusals.join("\n"));
 
-    let state = decide_and_resume(&engine, TWO_ROLES, approve(Some("tech_lead"), "tess")).await;
+    let state = decide_and_resume(&engine, approve(Some("tech_lead"), "tess")).await;
     assert_eq!(state.status, RunStatus::WaitingApproval, "one of two roles is not enough");
-    let state = decide_and_resume(&engine, TWO_ROLES, approve(Some("product_owner"), "pat")).await;
+    let state = decide_and_resume(&engine, approve(Some("product_owner"), "pat")).await;
     assert_eq!(state.status, RunStatus::Completed);
     assert_eq!(state.steps[&StepPath::new("after")].output, Some(json!(2)));
     insta::assert_snapshot!(h.log().await);
@@ -201,11 +204,10 @@ async fn every_listed_role_must_approve_and_other_decisions_are_refused() {
 async fn racing_decisions_are_both_recorded_and_the_first_moves_the_run() {
     let h = Harness::new();
     let engine = engine(&h, Scripted::new(&["v1"]));
-    let wf = definition(ACCEPT).workflow;
     engine.run(definition(ACCEPT), json!({}), run_id()).await.expect("runs");
-    engine.decide_gate(&run_id(), &wf, approve(None, "alice")).await.expect("recorded");
-    engine.decide_gate(&run_id(), &wf, reject(None, "wait", "bob")).await.expect("recorded too");
-    let state = engine.resume(&run_id(), wf).await.expect("goes on");
+    decide(&engine, approve(None, "alice")).await.expect("recorded");
+    decide(&engine, reject(None, "wait", "bob")).await.expect("recorded too");
+    let state = engine.resume(&run_id()).await.expect("goes on");
     assert_eq!(state.status, RunStatus::Completed, "alice's approval came first");
     let log = h.log().await;
     assert!(
@@ -223,12 +225,14 @@ async fn deadlines_apply_on_timeout_each_way_when_the_run_is_next_driven() {
         );
         let h = Harness::new();
         let engine = engine(&h, Scripted::new(&[]));
-        let wf = definition(&yaml).workflow;
         engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
         tokio::time::advance(Duration::from_secs(2 * 3600)).await;
-        let late = engine.decide_gate(&run_id(), &wf, approve(None, "late")).await;
-        assert!(matches!(late, Err(EngineError::DeadlinePassed { .. })), "{late:?}");
-        let state = engine.resume(&run_id(), wf).await.expect("goes on");
+        let late = decide(&engine, approve(None, "late")).await;
+        assert!(
+            matches!(late, Err(EngineError::Refused { refusal: Refusal::DeadlinePassed { .. }, .. })),
+            "{late:?}"
+        );
+        let state = engine.resume(&run_id()).await.expect("goes on");
         logs.push(format!("on_timeout: {on_timeout} -> {:?}\n{}", state.status, h.log().await));
     }
     insta::assert_snapshot!(logs.join("\n\n"));
@@ -254,12 +258,8 @@ async fn questions_wait_for_answers_and_the_step_runs_again_with_them() {
     let state = engine.run(definition(CLARIFY), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::WaitingClarification);
     assert_eq!(state.steps[&StepPath::new("plan")].questions, ["Which database?"]);
-    let state = decide_and_resume(
-        &engine,
-        CLARIFY,
-        call(GateDecision::Answer("Postgres".into()), None, None, "dana"),
-    )
-    .await;
+    let state =
+        decide_and_resume(&engine, call(Verdict::Answer("Postgres".into()), None, None, "dana")).await;
     assert_eq!(state.status, RunStatus::Completed);
     insta::assert_snapshot!("clarify_log", h.log().await);
     insta::assert_snapshot!("clarify_conversation", llm.conversation(1));
@@ -271,12 +271,8 @@ async fn a_model_that_keeps_asking_is_stopped() {
     let asks = r#"{"clarification_questions": ["Which?"]}"#;
     let engine = engine(&h, Scripted::new(&[asks, asks]));
     engine.run(definition(CLARIFY), json!({}), run_id()).await.expect("runs");
-    let state = decide_and_resume(
-        &engine,
-        CLARIFY,
-        call(GateDecision::Answer("this one".into()), None, None, "dana"),
-    )
-    .await;
+    let state =
+        decide_and_resume(&engine, call(Verdict::Answer("this one".into()), None, None, "dana")).await;
     assert_eq!(state.status, RunStatus::Failed);
     let error = state.error.expect("failed");
     assert!(error.message.contains("still asks questions after 1 rounds"), "{}", error.message);

@@ -28,7 +28,9 @@ use serde_json::Value;
 
 pub use error::{PortError, StoreError};
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, Usage};
-pub use store::{NewRun, RunStore, RunSummary, Snapshot, StoredRun, follows};
+pub use store::{
+    Cursor, CursorError, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun, follows,
+};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;

@@ -1,10 +1,12 @@
 //! The run store port: append-only event logs, guarded by sequence numbers.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use async_trait::async_trait;
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{Event, RunState, RunStatus, Timestamp};
+use cairn_domain::state::{Event, RunState, RunStatus, Timestamp, TokenUsage};
 
 use crate::StoreError;
 
@@ -28,7 +30,7 @@ pub struct NewRun {
     pub created: Event,
 }
 
-/// Everything stored for a run.
+/// Everything stored for a run (its log from the sequence number asked for on).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRun {
     /// The definition's file name.
@@ -37,7 +39,8 @@ pub struct StoredRun {
     pub definition: String,
     /// Files the definition names, as they were when the run started.
     pub files: BTreeMap<String, String>,
-    /// The whole log, in sequence order.
+    /// The log from the `from_seq` given to [`RunStore::load`] on, in
+    /// sequence order (the whole log for 0 or 1).
     pub events: Vec<Event>,
 }
 
@@ -64,23 +67,133 @@ pub struct RunSummary {
     pub created_at: Timestamp,
     /// When its last event was recorded.
     pub updated_at: Timestamp,
+    /// Tokens used, by model: the sum of its `usage_recorded` events, kept
+    /// by the store so a listing never folds a log.
+    pub usage_by_model: BTreeMap<String, TokenUsage>,
+}
+
+impl RunSummary {
+    /// Tokens used by every model together.
+    pub fn usage(&self) -> TokenUsage {
+        let mut total = TokenUsage::default();
+        for usage in self.usage_by_model.values() {
+            total.add(*usage);
+        }
+        total
+    }
+
+    /// Where this run sits in the newest-first order, as a cursor.
+    pub fn cursor(&self) -> Cursor {
+        Cursor { created_at: self.created_at, run_id: self.run_id.clone() }
+    }
+}
+
+/// What `list` is asked: filters, a page size, and where the last page ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this workflow.
+    pub workflow: Option<WorkflowId>,
+    /// At most this many runs (`None`: all of them).
+    pub limit: Option<usize>,
+    /// Only runs after this one, in newest-first order (the previous page's `next`).
+    pub after: Option<Cursor>,
+}
+
+impl RunQuery {
+    /// Whether `run` passes the filters and comes after the cursor.
+    pub fn matches(&self, run: &RunSummary) -> bool {
+        self.status.is_none_or(|s| s == run.status)
+            && self.workflow.as_ref().is_none_or(|w| *w == run.workflow)
+            && self.after.as_ref().is_none_or(|c| (run.created_at, &run.run_id) < (c.created_at, &c.run_id))
+    }
+
+    /// The page of `runs` (given in any order) this query asks for; every
+    /// store pages through it, so all filter, order and page alike.
+    pub fn page(&self, runs: impl IntoIterator<Item = RunSummary>) -> RunPage {
+        let mut runs: Vec<RunSummary> = runs.into_iter().filter(|r| self.matches(r)).collect();
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
+        let more = self.limit.is_some_and(|n| runs.len() > n);
+        runs.truncate(self.limit.unwrap_or(usize::MAX));
+        let next = if more { runs.last().map(RunSummary::cursor) } else { None };
+        RunPage { runs, next }
+    }
+}
+
+/// Where a page of runs ended: the last run's creation time and id (newest-first order).
+///
+/// Written and read as an opaque token, `<created_ms>.<run_id>`, so a
+/// command line or a URL can carry it to the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last run's creation time.
+    pub created_at: Timestamp,
+    /// The last run's id.
+    pub run_id: RunId,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.created_at.0, self.run_id)
+    }
+}
+
+/// A token that is not a [`Cursor`] (not one a previous page gave).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a cursor of the run list; pass the one a previous page gave")]
+pub struct CursorError(pub String);
+
+impl FromStr for Cursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || CursorError(s.to_owned());
+        let (ms, id) = s.split_once('.').ok_or_else(bad)?;
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let created_at = Timestamp(ms.parse().map_err(|_| bad())?);
+        Ok(Self { created_at, run_id: RunId::new(id).map_err(|_| bad())? })
+    }
+}
+
+/// A page of runs, newest first, and the cursor of the next page when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub runs: Vec<RunSummary>,
+    /// Where the next page starts; `None` when no more runs match.
+    pub next: Option<Cursor>,
 }
 
 /// Where runs live.
 ///
 /// Contract:
 /// - `create` stores the run and its first event atomically, or returns
-///   `AlreadyExists`; a retried start never makes two runs.
+///   `AlreadyExists`; a retried start never makes two runs. A first event
+///   that is not `run_created` numbered 1 is refused (`Corrupt`) and
+///   nothing is stored.
 /// - `append` adds events atomically (all or none) after the event numbered
 ///   `expected_seq`, or returns `Conflict` with the actual last number when
 ///   another writer got there first; events must be numbered
-///   `expected_seq + 1, + 2, ...`. When it returns `Ok`, the events are
-///   durable to the store's configured level.
-/// - `load` returns the definition and the whole log, or `NotFound`.
-/// - `list` returns every run, newest first.
+///   `expected_seq + 1, + 2, ...` (a gap or a wrong number anywhere in the
+///   batch is `Corrupt`, and nothing of it is stored). When it returns
+///   `Ok`, the events are durable to the store's configured level.
+/// - `load(run, from_seq)` returns the definition and the events numbered
+///   `from_seq` and after, in order (0 or 1: the whole log; past the last
+///   event: none), or `NotFound`. It reads only what it returns, or little
+///   more, so loading after a snapshot saves I/O and not only folding.
+/// - `list` returns the runs that match the query's filters, newest first
+///   (`created_at` descending, then run id descending), only those strictly
+///   after `after`, at most `limit`; `next` is set only when more match.
+///   Each summary's status, `updated_at` and usage are those after the
+///   run's last event, read from an index the store keeps, never by
+///   folding logs.
 /// - `put_snapshot` keeps a folded state; `latest_snapshot` returns the one
-///   with the highest `seq`. Snapshots are an optimisation: the log alone
-///   is the truth.
+///   with the highest `seq` that can still be read (older ones when newer
+///   ones are damaged; `None` when none can). Snapshots are an
+///   optimisation: the log alone is the truth.
 /// - `delete` removes a run and everything stored for it, or `NotFound`.
 ///
 /// [`follows`](crate::follows) is the check every `append` makes of the events' numbers.
@@ -91,10 +204,10 @@ pub trait RunStore: Send + Sync {
     async fn create(&self, run: NewRun) -> Result<(), StoreError>;
     /// Appends events after `expected_seq`.
     async fn append(&self, run: &RunId, expected_seq: u64, events: &[Event]) -> Result<(), StoreError>;
-    /// Loads a run.
-    async fn load(&self, run: &RunId) -> Result<StoredRun, StoreError>;
-    /// Lists runs, newest first.
-    async fn list(&self) -> Result<Vec<RunSummary>, StoreError>;
+    /// Loads a run's definition and its events numbered `from_seq` and after.
+    async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError>;
+    /// Lists a page of the runs `query` asks for, newest first.
+    async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError>;
     /// Keeps a snapshot of a run's state.
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError>;
     /// The run's latest snapshot, if any.
@@ -116,4 +229,22 @@ pub fn follows(expected_seq: u64, events: &[Event]) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_from_its_token_and_nothing_else_does() {
+        let cursor =
+            Cursor { created_at: Timestamp(1_796_000_000_000), run_id: RunId::new("run-7").expect("id") };
+        assert_eq!(cursor.to_string(), "1796000000000.run-7");
+        assert_eq!("1796000000000.run-7".parse(), Ok(cursor));
+        for bad in
+            ["", "run-7", ".run-7", "12.", "+12.run-7", "1x.run-7", "12.bad id", "99999999999999999999.r"]
+        {
+            assert_eq!(bad.parse::<Cursor>(), Err(CursorError(bad.to_owned())), "{bad:?}");
+        }
+    }
 }

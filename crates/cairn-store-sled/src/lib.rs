@@ -1,23 +1,27 @@
 //! The embedded, durable run store: cairn's `RunStore` port on sled.
 //!
 //! What it is: event logs per run, ordered by sequence number; snapshots of
-//! folded state; a run index (status, workflow, timestamps) for listing; and
-//! each run's exact definition and the files it named. An append is one
+//! folded state; a run index (status, workflow, timestamps, token usage by
+//! model) for listing without reading logs; and each run's exact
+//! definition and the files it named. An append is one
 //! record of its events under the sequence number of the first, checked
 //! against the run's last event (kept in memory, one append at a time), so
 //! of two drivers appending after the same event, one commits. Its chunk
 //! reaches sled through the store's own thread (`applier.rs`), which
 //! compresses and inserts it while the appender goes on; every read of the
-//! event tree first applies what is queued. The index follows a change of
-//! status and is repaired from the log when a crash came between them.
+//! event tree first applies what is queued. A log is read from the chunk
+//! that holds the first event asked for, so loading after a snapshot reads
+//! only the tail. The index is written to sled when a run's status changes
+//! (its current record, with usage, is kept in memory in between, and
+//! written on close), and repaired from the log at open after a crash.
 //! With `Durability::Sync` every change is also appended to a write-ahead
 //! log (`wal.rs`) that is synced before `append` returns: one write and one
 //! `fdatasync`, shared by concurrent appends (group commit); sled itself is
 //! flushed only at checkpoints.
 //!
 //! What it deliberately does not do: interpret events beyond the run status
-//! (folding state is the domain's), or schedule anything (the engine's).
-//! Records on disk are this crate's own versioned envelopes.
+//! and token usage (folding state is the domain's), or schedule anything
+//! (the engine's). Records on disk are this crate's own versioned envelopes.
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, sled, serde. Never on the
 //! engine or the app.
@@ -36,7 +40,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind};
-use cairn_ports::{NewRun, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
+use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, Snapshot, StoreError, StoredRun};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
@@ -346,14 +350,22 @@ impl SledStore {
     }
 
     /// Brings every run's index record up to its log. The record is written
-    /// after an append that changes the run's status; a process that died
-    /// in between left the change only in its run's last append.
+    /// when the run's status changes and on close; a process that died in
+    /// between left the events after the record's `last_seq` (their status,
+    /// usage and times) only in the log, so they are folded in here.
     fn repair_index(&self) -> Result<(), StoreError> {
         for item in self.runs.iter() {
             let (id, bytes) = item.map_err(io)?;
             let mut record: RunRecord = decode(&bytes)?;
-            let last = last_append(&self.events, &id)?;
-            if last.last().is_some_and(|e| e.seq > record.last_seq) && record.advance(&last) {
+            // A record from before usage was kept folds the whole log.
+            let from = if record.usage_by_model.is_some() { record.last_seq + 1 } else { 1 };
+            record.usage_by_model.get_or_insert_default();
+            if from > 1 && last_append(&self.events, &id)?.last().is_none_or(|e| e.seq < from) {
+                continue;
+            }
+            let tail = log_from(&self.events, &id, from)?;
+            if !tail.is_empty() {
+                record.advance(&tail);
                 self.runs.insert(id, encode(&record)).map_err(io)?;
             }
         }
@@ -441,8 +453,13 @@ async fn off_the_runtime<T: Send + 'static>(
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // What is queued goes into sled before the last flush.
-        let _ = self.applier.settle();
+        // What is queued goes into sled before the last flush, and so do
+        // the current index records, so the next open folds no tails.
+        if self.applier.settle().is_ok() {
+            for (id, record) in lock(&self.live).drain() {
+                let _ = self.runs.insert(id.as_str(), encode(&record));
+            }
+        }
         if let Some(file) = self.holder_file.take() {
             // The log's segments go once sled holds all they hold.
             if self.db.flush().is_ok()
@@ -468,13 +485,36 @@ fn last_append(events: &sled::Tree, run: &[u8]) -> Result<Vec<Event>, StoreError
     }
 }
 
+/// The events of the run whose id's bytes are `run`, numbered `from` and
+/// after: the scan starts at the chunk that holds `from` (the last key at
+/// or before it), so the chunks before it are never read.
+fn log_from(events: &sled::Tree, run: &[u8], from: u64) -> Result<Vec<Event>, StoreError> {
+    let first = log_key(run, 0);
+    let start = match events.range(first.clone()..=log_key(run, from)).next_back() {
+        Some(item) => item.map_err(io)?.0.to_vec(),
+        None => first,
+    };
+    let mut log = Vec::new();
+    for item in events.range(start..=log_key(run, u64::MAX)) {
+        let (_, v) = item.map_err(io)?;
+        log.extend(decode::<LogRecord>(&v)?.into_events().into_iter().filter(|e| e.seq >= from));
+    }
+    Ok(log)
+}
+
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
 /// `run_id 0xff seq`: a run's keys sort together, in sequence order.
 fn key(run: &RunId, seq: u64) -> Vec<u8> {
-    let mut k = prefix(run);
+    log_key(run.as_str().as_bytes(), seq)
+}
+
+/// [`key`] from the id's bytes, as the index tree holds them.
+fn log_key(run: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = run.to_vec();
+    k.push(0xff);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
@@ -568,7 +608,7 @@ impl RunStore for SledStore {
         self.after_append().await
     }
 
-    async fn load(&self, run: &RunId) -> Result<StoredRun, StoreError> {
+    async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError> {
         self.settle()?;
         let (definitions, events, run) = (self.definitions.clone(), self.events.clone(), run.clone());
         blocking(move || {
@@ -577,28 +617,29 @@ impl RunStore for SledStore {
                 .map_err(io)?
                 .ok_or_else(|| StoreError::NotFound(run.to_string()))?;
             let def: DefinitionRecord = decode(&def)?;
-            let mut log = Vec::new();
-            for item in events.scan_prefix(prefix(&run)) {
-                let (_, v) = item.map_err(io)?;
-                log.extend(decode::<LogRecord>(&v)?.into_events());
-            }
+            let log = log_from(&events, run.as_str().as_bytes(), from_seq)?;
             Ok(StoredRun { definition_name: def.name, definition: def.text, files: def.files, events: log })
         })
         .await
     }
 
-    async fn list(&self) -> Result<Vec<RunSummary>, StoreError> {
-        self.settle()?;
-        let (runs, events) = (self.runs.clone(), self.events.clone());
+    async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
+        // Runs appended to since opening are current in memory, not on disk;
+        // of the two, the record further along wins.
+        let live = lock(&self.live).clone();
+        let (runs, query) = (self.runs.clone(), query.clone());
         blocking(move || {
             let mut out = Vec::new();
             for item in runs.iter() {
-                let (id, v) = item.map_err(io)?;
-                let last = last_append(&events, &id)?;
-                out.push(decode::<RunRecord>(&v)?.summary(last.last())?);
+                let (_, v) = item.map_err(io)?;
+                let stored: RunRecord = decode(&v)?;
+                let record = match live.get(stored.run_id()) {
+                    Some(current) if current.last_seq >= stored.last_seq => current,
+                    _ => &stored,
+                };
+                out.push(record.summary()?);
             }
-            out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
-            Ok(out)
+            Ok(query.page(out))
         })
         .await
     }
@@ -630,13 +671,15 @@ impl RunStore for SledStore {
         if self.runs.get(run.as_str()).map_err(io)?.is_none() {
             return Err(StoreError::NotFound(run.to_string()));
         }
-        match self.snapshots.scan_prefix(prefix(run)).next_back() {
-            None => Ok(None),
-            Some(item) => {
-                let (_, v) = item.map_err(io)?;
-                Ok(Some(decode::<SnapshotRecord>(&v)?.into_snapshot()))
+        // Newest first; one that does not decode is passed over (the log
+        // alone is the truth).
+        for item in self.snapshots.scan_prefix(prefix(run)).rev() {
+            let (_, v) = item.map_err(io)?;
+            if let Ok(record) = decode::<SnapshotRecord>(&v) {
+                return Ok(Some(record.into_snapshot()));
             }
         }
+        Ok(None)
     }
 
     async fn delete(&self, run: &RunId) -> Result<(), StoreError> {

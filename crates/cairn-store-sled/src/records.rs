@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{Event, RunState, RunStatus, Timestamp};
+use cairn_domain::state::{Event, EventKind, RunState, RunStatus, Timestamp, TokenUsage};
 use cairn_ports::{NewRun, RunSummary, Snapshot, StoreError};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -151,6 +151,10 @@ pub(crate) struct RunRecord {
     updated_at: u64,
     pub last_seq: u64,
     definition_hash: String,
+    /// Tokens used, by model, up to `last_seq`. `None` in records written
+    /// before usage was kept: opening the store folds it from the whole log.
+    #[serde(default)]
+    pub usage_by_model: Option<BTreeMap<String, TokenUsage>>,
 }
 
 impl RunRecord {
@@ -164,31 +168,42 @@ impl RunRecord {
             updated_at: run.created.at.0,
             last_seq: 1,
             definition_hash: run.definition_hash.clone(),
+            usage_by_model: Some(BTreeMap::new()),
         }
     }
 
+    /// The run's id, as stored.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// After appending `events`; returns whether the run's status changed
-    /// (the record is written again only then: `last_seq` and `updated_at`
-    /// on disk are those of the last status change).
+    /// (the record is written again only then: `last_seq`, `updated_at`
+    /// and usage on disk are those of the last status change, and the
+    /// store keeps the current record in memory).
     pub fn advance(&mut self, events: &[Event]) -> bool {
         let before = self.status;
         for e in events {
             self.status = e.kind.run_status().unwrap_or(self.status);
+            if let EventKind::UsageRecorded { model, usage, .. } = &e.kind {
+                self.usage_by_model.get_or_insert_default().entry(model.clone()).or_default().add(*usage);
+            }
             self.last_seq = e.seq;
             self.updated_at = e.at.0;
         }
         self.status != before
     }
 
-    /// What `list` shows; `last` is the run's last event, when known.
-    pub fn summary(&self, last: Option<&Event>) -> Result<RunSummary, StoreError> {
+    /// What `list` shows.
+    pub fn summary(&self) -> Result<RunSummary, StoreError> {
         let bad = |e: cairn_domain::id::IdError| StoreError::Corrupt(e.to_string());
         Ok(RunSummary {
             run_id: RunId::new(self.run_id.clone()).map_err(bad)?,
             workflow: WorkflowId::new(self.workflow.clone()).map_err(bad)?,
             status: self.status,
             created_at: Timestamp(self.created_at),
-            updated_at: last.map_or(Timestamp(self.updated_at), |e| e.at),
+            updated_at: Timestamp(self.updated_at),
+            usage_by_model: self.usage_by_model.clone().unwrap_or_default(),
         })
     }
 }

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{Event, EventKind, Timestamp};
-use cairn_ports::{NewRun, RunStore};
+use cairn_domain::state::{Event, EventKind, Timestamp, TokenUsage};
+use cairn_ports::{NewRun, RunQuery, RunStore};
 use cairn_store_sled::{Durability, OpenError, SledStore};
 
 cairn_testkit::run_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
@@ -50,9 +50,12 @@ async fn committed_events_survive_reopening() {
         store.append(&RunId::new("r1").expect("id"), 1, &[started]).await.expect("append");
     }
     let store = SledStore::open(&d, Durability::Sync, "test (pid 1)").expect("reopen");
-    let run = store.load(&RunId::new("r1").expect("id")).await.expect("load");
+    let run = store.load(&RunId::new("r1").expect("id"), 0).await.expect("load");
     assert_eq!(run.events.len(), 2);
-    assert_eq!(store.list().await.expect("list")[0].status, cairn_domain::state::RunStatus::Running);
+    assert_eq!(
+        store.list(&RunQuery::default()).await.expect("list").runs[0].status,
+        cairn_domain::state::RunStatus::Running
+    );
 }
 
 #[tokio::test]
@@ -115,7 +118,7 @@ fn many_concurrent_synced_appends_finish() {
             for t in tasks {
                 t.await.expect("task");
             }
-            store.list().await.expect("list").len()
+            store.list(&RunQuery::default()).await.expect("list").runs.len()
         });
         let _ = done.send(count);
     });
@@ -143,12 +146,129 @@ async fn only_the_latest_snapshots_are_kept() {
 /// Writes `value` under `run`'s log key for `seq` straight into sled, as a
 /// process that died mid-append (or an older cairn) left it.
 fn write_raw_log(d: &Path, run: &str, seq: u64, value: &str) {
-    let db = sled::open(d).expect("sled opens the store's files");
+    write_raw(d, "events", &seq_key(run, seq), value.as_bytes());
+}
+
+/// `run 0xff seq`, the key of a run's log chunk or snapshot.
+fn seq_key(run: &str, seq: u64) -> Vec<u8> {
     let mut k = run.as_bytes().to_vec();
     k.push(0xff);
     k.extend_from_slice(&seq.to_be_bytes());
-    db.open_tree("events").expect("events tree").insert(k, value.as_bytes()).expect("insert");
+    k
+}
+
+/// Writes `value` under `key` in `tree` straight into the closed store's sled.
+fn write_raw(d: &Path, tree: &str, key: &[u8], value: &[u8]) {
+    let db = sled::open(d).expect("sled opens the store's files");
+    db.open_tree(tree).expect("tree").insert(key, value).expect("insert");
     db.flush().expect("flush");
+}
+
+fn event(seq: u64, kind: EventKind) -> Event {
+    Event { seq, at: Timestamp(seq), actor: "t".into(), kind }
+}
+
+fn usage(model: &str, prompt_tokens: u64, completion_tokens: u64) -> EventKind {
+    EventKind::UsageRecorded {
+        path: cairn_domain::state::StepPath::new("a"),
+        attempt: 1,
+        model: model.into(),
+        usage: TokenUsage { prompt_tokens, completion_tokens, estimated: false },
+    }
+}
+
+/// `(prompt, completion)` tokens by model, as the run's listing shows them.
+async fn listed_usage(store: &SledStore) -> Vec<(String, (u64, u64))> {
+    let runs = store.list(&RunQuery::default()).await.expect("list").runs;
+    runs[0].usage_by_model.iter().map(|(m, u)| (m.clone(), (u.prompt_tokens, u.completion_tokens))).collect()
+}
+
+#[tokio::test]
+async fn loading_from_a_sequence_number_starts_at_the_chunk_that_holds_it() {
+    let d = dir("tail");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::None, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        // 100 appends of 100 events: chunks under 2, 102, ..., 9902.
+        for first in (2..10_002).step_by(100) {
+            let batch: Vec<Event> = (first..first + 100).map(|seq| event(seq, usage("m", 1, 0))).collect();
+            store.append(&id, first - 1, &batch).await.expect("append");
+        }
+    }
+    // The first chunk is damaged: only a load that reads it fails.
+    write_raw_log(&d, "r1", 2, "garbage");
+    let store = SledStore::open(&d, Durability::None, "test").expect("the index needs no log on reopen");
+    let seqs = |run: cairn_ports::StoredRun| run.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.load(&id, 9_990).await.expect("the tail")), (9_990..=10_001).collect::<Vec<_>>());
+    assert_eq!(seqs(store.load(&id, 102).await.expect("from a chunk's first event")).len(), 9_900);
+    assert_eq!(seqs(store.load(&id, 10_002).await.expect("past the end")), Vec::<u64>::new());
+    assert!(matches!(store.load(&id, 0).await, Err(cairn_ports::StoreError::Corrupt(_))));
+    assert_eq!(listed_usage(&store).await, [("m".to_owned(), (10_000, 0))]);
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_gives_way_to_an_older_one_then_to_the_log() {
+    use cairn_domain::state::RunState;
+    use cairn_ports::Snapshot;
+    let d = dir("damaged-snapshot");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        let run = new_run("r1");
+        let state = RunState::create(&run.created).expect("state");
+        store.create(run).await.expect("create");
+        store.append(&id, 1, &[event(2, EventKind::RunStarted)]).await.expect("append");
+        for seq in [1, 2] {
+            store.put_snapshot(&id, Snapshot { seq, state: state.clone() }).await.expect("put");
+        }
+    }
+    write_raw(&d, "snapshots", &seq_key("r1", 2), b"\x01not a zstd frame");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+        assert_eq!(store.latest_snapshot(&id).await.expect("latest").map(|s| s.seq), Some(1));
+    }
+    write_raw(&d, "snapshots", &seq_key("r1", 1), br#"{"v":1,"seq":1}"#);
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    assert_eq!(store.latest_snapshot(&id).await, Ok(None));
+    assert_eq!(store.load(&id, 0).await.expect("the log is whole").events.len(), 2);
+}
+
+#[tokio::test]
+async fn usage_appended_after_the_last_change_of_status_is_folded_in_on_open() {
+    let d = dir("repair-usage");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        store.append(&id, 1, &[event(2, EventKind::RunStarted)]).await.expect("append");
+    }
+    // Two appends stored; their process died with the index only in memory.
+    let chunk = |events: &[Event]| serde_json::json!({"v": 1, "events": events}).to_string();
+    write_raw_log(&d, "r1", 3, &chunk(&[event(3, usage("big", 10, 1))]));
+    write_raw_log(&d, "r1", 4, &chunk(&[event(4, usage("big", 5, 1)), event(5, usage("small", 1, 1))]));
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    assert_eq!(listed_usage(&store).await, [("big".to_owned(), (15, 2)), ("small".to_owned(), (1, 1))]);
+    let run = &store.list(&RunQuery::default()).await.expect("list").runs[0];
+    assert_eq!((run.status, run.updated_at), (cairn_domain::state::RunStatus::Running, Timestamp(5)));
+    store.append(&id, 5, &[event(6, usage("big", 1, 0))]).await.expect("appends after them");
+    assert_eq!(listed_usage(&store).await[0], ("big".to_owned(), (16, 2)));
+}
+
+#[tokio::test]
+async fn an_index_record_from_before_usage_was_kept_is_folded_from_the_log() {
+    let d = dir("old-index");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        let batch = [event(2, EventKind::RunStarted), event(3, usage("m", 7, 3))];
+        store.append(&id, 1, &batch).await.expect("append");
+    }
+    let old = r#"{"v":1,"run_id":"r1","workflow":"wf","status":"running","created_at":1,"updated_at":3,"last_seq":3,"definition_hash":"h"}"#;
+    write_raw(&d, "runs", b"r1", old.as_bytes());
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("an older record still reads");
+    assert_eq!(listed_usage(&store).await, [("m".to_owned(), (7, 3))]);
 }
 
 #[tokio::test]
@@ -164,12 +284,12 @@ async fn an_index_left_behind_its_log_by_a_crash_is_repaired_on_open() {
     // The append of event 3 was stored; its process died before the index.
     write_raw_log(&d, "r1", 3, r#"{"v":1,"events":[{"seq":3,"at":3,"actor":"t","type":"run_completed"}]}"#);
     let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
-    let listed = store.list().await.expect("list");
+    let listed = store.list(&RunQuery::default()).await.expect("list").runs;
     assert_eq!(
         (listed[0].status, listed[0].updated_at),
         (cairn_domain::state::RunStatus::Completed, Timestamp(3))
     );
-    assert_eq!(store.load(&id).await.expect("load").events.len(), 3);
+    assert_eq!(store.load(&id, 0).await.expect("load").events.len(), 3);
     let late = Event { seq: 3, at: Timestamp(4), actor: "t".into(), kind: EventKind::RunPaused };
     let refused = store.append(&id, 2, &[late]).await.expect_err("event 3 is taken");
     assert_eq!(
@@ -190,7 +310,7 @@ async fn logs_stored_one_event_per_key_still_load_and_grow() {
     let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
     let paused = Event { seq: 3, at: Timestamp(3), actor: "t".into(), kind: EventKind::RunPaused };
     store.append(&id, 2, &[paused]).await.expect("appends after the old record");
-    let seqs: Vec<u64> = store.load(&id).await.expect("load").events.iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = store.load(&id, 0).await.expect("load").events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
 
@@ -256,9 +376,12 @@ async fn reopen_after_the_kill(d: &Path, logs: impl Fn(&Path) -> Vec<String>) {
     let d = d.to_path_buf();
     let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
     let id = RunId::new("r1").expect("id");
-    let seqs: Vec<u64> = store.load(&id).await.expect("load").events.iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = store.load(&id, 0).await.expect("load").events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
-    assert_eq!(store.list().await.expect("list")[0].status, cairn_domain::state::RunStatus::Running);
+    assert_eq!(
+        store.list(&RunQuery::default()).await.expect("list").runs[0].status,
+        cairn_domain::state::RunStatus::Running
+    );
     // Replayed, made durable in sled and deleted; a new log is started.
     assert_eq!(logs(&d).len(), 1);
     let next = Event { seq: 52, at: Timestamp(52), actor: "t".into(), kind: EventKind::RunPaused };
@@ -266,7 +389,7 @@ async fn reopen_after_the_kill(d: &Path, logs: impl Fn(&Path) -> Vec<String>) {
     drop(store);
     assert!(logs(&d).is_empty(), "a store closed cleanly leaves no log");
     let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
-    assert_eq!(store.load(&id).await.expect("load").events.len(), 52);
+    assert_eq!(store.load(&id, 0).await.expect("load").events.len(), 52);
 }
 
 #[tokio::test]
@@ -295,5 +418,5 @@ async fn full_log_segments_are_checkpointed_into_sled_and_deleted() {
         .and_then(|n| u64::from_str_radix(&n, 16).ok())
         .unwrap_or(0);
     assert!(live > 5, "segment {live}");
-    assert_eq!(store.load(&id).await.expect("load").events.len(), 200);
+    assert_eq!(store.load(&id, 0).await.expect("load").events.len(), 200);
 }

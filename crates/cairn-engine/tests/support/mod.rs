@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cairn_domain::Definition;
 use cairn_domain::id::RunId;
-use cairn_engine::{Definition, EngineBuilder, MemoryStore, MockLlm};
+use cairn_domain::steer::Request;
+use cairn_engine::{EngineBuilder, MemoryStore, MockLlm, RunControl};
 use cairn_ports::{Clock, HandlerCall, PortError, RunStore, StepHandler};
 use cairn_testkit::{FakeClock, event_line};
 use serde_json::{Value, json};
@@ -44,7 +46,7 @@ impl Harness {
     }
 
     pub async fn log(&self) -> String {
-        let events = self.store.load(&run_id()).await.expect("run stored").events;
+        let events = self.store.load(&run_id(), 0).await.expect("run stored").events;
         events.iter().map(event_line).collect::<Vec<_>>().join("\n")
     }
 }
@@ -68,10 +70,11 @@ impl StepHandler for Gauge {
 }
 
 /// Records the idempotency key of every call, and can pause or cancel the
-/// run from inside a call.
+/// run from inside a call (through the control set after the engine is built).
 pub struct Recorder {
     pub keys: std::sync::Mutex<Vec<String>>,
-    on_call: Option<(tokio::sync::watch::Sender<cairn_engine::Control>, cairn_engine::Control)>,
+    request: Option<Request>,
+    pub control: std::sync::OnceLock<RunControl>,
     hang: bool,
 }
 
@@ -79,8 +82,10 @@ pub struct Recorder {
 impl StepHandler for Recorder {
     async fn call(&self, call: HandlerCall) -> Result<Value, PortError> {
         self.keys.lock().expect("lock").push(call.idempotency_key.clone());
-        if let Some((tx, request)) = &self.on_call {
-            let _ = tx.send(*request);
+        match (&self.request, self.control.get()) {
+            (Some(Request::Pause), Some(control)) => control.pause(),
+            (Some(Request::Cancel), Some(control)) => control.cancel(),
+            _ => {}
         }
         if self.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -89,9 +94,6 @@ impl StepHandler for Recorder {
     }
 }
 
-pub fn recorder(
-    on_call: Option<(tokio::sync::watch::Sender<cairn_engine::Control>, cairn_engine::Control)>,
-    hang: bool,
-) -> Arc<Recorder> {
-    Arc::new(Recorder { keys: Default::default(), on_call, hang })
+pub fn recorder(request: Option<Request>, hang: bool) -> Arc<Recorder> {
+    Arc::new(Recorder { keys: Default::default(), request, control: Default::default(), hang })
 }

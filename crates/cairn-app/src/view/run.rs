@@ -1,28 +1,15 @@
-//! A run as people and scripts read it: the JSON shape of `spec/cli.md`,
-//! the summary table, and the exit code of its status.
+//! A run as people and scripts read it: the one run JSON every front
+//! serializes (the shape `spec/cli.md` fixes), the summary table, and the
+//! text of a gate.
 
 use std::fmt::Write;
 
 use cairn_domain::definition::{Step, StepKind, Workflow};
-use cairn_domain::scope::ScopeKey;
-use cairn_domain::state::{
-    GroupState, RunState, RunStatus, StepPath, StepState, StepStatus, Timestamp, WaitKind,
-};
+use cairn_domain::state::{GroupState, RunState, StepPath, StepState, StepStatus, Timestamp, WaitKind, word};
 use serde_json::{Value, json};
 
-use crate::cli::exit;
-use crate::progress::elapsed;
-
-/// The exit code of a run's status.
-pub fn exit_code(status: RunStatus) -> u8 {
-    match status {
-        RunStatus::Completed => exit::OK,
-        RunStatus::Failed => exit::FAILED,
-        RunStatus::Cancelled => exit::CANCELLED,
-        RunStatus::Paused | RunStatus::Pending | RunStatus::Running => exit::PAUSED,
-        _ => exit::WAITING,
-    }
-}
+use super::{elapsed, iso_time};
+use crate::app::Run;
 
 /// One step of a run as the views list it: top-level steps always, instance
 /// steps once they have a state, each under its group.
@@ -83,7 +70,8 @@ fn instances(step: &Step, group: &GroupState) -> String {
 
 /// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`, `waiting`, `usage`, `error`.
 /// `steps` lists every step with a state, instance steps by their paths.
-pub fn run_json(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Timestamp) -> Value {
+pub fn run_json(run: &Run, now: Timestamp) -> Value {
+    let (state, wf, cost_usd) = (&run.state, &run.definition.workflow, run.cost_usd);
     let mut all = Vec::new();
     rows(state, &wf.steps, "", 0, false, &mut all);
     let steps: Vec<Value> = all
@@ -259,7 +247,8 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
 /// The end-of-run summary: a line for the run, a table of steps (instance
 /// steps indented under their group, with counts), the usage, the final
 /// outputs, and the error with its hint.
-pub fn summary(state: &RunState, wf: &Workflow, cost_usd: Option<f64>, now: Timestamp) -> String {
+pub fn summary(run: &Run, now: Timestamp) -> String {
+    let (state, wf, cost_usd) = (&run.state, &run.definition.workflow, run.cost_usd);
     let mut out = format!(
         "run {} ({}): {} in {}\n",
         state.run_id,
@@ -333,111 +322,9 @@ fn final_steps(wf: &Workflow) -> Vec<&str> {
     (0..wf.steps.len()).filter(|i| !needed.contains(i)).map(|i| wf.steps[i].id.as_str()).collect()
 }
 
-pub use cairn_domain::state::word;
-
-/// `2026-11-23T04:31:41.123Z`, from milliseconds since the epoch.
-pub fn iso_time(t: cairn_domain::state::Timestamp) -> String {
-    let ms = t.0;
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// One event of the audit trail as a line: sequence, time, actor, what.
-pub fn event_text(e: &cairn_domain::state::Event) -> String {
-    use cairn_domain::state::EventKind;
-    let v = serde_json::to_value(&e.kind).unwrap_or_default();
-    let kind = v["type"].as_str().unwrap_or("?").to_owned();
-    let path = v["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
-    let detail = match &e.kind {
-        EventKind::RunCreated { workflow, inputs, definition_hash, .. } => {
-            format!(
-                " {workflow} inputs={inputs} definition={}",
-                &definition_hash[..definition_hash.len().min(12)]
-            )
-        }
-        EventKind::StepStarted { attempt, .. } => format!(" attempt {attempt}"),
-        EventKind::StepSucceeded { output, .. } => {
-            let text = output.to_string();
-            let short: String = text.chars().take(80).collect();
-            format!(" -> {short}{}", if text.chars().count() > 80 { "…" } else { "" })
-        }
-        EventKind::StepFailed { attempt, error, retry_at, .. } => format!(
-            " attempt {attempt}: {}: {}{}",
-            error.class,
-            error.message,
-            retry_at.map(|t| format!(" (retry at {})", iso_time(t))).unwrap_or_default()
-        ),
-        EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
-        EventKind::StepWaiting { wait, .. } => format!(" for {}", word(wait)),
-        EventKind::GotoTaken { from, to, .. } => format!(" {from} -> {to}"),
-        EventKind::DocumentStored { scope, doc_type, .. } if *scope == ScopeKey::root() => {
-            format!(" {doc_type} in the run's scope")
-        }
-        EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in `{scope}`"),
-        EventKind::RunWaiting { wait } => format!(" for {}", word(wait)),
-        EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
-            " {}{}{}{}",
-            if *approve { "approved" } else { "rejected" },
-            role.as_ref().map(|r| format!(" as {r}")).unwrap_or_default(),
-            comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default(),
-            if *timed_out { " (the deadline passed)" } else { "" },
-        ),
-        EventKind::Answered { text, .. } => format!(": {text}"),
-        EventKind::OutputRepaired { attempt, reason, .. } => format!(" attempt {attempt}: {reason}"),
-        EventKind::SessionExtended { agent, turns, .. } => {
-            format!(" {agent}'s conversation gains {} messages", turns.len())
-        }
-        EventKind::GroupExpanded { keys, .. } => {
-            let shown: Vec<&str> = keys.iter().take(10).map(String::as_str).collect();
-            let more = keys.len().saturating_sub(shown.len());
-            let more = if more > 0 { format!(", … {more} more") } else { String::new() };
-            format!(" into {} instances: {}{more}", keys.len(), shown.join(", "))
-        }
-        EventKind::IterationStarted { index, .. } => format!(" iteration {index}"),
-        EventKind::InstanceFinished { key, failed, .. } => {
-            let failed = failed.as_ref().map(|f| format!(" ({f} failed)")).unwrap_or_default();
-            format!(" [{key}]{failed}")
-        }
-        EventKind::UsageRecorded { model, usage, .. } => {
-            format!(
-                " {model}: {} prompt + {} completion tokens",
-                usage.prompt_tokens, usage.completion_tokens
-            )
-        }
-        EventKind::RunFailed { error } => format!(" {}: {}", error.class, error.message),
-        _ => String::new(),
-    };
-    format!("{:>4} {} {:<10} {kind}{path}{detail}", e.seq, iso_time(e.at), e.actor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_times_match_the_calendar() {
-        use cairn_domain::state::Timestamp;
-        assert_eq!(iso_time(Timestamp(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_time(Timestamp(951_782_400_000)), "2000-02-29T00:00:00.000Z");
-        assert_eq!(iso_time(Timestamp(1_795_409_501_123)), "2026-11-23T04:51:41.123Z");
-    }
 
     #[test]
     fn a_gate_shows_its_deadline_and_whether_it_passed() {

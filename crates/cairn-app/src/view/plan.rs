@@ -5,7 +5,7 @@ use std::fmt::Write;
 use cairn_domain::plan::{Plan, ScopePlan};
 
 /// The plan as indented text: each scope's levels, then its nested bodies.
-pub fn plan_text(plan: &Plan) -> String {
+pub fn text(plan: &Plan) -> String {
     let mut out = format!(
         "{}: {}, {}, critical path {}\n",
         plan.workflow,
@@ -44,7 +44,7 @@ fn scope_text(scope: &ScopePlan, depth: usize, out: &mut String) {
 }
 
 /// The plan as a Mermaid flowchart; `for_each` and `loop` bodies are subgraphs.
-pub fn plan_mermaid(plan: &Plan) -> String {
+pub fn mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart TD\n");
     scope_mermaid(&plan.scope, "", 1, &mut out);
     out

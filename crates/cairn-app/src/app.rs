@@ -1,0 +1,201 @@
+//! The application layer: the operations every front calls (the CLI today,
+//! the HTTP server next), each on one run by id, returning typed values and
+//! typed errors. A front adds transport and words, never rules: it prints
+//! or serializes what these return ([`crate::view`]) and turns an
+//! [`Error`] into its own words.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cairn_domain::Definition;
+use cairn_domain::checkpoint::Checkpoint;
+use cairn_domain::duration::Duration;
+use cairn_domain::id::RunId;
+use cairn_domain::program::{Price, priced};
+use cairn_domain::state::{Event, RunState, TokenUsage};
+use cairn_domain::steer::{GateCall, Request};
+use cairn_engine::{Engine, RunControl};
+use cairn_ports::{Clock, RunQuery, RunStore, RunSummary};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// One run as every front shows it: its state, the definition it runs,
+/// and what it cost so far (when every model it used has a price).
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The run's state, folded from its events.
+    pub state: RunState,
+    /// The definition the run recorded when it started.
+    pub definition: Definition,
+    /// USD spent, when every model it used has a price.
+    pub cost_usd: Option<f64>,
+}
+
+/// A run in a listing, with its cost.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// What the store keeps of it.
+    pub summary: RunSummary,
+    /// Tokens used, over all models.
+    pub usage: TokenUsage,
+    /// USD spent, when every model it used has a price.
+    pub cost_usd: Option<f64>,
+}
+
+/// A page of listed runs and the cursor of the next one.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The runs, newest first.
+    pub runs: Vec<Listed>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<cairn_ports::Cursor>,
+}
+
+/// The operations on runs, over one engine and its store.
+pub struct App {
+    engine: Engine,
+    store: Arc<dyn RunStore>,
+    clock: Arc<dyn Clock>,
+    prices: BTreeMap<String, Price>,
+}
+
+impl App {
+    /// The operations of `engine` over `store` (the engine's own store),
+    /// with model prices for costs.
+    pub fn new(
+        engine: Engine,
+        store: Arc<dyn RunStore>,
+        clock: Arc<dyn Clock>,
+        prices: BTreeMap<String, Price>,
+    ) -> Self {
+        Self { engine, store, clock, prices }
+    }
+
+    /// The engine, for what a host adds (its own drivers, tests).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The handle that pauses or cancels `run` while this process drives it.
+    pub fn control(&self, run: &RunId) -> RunControl {
+        self.engine.control(run)
+    }
+
+    /// A new run id, sortable by creation time.
+    pub fn new_run_id(&self) -> RunId {
+        self.engine.new_run_id()
+    }
+
+    /// Creates a run of `definition` with `inputs` (checked against the
+    /// declared inputs) under `run_id` (a new one when `None`); refused when
+    /// this host lacks a provider or handler the workflow needs. The run is
+    /// not driven yet: [`App::drive`] does that.
+    pub async fn start(
+        &self,
+        definition: Definition,
+        inputs: Value,
+        run_id: Option<RunId>,
+    ) -> Result<Run, Error> {
+        let run_id = run_id.unwrap_or_else(|| self.engine.new_run_id());
+        let state = self.engine.start(definition.clone(), inputs, run_id).await?;
+        Ok(self.run(state, definition))
+    }
+
+    /// Drives a stored run on until it completes, fails, is paused or
+    /// cancelled, or waits for a person; refused, leaving the run as it
+    /// was, when this host lacks what the run needs.
+    pub async fn drive(&self, id: &RunId) -> Result<Run, Error> {
+        let state = self.engine.resume(id).await?;
+        self.with_definition(state).await
+    }
+
+    /// One run as it stands.
+    pub async fn status(&self, id: &RunId) -> Result<Run, Error> {
+        let state = self.engine.load(id).await?;
+        self.with_definition(state).await
+    }
+
+    /// A page of runs, newest first.
+    pub async fn list(&self, query: &RunQuery) -> Result<Listing, Error> {
+        let page = self.store.list(query).await.map_err(cairn_engine::EngineError::from)?;
+        let runs = page
+            .runs
+            .into_iter()
+            .map(|summary| Listed {
+                usage: summary.usage(),
+                cost_usd: self.cost(&summary.usage_by_model),
+                summary,
+            })
+            .collect();
+        Ok(Listing { runs, next: page.next })
+    }
+
+    /// The run's whole event log: its audit trail.
+    pub async fn events(&self, id: &RunId) -> Result<Vec<Event>, Error> {
+        Ok(self.engine.events(id).await?)
+    }
+
+    /// The run's checkpoints, oldest first.
+    pub async fn checkpoints(&self, id: &RunId) -> Result<Vec<Checkpoint>, Error> {
+        Ok(cairn_domain::checkpoint::checkpoints(&self.events(id).await?))
+    }
+
+    /// Refuses, naming what is missing, when this host lacks what driving
+    /// `id` needs: checked before recording what a drive would follow.
+    pub async fn check(&self, id: &RunId) -> Result<(), Error> {
+        Ok(self.engine.check(id).await?)
+    }
+
+    /// Records a person's decision at a gate (`by` is who decided); the run
+    /// is not driven on ([`App::drive`] does that).
+    pub async fn decide(&self, id: &RunId, call: GateCall, by: &str) -> Result<Run, Error> {
+        let state = self.engine.decide_gate(id, call, by).await?;
+        self.with_definition(state).await
+    }
+
+    /// Pauses or cancels a run nobody drives, recorded as done by `by`.
+    pub async fn stop(&self, id: &RunId, request: Request, by: &str) -> Result<Run, Error> {
+        let state = self.engine.stop(id, request, by).await?;
+        self.with_definition(state).await
+    }
+
+    /// A new run from checkpoint `seq` of `id`, made by `by`, paused:
+    /// driving it runs only what came after the checkpoint.
+    pub async fn fork(&self, id: &RunId, seq: u64, by: &str) -> Result<Run, Error> {
+        let new_id = self.engine.new_run_id();
+        let state = self.engine.fork(id, seq, new_id, by).await?;
+        self.with_definition(state).await
+    }
+
+    /// The ended runs last updated longer ago than `age`, deleted unless
+    /// `dry_run`; returns them.
+    pub async fn prune(&self, age: Duration, dry_run: bool) -> Result<Vec<RunSummary>, Error> {
+        let cutoff = self.clock.now().0.saturating_sub(age.as_millis());
+        let all = self.store.list(&RunQuery::default()).await.map_err(cairn_engine::EngineError::from)?;
+        let old: Vec<RunSummary> =
+            all.runs.into_iter().filter(|r| r.status.is_terminal() && r.updated_at.0 < cutoff).collect();
+        if !dry_run {
+            for r in &old {
+                self.store.delete(&r.run_id).await.map_err(cairn_engine::EngineError::from)?;
+            }
+        }
+        Ok(old)
+    }
+
+    async fn with_definition(&self, state: RunState) -> Result<Run, Error> {
+        let definition = self.engine.definition(&state.run_id).await?;
+        Ok(self.run(state, definition))
+    }
+
+    fn run(&self, state: RunState, definition: Definition) -> Run {
+        let cost_usd = self.cost(&state.usage_by_model);
+        Run { state, definition, cost_usd }
+    }
+
+    /// The cost in USD of `usage` by model, when every model has a price.
+    fn cost(&self, usage: &BTreeMap<String, TokenUsage>) -> Option<f64> {
+        let (sum, every_model_priced) = priced(usage, &self.prices);
+        every_model_priced.then_some(sum)
+    }
+}

@@ -1,0 +1,131 @@
+//! The verbs that drive a run: `run` (start one) and `resume`; and what
+//! every driving verb shares: progress on stderr, SIGINT pausing and
+//! SIGTERM cancelling the run, a person asked at its gates.
+
+use std::path::{Path, PathBuf};
+
+use cairn_domain::id::RunId;
+use cairn_ports::Clock;
+use serde_json::{Map, Value};
+
+use super::{Opened, RunFormat, Verbs, print_run, prompt};
+use crate::app::Run;
+use crate::error::Error;
+use crate::files::{load_definition, load_inputs};
+
+/// What `cairn run` starts.
+pub(crate) struct Start {
+    /// The definition file.
+    pub file: PathBuf,
+    /// `--input K=V`, in order.
+    pub inputs: Vec<String>,
+    /// `--inputs FILE`.
+    pub inputs_file: Option<PathBuf>,
+    /// `--run-id`.
+    pub run_id: Option<String>,
+}
+
+/// `cairn run FILE`: starts a run and drives it.
+pub(crate) fn run(
+    verbs: &Verbs<'_>,
+    start: Start,
+    interactive: bool,
+    format: RunFormat,
+) -> Result<u8, Error> {
+    let definition = load_definition(&start.file)?;
+    let inputs = gather_inputs(start.inputs_file.as_deref(), &start.inputs)?;
+    let run_id = match start.run_id {
+        Some(id) => super::run_id(&id)?,
+        None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
+    };
+    let opened = verbs.open_driving("run", &run_id)?;
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()));
+    opened.runtime.block_on(started).map_err(|e| match e {
+        // Inputs are the file's: say which.
+        Error::Engine(cairn_engine::EngineError::Inputs(problems)) => {
+            Error::File { path: start.file.clone(), reason: problems.join("; ") }
+        }
+        other => other,
+    })?;
+    let run = drive_on(&opened, &run_id, interactive)?;
+    Ok(print_run(&run, format))
+}
+
+/// `cairn resume RUN`: drives a stored run on.
+pub(crate) fn resume(
+    verbs: &Verbs<'_>,
+    id: &RunId,
+    interactive: bool,
+    format: RunFormat,
+) -> Result<u8, Error> {
+    let opened = verbs.open_driving("resume", id)?;
+    let run = drive_on(&opened, id, interactive)?;
+    Ok(print_run(&run, format))
+}
+
+/// Drives the run until nothing moves without a person, then asks the
+/// person at the terminal (when `interactive`) and drives on.
+pub(crate) fn drive_on(opened: &Opened, id: &RunId, interactive: bool) -> Result<Run, Error> {
+    signals(opened, id);
+    let run = opened.runtime.block_on(opened.app.drive(id))?;
+    prompt::converse(opened, run, interactive)
+}
+
+/// Turns SIGINT into a pause and SIGTERM into a cancel of the run `id`.
+fn signals(opened: &Opened, id: &RunId) {
+    let control = opened.app.control(id);
+    opened.runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut interrupt), Ok(mut terminate)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {
+                    eprintln!("pausing: running steps finish, nothing new starts (SIGTERM cancels)");
+                    control.pause();
+                }
+                _ = terminate.recv() => control.cancel(),
+            }
+        }
+    });
+}
+
+/// `--inputs FILE`, then each `--input K=V` over it. `V` is JSON when it
+/// parses as JSON, a string otherwise.
+fn gather_inputs(file: Option<&Path>, pairs: &[String]) -> Result<Map<String, Value>, Error> {
+    let mut inputs = match file {
+        Some(path) => match load_inputs(path)? {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+        None => Map::new(),
+    };
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Error::Config(format!("--input `{pair}` must be KEY=VALUE")));
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        inputs.insert(key.trim().to_owned(), value);
+    }
+    Ok(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_parse_json_values_else_strings() {
+        let pairs =
+            ["n=3".to_owned(), "list=[1,2]".to_owned(), "name=src/lib.rs".to_owned(), "q= a=b".to_owned()];
+        let inputs = gather_inputs(None, &pairs).expect("valid");
+        assert_eq!(
+            Value::Object(inputs),
+            serde_json::json!({"n": 3, "list": [1, 2], "name": "src/lib.rs", "q": " a=b"})
+        );
+        assert!(gather_inputs(None, &["novalue".to_owned()]).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! The verbs that read stored runs: `runs`, `status`, `events`, `checkpoints`.
+
+use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::state::RunStatus;
+use cairn_ports::RunQuery;
+
+use super::{EventsFormat, ListFormat, RunFormat, Verbs, exit, print_run};
+use crate::error::Error;
+use crate::view;
+
+/// `cairn runs`: every run, newest first.
+pub(crate) fn runs(
+    verbs: &Verbs<'_>,
+    status: Option<&str>,
+    workflow: Option<&str>,
+    format: ListFormat,
+) -> Result<u8, Error> {
+    let status = status
+        .map(|s| {
+            serde_json::from_value::<RunStatus>(serde_json::Value::String(s.to_owned()))
+                .map_err(|_| Error::Config(format!("--status `{s}` is not a run status")))
+        })
+        .transpose()?;
+    let workflow =
+        workflow.map(|w| WorkflowId::new(w).map_err(|e| Error::Config(e.to_string()))).transpose()?;
+    let opened = verbs.open("runs", None)?;
+    let query = RunQuery { status, workflow, ..RunQuery::default() };
+    let listing = opened.runtime.block_on(opened.app.list(&query))?;
+    match format {
+        ListFormat::Table => print!("{}", view::list::table(&listing.runs)),
+        ListFormat::Json => println!("{}", view::list::json(&listing.runs)),
+    }
+    Ok(exit::OK)
+}
+
+/// `cairn status RUN`: one run, with every step.
+pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result<u8, Error> {
+    let opened = verbs.open("status", Some(id))?;
+    let run = opened.runtime.block_on(opened.app.status(id))?;
+    print_run(&run, format);
+    Ok(exit::OK)
+}
+
+/// `cairn events RUN`: the audit trail.
+pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, format: EventsFormat) -> Result<u8, Error> {
+    let opened = verbs.open("events", Some(id))?;
+    let events = opened.runtime.block_on(opened.app.events(id))?;
+    for e in &events {
+        match format {
+            EventsFormat::Jsonl => println!("{}", serde_json::to_string(e).unwrap_or_default()),
+            EventsFormat::Text => println!("{}", view::event::line(e)),
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `cairn checkpoints RUN`: where the run can be forked from.
+pub(crate) fn checkpoints(verbs: &Verbs<'_>, id: &RunId, format: ListFormat) -> Result<u8, Error> {
+    let opened = verbs.open("checkpoints", Some(id))?;
+    let list = opened.runtime.block_on(opened.app.checkpoints(id))?;
+    match format {
+        ListFormat::Table => print!("{}", view::list::checkpoints_table(&list)),
+        ListFormat::Json => println!("{}", view::list::checkpoints_json(&list)),
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,141 @@
+//! The CLI's words for typed causes: what inner layers refuse or fail
+//! with, said as a message, a hint naming the command or setting that
+//! helps, and the exit code.
+
+use cairn_domain::state::word;
+use cairn_domain::steer::Refusal;
+use cairn_engine::{EngineError, Unmet};
+use cairn_ports::StoreError;
+
+use super::exit;
+use crate::error::Error;
+
+/// An error as the CLI says it.
+pub(crate) struct Said {
+    /// The `error:` line.
+    pub message: String,
+    /// The `hint:` line, when one helps.
+    pub hint: Option<String>,
+    /// The exit code.
+    pub code: u8,
+    /// Printed as it is, without `error: ` (located problems, one a line).
+    pub bare: bool,
+}
+
+fn usage(message: impl Into<String>, hint: Option<String>) -> Said {
+    Said { message: message.into(), hint, code: exit::USAGE, bare: false }
+}
+
+/// What the CLI says of `e`.
+pub(crate) fn said(e: &Error) -> Said {
+    match e {
+        Error::Definition { name, problems } => Said { bare: true, ..usage(problems.render(name), None) },
+        Error::Engine(e) => engine(e),
+        other => usage(other.to_string(), None),
+    }
+}
+
+fn engine(e: &EngineError) -> Said {
+    match e {
+        EngineError::Store(StoreError::NotFound(id)) => usage(format!("no run `{id}` in this data directory"), None),
+        EngineError::Store(StoreError::AlreadyExists(id)) => {
+            usage(format!("a run `{id}` exists already: pick another --run-id"), None)
+        }
+        EngineError::Store(e) => usage(
+            e.to_string(),
+            Some(
+                "every event committed before the failure is kept; fix the cause (free disk space, check the \
+                 data directory), then `cairn resume RUN`"
+                    .into(),
+            ),
+        ),
+        EngineError::Refused { run, refusal } => refused(run.as_str(), refusal),
+        EngineError::Unmet { run, unmet } => {
+            let what: Vec<String> = unmet.iter().map(unmet_text).collect();
+            let hint = unmet.iter().map(unmet_hint).collect::<Vec<_>>().join("; ");
+            let message = match run {
+                Some(run) => format!("run `{run}` needs what this process lacks: {}", what.join(", ")),
+                None => format!("the workflow needs what this process lacks: {}", what.join(", ")),
+            };
+            usage(message, Some(hint))
+        }
+        EngineError::Inputs(problems) => usage(problems.join("; "), None),
+        EngineError::Definition { run, problems } => usage(
+            format!("the definition recorded with run `{run}` no longer loads: {}", problems),
+            None,
+        ),
+        other => Said { code: exit::FAILED, ..usage(other.to_string(), None) },
+    }
+}
+
+fn unmet_text(u: &Unmet) -> String {
+    match u {
+        Unmet::Provider { agent, provider } => format!("provider `{provider}` (of agent `{agent}`)"),
+        Unmet::Handler { handler } => format!("handler `{handler}`"),
+        _ => u.to_string(),
+    }
+}
+
+fn unmet_hint(u: &Unmet) -> String {
+    match u {
+        Unmet::Provider { provider, .. } if provider == "default" => {
+            "set CAIRN_LLM_BASE_URL (with CAIRN_LLM_API_KEY and CAIRN_LLM_MODEL as needed), or add \
+             [providers.default] to cairn.toml, or run with --llm mock"
+                .into()
+        }
+        Unmet::Provider { provider, .. } => {
+            format!("add [providers.{provider}] to cairn.toml, or run with --llm mock")
+        }
+        Unmet::Handler { handler } => {
+            format!("`{handler}` is served by the binary that registers it; run the run with that binary")
+        }
+        _ => String::new(),
+    }
+}
+
+fn refused(run: &str, r: &Refusal) -> Said {
+    let message = match r {
+        Refusal::Ended { status } => {
+            format!("run `{run}` has ended ({}): it cannot be driven on or changed", word(status))
+        }
+        Refusal::NothingWaits { status, answer: false } => {
+            format!("run `{run}` is {}: no step waits for a decision", word(status))
+        }
+        Refusal::NothingWaits { status, answer: true } => {
+            format!("run `{run}` is {}: no step waits for answers", word(status))
+        }
+        Refusal::NotWaitingThere { gate, waiting } => {
+            format!("step `{gate}` of run `{run}` does not wait for this; waiting: {}", listed(waiting))
+        }
+        Refusal::SeveralWait { waiting } => {
+            format!("run `{run}` waits at several gates ({}): name one with --gate", listed(waiting))
+        }
+        Refusal::RoleNeeded { gate, roles } => {
+            format!(
+                "`{gate}` needs a decision from one of its roles ({}): say which with --as",
+                roles.join(", ")
+            )
+        }
+        Refusal::NotAnApprover { gate, role, roles } => {
+            format!("role `{role}` is not an approver of `{gate}`: its roles are {}", roles.join(", "))
+        }
+        Refusal::NoCheckpoint { seq, last } => {
+            let last = last.map_or("none".to_owned(), |l| l.to_string());
+            format!(
+                "run `{run}` has no checkpoint {seq} (its checkpoints: `cairn checkpoints {run}`; the last is {last})"
+            )
+        }
+        other => format!("run `{run}`: {other}"),
+    };
+    let hint = match r {
+        Refusal::Ended { .. } => {
+            Some(format!("fork it from one of its checkpoints to run it again (`cairn checkpoints {run}`)"))
+        }
+        _ => None,
+    };
+    usage(message, hint)
+}
+
+fn listed(paths: &[cairn_domain::state::StepPath]) -> String {
+    paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,254 @@
+//! Host wiring: what a binary plugs in (a store, step handlers, providers)
+//! and what the config names (HTTP providers, the command fence, prices),
+//! put together into an [`App`]. The store is opened through a
+//! [`StoreFactory`], so a binary picks its store; [`SledStores`] is the
+//! embedded one, which one process holds at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_command::LocalCommands;
+use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
+use cairn_llm_http::HttpProvider;
+use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, StepHandler};
+use cairn_store_sled::{Durability, OpenError, SledStore};
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::config::{Loaded, StoreConfig};
+use crate::error::Error;
+
+/// A provider or handler under the name workflows use for it.
+pub type Named<T> = (String, Arc<T>);
+
+/// What a process says of itself while it holds a store, for others that
+/// find it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Its process id.
+    pub pid: u32,
+    /// The verb it runs.
+    pub verb: String,
+    /// The run it drives, if any.
+    pub run: Option<String>,
+}
+
+impl Holder {
+    /// This process, running `verb` (on `run`).
+    pub fn me(verb: &str, run: Option<&str>) -> Self {
+        Self { pid: std::process::id(), verb: verb.into(), run: run.map(str::to_owned) }
+    }
+
+    /// `cairn run (pid 123, run r1)`.
+    pub fn sentence(&self) -> String {
+        match &self.run {
+            Some(run) => format!("cairn {} (pid {}, run {run})", self.verb, self.pid),
+            None => format!("cairn {} (pid {})", self.verb, self.pid),
+        }
+    }
+}
+
+/// Opens the store a data directory holds. A binary passes one to the CLI
+/// (`main.rs` picks [`SledStores`]); a store that admits one process at a
+/// time also says which process holds it.
+pub trait StoreFactory: Send + Sync {
+    /// Opens (or creates) the store at `dir` with the `[store]` settings,
+    /// as `holder`; waits up to `wait` for another process to let go of it.
+    fn open(
+        &self,
+        dir: &Path,
+        settings: &StoreConfig,
+        holder: &Holder,
+        wait: Duration,
+    ) -> Result<Arc<dyn RunStore>, Error>;
+
+    /// The other live process holding the store at `dir`, if one does.
+    fn holder(&self, dir: &Path) -> Option<Holder> {
+        let _ = dir;
+        None
+    }
+}
+
+/// The embedded sled store of a data directory ([`SledStore`]): one process
+/// holds it at a time and names itself in its holder file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SledStores;
+
+impl StoreFactory for SledStores {
+    fn open(
+        &self,
+        dir: &Path,
+        settings: &StoreConfig,
+        holder: &Holder,
+        wait: Duration,
+    ) -> Result<Arc<dyn RunStore>, Error> {
+        let durability = match settings.durability.as_deref() {
+            None | Some("sync") => Durability::Sync,
+            Some("batch") => Durability::Batch { window_ms: 50 },
+            Some("none") => Durability::None,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "[store] durability `{other}`: use `sync`, `batch` or `none`"
+                )));
+            }
+        };
+        let keep = settings.keep_checkpoints.map_or(cairn_store_sled::DEFAULT_KEEP_SNAPSHOTS, |n| n as usize);
+        std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        let described = serde_json::to_string(holder).unwrap_or_default();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match SledStore::open(dir, durability, &described) {
+                Ok(store) => return Ok(Arc::new(store.keep_snapshots(keep))),
+                Err(OpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(OpenError::Locked { path, .. }) => {
+                    let holder = self.holder(dir).map(|h| h.sentence()).unwrap_or_default();
+                    return Err(Error::Store(OpenError::Locked { path, holder }.to_string()));
+                }
+                Err(e) => return Err(Error::Store(e.to_string())),
+            }
+        }
+    }
+
+    fn holder(&self, dir: &Path) -> Option<Holder> {
+        let text = std::fs::read_to_string(dir.join(cairn_store_sled::HOLDER_FILE)).ok()?;
+        let holder: Holder = serde_json::from_str(&text).ok()?;
+        (holder.pid != std::process::id() && process_alive(holder.pid)).then_some(holder)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_ok()
+}
+
+/// What a binary plugs in: its store, its step handlers, its own providers.
+#[derive(Clone)]
+pub struct Plugins {
+    /// Opens the store of a data directory.
+    pub stores: Arc<dyn StoreFactory>,
+    /// `uses:` handlers, by name.
+    pub handlers: Vec<Named<dyn StepHandler>>,
+    /// Providers besides the config's, by the name agents use.
+    pub providers: Vec<Named<dyn LlmProvider>>,
+}
+
+/// How one process is to run: the data directory, the config, the
+/// `--llm` choice, and where live events go.
+pub struct Setup<'a> {
+    /// Where the store lives.
+    pub data_dir: &'a Path,
+    /// The config.
+    pub loaded: &'a Loaded,
+    /// `--llm`: `mock`, `record:FILE`, `replay:FILE`, or a configured provider's name.
+    pub llm: Option<&'a str>,
+    /// Where live events go (progress on a terminal).
+    pub sink: Arc<dyn EventSink>,
+    /// What this process says of itself to others that find the store held.
+    pub holder: Holder,
+}
+
+/// How long a verb waits for a store another process holds.
+pub const WAIT_FOR_STORE: Duration = Duration::from_secs(3);
+
+impl Plugins {
+    /// The application over the store at `setup.data_dir`, with every
+    /// provider and handler this process has.
+    pub fn app(&self, setup: &Setup<'_>) -> Result<App, Error> {
+        self.app_within(setup, WAIT_FOR_STORE)
+    }
+
+    /// [`Plugins::app`], waiting up to `wait` for the store.
+    pub fn app_within(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
+        let loaded = setup.loaded;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config)?;
+        let store = self.stores.open(setup.data_dir, &loaded.config.store, &setup.holder, wait)?;
+        let mut builder = EngineBuilder::new(Arc::clone(&store))
+            .clock(Arc::clone(&clock))
+            .sink(Arc::clone(&setup.sink))
+            .commands(Arc::new(commands))
+            .prices(loaded.prices());
+        let (every, named) = providers(loaded, setup.llm, &clock)?;
+        for (name, provider) in named.into_iter().chain(self.providers.iter().cloned()) {
+            builder = builder.provider(name, provider);
+        }
+        if let Some(provider) = every {
+            builder = builder.every_provider(provider);
+        }
+        for (name, handler) in &self.handlers {
+            builder = builder.handler(name.clone(), Arc::clone(handler));
+        }
+        Ok(App::new(builder.build(), store, clock, loaded.prices()))
+    }
+}
+
+/// The providers `--llm` and the config give: one for every agent (the
+/// mock, a replayed cassette, or a configured provider named by `--llm`),
+/// and the configured ones by name.
+type Providers = (Option<Arc<dyn LlmProvider>>, Vec<Named<dyn LlmProvider>>);
+
+fn providers(loaded: &Loaded, llm: Option<&str>, clock: &Arc<dyn Clock>) -> Result<Providers, Error> {
+    let settings = loaded.providers().map_err(Error::Config)?;
+    let http = |s| -> Result<Arc<dyn LlmProvider>, Error> {
+        Ok(Arc::new(HttpProvider::new(s).map_err(Error::Config)?))
+    };
+    match llm {
+        Some("mock") => {
+            let latency = match std::env::var("CAIRN_MOCK_LATENCY") {
+                Ok(text) => text
+                    .parse::<cairn_domain::duration::Duration>()
+                    .map_err(|e| Error::Config(format!("CAIRN_MOCK_LATENCY: {e}")))?
+                    .to_std(),
+                Err(_) => Duration::ZERO,
+            };
+            Ok((Some(Arc::new(MockLlm::new(Arc::clone(clock), latency))), Vec::new()))
+        }
+        Some(spec) if spec.starts_with("replay:") => {
+            let path = PathBuf::from(&spec["replay:".len()..]);
+            let replayer = crate::cassette::Replayer::open(&path).map_err(Error::Config)?;
+            Ok((Some(Arc::new(replayer)), Vec::new()))
+        }
+        Some(spec) if spec.starts_with("record:") => {
+            let path = PathBuf::from(&spec["record:".len()..]);
+            let (every, named) = providers(loaded, None, clock)?;
+            let record = |inner: Arc<dyn LlmProvider>| -> Result<Arc<dyn LlmProvider>, Error> {
+                Ok(Arc::new(crate::cassette::Recorder::new(inner, &path).map_err(Error::Config)?))
+            };
+            let every = every.map(record).transpose()?;
+            let named = named.into_iter().map(|(n, p)| Ok((n, record(p)?))).collect::<Result<_, Error>>()?;
+            Ok((every, named))
+        }
+        Some(name) => {
+            let Some(s) = settings.into_iter().find(|s| s.name == name) else {
+                return Err(Error::Config(format!(
+                    "--llm {name}: no provider `{name}` is configured (or use --llm mock)"
+                )));
+            };
+            Ok((Some(http(s)?), Vec::new()))
+        }
+        None => {
+            let named =
+                settings.into_iter().map(|s| Ok((s.name.clone(), http(s)?))).collect::<Result<_, Error>>()?;
+            Ok((None, named))
+        }
+    }
+}
+
+/// A runtime for one verb.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))
+}
+
+/// Who runs cairn, for the audit trail.
+pub fn whoami() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}

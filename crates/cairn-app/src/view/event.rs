@@ -1,0 +1,73 @@
+//! One event of the audit trail as a line people read.
+
+use cairn_domain::scope::ScopeKey;
+use cairn_domain::state::{Event, EventKind, word};
+
+use super::iso_time;
+
+/// One event of the audit trail as a line: sequence, time, actor, what.
+pub fn line(e: &Event) -> String {
+    let v = serde_json::to_value(&e.kind).unwrap_or_default();
+    let kind = v["type"].as_str().unwrap_or("?").to_owned();
+    let path = v["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
+    let detail = match &e.kind {
+        EventKind::RunCreated { workflow, inputs, definition_hash, .. } => {
+            format!(
+                " {workflow} inputs={inputs} definition={}",
+                &definition_hash[..definition_hash.len().min(12)]
+            )
+        }
+        EventKind::StepStarted { attempt, .. } => format!(" attempt {attempt}"),
+        EventKind::StepSucceeded { output, .. } => {
+            let text = output.to_string();
+            let short: String = text.chars().take(80).collect();
+            format!(" -> {short}{}", if text.chars().count() > 80 { "…" } else { "" })
+        }
+        EventKind::StepFailed { attempt, error, retry_at, .. } => format!(
+            " attempt {attempt}: {}: {}{}",
+            error.class,
+            error.message,
+            retry_at.map(|t| format!(" (retry at {})", iso_time(t))).unwrap_or_default()
+        ),
+        EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
+        EventKind::StepWaiting { wait, .. } => format!(" for {}", word(wait)),
+        EventKind::GotoTaken { from, to, .. } => format!(" {from} -> {to}"),
+        EventKind::DocumentStored { scope, doc_type, .. } if *scope == ScopeKey::root() => {
+            format!(" {doc_type} in the run's scope")
+        }
+        EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in `{scope}`"),
+        EventKind::RunWaiting { wait } => format!(" for {}", word(wait)),
+        EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
+            " {}{}{}{}",
+            if *approve { "approved" } else { "rejected" },
+            role.as_ref().map(|r| format!(" as {r}")).unwrap_or_default(),
+            comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default(),
+            if *timed_out { " (the deadline passed)" } else { "" },
+        ),
+        EventKind::Answered { text, .. } => format!(": {text}"),
+        EventKind::OutputRepaired { attempt, reason, .. } => format!(" attempt {attempt}: {reason}"),
+        EventKind::SessionExtended { agent, turns, .. } => {
+            format!(" {agent}'s conversation gains {} messages", turns.len())
+        }
+        EventKind::GroupExpanded { keys, .. } => {
+            let shown: Vec<&str> = keys.iter().take(10).map(String::as_str).collect();
+            let more = keys.len().saturating_sub(shown.len());
+            let more = if more > 0 { format!(", … {more} more") } else { String::new() };
+            format!(" into {} instances: {}{more}", keys.len(), shown.join(", "))
+        }
+        EventKind::IterationStarted { index, .. } => format!(" iteration {index}"),
+        EventKind::InstanceFinished { key, failed, .. } => {
+            let failed = failed.as_ref().map(|f| format!(" ({f} failed)")).unwrap_or_default();
+            format!(" [{key}]{failed}")
+        }
+        EventKind::UsageRecorded { model, usage, .. } => {
+            format!(
+                " {model}: {} prompt + {} completion tokens",
+                usage.prompt_tokens, usage.completion_tokens
+            )
+        }
+        EventKind::RunFailed { error } => format!(" {}: {}", error.class, error.message),
+        _ => String::new(),
+    };
+    format!("{:>4} {} {:<10} {kind}{path}{detail}", e.seq, iso_time(e.at), e.actor)
+}

@@ -1,0 +1,590 @@
+//! The persisted event format: what a run's log holds, one [`Event`] per
+//! change, and the value types events carry. Stores write these as JSON and
+//! read them back years later, so their serde shape never changes: a new
+//! field is optional, a renamed one keeps its old spelling.
+//! [`crate::state`] folds them into run state.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::id::{Name, RunId, WorkflowId};
+use crate::scope::ScopeKey;
+
+/// Why a step attempt failed, classed so retry policy is decided once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// I/O, 5xx, connection: trying again may work.
+    Transient,
+    /// The provider asked to slow down (429).
+    RateLimited,
+    /// The attempt ran out of time.
+    Timeout,
+    /// The output failed its QA gate after every repair.
+    InvalidOutput,
+    /// Not allowed by policy (command fence, credentials).
+    Permission,
+    /// A person rejected the output.
+    Rejected,
+    /// Anything else: trying again will not help.
+    Fatal,
+}
+
+impl ErrorClass {
+    /// All classes, with their spelling in files.
+    pub const ALL: [(&'static str, ErrorClass); 7] = [
+        ("transient", ErrorClass::Transient),
+        ("rate_limited", ErrorClass::RateLimited),
+        ("timeout", ErrorClass::Timeout),
+        ("invalid_output", ErrorClass::InvalidOutput),
+        ("permission", ErrorClass::Permission),
+        ("rejected", ErrorClass::Rejected),
+        ("fatal", ErrorClass::Fatal),
+    ];
+
+    /// The spelling in files and JSON.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, c)| *c == self).map_or("fatal", |(s, _)| s)
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of a failed step or run: `{class, message, hint}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// The class, for retry decisions.
+    pub class: ErrorClass,
+    /// What happened.
+    pub message: String,
+    /// What a person can do about it.
+    pub hint: Option<String>,
+}
+
+/// A point in time, in milliseconds since the Unix epoch. The domain never
+/// reads a clock; the engine passes times in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// This time plus a duration.
+    pub fn after(self, d: crate::duration::Duration) -> Self {
+        Self(self.0.saturating_add(d.as_millis()))
+    }
+}
+
+/// Where a step sits in a run: `parse`, `per_epic[e-auth].stories`, `fix[2].check`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StepPath(String);
+
+impl StepPath {
+    /// A path from its text form.
+    pub fn new(path: impl Into<String>) -> Self {
+        Self(path.into())
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path of a step inside instance `key` of this group.
+    pub fn instance_child(&self, key: &str, id: &str) -> Self {
+        Self(format!("{}[{key}].{id}", self.0))
+    }
+}
+
+impl fmt::Display for StepPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The kind of person-facing wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    /// Acceptance of a step's output.
+    Acceptance,
+    /// An approval step.
+    Approval,
+    /// Answers to questions.
+    Clarification,
+    /// A blocked failure.
+    Block,
+}
+
+impl WaitKind {
+    /// A gate or question a person answers (not a blocked failure).
+    pub fn is_person(self) -> bool {
+        self != WaitKind::Block
+    }
+}
+
+/// One entry of the audit trail: what happened, when, and who did it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the run's log, from 1, without gaps.
+    pub seq: u64,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// Who caused it: `engine`, or a person's name.
+    pub actor: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run exists: its definition (by content hash) and inputs are fixed.
+    RunCreated {
+        /// The run's id.
+        run_id: RunId,
+        /// The workflow's id.
+        workflow: WorkflowId,
+        /// SHA-256 of the definition text the run started with.
+        definition_hash: String,
+        /// The resolved inputs.
+        inputs: Value,
+    },
+    /// The run started or went on.
+    RunStarted,
+    /// An attempt of a step began.
+    StepStarted {
+        /// The step.
+        path: StepPath,
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// A step finished with an output.
+    StepSucceeded {
+        /// The step.
+        path: StepPath,
+        /// Its output.
+        output: Value,
+    },
+    /// An attempt failed; `retry_at` is set when another attempt follows.
+    StepFailed {
+        /// The step.
+        path: StepPath,
+        /// The failed attempt (0: the step failed before an attempt, e.g. its `when`).
+        attempt: u32,
+        /// Why.
+        error: StepError,
+        /// What the attempt produced anyway (a command's exit code and output).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        /// When the next attempt is due, if any.
+        retry_at: Option<Timestamp>,
+    },
+    /// A step was not run, or its failure was turned into a skip.
+    StepSkipped {
+        /// The step.
+        path: StepPath,
+        /// Why, in words.
+        reason: String,
+        /// Whether the steps that need it are skipped too (`on_failure: skip`);
+        /// a step skipped by its `when` lets its dependents run.
+        cascade: bool,
+    },
+    /// A failed step sent the run back to an earlier sibling (`on_failure: goto`).
+    GotoTaken {
+        /// The failed step.
+        from: StepPath,
+        /// The step the run goes back to.
+        to: StepPath,
+        /// Every step that runs again: `to`, `from`, and all that need either.
+        reset: Vec<StepPath>,
+    },
+    /// A step waits for a person.
+    StepWaiting {
+        /// The step.
+        path: StepPath,
+        /// The kind of wait.
+        wait: WaitKind,
+        /// When the gate's `on_timeout` applies, if it has a timeout.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<Timestamp>,
+        /// What the approvers read (an approval step's rendered message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// The model's questions (a clarification).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        questions: Vec<String>,
+    },
+    /// Nothing can go on until a person acts: the run waits.
+    RunWaiting {
+        /// The kind of wait of the first waiting step.
+        wait: WaitKind,
+    },
+    /// A person (the event's actor) approved or rejected at a gate, or its
+    /// deadline decided for them.
+    GateDecided {
+        /// The gate's step.
+        path: StepPath,
+        /// Approved (or rejected).
+        approve: bool,
+        /// The role the person decided as.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// Their comment; a rejection's becomes `{{ feedback }}` of a rework.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// The gate's deadline passed and its `on_timeout` decided.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
+    },
+    /// An accepted output: the step is done, its document stored after this.
+    StepAccepted {
+        /// The step.
+        path: StepPath,
+    },
+    /// A rejected output runs again with the reviewer's comment.
+    StepReworked {
+        /// The step.
+        path: StepPath,
+    },
+    /// A person (the event's actor) answered a model's questions; the step
+    /// runs again with questions and answers in its conversation.
+    Answered {
+        /// The step.
+        path: StepPath,
+        /// The answers.
+        text: String,
+    },
+    /// An agent with `session: reuse` finished a step: its prompt and final
+    /// answer join the agent's conversation for its later steps of the run.
+    SessionExtended {
+        /// The agent.
+        agent: String,
+        /// The step that added them.
+        path: StepPath,
+        /// The messages added, in order.
+        turns: Vec<Turn>,
+    },
+    /// An answer failed its QA gate and went back to the model (within one attempt).
+    OutputRepaired {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// Why it was sent back: the parser's or validator's errors, or the judge's reason.
+        reason: String,
+    },
+    /// A finished step is to run again (goto, rework, resume of a block).
+    StepReset {
+        /// The step.
+        path: StepPath,
+    },
+    /// A step was cancelled with its run.
+    StepCancelled {
+        /// The step.
+        path: StepPath,
+    },
+    /// A `for_each` step fixed its instances: one per item, in item order.
+    /// Recorded once, so a resumed run expands to exactly these instances
+    /// even if the items would now render differently.
+    GroupExpanded {
+        /// The `for_each` step.
+        path: StepPath,
+        /// The scope the group runs in; each instance's scope is its child.
+        scope: ScopeKey,
+        /// The `as` name: the item's name in templates and in scope keys.
+        name: String,
+        /// Each instance's key, in item order.
+        keys: Vec<String>,
+        /// Each instance's item, stored as the entity of its scope.
+        items: Vec<Value>,
+    },
+    /// A loop began an iteration.
+    IterationStarted {
+        /// The `loop` step.
+        path: StepPath,
+        /// The iteration, from 0.
+        index: u32,
+    },
+    /// Every step of an instance or iteration finished.
+    InstanceFinished {
+        /// The group step.
+        path: StepPath,
+        /// The instance's position in the group.
+        index: u32,
+        /// Its key.
+        key: String,
+        /// A step of it that failed (with `on_failure: continue`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<StepPath>,
+    },
+    /// A document was stored in a scope.
+    DocumentStored {
+        /// The scope.
+        scope: ScopeKey,
+        /// The document type.
+        doc_type: Name,
+        /// The document.
+        value: Value,
+    },
+    /// Tokens an LLM call of a step used.
+    UsageRecorded {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// The model that answered.
+        model: String,
+        /// Tokens used.
+        usage: TokenUsage,
+    },
+    /// A person paused the run.
+    RunPaused,
+    /// The run finished successfully.
+    RunCompleted,
+    /// The run failed.
+    RunFailed {
+        /// Why.
+        error: StepError,
+    },
+    /// A person cancelled the run.
+    RunCancelled,
+}
+
+/// Tokens used by LLM calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Some of the counts are estimates (the provider did not report them).
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl TokenUsage {
+    /// Adds another call's usage to this total.
+    pub fn add(&mut self, other: TokenUsage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.estimated |= other.estimated;
+    }
+}
+
+/// One message of a conversation with a model (a step's own, kept across
+/// its attempts, or a `session: reuse` agent's), recorded as what happened:
+/// the engine words it for the model, so the log holds no prompt prose.
+///
+/// JSON: `{"type": "answer", "text": "..."}` and so on; a turn recorded
+/// before these kinds existed reads back as [`Turn::Message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Turn {
+    /// A prompt the step sent.
+    Prompt {
+        /// The rendered prompt.
+        text: String,
+    },
+    /// The model's earlier answer.
+    Answer {
+        /// The answer as text.
+        text: String,
+    },
+    /// A reviewer rejected the answer before it.
+    Rejected {
+        /// Their comment, if they gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// The model asked these questions instead of answering.
+    Questions {
+        /// The questions.
+        questions: Vec<String>,
+    },
+    /// A person answered the model's questions.
+    Answers {
+        /// The answers.
+        text: String,
+    },
+    /// A turn as logs before these kinds recorded it: already worded.
+    #[serde(untagged)]
+    Message {
+        /// `assistant` (the model) or `user`.
+        role: String,
+        /// The words.
+        content: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// One event of each kind, with every optional field set.
+    fn one_of_each() -> Vec<EventKind> {
+        let path = || StepPath::new("p[k].s");
+        let error =
+            || StepError { class: ErrorClass::RateLimited, message: "m".into(), hint: Some("h".into()) };
+        vec![
+            EventKind::RunCreated {
+                run_id: RunId::new("r1").expect("id"),
+                workflow: WorkflowId::new("wf").expect("id"),
+                definition_hash: "abc".into(),
+                inputs: json!({"x": 1}),
+            },
+            EventKind::RunStarted,
+            EventKind::StepStarted { path: path(), attempt: 1 },
+            EventKind::StepSucceeded { path: path(), output: json!({"a": [1, "b"]}) },
+            EventKind::StepFailed {
+                path: path(),
+                attempt: 2,
+                error: error(),
+                output: Some(json!(3)),
+                retry_at: Some(Timestamp(9)),
+            },
+            EventKind::StepFailed { path: path(), attempt: 0, error: error(), output: None, retry_at: None },
+            EventKind::StepSkipped { path: path(), reason: "r".into(), cascade: true },
+            EventKind::GotoTaken { from: path(), to: StepPath::new("a"), reset: vec![StepPath::new("a")] },
+            EventKind::StepWaiting {
+                path: path(),
+                wait: WaitKind::Clarification,
+                deadline: Some(Timestamp(5)),
+                message: Some("go?".into()),
+                questions: vec!["q".into()],
+            },
+            EventKind::StepWaiting {
+                path: path(),
+                wait: WaitKind::Block,
+                deadline: None,
+                message: None,
+                questions: Vec::new(),
+            },
+            EventKind::RunWaiting { wait: WaitKind::Acceptance },
+            EventKind::GateDecided {
+                path: path(),
+                approve: false,
+                role: Some("qa".into()),
+                comment: Some("c".into()),
+                timed_out: true,
+            },
+            EventKind::GateDecided {
+                path: path(),
+                approve: true,
+                role: None,
+                comment: None,
+                timed_out: false,
+            },
+            EventKind::StepAccepted { path: path() },
+            EventKind::StepReworked { path: path() },
+            EventKind::Answered { path: path(), text: "t".into() },
+            EventKind::OutputRepaired { path: path(), attempt: 1, reason: "r".into() },
+            EventKind::StepReset { path: path() },
+            EventKind::StepCancelled { path: path() },
+            EventKind::GroupExpanded {
+                path: path(),
+                scope: ScopeKey::root().child("epic", "e1"),
+                name: "epic".into(),
+                keys: vec!["e1".into()],
+                items: vec![json!({"id": "e1"})],
+            },
+            EventKind::IterationStarted { path: path(), index: 2 },
+            EventKind::InstanceFinished { path: path(), index: 0, key: "e1".into(), failed: Some(path()) },
+            EventKind::InstanceFinished { path: path(), index: 1, key: "e2".into(), failed: None },
+            EventKind::DocumentStored {
+                scope: ScopeKey::root(),
+                doc_type: Name::new("doc").expect("name"),
+                value: json!("v"),
+            },
+            EventKind::UsageRecorded {
+                path: path(),
+                attempt: 1,
+                model: "m".into(),
+                usage: TokenUsage { prompt_tokens: 3, completion_tokens: 4, estimated: true },
+            },
+            EventKind::RunPaused,
+            EventKind::RunCompleted,
+            EventKind::RunFailed { error: error() },
+            EventKind::RunCancelled,
+            EventKind::SessionExtended {
+                agent: "w".into(),
+                path: path(),
+                turns: vec![
+                    Turn::Prompt { text: "Plan.".into() },
+                    Turn::Answer { text: "v1".into() },
+                    Turn::Rejected { comment: Some("c".into()) },
+                    Turn::Rejected { comment: None },
+                    Turn::Questions { questions: vec!["q".into()] },
+                    Turn::Answers { text: "a".into() },
+                    Turn::Message { role: "user".into(), content: "old".into() },
+                ],
+            },
+        ]
+    }
+
+    /// The JSON of each kind, as stores hold it: it never changes.
+    const GOLDEN: &str = r#"{"seq":7,"at":1700,"actor":"alice","type":"run_created","run_id":"r1","workflow":"wf","definition_hash":"abc","inputs":{"x":1}}
+{"seq":7,"at":1700,"actor":"alice","type":"run_started"}
+{"seq":7,"at":1700,"actor":"alice","type":"step_started","path":"p[k].s","attempt":1}
+{"seq":7,"at":1700,"actor":"alice","type":"step_succeeded","path":"p[k].s","output":{"a":[1,"b"]}}
+{"seq":7,"at":1700,"actor":"alice","type":"step_failed","path":"p[k].s","attempt":2,"error":{"class":"rate_limited","message":"m","hint":"h"},"output":3,"retry_at":9}
+{"seq":7,"at":1700,"actor":"alice","type":"step_failed","path":"p[k].s","attempt":0,"error":{"class":"rate_limited","message":"m","hint":"h"},"retry_at":null}
+{"seq":7,"at":1700,"actor":"alice","type":"step_skipped","path":"p[k].s","reason":"r","cascade":true}
+{"seq":7,"at":1700,"actor":"alice","type":"goto_taken","from":"p[k].s","to":"a","reset":["a"]}
+{"seq":7,"at":1700,"actor":"alice","type":"step_waiting","path":"p[k].s","wait":"clarification","deadline":5,"message":"go?","questions":["q"]}
+{"seq":7,"at":1700,"actor":"alice","type":"step_waiting","path":"p[k].s","wait":"block"}
+{"seq":7,"at":1700,"actor":"alice","type":"run_waiting","wait":"acceptance"}
+{"seq":7,"at":1700,"actor":"alice","type":"gate_decided","path":"p[k].s","approve":false,"role":"qa","comment":"c","timed_out":true}
+{"seq":7,"at":1700,"actor":"alice","type":"gate_decided","path":"p[k].s","approve":true}
+{"seq":7,"at":1700,"actor":"alice","type":"step_accepted","path":"p[k].s"}
+{"seq":7,"at":1700,"actor":"alice","type":"step_reworked","path":"p[k].s"}
+{"seq":7,"at":1700,"actor":"alice","type":"answered","path":"p[k].s","text":"t"}
+{"seq":7,"at":1700,"actor":"alice","type":"output_repaired","path":"p[k].s","attempt":1,"reason":"r"}
+{"seq":7,"at":1700,"actor":"alice","type":"step_reset","path":"p[k].s"}
+{"seq":7,"at":1700,"actor":"alice","type":"step_cancelled","path":"p[k].s"}
+{"seq":7,"at":1700,"actor":"alice","type":"group_expanded","path":"p[k].s","scope":"epic/e1","name":"epic","keys":["e1"],"items":[{"id":"e1"}]}
+{"seq":7,"at":1700,"actor":"alice","type":"iteration_started","path":"p[k].s","index":2}
+{"seq":7,"at":1700,"actor":"alice","type":"instance_finished","path":"p[k].s","index":0,"key":"e1","failed":"p[k].s"}
+{"seq":7,"at":1700,"actor":"alice","type":"instance_finished","path":"p[k].s","index":1,"key":"e2"}
+{"seq":7,"at":1700,"actor":"alice","type":"document_stored","scope":"","doc_type":"doc","value":"v"}
+{"seq":7,"at":1700,"actor":"alice","type":"usage_recorded","path":"p[k].s","attempt":1,"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4,"estimated":true}}
+{"seq":7,"at":1700,"actor":"alice","type":"run_paused"}
+{"seq":7,"at":1700,"actor":"alice","type":"run_completed"}
+{"seq":7,"at":1700,"actor":"alice","type":"run_failed","error":{"class":"rate_limited","message":"m","hint":"h"}}
+{"seq":7,"at":1700,"actor":"alice","type":"run_cancelled"}
+{"seq":7,"at":1700,"actor":"alice","type":"session_extended","agent":"w","path":"p[k].s","turns":[{"type":"prompt","text":"Plan."},{"type":"answer","text":"v1"},{"type":"rejected","comment":"c"},{"type":"rejected"},{"type":"questions","questions":["q"]},{"type":"answers","text":"a"},{"role":"user","content":"old"}]}"#;
+
+    #[test]
+    fn events_keep_their_json() {
+        let events: Vec<Event> = one_of_each()
+            .into_iter()
+            .map(|kind| Event { seq: 7, at: Timestamp(1_700), actor: "alice".into(), kind })
+            .collect();
+        let lines: Vec<String> = events.iter().map(|e| serde_json::to_string(e).expect("json")).collect();
+        assert_eq!(lines.join("\n"), GOLDEN);
+        for (line, event) in GOLDEN.lines().zip(&events) {
+            assert_eq!(&serde_json::from_str::<Event>(line).expect("reads back"), event);
+        }
+    }
+
+    #[test]
+    fn turns_recorded_as_words_still_read() {
+        let old = r#"{"seq":9,"at":5,"actor":"engine","type":"session_extended","agent":"w","path":"plan","turns":[{"role":"user","content":"Plan."},{"role":"assistant","content":"v1"}]}"#;
+        let event: Event = serde_json::from_str(old).expect("an old event reads");
+        let EventKind::SessionExtended { turns, .. } = &event.kind else { panic!("{event:?}") };
+        let message =
+            |role: &str, content: &str| Turn::Message { role: role.into(), content: content.into() };
+        assert_eq!(turns, &vec![message("user", "Plan."), message("assistant", "v1")]);
+        assert_eq!(serde_json::to_string(&event).expect("json"), old, "and writes back the same");
+    }
+}

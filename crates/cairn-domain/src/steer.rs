@@ -1,0 +1,561 @@
+//! Steering a run from outside its driver: a person's verdict at a gate,
+//! a pause or cancel, driving a stored run on, a fork at a checkpoint.
+//! Each rule takes the run as plain values and says which events it
+//! records, or why the request does not fit the run ([`Refusal`]); the
+//! engine stores what it is told, and fronts put refusals into words.
+
+use serde_json::Value;
+
+use crate::checkpoint::checkpoints;
+use crate::event::{Event, EventKind, StepPath, Timestamp, WaitKind};
+use crate::id::WorkflowId;
+use crate::program::Program;
+use crate::state::{RunState, RunStatus, StepStatus, word};
+
+/// What a person asks of a run from outside its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Stop driving it for now; `resume` goes on where it stopped.
+    Pause,
+    /// Stop it for good.
+    Cancel,
+}
+
+/// A person's verdict at a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Approve the output, or the approval step.
+    Approve,
+    /// Reject it.
+    Reject,
+    /// Answer the model's questions with this text.
+    Answer(String),
+}
+
+/// A decision at a gate, as approve, reject and answer give it.
+#[derive(Debug, Clone)]
+pub struct GateCall {
+    /// The waiting step's path; `None`: the one step that waits for this
+    /// kind of verdict.
+    pub gate: Option<String>,
+    /// What the person decided.
+    pub verdict: Verdict,
+    /// The role they decide as.
+    pub role: Option<String>,
+    /// Their comment (a rejection's becomes the rework's feedback).
+    pub comment: Option<String>,
+}
+
+/// Why a request does not fit the run, typed: fronts turn it into words
+/// and hints of their own.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The run has ended: nothing can be decided, stopped or resumed.
+    #[error("the run is {}: it has ended", word(.status))]
+    Ended {
+        /// Its final status.
+        status: RunStatus,
+    },
+    /// No step waits for this kind of verdict.
+    #[error("the run is {}: no step waits for {}", word(.status), waited_for(*.answer))]
+    NothingWaits {
+        /// The run's status.
+        status: RunStatus,
+        /// The verdict was an answer (else an approval or rejection).
+        answer: bool,
+    },
+    /// The named step does not wait for this kind of verdict.
+    #[error("step `{gate}` does not wait for this; waiting: {}", paths(.waiting))]
+    NotWaitingThere {
+        /// The step named.
+        gate: String,
+        /// The steps that do wait for it.
+        waiting: Vec<StepPath>,
+    },
+    /// No step was named, and several wait for this kind of verdict.
+    #[error("several steps wait: {}", paths(.waiting))]
+    SeveralWait {
+        /// The steps that wait.
+        waiting: Vec<StepPath>,
+    },
+    /// The gate lists approvers, and the decision named no role.
+    #[error("`{gate}` needs a decision from one of its roles: {}", .roles.join(", "))]
+    RoleNeeded {
+        /// The gate's step.
+        gate: StepPath,
+        /// Its approvers.
+        roles: Vec<String>,
+    },
+    /// The role is not one the gate lists.
+    #[error("role `{role}` is not an approver of `{gate}`: its roles are {}", .roles.join(", "))]
+    NotAnApprover {
+        /// The gate's step.
+        gate: StepPath,
+        /// The role given.
+        role: String,
+        /// Its approvers.
+        roles: Vec<String>,
+    },
+    /// The gate's deadline has passed: its `on_timeout` decides instead.
+    #[error("the deadline of `{gate}` has passed: its `on_timeout` applies instead of this decision")]
+    DeadlinePassed {
+        /// The gate's step.
+        gate: StepPath,
+        /// The deadline.
+        at: Timestamp,
+    },
+    /// A fork named a sequence number that is not one of the log's checkpoints.
+    #[error("the run has no checkpoint {seq}{}", last_checkpoint(*.last))]
+    NoCheckpoint {
+        /// The sequence number asked for.
+        seq: u64,
+        /// The log's last checkpoint, if it has any.
+        last: Option<u64>,
+    },
+    /// The waiting step is not in the definition given for the run.
+    #[error("step `{gate}` is not in the run's definition")]
+    UnknownStep {
+        /// The step.
+        gate: StepPath,
+    },
+}
+
+fn waited_for(answer: bool) -> &'static str {
+    if answer { "answers" } else { "a decision" }
+}
+
+fn paths(paths: &[StepPath]) -> String {
+    paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn last_checkpoint(last: Option<u64>) -> String {
+    match last {
+        Some(last) => format!(" (the last is {last})"),
+        None => " (it has none yet)".to_owned(),
+    }
+}
+
+/// The event recording a gate decision, after checking which gate (named,
+/// or the only one waiting for this kind of verdict), that the role may
+/// decide there (listed approvers; none listed = anyone), and that its
+/// deadline has not passed at `now`. `program` is the run's definition.
+pub fn gate_decision(
+    state: &RunState,
+    program: &Program,
+    call: GateCall,
+    now: Timestamp,
+) -> Result<EventKind, Refusal> {
+    if state.status.is_terminal() {
+        return Err(Refusal::Ended { status: state.status });
+    }
+    let answer = matches!(call.verdict, Verdict::Answer(_));
+    let wanted = |w: WaitKind| match w {
+        WaitKind::Clarification => answer,
+        WaitKind::Acceptance | WaitKind::Approval => !answer,
+        WaitKind::Block => false,
+    };
+    let waiting: Vec<(&StepPath, WaitKind)> = state
+        .steps
+        .iter()
+        .filter(|(_, s)| s.status == StepStatus::Waiting)
+        .filter_map(|(p, s)| s.wait.filter(|&w| wanted(w)).map(|w| (p, w)))
+        .collect();
+    let found = match &call.gate {
+        Some(gate) => waiting.iter().find(|(p, _)| p.as_str() == gate),
+        None if waiting.len() == 1 => waiting.first(),
+        None => None,
+    };
+    let Some(&(path, wait)) = found else {
+        let waiting: Vec<StepPath> = waiting.into_iter().map(|(p, _)| p.clone()).collect();
+        return Err(match call.gate {
+            _ if waiting.is_empty() => Refusal::NothingWaits { status: state.status, answer },
+            Some(gate) => Refusal::NotWaitingThere { gate, waiting },
+            None => Refusal::SeveralWait { waiting },
+        });
+    };
+    let path = path.clone();
+    if let Some(at) = state.steps.get(&path).and_then(|s| s.deadline)
+        && at <= now
+    {
+        return Err(Refusal::DeadlinePassed { gate: path, at });
+    }
+    let Some(step) = program.step(&path) else { return Err(Refusal::UnknownStep { gate: path }) };
+    let approve = match call.verdict {
+        Verdict::Answer(text) => return Ok(EventKind::Answered { path, text }),
+        Verdict::Approve => true,
+        Verdict::Reject => false,
+    };
+    let approvers = step.gate(wait).map_or(&[][..], |(approvers, _)| approvers);
+    let roles = || approvers.iter().map(|a| a.to_string()).collect();
+    match &call.role {
+        None if !approvers.is_empty() => return Err(Refusal::RoleNeeded { gate: path, roles: roles() }),
+        Some(role) if !approvers.is_empty() && !approvers.iter().any(|a| a.as_str() == role) => {
+            return Err(Refusal::NotAnApprover { gate: path, role: role.clone(), roles: roles() });
+        }
+        _ => {}
+    }
+    Ok(EventKind::GateDecided { path, approve, role: call.role, comment: call.comment, timed_out: false })
+}
+
+/// What pausing or cancelling a run nobody drives records: a cancel
+/// cancels its running and waiting steps, then the run. Nothing when it
+/// already is so, or when pausing a run that has not started (nothing of
+/// it runs); an ended run is refused.
+pub fn stop(state: &RunState, request: Request) -> Result<Vec<EventKind>, Refusal> {
+    let (wanted, last) = match request {
+        Request::Pause => (RunStatus::Paused, EventKind::RunPaused),
+        Request::Cancel => (RunStatus::Cancelled, EventKind::RunCancelled),
+    };
+    if state.status == wanted || (request == Request::Pause && state.status == RunStatus::Pending) {
+        return Ok(Vec::new());
+    }
+    if state.status.is_terminal() {
+        return Err(Refusal::Ended { status: state.status });
+    }
+    let mut events = Vec::new();
+    if request == Request::Cancel {
+        events.extend(
+            state
+                .steps
+                .iter()
+                .filter(|(_, s)| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
+                .map(|(path, _)| EventKind::StepCancelled { path: path.clone() }),
+        );
+    }
+    events.push(last);
+    Ok(events)
+}
+
+/// What driving a stored run on records first: its blocked steps reset
+/// (they are retried), and `run_started` when it was paused, pending or
+/// waiting (a run whose driver died is still running). An ended run is
+/// refused.
+pub fn resume(state: &RunState) -> Result<Vec<EventKind>, Refusal> {
+    if state.status.is_terminal() {
+        return Err(Refusal::Ended { status: state.status });
+    }
+    let mut events: Vec<EventKind> = state
+        .steps
+        .iter()
+        .filter(|(_, s)| s.status == StepStatus::Waiting && s.wait == Some(WaitKind::Block))
+        .map(|(path, _)| EventKind::StepReset { path: path.clone() })
+        .collect();
+    if state.status != RunStatus::Running {
+        events.push(EventKind::RunStarted);
+    }
+    Ok(events)
+}
+
+/// What a fork of a run copies: a new run of the same definition and
+/// inputs that starts where the source was at one of its checkpoints
+/// (time travel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fork {
+    /// The source's workflow.
+    pub workflow: WorkflowId,
+    /// The source's definition hash: the fork runs the same definition.
+    pub definition_hash: String,
+    /// The source's inputs.
+    pub inputs: Value,
+    /// The source's events after `run_created` up to the checkpoint, each
+    /// with its original sequence number, actor and time: the audit trail
+    /// is not rewritten.
+    pub copied: Vec<Event>,
+    /// What the fork records after them: `run_paused` when the copy would
+    /// be left running, so that `resume` runs only what came after.
+    pub then: Vec<EventKind>,
+}
+
+/// What a fork of `events` at checkpoint `seq` copies (see [`Fork`]).
+/// Refuses a `seq` that is not one of the log's checkpoints
+/// ([`checkpoints`]), naming the last one.
+pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
+    let created = match events.first().map(|e| &e.kind) {
+        Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) => {
+            Some((workflow, definition_hash, inputs))
+        }
+        _ => None,
+    };
+    let marks = if created.is_some() { checkpoints(events) } else { Vec::new() };
+    let (Some((workflow, definition_hash, inputs)), true) = (created, marks.iter().any(|c| c.seq == seq))
+    else {
+        return Err(Refusal::NoCheckpoint { seq, last: marks.last().map(|c| c.seq) });
+    };
+    let upto: Vec<&Event> = events.iter().take_while(|e| e.seq <= seq).collect();
+    let running =
+        RunState::fold(upto.iter().copied()).ok().flatten().is_some_and(|s| s.status == RunStatus::Running);
+    Ok(Fork {
+        workflow: workflow.clone(),
+        definition_hash: definition_hash.clone(),
+        inputs: inputs.clone(),
+        copied: upto[1..].iter().map(|&e| e.clone()).collect(),
+        then: if running { vec![EventKind::RunPaused] } else { Vec::new() },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::{ErrorClass, StepError};
+    use crate::id::RunId;
+
+    const WF: &str = r#"cairn: 1
+id: steer
+agents:
+  w: { system: You write. }
+steps:
+  - id: go_live
+    approval: { message: Go?, approvers: [tech_lead, product_owner], timeout: 1h }
+  - id: ok
+    approval: { message: Fine? }
+  - id: plan
+    agent: w
+    prompt: Plan.
+    clarify: true
+"#;
+
+    fn program() -> Program {
+        let mut no_files = |_: &str| Err("no files".to_owned());
+        Program::new(crate::load("wf.yaml", WF.as_bytes(), &mut no_files).expect("valid")).expect("acyclic")
+    }
+
+    fn path(p: &str) -> StepPath {
+        StepPath::new(p)
+    }
+
+    /// A log of `run_created` and then `kinds`, each by `engine` at its
+    /// sequence number in seconds.
+    fn log(kinds: Vec<EventKind>) -> Vec<Event> {
+        let created = EventKind::RunCreated {
+            run_id: RunId::new("r1").expect("id"),
+            workflow: WorkflowId::new("steer").expect("id"),
+            definition_hash: "abc".into(),
+            inputs: json!({"x": 1}),
+        };
+        std::iter::once(created)
+            .chain(kinds)
+            .enumerate()
+            .map(|(i, kind)| {
+                let seq = i as u64 + 1;
+                Event { seq, at: Timestamp(seq * 1000), actor: "engine".into(), kind }
+            })
+            .collect()
+    }
+
+    fn state(kinds: Vec<EventKind>) -> RunState {
+        RunState::fold(&log(kinds)).expect("legal").expect("created")
+    }
+
+    fn wait(p: &str, wait: WaitKind, deadline: Option<u64>) -> [EventKind; 2] {
+        [
+            EventKind::StepStarted { path: path(p), attempt: 1 },
+            EventKind::StepWaiting {
+                path: path(p),
+                wait,
+                deadline: deadline.map(Timestamp),
+                message: None,
+                questions: Vec::new(),
+            },
+        ]
+    }
+
+    /// A running run whose `waits` steps wait, each with its kind and deadline.
+    fn waiting(waits: &[(&str, WaitKind, Option<u64>)]) -> RunState {
+        let mut kinds = vec![EventKind::RunStarted];
+        waits.iter().for_each(|&(p, w, d)| kinds.extend(wait(p, w, d)));
+        state(kinds)
+    }
+
+    fn call(gate: Option<&str>, verdict: Verdict, role: Option<&str>) -> GateCall {
+        GateCall {
+            gate: gate.map(str::to_owned),
+            verdict,
+            role: role.map(str::to_owned),
+            comment: Some("looks fine".into()),
+        }
+    }
+
+    const NOW: Timestamp = Timestamp(10_000);
+
+    #[test]
+    fn a_decision_at_the_only_waiting_gate_is_recorded() {
+        let s = waiting(&[("ok", WaitKind::Approval, None), ("plan", WaitKind::Clarification, None)]);
+        let event = gate_decision(&s, &program(), call(None, Verdict::Reject, None), NOW);
+        assert_eq!(
+            event,
+            Ok(EventKind::GateDecided {
+                path: path("ok"),
+                approve: false,
+                role: None,
+                comment: Some("looks fine".into()),
+                timed_out: false,
+            })
+        );
+        let answer = gate_decision(&s, &program(), call(None, Verdict::Answer("Sled.".into()), None), NOW);
+        assert_eq!(answer, Ok(EventKind::Answered { path: path("plan"), text: "Sled.".into() }));
+    }
+
+    #[test]
+    fn a_gate_is_named_when_several_wait_and_must_be_waiting() {
+        let s = waiting(&[("go_live", WaitKind::Approval, None), ("ok", WaitKind::Approval, None)]);
+        let both = vec![path("go_live"), path("ok")];
+        let p = program();
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, None), NOW),
+            Err(Refusal::SeveralWait { waiting: both.clone() })
+        );
+        assert_eq!(
+            gate_decision(&s, &p, call(Some("plan"), Verdict::Approve, None), NOW),
+            Err(Refusal::NotWaitingThere { gate: "plan".into(), waiting: both })
+        );
+        assert!(gate_decision(&s, &p, call(Some("ok"), Verdict::Approve, None), NOW).is_ok());
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Answer("x".into()), None), NOW),
+            Err(Refusal::NothingWaits { status: RunStatus::Running, answer: true })
+        );
+    }
+
+    #[test]
+    fn listed_approvers_decide_as_their_role() {
+        let s = waiting(&[("go_live", WaitKind::Approval, None)]);
+        let p = program();
+        let roles = vec!["tech_lead".to_owned(), "product_owner".to_owned()];
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, None), NOW),
+            Err(Refusal::RoleNeeded { gate: path("go_live"), roles: roles.clone() })
+        );
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Reject, Some("intern")), NOW),
+            Err(Refusal::NotAnApprover { gate: path("go_live"), role: "intern".into(), roles })
+        );
+        let ok = gate_decision(&s, &p, call(None, Verdict::Approve, Some("tech_lead")), NOW);
+        assert!(
+            matches!(ok, Ok(EventKind::GateDecided { approve: true, role: Some(r), .. }) if r == "tech_lead")
+        );
+    }
+
+    #[test]
+    fn a_passed_deadline_an_unknown_step_and_an_ended_run_are_refused() {
+        let p = program();
+        let s = waiting(&[("go_live", WaitKind::Approval, Some(NOW.0))]);
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, Some("tech_lead")), NOW),
+            Err(Refusal::DeadlinePassed { gate: path("go_live"), at: NOW })
+        );
+        let early = Timestamp(NOW.0 - 1);
+        assert!(gate_decision(&s, &p, call(None, Verdict::Approve, Some("tech_lead")), early).is_ok());
+        let s = waiting(&[("gone", WaitKind::Acceptance, None)]);
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, None), NOW),
+            Err(Refusal::UnknownStep { gate: path("gone") })
+        );
+        let s = state(vec![EventKind::RunStarted, EventKind::RunCompleted]);
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, None), NOW),
+            Err(Refusal::Ended { status: RunStatus::Completed })
+        );
+    }
+
+    #[test]
+    fn a_cancel_cancels_what_runs_or_waits_and_a_pause_only_pauses() {
+        let mut kinds = vec![EventKind::RunStarted, EventKind::StepStarted { path: path("a"), attempt: 1 }];
+        kinds.extend(wait("ok", WaitKind::Approval, None));
+        kinds.push(EventKind::StepStarted { path: path("b"), attempt: 1 });
+        kinds.push(EventKind::StepSucceeded { path: path("b"), output: json!(1) });
+        let s = state(kinds);
+        assert_eq!(
+            stop(&s, Request::Cancel),
+            Ok(vec![
+                EventKind::StepCancelled { path: path("a") },
+                EventKind::StepCancelled { path: path("ok") },
+                EventKind::RunCancelled,
+            ])
+        );
+        assert_eq!(stop(&s, Request::Pause), Ok(vec![EventKind::RunPaused]));
+    }
+
+    #[test]
+    fn stopping_what_already_stopped_records_nothing_or_is_refused() {
+        let paused = state(vec![EventKind::RunStarted, EventKind::RunPaused]);
+        assert_eq!(stop(&paused, Request::Pause), Ok(Vec::new()));
+        assert_eq!(stop(&paused, Request::Cancel), Ok(vec![EventKind::RunCancelled]));
+        assert_eq!(stop(&state(Vec::new()), Request::Pause), Ok(Vec::new()), "a pending run runs nothing");
+        let cancelled = state(vec![EventKind::RunCancelled]);
+        assert_eq!(stop(&cancelled, Request::Cancel), Ok(Vec::new()));
+        assert_eq!(stop(&cancelled, Request::Pause), Err(Refusal::Ended { status: RunStatus::Cancelled }));
+        let done = state(vec![EventKind::RunStarted, EventKind::RunCompleted]);
+        assert_eq!(stop(&done, Request::Cancel), Err(Refusal::Ended { status: RunStatus::Completed }));
+    }
+
+    #[test]
+    fn resuming_resets_blocked_steps_and_restarts_a_stopped_run() {
+        let mut kinds = vec![EventKind::RunStarted];
+        kinds.extend(wait("a", WaitKind::Block, None));
+        kinds.extend(wait("ok", WaitKind::Approval, None));
+        let running = state(kinds.clone());
+        assert_eq!(resume(&running), Ok(vec![EventKind::StepReset { path: path("a") }]));
+        kinds.push(EventKind::RunWaiting { wait: WaitKind::Block });
+        assert_eq!(
+            resume(&state(kinds)),
+            Ok(vec![EventKind::StepReset { path: path("a") }, EventKind::RunStarted])
+        );
+        assert_eq!(resume(&state(Vec::new())), Ok(vec![EventKind::RunStarted]));
+        let paused = state(vec![EventKind::RunStarted, EventKind::RunPaused]);
+        assert_eq!(resume(&paused), Ok(vec![EventKind::RunStarted]));
+        let failed = state(vec![
+            EventKind::RunStarted,
+            EventKind::RunFailed {
+                error: StepError { class: ErrorClass::Fatal, message: "x".into(), hint: None },
+            },
+        ]);
+        assert_eq!(resume(&failed), Err(Refusal::Ended { status: RunStatus::Failed }));
+    }
+
+    #[test]
+    fn a_fork_copies_up_to_a_checkpoint_keeping_actors_and_times() {
+        let mut events = log(vec![
+            EventKind::RunStarted,
+            EventKind::StepStarted { path: path("a"), attempt: 1 },
+            EventKind::StepSucceeded { path: path("a"), output: json!(1) },
+            EventKind::StepStarted { path: path("b"), attempt: 1 },
+            EventKind::StepSucceeded { path: path("b"), output: json!(2) },
+            EventKind::RunCompleted,
+        ]);
+        events[1].actor = "alice".into();
+        let f = fork(&events, 4).expect("a checkpoint");
+        assert_eq!(
+            (f.workflow.as_str(), f.definition_hash.as_str(), &f.inputs),
+            ("steer", "abc", &json!({"x": 1}))
+        );
+        assert_eq!(f.copied, events[1..4].to_vec(), "the same events, actors and times");
+        assert_eq!(f.then, vec![EventKind::RunPaused]);
+        assert_eq!(fork(&events, 5), Err(Refusal::NoCheckpoint { seq: 5, last: Some(6) }));
+        assert_eq!(fork(&events[1..], 4), Err(Refusal::NoCheckpoint { seq: 4, last: None }));
+    }
+
+    #[test]
+    fn refusals_read_as_sentences_without_flags() {
+        let cases = [
+            (Refusal::Ended { status: RunStatus::Completed }, "the run is completed: it has ended"),
+            (
+                Refusal::NothingWaits { status: RunStatus::Paused, answer: false },
+                "the run is paused: no step waits for a decision",
+            ),
+            (
+                Refusal::NotWaitingThere { gate: "x".into(), waiting: vec![path("a"), path("b")] },
+                "step `x` does not wait for this; waiting: `a`, `b`",
+            ),
+            (
+                Refusal::RoleNeeded { gate: path("g"), roles: vec!["qa".into(), "ops".into()] },
+                "`g` needs a decision from one of its roles: qa, ops",
+            ),
+            (Refusal::NoCheckpoint { seq: 3, last: Some(9) }, "the run has no checkpoint 3 (the last is 9)"),
+        ];
+        for (refusal, words) in cases {
+            assert_eq!(refusal.to_string(), words);
+        }
+    }
+}
