@@ -50,6 +50,12 @@ fn the_embedded_binary_keeps_every_verb_and_serves_its_own_handler() {
     let forked = fork.stdout.trim();
     let cancelled = embed(&dir, data, &["cancel", forked]);
     assert_eq!(cancelled.code, 4, "{}", cancelled.stderr);
+    let listed = embed(&dir, data, &["prune", "--older-than", "1ms", "--dry-run"]);
+    assert!(
+        listed.stdout.ends_with("would prune 2 run(s) that ended more than 1ms ago\n"),
+        "{}",
+        listed.stdout
+    );
     let pruned = embed(&dir, data, &["prune", "--older-than", "1ms"]);
     assert_eq!((pruned.code, pruned.stdout.as_str()), (0, "pruned 2 run(s) that ended more than 1ms ago\n"));
 

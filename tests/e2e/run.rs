@@ -130,11 +130,15 @@ fn a_run_without_a_configured_provider_names_the_settings_and_creates_no_run() {
     assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
     assert!(
         stderr.starts_with(
-            "error: the workflow needs what this process lacks: provider `default` (of agent `backend`)"
+            "error: the workflow needs what this process lacks: provider `default` of agent `backend`, "
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("hint: set CAIRN_LLM_BASE_URL"), "{stderr}");
+    assert_eq!(
+        stderr.matches("hint: set CAIRN_LLM_BASE_URL").count(),
+        1,
+        "one hint for one provider: {stderr}"
+    );
     let (_, runs, _) = run_in(&root(), &["runs", "--format", "json"], &[("CAIRN_DATA_DIR", data)]);
     assert_eq!(runs.trim(), "[]", "no run was created");
 }

@@ -134,7 +134,7 @@ fn cancel_from_another_process() {
     insta::assert_snapshot!(redact_log(&events));
     let (code, _, stderr) = cairn_at(&dir, &data, &["--llm", "mock", "resume", "c1"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("run `c1` has ended (cancelled)"), "{stderr}");
+    assert!(stderr.contains("run `c1`: it has ended (cancelled)"), "{stderr}");
 }
 
 #[test]
@@ -175,11 +175,11 @@ fn steering_refusals_are_clear_usage_errors() {
         (&["status", "nope"], "error: no run `nope` in this data directory\n"),
         (
             &["--llm", "mock", "resume", "done"],
-            "error: run `done` has ended (completed): it cannot be driven on or changed\nhint: fork it from one of its checkpoints to run it again (`cairn checkpoints done`)\n",
+            "error: run `done`: it has ended (completed)\nhint: fork it from one of its checkpoints to run it again (`cairn checkpoints done`)\n",
         ),
         (
             &["fork", "done", "--checkpoint", "999"],
-            "error: run `done` has no checkpoint 999 (its checkpoints: `cairn checkpoints done`; the last is 11)\n",
+            "error: run `done`: it has no checkpoint 999 (the last is 11)\nhint: `cairn checkpoints done` lists them\n",
         ),
         (&["pause", "done"], ""),
     ];

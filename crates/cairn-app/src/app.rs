@@ -35,10 +35,8 @@ pub struct Run {
 /// A run in a listing, with its cost.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// What the store keeps of it.
+    /// What the store keeps of it (usage included).
     pub summary: RunSummary,
-    /// Tokens used, over all models.
-    pub usage: TokenUsage,
     /// USD spent, when every model it used has a price.
     pub cost_usd: Option<f64>,
 }
@@ -82,11 +80,6 @@ impl App {
         self.engine.control(run)
     }
 
-    /// A new run id, sortable by creation time.
-    pub fn new_run_id(&self) -> RunId {
-        self.engine.new_run_id()
-    }
-
     /// Creates a run of `definition` with `inputs` (checked against the
     /// declared inputs) under `run_id` (a new one when `None`); refused when
     /// this host lacks a provider or handler the workflow needs. The run is
@@ -98,7 +91,11 @@ impl App {
         run_id: Option<RunId>,
     ) -> Result<Run, Error> {
         let run_id = run_id.unwrap_or_else(|| self.engine.new_run_id());
-        let state = self.engine.start(definition.clone(), inputs, run_id).await?;
+        let state = self
+            .engine
+            .start(definition.clone(), inputs, run_id.clone())
+            .await
+            .map_err(Error::of_run(&run_id))?;
         Ok(self.run(state, definition))
     }
 
@@ -106,7 +103,7 @@ impl App {
     /// cancelled, or waits for a person; refused, leaving the run as it
     /// was, when this host lacks what the run needs.
     pub async fn drive(&self, id: &RunId) -> Result<Run, Error> {
-        let state = self.engine.resume(id).await?;
+        let state = self.engine.resume(id).await.map_err(Error::of_run(id))?;
         self.with_definition(state).await
     }
 
@@ -122,11 +119,7 @@ impl App {
         let runs = page
             .runs
             .into_iter()
-            .map(|summary| Listed {
-                usage: summary.usage(),
-                cost_usd: self.cost(&summary.usage_by_model),
-                summary,
-            })
+            .map(|summary| Listed { cost_usd: self.cost(&summary.usage_by_model), summary })
             .collect();
         Ok(Listing { runs, next: page.next })
     }
@@ -150,13 +143,13 @@ impl App {
     /// Records a person's decision at a gate (`by` is who decided); the run
     /// is not driven on ([`App::drive`] does that).
     pub async fn decide(&self, id: &RunId, call: GateCall, by: &str) -> Result<Run, Error> {
-        let state = self.engine.decide_gate(id, call, by).await?;
+        let state = self.engine.decide_gate(id, call, by).await.map_err(Error::of_run(id))?;
         self.with_definition(state).await
     }
 
     /// Pauses or cancels a run nobody drives, recorded as done by `by`.
     pub async fn stop(&self, id: &RunId, request: Request, by: &str) -> Result<Run, Error> {
-        let state = self.engine.stop(id, request, by).await?;
+        let state = self.engine.stop(id, request, by).await.map_err(Error::of_run(id))?;
         self.with_definition(state).await
     }
 

@@ -4,8 +4,23 @@
 
 use std::path::PathBuf;
 
+use cairn_domain::id::RunId;
 use cairn_domain::problem::Problems;
 use cairn_engine::EngineError;
+use cairn_ports::StoreError;
+
+impl Error {
+    /// `e`, which happened to `run`: a store that failed under the run is
+    /// said with the run, so the way back names it.
+    pub(crate) fn of_run(run: &RunId) -> impl FnOnce(EngineError) -> Self + '_ {
+        move |e| match e {
+            EngineError::Store(cause @ (StoreError::Io(_) | StoreError::Corrupt(_))) => {
+                Self::Interrupted { run: run.clone(), cause }
+            }
+            other => Self::Engine(other),
+        }
+    }
+}
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +48,14 @@ pub enum Error {
     /// The store cannot be opened.
     #[error("{0}")]
     Store(String),
+    /// The store failed under a run: what was committed before is kept.
+    #[error("{cause}")]
+    Interrupted {
+        /// The run.
+        run: RunId,
+        /// What the store said.
+        cause: StoreError,
+    },
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -8,7 +8,7 @@ use std::path::Path;
 use cairn_domain::Definition;
 use cairn_domain::limits::MAX_FILE_BYTES;
 use cairn_domain::problem::Problems;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::Error;
 
@@ -37,16 +37,9 @@ pub fn load_definition(path: &Path) -> Result<Definition, Error> {
 }
 
 /// Reads a file of run inputs (a YAML or JSON mapping), within the size limit.
-pub fn load_inputs(path: &Path) -> Result<Value, Error> {
+pub fn load_inputs(path: &Path) -> Result<Map<String, Value>, Error> {
     let fail = |reason: String| Error::File { path: path.to_path_buf(), reason };
     let bytes = read_bounded(path).map_err(fail)?;
     let name = path.to_string_lossy();
-    let text = cairn_domain::source::decode(&bytes).map_err(|p| fail(p.render(&name)))?;
-    let format = cairn_domain::source::Format::detect(&name, text);
-    let value = cairn_domain::source::parse(text, format).map_err(|p| fail(p.render(&name)))?;
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err(fail("inputs must be a mapping of names to values".into()))
-    }
+    cairn_domain::inputs::read(&name, &bytes).map_err(|p| fail(Problems(vec![p]).to_string()))
 }

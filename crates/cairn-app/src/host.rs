@@ -155,13 +155,9 @@ pub const WAIT_FOR_STORE: Duration = Duration::from_secs(3);
 
 impl Plugins {
     /// The application over the store at `setup.data_dir`, with every
-    /// provider and handler this process has.
-    pub fn app(&self, setup: &Setup<'_>) -> Result<App, Error> {
-        self.app_within(setup, WAIT_FOR_STORE)
-    }
-
-    /// [`Plugins::app`], waiting up to `wait` for the store.
-    pub fn app_within(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
+    /// provider and handler this process has, waiting up to `wait` for a
+    /// store another process holds.
+    pub fn app(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
         let loaded = setup.loaded;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config)?;

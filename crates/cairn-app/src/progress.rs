@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use cairn_domain::id::RunId;
-use cairn_domain::state::{Event, EventKind, StepPath, Timestamp};
+use cairn_domain::state::{Event, EventKind, StepPath, Timestamp, word};
 use cairn_ports::{EventSink, LiveEvent};
 
 use crate::view::elapsed;
@@ -54,13 +54,7 @@ impl Progress {
             }
             EventKind::StepSkipped { path, reason, .. } => format!("  ↷ {path} skipped: {reason}"),
             EventKind::StepCancelled { path } => format!("  ■ {path} cancelled"),
-            EventKind::StepWaiting { path, wait, .. } => {
-                let kind = serde_json::to_value(wait)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                format!("  ⏸ {path} waits for {kind}")
-            }
+            EventKind::StepWaiting { path, wait, .. } => format!("  ⏸ {path} waits for {}", word(*wait)),
             EventKind::GotoTaken { from, to, .. } => format!("  ↺ {from} failed: running again from {to}"),
             _ => return None,
         })

@@ -56,6 +56,7 @@ pub struct Workflow {
 /// The type of a run input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum InputType {
     /// A string.
     String,
@@ -448,6 +449,7 @@ impl Step {
 /// The kinds of step: exactly one kind key per step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
 pub enum StepKind {
     /// Asks an LLM.
     Agent(AgentStep),
@@ -498,6 +500,7 @@ pub struct OutputSpec {
 /// The format of an LLM answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OutputFormat {
     /// Free text.
     #[default]

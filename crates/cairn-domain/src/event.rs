@@ -13,8 +13,24 @@ use crate::id::{Name, RunId, WorkflowId};
 use crate::scope::ScopeKey;
 
 /// Why a step attempt failed, classed so retry policy is decided once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// I/O, 5xx, connection: trying again may work.
     Transient,
@@ -33,20 +49,9 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// All classes, with their spelling in files.
-    pub const ALL: [(&'static str, ErrorClass); 7] = [
-        ("transient", ErrorClass::Transient),
-        ("rate_limited", ErrorClass::RateLimited),
-        ("timeout", ErrorClass::Timeout),
-        ("invalid_output", ErrorClass::InvalidOutput),
-        ("permission", ErrorClass::Permission),
-        ("rejected", ErrorClass::Rejected),
-        ("fatal", ErrorClass::Fatal),
-    ];
-
     /// The spelling in files and JSON.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, c)| *c == self).map_or("fatal", |(s, _)| s)
+        self.into()
     }
 }
 
@@ -109,8 +114,10 @@ impl fmt::Display for StepPath {
 }
 
 /// The kind of person-facing wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum WaitKind {
     /// Acceptance of a step's output.
     Acceptance,
@@ -146,6 +153,7 @@ pub struct Event {
 /// What happened in a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// The run exists: its definition (by content hash) and inputs are fixed.
     RunCreated {

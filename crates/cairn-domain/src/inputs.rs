@@ -3,6 +3,8 @@
 use serde_json::{Map, Value};
 
 use crate::definition::Workflow;
+use crate::problem::Problem;
+use crate::source;
 
 /// The inputs of a run: every given value checked against its declared
 /// type, defaults filled in, required ones present, unknown ones refused.
@@ -32,6 +34,21 @@ pub fn resolve(wf: &Workflow, given: Value) -> Result<Value, Vec<String>> {
         }
     }
     if problems.is_empty() { Ok(Value::Object(out)) } else { Err(problems) }
+}
+
+/// Reads a document of run inputs (YAML, or JSON when `name` ends in
+/// `.json`): a mapping of names to values, before any is checked against a
+/// workflow. A document that is not a mapping is refused.
+pub fn read(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, Problem> {
+    let text = source::decode(bytes)?;
+    match source::parse(text, source::Format::detect(name, text))? {
+        Value::Object(map) => Ok(map),
+        _ => Err(Problem::at(
+            crate::problem::Rule::WrongType,
+            None,
+            "inputs must be a mapping of names to values",
+        )),
+    }
 }
 
 #[cfg(test)]

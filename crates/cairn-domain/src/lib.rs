@@ -9,15 +9,23 @@
 //! passes in; times are values the caller passes in. Everything here is
 //! testable with plain values.
 //!
+//! Its public surface is small on purpose: loading ([`load`],
+//! [`Definition`]), definitions, problems and plans, the persisted event
+//! format ([`event`]), read-only run state ([`state`]), and the decision
+//! machine ([`decide`], [`steer`], [`program`], [`render`]). Parsing,
+//! validation, graphs and template analysis are private.
+//!
 //! May depend on: serde, serde_json, serde_yaml and saphyr-parser (behind
-//! [`source`]), minijinja, jsonschema, strsim, thiserror. Never on another
-//! cairn crate.
+//! the private `source`), minijinja, jsonschema, sha2, strsim, thiserror.
+//! Never on another cairn crate.
 //!
 //! Read first: [`load`], [`definition::Workflow`], [`plan::Plan`],
 //! [`state::RunState::apply`].
 
+#![warn(unreachable_pub)]
+
 pub mod checkpoint;
-pub mod dag;
+mod dag;
 pub mod decide;
 pub mod definition;
 pub mod duration;
@@ -30,14 +38,14 @@ pub mod needs;
 pub mod plan;
 pub mod problem;
 pub mod program;
-pub mod read;
+mod read;
 pub mod render;
 pub mod scope;
-pub mod source;
+mod source;
 pub mod state;
 pub mod steer;
-pub mod template;
-pub mod validate;
+mod template;
+mod validate;
 
 pub use loading::{Definition, load};
 pub use validate::ReadFile;

@@ -98,3 +98,9 @@ impl ScopePlan {
         Ok(Self { levels, critical_path: depth, steps: planned })
     }
 }
+/// The top-level steps no other step needs: where a run's results end up.
+pub fn final_steps(wf: &Workflow) -> Vec<&Step> {
+    let dag = Dag::of_steps(&wf.steps);
+    let needed: std::collections::BTreeSet<usize> = dag.needs.iter().flatten().copied().collect();
+    (0..wf.steps.len()).filter(|i| !needed.contains(i)).map(|i| &wf.steps[i]).collect()
+}

@@ -65,6 +65,7 @@ pub struct Location {
 /// plus the input guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Rule {
     /// The file is larger than [`crate::limits::MAX_FILE_BYTES`], nested too deep, or has too many steps.
     Limit,

@@ -17,10 +17,10 @@ use crate::limits::{MAX_STEPS, MAX_TEMPLATE_BYTES};
 use crate::problem::{KeyPath, Problems, Rule, did_you_mean, one_of};
 
 /// The format version this build reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Names a template may not use for an iteration variable.
-pub const RESERVED_NAMES: [&str; 8] =
+pub(crate) const RESERVED_NAMES: [&str; 8] =
     ["inputs", "steps", "docs", "run", "loop", "feedback", "progress", "verdict"];
 
 /// Keys that belong to one step kind only, for precise messages when they
@@ -35,7 +35,7 @@ const KIND_KEYS: [(&str, &[&str]); 5] = [
 
 /// Reads a whole workflow. `None` when a problem prevents building it; the
 /// problems say why. Unknown keys are reported but do not prevent building.
-pub fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Workflow> {
+pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Workflow> {
     let mut steps_seen = 0usize;
     let mut o = Obj::open(root, KeyPath::root(), "the workflow", problems)?;
     let cairn = o.req("cairn", |v, p, pr| {
@@ -425,8 +425,10 @@ fn retry_spec(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<RetrySpec> {
     let max_delay = o.maybe("max_delay", duration);
     let jitter = o.maybe("jitter", boolean);
     let on = o.maybe("on", |v, p, pr| {
-        let mut options: Vec<(&str, RetryOn)> =
-            ErrorClass::ALL.iter().map(|(w, c)| (*w, RetryOn::Class(*c))).collect();
+        let mut options: Vec<(&str, RetryOn)> = <ErrorClass as strum::VariantArray>::VARIANTS
+            .iter()
+            .map(|c| (c.as_str(), RetryOn::Class(*c)))
+            .collect();
         options.push(("any", RetryOn::Any));
         list(v, p, pr, |v, p, pr| choice(v, p, pr, &options))
     });

@@ -14,8 +14,11 @@ use crate::id::{RunId, WorkflowId};
 use crate::scope::{ScopeKey, Scopes};
 
 /// The status of a run, as the CLI and JSON show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RunStatus {
     /// Created, not yet driven.
     Pending,
@@ -75,8 +78,9 @@ impl RunStatus {
 }
 
 /// The status of one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum StepStatus {
     /// Not started.
     Pending,
@@ -134,8 +138,8 @@ impl WaitKind {
 }
 
 /// A status or kind as its JSON word (`waiting_acceptance`).
-pub fn word<T: Serialize>(value: T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+pub fn word(value: impl Into<&'static str>) -> &'static str {
+    value.into()
 }
 
 /// A value as text: a string as itself, anything else as JSON.
@@ -812,8 +816,12 @@ mod tests {
         let state = RunState::fold(&events).expect("legal").expect("created");
         let state_json = serde_json::to_string(&state).expect("serialize");
         assert_eq!(serde_json::from_str::<RunState>(&state_json).expect("deserialize"), state);
-        for (word, class) in ErrorClass::ALL {
-            assert_eq!(serde_json::to_value(class).expect("class"), Value::String(word.into()));
+        // The words the CLI prints are the words JSON writes.
+        for class in <ErrorClass as strum::VariantArray>::VARIANTS {
+            assert_eq!(serde_json::to_value(class).expect("class"), Value::String(class.as_str().into()));
+        }
+        for status in [RunStatus::WaitingAcceptance, RunStatus::Completed, RunStatus::Pending] {
+            assert_eq!(serde_json::to_value(status).expect("status"), Value::String(word(status).into()));
         }
     }
 }

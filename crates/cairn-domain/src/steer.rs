@@ -52,13 +52,13 @@ pub struct GateCall {
 #[non_exhaustive]
 pub enum Refusal {
     /// The run has ended: nothing can be decided, stopped or resumed.
-    #[error("the run is {}: it has ended", word(.status))]
+    #[error("it has ended ({})", word(.status))]
     Ended {
         /// Its final status.
         status: RunStatus,
     },
     /// No step waits for this kind of verdict.
-    #[error("the run is {}: no step waits for {}", word(.status), waited_for(*.answer))]
+    #[error("it is {}: no step waits for {}", word(.status), waited_for(*.answer))]
     NothingWaits {
         /// The run's status.
         status: RunStatus,
@@ -106,7 +106,7 @@ pub enum Refusal {
         at: Timestamp,
     },
     /// A fork named a sequence number that is not one of the log's checkpoints.
-    #[error("the run has no checkpoint {seq}{}", last_checkpoint(*.last))]
+    #[error("it has no checkpoint {seq}{}", last_checkpoint(*.last))]
     NoCheckpoint {
         /// The sequence number asked for.
         seq: u64,
@@ -539,10 +539,10 @@ steps:
     #[test]
     fn refusals_read_as_sentences_without_flags() {
         let cases = [
-            (Refusal::Ended { status: RunStatus::Completed }, "the run is completed: it has ended"),
+            (Refusal::Ended { status: RunStatus::Completed }, "it has ended (completed)"),
             (
                 Refusal::NothingWaits { status: RunStatus::Paused, answer: false },
-                "the run is paused: no step waits for a decision",
+                "it is paused: no step waits for a decision",
             ),
             (
                 Refusal::NotWaitingThere { gate: "x".into(), waiting: vec![path("a"), path("b")] },
@@ -552,7 +552,7 @@ steps:
                 Refusal::RoleNeeded { gate: path("g"), roles: vec!["qa".into(), "ops".into()] },
                 "`g` needs a decision from one of its roles: qa, ops",
             ),
-            (Refusal::NoCheckpoint { seq: 3, last: Some(9) }, "the run has no checkpoint 3 (the last is 9)"),
+            (Refusal::NoCheckpoint { seq: 3, last: Some(9) }, "it has no checkpoint 3 (the last is 9)"),
         ];
         for (refusal, words) in cases {
             assert_eq!(refusal.to_string(), words);

@@ -9,15 +9,15 @@ use minijinja::value::{Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
 /// Instructions one render may execute; a runaway loop stops with an error.
-pub const TEMPLATE_FUEL: u64 = 1_000_000;
+pub(crate) const TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// Functions the environment provides, which templates may call freely.
-pub const GLOBAL_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
+pub(crate) const GLOBAL_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 
 /// The environment every template is parsed and rendered with: strict
 /// undefined (an unknown variable is an error, never an empty string),
 /// bounded fuel and recursion, no auto-escaping.
-pub fn environment() -> Environment<'static> {
+pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(TEMPLATE_FUEL));
@@ -51,7 +51,7 @@ fn structured_text(value: &Value) -> Option<Result<String, String>> {
 /// control, keywords) is left to MiniJinja, and where both apply they
 /// agree: a differential test holds them to it.
 #[derive(Debug)]
-pub struct Substitutions<'a> {
+pub(crate) struct Substitutions<'a> {
     pieces: Vec<Piece<'a>>,
 }
 
@@ -70,7 +70,7 @@ const NOT_VARIABLES: [&str; 15] = [
 
 impl<'a> Substitutions<'a> {
     /// The pieces of `source`, or `None` when it needs MiniJinja.
-    pub fn of(source: &'a str) -> Option<Self> {
+    pub(crate) fn of(source: &'a str) -> Option<Self> {
         if source.contains("{%") || source.contains("{#") {
             return None;
         }
@@ -98,7 +98,7 @@ impl<'a> Substitutions<'a> {
     }
 
     /// The dotted paths substituted, as [`references`] reports them.
-    pub fn paths(&self) -> impl Iterator<Item = &'a str> + '_ {
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.pieces.iter().filter_map(|p| match p {
             Piece::Path(path) => Some(*path),
             Piece::Text(_) => None,
@@ -108,7 +108,7 @@ impl<'a> Substitutions<'a> {
     /// The text against `ctx`, or `None` when a name is missing or a value
     /// is of a kind only MiniJinja writes: rendering it there gives the
     /// same text or the error to report.
-    pub fn render(&self, ctx: &Value) -> Option<String> {
+    pub(crate) fn render(&self, ctx: &Value) -> Option<String> {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
@@ -148,7 +148,7 @@ fn is_path(text: &str) -> bool {
 /// when `path` is not a dotted path of plain names ([`Substitutions`]),
 /// a part is missing, or the value is not plain data: MiniJinja then
 /// evaluates it (and reports the error).
-pub fn lookup(ctx: &Value, path: &str) -> Option<Value> {
+pub(crate) fn lookup(ctx: &Value, path: &str) -> Option<Value> {
     if is_path(path) { value_at(ctx, path) } else { None }
 }
 
@@ -166,13 +166,13 @@ fn value_at(ctx: &Value, path: &str) -> Option<Value> {
 }
 
 /// Whether the text has any template syntax at all; plain text needs no parsing.
-pub fn has_syntax(source: &str) -> bool {
+pub(crate) fn has_syntax(source: &str) -> bool {
     source.contains("{{") || source.contains("{%") || source.contains("{#")
 }
 
 /// The variables a template reads from outside, as dotted paths
 /// (`steps.parse.output`, `inputs.file_path`), or the parse error.
-pub fn references(env: &Environment<'_>, source: &str) -> Result<BTreeSet<String>, String> {
+pub(crate) fn references(env: &Environment<'_>, source: &str) -> Result<BTreeSet<String>, String> {
     if !has_syntax(source) {
         return Ok(BTreeSet::new());
     }
@@ -226,7 +226,7 @@ impl Reads {
 
 /// The expression of a template that is exactly one `{{ expr }}`, whose
 /// value is then the result itself (a list stays a list).
-pub fn single_expression(source: &str) -> Option<&str> {
+pub(crate) fn single_expression(source: &str) -> Option<&str> {
     let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
@@ -234,7 +234,7 @@ pub fn single_expression(source: &str) -> Option<&str> {
 }
 
 /// A MiniJinja error in one line: its kind, detail and line within the template.
-pub fn describe_error(e: &minijinja::Error) -> String {
+pub(crate) fn describe_error(e: &minijinja::Error) -> String {
     let mut text = match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),

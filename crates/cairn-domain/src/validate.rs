@@ -15,9 +15,9 @@ use crate::source::{self, Format};
 use crate::template::{self, GLOBAL_FUNCTIONS};
 
 /// What a template may read after `steps.ID.`.
-pub const STEP_FIELDS: [&str; 4] = ["output", "status", "attempts", "error"];
+pub(crate) const STEP_FIELDS: [&str; 4] = ["output", "status", "attempts", "error"];
 /// What a template may read after `run.`.
-pub const RUN_FIELDS: [&str; 2] = ["id", "workflow"];
+pub(crate) const RUN_FIELDS: [&str; 2] = ["id", "workflow"];
 
 /// Reads a file named by the definition (a schema), relative to the
 /// definition's own folder. Injected so the domain stays free of I/O.
@@ -26,7 +26,12 @@ pub type ReadFile<'a> = dyn FnMut(&str) -> Result<String, String> + 'a;
 /// Runs every cross-step check, and loads file schemas into `wf`. `root` is
 /// the document `wf` was read from: ids of steps that could not be read are
 /// taken from it, so that references to them are not reported twice.
-pub fn validate(wf: &mut Workflow, root: &Value, read_file: &mut ReadFile<'_>, problems: &mut Problems) {
+pub(crate) fn validate(
+    wf: &mut Workflow,
+    root: &Value,
+    read_file: &mut ReadFile<'_>,
+    problems: &mut Problems,
+) {
     let mut produced = BTreeSet::new();
     let mut nested = BTreeMap::new();
     index_tree(&wf.steps, None, &mut produced, &mut nested);

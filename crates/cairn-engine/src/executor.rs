@@ -237,6 +237,7 @@ impl Engine {
         if !unmet.is_empty() {
             return Err(EngineError::Unmet { run: None, unmet });
         }
+        // A workflow that cannot be run is refused before a run exists.
         self.program(def.workflow.clone())?;
         let inputs = cairn_domain::inputs::resolve(&def.workflow, inputs).map_err(EngineError::Inputs)?;
         let hash = def.hash();
@@ -473,7 +474,10 @@ impl Engine {
     /// it (only those are read).
     pub async fn load(&self, run_id: &RunId) -> Result<RunState, EngineError> {
         // A snapshot is an optimisation: one that cannot be read is passed over.
-        let snapshot = self.store.latest_snapshot(run_id).await.unwrap_or(None);
+        let snapshot = match self.store.latest_snapshot(run_id).await {
+            Err(cairn_ports::StoreError::Corrupt(_)) => None,
+            other => other?,
+        };
         let from = snapshot.as_ref().map_or(0, |s| s.seq + 1);
         let stored = self.store.load(run_id, from).await?;
         let mut state = snapshot.map(|s| s.state);
@@ -539,8 +543,10 @@ impl<'a> Drive<'a> {
         self.engine.persist(&self.state, &mut self.staged).await
     }
 
-    fn requested(&self) -> Control {
-        self.control.as_ref().map_or(Control::Run, |c| *c.borrow())
+    /// What is asked of the driver now. Marks the request seen, so the
+    /// wait for the next one (on a clone of the receiver) waits for a change.
+    fn requested(&mut self) -> Control {
+        self.control.as_mut().map_or(Control::Run, |c| *c.borrow_and_update())
     }
 
     async fn run(mut self) -> Result<RunState, EngineError> {
@@ -559,6 +565,10 @@ impl<'a> Drive<'a> {
             self.flush().await?;
             let stopped = !matches!(self.state.status, RunStatus::Running);
             if self.tasks.is_empty() && (stopped || wake.is_none()) {
+                // A request that came since the top of the loop is carried out there.
+                if self.requested() != Control::Run && !self.state.status.is_terminal() {
+                    continue;
+                }
                 if self.state.status.is_waiting() {
                     self.engine.snapshot(&self.state).await?;
                 }
@@ -594,16 +604,8 @@ impl<'a> Drive<'a> {
         for (_, handle) in self.in_flight.drain() {
             handle.abort();
         }
-        let mut events: Vec<EventKind> = self
-            .state
-            .steps
-            .iter()
-            .filter(|(_, s)| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
-            .map(|(path, _)| EventKind::StepCancelled { path: path.clone() })
-            .collect();
-        if !self.state.status.is_terminal() {
-            events.push(EventKind::RunCancelled);
-        }
+        // An ended run records nothing more.
+        let events = steer::stop(&self.state, Request::Cancel).unwrap_or_default();
         self.stage(events)?;
         self.flush().await?;
         Ok(self.state)

@@ -290,7 +290,7 @@ impl Attempt<'_> {
             }
             // `decide` starts approvals by waiting, and groups by expanding
             // their instances: neither is ever an attempt.
-            StepKind::Approval(_) | StepKind::ForEach(_) | StepKind::Loop(_) => {
+            _ => {
                 return Err(refused(
                     ErrorClass::Fatal,
                     format!("a `{}` step has no attempt to execute", step.kind.key()),

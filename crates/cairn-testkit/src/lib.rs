@@ -72,10 +72,7 @@ pub fn event_line(e: &Event) -> String {
             retry_at.map(|t| format!(" (retry at {}.{:03}s)", t.0 / 1000, t.0 % 1000)).unwrap_or_default()
         ),
         EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
-        EventKind::StepWaiting { wait, .. } => {
-            let word = serde_json::to_value(wait).ok().and_then(|w| w.as_str().map(str::to_owned));
-            format!(" ({})", word.unwrap_or_default())
-        }
+        EventKind::StepWaiting { wait, .. } => format!(" ({})", cairn_domain::state::word(*wait)),
         EventKind::RunWaiting { wait } => format!(" ({})", cairn_domain::state::word(wait)),
         EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
             " {} by {}{}{}{}",

@@ -199,6 +199,9 @@ pub enum Verb {
         /// A duration such as `30d`.
         #[arg(long, value_name = "DURATION")]
         older_than: String,
+        /// List what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the execution plan: levels of steps that can run together.
     Plan {

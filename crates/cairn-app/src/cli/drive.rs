@@ -97,10 +97,7 @@ fn signals(opened: &Opened, id: &RunId) {
 /// parses as JSON, a string otherwise.
 fn gather_inputs(file: Option<&Path>, pairs: &[String]) -> Result<Map<String, Value>, Error> {
     let mut inputs = match file {
-        Some(path) => match load_inputs(path)? {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        },
+        Some(path) => load_inputs(path)?,
         None => Map::new(),
     };
     for pair in pairs {

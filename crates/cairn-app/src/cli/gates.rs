@@ -16,7 +16,7 @@ pub(crate) fn decide(verbs: &Verbs<'_>, id: &RunId, call: GateCall, then: &Then)
         cairn_domain::steer::Verdict::Reject => "reject",
         _ => "answer",
     };
-    let opened = if then.detach { verbs.open(verb, Some(id))? } else { verbs.open_driving(verb, id)? };
+    let opened = if then.detach { verbs.open(verb)? } else { verbs.open_driving(verb, id)? };
     if !then.detach {
         // Nothing is recorded that this process could not drive on.
         opened.runtime.block_on(opened.app.check(id))?;

@@ -17,13 +17,12 @@ pub(crate) fn runs(
 ) -> Result<u8, Error> {
     let status = status
         .map(|s| {
-            serde_json::from_value::<RunStatus>(serde_json::Value::String(s.to_owned()))
-                .map_err(|_| Error::Config(format!("--status `{s}` is not a run status")))
+            s.parse::<RunStatus>().map_err(|_| Error::Config(format!("--status `{s}` is not a run status")))
         })
         .transpose()?;
     let workflow =
         workflow.map(|w| WorkflowId::new(w).map_err(|e| Error::Config(e.to_string()))).transpose()?;
-    let opened = verbs.open("runs", None)?;
+    let opened = verbs.open("runs")?;
     let query = RunQuery { status, workflow, ..RunQuery::default() };
     let listing = opened.runtime.block_on(opened.app.list(&query))?;
     match format {
@@ -35,7 +34,7 @@ pub(crate) fn runs(
 
 /// `cairn status RUN`: one run, with every step.
 pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result<u8, Error> {
-    let opened = verbs.open("status", Some(id))?;
+    let opened = verbs.open("status")?;
     let run = opened.runtime.block_on(opened.app.status(id))?;
     print_run(&run, format);
     Ok(exit::OK)
@@ -43,7 +42,7 @@ pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result
 
 /// `cairn events RUN`: the audit trail.
 pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, format: EventsFormat) -> Result<u8, Error> {
-    let opened = verbs.open("events", Some(id))?;
+    let opened = verbs.open("events")?;
     let events = opened.runtime.block_on(opened.app.events(id))?;
     for e in &events {
         match format {
@@ -56,7 +55,7 @@ pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, format: EventsFormat) -> Res
 
 /// `cairn checkpoints RUN`: where the run can be forked from.
 pub(crate) fn checkpoints(verbs: &Verbs<'_>, id: &RunId, format: ListFormat) -> Result<u8, Error> {
-    let opened = verbs.open("checkpoints", Some(id))?;
+    let opened = verbs.open("checkpoints")?;
     let list = opened.runtime.block_on(opened.app.checkpoints(id))?;
     match format {
         ListFormat::Table => print!("{}", view::list::checkpoints_table(&list)),

@@ -13,6 +13,7 @@ mod gates;
 mod inspect;
 mod prompt;
 mod steer;
+mod summary;
 mod words;
 
 use std::ffi::OsString;
@@ -156,7 +157,7 @@ impl Verbs<'_> {
             Verb::Pause { run } => steer::stop(self, &run_id(&run)?, false),
             Verb::Cancel { run } => steer::stop(self, &run_id(&run)?, true),
             Verb::Fork { run, checkpoint, format } => steer::fork(self, &run_id(&run)?, checkpoint, format),
-            Verb::Prune { older_than } => steer::prune(self, &older_than),
+            Verb::Prune { older_than, dry_run } => steer::prune(self, &older_than, dry_run),
         }
     }
 
@@ -165,31 +166,32 @@ impl Verbs<'_> {
         Loaded::load(self.config).map_err(Error::Config)
     }
 
-    /// The application for `verb` (on `run`), sending live events to
-    /// `sink`, waiting up to `wait` for the store.
+    /// The application for `verb`, sending live events to `sink`, waiting
+    /// up to `wait` for the store; `drives` names the run this process
+    /// drives, so `pause` and `cancel` from elsewhere signal it.
     fn open_with(
         &self,
         verb: &str,
-        run: Option<&RunId>,
+        drives: Option<&RunId>,
         sink: Arc<dyn EventSink>,
         wait: std::time::Duration,
     ) -> Result<Opened, Error> {
         let loaded = self.loaded()?;
         let runtime = crate::host::runtime()?;
-        let holder = Holder::me(verb, run.map(RunId::as_str));
+        let holder = Holder::me(verb, drives.map(RunId::as_str));
         let setup = Setup { data_dir: self.data_dir, loaded: &loaded, llm: self.llm, sink, holder };
         // The store's files are opened inside the runtime: sled's threads
         // and the write-ahead log start with it.
         let app = {
             let _entered = runtime.enter();
-            self.plugins.app_within(&setup, wait)?
+            self.plugins.app(&setup, wait)?
         };
         Ok(Opened { app, runtime })
     }
 
     /// The application for a verb that only reads or records.
-    fn open(&self, verb: &str, run: Option<&RunId>) -> Result<Opened, Error> {
-        self.open_with(verb, run, Arc::new(NoSink), crate::host::WAIT_FOR_STORE)
+    fn open(&self, verb: &str) -> Result<Opened, Error> {
+        self.open_with(verb, None, Arc::new(NoSink), crate::host::WAIT_FOR_STORE)
     }
 
     /// The application for a verb that drives `run`: progress on stderr.
@@ -212,7 +214,7 @@ fn run_id(text: &str) -> Result<RunId, Error> {
 pub(crate) fn print_run(run: &Run, format: RunFormat) -> u8 {
     let now = cairn_ports::Clock::now(&cairn_engine::SystemClock);
     match format {
-        RunFormat::Text => print!("{}", view::run::summary(run, now)),
+        RunFormat::Text => print!("{}", summary::summary(run, now)),
         RunFormat::Json => println!("{}", view::run::run_json(run, now)),
     }
     exit_code(run.state.status)

@@ -13,9 +13,10 @@ use cairn_engine::{EngineError, SystemClock};
 use cairn_ports::Clock;
 
 use super::Opened;
+use super::summary::gate_text;
 use crate::app::Run;
 use crate::error::Error;
-use crate::view::run::{Gate, gate_of, gate_text};
+use crate::view::run::{Gate, gate_of};
 
 /// While the run waits at a gate and a person is at the terminal (stdin is
 /// a TTY, and `--non-interactive` was not given): shows the gate, asks,
@@ -138,7 +139,8 @@ fn ask(id: &RunId, gate: &Gate<'_>, lines: &mpsc::Receiver<String>) -> Asked {
                     comment: None,
                 }))
             }
-            WaitKind::Block => Ok(Asked::Leave),
+            // A blocked step (or a wait this prompt does not know) is left as it is.
+            _ => Ok(Asked::Leave),
         }
     })();
     asked.unwrap_or_else(|stop| stop)

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cairn_domain::id::RunId;
+use cairn_domain::state::word;
 use cairn_domain::steer::Request;
 
 use super::{RunFormat, Verbs, exit, print_run};
@@ -19,7 +20,7 @@ pub(crate) fn stop(verbs: &Verbs<'_>, id: &RunId, cancel: bool) -> Result<u8, Er
     let verb = if cancel { "cancel" } else { "pause" };
     let request = if cancel { Request::Cancel } else { Request::Pause };
     let mut wait = crate::host::WAIT_FOR_STORE;
-    if let Some(holder) = verbs.holder() {
+    if let Some(holder) = verbs.holder().filter(|h| h.run.is_some()) {
         if holder.run.as_deref() != Some(id.as_str()) {
             return Err(Error::Store(format!(
                 "the store is in use by {}; {verb} that run or wait for it",
@@ -35,14 +36,14 @@ pub(crate) fn stop(verbs: &Verbs<'_>, id: &RunId, cancel: bool) -> Result<u8, Er
         // The store is let go when the driver exits: wait for that.
         wait = WAIT_FOR_DRIVER;
     }
-    let opened = verbs.open_with(verb, Some(id), std::sync::Arc::new(cairn_ports::NoSink), wait)?;
+    let opened = verbs.open_with(verb, None, std::sync::Arc::new(cairn_ports::NoSink), wait)?;
     let run = opened.runtime.block_on(opened.app.stop(id, request, &whoami()))?;
     Ok(print_run(&run, RunFormat::Text))
 }
 
 /// `cairn fork RUN --checkpoint N`: a new run from checkpoint N, paused.
 pub(crate) fn fork(verbs: &Verbs<'_>, id: &RunId, checkpoint: u64, format: RunFormat) -> Result<u8, Error> {
-    let opened = verbs.open("fork", Some(id))?;
+    let opened = verbs.open("fork")?;
     let run = opened.runtime.block_on(opened.app.fork(id, checkpoint, &whoami()))?;
     match format {
         RunFormat::Text => println!("{}", run.state.run_id),
@@ -54,12 +55,19 @@ pub(crate) fn fork(verbs: &Verbs<'_>, id: &RunId, checkpoint: u64, format: RunFo
 }
 
 /// `cairn prune --older-than D`: deletes ended runs last updated before now − D.
-pub(crate) fn prune(verbs: &Verbs<'_>, older_than: &str) -> Result<u8, Error> {
+pub(crate) fn prune(verbs: &Verbs<'_>, older_than: &str, dry_run: bool) -> Result<u8, Error> {
     let age = older_than
         .parse::<cairn_domain::duration::Duration>()
         .map_err(|e| Error::Config(format!("--older-than: {e}")))?;
-    let opened = verbs.open("prune", None)?;
-    let pruned = opened.runtime.block_on(opened.app.prune(age, false))?;
-    println!("pruned {} run(s) that ended more than {age} ago", pruned.len());
+    let opened = verbs.open("prune")?;
+    let pruned = opened.runtime.block_on(opened.app.prune(age, dry_run))?;
+    if dry_run {
+        for r in &pruned {
+            println!("{} ({}, {})", r.run_id, r.workflow, word(r.status));
+        }
+        println!("would prune {} run(s) that ended more than {age} ago", pruned.len());
+    } else {
+        println!("pruned {} run(s) that ended more than {age} ago", pruned.len());
+    }
     Ok(exit::OK)
 }

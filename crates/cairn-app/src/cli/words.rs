@@ -2,7 +2,6 @@
 //! with, said as a message, a hint naming the command or setting that
 //! helps, and the exit code.
 
-use cairn_domain::state::word;
 use cairn_domain::steer::Refusal;
 use cairn_engine::{EngineError, Unmet};
 use cairn_ports::StoreError;
@@ -31,28 +30,31 @@ pub(crate) fn said(e: &Error) -> Said {
     match e {
         Error::Definition { name, problems } => Said { bare: true, ..usage(problems.render(name), None) },
         Error::Engine(e) => engine(e),
+        Error::Interrupted { run, cause } => usage(
+            cause.to_string(),
+            Some(format!(
+                "every event committed before the failure is kept; fix the cause (free disk space, check the \
+                 data directory), then `cairn resume {run}`"
+            )),
+        ),
         other => usage(other.to_string(), None),
     }
 }
 
 fn engine(e: &EngineError) -> Said {
     match e {
-        EngineError::Store(StoreError::NotFound(id)) => usage(format!("no run `{id}` in this data directory"), None),
+        EngineError::Store(StoreError::NotFound(id)) => {
+            usage(format!("no run `{id}` in this data directory"), None)
+        }
         EngineError::Store(StoreError::AlreadyExists(id)) => {
             usage(format!("a run `{id}` exists already: pick another --run-id"), None)
         }
-        EngineError::Store(e) => usage(
-            e.to_string(),
-            Some(
-                "every event committed before the failure is kept; fix the cause (free disk space, check the \
-                 data directory), then `cairn resume RUN`"
-                    .into(),
-            ),
-        ),
+        EngineError::Store(e) => usage(e.to_string(), None),
         EngineError::Refused { run, refusal } => refused(run.as_str(), refusal),
         EngineError::Unmet { run, unmet } => {
-            let what: Vec<String> = unmet.iter().map(unmet_text).collect();
-            let hint = unmet.iter().map(unmet_hint).collect::<Vec<_>>().join("; ");
+            let what: Vec<String> = unmet.iter().map(ToString::to_string).collect();
+            let hints: std::collections::BTreeSet<String> = unmet.iter().map(unmet_hint).collect();
+            let hint = hints.into_iter().collect::<Vec<_>>().join("; ");
             let message = match run {
                 Some(run) => format!("run `{run}` needs what this process lacks: {}", what.join(", ")),
                 None => format!("the workflow needs what this process lacks: {}", what.join(", ")),
@@ -60,19 +62,10 @@ fn engine(e: &EngineError) -> Said {
             usage(message, Some(hint))
         }
         EngineError::Inputs(problems) => usage(problems.join("; "), None),
-        EngineError::Definition { run, problems } => usage(
-            format!("the definition recorded with run `{run}` no longer loads: {}", problems),
-            None,
-        ),
+        EngineError::Definition { run, problems } => {
+            usage(format!("the definition recorded with run `{run}` no longer loads: {}", problems), None)
+        }
         other => Said { code: exit::FAILED, ..usage(other.to_string(), None) },
-    }
-}
-
-fn unmet_text(u: &Unmet) -> String {
-    match u {
-        Unmet::Provider { agent, provider } => format!("provider `{provider}` (of agent `{agent}`)"),
-        Unmet::Handler { handler } => format!("handler `{handler}`"),
-        _ => u.to_string(),
     }
 }
 
@@ -94,48 +87,19 @@ fn unmet_hint(u: &Unmet) -> String {
 }
 
 fn refused(run: &str, r: &Refusal) -> Said {
-    let message = match r {
-        Refusal::Ended { status } => {
-            format!("run `{run}` has ended ({}): it cannot be driven on or changed", word(status))
-        }
-        Refusal::NothingWaits { status, answer: false } => {
-            format!("run `{run}` is {}: no step waits for a decision", word(status))
-        }
-        Refusal::NothingWaits { status, answer: true } => {
-            format!("run `{run}` is {}: no step waits for answers", word(status))
-        }
-        Refusal::NotWaitingThere { gate, waiting } => {
-            format!("step `{gate}` of run `{run}` does not wait for this; waiting: {}", listed(waiting))
-        }
-        Refusal::SeveralWait { waiting } => {
-            format!("run `{run}` waits at several gates ({}): name one with --gate", listed(waiting))
-        }
-        Refusal::RoleNeeded { gate, roles } => {
-            format!(
-                "`{gate}` needs a decision from one of its roles ({}): say which with --as",
-                roles.join(", ")
-            )
-        }
-        Refusal::NotAnApprover { gate, role, roles } => {
-            format!("role `{role}` is not an approver of `{gate}`: its roles are {}", roles.join(", "))
-        }
-        Refusal::NoCheckpoint { seq, last } => {
-            let last = last.map_or("none".to_owned(), |l| l.to_string());
-            format!(
-                "run `{run}` has no checkpoint {seq} (its checkpoints: `cairn checkpoints {run}`; the last is {last})"
-            )
-        }
-        other => format!("run `{run}`: {other}"),
-    };
+    let message = format!("run `{run}`: {r}");
     let hint = match r {
         Refusal::Ended { .. } => {
             Some(format!("fork it from one of its checkpoints to run it again (`cairn checkpoints {run}`)"))
         }
+        Refusal::SeveralWait { .. } | Refusal::NotWaitingThere { .. } => {
+            Some("name the gate with --gate STEP (`cairn status` lists them)".into())
+        }
+        Refusal::RoleNeeded { .. } | Refusal::NotAnApprover { .. } => {
+            Some("decide as one of its roles with --as ROLE".into())
+        }
+        Refusal::NoCheckpoint { .. } => Some(format!("`cairn checkpoints {run}` lists them")),
         _ => None,
     };
     usage(message, hint)
-}
-
-fn listed(paths: &[cairn_domain::state::StepPath]) -> String {
-    paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
 }

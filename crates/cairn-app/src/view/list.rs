@@ -17,7 +17,8 @@ pub fn table(runs: &[Listed]) -> String {
     );
     for r in runs {
         let s = &r.summary;
-        let tokens = r.usage.prompt_tokens + r.usage.completion_tokens;
+        let usage = s.usage();
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
         let cost = r.cost_usd.map_or("-".to_owned(), |c| format!("${c:.4}"));
         let _ = writeln!(
             out,
@@ -36,12 +37,12 @@ pub fn table(runs: &[Listed]) -> String {
 /// `status`, `created_at`, `updated_at`, `usage`.
 pub fn json(runs: &[Listed]) -> Value {
     let rows = runs.iter().map(|r| {
-        let s = &r.summary;
+        let (s, usage) = (&r.summary, r.summary.usage());
         json!({
             "run_id": s.run_id, "workflow": s.workflow, "status": s.status,
             "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
-            "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
-                      "estimated": r.usage.estimated, "cost_usd": r.cost_usd},
+            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                      "estimated": usage.estimated, "cost_usd": r.cost_usd},
         })
     });
     Value::Array(rows.collect())

@@ -78,7 +78,7 @@ impl Cx<'_> {
                         attempt,
                         error: fatal(
                             format!("its `until` cannot be rendered: {e}"),
-                            "fix the `until` template; `cairn validate` checks the names it reads",
+                            "fix the `until` template: validating the definition checks the names it reads",
                         ),
                         output: Some(output),
                         retry_at: None,

@@ -313,7 +313,7 @@ impl Cx<'_> {
                     Err(e) => {
                         let error = fatal(
                             format!("its `when` cannot be rendered: {e}"),
-                            "fix the `when` template; `cairn validate` checks the names it reads",
+                            "fix the `when` template: validating the definition checks the names it reads",
                         );
                         walk.records.push(EventKind::StepFailed {
                             path: path.clone(),
@@ -346,7 +346,7 @@ impl Cx<'_> {
                             attempt,
                             error: fatal(
                                 format!("its `approval.message` cannot be rendered: {e}"),
-                                "fix the template; `cairn validate` checks the names it reads",
+                                "fix the template: validating the definition checks the names it reads",
                             ),
                             output: None,
                             retry_at: None,
@@ -389,7 +389,7 @@ impl Cx<'_> {
                                 "the run's budget of ${:.4} is spent (${spent:.4} so far): no further LLM step starts",
                                 budget.unwrap_or_default()
                             ),
-                            "fork the run with a larger `defaults.budget_usd`, or cancel it",
+                            "the budget is the definition's `defaults.budget_usd`: cancel the run, or start it again under a larger one",
                         ),
                         output: None,
                         retry_at: None,

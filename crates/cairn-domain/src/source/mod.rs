@@ -16,7 +16,7 @@ use crate::problem::{KeyPath, Location, Problem, Rule, Seg};
 
 /// The syntax of a definition file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// YAML 1.2 (the default).
     Yaml,
     /// JSON.
@@ -26,7 +26,7 @@ pub enum Format {
 impl Format {
     /// `.json` files are JSON, `.yaml`/`.yml` YAML; otherwise a text whose
     /// first non-blank character is `{` is JSON.
-    pub fn detect(file_name: &str, text: &str) -> Self {
+    pub(crate) fn detect(file_name: &str, text: &str) -> Self {
         let lower = file_name.to_ascii_lowercase();
         if lower.ends_with(".json") {
             Format::Json
@@ -41,7 +41,7 @@ impl Format {
 }
 
 /// Checks the size and encoding of raw file contents.
-pub fn decode(bytes: &[u8]) -> Result<&str, Problem> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<&str, Problem> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(Problem::at(
             Rule::Limit,
@@ -63,7 +63,7 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Problem> {
 
 /// Parses a definition text after the nesting pre-scan. An empty document is
 /// refused here, with a message that says what a workflow needs.
-pub fn parse(text: &str, format: Format) -> Result<Value, Problem> {
+pub(crate) fn parse(text: &str, format: Format) -> Result<Value, Problem> {
     if text.len() as u64 > MAX_FILE_BYTES {
         return decode(text.as_bytes()).map(|_| Value::Null);
     }
@@ -90,7 +90,7 @@ pub fn parse(text: &str, format: Format) -> Result<Value, Problem> {
 /// Fills each problem's location (from its key path, or the nearest located
 /// ancestor) and its subject (the key path with step indexes replaced by step
 /// ids, as people name steps: `per_epic.stories.needs[1]`).
-pub fn place(problems: &mut [Problem], text: &str, root: &Value) {
+pub(crate) fn place(problems: &mut [Problem], text: &str, root: &Value) {
     if problems.iter().all(|p| p.path.0.is_empty()) {
         return;
     }
