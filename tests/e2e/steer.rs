@@ -230,3 +230,32 @@ fn a_run_id_that_exists_is_refused_and_prune_deletes_ended_runs() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--older-than: `soon` is not a duration"), "{stderr}");
 }
+
+#[test]
+fn runs_pages_with_limit_and_cursor_and_refuses_an_unknown_status() {
+    let (dir, data) = setup("steer_pages");
+    for id in ["p1", "p2", "p3"] {
+        let (code, _, stderr) = cairn_at(&dir, &data, &["--llm", "mock", "run", "wf.yaml", "--run-id", id]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let ids = |json: &str| -> Vec<String> {
+        let runs: serde_json::Value = serde_json::from_str(json).expect("a JSON array");
+        runs.as_array().expect("array").iter().map(|r| r["run_id"].as_str().expect("id").to_owned()).collect()
+    };
+    let (code, first, stderr) = cairn_at(&dir, &data, &["runs", "--limit", "2", "--format", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(ids(&first), ["p3", "p2"], "newest first");
+    let cursor = stderr.strip_prefix("more: cairn runs --cursor ").expect("the next page's cursor").trim();
+    let (_, rest, stderr) =
+        cairn_at(&dir, &data, &["runs", "--limit", "2", "--cursor", cursor, "--format", "json"]);
+    assert_eq!(
+        (ids(&rest), stderr.as_str()),
+        (vec!["p1".to_owned()], ""),
+        "the last page, and no cursor after it"
+    );
+    let (code, _, stderr) = cairn_at(&dir, &data, &["runs", "--status", "bogus"]);
+    assert_eq!((code, stderr.as_str()), (2, "error: --status `bogus` is not a run status\n"));
+    let (code, _, stderr) = cairn_at(&dir, &data, &["runs", "--cursor", "nonsense"]);
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("error: --cursor `nonsense`"), "{stderr}");
+}

@@ -47,7 +47,7 @@ impl Progress {
                     ),
                     None => format!("  ✗ {path} failed ({}): {}: {}", took(path), error.class, error.message),
                 };
-                if let (None, Some(hint)) = (retry_at, &error.hint) {
+                if let (None, Some(hint)) = (retry_at, crate::view::hint(error)) {
                     line.push_str(&format!("\n    hint: {hint}"));
                 }
                 line

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use async_trait::async_trait;
+use cairn_domain::event::Cause;
 use cairn_domain::state::ErrorClass;
 use cairn_ports::{CommandOutput, CommandRunner, CommandSpec, PortError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -82,7 +83,7 @@ impl LocalCommands {
         }
         if !self.allow.iter().any(|a| a == program) {
             return Err(refuse(format!("`{program}` is not an allowed program"))
-                .with_hint(format!("add \"{program}\" to [commands] allow in cairn.toml if it should run")));
+                .with_cause(Cause::ProgramNotAllowed { program: program.to_owned() }));
         }
         let Some(cwd) = &spec.cwd else { return Ok(self.roots[0].clone()) };
         let wanted = Path::new(cwd);
@@ -95,7 +96,7 @@ impl LocalCommands {
                 "working directory `{cwd}` resolves to `{}`, outside the allowed roots",
                 resolved.display()
             ))
-            .with_hint("list the directory under [commands] roots in cairn.toml if commands may run there"));
+            .with_cause(Cause::OutsideRoots { dir: cwd.clone() }));
         }
         Ok(resolved)
     }

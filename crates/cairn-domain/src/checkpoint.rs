@@ -69,7 +69,7 @@ mod tests {
     fn one_after_each_finished_step_including_its_documents() {
         let a = StepPath::new("a");
         let b = StepPath::new("b");
-        let error = StepError { class: ErrorClass::Transient, message: "x".into(), hint: None };
+        let error = StepError { class: ErrorClass::Transient, message: "x".into(), hint: None, cause: None };
         let events = vec![
             ev(
                 1,

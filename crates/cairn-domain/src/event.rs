@@ -61,15 +61,76 @@ impl fmt::Display for ErrorClass {
     }
 }
 
-/// The error of a failed step or run: `{class, message, hint}`.
+/// The error of a failed step or run: `{class, message, hint}`, and the
+/// typed cause a front words a hint from when the setting that helps is
+/// the front's to name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {
     /// The class, for retry decisions.
     pub class: ErrorClass,
     /// What happened.
     pub message: String,
-    /// What a person can do about it.
+    /// What a person can do about it, when the layer that failed can say it
+    /// without naming a front's settings.
     pub hint: Option<String>,
+    /// What failed, typed, when what helps is a setting of the host (its
+    /// config file, its flags): the front that shows the error words it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
+impl StepError {
+    /// An error of `class` with no hint and no cause.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into(), hint: None, cause: None }
+    }
+
+    /// This error with a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// What failed, where the way out is a setting of the host that runs the
+/// step (a program to allow, a directory to add to the fence's roots, a
+/// model, a key, a timeout), so a front names it in its own words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Cause {
+    /// A command's program is not on the fence's allowlist.
+    ProgramNotAllowed {
+        /// The program, as the step names it.
+        program: String,
+    },
+    /// A command's working directory resolves outside the fence's roots.
+    OutsideRoots {
+        /// The directory, as the step names it.
+        dir: String,
+    },
+    /// No model is set for a provider.
+    NoModel {
+        /// The provider.
+        provider: String,
+    },
+    /// A provider refused the key it was given.
+    KeyRefused {
+        /// The provider.
+        provider: String,
+        /// The setting that holds its key (an environment variable's name).
+        setting: String,
+    },
+    /// A provider asks to slow down.
+    RateLimited {
+        /// The provider.
+        provider: String,
+    },
+    /// A provider did not answer in time.
+    ProviderTimeout {
+        /// The provider.
+        provider: String,
+    },
 }
 
 /// A point in time, in milliseconds since the Unix epoch. The domain never
@@ -442,8 +503,12 @@ mod tests {
     /// One event of each kind, with every optional field set.
     fn one_of_each() -> Vec<EventKind> {
         let path = || StepPath::new("p[k].s");
-        let error =
-            || StepError { class: ErrorClass::RateLimited, message: "m".into(), hint: Some("h".into()) };
+        let error = || StepError {
+            class: ErrorClass::RateLimited,
+            message: "m".into(),
+            hint: Some("h".into()),
+            cause: None,
+        };
         vec![
             EventKind::RunCreated {
                 run_id: RunId::new("r1").expect("id"),

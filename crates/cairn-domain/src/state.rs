@@ -683,7 +683,12 @@ mod tests {
                 EventKind::StepFailed {
                     path: path("a"),
                     attempt: 1,
-                    error: StepError { class: ErrorClass::Transient, message: "502".into(), hint: None },
+                    error: StepError {
+                        class: ErrorClass::Transient,
+                        message: "502".into(),
+                        hint: None,
+                        cause: None,
+                    },
                     output: None,
                     retry_at: Some(Timestamp(5000)),
                 },
@@ -806,6 +811,7 @@ mod tests {
                         class: ErrorClass::Fatal,
                         message: "x".into(),
                         hint: Some("y".into()),
+                        cause: None,
                     },
                 },
             ),

@@ -508,7 +508,7 @@ steps:
         let failed = state(vec![
             EventKind::RunStarted,
             EventKind::RunFailed {
-                error: StepError { class: ErrorClass::Fatal, message: "x".into(), hint: None },
+                error: StepError { class: ErrorClass::Fatal, message: "x".into(), hint: None, cause: None },
             },
         ]);
         assert_eq!(resume(&failed), Err(Refusal::Ended { status: RunStatus::Failed }));

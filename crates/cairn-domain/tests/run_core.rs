@@ -89,7 +89,12 @@ fn classes_not_listed_are_not_retried_and_retry_after_is_a_floor() {
     let steps = "  - id: a\n    set: 1\n  - id: b\n    set: 2\n";
     let log = simulate(&wf("", steps), &|p, n| match (p, n) {
         ("a", 1) => Outcome::Failed {
-            error: StepError { class: ErrorClass::RateLimited, message: "429".into(), hint: None },
+            error: StepError {
+                class: ErrorClass::RateLimited,
+                message: "429".into(),
+                hint: None,
+                cause: None,
+            },
             output: None,
             retry_after: Some(cairn_domain::duration::Duration::from_secs(20)),
         },

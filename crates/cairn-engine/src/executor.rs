@@ -706,6 +706,7 @@ impl<'a> Drive<'a> {
                         class: ErrorClass::Fatal,
                         message: "the step's executor panicked".into(),
                         hint: Some("a bug in the port or handler that ran it; its log has the panic".into()),
+                        cause: None,
                     },
                     output: None,
                     retry_after: None,
@@ -766,6 +767,7 @@ fn timed_out(limit: Duration) -> Finished {
                     cairn_domain::duration::Duration::from_millis(limit.as_millis() as u64)
                 ),
                 hint: Some("raise the step's `timeout`, or look at why it hangs".into()),
+                cause: None,
             },
             output: None,
             retry_after: None,

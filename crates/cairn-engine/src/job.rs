@@ -119,7 +119,7 @@ pub(crate) struct Attempt<'a> {
 }
 
 fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> StepError {
-    StepError { class, message: message.into(), hint: hint.map(str::to_owned) }
+    StepError { class, message: message.into(), hint: hint.map(str::to_owned), cause: None }
 }
 
 const RENDER_HINT: Option<&str> =
@@ -318,6 +318,7 @@ pub(crate) async fn execute(job: Job) -> Finished {
                             class: ErrorClass::Fatal,
                             message: format!("the command exited with code {}", out.exit_code),
                             hint: Some("read its stderr in the step's output".into()),
+                            cause: None,
                         },
                         output: Some(value),
                         retry_after: None,

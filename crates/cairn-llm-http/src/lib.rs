@@ -35,6 +35,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use cairn_domain::event::Cause;
 use cairn_domain::state::ErrorClass;
 use cairn_ports::{
     ChatMessage, ChatRequest, ChatResponse, LlmProvider, PortError, ResponseFormat, Role, Usage,
@@ -372,10 +373,10 @@ impl HttpProvider {
         match code {
             401 | 403 => {
                 PortError::new(ErrorClass::Permission, format!("the provider answered {code}: {message}"))
-                    .with_hint(format!(
-                        "check {} (the key of provider `{}`)",
-                        self.settings.api_key_setting, self.settings.name
-                    ))
+                    .with_cause(Cause::KeyRefused {
+                        provider: self.settings.name.clone(),
+                        setting: self.settings.api_key_setting.clone(),
+                    })
             }
             429 if out_of_quota(body) => {
                 PortError::new(ErrorClass::Fatal, format!("the provider answered 429: {message}")).with_hint(
@@ -385,7 +386,7 @@ impl HttpProvider {
             429 => PortError {
                 retry_after: retry_after(headers, SystemTime::now()),
                 ..PortError::new(ErrorClass::RateLimited, format!("the provider answered 429: {message}"))
-                    .with_hint("the provider is rate limiting; lower max_parallel or requests_per_minute")
+                    .with_cause(Cause::RateLimited { provider: self.settings.name.clone() })
             },
             500..=599 => {
                 PortError::new(ErrorClass::Transient, format!("the provider answered {code}: {message}"))
@@ -435,8 +436,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<
 impl LlmProvider for HttpProvider {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, PortError> {
         let Some(model) = request.model.clone().or_else(|| self.settings.model.clone()) else {
-            return Err(PortError::new(ErrorClass::Fatal, format!("no model for provider `{}`", self.settings.name))
-                .with_hint("set `model` on the agent, or on the provider in cairn.toml (CAIRN_LLM_MODEL for the default)"));
+            return Err(PortError::new(
+                ErrorClass::Fatal,
+                format!("no model for provider `{}`", self.settings.name),
+            )
+            .with_cause(Cause::NoModel { provider: self.settings.name.clone() }));
         };
         let _permit = self.admit().await;
         match tokio::time::timeout(self.settings.timeout, self.call(&request, model)).await {
@@ -450,7 +454,7 @@ impl LlmProvider for HttpProvider {
 
 fn timed_out(settings: &ProviderSettings, what: String) -> PortError {
     PortError::new(ErrorClass::Timeout, format!("provider `{}` {what}", settings.name))
-        .with_hint("raise the provider's timeouts in cairn.toml, or check the server")
+        .with_cause(Cause::ProviderTimeout { provider: settings.name.clone() })
 }
 
 /// Connection-level failures: never the URL's query or a header, so no key leaks.

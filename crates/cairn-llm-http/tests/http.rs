@@ -277,11 +277,12 @@ async fn every_fault_gets_its_class_streaming_or_not_and_never_shows_the_key() {
             assert!(!all.contains(KEY), "the key leaked: {all}");
             if stream {
                 table.push(format!(
-                    "{name}: {}: {}{}{}",
+                    "{name}: {}: {}{}{}{}",
                     err.class,
                     err.message,
                     err.retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default(),
-                    err.hint.map(|h| format!("\n    hint: {h}")).unwrap_or_default()
+                    err.hint.map(|h| format!("\n    hint: {h}")).unwrap_or_default(),
+                    err.cause.map(|c| format!("\n    cause: {c:?}")).unwrap_or_default()
                 ));
             }
         }

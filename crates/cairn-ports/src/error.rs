@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use cairn_domain::event::Cause;
 use cairn_domain::state::{ErrorClass, StepError};
 
 /// An error from an adapter, classed so the engine alone decides retries.
@@ -12,8 +13,11 @@ pub struct PortError {
     pub class: ErrorClass,
     /// What happened. Never contains a secret.
     pub message: String,
-    /// What a person can do about it.
+    /// What a person can do about it, in words that name no host setting.
     pub hint: Option<String>,
+    /// What failed, typed, when the way out is a host setting the front
+    /// names (a program to allow, a model, a key, a timeout).
+    pub cause: Option<Cause>,
     /// The least time to wait before trying again (`Retry-After`).
     pub retry_after: Option<Duration>,
 }
@@ -21,7 +25,13 @@ pub struct PortError {
 impl PortError {
     /// An error of `class` with no hint.
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self { class, message: message.into(), hint: None, retry_after: None }
+        Self { class, message: message.into(), hint: None, cause: None, retry_after: None }
+    }
+
+    /// This error with its typed cause.
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
     }
 
     /// This error with a recovery hint.
@@ -32,7 +42,12 @@ impl PortError {
 
     /// The error as a step records it.
     pub fn to_step_error(&self) -> StepError {
-        StepError { class: self.class, message: self.message.clone(), hint: self.hint.clone() }
+        StepError {
+            class: self.class,
+            message: self.message.clone(),
+            hint: self.hint.clone(),
+            cause: self.cause.clone(),
+        }
     }
 }
 

@@ -116,6 +116,12 @@ pub enum Verb {
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
+        /// At most this many runs (the next page's `--cursor` goes to stderr).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Start after this cursor, as a page printed it.
+        #[arg(long)]
+        cursor: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,

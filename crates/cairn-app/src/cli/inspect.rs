@@ -2,29 +2,45 @@
 
 use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::state::RunStatus;
-use cairn_ports::RunQuery;
+use cairn_ports::{Cursor, RunQuery};
 
 use super::{EventsFormat, ListFormat, RunFormat, Verbs, exit, print_run};
 use crate::error::Error;
 use crate::view;
 
-/// `cairn runs`: every run, newest first.
-pub(crate) fn runs(
-    verbs: &Verbs<'_>,
-    status: Option<&str>,
-    workflow: Option<&str>,
-    format: ListFormat,
-) -> Result<u8, Error> {
-    let status = status
+/// What `cairn runs` lists: filters, and a page.
+pub(crate) struct Page {
+    /// `--status`.
+    pub status: Option<String>,
+    /// `--workflow`.
+    pub workflow: Option<String>,
+    /// `--limit`.
+    pub limit: Option<usize>,
+    /// `--cursor`.
+    pub cursor: Option<String>,
+}
+
+/// `cairn runs`: runs, newest first, a page at a time with `--limit`.
+pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<u8, Error> {
+    let status = page
+        .status
+        .as_deref()
         .map(|s| {
             s.parse::<RunStatus>().map_err(|_| Error::Config(format!("--status `{s}` is not a run status")))
         })
         .transpose()?;
     let workflow =
-        workflow.map(|w| WorkflowId::new(w).map_err(|e| Error::Config(e.to_string()))).transpose()?;
+        page.workflow.map(|w| WorkflowId::new(w).map_err(|e| Error::Config(e.to_string()))).transpose()?;
+    let after = page
+        .cursor
+        .map(|c| c.parse::<Cursor>().map_err(|e| Error::Config(format!("--cursor `{c}`: {e}"))))
+        .transpose()?;
     let opened = verbs.open("runs")?;
-    let query = RunQuery { status, workflow, ..RunQuery::default() };
+    let query = RunQuery { status, workflow, limit: page.limit, after };
     let listing = opened.runtime.block_on(opened.app.list(&query))?;
+    if let Some(next) = &listing.next {
+        eprintln!("more: cairn runs --cursor {next}");
+    }
     match format {
         ListFormat::Table => print!("{}", view::list::table(&listing.runs)),
         ListFormat::Json => println!("{}", view::list::json(&listing.runs)),

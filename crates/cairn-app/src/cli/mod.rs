@@ -148,8 +148,9 @@ impl Verbs<'_> {
                 };
                 gates::decide(self, &run_id(&run)?, call, &then)
             }
-            Verb::Runs { status, workflow, format } => {
-                inspect::runs(self, status.as_deref(), workflow.as_deref(), format)
+            Verb::Runs { status, workflow, limit, cursor, format } => {
+                let page = inspect::Page { status, workflow, limit, cursor };
+                inspect::runs(self, page, format)
             }
             Verb::Status { run, format } => inspect::status(self, &run_id(&run)?, format),
             Verb::Events { run, format } => inspect::events(self, &run_id(&run)?, format),

@@ -143,7 +143,7 @@ pub fn summary(run: &Run, now: Timestamp) -> String {
     }
     if let Some(error) = &state.error {
         let _ = writeln!(out, "error: {}: {}", error.class, error.message);
-        if let Some(hint) = &error.hint {
+        if let Some(hint) = crate::view::hint(error) {
             let _ = writeln!(out, "hint: {hint}");
         }
     }

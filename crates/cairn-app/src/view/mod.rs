@@ -9,7 +9,8 @@ pub mod run;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use cairn_domain::state::Timestamp;
+use cairn_domain::event::Cause;
+use cairn_domain::state::{StepError, Timestamp};
 
 /// RFC 3339 in UTC with milliseconds (`2026-11-23T04:31:41.123Z`): the one
 /// time format of everything cairn prints.
@@ -27,9 +28,67 @@ pub fn elapsed(from: Timestamp, to: Timestamp) -> String {
     }
 }
 
+/// What helps with `error`: its own hint, else the words for its typed
+/// cause, which name the host's settings (`cairn.toml`, the environment).
+pub fn hint(error: &StepError) -> Option<String> {
+    error.hint.clone().or_else(|| error.cause.as_ref().map(cause_hint))
+}
+
+fn cause_hint(cause: &Cause) -> String {
+    match cause {
+        Cause::ProgramNotAllowed { program } => {
+            format!("add \"{program}\" to [commands] allow in cairn.toml if it should run")
+        }
+        Cause::OutsideRoots { .. } => {
+            "list the directory under [commands] roots in cairn.toml if commands may run there".into()
+        }
+        Cause::NoModel { provider } if provider == "default" => {
+            "set `model` on the agent, or CAIRN_LLM_MODEL (or `model` under [providers.default] in cairn.toml)"
+                .into()
+        }
+        Cause::NoModel { provider } => {
+            format!("set `model` on the agent, or under [providers.{provider}] in cairn.toml")
+        }
+        Cause::KeyRefused { provider, setting } => format!("check {setting} (the key of provider `{provider}`)"),
+        Cause::RateLimited { provider } => format!(
+            "provider `{provider}` is rate limiting: lower the workflow's max_parallel, or set requests_per_minute under [providers.{provider}] in cairn.toml"
+        ),
+        Cause::ProviderTimeout { provider } => format!(
+            "raise the timeouts under [providers.{provider}] in cairn.toml (timeout, first_byte_timeout, idle_timeout), or check the server"
+        ),
+        _ => "see the error's message".into(),
+    }
+}
+
+/// An error as the run JSON shows it: `{class, message, hint}`, the hint
+/// worded from the cause when the error has none.
+pub fn error_json(error: &StepError) -> serde_json::Value {
+    serde_json::json!({"class": error.class, "message": error.message, "hint": hint(error)})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_is_worded_here_and_a_hint_of_the_error_wins() {
+        let error = StepError {
+            cause: Some(Cause::ProgramNotAllowed { program: "rm".into() }),
+            ..StepError::new(cairn_domain::state::ErrorClass::Permission, "`rm` is not an allowed program")
+        };
+        assert_eq!(
+            hint(&error).as_deref(),
+            Some("add \"rm\" to [commands] allow in cairn.toml if it should run")
+        );
+        assert_eq!(
+            error_json(&error),
+            serde_json::json!({"class": "permission", "message": "`rm` is not an allowed program",
+                               "hint": "add \"rm\" to [commands] allow in cairn.toml if it should run"})
+        );
+        let said = error.with_hint("ask the owner");
+        assert_eq!(hint(&said).as_deref(), Some("ask the owner"));
+        assert_eq!(hint(&StepError::new(cairn_domain::state::ErrorClass::Fatal, "x")), None);
+    }
 
     #[test]
     fn iso_times_match_the_calendar() {

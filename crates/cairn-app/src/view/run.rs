@@ -75,7 +75,7 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
                 "status": s.map_or(StepStatus::Pending, |s| s.status),
                 "attempts": s.map_or(0, |s| s.attempts),
                 "output": s.and_then(|s| s.output.clone()),
-                "error": s.and_then(|s| s.error.clone()),
+                "error": s.and_then(|s| s.error.as_ref()).map(super::error_json),
             });
             if let Some(g) = row.group {
                 v["instances"] = json!({"total": g.keys.len(), "finished": g.finished});
@@ -128,7 +128,7 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
             "estimated": state.usage.estimated,
             "cost_usd": cost_usd,
         },
-        "error": state.error,
+        "error": state.error.as_ref().map(super::error_json),
     })
 }
 

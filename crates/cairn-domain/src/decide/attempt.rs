@@ -62,6 +62,7 @@ pub fn attempt_finished(
                 class: ErrorClass::Fatal,
                 message: format!("the model still asks questions after {asked} rounds of answers"),
                 hint: Some("raise `max_clarifications`, or give the prompt what the model asks for".into()),
+                cause: None,
             };
             vec![EventKind::StepFailed { path: path.clone(), attempt, error, output: None, retry_at: None }]
         }

@@ -112,11 +112,6 @@ impl Cx<'_> {
 /// The error a failed step gives whatever it failed: `step X failed: ...`.
 pub(super) fn step_failed(state: &RunState, path: &StepPath) -> StepError {
     let cause = state.steps.get(path).and_then(|s| s.error.clone());
-    let cause =
-        cause.unwrap_or(StepError { class: ErrorClass::Fatal, message: "it failed".into(), hint: None });
-    StepError {
-        class: cause.class,
-        message: format!("step `{path}` failed: {}", cause.message),
-        hint: cause.hint,
-    }
+    let cause = cause.unwrap_or(StepError::new(ErrorClass::Fatal, "it failed"));
+    StepError { message: format!("step `{path}` failed: {}", cause.message), ..cause }
 }

@@ -423,5 +423,5 @@ impl Cx<'_> {
 
 /// An error retrying cannot fix (a template that cannot render, a bad item list), with its hint.
 fn fatal(message: String, hint: &str) -> StepError {
-    StepError { class: ErrorClass::Fatal, message, hint: Some(hint.to_owned()) }
+    StepError { class: ErrorClass::Fatal, message, hint: Some(hint.to_owned()), cause: None }
 }

@@ -19,7 +19,7 @@ pub type Script<'a> = dyn Fn(&str, u32, Option<Value>) -> Outcome + 'a;
 
 pub fn fail(class: ErrorClass, message: &str) -> Outcome {
     Outcome::Failed {
-        error: StepError { class, message: message.into(), hint: None },
+        error: StepError { class, message: message.into(), hint: None, cause: None },
         output: None,
         retry_after: None,
     }
