@@ -218,9 +218,18 @@ impl Engine {
     /// stored run `run_id` needs to be driven: what a host checks before it
     /// records anything a drive would follow.
     pub async fn check(&self, run_id: &RunId) -> Result<(), EngineError> {
-        let definition = self.definition(run_id).await?;
-        let unmet = self.unmet(&definition.workflow);
-        if unmet.is_empty() { Ok(()) } else { Err(EngineError::Unmet { run: Some(run_id.clone()), unmet }) }
+        self.served(&self.definition(run_id).await?.workflow, Some(run_id))
+    }
+
+    /// Refuses `workflow` (of `run`, when it exists) when this engine lacks
+    /// what it needs.
+    fn served(
+        &self,
+        workflow: &cairn_domain::definition::Workflow,
+        run: Option<&RunId>,
+    ) -> Result<(), EngineError> {
+        let unmet = self.unmet(workflow);
+        if unmet.is_empty() { Ok(()) } else { Err(EngineError::Unmet { run: run.cloned(), unmet }) }
     }
 
     /// Creates a run of `def` with `inputs` (checked against the declared
@@ -233,12 +242,20 @@ impl Engine {
         inputs: Value,
         run_id: RunId,
     ) -> Result<RunState, EngineError> {
-        let unmet = self.unmet(&def.workflow);
-        if !unmet.is_empty() {
-            return Err(EngineError::Unmet { run: None, unmet });
-        }
+        self.create(def, inputs, run_id).await.map(|(state, _)| state)
+    }
+
+    /// [`Engine::start`], returning the prepared program too (so `run`
+    /// drives on without preparing it again).
+    async fn create(
+        &self,
+        def: Definition,
+        inputs: Value,
+        run_id: RunId,
+    ) -> Result<(RunState, Program), EngineError> {
+        self.served(&def.workflow, None)?;
         // A workflow that cannot be run is refused before a run exists.
-        self.program(def.workflow.clone())?;
+        let program = self.program(def.workflow.clone())?;
         let inputs = cairn_domain::inputs::resolve(&def.workflow, inputs).map_err(EngineError::Inputs)?;
         let hash = def.hash();
         let created = Event {
@@ -265,15 +282,14 @@ impl Engine {
             .await?;
         let state = RunState::create(&created)?;
         self.sink.recorded(&run_id, std::slice::from_ref(&created));
-        Ok(state)
+        Ok((state, program))
     }
 
     /// [`Engine::start`], then [`Engine::resume`]: creates a run and drives
     /// it until it completes, fails, or waits for a person.
     pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
-        let workflow = def.workflow.clone();
-        let state = self.start(def, inputs, run_id).await?;
-        self.drive(state, workflow).await
+        let (state, program) = self.create(def, inputs, run_id).await?;
+        self.drive(state, &program).await
     }
 
     /// A workflow prepared for running, with this engine's prices.
@@ -358,32 +374,25 @@ impl Engine {
     pub async fn resume(&self, run_id: &RunId) -> Result<RunState, EngineError> {
         let state = self.load(run_id).await?;
         let definition = self.definition(run_id).await?;
-        self.drive(state, definition.workflow).await
+        self.served(&definition.workflow, Some(run_id))?;
+        let program = self.program(definition.workflow)?;
+        self.drive(state, &program).await
     }
 
-    /// Drives a run whose state and workflow are loaded: refuses an ended
-    /// run or one this engine cannot serve, records what going on records
-    /// first, restarts what was in flight, then drives.
-    async fn drive(
-        &self,
-        state: RunState,
-        workflow: cairn_domain::definition::Workflow,
-    ) -> Result<RunState, EngineError> {
+    /// Drives a run whose state and program are ready: refuses an ended
+    /// run, records what going on records first, restarts what was in
+    /// flight, then drives.
+    async fn drive(&self, state: RunState, program: &Program) -> Result<RunState, EngineError> {
         let run_id = state.run_id.clone();
         let events = steer::resume(&state).map_err(Self::refused(&run_id))?;
-        let unmet = self.unmet(&workflow);
-        if !unmet.is_empty() {
-            return Err(EngineError::Unmet { run: Some(run_id), unmet });
-        }
-        let program = self.program(workflow)?;
         let control = self.control(&run_id);
-        let mut drive = Drive::new(self, &program, state, &control);
+        let mut drive = Drive::new(self, program, state, &control);
         self.record(&mut drive.state, events, &self.actor).await?;
         let in_flight: Vec<(StepPath, u32)> = drive
             .state
             .steps
             .iter()
-            .filter(|(p, s)| s.status == StepStatus::Running && is_attempt(&program, p))
+            .filter(|(p, s)| s.status == StepStatus::Running && is_attempt(program, p))
             .map(|(p, s)| (p.clone(), s.attempts))
             .collect();
         for (path, attempt) in in_flight {
