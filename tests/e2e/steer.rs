@@ -259,3 +259,32 @@ fn runs_pages_with_limit_and_cursor_and_refuses_an_unknown_status() {
     assert_eq!(code, 2);
     assert!(stderr.starts_with("error: --cursor `nonsense`"), "{stderr}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_every_printing_verb_quietly() {
+    let dir = scratch("steer_pipe");
+    std::fs::write(dir.join("fan.yaml"), "cairn: 1\nid: fan\nsteps:\n  - id: items\n    set: \"{{ range(1500) | list }}\"\n  - id: each\n    for_each: { items: \"{{ steps.items.output }}\", as: n }\n    steps:\n      - id: twice\n        set: \"{{ n * 2 }}\"\n").expect("write");
+    let data = fresh_data_dir();
+    let (code, _, stderr) = cairn_at(&dir, &data, &["run", "fan.yaml", "--run-id", "fan"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Each output is larger than a pipe holds, so the writer meets the
+    // closed pipe whenever the reader goes.
+    for args in
+        [&["events", "fan"][..], &["status", "fan", "--format", "json"], &["checkpoints", "fan"], &["runs"]]
+    {
+        let mut child = Command::new(cairn_bin())
+            .args(args)
+            .current_dir(&dir)
+            .env("CAIRN_DATA_DIR", &data)
+            .env_remove("CAIRN_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -42,8 +42,8 @@ pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<
         eprintln!("more: cairn runs --cursor {next}");
     }
     match format {
-        ListFormat::Table => print!("{}", view::list::table(&listing.runs)),
-        ListFormat::Json => println!("{}", view::list::json(&listing.runs)),
+        ListFormat::Table => out!("{}", view::list::table(&listing.runs)),
+        ListFormat::Json => outln!("{}", view::list::json(&listing.runs)),
     }
     Ok(exit::OK)
 }
@@ -62,8 +62,8 @@ pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, format: EventsFormat) -> Res
     let events = opened.runtime.block_on(opened.app.events(id))?;
     for e in &events {
         match format {
-            EventsFormat::Jsonl => println!("{}", serde_json::to_string(e).unwrap_or_default()),
-            EventsFormat::Text => println!("{}", view::event::line(e)),
+            EventsFormat::Jsonl => outln!("{}", serde_json::to_string(e).unwrap_or_default()),
+            EventsFormat::Text => outln!("{}", view::event::line(e)),
         }
     }
     Ok(exit::OK)
@@ -74,8 +74,8 @@ pub(crate) fn checkpoints(verbs: &Verbs<'_>, id: &RunId, format: ListFormat) -> 
     let opened = verbs.open("checkpoints")?;
     let list = opened.runtime.block_on(opened.app.checkpoints(id))?;
     match format {
-        ListFormat::Table => print!("{}", view::list::checkpoints_table(&list)),
-        ListFormat::Json => println!("{}", view::list::checkpoints_json(&list)),
+        ListFormat::Table => out!("{}", view::list::checkpoints_table(&list)),
+        ListFormat::Json => outln!("{}", view::list::checkpoints_json(&list)),
     }
     Ok(exit::OK)
 }

@@ -6,6 +6,23 @@
 //! A binary runs it through [`Cli`], with the store, handlers and
 //! providers it picks: every verb is kept.
 
+/// Prints to stdout like `print!`. A reader that went away (a closed pipe:
+/// `cairn runs | head -1`) ends the output quietly instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`out!`] with a newline, like `println!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod args;
 mod define;
 mod drive;
@@ -215,8 +232,8 @@ fn run_id(text: &str) -> Result<RunId, Error> {
 pub(crate) fn print_run(run: &Run, format: RunFormat) -> u8 {
     let now = cairn_ports::Clock::now(&cairn_engine::SystemClock);
     match format {
-        RunFormat::Text => print!("{}", summary::summary(run, now)),
-        RunFormat::Json => println!("{}", view::run::run_json(run, now)),
+        RunFormat::Text => out!("{}", summary::summary(run, now)),
+        RunFormat::Json => outln!("{}", view::run::run_json(run, now)),
     }
     exit_code(run.state.status)
 }

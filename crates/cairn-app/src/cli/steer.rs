@@ -46,7 +46,7 @@ pub(crate) fn fork(verbs: &Verbs<'_>, id: &RunId, checkpoint: u64, format: RunFo
     let opened = verbs.open("fork")?;
     let run = opened.runtime.block_on(opened.app.fork(id, checkpoint, &whoami()))?;
     match format {
-        RunFormat::Text => println!("{}", run.state.run_id),
+        RunFormat::Text => outln!("{}", run.state.run_id),
         RunFormat::Json => {
             print_run(&run, RunFormat::Json);
         }
@@ -63,11 +63,11 @@ pub(crate) fn prune(verbs: &Verbs<'_>, older_than: &str, dry_run: bool) -> Resul
     let pruned = opened.runtime.block_on(opened.app.prune(age, dry_run))?;
     if dry_run {
         for r in &pruned {
-            println!("{} ({}, {})", r.run_id, r.workflow, word(r.status));
+            outln!("{} ({}, {})", r.run_id, r.workflow, word(r.status));
         }
-        println!("would prune {} run(s) that ended more than {age} ago", pruned.len());
+        outln!("would prune {} run(s) that ended more than {age} ago", pruned.len());
     } else {
-        println!("pruned {} run(s) that ended more than {age} ago", pruned.len());
+        outln!("pruned {} run(s) that ended more than {age} ago", pruned.len());
     }
     Ok(exit::OK)
 }
