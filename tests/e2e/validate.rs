@@ -106,3 +106,10 @@ fn json_format_lists_problems_for_tools() {
     let problems: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON array");
     insta::assert_json_snapshot!(problems);
 }
+
+#[test]
+fn a_mistyped_verb_gets_a_suggestion() {
+    let r = crate::support::cairn(&["staus", "r1"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("tip: some similar subcommands exist: 'pause', 'status'"), "{}", r.stderr);
+}

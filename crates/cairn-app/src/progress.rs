@@ -37,15 +37,19 @@ impl Progress {
                 t => format!("  ✓ {path} ({t})"),
             },
             EventKind::StepFailed { path, attempt, error, retry_at, .. } => {
+                // How long the attempt took, when this process saw it start.
+                let took = match took(path) {
+                    t if t.is_empty() => t,
+                    t => format!(" ({t})"),
+                };
                 let mut line = match retry_at {
                     Some(due) => format!(
-                        "  ✗ {path} attempt {attempt} ({}): {}: {}; retrying in {}",
-                        took(path),
+                        "  ✗ {path} attempt {attempt}{took}: {}: {}; retrying in {}",
                         error.class,
                         error.message,
                         elapsed(at, *due)
                     ),
-                    None => format!("  ✗ {path} failed ({}): {}: {}", took(path), error.class, error.message),
+                    None => format!("  ✗ {path} failed{took}: {}: {}", error.class, error.message),
                 };
                 if let (None, Some(hint)) = (retry_at, crate::view::hint(error)) {
                     line.push_str(&format!("\n    hint: {hint}"));
@@ -87,5 +91,34 @@ fn write_lines(lines: impl IntoIterator<Item = String>) {
     }
     if !text.is_empty() {
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_domain::state::{ErrorClass, StepError};
+
+    #[test]
+    fn a_failure_whose_start_this_process_did_not_see_has_no_empty_time() {
+        let progress = Progress::default();
+        let run = RunId::new("r1").expect("id");
+        let path = StepPath::new("draft");
+        let failed = |attempt| EventKind::StepFailed {
+            path: path.clone(),
+            attempt,
+            error: StepError::new(ErrorClass::Fatal, "it broke"),
+            output: None,
+            retry_at: None,
+        };
+        assert_eq!(
+            progress.line(&run, &failed(0), Timestamp(5)).as_deref(),
+            Some("  ✗ draft failed: fatal: it broke")
+        );
+        progress.line(&run, &EventKind::StepStarted { path: path.clone(), attempt: 1 }, Timestamp(1_000));
+        assert_eq!(
+            progress.line(&run, &failed(1), Timestamp(1_250)).as_deref(),
+            Some("  ✗ draft failed (250ms): fatal: it broke")
+        );
     }
 }

@@ -8,10 +8,17 @@ use std::str::FromStr;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(u64);
 
-/// Why a duration string is malformed.
+/// Why a duration string is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a duration: write a number and a unit (ms, s, m, h, d), e.g. `30s` or `1h30m`")]
-pub struct DurationError(pub String);
+#[non_exhaustive]
+pub enum DurationError {
+    /// Not a number and a unit.
+    #[error("`{0}` is not a duration: write a number and a unit (ms, s, m, h, d), e.g. `30s` or `1h30m`")]
+    Malformed(String),
+    /// Longer than [`MAX_DURATION_MS`].
+    #[error("`{0}` is longer than 365 days, the longest a duration may be")]
+    TooLong(String),
+}
 
 /// The longest duration accepted: 365 days. Longer waits are almost always a typo.
 pub const MAX_DURATION_MS: u64 = 365 * 86_400_000;
@@ -42,7 +49,7 @@ impl FromStr for Duration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError(s.to_owned());
+        let err = || DurationError::Malformed(s.to_owned());
         let text = s.trim();
         if text.is_empty() {
             return Err(err());
@@ -70,7 +77,7 @@ impl FromStr for Duration {
                 .checked_mul(unit)
                 .and_then(|ms| total.checked_add(ms))
                 .filter(|ms| *ms <= MAX_DURATION_MS)
-                .ok_or_else(err)?;
+                .ok_or_else(|| DurationError::TooLong(s.trim().to_owned()))?;
         }
         Ok(Self(total))
     }
@@ -138,6 +145,10 @@ mod tests {
         for bad in ["", "5", "m", "5 m", "5x", "-5s", "1.5s", "99999999999999999999d", "400d", "5m junk"] {
             assert!(bad.parse::<Duration>().is_err(), "{bad}");
         }
+        // Too long is said as such, not as a malformed duration.
+        let long = "400d".parse::<Duration>().expect_err("over the cap");
+        assert_eq!(long.to_string(), "`400d` is longer than 365 days, the longest a duration may be");
+        assert!("364d23h".parse::<Duration>().is_ok());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn line(e: &Event) -> String {
             if *approve { "approved" } else { "rejected" },
             role.as_ref().map(|r| format!(" as {r}")).unwrap_or_default(),
             comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default(),
-            if *timed_out { " (the deadline passed)" } else { "" },
+            if *timed_out { " (its deadline passed)" } else { "" },
         ),
         EventKind::Answered { text, .. } => format!(": {text}"),
         EventKind::OutputRepaired { attempt, reason, .. } => format!(" attempt {attempt}: {reason}"),

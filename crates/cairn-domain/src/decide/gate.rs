@@ -1,7 +1,7 @@
 //! Gates: the decisions people record at a waiting step, its deadline,
 //! and what a rejection does (rework, or fail).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{Cx, Walk};
 use crate::definition::{RejectAction, Step, StepKind, TimeoutAction};
@@ -37,7 +37,7 @@ impl Cx<'_> {
                         path: path.clone(),
                         approve: action == TimeoutAction::Approve,
                         role: None,
-                        comment: Some("the gate's deadline passed".into()),
+                        comment: None,
                         timed_out: true,
                     },
                 }),
@@ -52,7 +52,7 @@ impl Cx<'_> {
                 StepKind::Approval(_) => {
                     let output = json!({
                         "approved": true,
-                        "approved_by": s.decisions.iter().filter(|d| d.approve).map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment})).collect::<Vec<_>>(),
+                        "approved_by": s.decisions.iter().filter(|d| d.approve).map(approval).collect::<Vec<_>>(),
                     });
                     walk.records.push(EventKind::StepSucceeded { path: path.clone(), output });
                 }
@@ -77,11 +77,16 @@ impl Cx<'_> {
             return;
         }
         let who = match &decisive.role {
+            _ if decisive.timed_out => "its deadline (`on_timeout: reject`)".to_owned(),
             Some(role) => format!("{} as {role}", decisive.by),
             None => decisive.by.clone(),
         };
         let comment = decisive.comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default();
-        let after = if s.reworks > 0 { format!(" after {} reworks", s.reworks) } else { String::new() };
+        let after = match s.reworks {
+            0 => String::new(),
+            1 => " after 1 rework".to_owned(),
+            n => format!(" after {n} reworks"),
+        };
         walk.records.push(EventKind::StepFailed {
             path: path.clone(),
             attempt: s.attempts,
@@ -95,6 +100,15 @@ impl Cx<'_> {
             retry_at: None,
         });
     }
+}
+
+/// One approval in an approval step's output; one its deadline gave says so.
+fn approval(d: &Decision) -> Value {
+    let mut v = json!({"by": d.by, "role": d.role, "comment": d.comment});
+    if d.timed_out {
+        v["timed_out"] = json!(true);
+    }
+    v
 }
 
 /// The decision that settles a gate, if one does yet: the first rejection,
