@@ -20,7 +20,7 @@ use crate::config::{Loaded, StoreConfig};
 use crate::error::Error;
 
 /// A provider or handler under the name workflows use for it.
-pub type Named<T> = (String, Arc<T>);
+pub(crate) type Named<T> = (String, Arc<T>);
 
 /// What a process says of itself while it holds a store, for others that
 /// find it held.
@@ -126,38 +126,38 @@ fn process_alive(pid: u32) -> bool {
 
 /// What a binary plugs in: its store, its step handlers, its own providers.
 #[derive(Clone)]
-pub struct Plugins {
+pub(crate) struct Plugins {
     /// Opens the store of a data directory.
-    pub stores: Arc<dyn StoreFactory>,
+    pub(crate) stores: Arc<dyn StoreFactory>,
     /// `uses:` handlers, by name.
-    pub handlers: Vec<Named<dyn StepHandler>>,
+    pub(crate) handlers: Vec<Named<dyn StepHandler>>,
     /// Providers besides the config's, by the name agents use.
-    pub providers: Vec<Named<dyn LlmProvider>>,
+    pub(crate) providers: Vec<Named<dyn LlmProvider>>,
 }
 
 /// How one process is to run: the data directory, the config, the
 /// `--llm` choice, and where live events go.
-pub struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     /// Where the store lives.
-    pub data_dir: &'a Path,
+    pub(crate) data_dir: &'a Path,
     /// The config.
-    pub loaded: &'a Loaded,
+    pub(crate) loaded: &'a Loaded,
     /// `--llm`: `mock`, `record:FILE`, `replay:FILE`, or a configured provider's name.
-    pub llm: Option<&'a str>,
+    pub(crate) llm: Option<&'a str>,
     /// Where live events go (progress on a terminal).
-    pub sink: Arc<dyn EventSink>,
+    pub(crate) sink: Arc<dyn EventSink>,
     /// What this process says of itself to others that find the store held.
-    pub holder: Holder,
+    pub(crate) holder: Holder,
 }
 
 /// How long a verb waits for a store another process holds.
-pub const WAIT_FOR_STORE: Duration = Duration::from_secs(3);
+pub(crate) const WAIT_FOR_STORE: Duration = Duration::from_secs(3);
 
 impl Plugins {
     /// The application over the store at `setup.data_dir`, with every
     /// provider and handler this process has, waiting up to `wait` for a
     /// store another process holds.
-    pub fn app(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
+    pub(crate) fn app(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
         let loaded = setup.loaded;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config)?;
@@ -234,7 +234,7 @@ fn providers(loaded: &Loaded, llm: Option<&str>, clock: &Arc<dyn Clock>) -> Resu
 }
 
 /// A runtime for one verb.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

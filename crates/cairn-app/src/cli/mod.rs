@@ -239,7 +239,7 @@ pub(crate) fn print_run(run: &Run, format: RunFormat) -> u8 {
 }
 
 /// The exit code of a run's status.
-pub fn exit_code(status: RunStatus) -> u8 {
+pub(crate) fn exit_code(status: RunStatus) -> u8 {
     match status {
         RunStatus::Completed => exit::OK,
         RunStatus::Failed => exit::FAILED,
@@ -252,7 +252,7 @@ pub fn exit_code(status: RunStatus) -> u8 {
 /// Prints an error as people read it (`error: ...`, then `hint: ...`
 /// when there is one) and returns its exit code: the one place errors
 /// become words.
-pub fn report(e: &Error) -> u8 {
+pub(crate) fn report(e: &Error) -> u8 {
     let said = words::said(e);
     if said.bare {
         eprintln!("{}", said.message);
