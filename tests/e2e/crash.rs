@@ -202,7 +202,7 @@ fn check(
     for e in events.iter().filter(|e| e["type"] == "step_succeeded") {
         let path = e["path"].as_str().expect("path").to_owned();
         assert!(
-            succeeded_at.insert(path.clone(), e["at"].as_u64().expect("at")).is_none(),
+            succeeded_at.insert(path.clone(), millis(&e["at"])).is_none(),
             "{id}: {path} succeeded twice"
         );
     }
@@ -224,4 +224,12 @@ fn check(
         extra += calls.len() - 1;
     }
     assert!(extra <= kills * scenario.width, "{id}: {extra} re-executions for {kills} kills");
+}
+
+/// An event's RFC 3339 time as milliseconds since the epoch.
+fn millis(at: &serde_json::Value) -> u64 {
+    let text = at.as_str().expect("an RFC 3339 time");
+    let t = humantime::parse_rfc3339(text).expect("RFC 3339");
+    let since = t.duration_since(std::time::UNIX_EPOCH).expect("after the epoch");
+    u64::try_from(since.as_millis()).expect("fits")
 }

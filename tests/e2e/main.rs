@@ -1,12 +1,21 @@
 //! End-to-end tests: each runs the real `cairn` binary as a user would.
 
+mod cli_help;
+mod cli_init;
+mod cli_output;
+mod cli_terminal;
 mod crash;
 mod embed;
 mod gates;
 mod iterate;
 mod llm;
 mod plan;
+mod provenance;
 mod run;
 mod steer;
 mod support;
 mod validate;
+mod verbs_cancel;
+mod verbs_examples;
+mod verbs_global;
+mod verbs_runs;

@@ -16,9 +16,10 @@ fn json_levels_follow_needs() {
 
 #[test]
 fn text_and_mermaid_plans_of_every_example() {
-    for example in
-        ["code-review", "product-discovery", "plan-code-test", "feature-delivery", "sprint-readiness"]
-    {
+    let examples = crate::support::examples();
+    assert!(examples.len() >= 6, "{examples:?}");
+    for path in examples {
+        let example = path.file_stem().and_then(|s| s.to_str()).expect("a name");
         let file = format!("examples/{example}.yaml");
         for format in ["text", "mermaid"] {
             let run = cairn(&["plan", &file, "--format", format]);

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use crate::support::{cairn_bin, cairn_env, fresh_data_dir, redact_times, scratch};
 
-const CHAIN: &str = "cairn: 1\nid: chain\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: one\n  - id: b\n    agent: w\n    prompt: two\n  - id: c\n    agent: w\n    prompt: three\n";
+pub(crate) const CHAIN: &str = "cairn: 1\nid: chain\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: one\n  - id: b\n    agent: w\n    prompt: two\n  - id: c\n    agent: w\n    prompt: three\n";
 
 /// A `cairn run` in the background, with its progress lines as they come.
-struct Driver {
-    child: Child,
+pub(crate) struct Driver {
+    pub(crate) child: Child,
     lines: Receiver<String>,
 }
 
@@ -23,7 +23,7 @@ impl Driver {
         Self::start_with(dir, data, run_id, "400ms")
     }
 
-    fn start_with(dir: &Path, data: &Path, run_id: &str, latency: &str) -> Self {
+    pub(crate) fn start_with(dir: &Path, data: &Path, run_id: &str, latency: &str) -> Self {
         let mut child = Command::new(cairn_bin())
             .args(["--llm", "mock", "run", "wf.yaml", "--run-id", run_id])
             .current_dir(dir)
@@ -45,7 +45,7 @@ impl Driver {
     }
 
     /// Blocks until the run prints a line containing `text`.
-    fn wait_for(&self, text: &str) {
+    pub(crate) fn wait_for(&self, text: &str) {
         loop {
             let line = self.lines.recv_timeout(Duration::from_secs(30)).expect("the run went quiet");
             if line.contains(text) {
@@ -54,18 +54,18 @@ impl Driver {
         }
     }
 
-    fn exit_code(mut self) -> i32 {
+    pub(crate) fn exit_code(mut self) -> i32 {
         self.child.wait().expect("wait").code().unwrap_or(-1)
     }
 }
 
-fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = scratch(name);
     std::fs::write(dir.join("wf.yaml"), CHAIN).expect("write");
     (dir, fresh_data_dir())
 }
 
-fn cairn_at(dir: &Path, data: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cairn_at(dir: &Path, data: &Path, args: &[&str]) -> (i32, String, String) {
     let r = cairn_env(dir, args, &[("CAIRN_DATA_DIR", data.to_str().expect("utf-8 path"))]);
     (r.code, r.stdout, r.stderr)
 }
@@ -175,11 +175,11 @@ fn steering_refusals_are_clear_usage_errors() {
         (&["status", "nope"], "error: no run `nope` in this data directory\n"),
         (
             &["--llm", "mock", "resume", "done"],
-            "error: run `done`: it has ended (completed)\nhint: fork it from one of its checkpoints to run it again (`cairn checkpoints done`)\n",
+            "error: cannot resume run `done`: it has ended (completed)\nhint: `cairn status done` shows how it ended; to run it again, fork it from one of its checkpoints (`cairn checkpoints done`)\n",
         ),
         (
             &["fork", "done", "--checkpoint", "999"],
-            "error: run `done`: it has no checkpoint 999 (the last is 11)\nhint: `cairn checkpoints done` lists them\n",
+            "error: cannot fork run `done`: it has no checkpoint 999 (the last is 11)\nhint: `cairn checkpoints done` lists them\n",
         ),
         (&["pause", "done"], ""),
     ];
@@ -202,14 +202,37 @@ fn a_held_store_is_refused_naming_the_holder() {
     let (dir, data) = setup("steer_held");
     let mut driver = Driver::start_with(&dir, &data, "h1", "60s");
     driver.wait_for("▸ a");
+    let asked = std::time::Instant::now();
     let (code, _, stderr) = cairn_at(&dir, &data, &["runs"]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("is in use by another process: cairn run (pid") && stderr.contains("run h1)"),
         "{stderr}"
     );
+    // It waited for the store before it gave up (3 s), rather than at once.
+    assert!(asked.elapsed() >= Duration::from_millis(2500), "gave up after {:?}", asked.elapsed());
+
+    // A verb that finds the store held waits for it: started while the
+    // driver holds it, it is still waiting when the driver lets go, and
+    // then it lists the run.
+    let mut waiter = Command::new(cairn_bin())
+        .args(["runs", "--format", "json"])
+        .current_dir(&dir)
+        .env("CAIRN_DATA_DIR", &data)
+        .env_remove("CAIRN_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(waiter.try_wait().expect("poll").is_none(), "`runs` ended while the store was held");
+    assert!(driver.child.try_wait().expect("poll").is_none(), "the driver still holds the store");
     driver.child.kill().expect("stop the driver");
     let _ = driver.child.wait();
+    let out = waiter.wait_with_output().expect("the waiter ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(crate::support::run_ids(&stdout), ["h1"]);
 }
 
 #[test]

@@ -304,3 +304,45 @@ fn header(head: &str, name: &str) -> Option<String> {
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
     })
 }
+
+/// Runs `cairn ARGS` in `dir` with `env` as [`cairn_env`] does, but
+/// without a data directory of its own: neither `--data-dir` nor
+/// `CAIRN_DATA_DIR` unless `args` or `env` give one, so cairn uses its
+/// default (`./.cairn` in `dir`).
+pub fn cairn_bare(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(cairn_bin());
+    command.args(args).current_dir(dir).env_remove("CAIRN_CONFIG").env_remove("CAIRN_DATA_DIR");
+    for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
+        command.env_remove(name);
+    }
+    command.env("USER", "tester").envs(env.iter().copied());
+    command.output().expect("cairn runs").into()
+}
+
+/// The run ids of a `runs --format json` array, newest first.
+pub fn run_ids(json: &str) -> Vec<String> {
+    let runs: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    runs.as_array()
+        .unwrap_or_else(|| panic!("an array: {json}"))
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// One JSON document, or a panic that shows the text.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not one JSON document ({e}): {text}"))
+}
+
+/// The example workflows: every `examples/*.yaml`, sorted.
+pub fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "the six examples at least: {files:?}");
+    files
+}

@@ -11,7 +11,7 @@ fn every_example_validates() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "json"))
         .map(|p| format!("examples/{}", p.file_name().and_then(|n| n.to_str()).unwrap_or_default()))
         .collect();
-    assert!(examples.len() >= 5, "{examples:?}");
+    assert!(examples.len() >= 6, "the six examples at least: {examples:?}");
     let mut args = vec!["validate"];
     args.extend(examples.iter().map(String::as_str));
     let run = cairn(&args);
@@ -90,10 +90,17 @@ fn a_50_mb_file_is_refused_without_reading_it() {
     file.set_len(50 * 1024 * 1024).expect("sparse 50 MB");
     let run = cairn_in(&dir, &["validate", "huge.yaml"]);
     assert_eq!(run.code, 2);
+    // The true size comes from the file's metadata: a bounded read could
+    // only have told 8 MiB and one byte.
     assert_eq!(
         run.stdout,
-        "huge.yaml: the file is 8388609 bytes; definitions are limited to 8388608 bytes\n"
+        "huge.yaml: the file is 52428800 bytes; definitions are limited to 8388608 bytes\n"
     );
+    std::fs::File::create(dir.join("inputs.yaml")).expect("create").set_len(9 * 1024 * 1024).expect("9 MiB");
+    std::fs::write(dir.join("wf.yaml"), "cairn: 1\nid: x\nsteps:\n  - id: a\n    set: 1\n").expect("write");
+    let run = cairn_in(&dir, &["run", "wf.yaml", "--inputs", "inputs.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("the file is 9437184 bytes"), "{}", run.stderr);
 }
 
 #[test]

@@ -30,6 +30,12 @@ pub struct Run {
     pub definition: Definition,
     /// USD spent, when every model it used has a price.
     pub cost_usd: Option<f64>,
+    /// USD the source of a fork spent before the checkpoint (inherited, not
+    /// counted in `cost_usd`), when every model it used has a price.
+    pub inherited_cost_usd: Option<f64>,
+    /// Whether this process drives the run now: a `running` run nobody
+    /// drives was left so by a driver that stopped, and `resume` goes on.
+    pub driven: bool,
 }
 
 /// A run in a listing, with its cost.
@@ -39,6 +45,8 @@ pub struct Listed {
     pub summary: RunSummary,
     /// USD spent, when every model it used has a price.
     pub cost_usd: Option<f64>,
+    /// Whether this process drives the run now (see [`Run::driven`]).
+    pub driven: bool,
 }
 
 /// A page of listed runs and the cursor of the next one.
@@ -119,7 +127,11 @@ impl App {
         let runs = page
             .runs
             .into_iter()
-            .map(|summary| Listed { cost_usd: self.cost(&summary.usage_by_model), summary })
+            .map(|summary| Listed {
+                cost_usd: self.cost(&summary.usage_by_model),
+                driven: self.engine.drives(&summary.run_id),
+                summary,
+            })
             .collect();
         Ok(Listing { runs, next: page.next })
     }
@@ -153,6 +165,14 @@ impl App {
         self.with_definition(state).await
     }
 
+    /// Raises the budget of a run nobody drives to `budget_usd` (above the
+    /// one in force), recorded as done by `by`; the run is not driven on
+    /// ([`App::drive`] retries what the spent budget blocked).
+    pub async fn raise_budget(&self, id: &RunId, budget_usd: f64, by: &str) -> Result<Run, Error> {
+        let state = self.engine.raise_budget(id, budget_usd, by).await.map_err(Error::of_run(id))?;
+        self.with_definition(state).await
+    }
+
     /// A new run from checkpoint `seq` of `id`, made by `by`, paused:
     /// driving it runs only what came after the checkpoint.
     pub async fn fork(&self, id: &RunId, seq: u64, by: &str) -> Result<Run, Error> {
@@ -183,7 +203,9 @@ impl App {
 
     fn run(&self, state: RunState, definition: Definition) -> Run {
         let cost_usd = self.cost(&state.usage_by_model);
-        Run { state, definition, cost_usd }
+        let inherited_cost_usd = self.cost(&state.inherited_by_model);
+        let driven = self.engine.drives(&state.run_id);
+        Run { state, definition, cost_usd, inherited_cost_usd, driven }
     }
 
     /// The cost in USD of `usage` by model, when every model has a price.

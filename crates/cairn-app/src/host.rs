@@ -68,6 +68,13 @@ pub trait StoreFactory: Send + Sync {
         let _ = dir;
         None
     }
+
+    /// Whether a store exists at `dir`: a verb that only reads opens none
+    /// where none exists (and creates no directory).
+    fn exists(&self, dir: &Path) -> bool {
+        let _ = dir;
+        true
+    }
 }
 
 /// The embedded sled store of a data directory ([`SledStore`]): one process
@@ -94,7 +101,15 @@ impl StoreFactory for SledStores {
             }
         };
         let keep = settings.keep_checkpoints.map_or(cairn_store_sled::DEFAULT_KEEP_SNAPSHOTS, |n| n as usize);
-        std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Store(format!(
+                "the data directory `{}` is a file, not a directory",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Store(format!("cannot create the data directory `{}`: {e}", dir.display()))
+        })?;
         let described = serde_json::to_string(holder).unwrap_or_default();
         let deadline = std::time::Instant::now() + wait;
         loop {
@@ -107,9 +122,15 @@ impl StoreFactory for SledStores {
                     let holder = self.holder(dir).map(|h| h.sentence()).unwrap_or_default();
                     return Err(Error::Store(OpenError::Locked { path, holder }.to_string()));
                 }
-                Err(e) => return Err(Error::Store(e.to_string())),
+                Err(e) => {
+                    return Err(Error::Store(format!("the data directory `{}`: {e}", dir.display())));
+                }
             }
         }
+    }
+
+    fn exists(&self, dir: &Path) -> bool {
+        dir.is_dir()
     }
 
     fn holder(&self, dir: &Path) -> Option<Holder> {
@@ -148,6 +169,9 @@ pub(crate) struct Setup<'a> {
     pub(crate) sink: Arc<dyn EventSink>,
     /// What this process says of itself to others that find the store held.
     pub(crate) holder: Holder,
+    /// The verb only reads: where no store exists it sees an empty one
+    /// and creates nothing.
+    pub(crate) reads_only: bool,
 }
 
 /// How long a verb waits for a store another process holds.
@@ -161,7 +185,11 @@ impl Plugins {
         let loaded = setup.loaded;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config)?;
-        let store = self.stores.open(setup.data_dir, &loaded.config.store, &setup.holder, wait)?;
+        let store: Arc<dyn RunStore> = if setup.reads_only && !self.stores.exists(setup.data_dir) {
+            Arc::new(cairn_engine::MemoryStore::default())
+        } else {
+            self.stores.open(setup.data_dir, &loaded.config.store, &setup.holder, wait)?
+        };
         let mut builder = EngineBuilder::new(Arc::clone(&store))
             .clock(Arc::clone(&clock))
             .sink(Arc::clone(&setup.sink))

@@ -120,23 +120,55 @@ async fn output_is_bounded_and_exit_codes_are_reported() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn dropping_the_attempt_kills_the_whole_process_group() {
+    use std::time::Duration;
     let dir = sandbox("group");
     let r = runner(&dir, &["sh"]);
-    let attempt = r.run(spec("sh", &["-c", "sleep 31337 & sleep 31337; wait"], None));
+    let (bg, fg) = (dir.join("bg.pid"), dir.join("fg.pid"));
+    let script = format!(
+        "sleep 31337 & echo $! > '{}'; echo $$ > '{}'; sleep 31337; wait",
+        bg.display(),
+        fg.display()
+    );
+    // Boxed, so dropping it below drops the attempt itself.
+    let mut attempt = Box::pin(r.run(spec("sh", &["-c", &script], None)));
+    // Drive the attempt until both processes have said they run.
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            tokio::select! {
+                ended = &mut attempt => panic!("the command ended on its own: {ended:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    if bg.exists() && fg.exists() && !pid_of(&bg).is_empty() && !pid_of(&fg).is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(started.is_ok(), "the command never started");
+    let pids = [pid_of(&bg), pid_of(&fg)];
+    assert!(pids.iter().all(|p| alive(p)), "both run before the attempt is dropped: {pids:?}");
     // The attempt is abandoned, as a timeout or a cancellation does.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(300), attempt).await;
-    let mut survivors = 0;
-    for _ in 0..50 {
-        survivors = std::fs::read_dir("/proc")
-            .expect("/proc")
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .filter(|c| String::from_utf8_lossy(c).contains("31337"))
-            .count();
-        if survivors == 0 {
+    drop(attempt);
+    let mut survivors: Vec<&String> = pids.iter().collect();
+    for _ in 0..100 {
+        survivors.retain(|p| alive(p));
+        if survivors.is_empty() {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(survivors, 0, "a process of the group outlived the attempt");
+    assert!(survivors.is_empty(), "a process of the group outlived the attempt: {survivors:?}");
+}
+
+/// The pid a script wrote to `file`.
+fn pid_of(file: &Path) -> String {
+    std::fs::read_to_string(file).unwrap_or_default().trim().to_owned()
+}
+
+/// Whether process `pid` runs (a zombie waiting for its parent does not).
+fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) S ...`: the state follows the last `)`.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
 }

@@ -78,6 +78,7 @@ mod tests {
                     workflow: WorkflowId::new("w").expect("id"),
                     definition_hash: String::new(),
                     inputs: serde_json::json!({}),
+                    version: None,
                 },
             ),
             ev(2, EventKind::RunStarted),

@@ -131,6 +131,9 @@ pub enum Cause {
         /// The provider.
         provider: String,
     },
+    /// The run's budget is spent: no further LLM step starts until a person
+    /// raises it.
+    BudgetSpent,
 }
 
 /// A point in time, in milliseconds since the Unix epoch. The domain never
@@ -226,6 +229,11 @@ pub enum EventKind {
         definition_hash: String,
         /// The resolved inputs.
         inputs: Value,
+        /// The definition's `version:` text, when it has one: which revision
+        /// of the workflow the run follows (absent in logs written before
+        /// runs recorded it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
     },
     /// The run started or went on.
     RunStarted,
@@ -426,6 +434,21 @@ pub enum EventKind {
     },
     /// A person cancelled the run.
     RunCancelled,
+    /// The run was forked from a checkpoint of another: the events before
+    /// this one are the source's, copied with their actors and times, and
+    /// the tokens they record are the source's (inherited, not this run's).
+    RunForked {
+        /// The source run.
+        source: RunId,
+        /// The source's checkpoint (its sequence number) the fork starts at.
+        checkpoint: u64,
+    },
+    /// A person set the run's budget above the definition's
+    /// `defaults.budget_usd`, for the rest of the run.
+    BudgetRaised {
+        /// The new budget, in USD.
+        budget_usd: f64,
+    },
 }
 
 /// Tokens used by LLM calls.
@@ -446,6 +469,15 @@ impl TokenUsage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.estimated |= other.estimated;
+    }
+
+    /// The sum of `usages` (a run's usage by model, say).
+    pub fn total<'a>(usages: impl IntoIterator<Item = &'a TokenUsage>) -> Self {
+        let mut total = Self::default();
+        for usage in usages {
+            total.add(*usage);
+        }
+        total
     }
 }
 
@@ -515,6 +547,14 @@ mod tests {
                 workflow: WorkflowId::new("wf").expect("id"),
                 definition_hash: "abc".into(),
                 inputs: json!({"x": 1}),
+                version: None,
+            },
+            EventKind::RunCreated {
+                run_id: RunId::new("r2").expect("id"),
+                workflow: WorkflowId::new("wf").expect("id"),
+                definition_hash: "def".into(),
+                inputs: json!({}),
+                version: Some("1.2.0".into()),
             },
             EventKind::RunStarted,
             EventKind::StepStarted { path: path(), attempt: 1 },
@@ -602,11 +642,14 @@ mod tests {
                     Turn::Message { role: "user".into(), content: "old".into() },
                 ],
             },
+            EventKind::RunForked { source: RunId::new("r0").expect("id"), checkpoint: 12 },
+            EventKind::BudgetRaised { budget_usd: 2.5 },
         ]
     }
 
     /// The JSON of each kind, as stores hold it: it never changes.
     const GOLDEN: &str = r#"{"seq":7,"at":1700,"actor":"alice","type":"run_created","run_id":"r1","workflow":"wf","definition_hash":"abc","inputs":{"x":1}}
+{"seq":7,"at":1700,"actor":"alice","type":"run_created","run_id":"r2","workflow":"wf","definition_hash":"def","inputs":{},"version":"1.2.0"}
 {"seq":7,"at":1700,"actor":"alice","type":"run_started"}
 {"seq":7,"at":1700,"actor":"alice","type":"step_started","path":"p[k].s","attempt":1}
 {"seq":7,"at":1700,"actor":"alice","type":"step_succeeded","path":"p[k].s","output":{"a":[1,"b"]}}
@@ -635,7 +678,9 @@ mod tests {
 {"seq":7,"at":1700,"actor":"alice","type":"run_completed"}
 {"seq":7,"at":1700,"actor":"alice","type":"run_failed","error":{"class":"rate_limited","message":"m","hint":"h"}}
 {"seq":7,"at":1700,"actor":"alice","type":"run_cancelled"}
-{"seq":7,"at":1700,"actor":"alice","type":"session_extended","agent":"w","path":"p[k].s","turns":[{"type":"prompt","text":"Plan."},{"type":"answer","text":"v1"},{"type":"rejected","comment":"c"},{"type":"rejected"},{"type":"questions","questions":["q"]},{"type":"answers","text":"a"},{"role":"user","content":"old"}]}"#;
+{"seq":7,"at":1700,"actor":"alice","type":"session_extended","agent":"w","path":"p[k].s","turns":[{"type":"prompt","text":"Plan."},{"type":"answer","text":"v1"},{"type":"rejected","comment":"c"},{"type":"rejected"},{"type":"questions","questions":["q"]},{"type":"answers","text":"a"},{"role":"user","content":"old"}]}
+{"seq":7,"at":1700,"actor":"alice","type":"run_forked","source":"r0","checkpoint":12}
+{"seq":7,"at":1700,"actor":"alice","type":"budget_raised","budget_usd":2.5}"#;
 
     #[test]
     fn events_keep_their_json() {

@@ -2,13 +2,15 @@
 
 use serde_json::{Map, Value};
 
-use crate::definition::Workflow;
+use crate::definition::{InputType, Workflow};
 use crate::problem::Problem;
 use crate::source;
 
 /// The inputs of a run: every given value checked against its declared
 /// type, defaults filled in, required ones present, unknown ones refused.
-/// On failure, every problem, one sentence each.
+/// A number, boolean or null given for a `string` input is taken as its
+/// text (`2024` as `"2024"`), since a command line or a YAML file writes
+/// them alike. On failure, every problem, one sentence each.
 pub fn resolve(wf: &Workflow, given: Value) -> Result<Value, Vec<String>> {
     let given = match given {
         Value::Object(map) => map,
@@ -24,9 +26,14 @@ pub fn resolve(wf: &Workflow, given: Value) -> Result<Value, Vec<String>> {
     }
     let mut out = Map::new();
     for (name, def) in &wf.inputs {
-        match given.get(name.as_str()).or(def.default.as_ref()) {
-            Some(v) if def.ty.admits(v) => {
-                out.insert(name.to_string(), v.clone());
+        let value = match given.get(name.as_str()) {
+            Some(v) if def.ty == InputType::String => Some(as_text(v)),
+            Some(v) => Some(v.clone()),
+            None => def.default.clone(),
+        };
+        match value {
+            Some(v) if def.ty.admits(&v) => {
+                out.insert(name.to_string(), v);
             }
             Some(v) => problems.push(format!("input `{name}` must be of type {}, not {v}", def.ty.as_str())),
             None if def.required => problems.push(format!("input `{name}` is required")),
@@ -34,6 +41,17 @@ pub fn resolve(wf: &Workflow, given: Value) -> Result<Value, Vec<String>> {
         }
     }
     if problems.is_empty() { Ok(Value::Object(out)) } else { Err(problems) }
+}
+
+/// A scalar as the text it was written as (`2024`, `true`, `null`); a list
+/// or mapping is left as it is, for the type check to refuse.
+fn as_text(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        Value::Null => Value::String("null".to_owned()),
+        other => other.clone(),
+    }
 }
 
 /// Reads a document of run inputs (YAML, or JSON when `name` ends in
@@ -69,6 +87,36 @@ mod tests {
                 "input `n` must be of type integer, not \"two\"".to_owned(),
                 "input `path` is required".to_owned(),
             ])
+        );
+    }
+
+    #[test]
+    fn a_string_input_takes_numbers_booleans_and_null_as_their_text() {
+        let yaml = "cairn: 1\nid: i\ninputs:\n  s: { type: string }\n  bare: { }\n  n: integer\n  b: boolean\n  a: array\nsteps:\n  - id: a\n    set: 1\n";
+        let mut none = |_: &str| Err("none".to_owned());
+        let wf = crate::load("i.yaml", yaml.as_bytes(), &mut none).expect("valid");
+        for (given, text) in
+            [(json!(2024), "2024"), (json!(1.5), "1.5"), (json!(true), "true"), (json!(null), "null")]
+        {
+            assert_eq!(
+                resolve(&wf, json!({"s": given, "bare": given})),
+                Ok(json!({"s": text, "bare": text})),
+                "{given}"
+            );
+        }
+        assert_eq!(
+            resolve(&wf, json!({"n": 3, "b": false, "a": [1]})),
+            Ok(json!({"n": 3, "b": false, "a": [1]})),
+            "other types keep their values"
+        );
+        assert_eq!(
+            resolve(&wf, json!({"s": [2024], "n": "3", "b": "true"})),
+            Err(vec![
+                "input `b` must be of type boolean, not \"true\"".to_owned(),
+                "input `n` must be of type integer, not \"3\"".to_owned(),
+                "input `s` must be of type string, not [2024]".to_owned(),
+            ]),
+            "only scalars become text, and only for string inputs"
         );
     }
 }

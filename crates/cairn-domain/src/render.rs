@@ -117,6 +117,13 @@ impl Renderer {
         self.text_of(source, ctx).map(Value::String)
     }
 
+    /// The names `template` reads, as dotted paths
+    /// (`steps.test.output.exit_code`), or its parse error: what explains a
+    /// render that failed on a value that was not there.
+    pub fn references(&self, template: &Template) -> Result<std::collections::BTreeSet<String>, String> {
+        template::references(&self.env, template.as_str())
+    }
+
     /// Renders a template to text (an argument, a prompt): values that are
     /// not strings are written as JSON.
     pub fn text(&self, template: &Template, ctx: &Context) -> Result<String, String> {
@@ -205,6 +212,7 @@ mod tests {
                 workflow: wf.id.clone(),
                 definition_hash: String::new(),
                 inputs: json!({"n": 3}),
+                version: None,
             },
         }];
         let path = StepPath::new("a");
@@ -247,6 +255,22 @@ mod tests {
         let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
         let err = r.value(&Template("x{{ inputs.missing }}".into()), &ctx).expect_err("strict");
         assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn tojson_is_plain_json_alone_or_in_text() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let extra = [("x", json!({"say": "it's <b> & é"}))];
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &extra);
+        assert_eq!(
+            r.value(&Template("{{ x | tojson }}".into()), &ctx),
+            Ok(json!(r#"{"say": "it's <b> & é"}"#))
+        );
+        assert_eq!(
+            r.text(&Template("Data: {{ x.say | tojson }}".into()), &ctx),
+            Ok(r#"Data: "it's <b> & é""#.into())
+        );
     }
 
     #[test]

@@ -299,6 +299,10 @@ pub struct RunState {
     pub run_id: RunId,
     /// The workflow's id.
     pub workflow: WorkflowId,
+    /// The workflow's `version:` the run started with (a fork keeps its
+    /// source's), so a run says which revision of the workflow it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// The definition's content hash.
     pub definition_hash: String,
     /// The run's inputs.
@@ -327,10 +331,84 @@ pub struct RunState {
     pub sessions: BTreeMap<String, Vec<Turn>>,
     /// The last applied event's sequence number.
     pub seq: u64,
+    /// The run and checkpoint this run was forked from, if it is a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<Origin>,
+    /// Tokens the source of a fork used before the checkpoint, by model:
+    /// shown as inherited, never counted as this run's (`usage` is not).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inherited_by_model: BTreeMap<String, TokenUsage>,
+    /// The budget a person raised the run's to, over the definition's
+    /// `defaults.budget_usd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
     /// When the run was created.
     pub created_at: Timestamp,
     /// When the last event was recorded.
     pub updated_at: Timestamp,
+}
+
+/// Where a fork came from: its source run and the checkpoint there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The source run.
+    pub run: RunId,
+    /// The source's checkpoint (its sequence number).
+    pub checkpoint: u64,
+}
+
+/// Characters of each output section `{{ feedback }}` shows after a
+/// `goto`: the end of a longer output (where a test run or a compiler says
+/// what went wrong last), so a long log does not crowd out the prompt.
+const FEEDBACK_OUTPUT_CHARS: usize = 8_000;
+
+/// What the step a `goto` sends the run back to reads as `{{ feedback }}`:
+/// why `from` failed, and what it produced when it produced something. A
+/// command's output shows its non-empty `stdout` and `stderr` as text; any
+/// other output shows as `output:`, a string as itself, else JSON:
+///
+/// ```text
+/// `test` failed: the command exited with code 101
+///
+/// stdout:
+/// test parse ... FAILED
+///
+/// stderr:
+/// error: test failed
+/// ```
+fn goto_feedback(from: &StepPath, failed: &StepState) -> String {
+    let message = failed.error.as_ref().map_or("it failed", |e| e.message.as_str());
+    let mut text = format!("`{from}` failed: {message}");
+    let mut section = |name: &str, body: &str| {
+        let body = body.trim_end();
+        if !body.is_empty() {
+            text.push_str(&format!("\n\n{name}:\n{}", tail(body, FEEDBACK_OUTPUT_CHARS)));
+        }
+    };
+    match &failed.output {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o))
+            if o.get("stdout").is_some_and(Value::is_string)
+                && o.get("stderr").is_some_and(Value::is_string) =>
+        {
+            for name in ["stdout", "stderr"] {
+                section(name, o.get(name).and_then(Value::as_str).unwrap_or_default());
+            }
+        }
+        Some(other) => section("output", &text_of(other)),
+    }
+    text
+}
+
+/// The last `most` characters of `text`, saying how many came before.
+fn tail(text: &str, most: usize) -> String {
+    let count = text.chars().count();
+    if count <= most {
+        return text.to_owned();
+    }
+    let cut = count - most;
+    let start = text.char_indices().nth(cut).map_or(text.len(), |(i, _)| i);
+    format!("[{cut} characters before these left out]\n{}", &text[start..])
 }
 
 /// An event that cannot follow the current state.
@@ -408,7 +486,7 @@ impl RunState {
 
     /// The state after the first event of a log.
     pub fn create(event: &Event) -> Result<Self, ApplyError> {
-        let EventKind::RunCreated { run_id, workflow, definition_hash, inputs } = &event.kind else {
+        let EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version } = &event.kind else {
             return Err(ApplyError::NotCreated { seq: event.seq });
         };
         if event.seq != 1 {
@@ -417,6 +495,7 @@ impl RunState {
         Ok(Self {
             run_id: run_id.clone(),
             workflow: workflow.clone(),
+            version: version.clone(),
             definition_hash: definition_hash.clone(),
             inputs: inputs.clone(),
             status: RunStatus::Pending,
@@ -430,6 +509,9 @@ impl RunState {
             usage_by_model: BTreeMap::new(),
             sessions: BTreeMap::new(),
             seq: 1,
+            forked_from: None,
+            inherited_by_model: BTreeMap::new(),
+            budget_usd: None,
             created_at: event.at,
             updated_at: event.at,
         })
@@ -519,12 +601,23 @@ impl RunState {
                 self.reset(seq, at, path)?;
             }
             EventKind::StepReset { path } => self.reset(seq, at, path)?,
-            EventKind::GotoTaken { from, reset, .. } => {
+            EventKind::GotoTaken { from, to, reset } => {
+                // Read before the reset forgets it: why `from` failed.
+                let feedback = self.steps.get(from).map(|failed| goto_feedback(from, failed));
                 for path in reset {
                     self.reset(seq, at, path)?;
                 }
+                if let (Some(feedback), Some(target)) = (feedback, self.steps.get_mut(to)) {
+                    target.feedback = Some(feedback);
+                }
                 *self.gotos.entry(from.clone()).or_default() += 1;
             }
+            EventKind::RunForked { source, checkpoint } => {
+                self.forked_from = Some(Origin { run: source.clone(), checkpoint: *checkpoint });
+                self.inherited_by_model = std::mem::take(&mut self.usage_by_model);
+                self.usage = TokenUsage::default();
+            }
+            EventKind::BudgetRaised { budget_usd } => self.budget_usd = Some(*budget_usd),
             EventKind::SessionExtended { agent, turns, .. } => {
                 self.sessions.entry(agent.clone()).or_default().extend(turns.iter().cloned());
             }
@@ -569,10 +662,39 @@ impl RunState {
         }
         if let Some(to) = event.kind.run_status() {
             self.set_status(seq, to)?;
+            self.settle_unstarted(at);
         }
         self.seq = seq;
         self.updated_at = event.at;
         Ok(())
+    }
+
+    /// The status a step that never started reads as: `pending` while the
+    /// run may still start it, `skipped` once the run failed (it will not
+    /// run), `cancelled` once the run was cancelled. Steps with no event of
+    /// their own read so too (views list them from the definition).
+    pub fn unstarted_status(&self) -> StepStatus {
+        match self.status {
+            RunStatus::Failed => StepStatus::Skipped,
+            RunStatus::Cancelled => StepStatus::Cancelled,
+            _ => StepStatus::Pending,
+        }
+    }
+
+    /// At a run's end, its pending steps (sent back by a `goto`, never
+    /// started again) take the status that says they will not run. Done in
+    /// the fold, not by events, so logs recorded before read the same way;
+    /// no event follows a failed or cancelled run, so nothing needs them
+    /// pending again (a fork copies events from before the end).
+    fn settle_unstarted(&mut self, at: Timestamp) {
+        let never = self.unstarted_status();
+        if never == StepStatus::Pending {
+            return;
+        }
+        for step in self.steps.values_mut().filter(|s| s.status == StepStatus::Pending) {
+            step.status = never;
+            step.finished_at = Some(at);
+        }
     }
 
     /// A step runs again: pending, with a new round of attempts. A group
@@ -664,6 +786,7 @@ mod tests {
                 workflow: WorkflowId::new("wf").expect("id"),
                 definition_hash: "abc".into(),
                 inputs: serde_json::json!({"x": 1}),
+                version: None,
             },
         )
     }
@@ -829,5 +952,152 @@ mod tests {
         for status in [RunStatus::WaitingAcceptance, RunStatus::Completed, RunStatus::Pending] {
             assert_eq!(serde_json::to_value(status).expect("status"), Value::String(word(status).into()));
         }
+    }
+
+    /// `path` failed with `message` and `output`, its retries spent.
+    fn failed(seq: u64, p: &str, message: &str, output: Option<Value>) -> Event {
+        let error = StepError::new(ErrorClass::Fatal, message);
+        ev(seq, EventKind::StepFailed { path: path(p), attempt: 1, error, output, retry_at: None })
+    }
+
+    /// A run whose `test` failed with `message` and `output` after
+    /// `implement` succeeded, and went back to `implement`
+    /// (`on_failure: {goto: implement}`), folded.
+    fn sent_back(message: &str, output: Option<Value>) -> RunState {
+        let events = vec![
+            created(),
+            ev(2, EventKind::RunStarted),
+            ev(3, EventKind::StepStarted { path: path("implement"), attempt: 1 }),
+            ev(4, EventKind::StepSucceeded { path: path("implement"), output: serde_json::json!("v1") }),
+            ev(5, EventKind::StepStarted { path: path("test"), attempt: 1 }),
+            failed(6, "test", message, output),
+            ev(
+                7,
+                EventKind::GotoTaken {
+                    from: path("test"),
+                    to: path("implement"),
+                    reset: vec![path("implement"), path("test")],
+                },
+            ),
+        ];
+        RunState::fold(&events).expect("legal").expect("created")
+    }
+
+    fn feedback_of(state: &RunState, p: &str) -> String {
+        state.steps[&path(p)].feedback.clone().unwrap_or_else(|| format!("no feedback for {p}"))
+    }
+
+    #[test]
+    fn a_goto_tells_its_target_why_the_step_after_it_failed() {
+        let output = serde_json::json!({
+            "exit_code": 101,
+            "stdout": "running 2 tests\ntest parse ... FAILED\n",
+            "stderr": "error: test failed, to rerun pass `--lib`\n",
+        });
+        let state = sent_back("the command exited with code 101", Some(output));
+        insta::assert_snapshot!(feedback_of(&state, "implement"), @r"
+        `test` failed: the command exited with code 101
+
+        stdout:
+        running 2 tests
+        test parse ... FAILED
+
+        stderr:
+        error: test failed, to rerun pass `--lib`
+        ");
+        let (implement, test) = (&state.steps[&path("implement")], &state.steps[&path("test")]);
+        assert_eq!((implement.status, &implement.output), (StepStatus::Pending, &None), "it runs again");
+        assert_eq!(
+            (test.error.as_ref(), test.feedback.as_ref()),
+            (None, None),
+            "the failed step starts clean"
+        );
+    }
+
+    #[test]
+    fn goto_feedback_shows_what_the_failed_step_produced_when_it_produced_something() {
+        let quiet = serde_json::json!({"exit_code": 1, "stdout": "", "stderr": "no such table\n"});
+        let cases = [
+            (Some(quiet), "`test` failed: m\n\nstderr:\nno such table"),
+            (Some(serde_json::json!("half an answer")), "`test` failed: m\n\noutput:\nhalf an answer"),
+            (Some(serde_json::json!({"pass": false})), "`test` failed: m\n\noutput:\n{\"pass\":false}"),
+            (Some(Value::Null), "`test` failed: m"),
+            (None, "`test` failed: m"),
+        ];
+        for (output, feedback) in cases {
+            assert_eq!(feedback_of(&sent_back("m", output), "implement"), feedback);
+        }
+    }
+
+    #[test]
+    fn goto_feedback_keeps_the_end_of_a_long_output() {
+        let stdout = format!("{}{}", "a".repeat(100), "é".repeat(FEEDBACK_OUTPUT_CHARS));
+        let output = serde_json::json!({"exit_code": 1, "stdout": stdout, "stderr": ""});
+        let feedback = feedback_of(&sent_back("m", Some(output)), "implement");
+        let head = "`test` failed: m\n\nstdout:\n[100 characters before these left out]\n";
+        assert_eq!(feedback, format!("{head}{}", "é".repeat(FEEDBACK_OUTPUT_CHARS)));
+    }
+
+    /// `b` failed and sent the run back to `a` (so `b` is pending again),
+    /// then `a` started its second attempt: the log so far.
+    fn b_sent_back_to_a() -> Vec<Event> {
+        vec![
+            created(),
+            ev(2, EventKind::RunStarted),
+            ev(3, EventKind::StepStarted { path: path("a"), attempt: 1 }),
+            ev(4, EventKind::StepSucceeded { path: path("a"), output: Value::Null }),
+            ev(5, EventKind::StepStarted { path: path("b"), attempt: 1 }),
+            failed(6, "b", "m", None),
+            ev(7, EventKind::GotoTaken { from: path("b"), to: path("a"), reset: vec![path("a"), path("b")] }),
+            ev(8, EventKind::StepStarted { path: path("a"), attempt: 2 }),
+        ]
+    }
+
+    #[test]
+    fn steps_that_never_started_are_skipped_when_the_run_fails() {
+        let mut events = b_sent_back_to_a();
+        let going = RunState::fold(&events).expect("legal").expect("created");
+        assert_eq!(
+            (going.steps[&path("b")].status, going.unstarted_status()),
+            (StepStatus::Pending, StepStatus::Pending)
+        );
+        events.push(failed(9, "a", "m", None));
+        events.push(ev(
+            10,
+            EventKind::RunFailed { error: StepError::new(ErrorClass::Fatal, "step `a` failed: m") },
+        ));
+        let ended = RunState::fold(&events).expect("legal").expect("created");
+        let b = &ended.steps[&path("b")];
+        assert_eq!(
+            (b.status, b.finished_at),
+            (StepStatus::Skipped, Some(Timestamp(10_000))),
+            "it will not run"
+        );
+        assert_eq!(ended.steps[&path("a")].status, StepStatus::Failed);
+        assert_eq!(ended.unstarted_status(), StepStatus::Skipped, "nor will the steps with no event");
+    }
+
+    #[test]
+    fn steps_that_never_started_are_cancelled_with_their_run() {
+        let mut events = b_sent_back_to_a();
+        events.push(ev(9, EventKind::StepCancelled { path: path("a") }));
+        events.push(ev(10, EventKind::RunCancelled));
+        let ended = RunState::fold(&events).expect("legal").expect("created");
+        let statuses: Vec<StepStatus> = ended.steps.values().map(|s| s.status).collect();
+        assert_eq!(statuses, vec![StepStatus::Cancelled, StepStatus::Cancelled]);
+        assert_eq!(ended.unstarted_status(), StepStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_run_records_the_workflow_version_it_started_with() {
+        let mut first = created();
+        let EventKind::RunCreated { version, .. } = &mut first.kind else { unreachable!("run_created") };
+        *version = Some("1.2.0".into());
+        let state = RunState::create(&first).expect("created");
+        assert_eq!(state.version.as_deref(), Some("1.2.0"));
+        let json = serde_json::to_value(&state).expect("json");
+        assert_eq!(json["version"], "1.2.0");
+        let unversioned = serde_json::to_value(RunState::create(&created()).expect("created")).expect("json");
+        assert!(unversioned.get("version").is_none(), "state kept before versions reads and writes the same");
     }
 }

@@ -113,6 +113,12 @@ pub enum Refusal {
         /// The log's last checkpoint, if it has any.
         last: Option<u64>,
     },
+    /// A new budget that is not above the one in force (or not a number).
+    #[error("its budget is ${budget_usd:.2}: a new one must be larger")]
+    BudgetNotRaised {
+        /// The budget in force, in USD.
+        budget_usd: f64,
+    },
     /// The waiting step is not in the definition given for the run.
     #[error("step `{gate}` is not in the run's definition")]
     UnknownStep {
@@ -247,6 +253,25 @@ pub fn resume(state: &RunState) -> Result<Vec<EventKind>, Refusal> {
     Ok(events)
 }
 
+/// What raising a run's budget to `budget_usd` USD records, when
+/// `current` is the budget in force (the raised one, else the
+/// definition's). A budget must go up (a run without one gets one), and
+/// an ended run is refused.
+pub fn raise_budget(
+    state: &RunState,
+    current: Option<f64>,
+    budget_usd: f64,
+) -> Result<Vec<EventKind>, Refusal> {
+    if state.status.is_terminal() {
+        return Err(Refusal::Ended { status: state.status });
+    }
+    let raised = budget_usd.is_finite() && budget_usd >= 0.0 && current.is_none_or(|c| budget_usd > c);
+    if !raised {
+        return Err(Refusal::BudgetNotRaised { budget_usd: current.unwrap_or_default() });
+    }
+    Ok(vec![EventKind::BudgetRaised { budget_usd }])
+}
+
 /// What a fork of a run copies: a new run of the same definition and
 /// inputs that starts where the source was at one of its checkpoints
 /// (time travel).
@@ -258,12 +283,16 @@ pub struct Fork {
     pub definition_hash: String,
     /// The source's inputs.
     pub inputs: Value,
+    /// The source's workflow version, recorded again in the fork's `run_created`.
+    pub version: Option<String>,
     /// The source's events after `run_created` up to the checkpoint, each
     /// with its original sequence number, actor and time: the audit trail
     /// is not rewritten.
     pub copied: Vec<Event>,
-    /// What the fork records after them: `run_paused` when the copy would
-    /// be left running, so that `resume` runs only what came after.
+    /// What the fork records after them: `run_forked` (where it came
+    /// from; the usage before it is inherited), then `run_paused` when the
+    /// copy would be left running, so that `resume` runs only what came
+    /// after.
     pub then: Vec<EventKind>,
 }
 
@@ -272,13 +301,14 @@ pub struct Fork {
 /// ([`checkpoints`]), naming the last one.
 pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
     let created = match events.first().map(|e| &e.kind) {
-        Some(EventKind::RunCreated { workflow, definition_hash, inputs, .. }) => {
-            Some((workflow, definition_hash, inputs))
+        Some(EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version }) => {
+            Some((run_id, workflow, definition_hash, inputs, version))
         }
         _ => None,
     };
     let marks = if created.is_some() { checkpoints(events) } else { Vec::new() };
-    let (Some((workflow, definition_hash, inputs)), true) = (created, marks.iter().any(|c| c.seq == seq))
+    let (Some((source, workflow, definition_hash, inputs, version)), true) =
+        (created, marks.iter().any(|c| c.seq == seq))
     else {
         return Err(Refusal::NoCheckpoint { seq, last: marks.last().map(|c| c.seq) });
     };
@@ -289,8 +319,11 @@ pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
         workflow: workflow.clone(),
         definition_hash: definition_hash.clone(),
         inputs: inputs.clone(),
+        version: version.clone(),
         copied: upto[1..].iter().map(|&e| e.clone()).collect(),
-        then: if running { vec![EventKind::RunPaused] } else { Vec::new() },
+        then: std::iter::once(EventKind::RunForked { source: source.clone(), checkpoint: seq })
+            .chain(running.then_some(EventKind::RunPaused))
+            .collect(),
     })
 }
 
@@ -334,6 +367,7 @@ steps:
             workflow: WorkflowId::new("steer").expect("id"),
             definition_hash: "abc".into(),
             inputs: json!({"x": 1}),
+            version: Some("3".into()),
         };
         std::iter::once(created)
             .chain(kinds)
@@ -530,10 +564,103 @@ steps:
             (f.workflow.as_str(), f.definition_hash.as_str(), &f.inputs),
             ("steer", "abc", &json!({"x": 1}))
         );
+        assert_eq!(f.version.as_deref(), Some("3"), "the fork follows the same workflow version");
         assert_eq!(f.copied, events[1..4].to_vec(), "the same events, actors and times");
-        assert_eq!(f.then, vec![EventKind::RunPaused]);
+        let forked = EventKind::RunForked { source: RunId::new("r1").expect("id"), checkpoint: 4 };
+        assert_eq!(f.then, vec![forked, EventKind::RunPaused]);
         assert_eq!(fork(&events, 5), Err(Refusal::NoCheckpoint { seq: 5, last: Some(6) }));
         assert_eq!(fork(&events[1..], 4), Err(Refusal::NoCheckpoint { seq: 4, last: None }));
+    }
+
+    #[test]
+    fn a_fork_records_its_source_and_inherits_the_usage_before_it() {
+        let used = crate::state::TokenUsage { prompt_tokens: 10, completion_tokens: 2, estimated: false };
+        let events = log(vec![
+            EventKind::RunStarted,
+            EventKind::StepStarted { path: path("plan"), attempt: 1 },
+            EventKind::UsageRecorded { path: path("plan"), attempt: 1, model: "m".into(), usage: used },
+            EventKind::StepSucceeded { path: path("plan"), output: json!("p") },
+            EventKind::RunCompleted,
+        ]);
+        let f = fork(&events, 5).expect("a checkpoint after plan");
+        let mut fork_log = events[..5].to_vec();
+        for kind in f.then {
+            let seq = fork_log.len() as u64 + 1;
+            fork_log.push(Event { seq, at: Timestamp(9_000), actor: "bob".into(), kind });
+        }
+        let s = RunState::fold(&fork_log).expect("legal").expect("created");
+        let origin = crate::state::Origin { run: RunId::new("r1").expect("id"), checkpoint: 5 };
+        assert_eq!(s.forked_from, Some(origin));
+        assert_eq!(s.usage, crate::state::TokenUsage::default(), "not the fork's own");
+        assert_eq!(s.inherited_by_model.get("m"), Some(&used));
+        assert!(s.usage_by_model.is_empty(), "so a budget counts only what the fork spends");
+        assert_eq!(s.steps[&path("plan")].usage, used, "the step keeps what it used");
+        assert_eq!(s.status, RunStatus::Paused);
+    }
+
+    #[test]
+    fn a_budget_is_raised_above_the_one_in_force_on_a_run_that_goes_on() {
+        let blocked = state(vec![EventKind::RunStarted, EventKind::RunWaiting { wait: WaitKind::Block }]);
+        assert_eq!(
+            raise_budget(&blocked, Some(1.0), 2.5),
+            Ok(vec![EventKind::BudgetRaised { budget_usd: 2.5 }])
+        );
+        assert_eq!(raise_budget(&blocked, None, 2.5), Ok(vec![EventKind::BudgetRaised { budget_usd: 2.5 }]));
+        assert_eq!(raise_budget(&blocked, Some(2.5), 2.5), Err(Refusal::BudgetNotRaised { budget_usd: 2.5 }));
+        assert_eq!(
+            raise_budget(&blocked, Some(1.0), f64::NAN),
+            Err(Refusal::BudgetNotRaised { budget_usd: 1.0 })
+        );
+        let done = state(vec![EventKind::RunStarted, EventKind::RunCompleted]);
+        assert_eq!(raise_budget(&done, Some(1.0), 2.0), Err(Refusal::Ended { status: RunStatus::Completed }));
+    }
+
+    #[test]
+    fn a_fork_of_a_failed_run_runs_again_what_its_end_skipped() {
+        let error = || StepError::new(ErrorClass::Fatal, "m");
+        let failed = |p: &str, attempt| EventKind::StepFailed {
+            path: path(p),
+            attempt,
+            error: error(),
+            output: None,
+            retry_at: None,
+        };
+        let events = log(vec![
+            EventKind::RunStarted,
+            EventKind::StepStarted { path: path("a"), attempt: 1 },
+            EventKind::StepSucceeded { path: path("a"), output: json!(1) },
+            EventKind::StepStarted { path: path("b"), attempt: 1 },
+            failed("b", 1),
+            EventKind::GotoTaken { from: path("b"), to: path("a"), reset: vec![path("a"), path("b")] },
+            EventKind::StepStarted { path: path("a"), attempt: 2 },
+            failed("a", 2),
+            EventKind::RunFailed { error: error() },
+        ]);
+        let ended = RunState::fold(&events).expect("legal").expect("created");
+        assert_eq!(ended.steps[&path("b")].status, StepStatus::Skipped, "sent back, never run again");
+        assert_eq!(
+            resume(&ended),
+            Err(Refusal::Ended { status: RunStatus::Failed }),
+            "nothing follows the end"
+        );
+        // The last checkpoint (after `a` failed) comes before the run's end,
+        // so a fork copies `b` pending, and resuming it runs `b`.
+        let last = checkpoints(&events).last().map(|c| c.seq);
+        assert_eq!(last, Some(9));
+        let f = fork(&events, 9).expect("a checkpoint");
+        let mut forked = RunState::create(&events[0]).expect("created");
+        for event in &f.copied {
+            forked.apply(event).expect("legal");
+        }
+        for kind in f.then {
+            let seq = forked.seq + 1;
+            forked
+                .apply(&Event { seq, at: Timestamp(seq * 1000), actor: "bob".into(), kind })
+                .expect("legal");
+        }
+        assert_eq!(forked.steps[&path("b")].status, StepStatus::Pending);
+        assert_eq!(forked.unstarted_status(), StepStatus::Pending);
+        assert_eq!(resume(&forked), Ok(vec![EventKind::RunStarted]));
     }
 
     #[test]

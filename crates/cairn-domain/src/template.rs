@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use minijinja::value::{Value, ValueKind};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::{Environment, ErrorKind, State, UndefinedBehavior};
 
 /// Instructions one render may execute; a runaway loop stops with an error.
 pub(crate) const TEMPLATE_FUEL: u64 = 1_000_000;
@@ -14,15 +14,20 @@ pub(crate) const TEMPLATE_FUEL: u64 = 1_000_000;
 /// Functions the environment provides, which templates may call freely.
 pub(crate) const GLOBAL_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 
+/// The widest `tojson` indent: wider ones are refused rather than written.
+const MAX_JSON_INDENT: usize = 64;
+
 /// The environment every template is parsed and rendered with: strict
 /// undefined (an unknown variable is an error, never an empty string),
-/// bounded fuel and recursion, no auto-escaping.
+/// bounded fuel and recursion, no auto-escaping, and a `tojson` that writes
+/// plain JSON.
 pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(64);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter("tojson", tojson);
     env.set_formatter(|out, state, value| match structured_text(value) {
         Some(json) => {
             let json = json.map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e))?;
@@ -31,6 +36,88 @@ pub(crate) fn environment() -> Environment<'static> {
         None => minijinja::escape_formatter(out, state, value),
     });
     env
+}
+
+/// `tojson`, replacing MiniJinja's: that one escapes `<`, `>`, `&` and `'`
+/// (as `\u003c` ...) so its output is safe inside HTML, but prompts and
+/// programs read JSON, where those characters are plain. The layout is
+/// MiniJinja's, so recorded prompts stay the same: `{"a": [1, 2]}`, or one
+/// item per line with `tojson(2)`, `tojson(indent=2)` or `tojson(true)`
+/// (two spaces).
+fn tojson(
+    state: &State,
+    value: &Value,
+    indent: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<Value, minijinja::Error> {
+    let indent = match indent {
+        Some(indent) => Some(indent),
+        None => kwargs.get::<Option<Value>>("indent")?,
+    };
+    let indent = match indent {
+        None => None,
+        Some(value) => match bool::try_from(value.clone()) {
+            Ok(true) => Some(2),
+            Ok(false) => None,
+            Err(_) => Some(usize::try_from(value)?),
+        },
+    };
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) if n > MAX_JSON_INDENT => {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("`tojson` indents at most {MAX_JSON_INDENT} spaces, not {n}"),
+            ));
+        }
+        Some(n) => {
+            let spaces = " ".repeat(n);
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            serde::Serialize::serialize(
+                value,
+                &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+            )
+        }
+        None => {
+            serde::Serialize::serialize(value, &mut serde_json::Serializer::with_formatter(&mut out, Spaced))
+        }
+    };
+    written.map_err(|e| {
+        minijinja::Error::new(ErrorKind::BadSerialization, "cannot write the value as JSON").with_source(e)
+    })?;
+    let json = String::from_utf8(out).map_err(|e| {
+        minijinja::Error::new(ErrorKind::BadSerialization, "cannot write the value as JSON").with_source(e)
+    })?;
+    // As MiniJinja charges its `tojson`: serialising costs more than copying.
+    state.consume_fuel(json.len() as u64 / 4)?;
+    Ok(Value::from_safe_string(json))
+}
+
+/// serde_json's compact layout with a space after each separator, as
+/// MiniJinja and Jinja write JSON on one line: `{"a": [1, 2]}`.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { writer.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { writer.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 /// How lists, mappings and none read when written into text: as JSON, the
@@ -323,6 +410,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tojson_writes_plain_json_not_html_escapes() {
+        let env = environment();
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({
+            "x": {"q": "it's <b> & \"c\" é", "n": [1, 2.5, null, true], "e": {}},
+        })));
+        let render = |source: &str| env.render_str(source, &ctx).map_err(|e| describe_error(&e));
+        assert_eq!(
+            render("{{ x | tojson }}").as_deref(),
+            Ok(r#"{"e": {}, "n": [1, 2.5, null, true], "q": "it's <b> & \"c\" é"}"#)
+        );
+        assert_eq!(render("q={{ x.q | tojson }}").as_deref(), Ok(r#"q="it's <b> & \"c\" é""#));
+        let pretty = "{\n  \"e\": {},\n  \"n\": [\n    1,\n    2.5,\n    null,\n    true\n  ],\n  \"q\": \"it's <b> & \\\"c\\\" é\"\n}";
+        for source in ["{{ x | tojson(2) }}", "{{ x | tojson(indent=2) }}", "{{ x | tojson(true) }}"] {
+            assert_eq!(render(source).as_deref(), Ok(pretty), "{source}");
+        }
+        assert_eq!(render("{{ x.n | tojson(false) }}").as_deref(), Ok("[1, 2.5, null, true]"));
+        assert_eq!(render("{{ x.n | tojson(indent=0) }}").as_deref(), Ok("[\n1,\n2.5,\nnull,\ntrue\n]"));
+        let wide = render("{{ x | tojson(1000000) }}").expect_err("refused");
+        assert!(wide.contains("at most 64 spaces"), "{wide}");
+        let unknown = render("{{ x | tojson(width=2) }}").expect_err("refused");
+        assert!(unknown.contains("width"), "{unknown}");
     }
 
     #[test]

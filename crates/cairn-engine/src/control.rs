@@ -2,7 +2,7 @@
 //! this engine drives it (a signal handler, a server's request). It holds
 //! no runtime type in its API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cairn_domain::id::RunId;
@@ -68,15 +68,45 @@ impl RunControl {
     }
 }
 
-/// The handles of the runs of one engine, by run.
+/// The handles of the runs of one engine, by run, and the runs it drives now.
 #[derive(Default)]
-pub(crate) struct Controls(Mutex<HashMap<RunId, RunControl>>);
+pub(crate) struct Controls {
+    handles: Mutex<HashMap<RunId, RunControl>>,
+    driven: Arc<Mutex<HashSet<RunId>>>,
+}
 
 impl Controls {
     /// The handle of `run`, made on first use.
     pub(crate) fn of(&self, run: &RunId) -> RunControl {
-        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         all.entry(run.clone()).or_insert_with(RunControl::new).clone()
+    }
+
+    /// Marks `run` driven by this engine until the guard is dropped.
+    pub(crate) fn driving(&self, run: &RunId) -> Driving {
+        lock(&self.driven).insert(run.clone());
+        Driving { run: run.clone(), driven: Arc::clone(&self.driven) }
+    }
+
+    /// Whether this engine drives `run` now.
+    pub(crate) fn drives(&self, run: &RunId) -> bool {
+        lock(&self.driven).contains(run)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A run marked driven; unmarked when dropped, however the drive ends.
+pub(crate) struct Driving {
+    run: RunId,
+    driven: Arc<Mutex<HashSet<RunId>>>,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        lock(&self.driven).remove(&self.run);
     }
 }
 
@@ -97,5 +127,16 @@ mod tests {
         handle.done();
         assert_eq!(*watched.borrow(), Control::Run);
         assert!(!controls.of(&run).is_requested());
+    }
+
+    #[test]
+    fn a_run_is_driven_while_its_guard_lives() {
+        let controls = Controls::default();
+        let run = RunId::new("r1").expect("id");
+        assert!(!controls.drives(&run));
+        let guard = controls.driving(&run);
+        assert!(controls.drives(&run));
+        drop(guard);
+        assert!(!controls.drives(&run));
     }
 }

@@ -192,6 +192,12 @@ impl Engine {
         self.controls.of(run)
     }
 
+    /// Whether this engine drives `run` now: a run that is `running` and
+    /// driven by no engine was left so by a driver that stopped.
+    pub fn drives(&self, run: &RunId) -> bool {
+        self.controls.drives(run)
+    }
+
     /// What this engine lacks to run `workflow`: a provider an agent
     /// names, a handler a `uses:` step names.
     pub fn unmet(&self, workflow: &cairn_domain::definition::Workflow) -> Vec<Unmet> {
@@ -218,6 +224,11 @@ impl Engine {
     /// stored run `run_id` needs to be driven: what a host checks before it
     /// records anything a drive would follow.
     pub async fn check(&self, run_id: &RunId) -> Result<(), EngineError> {
+        if self.load(run_id).await?.status.is_terminal() {
+            // Nothing of an ended run runs again: what refuses it is the
+            // request itself.
+            return Ok(());
+        }
         self.served(&self.definition(run_id).await?.workflow, Some(run_id))
     }
 
@@ -267,6 +278,7 @@ impl Engine {
                 workflow: def.workflow.id.clone(),
                 definition_hash: hash.clone(),
                 inputs,
+                version: def.workflow.version.clone(),
             },
         };
         self.store
@@ -385,6 +397,7 @@ impl Engine {
     async fn drive(&self, state: RunState, program: &Program) -> Result<RunState, EngineError> {
         let run_id = state.run_id.clone();
         let events = steer::resume(&state).map_err(Self::refused(&run_id))?;
+        let _driving = self.controls.driving(&run_id);
         let control = self.control(&run_id);
         let mut drive = Drive::new(self, program, state, &control);
         self.record(&mut drive.state, events, &self.actor).await?;
@@ -434,6 +447,24 @@ impl Engine {
         Ok(state)
     }
 
+    /// Raises the budget of a run nobody drives to `budget_usd` (above the
+    /// one in force: the last raised, else the definition's
+    /// `defaults.budget_usd`), recorded as done by `by`; the run is not
+    /// driven on (`resume` retries what the spent budget blocked).
+    pub async fn raise_budget(
+        &self,
+        run_id: &RunId,
+        budget_usd: f64,
+        by: &str,
+    ) -> Result<RunState, EngineError> {
+        let mut state = self.load(run_id).await?;
+        let definition = self.definition(run_id).await?;
+        let current = state.budget_usd.or(definition.workflow.defaults.budget_usd);
+        let events = steer::raise_budget(&state, current, budget_usd).map_err(Self::refused(run_id))?;
+        self.record(&mut state, events, by).await?;
+        Ok(state)
+    }
+
     /// A new run `new_id`, made by `by`, with the definition and inputs of
     /// `source` and its events up to checkpoint `seq` (time travel), each
     /// kept with its actor and time. It is left paused, so `resume` runs
@@ -456,6 +487,7 @@ impl Engine {
                 workflow: fork.workflow.clone(),
                 definition_hash: fork.definition_hash.clone(),
                 inputs: fork.inputs,
+                version: fork.version,
             },
         };
         let mut state = RunState::create(&created)?;

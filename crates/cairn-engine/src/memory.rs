@@ -75,9 +75,7 @@ impl RunStore for MemoryStore {
         for e in events {
             summary.status = e.kind.run_status().unwrap_or(summary.status);
             summary.updated_at = e.at;
-            if let EventKind::UsageRecorded { model, usage, .. } = &e.kind {
-                summary.usage_by_model.entry(model.clone()).or_default().add(*usage);
-            }
+            cairn_ports::tally_usage(&mut summary.usage_by_model, &e.kind);
             entry.seq = e.seq;
         }
         entry.run.events.extend_from_slice(events);

@@ -197,6 +197,7 @@ async fn a_lost_append_race_stops_the_driver() {
                 workflow: cairn_domain::id::WorkflowId::new("race").expect("id"),
                 definition_hash: String::new(),
                 inputs: json!({}),
+                version: None,
             },
         };
         Ok(cairn_ports::StoredRun {

@@ -30,6 +30,7 @@ pub use error::{PortError, StoreError};
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, Usage};
 pub use store::{
     Cursor, CursorError, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun, follows,
+    tally_usage,
 };
 
 #[cfg(feature = "test-util")]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{Event, RunState, RunStatus, Timestamp, TokenUsage};
+use cairn_domain::state::{Event, EventKind, RunState, RunStatus, Timestamp, TokenUsage};
 
 use crate::StoreError;
 
@@ -75,11 +75,7 @@ pub struct RunSummary {
 impl RunSummary {
     /// Tokens used by every model together.
     pub fn usage(&self) -> TokenUsage {
-        let mut total = TokenUsage::default();
-        for usage in self.usage_by_model.values() {
-            total.add(*usage);
-        }
-        total
+        TokenUsage::total(self.usage_by_model.values())
     }
 
     /// Where this run sits in the newest-first order, as a cursor.
@@ -214,6 +210,19 @@ pub trait RunStore: Send + Sync {
     async fn latest_snapshot(&self, run: &RunId) -> Result<Option<Snapshot>, StoreError>;
     /// Removes a run.
     async fn delete(&self, run: &RunId) -> Result<(), StoreError>;
+}
+
+/// Keeps a run's usage by model, as its summary shows it, past `event`:
+/// `usage_recorded` adds; `run_forked` clears what the events copied into
+/// a fork recorded (the source's tokens: inherited, not the fork's).
+pub fn tally_usage(usage: &mut BTreeMap<String, TokenUsage>, event: &EventKind) {
+    match event {
+        EventKind::UsageRecorded { model, usage: used, .. } => {
+            usage.entry(model.clone()).or_default().add(*used);
+        }
+        EventKind::RunForked { .. } => usage.clear(),
+        _ => {}
+    }
 }
 
 /// Whether `events` number on from `expected_seq` without gaps; a store

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{Event, EventKind, RunState, RunStatus, Timestamp, TokenUsage};
+use cairn_domain::state::{Event, RunState, RunStatus, Timestamp, TokenUsage};
 use cairn_ports::{NewRun, RunSummary, Snapshot, StoreError};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -185,9 +185,7 @@ impl RunRecord {
         let before = self.status;
         for e in events {
             self.status = e.kind.run_status().unwrap_or(self.status);
-            if let EventKind::UsageRecorded { model, usage, .. } = &e.kind {
-                self.usage_by_model.get_or_insert_default().entry(model.clone()).or_default().add(*usage);
-            }
+            cairn_ports::tally_usage(self.usage_by_model.get_or_insert_default(), &e.kind);
             self.last_seq = e.seq;
             self.updated_at = e.at.0;
         }

@@ -35,6 +35,7 @@ fn new_run(id: &str) -> NewRun {
                 workflow,
                 definition_hash: "h".into(),
                 inputs: serde_json::json!({}),
+                version: None,
             },
         },
     }

@@ -30,7 +30,13 @@ fn new_run_of(workflow: &str, id: &str, at: u64) -> NewRun {
         created: event(
             1,
             at,
-            EventKind::RunCreated { run_id, workflow, definition_hash: "h".into(), inputs: json!({}) },
+            EventKind::RunCreated {
+                run_id,
+                workflow,
+                definition_hash: "h".into(),
+                inputs: json!({}),
+                version: None,
+            },
         ),
     }
 }
@@ -279,6 +285,20 @@ pub async fn list_reports_usage_by_model(store: &dyn RunStore) {
     assert_eq!(list(store, &done).await.iter().map(|r| tokens(&r.usage())).collect::<Vec<_>>(), [(125, 13)]);
 }
 
+/// A fork's copied usage is the source's: after `run_forked`, `list`
+/// counts only what the fork itself used.
+pub async fn a_fork_counts_only_its_own_usage(store: &dyn RunStore) {
+    store.create(new_run("f1", 10)).await.expect("create");
+    let copied = [event(2, 3, EventKind::RunStarted), event(3, 4, usage("big", 100, 10))];
+    store.append(&id("f1"), 1, &copied).await.expect("append");
+    let forked = EventKind::RunForked { source: id("r0"), checkpoint: 3 };
+    store.append(&id("f1"), 3, &[event(4, 11, forked)]).await.expect("append");
+    let tokens = |r: &RunSummary| (r.usage().prompt_tokens, r.usage().completion_tokens);
+    assert_eq!(list(store, &RunQuery::default()).await.iter().map(tokens).collect::<Vec<_>>(), [(0, 0)]);
+    store.append(&id("f1"), 4, &[event(5, 12, usage("big", 7, 1))]).await.expect("append");
+    assert_eq!(list(store, &RunQuery::default()).await.iter().map(tokens).collect::<Vec<_>>(), [(7, 1)]);
+}
+
 /// Generates one `#[tokio::test]` per rule of the `RunStore` contract, each
 /// on a fresh store made by the given expression.
 #[macro_export]
@@ -292,7 +312,8 @@ macro_rules! run_store_suite {
                 unknown_runs_are_not_found, list_is_newest_first_with_status, snapshots_keep_the_latest,
                 delete_removes_everything, create_refuses_a_bad_first_event, append_is_all_or_nothing,
                 load_from_a_sequence_number_returns_the_tail, list_filters_by_status_and_workflow,
-                list_pages_with_limit_and_cursor, list_reports_usage_by_model);
+                list_pages_with_limit_and_cursor, list_reports_usage_by_model,
+                a_fork_counts_only_its_own_usage);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -6,21 +6,75 @@ use std::path::PathBuf;
 use cairn_domain::steer::{GateCall, Verdict};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The heading of the flags every verb takes.
+const GLOBAL: &str = "Global options";
+
+/// What `cairn --help` says after the flags.
+const AFTER_HELP: &str = "\
+Examples:
+  cairn init                                   write a starter workflow.yaml and cairn.toml
+  cairn validate workflow.yaml                 check a definition
+  cairn --llm mock run workflow.yaml           run it offline, with the built-in mock model
+  cairn runs                                   list runs, newest first
+  cairn status RUN                             one run, with every step and what it waits for
+  cairn approve RUN --as ROLE                  decide at a gate; the run goes on
+
+Environment:
+  CAIRN_DATA_DIR       where runs are kept, as --data-dir (default ./.cairn)
+  CAIRN_CONFIG         the config file, as --config (default: the nearest cairn.toml)
+  CAIRN_LLM_BASE_URL   the default provider's OpenAI-compatible /v1 base URL
+  CAIRN_LLM_API_KEY    the default provider's API key (never printed, never stored)
+  CAIRN_LLM_MODEL      the default provider's model
+  CAIRN_MOCK_LATENCY   how long each answer of --llm mock takes (`2s`), for demos and tests
+  NO_COLOR             set (and not empty): no colour on a terminal
+  Command steps get CAIRN_IDEMPOTENCY_KEY, the attempt's key (`run/step/attempt`).
+
+Exit codes:
+  0 completed (or the verb succeeded)   1 failed   2 bad usage, invalid definition, unknown run
+  3 waits for a person   4 cancelled   5 paused
+
+Docs: docs/workflow-format.md (the format), docs/running.md (runs, config, failures).";
+
 /// cairn runs durable LLM-agent workflows described in YAML or JSON.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, max_term_width = 100)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Durable LLM-agent workflows: check, plan, run, steer and inspect them",
+    long_about = "Durable LLM-agent workflows: check, plan, run, steer and inspect them.\n\n\
+                  A workflow is a YAML or JSON file of steps (model calls, commands, approvals, \
+                  fan-outs, loops). Every run is kept in the data directory and survives a crash: \
+                  any later cairn process can list, inspect, pause, resume, decide or fork it.",
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct CommandLine {
-    /// Where the embedded store lives.
-    #[arg(long, global = true, env = "CAIRN_DATA_DIR", default_value = "./.cairn")]
+    /// Where runs are kept (the embedded store): a folder, relative to the
+    /// current directory unless absolute. Read by every verb that reads or
+    /// changes runs.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_DATA_DIR",
+        hide_env_values = true,
+        default_value = "./.cairn",
+        value_name = "DIR",
+        help_heading = GLOBAL
+    )]
     pub data_dir: PathBuf,
-    /// The config file (providers, command allowlist, store settings).
-    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    /// The config file: providers, command allowlist, prices, store
+    /// settings (default: the cairn.toml of the current directory or the
+    /// nearest folder above it, when there is one).
+    #[arg(long, global = true, env = "CAIRN_CONFIG", hide_env_values = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Use this provider for every agent (`mock`: the built-in deterministic
     /// one; `record:FILE` records the configured providers' answers;
     /// `replay:FILE` answers from such a file, without a network).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "PROVIDER", help_heading = GLOBAL)]
     pub llm: Option<String>,
+    /// No progress on stderr (errors still print).
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub verb: Verb,
@@ -79,7 +133,14 @@ impl Decide {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Verb {
-    /// Check definitions; prints `FILE:LINE:COL: message` per problem.
+    /// Check workflow files without running them.
+    ///
+    /// Prints `FILE: ok (N steps)` per valid file, else one
+    /// `FILE:LINE:COL: step.path: message` line per problem (exit 2).
+    #[command(after_help = "Examples:
+  cairn validate workflow.yaml
+  cairn validate examples/*.yaml
+  cairn validate workflow.yaml --format json")]
     Validate {
         /// Definition files (YAML or JSON).
         #[arg(required = true)]
@@ -89,6 +150,15 @@ pub enum Verb {
         format: ProblemFormat,
     },
     /// Start a run and drive it until it completes, fails, or waits for a person.
+    ///
+    /// Progress goes to stderr, the result to stdout; the exit code says
+    /// how the run ended (0 completed, 1 failed, 3 waiting, 4 cancelled, 5
+    /// paused). At a gate on a terminal it asks you in place.
+    #[command(after_help = "Examples:
+  cairn --llm mock run workflow.yaml
+  cairn run examples/ticket-triage.yaml --input ticket=\"I was charged twice\"
+  cairn run review.yaml --inputs inputs.yaml --run-id pr-42 --format json
+  cairn run deploy.yaml --non-interactive      (a gate exits 3 instead of asking)")]
     Run {
         /// A definition file.
         file: PathBuf,
@@ -108,9 +178,15 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
     },
-    /// List runs, newest first.
+    /// List the runs in the data directory, newest first.
+    #[command(after_help = "Examples:
+  cairn runs
+  cairn runs --status waiting_approval --workflow code-review
+  cairn runs --limit 20 --format json")]
     Runs {
-        /// Only runs with this status.
+        /// Only runs with this status: pending, running, waiting_acceptance,
+        /// waiting_approval, waiting_clarification, blocked, paused,
+        /// completed, failed or cancelled.
         #[arg(long)]
         status: Option<String>,
         /// Only runs of this workflow.
@@ -126,7 +202,11 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
-    /// Show one run, with every step.
+    /// Show one run: every step, what it waits for, and the commands
+    /// that decide it.
+    #[command(after_help = "Examples:
+  cairn status pr-42
+  cairn status pr-42 --format json")]
     Status {
         /// The run.
         run: String,
@@ -134,15 +214,35 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
     },
-    /// Pause a run: its driver finishes the running steps and stops (exit 5).
+    /// Pause a run: running steps finish, nothing new starts (exit 5).
+    ///
+    /// A run another cairn process drives is signalled and paused there;
+    /// `resume` carries it on.
+    #[command(after_help = "Examples:
+  cairn pause pr-42
+  cairn pause pr-42 --format json")]
     Pause {
         /// The run.
         run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
     },
     /// Drive a paused, blocked, waiting or interrupted run on, like `run`.
+    #[command(after_help = "Examples:
+  cairn resume pr-42
+  cairn --llm mock resume pr-42 --non-interactive
+  cairn resume pr-42 --budget-usd 5            (a run stopped by its budget goes on)")]
     Resume {
         /// The run.
         run: String,
+        /// Raise the run's budget to USD first (recorded with who raised
+        /// it); a run blocked by its spent budget goes on.
+        #[arg(long, value_name = "USD")]
+        budget_usd: Option<f64>,
+        /// Who raises the budget, for the audit trail (default: the OS user).
+        #[arg(long, requires = "budget_usd")]
+        by: Option<String>,
         /// Never ask at the terminal: a gate persists the wait and exits 3.
         #[arg(long)]
         non_interactive: bool,
@@ -150,11 +250,24 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
     },
-    /// Approve at a gate; when the gate is satisfied the run goes on.
+    /// Approve what a run waits for; when the gate is satisfied the run goes on.
+    #[command(after_help = "Examples:
+  cairn approve pr-42
+  cairn approve pd --as product_owner --comment \"good epics\"
+  cairn approve pd --gate 'per_epic[e1].backlog' --as product_owner --detach")]
     Approve(Decide),
-    /// Reject at a gate: the step is reworked or fails, as the gate says.
+    /// Reject what a run waits for: the step is reworked, or fails.
+    ///
+    /// The comment is the rework's `{{ feedback }}`; the gate's definition
+    /// says whether a rejection reworks the step or fails it.
+    #[command(after_help = "Examples:
+  cairn reject pr-42 --comment \"cover the error paths\"
+  cairn reject pd --as tech_lead --comment \"split the epic\" --detach")]
     Reject(Decide),
-    /// Answer a model's questions; the step runs again with them.
+    /// Answer a model's clarification questions; the step runs again with them.
+    #[command(after_help = "Examples:
+  cairn answer pr-42 --text \"Postgres 16; keep the public API\"
+  cairn answer pd --gate 'per_epic[e2].stories' --text \"yes, mobile first\"")]
     Answer {
         /// The run.
         run: String,
@@ -168,12 +281,21 @@ pub enum Verb {
         #[command(flatten)]
         then: Then,
     },
-    /// Cancel a run: running steps are stopped, the run is `cancelled` (exit 4).
+    /// Cancel a run: running steps are stopped, it ends `cancelled` (exit 4).
+    #[command(after_help = "Examples:
+  cairn cancel pr-42
+  cairn cancel pr-42 --format json")]
     Cancel {
         /// The run.
         run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
     },
-    /// List a run's checkpoints: one after every finished step.
+    /// List a run's checkpoints (one after every finished step), to fork from.
+    #[command(after_help = "Examples:
+  cairn checkpoints pr-42
+  cairn checkpoints pr-42 --format json")]
     Checkpoints {
         /// The run.
         run: String,
@@ -181,7 +303,12 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
-    /// Make a new run from checkpoint N of RUN (not yet driven: `resume` it).
+    /// Make a new run from checkpoint N of RUN, to run again from there.
+    ///
+    /// Prints the new run's id; `resume` drives it.
+    #[command(after_help = "Examples:
+  cairn fork pr-42 --checkpoint 7
+  cairn resume \"$(cairn fork pr-42 --checkpoint 7)\"")]
     Fork {
         /// The run.
         run: String,
@@ -192,7 +319,11 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
     },
-    /// Print a run's event log: the audit trail.
+    /// Print a run's event log: the audit trail of what happened, and who did it.
+    #[command(after_help = "Examples:
+  cairn events pr-42
+  cairn events pr-42 --format jsonl | grep gate_decided
+  cairn events pr-42 --format json")]
     Events {
         /// The run.
         run: String,
@@ -200,22 +331,80 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = EventsFormat::Text)]
         format: EventsFormat,
     },
-    /// Delete ended runs last updated longer ago than the given duration.
+    /// Delete ended runs last updated longer ago than a duration.
+    ///
+    /// Ended: completed, failed or cancelled. Runs that wait, are paused or
+    /// run are never deleted.
+    #[command(after_help = "Examples:
+  cairn prune --older-than 30d --dry-run
+  cairn prune --older-than 7d
+  cairn prune --older-than 12h --format json")]
     Prune {
-        /// A duration such as `30d`.
+        /// A duration such as `30d`, `12h` or `90m`.
         #[arg(long, value_name = "DURATION")]
         older_than: String,
         /// List what would be deleted, and delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Output format (json: `{"deleted": [run ids], "dry_run": bool}`).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
     },
-    /// Print the execution plan: levels of steps that can run together.
+    /// Show how a workflow file will run: levels of steps that run together.
+    #[command(after_help = "Examples:
+  cairn plan workflow.yaml
+  cairn plan examples/code-review.yaml --format mermaid > plan.mmd
+  cairn plan workflow.yaml --format json")]
     Plan {
         /// A definition file.
         file: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+    },
+    /// Write a starter workflow.yaml and a commented cairn.toml, to begin from.
+    ///
+    /// Writes into DIR (the current directory by default); an existing
+    /// file is never overwritten (exit 2, naming it).
+    #[command(after_help = "Examples:
+  cairn init
+  cairn init my-flow && cd my-flow && cairn --llm mock run workflow.yaml")]
+    Init {
+        /// The folder to write into (made when missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Output format (json: `{"wrote": [files], "next": command}`).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
+    },
+    /// Print a shell completion script for cairn.
+    #[command(after_help = "Examples:
+  cairn completions bash > ~/.local/share/bash-completion/completions/cairn
+  cairn completions zsh > \"${fpath[1]}/_cairn\"
+  cairn completions fish > ~/.config/fish/completions/cairn.fish
+  cairn completions powershell >> $PROFILE")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print cairn's manual page, or a verb's, in roff for `man`.
+    #[command(after_help = "Examples:
+  cairn man > cairn.1 && man ./cairn.1
+  cairn man run > cairn-run.1
+  cairn man > /usr/local/share/man/man1/cairn.1")]
+    Man {
+        /// A verb, for its own page (`cairn-VERB(1)`).
+        verb: Option<String>,
+    },
+    /// Print cairn's version.
+    #[command(after_help = "Examples:
+  cairn version
+  cairn version --format json")]
+    Version {
+        /// Output format (json: `{"version": "X.Y.Z"}`).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
     },
 }
 
@@ -225,6 +414,15 @@ pub enum ProblemFormat {
     /// `FILE:LINE:COL: message` lines.
     Text,
     /// One JSON array of `{file, line, column, path, rule, message}`.
+    Json,
+}
+
+/// How a verb that prints one result prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocFormat {
+    /// Lines people read.
+    Text,
+    /// One JSON document.
     Json,
 }
 
@@ -240,7 +438,8 @@ pub enum RunFormat {
 /// How listing verbs print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
-    /// Aligned columns.
+    /// Aligned columns, fitted to the terminal (`text` says the same).
+    #[value(alias = "text")]
     Table,
     /// A JSON array.
     Json,
@@ -253,6 +452,8 @@ pub enum EventsFormat {
     Text,
     /// One JSON object per line.
     Jsonl,
+    /// One JSON array of the events.
+    Json,
 }
 
 /// How `plan` prints.

@@ -51,14 +51,21 @@ pub(crate) fn run(
     Ok(print_run(&run, format))
 }
 
-/// `cairn resume RUN`: drives a stored run on.
+/// `cairn resume RUN`: drives a stored run on, first raising its budget
+/// to `budget` (USD, and who raised it) when given.
 pub(crate) fn resume(
     verbs: &Verbs<'_>,
     id: &RunId,
+    budget: Option<(f64, String)>,
     interactive: bool,
     format: RunFormat,
 ) -> Result<u8, Error> {
     let opened = verbs.open_driving("resume", id)?;
+    if let Some((usd, by)) = budget {
+        // Nothing is recorded that this process could not drive on.
+        opened.runtime.block_on(opened.app.check(id))?;
+        opened.runtime.block_on(opened.app.raise_budget(id, usd, &by))?;
+    }
     let run = drive_on(&opened, id, interactive)?;
     Ok(print_run(&run, format))
 }
@@ -71,9 +78,12 @@ pub(crate) fn drive_on(opened: &Opened, id: &RunId, interactive: bool) -> Result
     prompt::converse(opened, run, interactive)
 }
 
-/// Turns SIGINT into a pause and SIGTERM into a cancel of the run `id`.
+/// Turns SIGINT into a pause and SIGTERM into a cancel of the run `id`; a
+/// second SIGINT exits at once (what was recorded is kept: `resume` runs
+/// the steps that were in flight again).
 fn signals(opened: &Opened, id: &RunId) {
     let control = opened.app.control(id);
+    let id = id.clone();
     opened.runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut interrupt), Ok(mut terminate)) =
@@ -81,10 +91,19 @@ fn signals(opened: &Opened, id: &RunId) {
         else {
             return;
         };
+        let mut interrupted = false;
         loop {
             tokio::select! {
                 _ = interrupt.recv() => {
-                    eprintln!("pausing: running steps finish, nothing new starts (SIGTERM cancels)");
+                    if interrupted {
+                        eprintln!("stopped at once; `cairn resume {id}` goes on (the steps in flight run again)");
+                        std::process::exit(130);
+                    }
+                    interrupted = true;
+                    eprintln!(
+                        "pausing: running steps finish, nothing new starts; `cairn resume {id}` goes on \
+                         (Ctrl-C again stops at once, SIGTERM cancels)"
+                    );
                     control.pause();
                 }
                 _ = terminate.recv() => control.cancel(),

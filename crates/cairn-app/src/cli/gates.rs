@@ -23,7 +23,7 @@ pub(crate) fn decide(verbs: &Verbs<'_>, id: &RunId, call: GateCall, then: &Then)
     }
     match opened.runtime.block_on(opened.app.decide(id, call, &then.by())) {
         Ok(run) if then.detach => {
-            eprintln!("recorded; `cairn resume {id}` drives the run on");
+            verbs.notice(format_args!("recorded; `cairn resume {id}` drives the run on"));
             print_run(&run, then.format);
             return Ok(exit::OK);
         }

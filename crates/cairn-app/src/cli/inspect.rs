@@ -2,7 +2,7 @@
 
 use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::state::RunStatus;
-use cairn_ports::{Cursor, RunQuery};
+use cairn_ports::{Clock, Cursor, RunQuery};
 
 use super::{EventsFormat, ListFormat, RunFormat, Verbs, exit, print_run};
 use crate::error::Error;
@@ -42,7 +42,17 @@ pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<
         eprintln!("more: cairn runs --cursor {next}");
     }
     match format {
-        ListFormat::Table => out!("{}", view::list::table(&listing.runs)),
+        ListFormat::Table => {
+            let now = cairn_engine::SystemClock.now();
+            out!("{}", view::list::table(&listing.runs, now, super::term::table_fit()));
+            if let Some(r) = listing.runs.iter().find(|r| view::list::stalled(r)) {
+                verbs.notice(format_args!(
+                    "note: a run shown `running (no driver)` was left running by a process that stopped; \
+                     `cairn resume {}` goes on where it stopped",
+                    r.summary.run_id
+                ));
+            }
+        }
         ListFormat::Json => outln!("{}", view::list::json(&listing.runs)),
     }
     Ok(exit::OK)
@@ -53,6 +63,14 @@ pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result
     let opened = verbs.open("status")?;
     let run = opened.runtime.block_on(opened.app.status(id))?;
     print_run(&run, format);
+    // What driving it on from here needs, when the run is not over.
+    if let Err(e) = opened.runtime.block_on(opened.app.check(id)) {
+        let said = super::words::said(&e, "drive");
+        verbs.notice(format_args!("note: to go on from here, {}", said.message));
+        if let Some(hint) = said.hint {
+            verbs.notice(format_args!("hint: {hint}"));
+        }
+    }
     Ok(exit::OK)
 }
 
@@ -60,10 +78,14 @@ pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result
 pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, format: EventsFormat) -> Result<u8, Error> {
     let opened = verbs.open("events")?;
     let events = opened.runtime.block_on(opened.app.events(id))?;
+    if format == EventsFormat::Json {
+        outln!("{}", serde_json::Value::Array(events.iter().map(view::event::json).collect()));
+        return Ok(exit::OK);
+    }
     for e in &events {
         match format {
-            EventsFormat::Jsonl => outln!("{}", serde_json::to_string(e).unwrap_or_default()),
             EventsFormat::Text => outln!("{}", view::event::line(e)),
+            EventsFormat::Jsonl | EventsFormat::Json => outln!("{}", view::event::json(e)),
         }
     }
     Ok(exit::OK)
@@ -74,7 +96,10 @@ pub(crate) fn checkpoints(verbs: &Verbs<'_>, id: &RunId, format: ListFormat) -> 
     let opened = verbs.open("checkpoints")?;
     let list = opened.runtime.block_on(opened.app.checkpoints(id))?;
     match format {
-        ListFormat::Table => out!("{}", view::list::checkpoints_table(&list)),
+        ListFormat::Table => {
+            let now = cairn_engine::SystemClock.now();
+            out!("{}", view::list::checkpoints_table(&list, now, super::term::table_fit()));
+        }
         ListFormat::Json => outln!("{}", view::list::checkpoints_json(&list)),
     }
     Ok(exit::OK)

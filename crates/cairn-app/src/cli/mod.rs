@@ -27,10 +27,13 @@ mod args;
 mod define;
 mod drive;
 mod gates;
+mod init;
 mod inspect;
+mod meta;
 mod prompt;
 mod steer;
 mod summary;
+pub(crate) mod term;
 mod words;
 
 use std::ffi::OsString;
@@ -42,10 +45,11 @@ use cairn_domain::id::RunId;
 use cairn_domain::state::RunStatus;
 use cairn_domain::steer::Verdict;
 use cairn_ports::{EventSink, LlmProvider, NoSink, StepHandler};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use args::{
-    CommandLine, Decide, EventsFormat, ListFormat, PlanFormat, ProblemFormat, RunFormat, Then, Verb,
+    CommandLine, Decide, DocFormat, EventsFormat, ListFormat, PlanFormat, ProblemFormat, RunFormat, Then,
+    Verb,
 };
 
 use crate::app::{App, Run};
@@ -110,8 +114,13 @@ impl Cli {
     /// Parses `args` (the first is the program name), runs the verb, and
     /// returns its exit code.
     pub fn run_with(self, args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
-        let line = match CommandLine::try_parse_from(args) {
-            Ok(line) => line,
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut cmd = command();
+        let parsed = cmd
+            .try_get_matches_from_mut(&args)
+            .and_then(|m| Ok((CommandLine::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))?, m)));
+        let (line, matches) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => {
                 let _ = e.print();
                 return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
@@ -122,10 +131,48 @@ impl Cli {
             data_dir: &line.data_dir,
             config: line.config.as_deref(),
             llm: line.llm.as_deref(),
+            quiet: line.quiet,
         };
-        let code = verbs.dispatch(line.verb).unwrap_or_else(|e| report(&e));
+        // The verb's name, as errors name what was asked (`cannot approve ...`).
+        let asked = matches.subcommand_name().unwrap_or_default().to_owned();
+        let code = verbs.dispatch(line.verb).unwrap_or_else(|e| report(&e, &asked));
         ExitCode::from(code)
     }
+}
+
+/// The global flags each verb does not read, hidden from its `--help`
+/// (still accepted, so a script may pass them to every verb).
+const NOT_READ: &[(&str, &[&str])] = &[
+    ("validate", &["data_dir", "config", "llm"]),
+    ("plan", &["data_dir", "config", "llm"]),
+    ("init", &["data_dir", "config", "llm"]),
+    ("completions", &["data_dir", "config", "llm", "quiet"]),
+    ("man", &["data_dir", "config", "llm", "quiet"]),
+    ("version", &["data_dir", "config", "llm", "quiet"]),
+    ("runs", &["llm"]),
+    ("status", &["llm"]),
+    ("events", &["llm"]),
+    ("checkpoints", &["llm"]),
+    ("fork", &["llm"]),
+    ("prune", &["llm"]),
+    ("pause", &["llm"]),
+    ("cancel", &["llm"]),
+];
+
+/// The command line as clap describes it (for parsing, help, completions
+/// and the man page): the derived [`CommandLine`], each verb's help showing
+/// only the global flags it reads.
+pub fn command() -> clap::Command {
+    let cmd = CommandLine::command();
+    let globals: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    NOT_READ.iter().fold(cmd, |cmd, (verb, flags)| {
+        cmd.mut_subcommand(verb, |sub| {
+            // A verb that has a global flag of its own is not given the
+            // parent's: this copy is the parent's, hidden.
+            let hidden = globals.iter().filter(|a| flags.contains(&a.get_id().as_str()));
+            hidden.fold(sub, |sub, a| sub.arg(a.clone().hide(true)))
+        })
+    })
 }
 
 /// What every verb shares: the plugins and the global flags.
@@ -134,6 +181,8 @@ pub(crate) struct Verbs<'a> {
     data_dir: &'a Path,
     config: Option<&'a Path>,
     llm: Option<&'a str>,
+    /// `-q`: no progress on stderr.
+    quiet: bool,
 }
 
 /// The application of one verb, and its runtime.
@@ -151,8 +200,9 @@ impl Verbs<'_> {
                 let request = drive::Start { file, inputs, inputs_file, run_id };
                 drive::run(self, request, !non_interactive, format)
             }
-            Verb::Resume { run, non_interactive, format } => {
-                drive::resume(self, &run_id(&run)?, !non_interactive, format)
+            Verb::Resume { run, budget_usd, by, non_interactive, format } => {
+                let budget = budget_usd.map(|usd| (usd, by.unwrap_or_else(crate::host::whoami)));
+                drive::resume(self, &run_id(&run)?, budget, !non_interactive, format)
             }
             Verb::Approve(d) => gates::decide(self, &run_id(&d.run)?, d.call(Verdict::Approve), &d.then),
             Verb::Reject(d) => gates::decide(self, &run_id(&d.run)?, d.call(Verdict::Reject), &d.then),
@@ -172,10 +222,22 @@ impl Verbs<'_> {
             Verb::Status { run, format } => inspect::status(self, &run_id(&run)?, format),
             Verb::Events { run, format } => inspect::events(self, &run_id(&run)?, format),
             Verb::Checkpoints { run, format } => inspect::checkpoints(self, &run_id(&run)?, format),
-            Verb::Pause { run } => steer::stop(self, &run_id(&run)?, false),
-            Verb::Cancel { run } => steer::stop(self, &run_id(&run)?, true),
+            Verb::Pause { run, format } => steer::stop(self, &run_id(&run)?, false, format),
+            Verb::Cancel { run, format } => steer::stop(self, &run_id(&run)?, true, format),
             Verb::Fork { run, checkpoint, format } => steer::fork(self, &run_id(&run)?, checkpoint, format),
-            Verb::Prune { older_than, dry_run } => steer::prune(self, &older_than, dry_run),
+            Verb::Prune { older_than, dry_run, format } => steer::prune(self, &older_than, dry_run, format),
+            Verb::Init { dir, format } => init::init(&dir, format),
+            Verb::Completions { shell } => meta::completions(shell),
+            Verb::Man { verb } => meta::man(verb.as_deref()),
+            Verb::Version { format } => meta::version(format),
+        }
+    }
+
+    /// Tells the person at the terminal something that is not the result
+    /// (a note, what to do next) on stderr, unless `--quiet`.
+    fn notice(&self, text: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{text}");
         }
     }
 
@@ -197,7 +259,9 @@ impl Verbs<'_> {
         let loaded = self.loaded()?;
         let runtime = crate::host::runtime()?;
         let holder = Holder::me(verb, drives.map(RunId::as_str));
-        let setup = Setup { data_dir: self.data_dir, loaded: &loaded, llm: self.llm, sink, holder };
+        let reads_only = READING_VERBS.contains(&verb);
+        let setup =
+            Setup { data_dir: self.data_dir, loaded: &loaded, llm: self.llm, sink, holder, reads_only };
         // The store's files are opened inside the runtime: sled's threads
         // and the write-ahead log start with it.
         let app = {
@@ -212,9 +276,12 @@ impl Verbs<'_> {
         self.open_with(verb, None, Arc::new(NoSink), crate::host::WAIT_FOR_STORE)
     }
 
-    /// The application for a verb that drives `run`: progress on stderr.
+    /// The application for a verb that drives `run`: progress on stderr
+    /// (none with `-q`), coloured and live on a terminal.
     fn open_driving(&self, verb: &str, run: &RunId) -> Result<Opened, Error> {
-        self.open_with(verb, Some(run), Arc::new(Progress::default()), crate::host::WAIT_FOR_STORE)
+        let sink: Arc<dyn EventSink> =
+            if self.quiet { Arc::new(NoSink) } else { Arc::new(Progress::new(term::Look::stderr(false))) };
+        self.open_with(verb, Some(run), sink, crate::host::WAIT_FOR_STORE)
     }
 
     /// The process holding the data directory's store, if another does.
@@ -222,6 +289,10 @@ impl Verbs<'_> {
         self.plugins.stores.holder(self.data_dir)
     }
 }
+
+/// The verbs that only read runs: they create no data directory (where
+/// there is none they see no runs).
+const READING_VERBS: &[&str] = &["runs", "status", "events", "checkpoints"];
 
 /// A run id from the command line.
 fn run_id(text: &str) -> Result<RunId, Error> {
@@ -252,8 +323,8 @@ pub(crate) fn exit_code(status: RunStatus) -> u8 {
 /// Prints an error as people read it (`error: ...`, then `hint: ...`
 /// when there is one) and returns its exit code: the one place errors
 /// become words.
-pub(crate) fn report(e: &Error) -> u8 {
-    let said = words::said(e);
+pub(crate) fn report(e: &Error, verb: &str) -> u8 {
+    let said = words::said(e, verb);
     if said.bare {
         eprintln!("{}", said.message);
     } else {
@@ -263,4 +334,30 @@ pub(crate) fn report(e: &Error) -> u8 {
         eprintln!("hint: {hint}");
     }
     said.code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_holds_together_and_each_verb_shows_the_globals_it_reads() {
+        let mut cmd = command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let hidden = |verb: &str| -> Vec<String> {
+            let sub = cmd.find_subcommand(verb).unwrap_or_else(|| panic!("{verb} is a verb"));
+            sub.get_arguments().filter(|a| a.is_hide_set()).map(|a| a.get_id().to_string()).collect()
+        };
+        assert_eq!(hidden("validate"), ["data_dir", "config", "llm"]);
+        assert_eq!(hidden("runs"), ["llm"]);
+        assert!(hidden("run").is_empty(), "run reads every global flag");
+        // Hidden flags still parse, wherever they stand.
+        let line = CommandLine::from_arg_matches(
+            &cmd.try_get_matches_from_mut(["cairn", "validate", "wf.yaml", "--data-dir", "d", "-q"])
+                .expect("parses"),
+        )
+        .expect("a command line");
+        assert_eq!((line.data_dir.as_path(), line.quiet), (Path::new("d"), true));
+    }
 }

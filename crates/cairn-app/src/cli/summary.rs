@@ -4,12 +4,14 @@
 use std::fmt::Write;
 
 use cairn_domain::definition::{Step, StepKind};
-use cairn_domain::state::{GroupState, StepPath, Timestamp, WaitKind, word};
+use cairn_domain::event::Cause;
+use cairn_domain::state::{GroupState, RunStatus, StepPath, Timestamp, TokenUsage, WaitKind, word};
 use serde_json::Value;
 
 use crate::app::Run;
+use crate::view::iso_time;
 use crate::view::run::{Gate, Row, rows, waiting_gates};
-use crate::view::{elapsed, iso_time};
+use crate::view::time::between;
 
 /// `3/5 instances` (`2/2 iterations` for a loop).
 fn instances(step: &Step, group: &GroupState) -> String {
@@ -28,6 +30,11 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
         WaitKind::Acceptance => writeln!(out, "waiting: acceptance of `{}`, by {who}", gate.path),
         WaitKind::Approval => writeln!(out, "waiting: approval `{}`, by {who}", gate.path),
         WaitKind::Clarification => writeln!(out, "waiting: answers to the questions of `{}`", gate.path),
+        WaitKind::Block if s.error.as_ref().is_some_and(|e| e.cause == Some(Cause::BudgetSpent)) => writeln!(
+            out,
+            "blocked: the run's budget is spent before `{}`; `cairn resume {run} --budget-usd USD` raises it and goes on",
+            gate.path
+        ),
         WaitKind::Block => writeln!(out, "blocked: `{}` failed; `cairn resume {run}` retries it", gate.path),
         other => writeln!(out, "waiting: {} at `{}`", word(other), gate.path),
     };
@@ -84,13 +91,30 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
 /// outputs, and the error with its hint.
 pub fn summary(run: &Run, now: Timestamp) -> String {
     let (state, wf, cost_usd) = (&run.state, &run.definition.workflow, run.cost_usd);
+    let version = state.version.as_ref().map(|v| format!(", version {v}")).unwrap_or_default();
     let mut out = format!(
-        "run {} ({}): {} in {}\n",
+        "run {} ({}{version}): {} in {}\n",
         state.run_id,
         state.workflow,
         word(state.status),
-        elapsed(state.created_at, state.updated_at)
+        between(state.created_at, state.updated_at)
     );
+    let id = state.run_id.as_str();
+    if let Some(origin) = &state.forked_from {
+        let _ = writeln!(out, "forked from run {} at checkpoint {}", origin.run, origin.checkpoint);
+    }
+    match state.status {
+        RunStatus::Running if !run.driven => {
+            let _ = writeln!(
+                out,
+                "nobody drives it: the process driving it stopped; `cairn resume {id}` goes on where it stopped"
+            );
+        }
+        RunStatus::Paused | RunStatus::Pending => {
+            let _ = writeln!(out, "`cairn resume {id}` drives it on");
+        }
+        _ => {}
+    }
     let mut table = Vec::new();
     rows(state, &wf.steps, "", 0, true, &mut table);
     let label = |row: &Row| format!("{}{}", "  ".repeat(row.depth), row.path);
@@ -103,10 +127,10 @@ pub fn summary(run: &Run, now: Timestamp) -> String {
             continue;
         }
         let s = row.state;
-        let status = s.map_or("pending", |s| word(s.status));
+        let status = word(s.map_or(state.unstarted_status(), |s| s.status));
         let attempts = s.map_or(0, |s| s.attempts);
         let time = s
-            .and_then(|s| Some(elapsed(s.started_at?, s.finished_at.or(s.started_at)?)))
+            .and_then(|s| Some(between(s.started_at?, s.finished_at.unwrap_or(now))))
             .unwrap_or_else(|| "-".into());
         let count = row.group.map(|g| format!("  {}", instances(row.step, g))).unwrap_or_default();
         let _ = writeln!(out, "  {:<width$}  {status:<10} {attempts:>8}  {time:>7}{count}", label(row));
@@ -118,6 +142,15 @@ pub fn summary(run: &Run, now: Timestamp) -> String {
             out,
             "usage: {} prompt + {} completion tokens{estimated}{cost}",
             state.usage.prompt_tokens, state.usage.completion_tokens
+        );
+    }
+    let inherited = TokenUsage::total(state.inherited_by_model.values());
+    if inherited.prompt_tokens + inherited.completion_tokens > 0 {
+        let cost = run.inherited_cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "inherited from the source run: {} prompt + {} completion tokens{cost}, not counted as this run's",
+            inherited.prompt_tokens, inherited.completion_tokens
         );
     }
     for step in cairn_domain::plan::final_steps(wf).into_iter().map(|s| s.id.as_str()) {

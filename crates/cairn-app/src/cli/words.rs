@@ -25,11 +25,11 @@ fn usage(message: impl Into<String>, hint: Option<String>) -> Said {
     Said { message: message.into(), hint, code: exit::USAGE, bare: false }
 }
 
-/// What the CLI says of `e`.
-pub(crate) fn said(e: &Error) -> Said {
+/// What the CLI says of `e`, met by `verb`.
+pub(crate) fn said(e: &Error, verb: &str) -> Said {
     match e {
         Error::Definition { name, problems } => Said { bare: true, ..usage(problems.render(name), None) },
-        Error::Engine(e) => engine(e),
+        Error::Engine(e) => engine(e, verb),
         Error::Interrupted { run, cause } => usage(
             cause.to_string(),
             Some(format!(
@@ -41,7 +41,7 @@ pub(crate) fn said(e: &Error) -> Said {
     }
 }
 
-fn engine(e: &EngineError) -> Said {
+fn engine(e: &EngineError, verb: &str) -> Said {
     match e {
         EngineError::Store(StoreError::NotFound(id)) => {
             usage(format!("no run `{id}` in this data directory"), None)
@@ -50,7 +50,7 @@ fn engine(e: &EngineError) -> Said {
             usage(format!("a run `{id}` exists already: pick another --run-id"), None)
         }
         EngineError::Store(e) => usage(e.to_string(), None),
-        EngineError::Refused { run, refusal } => refused(run.as_str(), refusal),
+        EngineError::Refused { run, refusal } => refused(run.as_str(), refusal, verb),
         EngineError::Unmet { run, unmet } => {
             let what: Vec<String> = unmet.iter().map(ToString::to_string).collect();
             let hints: std::collections::BTreeSet<String> = unmet.iter().map(unmet_hint).collect();
@@ -86,12 +86,17 @@ fn unmet_hint(u: &Unmet) -> String {
     }
 }
 
-fn refused(run: &str, r: &Refusal) -> Said {
-    let message = format!("run `{run}`: {r}");
+fn refused(run: &str, r: &Refusal, verb: &str) -> Said {
+    let message = match verb {
+        "" => format!("run `{run}`: {r}"),
+        verb => format!("cannot {verb} run `{run}`: {r}"),
+    };
     let hint = match r {
-        Refusal::Ended { .. } => {
-            Some(format!("fork it from one of its checkpoints to run it again (`cairn checkpoints {run}`)"))
-        }
+        Refusal::Ended { .. } => Some(format!(
+            "`cairn status {run}` shows how it ended; to run it again, fork it from one of its checkpoints \
+             (`cairn checkpoints {run}`)"
+        )),
+        Refusal::BudgetNotRaised { .. } => Some("give a larger --budget-usd".into()),
         Refusal::SeveralWait { .. } | Refusal::NotWaitingThere { .. } => {
             Some("name the gate with --gate STEP (`cairn status` lists them)".into())
         }

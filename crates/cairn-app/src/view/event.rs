@@ -5,6 +5,22 @@ use cairn_domain::state::{Event, EventKind, word};
 
 use super::iso_time;
 
+/// One event as JSON, the shape every front prints (`events --format
+/// jsonl`, the API's streams): the stored event with its times (`at`,
+/// `retry_at`, `deadline`) in RFC 3339.
+pub fn json(e: &Event) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(fields) = v.as_object_mut() {
+        fields.insert("at".into(), iso_time(e.at).into());
+        for key in ["retry_at", "deadline"] {
+            if let Some(ms) = fields.get(key).and_then(serde_json::Value::as_u64) {
+                fields.insert(key.into(), iso_time(cairn_domain::state::Timestamp(ms)).into());
+            }
+        }
+    }
+    v
+}
+
 /// One event of the audit trail as a line: sequence, time, actor, what.
 pub fn line(e: &Event) -> String {
     let v = serde_json::to_value(&e.kind).unwrap_or_default();
@@ -70,4 +86,33 @@ pub fn line(e: &Event) -> String {
         _ => String::new(),
     };
     format!("{:>4} {} {:<10} {kind}{path}{detail}", e.seq, iso_time(e.at), e.actor)
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_domain::state::{StepPath, Timestamp, WaitKind};
+
+    use super::*;
+
+    #[test]
+    fn event_json_has_rfc3339_times() {
+        let e = Event {
+            seq: 4,
+            at: Timestamp(1_000),
+            actor: "ann".into(),
+            kind: EventKind::StepWaiting {
+                path: StepPath::new("go"),
+                wait: WaitKind::Approval,
+                deadline: Some(Timestamp(61_000)),
+                message: None,
+                questions: Vec::new(),
+            },
+        };
+        assert_eq!(
+            json(&e),
+            serde_json::json!({"seq": 4, "at": "1970-01-01T00:00:01.000Z", "actor": "ann",
+                "type": "step_waiting", "path": "go", "wait": "approval",
+                "deadline": "1970-01-01T00:01:01.000Z"})
+        );
+    }
 }

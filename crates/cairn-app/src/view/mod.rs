@@ -6,6 +6,7 @@ pub mod event;
 pub mod list;
 pub mod plan;
 pub mod run;
+pub mod time;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,16 +17,6 @@ use cairn_domain::state::{StepError, Timestamp};
 /// time format of everything cairn prints.
 pub fn iso_time(t: Timestamp) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
-}
-
-/// `1.5s`, `250ms`, `2m3s`: how long something took.
-pub fn elapsed(from: Timestamp, to: Timestamp) -> String {
-    let ms = to.0.saturating_sub(from.0);
-    match ms {
-        0..1000 => format!("{ms}ms"),
-        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        _ => cairn_domain::duration::Duration::from_millis(ms).to_string(),
-    }
 }
 
 /// What helps with `error`: its own hint, else the words for its typed
@@ -56,6 +47,10 @@ fn cause_hint(cause: &Cause) -> String {
         Cause::ProviderTimeout { provider } => format!(
             "raise the timeouts under [providers.{provider}] in cairn.toml (timeout, first_byte_timeout, idle_timeout), or check the server"
         ),
+        Cause::BudgetSpent => {
+            "raise the run's budget and go on: `cairn resume RUN --budget-usd USD` (recorded with who raised it)"
+                .into()
+        }
         _ => "see the error's message".into(),
     }
 }

@@ -1,8 +1,10 @@
 //! A run as every front shows it: the one run JSON (the shape
-//! `spec/cli.md` fixes), its steps as rows, and the gates it waits at.
+//! `docs/cli.md` fixes), its steps as rows, and the gates it waits at.
 
 use cairn_domain::definition::{Step, Workflow};
-use cairn_domain::state::{GroupState, RunState, StepPath, StepState, StepStatus, Timestamp, WaitKind};
+use cairn_domain::state::{
+    GroupState, RunState, StepPath, StepState, StepStatus, Timestamp, TokenUsage, WaitKind,
+};
 use serde_json::{Value, json};
 
 use super::iso_time;
@@ -59,8 +61,12 @@ pub(crate) fn rows<'a>(
     }
 }
 
-/// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`, `waiting`, `usage`, `error`.
-/// `steps` lists every step with a state, instance steps by their paths.
+/// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`,
+/// `waiting` (the first gate), `usage`, `error` as `docs/cli.md` fixes
+/// them, and `version`, `driven`, `created_at`, `updated_at`, `gates` (every waiting
+/// gate), `budget_usd`, and a fork's `forked_from` and `inherited_usage`.
+/// `steps` lists every step with a state, instance steps by their paths,
+/// with `started_at`, `finished_at` and `duration_ms`. Times are RFC 3339.
 pub fn run_json(run: &Run, now: Timestamp) -> Value {
     let (state, wf, cost_usd) = (&run.state, &run.definition.workflow, run.cost_usd);
     let mut all = Vec::new();
@@ -72,11 +78,15 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
             let mut v = json!({
                 "path": row.path,
                 "id": row.step.id,
-                "status": s.map_or(StepStatus::Pending, |s| s.status),
+                "status": s.map_or(state.unstarted_status(), |s| s.status),
                 "attempts": s.map_or(0, |s| s.attempts),
                 "output": s.and_then(|s| s.output.clone()),
                 "error": s.and_then(|s| s.error.as_ref()).map(super::error_json),
             });
+            let (started, finished) = (s.and_then(|s| s.started_at), s.and_then(|s| s.finished_at));
+            v["started_at"] = json!(started.map(iso_time));
+            v["finished_at"] = json!(finished.map(iso_time));
+            v["duration_ms"] = json!(started.map(|from| finished.unwrap_or(now).0.saturating_sub(from.0)));
             if let Some(g) = row.group {
                 v["instances"] = json!({"total": g.keys.len(), "finished": g.finished});
             }
@@ -86,50 +96,68 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
             v
         })
         .collect();
-    let waiting = waiting_gates(state, &all).into_iter().next().map(|gate| {
-        let s = gate.state;
-        let approved_by: Vec<Value> = s
-            .decisions
-            .iter()
-            .filter(|d| d.approve)
-            .map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment, "at": iso_time(d.at)}))
-            .collect();
-        let mut v = json!({
-            "gate": gate.path,
-            "kind": gate.kind,
-            "approvers": gate.approvers,
-            "approved_by": approved_by,
-        });
-        if let Some(deadline) = s.deadline {
-            v["deadline"] = json!(iso_time(deadline));
-            v["deadline_passed"] = json!(deadline <= now);
-        }
-        if let Some(message) = &s.message {
-            v["message"] = json!(message);
-        }
-        if !s.questions.is_empty() {
-            v["questions"] = json!(s.questions);
-        }
-        if kind_needs_output(gate.kind) {
-            v["output"] = s.output.clone().unwrap_or(Value::Null);
-        }
-        v
-    });
-    json!({
+    let gates: Vec<Value> = waiting_gates(state, &all)
+        .into_iter()
+        .map(|gate| {
+            let s = gate.state;
+            let approved_by: Vec<Value> = s
+                .decisions
+                .iter()
+                .filter(|d| d.approve)
+                .map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment, "at": iso_time(d.at)}))
+                .collect();
+            let mut v = json!({
+                "gate": gate.path,
+                "kind": gate.kind,
+                "approvers": gate.approvers,
+                "approved_by": approved_by,
+            });
+            if let Some(deadline) = s.deadline {
+                v["deadline"] = json!(iso_time(deadline));
+                v["deadline_passed"] = json!(deadline <= now);
+            }
+            if let Some(message) = &s.message {
+                v["message"] = json!(message);
+            }
+            if !s.questions.is_empty() {
+                v["questions"] = json!(s.questions);
+            }
+            if kind_needs_output(gate.kind) {
+                v["output"] = s.output.clone().unwrap_or(Value::Null);
+            }
+            v
+        })
+        .collect();
+    let usage = |u: &TokenUsage, cost_usd: Option<f64>| {
+        json!({
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "estimated": u.estimated,
+            "cost_usd": cost_usd,
+        })
+    };
+    let mut v = json!({
         "run_id": state.run_id,
         "workflow": state.workflow,
+        "version": state.version,
         "status": state.status,
+        "driven": run.driven,
+        "created_at": iso_time(state.created_at),
+        "updated_at": iso_time(state.updated_at),
         "inputs": state.inputs,
         "steps": steps,
-        "waiting": waiting,
-        "usage": {
-            "prompt_tokens": state.usage.prompt_tokens,
-            "completion_tokens": state.usage.completion_tokens,
-            "estimated": state.usage.estimated,
-            "cost_usd": cost_usd,
-        },
+        "waiting": gates.first(),
+        "gates": gates,
+        "usage": usage(&state.usage, cost_usd),
+        "budget_usd": state.budget_usd.or(wf.defaults.budget_usd),
         "error": state.error.as_ref().map(super::error_json),
-    })
+    });
+    if let Some(origin) = &state.forked_from {
+        v["forked_from"] = json!({"run_id": origin.run, "checkpoint": origin.checkpoint});
+        let inherited = TokenUsage::total(state.inherited_by_model.values());
+        v["inherited_usage"] = usage(&inherited, run.inherited_cost_usd);
+    }
+    v
 }
 
 /// The gate a waiting run waits at: the first step waiting for a person.

@@ -94,6 +94,8 @@ impl Frontier {
             | EventKind::RunCompleted
             | EventKind::RunFailed { .. }
             | EventKind::RunCancelled
+            | EventKind::RunForked { .. }
+            | EventKind::BudgetRaised { .. }
             | EventKind::SessionExtended { .. }
             | EventKind::OutputRepaired { .. }
             | EventKind::UsageRecorded { .. }

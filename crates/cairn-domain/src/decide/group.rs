@@ -5,11 +5,11 @@ use serde_json::{Value, json};
 
 use super::failure::step_failed;
 use super::{Cx, Decisive, End, Walk, fatal};
-use crate::definition::{Exhausted, ForEachStep, Step, StepKind};
+use crate::definition::{Exhausted, ForEachStep, Step, StepKind, Template};
 use crate::program::{Frame, MAX_INSTANCES};
 use crate::render::{Renderer, truthy};
 use crate::scope::ScopeKey;
-use crate::state::{EventKind, GroupState, StepError, StepPath};
+use crate::state::{EventKind, GroupState, StepError, StepPath, StepStatus};
 
 impl Cx<'_> {
     /// A running group: walks its open instances (at most its
@@ -69,17 +69,17 @@ impl Cx<'_> {
                 let reads = self.program.reads(path);
                 let until = l.until.as_ref().map(|t| {
                     let ctx = self.renderer.context(self.state, self.program, &iteration, reads, None, &[]);
-                    self.renderer.value(t, &ctx).map(|v| truthy(&v))
+                    self.renderer
+                        .value(t, &ctx)
+                        .map(|v| truthy(&v))
+                        .map_err(|e| self.until_error(&iteration, t, e))
                 });
                 let output = self.outputs(path, &key, step);
                 walk.records.push(match until {
-                    Some(Err(e)) => EventKind::StepFailed {
+                    Some(Err(error)) => EventKind::StepFailed {
                         path: path.clone(),
                         attempt,
-                        error: fatal(
-                            format!("its `until` cannot be rendered: {e}"),
-                            "fix the `until` template: validating the definition checks the names it reads",
-                        ),
+                        error,
                         output: Some(output),
                         retry_at: None,
                     },
@@ -108,6 +108,59 @@ impl Cx<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Why a loop's `until` did not render. When it reads the output of a
+    /// step of the iteration that has none (the step failed before giving
+    /// one, was skipped or cancelled), the template is not at fault: the
+    /// error names that step and why, and a failure keeps its class and
+    /// cause (a program not allowed stays `permission`). Otherwise it is
+    /// the template's own error.
+    fn until_error(&self, iteration: &Frame, until: &Template, error: String) -> StepError {
+        let missing = self.renderer.references(until).into_iter().flatten().find_map(|read| {
+            let mut parts = read.split('.');
+            let (Some("steps"), Some(id), Some("output")) = (parts.next(), parts.next(), parts.next()) else {
+                return None;
+            };
+            let path = iteration.resolve(self.program, self.state, id)?;
+            let step = self.state.steps.get(&path);
+            let has_output = step.and_then(|s| s.output.as_ref()).is_some_and(|o| !o.is_null());
+            (!has_output).then(|| (id.to_owned(), path, step))
+        });
+        let Some((id, path, step)) = missing else {
+            return fatal(
+                format!("its `until` cannot be rendered: {error}"),
+                "fix the `until` template: validating the definition checks the names it reads",
+            );
+        };
+        let reads = format!("its `until` reads `steps.{id}.output`, but `{path}`");
+        let guard = format!(
+            "make `{id}` give an output in every iteration, or guard the read with `default(...)` so the loop goes on"
+        );
+        match step.map(|s| (s.status, s.error.as_ref())) {
+            Some((StepStatus::Failed, Some(cause))) => {
+                let mut error = StepError {
+                    message: format!("{reads} failed with no output: {}", cause.message),
+                    ..cause.clone()
+                };
+                if error.hint.is_none() && error.cause.is_none() {
+                    error.hint = Some(format!(
+                        "see why `{path}` failed; to let the loop go on instead, guard the read with `default(...)`"
+                    ));
+                }
+                error
+            }
+            Some((StepStatus::Skipped, _)) => {
+                fatal(format!("{reads} was skipped, so it has no output"), &guard)
+            }
+            Some((StepStatus::Cancelled, _)) => {
+                fatal(format!("{reads} was cancelled, so it has no output"), &guard)
+            }
+            Some((StepStatus::Succeeded, _)) => {
+                fatal(format!("{reads} succeeded with a null output"), &guard)
+            }
+            _ => fatal(format!("{reads} has no output yet"), &guard),
+        }
     }
 
     /// The events that end a `for_each` whose instances all finished: the

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::definition::StepKind;
 use crate::duration::Duration;
+use crate::event::Cause;
 pub use crate::program::Program;
 use crate::program::{Block, Frame};
 use crate::render::{Renderer, truthy};
@@ -379,18 +380,18 @@ impl Cx<'_> {
                     walk.records.push(EventKind::IterationStarted { path: path.clone(), index: 0 });
                 }
                 StepKind::Agent(_) if self.over_budget() => {
-                    let (spent, budget) =
-                        (self.program.spent(self.state), self.program.workflow().defaults.budget_usd);
+                    let (spent, budget) = (self.program.spent(self.state), self.budget());
+                    let message = format!(
+                        "the run's budget of ${:.4} is spent (${spent:.4} so far): no further LLM step starts",
+                        budget.unwrap_or_default()
+                    );
                     walk.records.push(EventKind::StepFailed {
                         path: path.clone(),
                         attempt: 0,
-                        error: fatal(
-                            format!(
-                                "the run's budget of ${:.4} is spent (${spent:.4} so far): no further LLM step starts",
-                                budget.unwrap_or_default()
-                            ),
-                            "the budget is the definition's `defaults.budget_usd`: cancel the run, or start it again under a larger one",
-                        ),
+                        error: StepError {
+                            cause: Some(Cause::BudgetSpent),
+                            ..StepError::new(ErrorClass::Fatal, message)
+                        },
                         output: None,
                         retry_at: None,
                     });
@@ -415,9 +416,15 @@ impl Cx<'_> {
         Ok(End::Busy)
     }
 
-    /// Whether the run has spent its budget (`defaults.budget_usd`).
+    /// The run's budget: the one a person raised it to, else the
+    /// definition's `defaults.budget_usd`.
+    fn budget(&self) -> Option<f64> {
+        self.state.budget_usd.or(self.program.workflow().defaults.budget_usd)
+    }
+
+    /// Whether the run has spent its budget.
     fn over_budget(&self) -> bool {
-        self.program.workflow().defaults.budget_usd.is_some_and(|b| self.program.spent(self.state) >= b)
+        self.budget().is_some_and(|b| self.program.spent(self.state) >= b)
     }
 }
 
