@@ -157,6 +157,16 @@ fn verbs_that_only_read_create_no_data_directory_and_path_errors_name_the_path()
     }
     assert!(!data.exists(), "reading created {}", data.display());
 
+    // Settings only driving uses never stop a verb that reads.
+    std::fs::write(dir.join("cairn.toml"), "[commands]\nroots = [\"gone\"]\n").expect("write");
+    let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8")), ("CAIRN_LLM_BASE_URL", "not a url")];
+    let r = cairn_env(&dir, &["runs"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = cairn_env(&dir, &["--llm", "mock", "run", "wf.yaml"], &env);
+    assert_eq!(r.code, 2, "driving does read them: {}", r.stderr);
+    assert!(r.stderr.contains("gone"), "{}", r.stderr);
+    std::fs::remove_file(dir.join("cairn.toml")).expect("remove");
+
     let file = dir.join("a-file");
     std::fs::write(&file, "not a directory").expect("write");
     let (code, _, err) = cairn_at(&dir, &file, &["--llm", "mock", "run", "wf.yaml"]);

@@ -4,11 +4,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use crate::support::{cairn_bin, cairn_env, fresh_data_dir, redact_times, scratch};
+use crate::support::{cairn_command, cairn_env, fresh_data_dir, redact_times, scratch};
 
 pub(crate) const CHAIN: &str = "cairn: 1\nid: chain\nagents:\n  w: { system: hi }\nsteps:\n  - id: a\n    agent: w\n    prompt: one\n  - id: b\n    agent: w\n    prompt: two\n  - id: c\n    agent: w\n    prompt: three\n";
 
@@ -24,12 +24,8 @@ impl Driver {
     }
 
     pub(crate) fn start_with(dir: &Path, data: &Path, run_id: &str, latency: &str) -> Self {
-        let mut child = Command::new(cairn_bin())
-            .args(["--llm", "mock", "run", "wf.yaml", "--run-id", run_id])
-            .current_dir(dir)
-            .env("CAIRN_DATA_DIR", data)
+        let mut child = cairn_command(dir, data, &["--llm", "mock", "run", "wf.yaml", "--run-id", run_id])
             .env("CAIRN_MOCK_LATENCY", latency)
-            .env_remove("CAIRN_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -215,11 +211,7 @@ fn a_held_store_is_refused_naming_the_holder() {
     // A verb that finds the store held waits for it: started while the
     // driver holds it, it is still waiting when the driver lets go, and
     // then it lists the run.
-    let mut waiter = Command::new(cairn_bin())
-        .args(["runs", "--format", "json"])
-        .current_dir(&dir)
-        .env("CAIRN_DATA_DIR", &data)
-        .env_remove("CAIRN_CONFIG")
+    let mut waiter = cairn_command(&dir, &data, &["runs", "--format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -295,11 +287,7 @@ fn a_reader_that_goes_away_ends_every_printing_verb_quietly() {
     for args in
         [&["events", "fan"][..], &["status", "fan", "--format", "json"], &["checkpoints", "fan"], &["runs"]]
     {
-        let mut child = Command::new(cairn_bin())
-            .args(args)
-            .current_dir(&dir)
-            .env("CAIRN_DATA_DIR", &data)
-            .env_remove("CAIRN_CONFIG")
+        let mut child = cairn_command(&dir, &data, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

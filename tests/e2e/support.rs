@@ -87,17 +87,40 @@ pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Runs the binary `bin` with `args` in `dir`, as [`cairn_env`] runs `cairn`.
 pub fn bin_env(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(bin);
-    command.args(args).current_dir(dir).env_remove("CAIRN_CONFIG").env_remove("CAIRN_DATA_DIR");
-    for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
-        command.env_remove(name);
-    }
-    command.env("USER", "tester");
+    let mut command = command(bin, dir, args);
     if !env.iter().any(|(k, _)| *k == "CAIRN_DATA_DIR") {
         command.env("CAIRN_DATA_DIR", fresh_data_dir());
     }
     command.envs(env.iter().copied());
     command.output().expect("cairn runs").into()
+}
+
+/// `bin ARGS` in `dir`, not yet started, with the environment a test
+/// controls: none of the caller's config, data directory, provider
+/// settings or mock latency, and `USER=tester`. A test that watches a
+/// process while it runs sets its pipes and spawns it.
+pub fn command(bin: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(bin);
+    command.args(args).current_dir(dir);
+    for name in [
+        "CAIRN_CONFIG",
+        "CAIRN_DATA_DIR",
+        "CAIRN_LLM_BASE_URL",
+        "CAIRN_LLM_API_KEY",
+        "CAIRN_LLM_MODEL",
+        "CAIRN_MOCK_LATENCY",
+    ] {
+        command.env_remove(name);
+    }
+    command.env("USER", "tester");
+    command
+}
+
+/// `cairn ARGS` in `dir` on the store in `data`, as [`command`] makes it.
+pub fn cairn_command(dir: &Path, data: &Path, args: &[&str]) -> Command {
+    let mut command = command(cairn_bin(), dir, args);
+    command.env("CAIRN_DATA_DIR", data);
+    command
 }
 
 /// A data directory no other invocation uses.
@@ -310,13 +333,7 @@ fn header(head: &str, name: &str) -> Option<String> {
 /// `CAIRN_DATA_DIR` unless `args` or `env` give one, so cairn uses its
 /// default (`./.cairn` in `dir`).
 pub fn cairn_bare(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(cairn_bin());
-    command.args(args).current_dir(dir).env_remove("CAIRN_CONFIG").env_remove("CAIRN_DATA_DIR");
-    for name in ["CAIRN_LLM_BASE_URL", "CAIRN_LLM_API_KEY", "CAIRN_LLM_MODEL", "CAIRN_MOCK_LATENCY"] {
-        command.env_remove(name);
-    }
-    command.env("USER", "tester").envs(env.iter().copied());
-    command.output().expect("cairn runs").into()
+    command(cairn_bin(), dir, args).envs(env.iter().copied()).output().expect("cairn runs").into()
 }
 
 /// The run ids of a `runs --format json` array, newest first.

@@ -2,10 +2,10 @@
 //! its whole process group: the test first sees the group's processes
 //! running (they write their pids), then sees none of them survive.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{cairn_bin, cairn_env, fresh_data_dir, json, scratch};
+use crate::support::{cairn_command, cairn_env, fresh_data_dir, json, scratch};
 
 /// A command step whose shell starts a sleeping child, writes both pids,
 /// and waits.
@@ -27,11 +27,7 @@ fn cancel_stops_a_running_command_and_every_process_it_started() {
     std::fs::write(dir.join("cairn.toml"), "[commands]\nallow = [\"sh\"]\n").expect("write");
     let data = fresh_data_dir();
     let data_text = data.to_str().expect("utf-8").to_owned();
-    let mut driver = Command::new(cairn_bin())
-        .args(["run", "wf.yaml", "--run-id", "nap1", "--non-interactive"])
-        .current_dir(&dir)
-        .env("CAIRN_DATA_DIR", &data)
-        .env_remove("CAIRN_CONFIG")
+    let mut driver = cairn_command(&dir, &data, &["run", "wf.yaml", "--run-id", "nap1", "--non-interactive"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

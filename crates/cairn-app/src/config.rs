@@ -111,7 +111,7 @@ pub struct StoreConfig {
     pub keep_checkpoints: Option<u32>,
 }
 
-/// A duration (`120s`, `1.5m`), checked as the file is read and kept as written.
+/// A duration (`120s`, `2m`), checked as the file is read and kept as written.
 fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
     text.parse::<cairn_domain::duration::Duration>().map_err(serde::de::Error::custom)?;

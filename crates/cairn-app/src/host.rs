@@ -184,7 +184,15 @@ impl Plugins {
     pub(crate) fn app(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
         let loaded = setup.loaded;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config)?;
+        let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config);
+        let providers = providers(loaded, setup.llm, &clock);
+        // A verb that only reads runs never fails on settings that only
+        // driving a run uses (a provider's URL, a command root).
+        let (commands, (every, named)) = if setup.reads_only {
+            (commands.ok(), providers.unwrap_or_default())
+        } else {
+            (Some(commands?), providers?)
+        };
         let store: Arc<dyn RunStore> = if setup.reads_only && !self.stores.exists(setup.data_dir) {
             Arc::new(cairn_engine::MemoryStore::default())
         } else {
@@ -193,9 +201,10 @@ impl Plugins {
         let mut builder = EngineBuilder::new(Arc::clone(&store))
             .clock(Arc::clone(&clock))
             .sink(Arc::clone(&setup.sink))
-            .commands(Arc::new(commands))
             .prices(loaded.prices());
-        let (every, named) = providers(loaded, setup.llm, &clock)?;
+        if let Some(commands) = commands {
+            builder = builder.commands(Arc::new(commands));
+        }
         for (name, provider) in named.into_iter().chain(self.providers.iter().cloned()) {
             builder = builder.provider(name, provider);
         }

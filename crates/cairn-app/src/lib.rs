@@ -17,7 +17,9 @@
 //! Parsing, validation and plans are `cairn-domain`'s; running is
 //! `cairn-engine`'s. Fronts add transport and words, never rules.
 //!
-//! May depend on: every cairn crate but the test kit, clap, tokio.
+//! May depend on: every cairn crate but the test kit; clap (with
+//! clap_complete and clap_mangen), tokio, and for the terminal anstyle,
+//! terminal_size and unicode-width.
 //!
 //! Read first: [`App`], [`Cli`], [`host`].
 

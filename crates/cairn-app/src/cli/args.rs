@@ -33,7 +33,8 @@ Exit codes:
   0 completed (or the verb succeeded)   1 failed   2 bad usage, invalid definition, unknown run
   3 waits for a person   4 cancelled   5 paused
 
-Docs: docs/workflow-format.md (the format), docs/running.md (runs, config, failures).";
+Docs: docs/cli.md (every verb, flag and JSON shape), docs/workflow-format.md (the format),
+docs/running.md (runs, config, failures).";
 
 /// cairn runs durable LLM-agent workflows described in YAML or JSON.
 #[derive(Debug, Parser)]

@@ -150,7 +150,6 @@ const NOT_READ: &[(&str, &[&str])] = &[
     ("man", &["data_dir", "config", "llm", "quiet"]),
     ("version", &["data_dir", "config", "llm", "quiet"]),
     ("runs", &["llm"]),
-    ("status", &["llm"]),
     ("events", &["llm"]),
     ("checkpoints", &["llm"]),
     ("fork", &["llm"]),
@@ -351,6 +350,7 @@ mod tests {
         };
         assert_eq!(hidden("validate"), ["data_dir", "config", "llm"]);
         assert_eq!(hidden("runs"), ["llm"]);
+        assert!(hidden("status").is_empty(), "status says what going on needs, with --llm");
         assert!(hidden("run").is_empty(), "run reads every global flag");
         // Hidden flags still parse, wherever they stand.
         let line = CommandLine::from_arg_matches(

@@ -16,7 +16,7 @@ use super::Opened;
 use super::summary::gate_text;
 use crate::app::Run;
 use crate::error::Error;
-use crate::view::run::{Gate, gate_of};
+use crate::view::run::{Gate, gates_of};
 
 /// While the run waits at a gate and a person is at the terminal (stdin is
 /// a TTY, and `--non-interactive` was not given): shows the gate, asks,
@@ -29,9 +29,11 @@ pub(crate) fn converse(opened: &Opened, mut run: Run, interactive: bool) -> Resu
     let lines = stdin_lines();
     let by = crate::host::whoami();
     while run.state.status.is_waiting() {
-        let Some(gate) = gate_of(&run.state, &run.definition.workflow) else { break };
+        let gates = gates_of(&run.state, &run.definition.workflow);
+        let Some(gate) = gates.first() else { break };
         let id = run.state.run_id.clone();
-        match ask(&id, &gate, &lines) {
+        // With several gates waiting, the commands shown name theirs.
+        match ask(&id, gate, gates.len() > 1, &lines) {
             Asked::Leave => break,
             Asked::DeadlinePassed => eprintln!("the deadline passed: the gate's `on_timeout` applies"),
             Asked::Decided(call) => match opened.runtime.block_on(opened.app.decide(&id, call, &by)) {
@@ -79,10 +81,10 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 }
 
 /// Shows a gate on stderr and asks about it.
-fn ask(id: &RunId, gate: &Gate<'_>, lines: &mpsc::Receiver<String>) -> Asked {
+fn ask(id: &RunId, gate: &Gate<'_>, named: bool, lines: &mpsc::Receiver<String>) -> Asked {
     let now = SystemClock.now();
     let mut err = std::io::stderr();
-    let _ = write!(err, "\n{}", gate_text(id.as_str(), gate, now, false));
+    let _ = write!(err, "\n{}", gate_text(id.as_str(), gate, now, named));
     if gate.kind == WaitKind::Acceptance
         && let Some(output) = &gate.state.output
     {

@@ -83,6 +83,8 @@ pub fn line(e: &Event) -> String {
             )
         }
         EventKind::RunFailed { error } => format!(" {}: {}", error.class, error.message),
+        EventKind::RunForked { source, checkpoint } => format!(" from {source} at checkpoint {checkpoint}"),
+        EventKind::BudgetRaised { budget_usd } => format!(" to ${budget_usd:.2}"),
         _ => String::new(),
     };
     format!("{:>4} {} {:<10} {kind}{path}{detail}", e.seq, iso_time(e.at), e.actor)
@@ -93,6 +95,20 @@ mod tests {
     use cairn_domain::state::{StepPath, Timestamp, WaitKind};
 
     use super::*;
+
+    #[test]
+    fn a_fork_and_a_raised_budget_say_what_they_did() {
+        let at = |kind| line(&Event { seq: 9, at: Timestamp(0), actor: "ann".into(), kind });
+        let source = cairn_domain::id::RunId::new("src").expect("id");
+        assert_eq!(
+            at(EventKind::RunForked { source, checkpoint: 8 }),
+            "   9 1970-01-01T00:00:00.000Z ann        run_forked from src at checkpoint 8"
+        );
+        assert_eq!(
+            at(EventKind::BudgetRaised { budget_usd: 2.5 }),
+            "   9 1970-01-01T00:00:00.000Z ann        budget_raised to $2.50"
+        );
+    }
 
     #[test]
     fn event_json_has_rfc3339_times() {

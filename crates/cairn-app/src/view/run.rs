@@ -191,11 +191,11 @@ pub(crate) fn waiting_gates<'a>(state: &RunState, rows: &[Row<'a>]) -> Vec<Gate<
         .collect()
 }
 
-/// The gate of a waiting run, for prompts.
-pub fn gate_of<'a>(state: &'a RunState, wf: &'a Workflow) -> Option<Gate<'a>> {
+/// The gates a waiting run waits at, in step order, for prompts.
+pub fn gates_of<'a>(state: &'a RunState, wf: &'a Workflow) -> Vec<Gate<'a>> {
     let mut all = Vec::new();
     rows(state, &wf.steps, "", 0, false, &mut all);
-    waiting_gates(state, &all).into_iter().next()
+    waiting_gates(state, &all)
 }
 
 fn kind_needs_output(kind: WaitKind) -> bool {
