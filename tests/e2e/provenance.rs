@@ -200,3 +200,26 @@ fn status_says_what_going_on_from_here_needs_and_runs_says_which_run_has_no_driv
     let (_, _, mocked) = cairn_at(&dir, &data, &["--llm", "mock", "status", "g1"]);
     assert!(!mocked.contains("note:"), "this process could go on: {mocked}");
 }
+
+const TWO_GATES: &str = "cairn: 1\nid: two\ninputs:\n  year: { type: string }\nsteps:\n  - id: legal\n    approval: { message: Legal? }\n  - id: ops\n    needs: []\n    approval: { message: Ops? }\n";
+
+#[test]
+fn every_waiting_gate_is_listed_and_a_string_input_keeps_a_number_as_text() {
+    let dir = scratch("prov_gates");
+    std::fs::write(dir.join("wf.yaml"), TWO_GATES).expect("write");
+    let data = crate::support::fresh_data_dir();
+    let args = ["run", "wf.yaml", "--run-id", "two", "--input", "year=2024", "--non-interactive"];
+    let (code, _, err) = cairn_at(&dir, &data, &args);
+    assert_eq!(code, 3, "{err}");
+    let (_, run, _) = cairn_at(&dir, &data, &["status", "two", "--format", "json"]);
+    let run = json(&run);
+    assert_eq!(run["inputs"]["year"], "2024", "a string input takes 2024 as text");
+    let gates: Vec<&str> =
+        run["gates"].as_array().expect("gates").iter().filter_map(|g| g["gate"].as_str()).collect();
+    assert_eq!(gates, ["legal", "ops"]);
+    assert_eq!(run["waiting"]["gate"], "legal", "`waiting` is the first of them");
+    let (_, text, _) = cairn_at(&dir, &data, &["status", "two"]);
+    for gate in ["legal", "ops"] {
+        assert!(text.contains(&format!("cairn approve two --gate '{gate}'")), "{text}");
+    }
+}

@@ -26,7 +26,7 @@ Environment:
   CAIRN_LLM_API_KEY    the default provider's API key (never printed, never stored)
   CAIRN_LLM_MODEL      the default provider's model
   CAIRN_MOCK_LATENCY   how long each answer of --llm mock takes (`2s`), for demos and tests
-  NO_COLOR             set (and not empty): no colour on a terminal
+  NO_COLOR             set (and not empty): no colour and no live line on a terminal
   Command steps get CAIRN_IDEMPOTENCY_KEY, the attempt's key (`run/step/attempt`).
 
 Exit codes:

@@ -33,14 +33,13 @@ impl Env {
 }
 
 impl Look {
-    /// Decides how a stream looks: nothing but plain lines unless it is a
-    /// terminal (`tty`); colour unless `NO_COLOR` says no; a live line
-    /// whatever `NO_COLOR` says (it is no colour), unless the terminal is
-    /// dumb; and with `quiet` (`-q`) there is no progress at all, so
-    /// neither.
+    /// Decides how a stream looks: colour and a live line only on a
+    /// terminal (`tty`) that is not dumb, and neither with `NO_COLOR` (a
+    /// person who asks for no colour gets the plain lines a pipe gets) nor
+    /// with `quiet` (`-q`: no progress at all).
     pub fn decide(tty: bool, env: Env, quiet: bool) -> Self {
-        let on = tty && !quiet && !env.dumb;
-        Self { colour: on && !env.no_color, live: on }
+        let on = tty && !quiet && !env.dumb && !env.no_color;
+        Self { colour: on, live: on }
     }
 
     /// How progress on stderr looks.
@@ -90,7 +89,7 @@ mod tests {
             // tty, env, quiet -> look
             (true, plain, false, on),
             (true, plain, true, off),
-            (true, no_color, false, Look { colour: false, live: true }),
+            (true, no_color, false, off),
             (true, no_color, true, off),
             (true, dumb, false, off),
             (false, plain, false, off),
