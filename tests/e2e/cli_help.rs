@@ -5,7 +5,7 @@
 use crate::support::{Run, cairn_env, root};
 
 /// Every verb, as `cairn --help` lists it.
-const VERBS: [&str; 20] = [
+const VERBS: [&str; 21] = [
     "validate",
     "run",
     "runs",
@@ -24,6 +24,7 @@ const VERBS: [&str; 20] = [
     "init",
     "completions",
     "man",
+    "doctor",
     "version",
     "help",
 ];

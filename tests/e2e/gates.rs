@@ -83,6 +83,31 @@ fn decisions_that_do_not_fit_are_refused_with_the_reason() {
 }
 
 #[test]
+fn a_repeated_decision_says_so_and_never_decides_the_next_gate() {
+    let data = fresh_data_dir();
+    std::fs::create_dir_all(&data).expect("data dir");
+    let file = data.with_extension("twice.yaml");
+    let yaml = "cairn: 1\nid: twice\nsteps:\n  - id: first\n    approval: { message: One?, approvers: [lead, owner] }\n  - id: second\n    approval: { message: Two?, approvers: [lead] }\n";
+    std::fs::write(&file, yaml).expect("write the workflow");
+    let data = data.to_str().expect("utf-8");
+    let run = cairn(data, &["run", file.to_str().expect("utf-8"), "--run-id", "tw"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let mut out = String::new();
+    for args in [
+        &["approve", "tw", "--as", "lead", "--detach"][..],
+        &["approve", "tw", "--as", "lead", "--detach"],
+        &["approve", "tw", "--as", "owner"],
+        &["approve", "tw", "--as", "lead"],
+        &["approve", "tw", "--as", "lead", "--gate", "second"],
+    ] {
+        let r = cairn(data, args);
+        let said: Vec<&str> = r.stderr.lines().filter(|l| !l.starts_with("  ")).collect();
+        out.push_str(&format!("$ cairn {}\nexit {}\n{}\n", args.join(" "), r.code, said.join("\n")));
+    }
+    insta::assert_snapshot!(out);
+}
+
+#[test]
 fn detach_records_the_decision_and_resume_goes_on() {
     let data = fresh_data_dir();
     let data = data.to_str().expect("utf-8");

@@ -267,6 +267,9 @@ impl LlmServer {
                     log.lock().expect("log").push(Call { key: key.clone(), at_ms });
                     std::thread::sleep(latency);
                     if let Some(fault) = faults.lock().expect("faults").pop_front() {
+                        // `{auth}` in a fault echoes the request's `Authorization` header.
+                        let fault =
+                            fault.replace("{auth}", &header(&text, "authorization").unwrap_or_default());
                         let _ = socket.write_all(fault.as_bytes());
                         return;
                     }

@@ -1,7 +1,16 @@
-//! `cargo xtask faults`: fault checks that need root (they mount a tiny
-//! tmpfs), so they are not part of `ci`. A disk that fills up mid-run must
-//! stop the run with a clear error and exit 2, keep every committed step,
-//! and let `resume` finish once there is space again.
+//! `cargo xtask faults [damage|disk]`: fault checks longer than `ci`
+//! runs, or that need root.
+//!
+//! - `damage` (no root): the battery of `crates/cairn-store-sled/tests/
+//!   damage.rs` at [`DAMAGE_OFFSETS`] seeded offsets (CI runs 240): byte
+//!   flips, cuts and zeroed ranges across the write-ahead log and sled's
+//!   files of a crashed and of a cleanly closed store, each refused with
+//!   an error that names the damage or harmless; a silent loss fails it.
+//! - `disk` (root: it mounts a tiny tmpfs): a disk that fills up mid-run
+//!   must stop the run with a clear error and exit 2, keep every
+//!   committed step, and let `resume` finish once there is space again.
+//!
+//! With no argument, both run, the damage battery first.
 
 use std::process::{Command, Output};
 
@@ -22,7 +31,38 @@ impl Drop for Mount {
     }
 }
 
-pub fn run() -> Result<()> {
+/// Offsets the full damage battery tries (half on each store).
+const DAMAGE_OFFSETS: &str = "1200";
+
+pub fn run(args: &[String]) -> Result<()> {
+    match args {
+        [] => {
+            damage()?;
+            disk_full()
+        }
+        [which] if which == "damage" => damage(),
+        [which] if which == "disk" => disk_full(),
+        _ => bail!("usage: cargo xtask faults [damage|disk]"),
+    }
+}
+
+/// The damage battery at [`DAMAGE_OFFSETS`] offsets; it prints its report.
+fn damage() -> Result<()> {
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "$ CAIRN_DAMAGE_OFFSETS={DAMAGE_OFFSETS} cargo test -p cairn-store-sled --test damage -- --nocapture"
+    );
+    let status = Command::new(cargo_bin)
+        .args(["test", "--locked", "-p", "cairn-store-sled", "--test", "damage", "--", "--nocapture"])
+        .env("CAIRN_DAMAGE_OFFSETS", DAMAGE_OFFSETS)
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
+    ensure!(status.success(), "the damage battery failed");
+    Ok(())
+}
+
+fn disk_full() -> Result<()> {
     cargo(&["build", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
     let cairn = root().join("target/debug/cairn");
     let work = root().join("target/faults");

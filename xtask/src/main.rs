@@ -5,10 +5,16 @@
 //!   `target/bench/report.json`; `--peers` runs the same workloads on
 //!   LangGraph.
 //! - `crash [--kills N]`: the kill -9 crash test with more kills than CI.
-//! - `faults`: checks that need root, such as a disk filling up mid-run.
+//! - `sim [--seeds N] [--seed S]`: the deterministic simulation over more
+//!   seeds than CI, or one seed replayed with its trace.
+//! - `faults [damage|disk]`: the damage battery on store files (no root)
+//!   and checks that need root, such as a disk filling up mid-run.
 //! - `cassettes`: records the examples' cassettes (`examples/cassettes/`).
 //! - `litellm`: a run against a real OpenAI-compatible server process (the
 //!   LiteLLM proxy) on loopback.
+//! - `fuzz [--seconds N] [--keep] [TARGET...]`: the `cargo fuzz` targets of
+//!   `fuzz/` on nightly, N seconds each (default 180), executions and
+//!   crashes per target.
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
@@ -16,7 +22,9 @@
 mod bench;
 mod cassettes;
 mod faults;
+mod fuzz;
 mod litellm;
+mod sim;
 #[cfg(test)]
 mod tidy;
 mod workloads;
@@ -32,17 +40,23 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("crash") => crash(&args[1..]),
-        Some("faults") => faults::run(),
+        Some("sim") => sim::run(&args[1..]),
+        Some("faults") => faults::run(&args[1..]),
         Some("cassettes") => cassettes::run(),
         Some("litellm") => litellm::run(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench|crash|faults|cassettes|litellm>");
+            eprintln!("usage: cargo xtask <ci|bench|crash|sim|faults|cassettes|litellm|fuzz>");
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
-            eprintln!("  crash [--kills N]  the kill -9 crash test with N kills (default 500)");
-            eprintln!("  faults             fault checks that need root (a disk that fills up)");
+            eprintln!("  crash [--kills N]  the kill -9 crash test, N kills per scenario (default 500)");
+            eprintln!("  sim [--seeds N]    deterministic simulation of N seeds; --seed S replays one");
+            eprintln!("  faults [damage|disk]  damaged store files (1,200 offsets); a full disk (root)");
             eprintln!("  cassettes          record examples/cassettes/*.jsonl from their answers");
             eprintln!("  litellm            a run against the LiteLLM proxy on loopback (installs it)");
+            eprintln!(
+                "  fuzz [--seconds N] [--keep] [TARGET...]  the fuzz targets on nightly, N s each (default 180)"
+            );
             bail!("unknown task")
         }
     }
@@ -94,12 +108,13 @@ pub fn python_venv(name: &str, requirements: &str) -> Result<PathBuf> {
     Ok(venv)
 }
 
-/// The crash test of `tests/e2e/crash.rs`, with more kills than CI lands.
+/// The crash test of `tests/e2e/crash.rs`, with more kills per scenario
+/// than CI lands (each kill with a call in flight; 0 is refused).
 fn crash(args: &[String]) -> Result<()> {
     let kills = match args {
         [] => "500".to_owned(),
-        [flag, n] if flag == "--kills" && n.parse::<usize>().is_ok() => n.clone(),
-        _ => bail!("usage: cargo xtask crash [--kills N]"),
+        [flag, n] if flag == "--kills" && n.parse::<usize>().is_ok_and(|n| n > 0) => n.clone(),
+        _ => bail!("usage: cargo xtask crash [--kills N], N > 0 kills per scenario"),
     };
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ CAIRN_CRASH_KILLS={kills} cargo test -p cairn-e2e crash -- --nocapture");

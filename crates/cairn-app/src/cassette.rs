@@ -2,8 +2,9 @@
 //! deterministic tests of a workflow without a network. A cassette is a
 //! JSON-lines file, one request and its answer per line. A request is
 //! matched by what the model sees (model, messages, format, temperature,
-//! token limit), never by its idempotency key, and holds no API key: keys
-//! live only in the HTTP provider's headers.
+//! token limit), never by its idempotency key, and holds no secret: keys
+//! live only in the HTTP provider's headers, and an answer that echoes
+//! one is written with it hidden.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cairn_domain::state::ErrorClass;
-use cairn_ports::{ChatRequest, ChatResponse, LlmProvider, PortError, Usage};
+use cairn_ports::{ChatRequest, ChatResponse, LlmProvider, PortError, Secrets, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -35,22 +36,55 @@ fn fingerprint(request: &ChatRequest) -> Value {
     })
 }
 
-/// Passes every call to the provider it wraps and appends each answered
-/// call to the cassette.
-pub struct Recorder {
-    inner: std::sync::Arc<dyn LlmProvider>,
+/// The file calls are recorded to, opened once (before any run exists,
+/// so a path that cannot be written is refused up front) and shared by the
+/// recorders of every provider: each call is one whole line.
+pub struct Cassette {
     file: Mutex<std::fs::File>,
+    secrets: Secrets,
 }
 
-impl Recorder {
-    /// Records the calls of `inner` to `path` (created, or appended to).
-    pub fn new(inner: std::sync::Arc<dyn LlmProvider>, path: &Path) -> Result<Self, String> {
+impl Cassette {
+    /// Opens `path` to append to (created when missing); every line
+    /// written has `secrets` hidden.
+    pub fn open(path: &Path, secrets: Secrets) -> Result<Self, String> {
+        if path.is_dir() {
+            return Err(format!("--llm record:{}: a directory, not a file", path.display()));
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| format!("--llm record:{}: {e}", path.display()))?;
-        Ok(Self { inner, file: Mutex::new(file) })
+        Ok(Self { file: Mutex::new(file), secrets })
+    }
+
+    /// Appends one recorded call, as one write.
+    fn append(&self, mut entry: Entry) -> Result<(), PortError> {
+        self.secrets.redact_value(&mut entry.request);
+        self.secrets.redact_string(&mut entry.text);
+        self.secrets.redact_string(&mut entry.model);
+        let mut line =
+            serde_json::to_string(&entry).map_err(|e| PortError::new(ErrorClass::Fatal, e.to_string()))?;
+        line.push('\n');
+        let mut file =
+            self.file.lock().map_err(|_| PortError::new(ErrorClass::Fatal, "the cassette is poisoned"))?;
+        file.write_all(line.as_bytes())
+            .map_err(|e| PortError::new(ErrorClass::Fatal, format!("cannot write the cassette: {e}")))
+    }
+}
+
+/// Passes every call to the provider it wraps and appends each answered
+/// call to the cassette.
+pub struct Recorder {
+    inner: std::sync::Arc<dyn LlmProvider>,
+    cassette: std::sync::Arc<Cassette>,
+}
+
+impl Recorder {
+    /// Records the calls of `inner` to `cassette`.
+    pub fn new(inner: std::sync::Arc<dyn LlmProvider>, cassette: std::sync::Arc<Cassette>) -> Self {
+        Self { inner, cassette }
     }
 }
 
@@ -65,12 +99,7 @@ impl LlmProvider for Recorder {
             usage: answer.usage,
             model: answer.model.clone(),
         };
-        let line =
-            serde_json::to_string(&entry).map_err(|e| PortError::new(ErrorClass::Fatal, e.to_string()))?;
-        let mut file =
-            self.file.lock().map_err(|_| PortError::new(ErrorClass::Fatal, "the cassette is poisoned"))?;
-        writeln!(file, "{line}")
-            .map_err(|e| PortError::new(ErrorClass::Fatal, format!("cannot write the cassette: {e}")))?;
+        self.cassette.append(entry)?;
         Ok(answer)
     }
 }
@@ -127,5 +156,85 @@ impl LlmProvider for Replayer {
         given[i] = true;
         let e = &self.entries[i];
         Ok(ChatResponse { text: e.text.clone(), usage: e.usage, model: e.model.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_ports::{ChatMessage, ResponseFormat, Role};
+    use std::sync::Arc;
+
+    const KEY: &str = "canary-XYZ-cassette1";
+
+    /// Answers with the key in its text.
+    struct Echo;
+
+    #[async_trait]
+    impl LlmProvider for Echo {
+        async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, PortError> {
+            let asked = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+            Ok(ChatResponse {
+                text: format!("{asked}: you sent Bearer {KEY}"),
+                usage: Usage::default(),
+                model: "m".into(),
+            })
+        }
+    }
+
+    fn request(text: &str) -> ChatRequest {
+        ChatRequest {
+            model: None,
+            messages: vec![ChatMessage { role: Role::User, content: text.into() }],
+            temperature: None,
+            max_tokens: None,
+            format: ResponseFormat::Text,
+            idempotency_key: "r/s/1".into(),
+            tokens: None,
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("cairn-cassette-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch");
+        dir
+    }
+
+    #[tokio::test]
+    async fn recorders_share_one_file_and_write_no_secret() {
+        let dir = scratch("share");
+        let path = dir.join("calls.jsonl");
+        let cassette = Arc::new(Cassette::open(&path, Secrets::new([KEY])).expect("opens"));
+        let a = Arc::new(Recorder::new(Arc::new(Echo), Arc::clone(&cassette)));
+        let b = Arc::new(Recorder::new(Arc::new(Echo), cassette));
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let p = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+                tokio::spawn(async move { p.chat(request(&format!("q{i} {KEY}"))).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("joined").expect("answered");
+        }
+        let text = std::fs::read_to_string(&path).expect("written");
+        assert!(!text.contains(KEY), "{text}");
+        assert_eq!(text.lines().count(), 40);
+        for line in text.lines() {
+            let entry: Entry = serde_json::from_str(line).expect("one whole call a line");
+            assert!(entry.text.ends_with("you sent Bearer ***"), "{}", entry.text);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_cassette_that_cannot_be_opened_is_refused_at_once() {
+        let dir = scratch("refused");
+        let missing = dir.join("no-such-dir").join("x.jsonl");
+        let e = Cassette::open(&missing, Secrets::default()).err().expect("refused");
+        assert!(e.starts_with("--llm record:"), "{e}");
+        let e = Cassette::open(&dir, Secrets::default()).err().expect("a directory");
+        assert!(e.contains("a directory"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cairn_command::LocalCommands;
 use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
-use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, StepHandler};
+use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler};
 use cairn_store_sled::{Durability, OpenError, SledStore};
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +122,12 @@ impl StoreFactory for SledStores {
                     let holder = self.holder(dir).map(|h| h.sentence()).unwrap_or_default();
                     return Err(Error::Store(OpenError::Locked { path, holder }.to_string()));
                 }
+                // Typed, so the front says what is damaged and what to do.
+                Err(OpenError::Damaged(damage)) => {
+                    return Err(Error::Engine(cairn_engine::EngineError::Store(
+                        cairn_ports::StoreError::Damaged(damage),
+                    )));
+                }
                 Err(e) => {
                     return Err(Error::Store(format!("the data directory `{}`: {e}", dir.display())));
                 }
@@ -201,7 +207,8 @@ impl Plugins {
         let mut builder = EngineBuilder::new(Arc::clone(&store))
             .clock(Arc::clone(&clock))
             .sink(Arc::clone(&setup.sink))
-            .prices(loaded.prices());
+            .prices(loaded.prices())
+            .secrets(secrets(loaded));
         if let Some(commands) = commands {
             builder = builder.commands(Arc::new(commands));
         }
@@ -216,6 +223,13 @@ impl Plugins {
         }
         Ok(App::new(builder.build(), store, clock, loaded.prices()))
     }
+}
+
+/// Every secret the config's providers hold (their keys, the credentials
+/// in their URLs): hidden from whatever this process stores or prints.
+/// A config that does not load holds none that could be used.
+pub(crate) fn secrets(loaded: &Loaded) -> Secrets {
+    loaded.providers().unwrap_or_default().iter().fold(Secrets::default(), |all, p| all.with(&p.secrets()))
 }
 
 /// The providers `--llm` and the config give: one for every agent (the
@@ -246,13 +260,16 @@ fn providers(loaded: &Loaded, llm: Option<&str>, clock: &Arc<dyn Clock>) -> Resu
         }
         Some(spec) if spec.starts_with("record:") => {
             let path = PathBuf::from(&spec["record:".len()..]);
+            // Opened before anything else, so a cassette that cannot be
+            // written is refused before a run exists.
+            let cassette = crate::cassette::Cassette::open(&path, secrets(loaded)).map_err(Error::Config)?;
+            let cassette = Arc::new(cassette);
             let (every, named) = providers(loaded, None, clock)?;
-            let record = |inner: Arc<dyn LlmProvider>| -> Result<Arc<dyn LlmProvider>, Error> {
-                Ok(Arc::new(crate::cassette::Recorder::new(inner, &path).map_err(Error::Config)?))
+            let record = |inner: Arc<dyn LlmProvider>| -> Arc<dyn LlmProvider> {
+                Arc::new(crate::cassette::Recorder::new(inner, Arc::clone(&cassette)))
             };
-            let every = every.map(record).transpose()?;
-            let named = named.into_iter().map(|(n, p)| Ok((n, record(p)?))).collect::<Result<_, Error>>()?;
-            Ok((every, named))
+            let named = named.into_iter().map(|(n, p)| (n, record(p))).collect();
+            Ok((every.map(record), named))
         }
         Some(name) => {
             let Some(s) = settings.into_iter().find(|s| s.name == name) else {

@@ -22,6 +22,38 @@ impl Template {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether a command argument rendered from this template could start
+    /// with `-` because of run data rather than the author's own text, so
+    /// that data (a model's answer, an input) would pick a program option.
+    /// The author owns the option when the template has no substitution at
+    /// all, or when its literal start names the option: `-` and a character
+    /// other than `-` (`-n{{ n }}`), or `--name=` (`--output={{ path }}`).
+    /// `{{ x }}`, `-{{ x }}`, `--{{ x }}` and `--out{{ x }}` are led by data.
+    pub fn option_led_by_data(&self) -> bool {
+        let source = self.as_str();
+        let start = ["{{", "{%", "{#"].iter().filter_map(|tag| source.find(tag)).min();
+        let Some(start) = start else { return false };
+        let literal = &source[..start];
+        match literal.strip_prefix("--") {
+            Some(long) => long.split_once('=').is_none_or(|(name, _)| name.is_empty()),
+            None => match literal.strip_prefix('-') {
+                Some(short) => short.is_empty(),
+                None => literal.is_empty(),
+            },
+        }
+    }
+}
+
+/// Whether a command step may not set the variable `name`: it changes how
+/// the program is found (`PATH`) or which code the loader maps into it
+/// (`LD_*`, `DYLD_*`, `GCONV_PATH`, `GLIBC_TUNABLES`), so a step could run
+/// code its fence never allowed. `CAIRN_IDEMPOTENCY_KEY` is the runner's.
+pub fn env_name_refused(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    matches!(upper.as_str(), "PATH" | "GCONV_PATH" | "GLIBC_TUNABLES" | "CAIRN_IDEMPOTENCY_KEY")
+        || upper.starts_with("LD_")
+        || upper.starts_with("DYLD_")
 }
 
 /// A whole workflow definition.
@@ -563,6 +595,13 @@ pub struct CommandStep {
     /// Standard input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin: Option<Template>,
+    /// Arguments led by run data may start with `-` (be options of the
+    /// program); off by default, so an answer cannot smuggle in an option.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_option_args: bool,
+    /// Every argument, read as a path, must resolve inside the fence's roots.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub confine_paths: bool,
 }
 
 /// `approval`: people decide.
@@ -636,4 +675,56 @@ pub struct UsesStep {
     pub handler: Label,
     /// Its arguments; every string in it is rendered.
     pub with: Value,
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[test]
+    fn data_leads_an_option_unless_the_author_wrote_its_name() {
+        let led = |t: &str| Template(t.into()).option_led_by_data();
+        for author in [
+            "--quiet",
+            "plain",
+            "-n{{ n }}",
+            "--output={{ p }}",
+            "x{{ a }}",
+            " {{ a }}",
+            "-1{% if a %}x{% endif %}",
+        ] {
+            assert!(!led(author), "{author} is the author's");
+        }
+        for data in [
+            "{{ a }}",
+            "{% if a %}-x{% endif %}",
+            "{# c #}--x",
+            "-{{ a }}",
+            "--{{ a }}",
+            "--out{{ a }}",
+            "--={{ a }}",
+        ] {
+            assert!(led(data), "{data} is led by data");
+        }
+    }
+
+    #[test]
+    fn loader_and_path_variables_are_refused_whatever_their_case() {
+        for name in [
+            "PATH",
+            "path",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "ld_audit",
+            "DYLD_INSERT_LIBRARIES",
+            "GCONV_PATH",
+            "GLIBC_TUNABLES",
+            "CAIRN_IDEMPOTENCY_KEY",
+        ] {
+            assert!(env_name_refused(name), "{name}");
+        }
+        for name in ["RUST_LOG", "HOME", "PATHS", "MY_PATH", "OLD_X"] {
+            assert!(!env_name_refused(name), "{name}");
+        }
+    }
 }

@@ -134,6 +134,24 @@ pub enum Cause {
     /// The run's budget is spent: no further LLM step starts until a person
     /// raises it.
     BudgetSpent,
+    /// A command step sets a variable that changes which program or code
+    /// runs (`PATH`, the loader's `LD_*`), which the fence refuses.
+    EnvNotAllowed {
+        /// The variable's name.
+        name: String,
+    },
+    /// A command argument led by run data starts with `-`: data would pick
+    /// an option of the program, and the step did not allow it.
+    OptionFromData {
+        /// The argument's place in the step's `command` list (the program is 0).
+        index: usize,
+    },
+    /// With `confine_paths`, a command argument, read as a path, resolves
+    /// outside the fence's roots.
+    ArgOutsideRoots {
+        /// The argument's place in the step's `command` list (the program is 0).
+        index: usize,
+    },
 }
 
 /// A point in time, in milliseconds since the Unix epoch. The domain never

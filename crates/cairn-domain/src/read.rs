@@ -27,7 +27,7 @@ pub(crate) const RESERVED_NAMES: [&str; 8] =
 /// appear on another kind.
 const KIND_KEYS: [(&str, &[&str]); 5] = [
     ("agent", &["prompt", "output", "qa", "clarify", "max_clarifications"]),
-    ("command", &["cwd", "env", "stdin"]),
+    ("command", &["cwd", "env", "stdin", "allow_option_args", "confine_paths"]),
     ("for_each", &["steps"]),
     ("loop", &["steps"]),
     ("uses", &["with"]),
@@ -598,7 +598,16 @@ fn step_kind(kind: &str, o: &mut Obj<'_, '_>, seen: &mut usize) -> Option<StepKi
             let cwd = o.maybe("cwd", template);
             let env = o.or("env", BTreeMap::new(), env_map);
             let stdin = o.maybe("stdin", template);
-            Some(StepKind::Command(CommandStep { command: command?, cwd: cwd?, env: env?, stdin: stdin? }))
+            let allow_option_args = o.or("allow_option_args", false, boolean);
+            let confine_paths = o.or("confine_paths", false, boolean);
+            Some(StepKind::Command(CommandStep {
+                command: command?,
+                cwd: cwd?,
+                env: env?,
+                stdin: stdin?,
+                allow_option_args: allow_option_args?,
+                confine_paths: confine_paths?,
+            }))
         }
         "approval" => o.req("approval", approval).map(StepKind::Approval),
         "for_each" => {
@@ -634,6 +643,20 @@ fn env_map(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<BTreeMap<String,
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             pr.push(Rule::BadId, &kp, format!("`{k}` is not a variable name: use A-Z, a-z, 0-9 and `_`"));
+            out = None;
+            continue;
+        }
+        if env_name_refused(k) {
+            let msg = match k.to_ascii_uppercase().as_str() {
+                "PATH" => format!("a step may not set `{k}`: programs are found on cairn's own PATH"),
+                "CAIRN_IDEMPOTENCY_KEY" => {
+                    format!("a step may not set `{k}`: cairn sets it for every attempt")
+                }
+                _ => format!(
+                    "a step may not set `{k}`: it changes what the dynamic loader puts into the program"
+                ),
+            };
+            pr.push(Rule::BadId, &kp, msg);
             out = None;
             continue;
         }

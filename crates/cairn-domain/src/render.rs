@@ -11,8 +11,12 @@ use crate::state::RunState;
 pub use crate::template::Reads;
 use crate::template::{self, single_expression};
 
-/// The longest text a template may produce, in bytes.
-pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::template::MAX_RENDERED_BYTES;
+
+/// The largest value a `set` or `with` renders to, all its templates
+/// together, as JSON: many templates under the limit each cannot add up to
+/// more than a step's output should hold.
+pub const MAX_VALUE_BYTES: usize = 4 * MAX_RENDERED_BYTES;
 
 /// Renders templates with the one environment configuration of
 /// [`template::environment`].
@@ -87,7 +91,8 @@ impl Renderer {
         );
         let progress = if reads.progress { progress_text(state) } else { String::new() };
         ctx.insert("progress".to_owned(), V::from(progress));
-        ctx.insert("feedback".to_owned(), feedback.map_or(V::from(()), V::from));
+        // No feedback reads as empty text, never `null` in a prompt.
+        ctx.insert("feedback".to_owned(), V::from(feedback.unwrap_or_default()));
         for (name, value) in
             frame.vars.iter().map(|(n, v)| (n.as_str(), v)).chain(extra.iter().map(|(n, v)| (*n, v)))
         {
@@ -98,23 +103,36 @@ impl Renderer {
 
     /// Renders a template: a lone `{{ expr }}` yields the value itself (a
     /// list stays a list); anything else yields a string.
+    ///
+    /// A computed value is held to [`MAX_RENDERED_BYTES`] as JSON, measured
+    /// as it is written out, before it is copied: MiniJinja repeats a list
+    /// (`[0] * 20000000`) lazily, so its size shows only when it is walked.
+    /// A value read whole (`{{ docs.backlog }}`) is one the run already holds,
+    /// and is passed as it is.
     pub fn value(&self, template: &Template, ctx: &Context) -> Result<Value, String> {
+        self.rendered(template, ctx).map(|(value, _)| value)
+    }
+
+    /// [`Renderer::value`], and whether the value was read whole from the
+    /// context (not computed, so not yet measured).
+    fn rendered(&self, template: &Template, ctx: &Context) -> Result<(Value, bool), String> {
         let source = template.as_str();
         if !template::has_syntax(source) {
-            return Ok(Value::String(source.to_owned()));
+            return Ok((Value::String(source.to_owned()), false));
         }
         if let Some(expr) = single_expression(source) {
             if let Some(value) = template::lookup(&ctx.0, expr) {
-                return serde_json::to_value(&value).map_err(|e| e.to_string());
+                return serde_json::to_value(&value).map(|v| (v, true)).map_err(|e| e.to_string());
             }
             let compiled = self.env.compile_expression(expr).map_err(|e| template::describe_error(&e))?;
             let value = compiled.eval(&ctx.0).map_err(|e| template::describe_error(&e))?;
             if value.is_undefined() {
                 return Err(format!("`{expr}` is undefined"));
             }
-            return serde_json::to_value(&value).map_err(|e| e.to_string());
+            template::json_size_within(&value, MAX_RENDERED_BYTES).map_err(|e| e.to_string())?;
+            return serde_json::to_value(&value).map(|v| (v, false)).map_err(|e| e.to_string());
         }
-        self.text_of(source, ctx).map(Value::String)
+        self.text_of(source, ctx).map(|text| (Value::String(text), false))
     }
 
     /// The names `template` reads, as dotted paths
@@ -137,28 +155,48 @@ impl Renderer {
             None => self.env.render_str(source, &ctx.0).map_err(|e| template::describe_error(&e))?,
         };
         if text.len() > MAX_RENDERED_BYTES {
-            return Err(format!("the template produced more than {MAX_RENDERED_BYTES} bytes"));
+            return Err(template::TooLarge.to_string());
         }
         Ok(text)
     }
 
-    /// Renders every string inside `value` (a `set` value, `with` arguments).
+    /// Renders every string inside `value` (a `set` value, `with` arguments),
+    /// the whole held to [`MAX_VALUE_BYTES`] as JSON.
     pub fn deep(&self, value: &Value, ctx: &Context) -> Result<Value, String> {
+        let mut left = MAX_VALUE_BYTES;
+        self.deep_within(value, ctx, &mut left)
+    }
+
+    /// [`Renderer::deep`] with `left` bytes to spend on what its templates
+    /// yield; each rendered string is charged as it is made, so the whole
+    /// never grows past the budget.
+    fn deep_within(&self, value: &Value, ctx: &Context, left: &mut usize) -> Result<Value, String> {
         Ok(match value {
-            Value::String(s) => self.value(&Template(s.clone()), ctx)?,
+            Value::String(s) => {
+                let (rendered, whole) = self.rendered(&Template(s.clone()), ctx)?;
+                let size = match &rendered {
+                    Value::String(text) if !whole => text.len(),
+                    other => template::json_size_within(other, *left).map_err(|_| too_large_value())?,
+                };
+                *left = left.checked_sub(size).ok_or_else(too_large_value)?;
+                rendered
+            }
             Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.deep(v, ctx)).collect::<Result<_, _>>()?)
+                Value::Array(items.iter().map(|v| self.deep_within(v, ctx, left)).collect::<Result<_, _>>()?)
             }
-            Value::Object(map) => {
-                Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), self.deep(v, ctx)?))).collect::<Result<
-                    _,
-                    String,
-                >>(
-                )?)
-            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), self.deep_within(v, ctx, left)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
             other => other.clone(),
         })
     }
+}
+
+/// Why a `set` or `with` value was refused: its templates together yield too much.
+fn too_large_value() -> String {
+    format!("the rendered value is more than {MAX_VALUE_BYTES} bytes as JSON")
 }
 
 /// A value as templates see it, converted once from its serde form.
@@ -271,6 +309,20 @@ mod tests {
             r.text(&Template("Data: {{ x.say | tojson }}".into()), &ctx),
             Ok(r#"Data: "it's <b> & é""#.into())
         );
+    }
+
+    #[test]
+    fn no_feedback_reads_as_empty_text() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
+        let render = |source: &str| r.value(&Template(source.into()), &ctx);
+        assert_eq!(render("Fix: {{ feedback }}."), Ok(json!("Fix: .")));
+        assert_eq!(render("{{ feedback }}"), Ok(json!("")));
+        assert_eq!(render("{% if feedback %}x{% else %}first{% endif %}"), Ok(json!("first")));
+        assert_eq!(render("{{ feedback | default('none yet', true) }}"), Ok(json!("none yet")));
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), Some("shorter"), &[]);
+        assert_eq!(r.value(&Template("Fix: {{ feedback }}.".into()), &ctx), Ok(json!("Fix: shorter.")));
     }
 
     #[test]

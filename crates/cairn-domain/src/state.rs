@@ -246,6 +246,10 @@ pub struct StepState {
     /// Tokens its LLM calls used, over all its attempts.
     #[serde(default)]
     pub usage: TokenUsage,
+    /// While waiting: the sequence number of the event that began the
+    /// wait, so a decision can tell a gate that began waiting after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<u64>,
 }
 
 /// One decision at a gate.
@@ -288,6 +292,7 @@ impl StepState {
             reworks: 0,
             clarifications: 0,
             usage: TokenUsage::default(),
+            waiting_since: None,
         }
     }
 }
@@ -346,6 +351,30 @@ pub struct RunState {
     pub created_at: Timestamp,
     /// When the last event was recorded.
     pub updated_at: Timestamp,
+    /// Where each decider last decided (by [`decider`]): a decision that
+    /// names no gate is taken only where it cannot mean an earlier one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_decided: BTreeMap<String, Decided>,
+}
+
+/// Where and when a decider last decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    /// The gate's step.
+    pub gate: StepPath,
+    /// The decision's sequence number.
+    pub seq: u64,
+}
+
+/// Who decides, as far as a request says: answers, or decisions as a role
+/// (or with none). People are named by the role they decide as, since
+/// that is what a gate asks for and what a repeated command repeats.
+pub fn decider(answer: bool, role: Option<&str>) -> String {
+    match (answer, role) {
+        (true, _) => "answer".to_owned(),
+        (false, Some(role)) => format!("decision as {role}"),
+        (false, None) => "decision".to_owned(),
+    }
 }
 
 /// Where a fork came from: its source run and the checkpoint there.
@@ -514,6 +543,7 @@ impl RunState {
             budget_usd: None,
             created_at: event.at,
             updated_at: event.at,
+            last_decided: BTreeMap::new(),
         })
     }
 
@@ -564,6 +594,7 @@ impl RunState {
                 step.message.clone_from(message);
                 step.questions.clone_from(questions);
                 step.decisions.clear();
+                step.waiting_since = Some(seq);
             }
             EventKind::RunWaiting { .. } | EventKind::OutputRepaired { .. } => {}
             EventKind::GateDecided { path, approve, role, comment, timed_out } => {
@@ -576,6 +607,10 @@ impl RunState {
                     at,
                     timed_out: *timed_out,
                 });
+                if !timed_out {
+                    let decided = Decided { gate: path.clone(), seq };
+                    self.last_decided.insert(decider(false, role.as_deref()), decided);
+                }
             }
             EventKind::StepAccepted { path } => {
                 let step = self.step_to(seq, at, path, StepStatus::Succeeded)?;
@@ -599,6 +634,7 @@ impl RunState {
                 step.turns.push(Turn::Answers { text: text.clone() });
                 step.clarifications += 1;
                 self.reset(seq, at, path)?;
+                self.last_decided.insert(decider(true, None), Decided { gate: path.clone(), seq });
             }
             EventKind::StepReset { path } => self.reset(seq, at, path)?,
             EventKind::GotoTaken { from, to, reset } => {
@@ -716,6 +752,7 @@ impl RunState {
         step.message = None;
         step.questions.clear();
         step.decisions.clear();
+        step.waiting_since = None;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use crate::checkpoint::checkpoints;
 use crate::event::{Event, EventKind, StepPath, Timestamp, WaitKind};
 use crate::id::WorkflowId;
 use crate::program::Program;
-use crate::state::{RunState, RunStatus, StepStatus, word};
+use crate::state::{RunState, RunStatus, StepStatus, decider, word};
 
 /// What a person asks of a run from outside its driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,40 @@ pub enum Refusal {
         /// The step.
         gate: StepPath,
     },
+    /// The same role (or, without one, the same kind of decider) already
+    /// made this decision at this gate's current wait: a repeated command.
+    /// Nothing more is recorded.
+    #[error("`{gate}` already has this {}{}: nothing is recorded again", if *.approve { "approval" } else { "rejection" }, as_role(.role.as_deref()))]
+    AlreadyDecided {
+        /// The gate's step.
+        gate: StepPath,
+        /// The decision was an approval (else a rejection).
+        approve: bool,
+        /// The role it was made as.
+        role: Option<String>,
+    },
+    /// No gate was named, and the one that waits began waiting after this
+    /// decider's last decision, at another gate: the request may be a
+    /// repeat meant for that one, so it is not taken without the gate named.
+    #[error("`{gate}` began waiting after the last {} (at `{last}`), so this one may have meant `{last}`", decided(*.answer, .role.as_deref()))]
+    GateNotNamed {
+        /// The gate that waits now.
+        gate: StepPath,
+        /// Where the same decider last decided.
+        last: StepPath,
+        /// The request was an answer (else an approval or rejection).
+        answer: bool,
+        /// The role it was made as.
+        role: Option<String>,
+    },
+}
+
+fn as_role(role: Option<&str>) -> String {
+    role.map(|r| format!(" as {r}")).unwrap_or_default()
+}
+
+fn decided(answer: bool, role: Option<&str>) -> String {
+    if answer { "answer".to_owned() } else { format!("decision{}", as_role(role)) }
 }
 
 fn waited_for(answer: bool) -> &'static str {
@@ -181,6 +215,9 @@ pub fn gate_decision(
         });
     };
     let path = path.clone();
+    if call.gate.is_none() {
+        unmistaken(state, &path, answer, call.role.as_deref())?;
+    }
     if let Some(at) = state.steps.get(&path).and_then(|s| s.deadline)
         && at <= now
     {
@@ -201,7 +238,42 @@ pub fn gate_decision(
         }
         _ => {}
     }
+    let repeated = state.steps.get(&path).is_some_and(|s| {
+        s.decisions.iter().any(|d| !d.timed_out && d.approve == approve && d.role == call.role)
+    });
+    if repeated {
+        return Err(Refusal::AlreadyDecided { gate: path, approve, role: call.role });
+    }
     Ok(EventKind::GateDecided { path, approve, role: call.role, comment: call.comment, timed_out: false })
+}
+
+/// Refuses a decision that names no gate when the one gate waiting began
+/// waiting after the same decider last decided, at another gate: `approve
+/// RUN --as lead` typed again after the acceptance it meant was decided
+/// would otherwise decide the next gate, unseen. A gate the decider has
+/// not met since (or that waited already when they decided elsewhere), and
+/// a gate that waits again after their own rejection or answer, are taken.
+fn unmistaken(state: &RunState, gate: &StepPath, answer: bool, role: Option<&str>) -> Result<(), Refusal> {
+    let Some(last) = state.last_decided.get(&decider(answer, role)) else { return Ok(()) };
+    let since = state.steps.get(gate).and_then(|s| s.waiting_since);
+    match since {
+        Some(since) if &last.gate != gate && since > last.seq => Err(Refusal::GateNotNamed {
+            gate: gate.clone(),
+            last: last.gate.clone(),
+            answer,
+            role: role.map(str::to_owned),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The gate a decision was just recorded at: where `call`'s decider last
+/// decided, when that decision is the run's last event. What a front tells
+/// the person who decided.
+pub fn decided_gate<'s>(state: &'s RunState, call: &GateCall) -> Option<&'s StepPath> {
+    let answer = matches!(call.verdict, Verdict::Answer(_));
+    let last = state.last_decided.get(&decider(answer, call.role.as_deref()))?;
+    (last.seq == state.seq).then_some(&last.gate)
 }
 
 /// What pausing or cancelling a run nobody drives records: a cancel
@@ -491,6 +563,106 @@ steps:
             gate_decision(&s, &p, call(None, Verdict::Approve, None), NOW),
             Err(Refusal::Ended { status: RunStatus::Completed })
         );
+    }
+
+    fn decided(p: &str, role: Option<&str>) -> EventKind {
+        EventKind::GateDecided {
+            path: path(p),
+            approve: true,
+            role: role.map(str::to_owned),
+            comment: None,
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_repeated_decision_is_a_no_op_and_never_decides_the_next_gate() {
+        let p = program();
+        let mut kinds = vec![EventKind::RunStarted];
+        kinds.extend(wait("go_live", WaitKind::Approval, None));
+        kinds.push(decided("go_live", Some("tech_lead")));
+        let s = state(kinds.clone());
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, Some("tech_lead")), NOW),
+            Err(Refusal::AlreadyDecided {
+                gate: path("go_live"),
+                approve: true,
+                role: Some("tech_lead".into())
+            }),
+            "the same role again at the same wait"
+        );
+        assert!(
+            gate_decision(&s, &p, call(None, Verdict::Reject, Some("tech_lead")), NOW).is_ok(),
+            "a change of mind"
+        );
+        let decision = gate_decision(&s, &p, call(None, Verdict::Approve, Some("product_owner")), NOW);
+        assert_eq!(
+            decision,
+            Ok(decided("go_live", Some("product_owner"))).map(|mut e| {
+                if let EventKind::GateDecided { comment, .. } = &mut e {
+                    *comment = Some("looks fine".into());
+                }
+                e
+            })
+        );
+        // The gate is settled and the run goes on to the next one.
+        kinds.push(decided("go_live", Some("product_owner")));
+        kinds.push(EventKind::StepSucceeded { path: path("go_live"), output: json!({"approved": true}) });
+        kinds.extend(wait("ok", WaitKind::Approval, None));
+        let s = state(kinds.clone());
+        assert_eq!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, Some("tech_lead")), NOW),
+            Err(Refusal::GateNotNamed {
+                gate: path("ok"),
+                last: path("go_live"),
+                answer: false,
+                role: Some("tech_lead".into()),
+            }),
+            "`approve RUN --as tech_lead` again does not approve `ok` unseen"
+        );
+        assert!(gate_decision(&s, &p, call(Some("ok"), Verdict::Approve, Some("tech_lead")), NOW).is_ok());
+        assert!(gate_decision(&s, &p, call(None, Verdict::Approve, None), NOW).is_ok(), "a decider new here");
+        // Where the decision was recorded, for the front to say.
+        kinds.push(decided("ok", Some("tech_lead")));
+        let s = state(kinds);
+        let named = call(Some("ok"), Verdict::Approve, Some("tech_lead"));
+        assert_eq!(decided_gate(&s, &named), Some(&path("ok")));
+        assert_eq!(
+            decided_gate(&s, &call(None, Verdict::Approve, Some("product_owner"))),
+            None,
+            "not the last"
+        );
+    }
+
+    #[test]
+    fn a_gate_that_waited_already_or_waits_again_is_taken_without_its_name() {
+        let p = program();
+        let mut kinds = vec![EventKind::RunStarted];
+        kinds.extend(wait("go_live", WaitKind::Approval, None));
+        kinds.extend(wait("ok", WaitKind::Approval, None));
+        kinds.push(decided("go_live", Some("tech_lead")));
+        kinds.push(decided("go_live", Some("product_owner")));
+        kinds.push(EventKind::StepSucceeded { path: path("go_live"), output: json!({"approved": true}) });
+        let s = state(kinds);
+        assert!(
+            gate_decision(&s, &p, call(None, Verdict::Approve, Some("tech_lead")), NOW).is_ok(),
+            "`ok` waited already when tech_lead decided at `go_live`"
+        );
+        // An answer, and the same step asking again.
+        let mut kinds = vec![EventKind::RunStarted];
+        kinds.extend(wait("plan", WaitKind::Clarification, None));
+        kinds.push(EventKind::Answered { path: path("plan"), text: "Sled.".into() });
+        kinds.push(EventKind::StepStarted { path: path("plan"), attempt: 2 });
+        kinds.push(EventKind::StepWaiting {
+            path: path("plan"),
+            wait: WaitKind::Clarification,
+            deadline: None,
+            message: None,
+            questions: vec!["Which version?".into()],
+        });
+        let s = state(kinds);
+        let answer = gate_decision(&s, &p, call(None, Verdict::Answer("16".into()), None), NOW);
+        assert_eq!(answer, Ok(EventKind::Answered { path: path("plan"), text: "16".into() }));
     }
 
     #[test]

@@ -8,6 +8,11 @@ use std::fmt::Write as _;
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, ErrorKind, State, UndefinedBehavior};
 
+/// The longest text a template may produce, in bytes; a template that
+/// yields a value (a lone `{{ expr }}` that computes something) is held to
+/// it as JSON.
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
 /// Instructions one render may execute; a runaway loop stops with an error.
 pub(crate) const TEMPLATE_FUEL: u64 = 1_000_000;
 
@@ -30,7 +35,7 @@ pub(crate) fn environment() -> Environment<'static> {
     env.add_filter("tojson", tojson);
     env.set_formatter(|out, state, value| match structured_text(value) {
         Some(json) => {
-            let json = json.map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e))?;
+            let json = json.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
             out.write_str(&json).map_err(minijinja::Error::from)
         }
         None => minijinja::escape_formatter(out, state, value),
@@ -63,7 +68,7 @@ fn tojson(
         },
     };
     kwargs.assert_all_used()?;
-    let mut out = Vec::new();
+    let mut out = Bounded::new(MAX_RENDERED_BYTES);
     let written = match indent {
         Some(n) if n > MAX_JSON_INDENT => {
             return Err(minijinja::Error::new(
@@ -83,10 +88,13 @@ fn tojson(
             serde::Serialize::serialize(value, &mut serde_json::Serializer::with_formatter(&mut out, Spaced))
         }
     };
+    if out.over {
+        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, TooLarge.to_string()));
+    }
     written.map_err(|e| {
         minijinja::Error::new(ErrorKind::BadSerialization, "cannot write the value as JSON").with_source(e)
     })?;
-    let json = String::from_utf8(out).map_err(|e| {
+    let json = String::from_utf8(out.bytes).map_err(|e| {
         minijinja::Error::new(ErrorKind::BadSerialization, "cannot write the value as JSON").with_source(e)
     })?;
     // As MiniJinja charges its `tojson`: serialising costs more than copying.
@@ -122,12 +130,114 @@ impl serde_json::ser::Formatter for Spaced {
 
 /// How lists, mappings and none read when written into text: as JSON, the
 /// form prompts and programs expect, not as Python-style reprs. `None` for
-/// every other kind, which is written as itself.
-fn structured_text(value: &Value) -> Option<Result<String, String>> {
+/// every other kind, which is written as itself. A value whose JSON would
+/// pass [`MAX_RENDERED_BYTES`] is refused as it is written, never built whole.
+fn structured_text(value: &Value) -> Option<Result<String, JsonError>> {
     match value.kind() {
         ValueKind::None => Some(Ok("null".to_owned())),
-        ValueKind::Map | ValueKind::Seq => Some(serde_json::to_string(value).map_err(|e| e.to_string())),
+        ValueKind::Map | ValueKind::Seq | ValueKind::Iterable => Some(json_within(value, MAX_RENDERED_BYTES)),
         _ => None,
+    }
+}
+
+/// Why a value was not written as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JsonError {
+    /// Its JSON would pass the limit.
+    TooLarge(TooLarge),
+    /// It has no JSON form (the serializer's reason).
+    Other(String),
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::TooLarge(e) => e.fmt(f),
+            JsonError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A template result over [`MAX_RENDERED_BYTES`], as text or as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the template produced more than {MAX_RENDERED_BYTES} bytes")
+    }
+}
+
+/// `value` as compact JSON, refused once it passes `limit` bytes: writing
+/// stops there, so a value built lazily (`[0] * 100000000` repeats without
+/// copying) is never walked further or held whole.
+pub(crate) fn json_within(value: &impl serde::Serialize, limit: usize) -> Result<String, JsonError> {
+    let mut out = Bounded::new(limit);
+    let written = serde_json::to_writer(&mut out, value);
+    if out.over {
+        return Err(JsonError::TooLarge(TooLarge));
+    }
+    written.map_err(|e| JsonError::Other(e.to_string()))?;
+    String::from_utf8(out.bytes).map_err(|e| JsonError::Other(e.to_string()))
+}
+
+/// The size of `value` as compact JSON, measured without keeping it, or
+/// [`TooLarge`] once it passes `limit` bytes.
+pub(crate) fn json_size_within(value: &impl serde::Serialize, limit: usize) -> Result<usize, JsonError> {
+    let mut out = Counted { len: 0, limit };
+    let written = serde_json::to_writer(&mut out, value);
+    if out.len > limit {
+        return Err(JsonError::TooLarge(TooLarge));
+    }
+    written.map_err(|e| JsonError::Other(e.to_string()))?;
+    Ok(out.len)
+}
+
+/// A buffer that refuses to grow past its limit (and says it did).
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Self {
+        Self { bytes: Vec::new(), limit, over: false }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other(TooLarge.to_string()));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink that counts what is written to it, and stops past its limit.
+struct Counted {
+    len: usize,
+    limit: usize,
+}
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.len = self.len.saturating_add(buf.len());
+        if self.len > self.limit {
+            return Err(std::io::Error::other(TooLarge.to_string()));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -88,6 +88,21 @@ fn read_step_ids(steps: &[Step], out: &mut BTreeSet<String>) {
     }
 }
 
+/// The steps of a cycle named in a cycle problem; a longer one is named by
+/// its first steps and its length, so the message stays one short line.
+const CYCLE_NAMED: usize = 6;
+
+/// `dependency cycle: a -> b -> a` for `names` (the first repeated at the
+/// end), or `dependency cycle of 15000 steps: s1 -> ... -> s6 -> ... -> s1`.
+fn cycle_message(names: &[&str]) -> String {
+    let steps = names.len().saturating_sub(1);
+    if steps <= CYCLE_NAMED {
+        return format!("dependency cycle: {}", names.join(" -> "));
+    }
+    let first = names[..CYCLE_NAMED].join(" -> ");
+    format!("dependency cycle of {steps} steps: {first} -> ... -> {}", names[0])
+}
+
 /// Collects document types produced anywhere, and which group each nested step id lives in.
 fn index_tree(
     steps: &[Step],
@@ -246,6 +261,25 @@ impl Checker<'_, '_> {
                 );
             }
         }
+        // Sibling groups keep their instances in scopes named by `as`: two
+        // that share the name would read each other's items.
+        let mut first_as: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            let StepKind::ForEach(g) = &step.kind else { continue };
+            if let Some(&j) = first_as.get(g.as_name.as_str()) {
+                self.problems.push(
+                    Rule::DuplicateId,
+                    &at(i).key("for_each").key("as"),
+                    format!(
+                        "`as: {}` is also the item name of the sibling `for_each` steps[{}]: sibling groups \
+                         need names of their own",
+                        g.as_name, positions[j]
+                    ),
+                );
+            } else {
+                first_as.insert(g.as_name.as_str(), i);
+            }
+        }
         let ids: Vec<String> = steps.iter().map(|s| s.id.to_string()).collect();
         let mut index = HashMap::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
@@ -271,7 +305,7 @@ impl Checker<'_, '_> {
         let reach = match dag.find_cycle() {
             Some(cycle) if cycle.len() > 2 => {
                 let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
-                let msg = format!("dependency cycle: {}", names.join(" -> "));
+                let msg = cycle_message(&names);
                 self.problems.push(Rule::Cycle, &at(cycle[0]).key("needs"), msg);
                 None
             }

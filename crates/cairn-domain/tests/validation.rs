@@ -45,3 +45,24 @@ fn too_many_steps_is_one_problem() {
         )
     );
 }
+
+#[test]
+fn a_long_cycle_is_named_by_its_first_steps_and_its_length() {
+    // Each step needs the next, and the last needs the first: one cycle
+    // through all 15,000 steps.
+    let n = 15_000;
+    let mut text = String::from("cairn: 1\nid: ring\nsteps:\n");
+    for i in 0..n {
+        text.push_str(&format!("  - id: s{i}\n    needs: s{}\n    set: {i}\n", (i + 1) % n));
+    }
+    let rendered = check("ring.yaml", text.as_bytes());
+    assert_eq!(rendered.lines().count(), 1, "one problem");
+    assert!(rendered.len() < 200, "one short line, not {} bytes", rendered.len());
+    insta::assert_snapshot!(rendered, @"ring.yaml:45002:5: s14999.needs: dependency cycle of 15000 steps: s14999 -> s14998 -> s14997 -> s14996 -> s14995 -> s14994 -> ... -> s14999");
+    let short = "cairn: 1\nid: tri\nsteps:\n  - id: a\n    needs: c\n    set: 1\n  - id: b\n    set: 2\n  - id: c\n    set: 3\n";
+    let tri = check("tri.yaml", short.as_bytes());
+    assert_eq!(
+        tri, "tri.yaml:7:5: b.needs: dependency cycle: b -> c -> a -> b\n",
+        "short cycles are named whole"
+    );
+}

@@ -18,7 +18,7 @@ use cairn_domain::state::{
 use cairn_domain::steer::{self, GateCall, Refusal, Request};
 use cairn_ports::{
     Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LlmProvider, NewRun, NoSink, PortError,
-    RunStore, StepHandler,
+    RunStore, Secrets, StepHandler,
 };
 use futures_util::FutureExt;
 use futures_util::future::{AbortHandle, BoxFuture, abortable};
@@ -67,6 +67,8 @@ pub struct Engine {
     actor: String,
     controls: Controls,
     prices: BTreeMap<String, Price>,
+    /// Hidden from every event before it is applied or stored.
+    secrets: Secrets,
 }
 
 /// Builds an [`Engine`]: a store is required, everything else has a default
@@ -81,6 +83,7 @@ pub struct EngineBuilder {
     handlers: HashMap<String, Arc<dyn StepHandler>>,
     actor: String,
     prices: BTreeMap<String, Price>,
+    secrets: Secrets,
 }
 
 impl EngineBuilder {
@@ -96,7 +99,16 @@ impl EngineBuilder {
             handlers: HashMap::new(),
             actor: "engine".into(),
             prices: BTreeMap::new(),
+            secrets: Secrets::default(),
         }
+    }
+
+    /// The host's secret values (keys, credentials), hidden from every
+    /// event before it is applied or stored: a server that echoes a key
+    /// in an error or an answer puts it in no log, snapshot or output.
+    pub fn secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// What models cost, for runs' `defaults.budget_usd`.
@@ -164,6 +176,7 @@ impl EngineBuilder {
             actor: self.actor,
             controls: Controls::default(),
             prices: self.prices,
+            secrets: self.secrets,
         }
     }
 }
@@ -273,13 +286,13 @@ impl Engine {
             seq: 1,
             at: self.clock.now(),
             actor: self.actor.clone(),
-            kind: EventKind::RunCreated {
+            kind: self.scrub(EventKind::RunCreated {
                 run_id: run_id.clone(),
                 workflow: def.workflow.id.clone(),
                 definition_hash: hash.clone(),
                 inputs,
                 version: def.workflow.version.clone(),
-            },
+            })?,
         };
         self.store
             .create(NewRun {
@@ -349,6 +362,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let at = self.clock.now();
         for kind in kinds {
+            let kind = self.scrub(kind)?;
             let event = Event { seq: state.seq + 1, at, actor: actor.to_owned(), kind };
             state.apply(&event)?;
             staged.push(event);
@@ -369,6 +383,14 @@ impl Engine {
             self.snapshot(state).await?;
         }
         Ok(())
+    }
+
+    /// `kind` with the host's secrets hidden, before anything applies or
+    /// stores it (so no state, snapshot or sink sees them either).
+    fn scrub(&self, kind: EventKind) -> Result<EventKind, EngineError> {
+        self.secrets
+            .redact_event(kind)
+            .map_err(|e| EngineError::Program(format!("an event could not be kept without its secrets: {e}")))
     }
 
     /// A refusal of a request about `run`.
@@ -482,13 +504,13 @@ impl Engine {
             seq: 1,
             at: self.clock.now(),
             actor: by.to_owned(),
-            kind: EventKind::RunCreated {
+            kind: self.scrub(EventKind::RunCreated {
                 run_id: new_id.clone(),
                 workflow: fork.workflow.clone(),
                 definition_hash: fork.definition_hash.clone(),
                 inputs: fork.inputs,
                 version: fork.version,
-            },
+            })?,
         };
         let mut state = RunState::create(&created)?;
         self.store

@@ -268,8 +268,25 @@ impl Attempt<'_> {
                     env.push((name.clone(), self.text(value, &format!("env.{name}"))?));
                 }
                 let stdin = c.stdin.as_ref().map(|t| self.text(t, "stdin")).transpose()?;
-                let spec =
-                    CommandSpec { program, args: argv, cwd, env, stdin, idempotency_key: self.key.clone() };
+                // The program is `command[0]`: `data_led` counts the arguments after it.
+                let data_led = c
+                    .command
+                    .iter()
+                    .skip(1)
+                    .enumerate()
+                    .filter(|(_, t)| t.option_led_by_data())
+                    .map(|(i, _)| i);
+                let spec = CommandSpec {
+                    program,
+                    args: argv,
+                    cwd,
+                    env,
+                    stdin,
+                    idempotency_key: self.key.clone(),
+                    data_led: data_led.collect(),
+                    allow_option_args: c.allow_option_args,
+                    confine_paths: c.confine_paths,
+                };
                 Job::Command { runner: Arc::clone(&self.ports.commands), spec }
             }
             StepKind::Uses(u) => {

@@ -11,17 +11,22 @@
 //! 5xx, streams cut before they finish, `error` events inside a stream and
 //! malformed bodies are `transient` (a partial stream is discarded whole);
 //! 429 is `rate_limited` with its `Retry-After` (seconds, HTTP date, or
-//! `retry-after-ms`), but `insufficient_quota` is `fatal`; 401/403 are
+//! `retry-after-ms`, obeyed up to `max_retry_after`), but
+//! `insufficient_quota` is `fatal`; 401/403 are
 //! `permission` with a hint naming the key setting; other 4xx are `fatal`
 //! with the server's message; running out of time is `timeout`. The only
 //! retry here is a connection refused before any byte arrived, twice,
 //! quickly; everything else is the step's retry policy. Requests in flight
 //! (`max_concurrency`) and requests per minute (a token bucket) are bounded
-//! per provider, across every run the process drives.
+//! per provider, across every run the process drives. Streams are read in
+//! one pass, an answer and one event are capped in size (`invalid_output`
+//! past them), and the whole `timeout` holds whatever the server sends.
 //!
 //! What it deliberately does not do: ever write an API key anywhere: the
 //! key is read from the environment variable the config names, kept in a
-//! type whose `Debug` hides it, and only sent as a header.
+//! type whose `Debug` hides it, and only sent as a header; a server that
+//! echoes it (or the credentials of the base URL) finds it hidden as
+//! `***` in every error the provider returns.
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, reqwest, serde, tokio
 //! (time, sync). Never on the engine or the app.
@@ -38,7 +43,7 @@ use async_trait::async_trait;
 use cairn_domain::event::Cause;
 use cairn_domain::state::ErrorClass;
 use cairn_ports::{
-    ChatMessage, ChatRequest, ChatResponse, LlmProvider, PortError, ResponseFormat, Role, Usage,
+    ChatMessage, ChatRequest, ChatResponse, LlmProvider, PortError, ResponseFormat, Role, Secrets, Usage,
 };
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -112,12 +117,18 @@ pub struct ProviderSettings {
     pub max_concurrency: Option<u32>,
     /// Requests started per minute, across every run of the process.
     pub requests_per_minute: Option<u32>,
+    /// The longest `Retry-After` obeyed: a server asking for more is
+    /// waited for this long at most, and the error says what it asked.
+    pub max_retry_after: Duration,
+    /// Bytes of an answer's text kept at most; a longer answer fails.
+    pub max_answer_bytes: usize,
 }
 
 impl ProviderSettings {
     /// Settings with the built-in defaults: 120 s per request, 10 s to
     /// connect, the whole timeout to the first byte, 60 s of silence in a
-    /// stream, streaming on, `json_schema`, no limits.
+    /// stream, streaming on, `json_schema`, no limits on requests, a
+    /// `Retry-After` obeyed up to 5 minutes, answers up to 4 MiB.
     pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -133,18 +144,43 @@ impl ProviderSettings {
             structured_output: StructuredOutput::JsonSchema,
             max_concurrency: None,
             requests_per_minute: None,
+            max_retry_after: Duration::from_secs(300),
+            max_answer_bytes: 4 << 20,
         }
+    }
+
+    /// The values this provider must never let out: its key, and the
+    /// credentials its base URL carries (`user:pass@`, `?key=`).
+    pub fn secrets(&self) -> Secrets {
+        let key = Secrets::new(self.api_key.iter().map(|k| k.0.as_str()));
+        key.with(&Secrets::of_url(&self.base_url))
+    }
+
+    /// The limits of a streamed answer: its text, and one event (room for
+    /// the text escaped as JSON, and what surrounds it).
+    fn stream_limits(&self) -> sse::Limits {
+        let max_text = self.max_answer_bytes;
+        sse::Limits { max_event: max_text.saturating_mul(2).saturating_add(ERROR_BODY_BYTES), max_text }
     }
 }
 
 /// Connection attempts before any byte arrived that are tried again, quickly.
 const CONNECT_RETRIES: u32 = 2;
 
+/// Bytes of an error body read: enough for any message, never a flood.
+const ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// How long a stream that gave its finish reason is waited on for its
+/// usage and `[DONE]` before the answer is used as it is.
+const AFTER_FINISH: Duration = Duration::from_secs(1);
+
 /// Chat completions over HTTP.
 pub struct HttpProvider {
     settings: ProviderSettings,
     client: reqwest::Client,
     url: String,
+    /// Hidden from every error this provider returns.
+    secrets: Secrets,
     in_flight: Option<Semaphore>,
     bucket: Option<Mutex<Bucket>>,
 }
@@ -172,26 +208,37 @@ impl Bucket {
 }
 
 impl HttpProvider {
-    /// A provider for `settings`; fails on a base URL that is not `http(s)://`.
+    /// A provider for `settings`; fails on a base URL that is not
+    /// `http(s)://` (the message shows no credential of it).
     pub fn new(settings: ProviderSettings) -> Result<Self, String> {
-        let base = settings.base_url.trim_end_matches('/');
+        let secrets = settings.secrets();
+        let (path, query) = match settings.base_url.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (settings.base_url.as_str(), None),
+        };
+        let base = path.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(format!(
+            let message = format!(
                 "provider `{}`: base_url `{}` must start with http:// or https://",
                 settings.name, settings.base_url
-            ));
+            );
+            return Err(secrets.redact(&message).into_owned());
         }
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout.min(settings.timeout))
             .build()
-            .map_err(|e| format!("provider `{}`: {e}", settings.name))?;
-        let url = format!("{base}/chat/completions");
+            .map_err(|e| secrets.redact(&format!("provider `{}`: {e}", settings.name)).into_owned())?;
+        // A query of the base URL (`?api-version=`) stays after the path.
+        let url = match query {
+            Some(query) => format!("{base}/chat/completions?{query}"),
+            None => format!("{base}/chat/completions"),
+        };
         let in_flight = settings.max_concurrency.map(|n| Semaphore::new(n.max(1) as usize));
         let bucket = settings.requests_per_minute.map(|n| {
             let per_minute = f64::from(n.max(1));
             Mutex::new(Bucket { per_minute, tokens: per_minute, at: Instant::now() })
         });
-        Ok(Self { settings, client, url, in_flight, bucket })
+        Ok(Self { settings, client, url, secrets, in_flight, bucket })
     }
 
     /// The request body cairn sends for `request`.
@@ -254,7 +301,13 @@ impl HttpProvider {
 
     /// Sends the request; a connection refused before any byte arrived is
     /// tried again, at most twice, quickly.
-    async fn send(&self, request: &ChatRequest, body: &Value) -> Result<reqwest::Response, PortError> {
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, PortError> {
+        let first_byte = Instant::now() + self.settings.first_byte_timeout;
         let mut tries = 0;
         loop {
             let mut http =
@@ -262,7 +315,8 @@ impl HttpProvider {
             if let Some(key) = &self.settings.api_key {
                 http = http.bearer_auth(&key.0);
             }
-            match tokio::time::timeout(self.settings.first_byte_timeout, http.send()).await {
+            match tokio::time::timeout_at(first_byte.min(deadline), http.send()).await {
+                Err(_) if Instant::now() >= deadline => return Err(self.overtime()),
                 Err(_) => {
                     return Err(timed_out(
                         &self.settings,
@@ -279,29 +333,74 @@ impl HttpProvider {
         }
     }
 
-    /// The next chunk of a response body, within the idle timeout.
-    async fn chunk(&self, response: &mut reqwest::Response) -> Result<Option<Vec<u8>>, PortError> {
-        match tokio::time::timeout(self.settings.idle_timeout, response.chunk()).await {
+    /// The error of a request that ran out of its whole time.
+    fn overtime(&self) -> PortError {
+        timed_out(&self.settings, format!("did not finish within {:?}", self.settings.timeout))
+    }
+
+    /// The next chunk of a response body, within the idle timeout and the
+    /// request's deadline; checked again once it came, so the deadline
+    /// holds whatever reading the chunks costs.
+    async fn chunk(
+        &self,
+        response: &mut reqwest::Response,
+        deadline: Instant,
+        idle: Duration,
+    ) -> Result<Option<Vec<u8>>, PortError> {
+        if Instant::now() >= deadline {
+            return Err(self.overtime());
+        }
+        match tokio::time::timeout_at((Instant::now() + idle).min(deadline), response.chunk()).await {
+            Err(_) if Instant::now() >= deadline => Err(self.overtime()),
             Err(_) => Err(timed_out(
                 &self.settings,
-                format!("went silent for {:?} in the middle of its answer", self.settings.idle_timeout),
+                format!("went silent for {idle:?} in the middle of its answer"),
             )),
             Ok(Err(e)) => Err(transport_error(&self.settings, &e)),
             Ok(Ok(chunk)) => Ok(chunk.map(|b| b.to_vec())),
         }
     }
 
-    async fn call(&self, request: &ChatRequest, model: String) -> Result<ChatResponse, PortError> {
+    /// The whole body, at most `limit` bytes: `Err` with what was read when
+    /// it is longer.
+    async fn body_bytes(
+        &self,
+        response: &mut reqwest::Response,
+        deadline: Instant,
+        limit: usize,
+    ) -> Result<Result<Vec<u8>, Vec<u8>>, PortError> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self.chunk(response, deadline, self.settings.idle_timeout).await? {
+            if bytes.len() + chunk.len() > limit {
+                let room = limit - bytes.len();
+                bytes.extend_from_slice(&chunk[..room]);
+                return Ok(Err(bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Ok(bytes))
+    }
+
+    async fn call(
+        &self,
+        request: &ChatRequest,
+        model: String,
+        deadline: Instant,
+    ) -> Result<ChatResponse, PortError> {
         let body = self.body(request, &model);
-        let mut response = self.send(request, &body).await?;
+        let mut response = self.send(request, &body, deadline).await?;
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let mut text = Vec::new();
-            while let Some(chunk) = self.chunk(&mut response).await? {
-                text.extend_from_slice(&chunk);
-            }
-            return Err(self.status_error(status, &headers, &String::from_utf8_lossy(&text)));
+            // A body past the limit is cut: its start says what went wrong.
+            let text = self.body_bytes(&mut response, deadline, ERROR_BODY_BYTES).await?;
+            let text = text.unwrap_or_else(|cut| cut);
+            return Err(self.status_error(
+                status,
+                &headers,
+                &String::from_utf8_lossy(&text),
+                SystemTime::now(),
+            ));
         }
         let streamed = response
             .headers()
@@ -309,14 +408,27 @@ impl HttpProvider {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let (text, usage, answered_by) = if streamed {
-            let mut stream = sse::Stream::default();
-            while let Some(chunk) = self.chunk(&mut response).await? {
+            let mut stream = sse::Stream::new(self.settings.stream_limits(), self.secrets.clone());
+            loop {
+                // Once the model said it finished, only the usage and
+                // `[DONE]` may follow: a server that holds the connection
+                // open (or drops it) does not cost the answer.
+                let idle = match stream.finish {
+                    Some(_) => self.settings.idle_timeout.min(AFTER_FINISH),
+                    None => self.settings.idle_timeout,
+                };
+                let chunk = match self.chunk(&mut response, deadline, idle).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(_) if stream.finish.is_some() => break,
+                    Err(e) => return Err(e),
+                };
                 for delta in stream.feed(&chunk)? {
                     if let Some(sink) = &request.tokens {
                         (sink.0)(&delta);
                     }
                 }
-                if stream.is_complete() && stream.usage.is_some() {
+                if stream.is_done() {
                     break;
                 }
             }
@@ -333,10 +445,13 @@ impl HttpProvider {
             }
             (stream.text, stream.usage, stream.model)
         } else {
-            let mut bytes = Vec::new();
-            while let Some(chunk) = self.chunk(&mut response).await? {
-                bytes.extend_from_slice(&chunk);
-            }
+            let limits = self.settings.stream_limits();
+            let Ok(bytes) = self.body_bytes(&mut response, deadline, limits.max_event).await? else {
+                return Err(sse::too_large(format!(
+                    "the provider's answer passed {} bytes",
+                    limits.max_event
+                )));
+            };
             let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 PortError::new(ErrorClass::Transient, format!("the provider's answer is not JSON: {e}"))
             })?;
@@ -346,6 +461,12 @@ impl HttpProvider {
                     "the provider's answer has no choices[0].message.content",
                 )
             })?;
+            if text.len() > limits.max_text {
+                return Err(sse::too_large(format!(
+                    "the provider's answer passed {} bytes",
+                    limits.max_text
+                )));
+            }
             let usage = match (
                 parsed["usage"]["prompt_tokens"].as_u64(),
                 parsed["usage"]["completion_tokens"].as_u64(),
@@ -367,8 +488,11 @@ impl HttpProvider {
         status: reqwest::StatusCode,
         headers: &reqwest::header::HeaderMap,
         body: &str,
+        now: SystemTime,
     ) -> PortError {
         let message = server_message(body).unwrap_or_else(|| status.to_string());
+        // Hidden before it is cut, so no part of a secret is left.
+        let message: String = self.secrets.redact(&message).chars().take(500).collect();
         let code = status.as_u16();
         match code {
             401 | 403 => {
@@ -383,11 +507,28 @@ impl HttpProvider {
                     "the account's quota is used up, so waiting does not help: add credit, or use another key or provider",
                 )
             }
-            429 => PortError {
-                retry_after: retry_after(headers, SystemTime::now()),
-                ..PortError::new(ErrorClass::RateLimited, format!("the provider answered 429: {message}"))
-                    .with_cause(Cause::RateLimited { provider: self.settings.name.clone() })
-            },
+            429 => {
+                let asked = retry_after(headers, now);
+                let limit = self.settings.max_retry_after;
+                let error =
+                    PortError::new(ErrorClass::RateLimited, format!("the provider answered 429: {message}"))
+                        .with_cause(Cause::RateLimited { provider: self.settings.name.clone() });
+                match asked {
+                    // A wait of a day is not slept: the next attempt comes
+                    // after the cap, and the error says what was asked.
+                    Some(asked) if asked > limit => PortError {
+                        retry_after: Some(limit),
+                        message: format!("{}; it asks to wait {}", error.message, words(asked)),
+                        hint: Some(format!(
+                            "the server asks for a longer wait than the {} cairn gives it between attempts: \
+                             once its limit resets, run the step again",
+                            words(limit)
+                        )),
+                        ..error
+                    },
+                    asked => PortError { retry_after: asked, ..error },
+                }
+            }
             500..=599 => {
                 PortError::new(ErrorClass::Transient, format!("the provider answered {code}: {message}"))
             }
@@ -403,11 +544,17 @@ fn add_instructions(messages: &mut Vec<ChatMessage>, text: String) {
     messages.insert(at, ChatMessage { role: Role::System, content: text });
 }
 
-/// `error.message` of an OpenAI-style error body.
+/// `error.message` of an OpenAI-style error body, whole.
 fn server_message(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
     let m = v.get("error").and_then(|e| e.get("message").or(Some(e))).and_then(Value::as_str)?;
-    Some(m.chars().take(500).collect())
+    Some(m.to_owned())
+}
+
+/// A duration as people read it (`5m`, `1d03h46m40s`).
+fn words(d: Duration) -> String {
+    cairn_domain::duration::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .to_string()
 }
 
 /// A 429 that means the account has no quota left (`insufficient_quota`).
@@ -443,12 +590,13 @@ impl LlmProvider for HttpProvider {
             .with_cause(Cause::NoModel { provider: self.settings.name.clone() }));
         };
         let _permit = self.admit().await;
-        match tokio::time::timeout(self.settings.timeout, self.call(&request, model)).await {
+        let deadline = Instant::now() + self.settings.timeout;
+        let answer = match tokio::time::timeout_at(deadline, self.call(&request, model, deadline)).await {
             Ok(answer) => answer,
-            Err(_) => {
-                Err(timed_out(&self.settings, format!("did not finish within {:?}", self.settings.timeout)))
-            }
-        }
+            Err(_) => Err(self.overtime()),
+        };
+        // Whatever the server echoed (a key, a URL with credentials) is hidden here, once.
+        answer.map_err(|e| self.secrets.redact_error(e))
     }
 }
 
@@ -500,6 +648,55 @@ mod tests {
         let epoch = |date: &'static str| retry_after(&headers("retry-after", date), UNIX_EPOCH);
         assert_eq!(epoch("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(epoch("Tue, 29 Feb 2000 12:00:00 GMT"), Some(Duration::from_secs(951_825_600)));
+    }
+
+    fn provider() -> HttpProvider {
+        let mut settings = ProviderSettings::new("default", "http://127.0.0.1:9/v1");
+        settings.api_key = Some(ApiKey::new(KEY.into()));
+        HttpProvider::new(settings).expect("valid settings")
+    }
+
+    const KEY: &str = "canary-XYZ-0123456789";
+
+    #[test]
+    fn a_retry_after_past_the_cap_is_capped_and_said() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", reqwest::header::HeaderValue::from_static("100000"));
+        let status = reqwest::StatusCode::TOO_MANY_REQUESTS;
+        let e = provider().status_error(status, &headers, "{}", now);
+        assert_eq!(e.class, ErrorClass::RateLimited);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(300)), "never a day");
+        assert_eq!(e.message, "the provider answered 429: 429 Too Many Requests; it asks to wait 1d3h46m40s");
+        assert!(e.hint.as_deref().is_some_and(|h| h.contains("5m")), "{e:?}");
+        headers.insert("retry-after", reqwest::header::HeaderValue::from_static("7"));
+        let e = provider().status_error(status, &headers, "{}", now);
+        assert_eq!((e.retry_after, e.hint), (Some(Duration::from_secs(7)), None), "within the cap: obeyed");
+    }
+
+    #[test]
+    fn a_key_the_server_echoes_is_hidden_before_its_message_is_cut() {
+        let headers = reqwest::header::HeaderMap::new();
+        let message = format!("{}Bearer {KEY}", "m".repeat(490));
+        let body = json!({"error": {"message": message}}).to_string();
+        for status in [400, 401, 429, 500] {
+            let status = reqwest::StatusCode::from_u16(status).expect("a status");
+            let e = provider().status_error(status, &headers, &body, UNIX_EPOCH);
+            assert!(!format!("{e:?}").contains("canary"), "{e:?}");
+            assert!(e.message.ends_with("Bearer ***"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_base_url_with_credentials_is_never_shown_and_its_query_is_kept() {
+        let mut settings =
+            ProviderSettings::new("az", "https://h.example/v1?api-version=2024&key=canary-XYZ-01");
+        let p = HttpProvider::new(settings.clone()).expect("valid");
+        assert_eq!(p.url, "https://h.example/v1/chat/completions?api-version=2024&key=canary-XYZ-01");
+        settings.base_url = "ftp://user:canary-XYZ-pass@h.example/v1".into();
+        let e = HttpProvider::new(settings).err().expect("not http");
+        assert!(!e.contains("canary"), "{e}");
+        assert!(e.contains("ftp://***@h.example/v1"), "{e}");
     }
 
     #[test]

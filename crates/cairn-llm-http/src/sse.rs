@@ -2,16 +2,45 @@
 //! arrive: the text deltas in order, the finish reason, the usage (sent
 //! last when `stream_options.include_usage` is asked) and the model. A
 //! stream is complete only with `[DONE]` or a finish reason; anything else
-//! is a cut stream, and an `error` event inside it fails the call.
+//! is a cut stream, and an `error` event inside it fails the call (its
+//! message with the provider's secrets hidden). Bytes are scanned once
+//! however the stream is cut, and one event and the whole text are
+//! capped ([`Limits`]), so a server cannot make the parser spin or fill
+//! the memory.
 
 use cairn_domain::state::ErrorClass;
-use cairn_ports::{PortError, Usage};
+use cairn_ports::{PortError, Secrets, Usage};
 use serde_json::Value;
+
+/// How much one stream may hold, so a server that never ends a line or
+/// an answer cannot fill the memory or the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one event (its lines together), before it is parsed.
+    pub max_event: usize,
+    /// Bytes of the answer's text.
+    pub max_text: usize,
+}
+
+impl Default for Limits {
+    /// 8 MiB an event, 4 MiB of text.
+    fn default() -> Self {
+        Self { max_event: 8 << 20, max_text: 4 << 20 }
+    }
+}
 
 /// A completion being read from its event stream.
 #[derive(Debug, Default)]
 pub struct Stream {
     pending: Vec<u8>,
+    /// Bytes of `pending` known to start no separator: each byte is looked
+    /// at a bounded number of times, however the stream is cut.
+    scanned: usize,
+    limits: Limits,
+    /// Hidden from the server's error messages.
+    secrets: Secrets,
+    /// Bytes looked at while searching for separators, all told.
+    examined: usize,
     /// The text so far.
     pub text: String,
     /// Why the model stopped, once it said.
@@ -24,23 +53,47 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream read within `limits`, hiding `secrets` from what the
+    /// server says in an `error` event.
+    pub fn new(limits: Limits, secrets: Secrets) -> Self {
+        Self { limits, secrets, ..Self::default() }
+    }
+
     /// Feeds the next bytes; returns the text deltas they completed, in
-    /// order. An `error` event, or an event that is not JSON, is an error.
+    /// order. An `error` event, an event that is not JSON, an event or a
+    /// text past the limits is an error. Linear in the bytes fed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, PortError> {
         self.pending.extend_from_slice(bytes);
-        let pending = std::mem::take(&mut self.pending);
         let mut deltas = Vec::new();
         let mut start = 0;
-        let result = loop {
-            let Some((end, skip)) = event_end(&pending[start..]) else { break Ok(()) };
-            let event = String::from_utf8_lossy(&pending[start..start + end]);
-            start += end + skip;
-            if let Err(e) = self.event(&event, &mut deltas) {
-                break Err(e);
+        let mut result = Ok(());
+        while let Some((end, skip)) = separator(&self.pending, self.scanned.max(start), &mut self.examined) {
+            if end - start > self.limits.max_event {
+                result = Err(self.too_long_event());
+                break;
             }
-        };
-        self.pending = pending[start..].to_vec();
-        result.map(|()| deltas)
+            let event = String::from_utf8_lossy(&self.pending[start..end]).into_owned();
+            start = end + skip;
+            if let Err(e) = self.event(&event, &mut deltas) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.pending.drain(..start);
+        // A separator may start in the last three bytes, cut by the chunk.
+        self.scanned = self.pending.len().saturating_sub(3);
+        result?;
+        // What waits for its end may hold the start of a separator (three
+        // bytes at most): an event is refused by its own length, however
+        // the stream is cut.
+        if self.pending.len() > self.limits.max_event.saturating_add(3) {
+            return Err(self.too_long_event());
+        }
+        Ok(deltas)
+    }
+
+    fn too_long_event(&self) -> PortError {
+        too_large(format!("the provider streamed an event of more than {} bytes", self.limits.max_event))
     }
 
     /// Reads one event's `data:` lines.
@@ -66,7 +119,8 @@ impl Stream {
         })?;
         if let Some(error) = chunk.get("error") {
             let message = error.get("message").and_then(Value::as_str).unwrap_or("no message");
-            let message: String = message.chars().take(500).collect();
+            // Hidden before it is cut, so no part of a secret is left.
+            let message: String = self.secrets.redact(message).chars().take(500).collect();
             return Err(PortError::new(
                 ErrorClass::Transient,
                 format!("the provider sent an error inside its stream: {message}"),
@@ -74,6 +128,12 @@ impl Stream {
         }
         let choice = &chunk["choices"][0];
         if let Some(delta) = choice["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+            if self.text.len() + delta.len() > self.limits.max_text {
+                return Err(too_large(format!(
+                    "the provider's answer passed {} bytes",
+                    self.limits.max_text
+                )));
+            }
             self.text.push_str(delta);
             deltas.push(delta.to_owned());
         }
@@ -95,20 +155,34 @@ impl Stream {
     pub fn is_complete(&self) -> bool {
         self.done || self.finish.is_some()
     }
+
+    /// Whether the stream sent `[DONE]`: nothing more comes.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
 }
 
-/// Where the first complete event ends (`\n\n` or `\r\n\r\n`), and the
-/// length of its separator: one pass, stopping at the first.
-fn event_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    (0..bytes.len()).find_map(|i| {
-        if bytes[i..].starts_with(b"\n\n") {
-            Some((i, 2))
-        } else if bytes[i..].starts_with(b"\r\n\r\n") {
-            Some((i, 4))
-        } else {
-            None
+/// An answer or event past its limit: the server misbehaves or the model
+/// rambles; the same request would likely do it again.
+pub(crate) fn too_large(message: String) -> PortError {
+    PortError::new(ErrorClass::InvalidOutput, message).with_hint(
+        "the answer was dropped; ask for a shorter one (the step's max_tokens), or check the server",
+    )
+}
+
+/// Where the first event separator at or after `from` starts (`\n\n` or
+/// `\r\n\r\n`), and its length.
+fn separator(bytes: &[u8], from: usize, examined: &mut usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i < bytes.len() {
+        *examined += 1;
+        match bytes[i] {
+            b'\n' if bytes.get(i + 1) == Some(&b'\n') => return Some((i, 2)),
+            b'\r' if bytes[i..].starts_with(b"\r\n\r\n") => return Some((i, 4)),
+            _ => i += 1,
         }
-    })
+    }
+    None
 }
 
 #[cfg(test)]
@@ -150,5 +224,56 @@ mod tests {
         assert!(e.message.contains("overloaded"));
         let e = Stream::default().feed(b"data: {not json\n\n").expect_err("bad event");
         assert_eq!(e.class, ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_long_line_is_scanned_once_however_it_is_cut() {
+        let limits = Limits { max_event: 1 << 30, max_text: 1 << 30 };
+        let mut s = Stream::new(limits, Secrets::default());
+        let piece = vec![b'a'; 1024];
+        s.feed(b"data: {\"x\":\"").expect("valid so far");
+        for _ in 0..2048 {
+            s.feed(&piece).expect("no event ends yet");
+        }
+        let fed = 2048 * 1024;
+        assert!(s.examined < 2 * fed, "{} bytes looked at for {fed} fed: quadratic", s.examined);
+        // The event still ends where it ends.
+        s.feed(b"\"}\n\ndata: [DONE]\n").expect("a JSON object, no choices");
+        s.feed(b"\n").expect("done");
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn an_event_or_a_text_past_its_limit_fails_and_frees_the_stream() {
+        let limits = Limits { max_event: 4096, max_text: 10 };
+        let mut s = Stream::new(limits, Secrets::default());
+        let e = s.feed(&vec![b'x'; 5000]).expect_err("a line with no end");
+        assert_eq!(e.class, ErrorClass::InvalidOutput, "{e}");
+        assert!(e.message.contains("more than 4096 bytes"), "{e}");
+        // Whole in one chunk or cut anywhere, an event too long is refused alike.
+        let long = format!("data: {}\n\n", "y".repeat(4200));
+        for cut in [long.len(), 4096, 4099, 4100] {
+            let mut s = Stream::new(limits, Secrets::default());
+            let (a, b) = long.as_bytes().split_at(cut);
+            let e = s.feed(a).and_then(|_| s.feed(b)).expect_err("too long, however cut");
+            assert!(e.message.contains("more than 4096 bytes"), "cut at {cut}: {e}");
+        }
+        let mut s = Stream::new(limits, Secrets::default());
+        s.feed(chunk("0123456789").as_bytes()).expect("ten bytes fit");
+        let e = s.feed(chunk("!").as_bytes()).expect_err("eleven do not");
+        assert_eq!(e.class, ErrorClass::InvalidOutput, "{e}");
+        assert!(e.message.contains("passed 10 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_in_an_error_event_is_hidden_before_the_message_is_cut() {
+        let key = "canary-XYZ-0123456789";
+        let mut s = Stream::new(Limits::default(), Secrets::new([key]));
+        // The key straddles the 500th character: cut first, a prefix would stay.
+        let message = format!("{}{key}", "m".repeat(490));
+        let event = format!("data: {}\n\n", serde_json::json!({"error": {"message": message}}));
+        let e = s.feed(event.as_bytes()).expect_err("error event");
+        assert!(!e.message.contains("canary"), "{e}");
+        assert!(e.message.ends_with("***"), "{e}");
     }
 }

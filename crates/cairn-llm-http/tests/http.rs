@@ -23,6 +23,12 @@ enum Reply {
     Full(String),
     /// Writes these bytes, then holds the connection open without a word.
     Stall(String),
+    /// Writes these bytes, with `{auth}` replaced by the request's
+    /// `Authorization` header, and closes: a server that echoes the key.
+    Echo(String),
+    /// Writes these bytes, then this piece again and again, never pausing
+    /// long enough for an idle timeout, never ending.
+    Drip(String, String),
 }
 
 /// A server that answers each connection with the next reply of its script
@@ -105,6 +111,25 @@ async fn answer(mut socket: TcpStream, reply: Reply, latency: Duration, log: &Mu
         Reply::Stall(bytes) => {
             let _ = socket.write_all(bytes.as_bytes()).await;
             tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        Reply::Echo(bytes) => {
+            let head = String::from_utf8_lossy(&request).to_string();
+            let auth = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default();
+            let _ = socket.write_all(bytes.replace("{auth}", &auth).as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+        Reply::Drip(head, piece) => {
+            let _ = socket.write_all(head.as_bytes()).await;
+            for _ in 0..3000 {
+                if socket.write_all(piece.as_bytes()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 }
@@ -353,4 +378,88 @@ async fn max_concurrency_bounds_requests_in_flight() {
     }
     assert_eq!(server.most_at_once.load(Ordering::SeqCst), 2);
     assert_eq!(server.bodies().len(), 6);
+}
+
+/// An HTTP response with no length, its body ending when the connection closes.
+fn raw(status: &str, content_type: &str, body: &str) -> String {
+    format!("HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n{body}")
+}
+
+#[tokio::test]
+async fn a_key_the_server_echoes_reaches_no_error() {
+    let json_error = |m: &str| json!({"error": {"message": m}}).to_string();
+    let url_error = json_error(&format!("upstream https://api.example/v1?key={KEY}&x=1 refused you"));
+    let cases = [
+        raw("400 Bad Request", "application/json", &json_error("you sent Authorization: {auth}")),
+        raw("401 Unauthorized", "application/json", &json_error("{auth} is not a valid key")),
+        raw("429 Too Many Requests", "application/json", &json_error("slow down, {auth}")),
+        raw("500 Internal Server Error", "application/json", &json_error("crashed on {auth}")),
+        raw("400 Bad Request", "application/json", &url_error),
+        raw("200 OK", "text/event-stream", &format!("data: {}\n\n", json_error("stream failed for {auth}"))),
+    ];
+    for reply in cases {
+        let server = Server::start(vec![Reply::Echo(reply.clone())], Duration::ZERO).await;
+        let err = provider(&server.url, true).chat(request(ResponseFormat::Text)).await.expect_err("fails");
+        let all = format!("{err:?} {err}");
+        assert!(!all.contains(KEY), "the key leaked: {all}");
+        assert!(all.contains("***"), "the echo is shown, hidden: {all}");
+    }
+}
+
+#[tokio::test]
+async fn a_finished_stream_is_used_though_the_server_holds_the_connection() {
+    let mut events: Vec<String> = ["Hel", "lo"].iter().map(|p| delta(p)).collect();
+    events.extend([finish(), "[DONE]".into()]);
+    // `[DONE]` (no usage), then the connection stays open for longer than any timeout here.
+    let server = Server::start(vec![Reply::Stall(sse_text(&events))], Duration::ZERO).await;
+    let answer =
+        provider(&server.url, true).chat(request(ResponseFormat::Text)).await.expect("used at [DONE]");
+    assert_eq!((answer.text.as_str(), answer.usage.estimated), ("Hello", true));
+
+    // A finish reason and no `[DONE]`: used once the server goes quiet.
+    let server = Server::start(vec![Reply::Stall(sse_text(&[delta("Hi"), finish()]))], Duration::ZERO).await;
+    let answer =
+        provider(&server.url, true).chat(request(ResponseFormat::Text)).await.expect("used after its finish");
+    assert_eq!((answer.text.as_str(), answer.usage.estimated), ("Hi", true));
+}
+
+#[tokio::test]
+async fn a_line_without_end_or_an_answer_too_large_fails_and_is_not_kept() {
+    let head =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"x\":\"";
+    let line = format!("{head}{}", "a".repeat(1 << 20));
+    let server = Server::start(vec![Reply::Full(line)], Duration::ZERO).await;
+    let mut s = settings(&server.url, true);
+    s.max_answer_bytes = 64 << 10;
+    let err = HttpProvider::new(s.clone()).expect("valid").chat(request(ResponseFormat::Text)).await;
+    let err = err.expect_err("a line past the limit");
+    assert_eq!(err.class, ErrorClass::InvalidOutput, "{err}");
+
+    let long = "b".repeat(100 << 10);
+    let server = Server::start(vec![streamed(&[&long])], Duration::ZERO).await;
+    s.base_url = server.url.clone();
+    let err = HttpProvider::new(s.clone()).expect("valid").chat(request(ResponseFormat::Text)).await;
+    assert_eq!(err.expect_err("streamed, too long").class, ErrorClass::InvalidOutput);
+
+    let body = json!({"choices": [{"message": {"content": long}}]}).to_string();
+    let server = Server::start(vec![http("200 OK", "", &body)], Duration::ZERO).await;
+    s.base_url = server.url.clone();
+    s.stream = false;
+    let err = HttpProvider::new(s).expect("valid").chat(request(ResponseFormat::Text)).await;
+    assert_eq!(err.expect_err("whole, too long").class, ErrorClass::InvalidOutput);
+}
+
+#[tokio::test]
+async fn the_whole_timeout_fires_while_a_server_drips_forever() {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_owned();
+    for piece in [": keep-alive\n\n", "a"] {
+        let server = Server::start(vec![Reply::Drip(head.clone(), piece.into())], Duration::ZERO).await;
+        let mut s = settings(&server.url, true);
+        s.timeout = Duration::from_millis(300);
+        s.idle_timeout = Duration::from_secs(5);
+        let err = HttpProvider::new(s).expect("valid").chat(request(ResponseFormat::Text)).await;
+        let err = err.expect_err("never finishes");
+        assert_eq!(err.class, ErrorClass::Timeout, "{err}");
+        assert!(err.message.contains("did not finish within"), "{err}");
+    }
 }

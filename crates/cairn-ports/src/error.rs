@@ -78,4 +78,68 @@ pub enum StoreError {
     /// The storage itself failed.
     #[error("the store failed: {0}")]
     Io(String),
+    /// Stored files are damaged in a way no crash leaves: the store reads
+    /// nothing past the damage and deletes nothing, so a person can look.
+    #[error("{0}")]
+    Damaged(Damage),
+}
+
+/// Where stored data is damaged and how: typed, so that each front words
+/// it and a `doctor` can report it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {what}", offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
+pub struct Damage {
+    /// The damaged file, as the store found it.
+    pub file: String,
+    /// Where in the file the damage starts, when a file offset says it.
+    pub offset: Option<u64>,
+    /// What is wrong.
+    pub what: DamageKind,
+}
+
+/// What is wrong with damaged stored data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DamageKind {
+    /// A log record fails its checksum or cannot be read, and is not the
+    /// half-written end a crash leaves.
+    #[error("a record is damaged")]
+    BadRecord,
+    /// A whole record that does not follow the one before it.
+    #[error("a record is out of order")]
+    OutOfOrder,
+    /// The file ends inside a record.
+    #[error("the file ends inside a record")]
+    CutShort,
+    /// A log segment lacks its header.
+    #[error("the log segment has no header")]
+    NoHeader,
+    /// A run's stored log ends before what the store recorded of it:
+    /// the database was rolled back.
+    #[error("run `{run}` holds events up to {found}, but {expected} were recorded")]
+    RolledBack {
+        /// The run.
+        run: String,
+        /// The last sequence number recorded elsewhere (index, seal, chain).
+        expected: u64,
+        /// The last sequence number the database holds.
+        found: u64,
+    },
+    /// A run's stored chunks do not link: one is missing or not the one
+    /// that was written.
+    #[error("run `{run}`: the log does not link at event {seq}")]
+    Broken {
+        /// The run.
+        run: String,
+        /// The sequence number where the link fails.
+        seq: u64,
+    },
+    /// The database itself finds its files damaged (sled checks its own
+    /// pages and refuses to open).
+    #[error("the database's own files (conf, db, snap.*) are damaged")]
+    Database,
+    /// The record of what the database held when it was last flushed
+    /// fails its checksum or does not read.
+    #[error("the seal is damaged")]
+    Seal,
 }

@@ -17,6 +17,7 @@
 
 mod error;
 mod llm;
+mod secrets;
 mod store;
 
 use std::time::Duration;
@@ -26,8 +27,9 @@ use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, StepPath, Timestamp};
 use serde_json::Value;
 
-pub use error::{PortError, StoreError};
+pub use error::{Damage, DamageKind, PortError, StoreError};
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, Usage};
+pub use secrets::{MIN_SECRET_LEN, REDACTED, Secrets};
 pub use store::{
     Cursor, CursorError, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun, follows,
     tally_usage,
@@ -53,6 +55,16 @@ pub struct CommandSpec {
     pub stdin: Option<String>,
     /// The attempt's idempotency key, exported as `CAIRN_IDEMPOTENCY_KEY`.
     pub idempotency_key: String,
+    /// Indices into `args` of the arguments whose start came from run data
+    /// (see `Template::option_led_by_data`): the runner refuses any of them
+    /// that starts with `-`, unless `allow_option_args`, so data never picks
+    /// an option of the program.
+    pub data_led: Vec<usize>,
+    /// The step lets arguments led by data start with `-`.
+    pub allow_option_args: bool,
+    /// Every argument, read as a path from the working directory, must
+    /// resolve inside the runner's roots.
+    pub confine_paths: bool,
 }
 
 /// What a finished program produced.
@@ -71,11 +83,16 @@ pub struct CommandOutput {
 /// Contract: the runner enforces its fence before starting anything: a
 /// program not on its allowlist, a working directory that does not resolve
 /// (symlinks included) inside its roots, or a Windows batch file is refused
-/// with class `permission`. The environment is cleared except the spec's
-/// variables, `PATH`, `HOME`, `LANG` and `CAIRN_IDEMPOTENCY_KEY`. Output is
-/// bounded. A program that exits non-zero is `Ok` with that exit code: the
-/// engine decides what it means. Dropping the returned future kills the
-/// program and every process it started.
+/// with class `permission`, and so are a spec variable that changes how the
+/// program is found or loaded (`PATH`, `LD_*`), an argument in `data_led`
+/// that starts with `-` (unless `allow_option_args`) and, with
+/// `confine_paths`, an argument that read as a path lands outside the roots.
+/// The environment is cleared except the spec's variables, `PATH`, `HOME`,
+/// `LANG` and `CAIRN_IDEMPOTENCY_KEY`. Output is bounded. A program that
+/// exits non-zero is `Ok` with that exit code: the engine decides what it
+/// means. When the program ends, and when the returned future is dropped,
+/// every process it started is killed, also those that left its process
+/// group.
 #[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]
 pub trait CommandRunner: Send + Sync {

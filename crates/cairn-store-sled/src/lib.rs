@@ -19,6 +19,14 @@
 //! `fdatasync`, shared by concurrent appends (group commit); sled itself is
 //! flushed only at checkpoints.
 //!
+//! Damage is never read as a crash: the log tells a torn tail from damage
+//! (`wal.rs`), each run's chunks are chained (each names the checksum of
+//! the one before, the index the last one's), and a seal written beside
+//! sled at each flush says what it held. Opening refuses damage, or a
+//! sled that came back with less, with [`OpenError::Damaged`], replaying
+//! nothing past it and deleting nothing; [`examine`] reports it for
+//! `cairn doctor`.
+//!
 //! What it deliberately does not do: interpret events beyond the run status
 //! and token usage (folding state is the domain's), or schedule anything
 //! (the engine's). Records on disk are this crate's own versioned envelopes.
@@ -29,9 +37,11 @@
 //! Read first: [`SledStore::open`], [`Durability`].
 
 mod applier;
+mod doctor;
 mod records;
 mod wal;
 
+pub use doctor::{Examination, FileReport, FileState, RunReport, examine};
 pub use wal::SEGMENT_BYTES;
 
 use std::path::{Path, PathBuf};
@@ -40,13 +50,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind};
-use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, Snapshot, StoreError, StoredRun};
+use cairn_ports::{Damage, DamageKind, NewRun, RunPage, RunQuery, RunStore, Snapshot, StoreError, StoredRun};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
 use applier::Applier;
 use records::{
-    ChunkRecord, DefinitionRecord, LogRecord, RunRecord, SnapshotRecord, compressed, decode, encode, kept,
+    ChunkRecord, DefinitionRecord, LogRecord, Mark, RunRecord, SealRecord, SnapshotRecord, chained,
+    compressed, decode, encode, kept, pack, unpack,
 };
 use wal::{Change, TreeId, Wal};
 
@@ -89,6 +100,11 @@ pub enum OpenError {
         /// What sled said.
         reason: String,
     },
+    /// A file of the store is damaged in a way no crash leaves (or the
+    /// database came back with less than it held): nothing was replayed
+    /// past the damage and nothing deleted, so a person can look.
+    #[error("{0}")]
+    Damaged(Damage),
 }
 
 /// The key under which the format marker is kept.
@@ -97,6 +113,13 @@ const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"cairn-store/1";
 /// The file that names the process holding the store.
 pub const HOLDER_FILE: &str = "holder";
+/// The file that says what sled held when it was last flushed
+/// (each run's last event and chain head), to tell a rolled-back sled.
+pub const SEAL_FILE: &str = "seal";
+/// Where the seal is written before it is renamed over the last one.
+const NEW_SEAL: &str = "seal.new";
+/// The key whose presence says this store's log segments have headers.
+const WAL_KEY: &[u8] = b"wal";
 
 /// Runs in a sled database.
 pub struct SledStore {
@@ -107,6 +130,8 @@ pub struct SledStore {
     snapshots: sled::Tree,
     durability: Durability,
     holder_file: Option<PathBuf>,
+    /// The data directory (none for a temporary store): where the seal is.
+    dir: Option<PathBuf>,
     keep_snapshots: usize,
     /// Group commit for `Durability::Sync`.
     commits: Commits,
@@ -147,7 +172,7 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// such names is a store, perhaps one whose first open was killed before
 /// sled wrote its `conf`.
 fn is_store_file(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs" | HOLDER_FILE)
+    matches!(name, "conf" | "db" | "blobs" | HOLDER_FILE | SEAL_FILE | NEW_SEAL)
         || name.starts_with("snap.")
         || name.starts_with(wal::SEGMENT_PREFIX)
 }
@@ -200,6 +225,9 @@ impl SledStore {
                         .map(|h| h.trim().to_owned())
                         .unwrap_or_default();
                     OpenError::Locked { path: dir.to_path_buf(), holder }
+                } else if matches!(e, sled::Error::Corruption { .. }) {
+                    let file = dir.display().to_string();
+                    OpenError::Damaged(Damage { file, offset: None, what: DamageKind::Database })
                 } else {
                     OpenError::Corrupt { path: dir.to_path_buf(), reason }
                 }
@@ -222,14 +250,43 @@ impl SledStore {
         let holder_file = dir.join(HOLDER_FILE);
         let _ = std::fs::write(&holder_file, holder);
         let mut store = Self::from_db(db, durability, Some(holder_file)).map_err(corrupt)?;
-        let unreadable =
-            |e: StoreError| OpenError::Corrupt { path: dir.to_path_buf(), reason: e.to_string() };
-        let next_segment = store.recover(dir).map_err(unreadable)?;
-        if durability == Durability::Sync {
-            store.wal = Some(Arc::new(Wal::create(dir, next_segment).map_err(unreadable)?));
+        store.dir = Some(dir.to_path_buf());
+        let unreadable = |e: StoreError| match e {
+            StoreError::Damaged(damage) => OpenError::Damaged(damage),
+            other => OpenError::Corrupt { path: dir.to_path_buf(), reason: other.to_string() },
+        };
+        // Damaged files are refused before anything is written: the holder
+        // file goes, so that no process is named as holding the store.
+        let refused = |store: Self, e: StoreError| {
+            if let Some(file) = &store.holder_file {
+                let _ = std::fs::remove_file(file);
+            }
+            store.dont_close();
+            unreadable(e)
+        };
+        let replayed = match store.recover(dir) {
+            Ok(replayed) => replayed,
+            Err(e) => return Err(refused(store, e)),
+        };
+        if let Err(e) = store.repair_index().and_then(|()| store.check_seal(dir, &replayed.removed)) {
+            return Err(refused(store, e));
         }
-        store.repair_index().map_err(unreadable)?;
+        // From now on every segment is written with its header.
+        store.db.insert(WAL_KEY, &b"2"[..]).map_err(corrupt)?;
+        store.db.flush().map_err(corrupt)?;
+        wal::remove_segments(dir, |_| true).map_err(unreadable)?;
+        if durability == Durability::Sync {
+            store.wal = Some(Arc::new(Wal::create(dir, replayed.next_segment).map_err(unreadable)?));
+        }
         Ok(store)
+    }
+
+    /// Leaves the store without what closing does (writing the index,
+    /// flushing, sealing, deleting the log): it was refused as damaged.
+    fn dont_close(mut self) {
+        self.holder_file = None;
+        self.wal = None;
+        lock(&self.live).clear();
     }
 
     /// A store that lives in memory and a temporary directory, for tests.
@@ -255,6 +312,7 @@ impl SledStore {
             db,
             durability,
             holder_file,
+            dir: None,
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
             commits: Commits::default(),
             wal: None,
@@ -272,26 +330,141 @@ impl SledStore {
     }
 
     /// Replays the write-ahead log left in `dir` (by a process that died,
-    /// or before its final flush) into sled, makes it durable there and
-    /// deletes it; returns the number for the next segment.
-    fn recover(&self, dir: &Path) -> Result<u64, StoreError> {
+    /// or before its final flush) into sled; returns the number for the
+    /// next segment and the runs whose index the log removed. Every segment
+    /// is read and checked before anything is applied: a damaged one
+    /// leaves sled as it was. The caller flushes sled and deletes the log.
+    fn recover(&self, dir: &Path) -> Result<Replayed, StoreError> {
+        let headed = self.db.get(WAL_KEY).map_err(io)?.is_some();
+        let mut replayed = Replayed { next_segment: 1, removed: Default::default() };
         let segments = wal::segments(dir)?;
-        let Some(&last) = segments.last() else { return Ok(1) };
+        let Some(&last) = segments.last() else { return Ok(replayed) };
+        let mut readings = Vec::new();
         for &number in &segments {
-            wal::replay(dir, number, |change| {
-                match change {
-                    // Appends log their chunks as JSON; sled keeps them packed.
-                    Change::Insert(TreeId::Events, key, chunk) => self.events.insert(key, &*kept(&chunk)),
-                    Change::Insert(tree, key, value) => self.tree(tree).insert(key, value),
-                    Change::Remove(tree, key) => self.tree(tree).remove(key),
-                }
-                .map(drop)
-                .map_err(io)
-            })?;
+            let reading = wal::read_segment(dir, number, headed)?;
+            // Only the last segment's last sync can have been torn: a
+            // segment was whole before the next one was started.
+            let damage = reading
+                .damage
+                .clone()
+                .or_else(|| (reading.torn && number != last).then_some((reading.end, DamageKind::BadRecord)));
+            if let Some((offset, what)) = damage {
+                let file = wal::segment_file(dir, number).display().to_string();
+                return Err(StoreError::Damaged(Damage { file, offset: Some(offset), what }));
+            }
+            readings.push(reading);
         }
-        self.db.flush().map_err(io)?;
-        wal::remove_segments(dir, |_| true)?;
-        Ok(last + 1)
+        for change in readings.into_iter().flat_map(|r| r.records).flatten() {
+            match change {
+                // Appends log their chunks as JSON; sled keeps them packed.
+                Change::Insert(TreeId::Events, key, chunk) => self.events.insert(key, &*kept(&chunk)),
+                Change::Insert(tree, key, value) => self.tree(tree).insert(key, value),
+                Change::Remove(TreeId::Runs, key) => {
+                    replayed.removed.insert(key.to_vec());
+                    self.runs.remove(key)
+                }
+                Change::Remove(tree, key) => self.tree(tree).remove(key),
+            }
+            .map_err(io)?;
+        }
+        replayed.next_segment = last + 1;
+        Ok(replayed)
+    }
+
+    /// Checks sled against the seal written when it was last flushed: each
+    /// run sealed is still there (unless the replayed log removed it), and
+    /// its log still holds the sealed chunk. A store that writes seals and
+    /// has none lost it.
+    fn check_seal(&self, dir: &Path, removed: &std::collections::HashSet<Vec<u8>>) -> Result<(), StoreError> {
+        let path = dir.join(SEAL_FILE);
+        let file = path.display().to_string();
+        let lost =
+            || StoreError::Damaged(Damage { file: file.clone(), offset: None, what: DamageKind::Seal });
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // No seal: a store from before seals, or one a person set
+            // aside to accept the database as it is.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Io(format!("reading the seal: {e}"))),
+        };
+        let seal = SealRecord::read(&bytes).ok_or_else(lost)?;
+        for (run, mark) in &seal.runs {
+            if removed.contains(run.as_bytes()) {
+                continue;
+            }
+            let rolled_back =
+                |found| self.damaged(DamageKind::RolledBack { run: run.clone(), expected: mark.seq, found });
+            let Some(bytes) = self.runs.get(run).map_err(io)? else {
+                return Err(rolled_back(0));
+            };
+            // The index, checked against its log's last chunk just before,
+            // is where the seal says: no chunk to read.
+            let record: RunRecord = decode(&bytes)?;
+            if mark.head.is_some() && (record.last_seq, record.head) == (mark.seq, mark.head) {
+                continue;
+            }
+            match chunk_at(&self.events, run.as_bytes(), mark.seq)? {
+                Some(found) if found.seq == mark.seq && (mark.head.is_none() || found.head == mark.head) => {}
+                Some(found) if found.seq == mark.seq => {
+                    return Err(self.damaged(DamageKind::Broken { run: run.clone(), seq: mark.seq }));
+                }
+                found => return Err(rolled_back(found.map_or(0, |f| f.seq.min(mark.seq)))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Damage found in sled's data (the `db` file).
+    fn damaged(&self, what: DamageKind) -> StoreError {
+        StoreError::Damaged(Damage { file: self.db_file(), offset: None, what })
+    }
+
+    /// sled's data file, to name in a report.
+    fn db_file(&self) -> String {
+        self.dir.as_ref().map_or_else(|| "<temporary>".to_owned(), |d| d.join("db").display().to_string())
+    }
+
+    /// What the seal is to claim: the index as sled holds it now, with the
+    /// current records of runs appended to. Taken before the flush that
+    /// precedes [`SledStore::write_seal`], so that flush covers all of it.
+    fn seal_marks(&self) -> Result<std::collections::BTreeMap<String, Mark>, StoreError> {
+        let live = lock(&self.live).clone();
+        let mut runs = std::collections::BTreeMap::new();
+        for item in self.runs.iter() {
+            let (id, bytes) = item.map_err(io)?;
+            let stored: RunRecord = decode(&bytes)?;
+            let record = match live.get(stored.run_id()) {
+                Some(current) if current.last_seq >= stored.last_seq => current,
+                _ => &stored,
+            };
+            runs.insert(
+                String::from_utf8_lossy(&id).into_owned(),
+                Mark { seq: record.last_seq, head: record.head },
+            );
+        }
+        Ok(runs)
+    }
+
+    /// Writes the seal (see [`SealRecord`]) once sled has been flushed
+    /// with everything `runs` claims, and marks the store as sealed.
+    fn write_seal(&self, runs: std::collections::BTreeMap<String, Mark>) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        write_durably(dir, SEAL_FILE, &SealRecord::new(runs).bytes())
+    }
+
+    /// Takes `run` out of the seal, before it is deleted from a store
+    /// without a log (with one, the log's removal is replayed instead).
+    fn unseal(&self, run: &RunId) -> Result<(), StoreError> {
+        let Some(dir) = self.dir.as_ref().filter(|_| self.wal.is_none()) else { return Ok(()) };
+        let Ok(bytes) = std::fs::read(dir.join(SEAL_FILE)) else { return Ok(()) };
+        let Some(mut seal) = SealRecord::read(&bytes) else {
+            let file = dir.join(SEAL_FILE).display().to_string();
+            return Err(StoreError::Damaged(Damage { file, offset: None, what: DamageKind::Seal }));
+        };
+        if seal.runs.remove(run.as_str()).is_some() {
+            write_durably(dir, SEAL_FILE, &seal.bytes())?;
+        }
+        Ok(())
     }
 
     /// Makes sled hold every append that returned (see `applier.rs`).
@@ -344,28 +517,46 @@ impl SledStore {
         Ok(out)
     }
 
-    /// The sequence number of a run's last stored event (0 when it has none).
-    fn last_seq(&self, run: &RunId) -> Result<u64, StoreError> {
-        Ok(last_append(&self.events, run.as_str().as_bytes())?.last().map_or(0, |e| e.seq))
-    }
-
     /// Brings every run's index record up to its log. The record is written
     /// when the run's status changes and on close; a process that died in
     /// between left the events after the record's `last_seq` (their status,
-    /// usage and times) only in the log, so they are folded in here.
+    /// usage and times) only in the log, so they are folded in here. A log
+    /// that ends before its record, or whose chunks do not link to the
+    /// record's head, was damaged or rolled back.
     fn repair_index(&self) -> Result<(), StoreError> {
         for item in self.runs.iter() {
             let (id, bytes) = item.map_err(io)?;
             let mut record: RunRecord = decode(&bytes)?;
+            let run = String::from_utf8_lossy(&id).into_owned();
+            let last = last_chunk(&self.events, &id)?;
+            let found = last.map_or(0, |m| m.seq);
+            if found < record.last_seq {
+                let what = DamageKind::RolledBack { run, expected: record.last_seq, found };
+                return Err(self.damaged(what));
+            }
             // A record from before usage was kept folds the whole log.
             let from = if record.usage_by_model.is_some() { record.last_seq + 1 } else { 1 };
             record.usage_by_model.get_or_insert_default();
-            if from > 1 && last_append(&self.events, &id)?.last().is_none_or(|e| e.seq < from) {
+            if from > found {
+                match (record.head, last.and_then(|m| m.head)) {
+                    (Some(head), Some(actual)) if head != actual => {
+                        return Err(self.damaged(DamageKind::Broken { run, seq: found }));
+                    }
+                    // A record from before chunks were chained gets its head.
+                    (None, Some(actual)) => {
+                        record.head = Some(actual);
+                        self.runs.insert(id, encode(&record)).map_err(io)?;
+                    }
+                    _ => {}
+                }
                 continue;
             }
-            let tail = log_from(&self.events, &id, from)?;
+            let before = (from > 1).then_some(Mark { seq: record.last_seq, head: record.head });
+            let broken = |seq| self.damaged(DamageKind::Broken { run: run.clone(), seq });
+            let (tail, end) = read_log(&self.events, &id, from, before, &broken)?;
             if !tail.is_empty() {
                 record.advance(&tail);
+                record.head = end.and_then(|m| m.head);
                 self.runs.insert(id, encode(&record)).map_err(io)?;
             }
         }
@@ -402,9 +593,11 @@ impl SledStore {
         let Some(wal) = self.wal.as_ref().filter(|w| w.full()) else { return Ok(()) };
         let rotating = Arc::clone(wal);
         let keep_from = off_the_runtime(move || rotating.rotate()).await?;
+        let marks = self.seal_marks()?;
         self.settle()?;
         let db = self.db.clone();
         off_the_runtime(move || db.flush().map(drop).map_err(io)).await?;
+        self.write_seal(marks)?;
         wal.remove_before(keep_from)
     }
 
@@ -461,8 +654,13 @@ impl Drop for SledStore {
             }
         }
         if let Some(file) = self.holder_file.take() {
-            // The log's segments go once sled holds all they hold.
-            if self.db.flush().is_ok()
+            // The log's segments go once sled holds all they hold, and the
+            // seal says so.
+            let sealed = self.seal_marks().and_then(|marks| {
+                self.db.flush().map_err(io)?;
+                self.write_seal(marks)
+            });
+            if sealed.is_ok()
                 && let Some(wal) = &self.wal
             {
                 let _ = wal.remove_all();
@@ -472,34 +670,95 @@ impl Drop for SledStore {
     }
 }
 
-/// The events of a run's last append (empty when it has none).
-fn last_append(events: &sled::Tree, run: &[u8]) -> Result<Vec<Event>, StoreError> {
-    let mut start = run.to_vec();
-    start.push(0xff);
-    match events.scan_prefix(start).next_back() {
-        None => Ok(Vec::new()),
-        Some(item) => {
-            let (_, v) = item.map_err(io)?;
-            Ok(decode::<LogRecord>(&v)?.into_events())
-        }
+/// What opening replayed from the write-ahead log.
+struct Replayed {
+    /// The number for the next segment.
+    next_segment: u64,
+    /// The runs whose index record the log removed (deleted runs).
+    removed: std::collections::HashSet<Vec<u8>>,
+}
+
+/// A stored chunk read back: its events and its chain link, and its own
+/// mark (last event, checksum of its JSON).
+fn read_chunk(bytes: &[u8]) -> Result<Chunk, StoreError> {
+    let json = unpack(bytes)?;
+    let head = crc32fast::hash(&json);
+    let record: LogRecord = decode(&json)?;
+    let prev = record.prev;
+    let events = record.into_events();
+    let mark = events.last().map(|e| Mark { seq: e.seq, head: Some(head) });
+    Ok(Chunk { events, prev, mark })
+}
+
+/// A stored chunk read back.
+struct Chunk {
+    events: Vec<Event>,
+    /// The checksum of its predecessor's JSON, when it names it.
+    prev: Option<u32>,
+    /// Its last event and the checksum of its own JSON.
+    mark: Option<Mark>,
+}
+
+/// The mark of the chunk that holds event `seq` of the run whose id's
+/// bytes are `run` (the last chunk at or before it), if any.
+fn chunk_at(events: &sled::Tree, run: &[u8], seq: u64) -> Result<Option<Mark>, StoreError> {
+    match events.range(log_key(run, 0)..=log_key(run, seq)).next_back() {
+        None => Ok(None),
+        Some(item) => Ok(read_chunk(&item.map_err(io)?.1)?.mark),
     }
 }
 
+/// The mark of a run's last chunk (none when it has no events).
+fn last_chunk(events: &sled::Tree, run: &[u8]) -> Result<Option<Mark>, StoreError> {
+    chunk_at(events, run, u64::MAX)
+}
+
 /// The events of the run whose id's bytes are `run`, numbered `from` and
-/// after: the scan starts at the chunk that holds `from` (the last key at
-/// or before it), so the chunks before it are never read.
-fn log_from(events: &sled::Tree, run: &[u8], from: u64) -> Result<Vec<Event>, StoreError> {
+/// after, and the mark of its last chunk: the scan starts at the chunk
+/// that holds `from` (the last key at or before it), so the chunks before
+/// it are never read. Each chunk must start where the one before ended
+/// and name its checksum (`before` is the chunk before `from`, when the
+/// caller knows it); where one does not, `broken` says so.
+fn read_log(
+    events: &sled::Tree,
+    run: &[u8],
+    from: u64,
+    before: Option<Mark>,
+    broken: &dyn Fn(u64) -> StoreError,
+) -> Result<(Vec<Event>, Option<Mark>), StoreError> {
     let first = log_key(run, 0);
     let start = match events.range(first.clone()..=log_key(run, from)).next_back() {
         Some(item) => item.map_err(io)?.0.to_vec(),
         None => first,
     };
     let mut log = Vec::new();
+    let mut last = before;
     for item in events.range(start..=log_key(run, u64::MAX)) {
         let (_, v) = item.map_err(io)?;
-        log.extend(decode::<LogRecord>(&v)?.into_events().into_iter().filter(|e| e.seq >= from));
+        let Chunk { events: chunk, prev, mark } = read_chunk(&v)?;
+        let Some(head) = chunk.first() else { continue };
+        if let Some(before) = last
+            && (head.seq != before.seq + 1 || prev.is_some_and(|p| before.head.is_some_and(|h| h != p)))
+        {
+            return Err(broken(before.seq + 1));
+        }
+        last = mark;
+        log.extend(chunk.into_iter().filter(|e| e.seq >= from));
     }
-    Ok(log)
+    Ok((log, last))
+}
+
+/// Writes `bytes` as `dir/name` so that a crash leaves the old file or
+/// the new one: written beside it, synced, renamed over it, the directory
+/// synced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let fail = |e: std::io::Error| StoreError::Io(format!("writing {name}: {e}"));
+    let new = dir.join(NEW_SEAL);
+    let mut file = std::fs::File::create(&new).map_err(fail)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
+    std::fs::rename(&new, dir.join(name)).map_err(fail)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -540,9 +799,12 @@ impl RunStore for SledStore {
         }
         let id = run.run_id.clone();
         let (name, first_key) = (IVec::from(id.as_str()), IVec::from(key(&id, 1)));
-        let record = IVec::from(encode(&RunRecord::new(&run)));
         let definition = IVec::from(encode(&DefinitionRecord::new(&run)));
-        let chunk = IVec::from(compressed(&ChunkRecord::new(std::slice::from_ref(&run.created))));
+        let (json, head) = chained(encode(&ChunkRecord::new(std::slice::from_ref(&run.created))), None);
+        let chunk = IVec::from(pack(&json));
+        let mut record = RunRecord::new(&run);
+        record.head = Some(head);
+        let record = IVec::from(encode(&record));
         self.write(|| {
             let result =
                 (&self.runs, &self.definitions, &self.events).transaction(|(runs, definitions, events)| {
@@ -572,7 +834,7 @@ impl RunStore for SledStore {
         let Some(first) = events.first() else { return Ok(()) };
         let conflict = |actual| StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual };
         let chunk_key = IVec::from(key(run, first.seq));
-        let json = IVec::from(encode(&ChunkRecord::new(events)));
+        let unchained = encode(&ChunkRecord::new(events));
         self.write(|| {
             let mut live = lock(&self.live);
             if !live.contains_key(run.as_str()) {
@@ -581,7 +843,15 @@ impl RunStore for SledStore {
                 };
                 let mut record: RunRecord = decode(&bytes)?;
                 self.settle()?;
-                record.last_seq = self.last_seq(run)?;
+                let last = last_chunk(&self.events, run.as_str().as_bytes())?;
+                let found = last.map_or(0, |m| m.seq);
+                if found < record.last_seq {
+                    let what =
+                        DamageKind::RolledBack { run: run.to_string(), expected: record.last_seq, found };
+                    return Err(self.damaged(what));
+                }
+                record.last_seq = found;
+                record.head = last.and_then(|m| m.head);
                 live.insert(run.to_string(), record);
             }
             let record = live.get_mut(run.as_str()).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
@@ -590,12 +860,19 @@ impl RunStore for SledStore {
             if record.last_seq != expected_seq {
                 return Err(conflict(record.last_seq));
             }
+            // Linked to the run's last chunk: a checksum of about a
+            // kilobyte under the lock.
+            let (json, head) = chained(unchained, record.head);
+            let json = IVec::from(json);
             // Logged as JSON; packed into sled off this task.
             self.applier.queue(chunk_key.clone(), json.clone())?;
-            let mut changes = vec![Change::Insert(TreeId::Events, chunk_key.clone(), json.clone())];
+            let mut changes = vec![Change::Insert(TreeId::Events, chunk_key.clone(), json)];
+            record.head = Some(head);
             // The index follows a change of status; `repair_index` mends it
-            // if a crash comes first.
+            // if a crash comes first. sled gets the chunk first, so that
+            // no flush holds an index ahead of its log.
             if record.advance(events) {
+                self.settle()?;
                 let bytes = IVec::from(encode(&*record));
                 if record.status.is_terminal() {
                     live.remove(run.as_str());
@@ -610,14 +887,47 @@ impl RunStore for SledStore {
 
     async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError> {
         self.settle()?;
+        // What the store recorded of the run's end: the log must reach it,
+        // through the chunk it names.
+        let known =
+            lock(&self.live).get(run.as_str()).map(|record| Mark { seq: record.last_seq, head: record.head });
+        let known = match known {
+            Some(known) => Some(known),
+            None => match self.runs.get(run.as_str()).map_err(io)? {
+                Some(bytes) => {
+                    let record: RunRecord = decode(&bytes)?;
+                    Some(Mark { seq: record.last_seq, head: record.head })
+                }
+                None => None,
+            },
+        };
         let (definitions, events, run) = (self.definitions.clone(), self.events.clone(), run.clone());
+        let db_file = self.db_file();
         blocking(move || {
             let def = definitions
                 .get(run.as_str())
                 .map_err(io)?
                 .ok_or_else(|| StoreError::NotFound(run.to_string()))?;
             let def: DefinitionRecord = decode(&def)?;
-            let log = log_from(&events, run.as_str().as_bytes(), from_seq)?;
+            let damaged = |what| StoreError::Damaged(Damage { file: db_file.clone(), offset: None, what });
+            let broken = |seq| damaged(DamageKind::Broken { run: run.to_string(), seq });
+            let id = run.as_str().as_bytes();
+            let (log, end) = read_log(&events, id, from_seq, None, &broken)?;
+            if let Some(known) = known {
+                let found = end.map_or(0, |m| m.seq);
+                if found < known.seq {
+                    let what = DamageKind::RolledBack { run: run.to_string(), expected: known.seq, found };
+                    return Err(damaged(what));
+                }
+                let at = if end.is_some_and(|m| m.seq == known.seq) {
+                    end
+                } else {
+                    chunk_at(&events, id, known.seq)?
+                };
+                if known.head.is_some() && at != Some(known) {
+                    return Err(broken(known.seq));
+                }
+            }
             Ok(StoredRun { definition_name: def.name, definition: def.text, files: def.files, events: log })
         })
         .await
@@ -683,6 +993,7 @@ impl RunStore for SledStore {
     }
 
     async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
+        self.unseal(run)?;
         self.write(|| {
             self.settle()?;
             lock(&self.live).remove(run.as_str());

@@ -155,6 +155,11 @@ pub(crate) struct RunRecord {
     /// before usage was kept: opening the store folds it from the whole log.
     #[serde(default)]
     pub usage_by_model: Option<BTreeMap<String, TokenUsage>>,
+    /// The checksum of the JSON of the chunk that ends at `last_seq`: the
+    /// head of the run's chain. `None` in records written before chunks
+    /// were chained: opening the store fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<u32>,
 }
 
 impl RunRecord {
@@ -169,6 +174,7 @@ impl RunRecord {
             last_seq: 1,
             definition_hash: run.definition_hash.clone(),
             usage_by_model: Some(BTreeMap::new()),
+            head: None,
         }
     }
 
@@ -252,6 +258,20 @@ impl<'a> ChunkRecord<'a> {
     }
 }
 
+/// A chunk's JSON with the checksum of its predecessor's JSON added as
+/// `prev` (the chain), and its own checksum: the chunk is encoded
+/// off the log's lock, the link added under it.
+pub(crate) fn chained(mut json: Vec<u8>, prev: Option<u32>) -> (Vec<u8>, u32) {
+    if let Some(prev) = prev
+        && json.last() == Some(&b'}')
+    {
+        json.pop();
+        json.extend_from_slice(format!(",\"prev\":{prev}}}").as_bytes());
+    }
+    let crc = crc32fast::hash(&json);
+    (json, crc)
+}
+
 /// A stored piece of a log, as read back: an append's events, or (as
 /// stores before appends were chunked wrote it) a single event.
 #[derive(Deserialize)]
@@ -261,6 +281,10 @@ pub(crate) struct LogRecord {
     event: Option<Event>,
     #[serde(default)]
     events: Vec<Event>,
+    /// The checksum of the JSON of the chunk before it (absent in the
+    /// first chunk and in chunks written before chunks were chained).
+    #[serde(default)]
+    pub prev: Option<u32>,
 }
 
 impl LogRecord {
@@ -276,6 +300,55 @@ impl Versioned for LogRecord {
     fn version(&self) -> u32 {
         self.v
     }
+}
+
+/// What the store held of each run when sled was last flushed (at a
+/// checkpoint or on close), kept outside sled: a sled that comes back
+/// with less than this was rolled back.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct SealRecord {
+    v: u32,
+    /// By run id: the last event and the chain's head then.
+    pub runs: BTreeMap<String, Mark>,
+}
+
+impl SealRecord {
+    pub fn new(runs: BTreeMap<String, Mark>) -> Self {
+        Self { v: VERSION, runs }
+    }
+
+    /// The seal's file: the checksum of its JSON (8 hex digits), a
+    /// newline, the JSON; so a damaged seal reads as damaged, not as a
+    /// claim about runs.
+    pub fn bytes(&self) -> Vec<u8> {
+        let json = encode(self);
+        let mut out = format!("{:08x}\n", crc32fast::hash(&json)).into_bytes();
+        out.extend_from_slice(&json);
+        out
+    }
+
+    /// A seal's file read back; `None` when its checksum fails or it
+    /// does not read.
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        let (crc, json) = bytes.split_at_checked(9)?;
+        let crc = u32::from_str_radix(std::str::from_utf8(crc.strip_suffix(b"\n")?).ok()?, 16).ok()?;
+        (crc32fast::hash(json) == crc).then(|| decode(json).ok()).flatten()
+    }
+}
+
+impl Versioned for SealRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+/// A point in a run's log: its last sequence number and the checksum of
+/// the chunk that ends there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    pub seq: u64,
+    #[serde(default)]
+    pub head: Option<u32>,
 }
 
 /// A folded state at a sequence number.

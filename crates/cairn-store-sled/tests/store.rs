@@ -87,7 +87,10 @@ async fn foreign_and_damaged_directories_are_refused() {
     let damaged = dir("damaged");
     drop(SledStore::open(&damaged, Durability::Sync, "test").expect("create"));
     std::fs::write(damaged.join("conf"), b"\xff\xfe garbage").expect("damage");
-    assert!(matches!(SledStore::open(&damaged, Durability::Sync, "test"), Err(OpenError::Corrupt { .. })));
+    assert!(matches!(
+        SledStore::open(&damaged, Durability::Sync, "test"),
+        Err(OpenError::Corrupt { .. } | OpenError::Damaged(_))
+    ));
 }
 
 #[test]
@@ -420,4 +423,171 @@ async fn full_log_segments_are_checkpointed_into_sled_and_deleted() {
         .unwrap_or(0);
     assert!(live > 5, "segment {live}");
     assert_eq!(store.load(&id, 0).await.expect("load").events.len(), 200);
+}
+
+/// A store whose process died after appending to `r1` through `events`,
+/// as kill -9 leaves it: its write-ahead log behind, sled unflushed. Made
+/// in this process and copied, since the dead store keeps its lock.
+fn crashed_copy(name: &str, events: u64) -> PathBuf {
+    let d = dir(&format!("{name}-live"));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    runtime.block_on(async {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        let id = RunId::new("r1").expect("id");
+        for seq in 2..=events {
+            store.append(&id, seq - 1, &[event(seq, usage("m", seq, 1))]).await.expect("append");
+        }
+        std::mem::forget(store);
+    });
+    let copy = dir(name);
+    std::fs::create_dir_all(&copy).expect("dir");
+    for entry in std::fs::read_dir(&d).expect("dir").flatten() {
+        if entry.file_type().expect("type").is_file() && entry.file_name() != "holder" {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+        }
+    }
+    copy
+}
+
+fn segment(d: &Path) -> PathBuf {
+    std::fs::read_dir(d)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("wal-")))
+        .expect("a log segment")
+}
+
+fn damage_of(opened: Result<SledStore, OpenError>) -> cairn_ports::Damage {
+    match opened {
+        Err(OpenError::Damaged(damage)) => damage,
+        Err(other) => panic!("expected damage, got {other}"),
+        Ok(_) => panic!("a damaged store opened"),
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_of_the_log_is_refused_and_the_log_kept() {
+    let d = crashed_copy("flipped-log", 145);
+    let file = segment(&d);
+    let mut bytes = std::fs::read(&file).expect("read");
+    let end = bytes.iter().rposition(|&b| b != 0xa5).expect("records");
+    let middle = end / 2;
+    for flip in [middle, middle + 1, middle + 2, middle + 3] {
+        bytes[flip] ^= 0xff;
+    }
+    std::fs::write(&file, &bytes).expect("damage");
+    let damage = damage_of(SledStore::open(&d, Durability::Sync, "test"));
+    assert_eq!(damage.file, file.display().to_string());
+    assert!(damage.offset.is_some_and(|o| o as usize <= middle), "{damage}");
+    assert_eq!(damage.what, cairn_ports::DamageKind::BadRecord);
+    assert_eq!(std::fs::read(&file).expect("kept"), bytes, "the damaged log is kept as it was");
+    // Refused again, the same way: nothing was replayed past it or deleted.
+    assert_eq!(damage_of(SledStore::open(&d, Durability::Sync, "test")), damage);
+}
+
+#[test]
+fn a_zeroed_log_is_refused() {
+    let d = crashed_copy("zeroed-log", 40);
+    let file = segment(&d);
+    let len = std::fs::metadata(&file).expect("stat").len() as usize;
+    std::fs::write(&file, vec![0; len]).expect("zero");
+    let damage = damage_of(SledStore::open(&d, Durability::Sync, "test"));
+    assert_eq!(
+        (damage.file, damage.offset, damage.what),
+        (file.display().to_string(), Some(0), cairn_ports::DamageKind::NoHeader)
+    );
+}
+
+#[test]
+fn a_log_cut_in_its_filler_loses_nothing() {
+    let d = crashed_copy("cut-filler", 40);
+    let file = segment(&d);
+    let bytes = std::fs::read(&file).expect("read");
+    let end = bytes.iter().rposition(|&b| b != 0xa5).expect("records") + 1;
+    std::fs::write(&file, &bytes[..end + 10]).expect("cut");
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("opens");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    let run = runtime.block_on(store.load(&RunId::new("r1").expect("id"), 0)).expect("load");
+    assert_eq!(run.events.len(), 40);
+}
+
+#[tokio::test]
+async fn a_database_rolled_back_behind_its_seal_is_refused() {
+    let d = dir("rolled-back");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        store.append(&id, 1, &[event(2, EventKind::RunStarted)]).await.expect("append");
+    }
+    let older = dir("rolled-back-older");
+    std::fs::create_dir_all(&older).expect("dir");
+    for entry in std::fs::read_dir(&d).expect("dir").flatten() {
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), older.join(entry.file_name())).expect("copy");
+        }
+    }
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+        for seq in 3..=20 {
+            store.append(&id, seq - 1, &[event(seq, usage("m", 1, 1))]).await.expect("append");
+        }
+        store.append(&id, 20, &[event(21, EventKind::RunCompleted)]).await.expect("complete");
+    }
+    // sled comes back as it was two sessions ago; the seal is the last one.
+    std::fs::copy(d.join(cairn_store_sled::SEAL_FILE), older.join(cairn_store_sled::SEAL_FILE))
+        .expect("seal");
+    let damage = damage_of(SledStore::open(&older, Durability::Sync, "test"));
+    assert_eq!(damage.what, cairn_ports::DamageKind::RolledBack { run: "r1".into(), expected: 21, found: 2 });
+    // Set aside, the seal no longer speaks: a person accepts the database as it is.
+    std::fs::remove_file(older.join(cairn_store_sled::SEAL_FILE)).expect("set aside");
+    let store = SledStore::open(&older, Durability::Sync, "test").expect("opens");
+    assert_eq!(store.load(&id, 0).await.expect("load").events.len(), 2);
+}
+
+#[tokio::test]
+async fn an_index_ahead_of_its_log_is_refused() {
+    let d = dir("index-ahead");
+    {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        store
+            .append(&RunId::new("r1").expect("id"), 1, &[event(2, EventKind::RunStarted)])
+            .await
+            .expect("append");
+    }
+    let _ = std::fs::remove_file(d.join(cairn_store_sled::SEAL_FILE));
+    let ahead = r#"{"v":1,"run_id":"r1","workflow":"wf","status":"completed","created_at":1,"updated_at":9,"last_seq":9,"definition_hash":"h","usage_by_model":{}}"#;
+    write_raw(&d, "runs", b"r1", ahead.as_bytes());
+    let damage = damage_of(SledStore::open(&d, Durability::Sync, "test"));
+    assert_eq!(damage.what, cairn_ports::DamageKind::RolledBack { run: "r1".into(), expected: 9, found: 2 });
+}
+
+#[tokio::test]
+async fn a_chunk_replaced_in_the_middle_of_a_log_breaks_its_chain() {
+    let d = dir("replaced-chunk");
+    let id = RunId::new("r1").expect("id");
+    {
+        let store = SledStore::open(&d, Durability::None, "test").expect("open");
+        store.create(new_run("r1")).await.expect("create");
+        for seq in 2..=5 {
+            store.append(&id, seq - 1, &[event(seq, usage("m", 1, 1))]).await.expect("append");
+        }
+    }
+    // Another chunk with the same events' numbers, not the one written.
+    write_raw_log(
+        &d,
+        "r1",
+        3,
+        &serde_json::json!({"v": 1, "events": [event(3, usage("other", 9, 9))]}).to_string(),
+    );
+    let store = SledStore::open(&d, Durability::None, "test").expect("the index is whole");
+    match store.load(&id, 0).await {
+        Err(cairn_ports::StoreError::Damaged(damage)) => {
+            assert_eq!(damage.what, cairn_ports::DamageKind::Broken { run: "r1".into(), seq: 4 });
+        }
+        other => panic!("expected a broken chain, got {:?}", other.map(|r| r.events.len())),
+    }
 }

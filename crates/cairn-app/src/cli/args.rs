@@ -398,6 +398,21 @@ pub enum Verb {
         /// A verb, for its own page (`cairn-VERB(1)`).
         verb: Option<String>,
     },
+    /// Report damaged store files and what can be recovered, changing nothing
+    ///
+    /// Reads a copy of the data directory's files: each file's state (whole, a
+    /// torn tail a crash left, or damaged where and how), whether the store
+    /// opens, and the runs a store cut back to its whole records would hold.
+    /// Exit 0 when nothing is damaged, 2 when something is.
+    #[command(after_help = "Examples:
+  cairn doctor
+  cairn doctor --format json
+  cairn --data-dir /backups/cairn doctor")]
+    Doctor {
+        /// Output format (json: one document with `files`, `damage` and `recoverable`).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
+    },
     /// Print cairn's version.
     #[command(after_help = "Examples:
   cairn version

@@ -25,6 +25,7 @@ macro_rules! outln {
 
 mod args;
 mod define;
+mod doctor;
 mod drive;
 mod gates;
 mod init;
@@ -135,7 +136,7 @@ impl Cli {
         };
         // The verb's name, as errors name what was asked (`cannot approve ...`).
         let asked = matches.subcommand_name().unwrap_or_default().to_owned();
-        let code = verbs.dispatch(line.verb).unwrap_or_else(|e| report(&e, &asked));
+        let code = verbs.dispatch(line.verb).unwrap_or_else(|e| report(&e, &asked, &verbs.secrets()));
         ExitCode::from(code)
     }
 }
@@ -156,6 +157,7 @@ const NOT_READ: &[(&str, &[&str])] = &[
     ("prune", &["llm"]),
     ("pause", &["llm"]),
     ("cancel", &["llm"]),
+    ("doctor", &["config", "llm"]),
 ];
 
 /// The command line as clap describes it (for parsing, help, completions
@@ -229,6 +231,7 @@ impl Verbs<'_> {
             Verb::Completions { shell } => meta::completions(shell),
             Verb::Man { verb } => meta::man(verb.as_deref()),
             Verb::Version { format } => meta::version(format),
+            Verb::Doctor { format } => doctor::doctor(self, format),
         }
     }
 
@@ -238,6 +241,12 @@ impl Verbs<'_> {
         if !self.quiet {
             eprintln!("{text}");
         }
+    }
+
+    /// The secrets of the config this process reads (none when it does
+    /// not load), hidden from an error before it is printed.
+    fn secrets(&self) -> cairn_ports::Secrets {
+        self.loaded().map(|l| crate::host::secrets(&l)).unwrap_or_default()
     }
 
     /// The config this process reads.
@@ -321,16 +330,17 @@ pub(crate) fn exit_code(status: RunStatus) -> u8 {
 
 /// Prints an error as people read it (`error: ...`, then `hint: ...`
 /// when there is one) and returns its exit code: the one place errors
-/// become words.
-pub(crate) fn report(e: &Error, verb: &str) -> u8 {
+/// become words. No secret, and no credential of a URL, is printed.
+pub(crate) fn report(e: &Error, verb: &str, secrets: &cairn_ports::Secrets) -> u8 {
     let said = words::said(e, verb);
+    let message = secrets.redact(&said.message);
     if said.bare {
-        eprintln!("{}", said.message);
+        eprintln!("{message}");
     } else {
-        eprintln!("error: {}", said.message);
+        eprintln!("error: {message}");
     }
     if let Some(hint) = &said.hint {
-        eprintln!("hint: {hint}");
+        eprintln!("hint: {}", secrets.redact(hint));
     }
     said.code
 }

@@ -41,6 +41,43 @@ pub(crate) fn said(e: &Error, verb: &str) -> Said {
     }
 }
 
+/// What is wrong with damaged store data, in words.
+pub(crate) fn damage_words(what: &cairn_ports::DamageKind) -> String {
+    use cairn_ports::DamageKind as K;
+    match what {
+        K::BadRecord => "a log record is damaged (not the half-written end a crash leaves)".to_owned(),
+        K::OutOfOrder => "a log record is out of order".to_owned(),
+        K::CutShort => "the file ends inside a log record".to_owned(),
+        K::NoHeader => "the log segment has lost its header".to_owned(),
+        K::RolledBack { run, expected, found } => {
+            format!("run `{run}` was recorded up to event {expected}, but the database holds up to {found}")
+        }
+        K::Broken { run, seq } => format!("run `{run}`: its stored log does not link at event {seq}"),
+        K::Database => "the database's own files (conf, db, snap.*) are damaged".to_owned(),
+        K::Seal => "the seal (what the database held at its last flush) is damaged".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Where damaged store data is and what is wrong with it.
+pub(crate) fn damage_line(damage: &cairn_ports::Damage) -> String {
+    let at = damage.offset.map(|o| format!(" at byte {o}")).unwrap_or_default();
+    format!("{}{at}: {}", damage.file, damage_words(&damage.what))
+}
+
+/// A store that refuses damaged files: where, what, and that nothing
+/// was replayed past the damage or deleted.
+fn damaged(damage: &cairn_ports::Damage) -> Said {
+    usage(
+        format!("the store is damaged: {}", damage_line(damage)),
+        Some(
+            "nothing was replayed past the damage and no log file was deleted; `cairn doctor` reports \
+             what is damaged and what can be recovered; copy the data directory before repairing it"
+                .to_owned(),
+        ),
+    )
+}
+
 fn engine(e: &EngineError, verb: &str) -> Said {
     match e {
         EngineError::Store(StoreError::NotFound(id)) => {
@@ -49,6 +86,7 @@ fn engine(e: &EngineError, verb: &str) -> Said {
         EngineError::Store(StoreError::AlreadyExists(id)) => {
             usage(format!("a run `{id}` exists already: pick another --run-id"), None)
         }
+        EngineError::Store(StoreError::Damaged(damage)) => damaged(damage),
         EngineError::Store(e) => usage(e.to_string(), None),
         EngineError::Refused { run, refusal } => refused(run.as_str(), refusal, verb),
         EngineError::Unmet { run, unmet } => {
@@ -104,7 +142,33 @@ fn refused(run: &str, r: &Refusal, verb: &str) -> Said {
             Some("decide as one of its roles with --as ROLE".into())
         }
         Refusal::NoCheckpoint { .. } => Some(format!("`cairn checkpoints {run}` lists them")),
+        Refusal::GateNotNamed { gate, .. } => Some(format!(
+            "to decide at `{gate}`, name it: --gate '{gate}' (`cairn status {run}` shows what it waits for)"
+        )),
         _ => None,
     };
     usage(message, hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_ports::{Damage, DamageKind};
+
+    use super::*;
+
+    #[test]
+    fn a_damaged_store_is_refused_with_where_what_and_the_way_on() {
+        let damage = Damage {
+            file: ".cairn/wal-0000000000000002".into(),
+            offset: Some(2178),
+            what: DamageKind::BadRecord,
+        };
+        let said = said(&Error::Engine(EngineError::Store(StoreError::Damaged(damage))), "runs");
+        let hint = said.hint.unwrap_or_default();
+        insta::assert_snapshot!(format!("error: {}\nhint: {hint}\nexit {}", said.message, said.code), @r"
+        error: the store is damaged: .cairn/wal-0000000000000002 at byte 2178: a log record is damaged (not the half-written end a crash leaves)
+        hint: nothing was replayed past the damage and no log file was deleted; `cairn doctor` reports what is damaged and what can be recovered; copy the data directory before repairing it
+        exit 2
+        ");
+    }
 }

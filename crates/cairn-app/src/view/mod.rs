@@ -51,6 +51,15 @@ fn cause_hint(cause: &Cause) -> String {
             "raise the run's budget and go on: `cairn resume RUN --budget-usd USD` (recorded with who raised it)"
                 .into()
         }
+        Cause::EnvNotAllowed { name } => format!(
+            "remove `{name}` from the step's env: programs are found and loaded from cairn's own environment"
+        ),
+        Cause::OptionFromData { index } => format!(
+            "put a literal \"--\" before command[{index}] so the program reads it as an operand, or set `allow_option_args: true` on the step if run data may pick options"
+        ),
+        Cause::ArgOutsideRoots { index } => format!(
+            "list the folder command[{index}] names under [commands] roots in cairn.toml, or drop `confine_paths: true` from the step"
+        ),
         _ => "see the error's message".into(),
     }
 }
@@ -83,6 +92,19 @@ mod tests {
         let said = error.with_hint("ask the owner");
         assert_eq!(hint(&said).as_deref(), Some("ask the owner"));
         assert_eq!(hint(&StepError::new(cairn_domain::state::ErrorClass::Fatal, "x")), None);
+    }
+
+    #[test]
+    fn the_fence_refusals_say_the_way_out() {
+        let hints: Vec<String> = [
+            Cause::EnvNotAllowed { name: "LD_PRELOAD".into() },
+            Cause::OptionFromData { index: 2 },
+            Cause::ArgOutsideRoots { index: 3 },
+        ]
+        .iter()
+        .map(cause_hint)
+        .collect();
+        insta::assert_snapshot!(hints.join("\n"));
     }
 
     #[test]

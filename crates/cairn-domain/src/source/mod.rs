@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 use crate::limits::{self, MAX_FILE_BYTES};
 use crate::problem::{KeyPath, Location, Problem, Rule, Seg};
 
+/// The UTF-8 byte order mark, dropped from the start of a file.
+const BOM: &str = "\u{feff}";
+
 /// The syntax of a definition file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -40,7 +43,9 @@ impl Format {
     }
 }
 
-/// Checks the size and encoding of raw file contents.
+/// Checks the size and encoding of raw file contents. A leading UTF-8
+/// byte order mark (some Windows editors write one) is not part of the
+/// text: it is dropped, as YAML and JSON readers commonly do.
 pub(crate) fn decode(bytes: &[u8]) -> Result<&str, Problem> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(Problem::at(
@@ -49,6 +54,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<&str, Problem> {
             format!("the file is {} bytes; definitions are limited to {MAX_FILE_BYTES} bytes", bytes.len()),
         ));
     }
+    let (skipped, bytes) = match bytes.strip_prefix(BOM.as_bytes()) {
+        Some(rest) => (BOM.len(), rest),
+        None => (0, bytes),
+    };
     std::str::from_utf8(bytes).map_err(|e| {
         let good = &bytes[..e.valid_up_to()];
         let line = good.iter().filter(|b| **b == b'\n').count() + 1;
@@ -56,7 +65,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<&str, Problem> {
         Problem::at(
             Rule::Encoding,
             Some(Location { line, column }),
-            format!("the file is not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+            format!("the file is not UTF-8 (invalid byte at offset {})", skipped + e.valid_up_to()),
         )
     })
 }
@@ -64,6 +73,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<&str, Problem> {
 /// Parses a definition text after the nesting pre-scan. An empty document is
 /// refused here, with a message that says what a workflow needs.
 pub(crate) fn parse(text: &str, format: Format) -> Result<Value, Problem> {
+    let text = text.strip_prefix(BOM).unwrap_or(text);
     if text.len() as u64 > MAX_FILE_BYTES {
         return decode(text.as_bytes()).map(|_| Value::Null);
     }
@@ -265,6 +275,31 @@ mod tests {
         let dup = parse(r#"{"a": 1, "a": 2}"#, Format::Json).expect_err("dup");
         assert!(dup.message.contains("duplicate key `a`"), "{}", dup.message);
         assert_eq!(dup.location.map(|l| l.line), Some(1));
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_text() {
+        let yaml = "\u{feff}cairn: 1\nid: bom\nsteps:\n  - id: a\n    set: 1\n";
+        let json = "\u{feff}{\"cairn\": 1, \"id\": \"bom\", \"steps\": [{\"id\": \"a\", \"set\": 1}]}";
+        let mut no_files = |_: &str| Err("none".to_owned());
+        for (name, text) in [("bom.yaml", yaml), ("bom.json", json), ("bom", json)] {
+            let wf = crate::load(name, text.as_bytes(), &mut no_files);
+            assert_eq!(
+                wf.map(|w| w.id.to_string()).map_err(|p| p.to_string()),
+                Ok("bom".to_owned()),
+                "{name}"
+            );
+        }
+        assert_eq!(decode(b"\xef\xbb\xbfid: x\n"), Ok("id: x\n"));
+        let err = decode(b"\xef\xbb\xbfid: \xff").expect_err("not utf-8");
+        assert!(err.message.ends_with("offset 7)"), "counted in the file's bytes: {}", err.message);
+        // A problem on the first line is placed as an editor shows it.
+        let bad = "\u{feff}cairn: 1\nid: Bad Id\nsteps:\n  - id: a\n    set: 1\n";
+        let problems = crate::load("bad.yaml", bad.as_bytes(), &mut no_files).expect_err("bad id");
+        assert_eq!(problems.0[0].location, Some(Location { line: 2, column: 1 }), "{problems}");
+        let schema =
+            parse("\u{feff}{\"type\": \"object\"}", Format::Json).expect("a schema file with a mark");
+        assert_eq!(schema, serde_json::json!({"type": "object"}));
     }
 
     #[test]

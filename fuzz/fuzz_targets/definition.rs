@@ -1,0 +1,5 @@
+//! Fuzz target `definition`: the harness in `src/definition.rs`, which the stable
+//! replay test of the committed corpus runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cairn_fuzz::definition::run(data));
