@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind, RunStatus, Timestamp, TokenUsage};
 use cairn_ports::{NewRun, RunQuery, RunStore, StoreError};
 use cairn_store_sled::{Durability, OpenError, SledStore};
@@ -26,28 +26,7 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn new_run(id: &str) -> NewRun {
-    let run_id = RunId::new(id).expect("id");
-    let workflow = WorkflowId::new("wf").expect("id");
-    NewRun {
-        run_id: run_id.clone(),
-        workflow: workflow.clone(),
-        definition_name: "wf.yaml".into(),
-        definition: "cairn: 1".into(),
-        files: Default::default(),
-        definition_hash: "h".into(),
-        created: Event {
-            seq: 1,
-            at: Timestamp(1),
-            actor: "t".into(),
-            kind: EventKind::RunCreated {
-                run_id,
-                workflow,
-                definition_hash: "h".into(),
-                inputs: serde_json::json!({}),
-                version: None,
-            },
-        },
-    }
+    cairn_testkit::store_suite::new_run(id, 1)
 }
 
 fn usage(seq: u64) -> Event {

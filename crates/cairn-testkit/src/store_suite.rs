@@ -13,7 +13,9 @@ fn event(seq: u64, at: u64, kind: EventKind) -> Event {
     Event { seq, at: Timestamp(at), actor: "engine".into(), kind }
 }
 
-fn new_run(id: &str, at: u64) -> NewRun {
+/// A run `id` of workflow `wf` created at `at` (milliseconds), for store
+/// tests beyond this suite.
+pub fn new_run(id: &str, at: u64) -> NewRun {
     new_run_of("wf", id, at)
 }
 
