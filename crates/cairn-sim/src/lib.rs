@@ -96,3 +96,36 @@ pub fn run_seed_on(seed: u64, durability: Durability) -> Report {
     broken.extend(check::check(&faulty, &clean));
     Report { seed, workflow: generated.yaml, faulty, broken }
 }
+
+/// What a run of many seeds found: the seeds that broke something, and the
+/// faults injected over all of them (a sweep that injected none proves
+/// nothing).
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Each failed seed with what it broke.
+    pub failed: Vec<(u64, Vec<String>)>,
+    /// Process crashes injected.
+    pub crashes: usize,
+    /// Power cuts injected.
+    pub power_cuts: usize,
+    /// Failed writes injected.
+    pub errors: usize,
+    /// Calls the ports served.
+    pub calls: usize,
+}
+
+/// Runs every seed of `seeds` ([`run_seed`]) and sums what they found.
+pub fn sweep(seeds: std::ops::Range<u64>) -> Sweep {
+    let mut sweep = Sweep::default();
+    for seed in seeds {
+        let report = run_seed(seed);
+        sweep.crashes += report.faulty.crashes as usize;
+        sweep.power_cuts += report.faulty.power_cuts as usize;
+        sweep.errors += report.faulty.errors as usize;
+        sweep.calls += report.faulty.calls.len();
+        if !report.passed() {
+            sweep.failed.push((seed, report.broken));
+        }
+    }
+    sweep
+}

@@ -34,18 +34,12 @@ fn main() -> ExitCode {
     }
     // Wall time is read only to report the speed, never by a simulation.
     let began = Instant::now();
-    let (mut failed, mut crashes, mut cuts, mut errors, mut calls) = (Vec::new(), 0, 0, 0, 0);
-    for seed in from..from.saturating_add(seeds) {
-        let report = cairn_sim::run_seed(seed);
-        crashes += report.faulty.crashes;
-        cuts += report.faulty.power_cuts;
-        errors += report.faulty.errors;
-        calls += report.faulty.calls.len();
-        if !report.passed() {
-            eprintln!("seed {seed} FAILED: {}", report.broken.join("; "));
-            failed.push(seed);
-        }
+    let found = cairn_sim::sweep(from..from.saturating_add(seeds));
+    for (seed, broken) in &found.failed {
+        eprintln!("seed {seed} FAILED: {}", broken.join("; "));
     }
+    let failed: Vec<u64> = found.failed.iter().map(|(seed, _)| *seed).collect();
+    let (crashes, cuts, errors, calls) = (found.crashes, found.power_cuts, found.errors, found.calls);
     let secs = began.elapsed().as_secs_f64();
     println!(
         "{seeds} seeds from {from}: {} clean, {} failed; {crashes} process crashes, {cuts} power cuts, \

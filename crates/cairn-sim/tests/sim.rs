@@ -21,17 +21,10 @@ fn every_seed_keeps_the_durability_contract() {
     let n = seeds();
     // Wall time is read only to report the speed.
     let began = Instant::now();
-    let (mut failed, mut crashes, mut cuts, mut errors, mut calls) = (Vec::new(), 0, 0, 0, 0);
-    for seed in 0..n {
-        let report = cairn_sim::run_seed(seed);
-        crashes += report.faulty.crashes;
-        cuts += report.faulty.power_cuts;
-        errors += report.faulty.errors;
-        calls += report.faulty.calls.len();
-        if !report.passed() {
-            failed.push(format!("seed {seed}: {}", report.broken.join("; ")));
-        }
-    }
+    let found = cairn_sim::sweep(0..n);
+    let failed: Vec<String> =
+        found.failed.iter().map(|(seed, broken)| format!("seed {seed}: {}", broken.join("; "))).collect();
+    let (crashes, cuts, errors, calls) = (found.crashes, found.power_cuts, found.errors, found.calls);
     println!(
         "{n} seeds: {} failed; {crashes} process crashes, {cuts} power cuts, {errors} failed writes, \
          {calls} port calls, in {:.1}s",
