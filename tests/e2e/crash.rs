@@ -38,8 +38,25 @@
 //! and a `goto`; and one that waits at an approval, whose `approve` process
 //! is killed while the next steps' calls are in flight.
 //!
-//! `CAIRN_CRASH_KILLS` sets how many kills land per scenario (default 20, at
-//! most 3 per run); `cargo xtask crash --kills N` runs more.
+//! The server mode kills `cairn serve` itself, the same way: each process
+//! of a run is a new server over the run's data directory. The first
+//! starts the run through it from a second shell (`run --detach`), a later
+//! one finds it left `running` by the killed server and drives it on at
+//! start (the `resume` of this mode), and one started at the run's gate
+//! records the approval from a second shell (`approve --detach`) and drives
+//! the run on. The harness watches the run (`runs` through the server);
+//! once the named call is held it SIGKILLs the server, which gets no chance
+//! to close anything, and reads the log with no server holding the store.
+//! A server whose run completes or waits at its gate is stopped with
+//! SIGTERM: that process ended on its own. The same invariants hold with
+//! "process" meaning one server's life, and the same count of kills. Every
+//! verb through a server must succeed, reading the run back while the
+//! server drives it included.
+//!
+//! `CAIRN_CRASH_KILLS` sets how many kills land per scenario and mode
+//! (default 20 killing `cairn run` and its verbs, 8 killing `cairn serve`,
+//! whose processes are slower to start; at most 3 per run); `cargo xtask
+//! crash --kills N` runs more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -47,7 +64,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{cairn_command, scratch};
 
@@ -238,40 +255,66 @@ const MIXED_CALLS: &[(&str, u32)] = &[
 
 const GATE_CALLS: &[(&str, u32)] = &[("draft", 1), ("ship", 1), ("notify", 1), ("wrap", 1)];
 
+const CHAIN_SCENARIO: Scenario = Scenario { name: "crash", workflow: CHAIN, calls: CHAIN_CALLS, faults: &[] };
+
+const FAN_OUT_SCENARIO: Scenario =
+    Scenario { name: "crash-fan", workflow: FAN_OUT, calls: FAN_OUT_CALLS, faults: &[] };
+
+const MIXED_SCENARIO: Scenario = Scenario {
+    name: "crash-mixed",
+    workflow: MIXED,
+    calls: MIXED_CALLS,
+    faults: &[("flaky", 1), ("test", 1)],
+};
+
+const GATE_SCENARIO: Scenario =
+    Scenario { name: "crash-gate", workflow: GATE, calls: GATE_CALLS, faults: &[] };
+
 #[test]
 fn killed_runs_resume_and_finish_every_step_exactly_once() {
-    let scenario = Scenario { name: "crash", workflow: CHAIN, calls: CHAIN_CALLS, faults: &[] };
-    crash_test(&scenario, kills());
+    crash_test(&CHAIN_SCENARIO, kills(Mode::Cli), Mode::Cli);
 }
 
 #[test]
 fn killed_fan_outs_resume_only_unfinished_instances() {
-    let scenario = Scenario { name: "crash-fan", workflow: FAN_OUT, calls: FAN_OUT_CALLS, faults: &[] };
-    crash_test(&scenario, kills());
+    crash_test(&FAN_OUT_SCENARIO, kills(Mode::Cli), Mode::Cli);
 }
 
 #[test]
 fn killed_commands_retries_loops_and_gotos_resume_exactly_what_was_in_flight() {
-    let scenario = Scenario {
-        name: "crash-mixed",
-        workflow: MIXED,
-        calls: MIXED_CALLS,
-        faults: &[("flaky", 1), ("test", 1)],
-    };
-    crash_test(&scenario, kills());
+    crash_test(&MIXED_SCENARIO, kills(Mode::Cli), Mode::Cli);
 }
 
 #[test]
 fn runs_killed_after_an_approval_resume_past_the_gate() {
-    let scenario = Scenario { name: "crash-gate", workflow: GATE, calls: GATE_CALLS, faults: &[] };
-    crash_test(&scenario, kills());
+    crash_test(&GATE_SCENARIO, kills(Mode::Cli), Mode::Cli);
+}
+
+#[test]
+fn killed_servers_resume_their_runs_and_finish_every_step_exactly_once() {
+    crash_test(&CHAIN_SCENARIO, kills(Mode::Served), Mode::Served);
+}
+
+#[test]
+fn killed_servers_resume_only_unfinished_fan_out_instances() {
+    crash_test(&FAN_OUT_SCENARIO, kills(Mode::Served), Mode::Served);
+}
+
+#[test]
+fn killed_servers_resume_commands_retries_loops_and_gotos_exactly_where_they_were() {
+    crash_test(&MIXED_SCENARIO, kills(Mode::Served), Mode::Served);
+}
+
+#[test]
+fn servers_killed_after_an_approval_through_them_resume_past_the_gate() {
+    crash_test(&GATE_SCENARIO, kills(Mode::Served), Mode::Served);
 }
 
 /// A crash test asked for no kills fails: it would prove nothing.
 #[test]
 fn a_crash_test_asked_for_no_kills_fails() {
     let scenario = Scenario { name: "crash-none", workflow: CHAIN, calls: CHAIN_CALLS, faults: &[] };
-    let result = std::panic::catch_unwind(|| crash_test(&scenario, 0));
+    let result = std::panic::catch_unwind(|| crash_test(&scenario, 0, Mode::Cli));
     let why = result.expect_err("a crash test with no kills passed");
     let why =
         why.downcast_ref::<String>().map(String::as_str).or_else(|| why.downcast_ref::<&str>().copied());
@@ -296,6 +339,36 @@ fn a_kill_lands_only_with_the_named_call_in_flight() {
         server.drive(cairn(&dir, &data, &server.url, &["run", "ask.yaml", "--run-id", "k"]), Some("k/a/1"));
     let End::Killed { calls } = asked else { panic!("not killed at the named call: {asked:?}") };
     assert_eq!(calls, vec![Made { key: "k/a/1".into(), answered: false, command: false }]);
+}
+
+/// The same for a server: one whose run never makes the named call is
+/// stopped when the run completes, and reported as ended on its own; one
+/// whose run makes it is killed with the call in flight; and the next
+/// server, started over the same data directory, drives the run on at
+/// start, making that call again, to the run's end.
+#[test]
+fn a_served_kill_lands_only_with_the_named_call_in_flight() {
+    let server = Server::start(Duration::ZERO, &[]);
+    let dir = scratch("crash-serve-landing");
+    std::fs::write(dir.join("set.yaml"), "cairn: 1\nid: quiet\nsteps:\n  - id: only\n    set: 1\n")
+        .expect("write");
+    std::fs::write(dir.join("ask.yaml"), CHAIN).expect("write");
+    let data = dir.join("data");
+    let quiet =
+        server.serve(&dir, &data, "q", &["run", "set.yaml", "--run-id", "q", "--detach"], Some("q/only/1"));
+    assert!(matches!(quiet, End::Exited { code: 0, .. }), "{quiet:?}");
+    let asked =
+        server.serve(&dir, &data, "k", &["run", "ask.yaml", "--run-id", "k", "--detach"], Some("k/a/1"));
+    let End::Killed { calls } = asked else { panic!("not killed at the named call: {asked:?}") };
+    assert_eq!(calls, vec![Made { key: "k/a/1".into(), answered: false, command: false }]);
+    let again = server.serve(&dir, &data, "k", &[], None);
+    let End::Exited { code: 0, calls, .. } = again else { panic!("the run did not complete: {again:?}") };
+    assert_eq!(
+        calls.first(),
+        Some(&Made { key: "k/a/1".into(), answered: true, command: false }),
+        "{calls:?}"
+    );
+    assert_eq!(calls.len(), CHAIN_CALLS.len(), "{calls:?}");
 }
 
 /// The checks of the ledger have teeth: each rejects the history it exists
@@ -340,8 +413,18 @@ fn the_ledger_rejects_what_a_crash_must_not_do() {
     ledger.exited(&[made("b", true), made("c", true), made("d", true)]).expect("b and c re-ran");
 }
 
-fn kills() -> usize {
+/// Which process the harness kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `cairn run`, `resume` and `approve`, each driving the run itself.
+    Cli,
+    /// `cairn serve`, driving the run it was handed or found running.
+    Served,
+}
+
+fn kills(mode: Mode) -> usize {
     match std::env::var("CAIRN_CRASH_KILLS") {
+        Err(_) if mode == Mode::Served => 8,
         Err(_) => 20,
         Ok(v) => v.parse().unwrap_or_else(|_| panic!("CAIRN_CRASH_KILLS={v:?} is not a number of kills")),
     }
@@ -386,19 +469,24 @@ struct Tally {
     answered_unrecorded: usize,
 }
 
-fn crash_test(scenario: &Scenario, target: usize) {
+fn crash_test(scenario: &Scenario, target: usize, mode: Mode) {
     assert!(target > 0, "CAIRN_CRASH_KILLS=0 asks for no kills: the crash test would prove nothing");
     let server = Server::start(Duration::from_millis(30), scenario.faults);
-    let dir = scratch(scenario.name);
+    let name = match mode {
+        Mode::Cli => scenario.name.to_owned(),
+        Mode::Served => format!("{}-serve", scenario.name),
+    };
+    let name = name.as_str();
+    let dir = scratch(name);
     let workflow = scenario.workflow.replace("@CALL@", &call_command(server.port));
     std::fs::write(dir.join("wf.yaml"), workflow).expect("write");
     std::fs::write(dir.join("cairn.toml"), "[commands]\nallow = [\"bash\"]\n").expect("write");
     let calls: Vec<Call> = scenario.calls.iter().map(|(p, a)| ((*p).to_owned(), *a)).collect();
 
     // An unkilled run: what every killed run must end like.
-    let reference = drive_run(&server, &dir, "ref", &mut Targets::none(), &mut Tally::default());
+    let reference = drive_run(&server, &dir, "ref", &mut Targets::none(), &mut Tally::default(), mode);
     let made: BTreeSet<Call> = reference.1.iter().cloned().collect();
-    assert_eq!(made, calls.iter().cloned().collect(), "{}: the calls of an unkilled run", scenario.name);
+    assert_eq!(made, calls.iter().cloned().collect(), "{name}: the calls of an unkilled run");
 
     let mut targets = Targets::new(calls.clone(), Rng(0x5eed_cafe_f00d_d00d));
     let mut tally = Tally::default();
@@ -410,23 +498,23 @@ fn crash_test(scenario: &Scenario, target: usize) {
         let most = (target - tally.landed).min(3);
         let before = tally.landed;
         (targets.next, targets.left) = (Some(first), most);
-        let (log, made) = drive_run(&server, &dir, &id, &mut targets, &mut tally);
+        let (log, made) = drive_run(&server, &dir, &id, &mut targets, &mut tally, mode);
         assert!(tally.landed > before, "{id} completed before its first kill landed");
         assert_eq!(log.succeeded, reference.0.succeeded, "{id}: steps succeeded, against an unkilled run");
         assert_eq!(log.started, reference.0.started, "{id}: attempts started, against an unkilled run");
         let made: BTreeSet<Call> = made.into_iter().collect();
         assert_eq!(made, calls.iter().cloned().collect(), "{id}: the calls made, against an unkilled run");
     }
-    assert_eq!(tally.landed, target, "{}: kills landed", scenario.name);
+    assert_eq!(tally.landed, target, "{name}: kills landed");
     let missed: Vec<_> = calls.iter().filter(|c| !targets.named.contains(*c)).collect();
     if tally.runs >= calls.len() {
-        assert!(missed.is_empty(), "{}: never killed with these calls in flight: {missed:?}", scenario.name);
+        assert!(missed.is_empty(), "{name}: never killed with these calls in flight: {missed:?}");
     }
     eprintln!(
         "{}: {} kills landed over {} runs, each with a call in flight, {} of its {} calls named ({} with two or \
-         more in flight, {} with a command's, {} in a process `approve` started); {} calls made again after a \
-         kill, {} of them answered before it but not recorded; every invariant held",
-        scenario.name,
+         more in flight, {} with a command's, {} in a process `approve` started or approved through); {} calls \
+         made again after a kill, {} of them answered before it but not recorded; every invariant held",
+        name,
         tally.landed,
         tally.runs,
         calls.len() - missed.len(),
@@ -435,7 +523,7 @@ fn crash_test(scenario: &Scenario, target: usize) {
         tally.commands,
         tally.after_approve,
         tally.remade,
-        tally.answered_unrecorded
+        tally.answered_unrecorded,
     );
 }
 
@@ -475,24 +563,39 @@ impl Targets {
 
 /// Drives run `id` to completion (`run`, then `approve` when it waits at its
 /// gate, `resume` after a kill), killing it where `targets` say; returns the
-/// final log and every call it made.
+/// final log and every call it made. Served, each is a new `cairn serve`:
+/// `run` and `approve` go through it from a second shell, with `--detach`;
+/// on `resume` it drives on the run it finds running.
 fn drive_run(
     server: &Server,
     dir: &Path,
     id: &str,
     targets: &mut Targets,
     tally: &mut Tally,
+    mode: Mode,
 ) -> (Log, Vec<Call>) {
     let data = dir.join(format!("data-{id}"));
     let mut ledger = Ledger::new(id);
     let mut verb = "run";
     for _ in 0..64 {
-        let args: Vec<&str> = match verb {
-            "run" => vec!["run", "wf.yaml", "--run-id", id, "--non-interactive"],
-            v => vec![v, id, "--non-interactive"],
-        };
         let key = targets.next.as_ref().map(|(p, a)| format!("{id}/{p}/{a}"));
-        let end = server.drive(cairn(dir, &data, &server.url, &args), key.as_deref());
+        let end = match mode {
+            Mode::Cli => {
+                let args: Vec<&str> = match verb {
+                    "run" => vec!["run", "wf.yaml", "--run-id", id, "--non-interactive"],
+                    v => vec![v, id, "--non-interactive"],
+                };
+                server.drive(cairn(dir, &data, &server.url, &args), key.as_deref())
+            }
+            Mode::Served => {
+                let shell: Vec<&str> = match verb {
+                    "run" => vec!["run", "wf.yaml", "--run-id", id, "--detach"],
+                    "approve" => vec!["approve", id, "--detach"],
+                    _ => Vec::new(),
+                };
+                server.serve(dir, &data, id, &shell, key.as_deref())
+            }
+        };
         match end {
             End::Killed { calls } => {
                 let log = events(dir, &data, &server.url, id);
@@ -765,6 +868,174 @@ impl Server {
                 .0;
         }
     }
+}
+
+impl Server {
+    /// Starts `cairn serve` over `data` as a new process, asks it `shell`
+    /// from a second shell once it listens (nothing when empty: it drives
+    /// on what it finds running), then watches run `id` through it. With
+    /// `target`, SIGKILLs the server as soon as this server holds that call;
+    /// a server whose run completes (code 0), waits at its gate (3) or ends
+    /// otherwise (1) is stopped with SIGTERM and ended on its own.
+    fn serve(&self, dir: &Path, data: &Path, id: &str, shell: &[&str], target: Option<&str>) -> End {
+        let mut board = self.lock();
+        board.epoch += 1;
+        board.live = true;
+        board.tripped = false;
+        board.target = target.map(str::to_owned);
+        let epoch = board.epoch;
+        let mut command = cairn(dir, data, &self.url, &["serve", "--listen", "127.0.0.1:0"]);
+        command.env("CAIRN_LLM_API_KEY", format!("epoch-{epoch}")).stderr(Stdio::piped());
+        let mut serving = Serving(command.spawn().expect("spawn cairn serve"));
+        // Its command steps' parent: registered before any call is served.
+        board.pids.insert(serving.0.id(), epoch);
+        drop(board);
+        let (words, listening) = watch_stderr(&mut serving.0);
+        let made = |board: &Board| -> Vec<Made> {
+            board.calls.iter().filter(|(e, _)| *e == epoch).map(|(_, m)| m.clone()).collect()
+        };
+        let started = Instant::now();
+        let (mut listens, mut asked, mut polled) = (false, shell.is_empty(), None::<Instant>);
+        let mut board = self.lock();
+        loop {
+            if board.tripped {
+                // SIGKILL: it gets no chance to close anything.
+                serving.0.kill().expect("SIGKILL");
+                serving.0.wait().expect("reap");
+                board.live = false;
+                self.board.1.notify_all();
+                return End::Killed { calls: made(&board) };
+            }
+            if let Some(status) = serving.0.try_wait().expect("poll") {
+                board.live = false;
+                self.board.1.notify_all();
+                let stderr = format!("the server ended on its own ({status}): {}", words_of(&words));
+                return End::Exited { code: -1, stderr, calls: made(&board) };
+            }
+            listens = listens || listening.try_recv().is_ok();
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{id}: the server neither reached the named call nor ended the run in 120s (listening: \
+                 {listens}): {}",
+                words_of(&words)
+            );
+            if listens && polled.is_none_or(|at| at.elapsed() >= Duration::from_millis(50)) {
+                drop(board);
+                if !asked {
+                    let out = cairn(dir, data, &self.url, shell)
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .output()
+                        .expect("cairn through the server");
+                    let (stdout, stderr) =
+                        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                    assert!(
+                        out.status.success() && (shell[0] != "run" || stdout.trim() == id),
+                        "{id}: `cairn {}` through the server: {}\n{stdout}{stderr}\nserver: {}",
+                        shell.join(" "),
+                        out.status,
+                        words_of(&words)
+                    );
+                    asked = true;
+                }
+                let status = run_status(dir, data, &self.url, id);
+                polled = Some(Instant::now());
+                board = self.lock();
+                let code = match status.as_str() {
+                    "pending" | "running" => None,
+                    "completed" => Some(0),
+                    "waiting_approval" => Some(3),
+                    _ => Some(1),
+                };
+                // Held at the named call, a run cannot have ended: the kill comes first.
+                if let Some(code) = code.filter(|_| !board.tripped) {
+                    drop(board);
+                    let stopped = stop(&mut serving.0);
+                    board = self.lock();
+                    board.live = false;
+                    self.board.1.notify_all();
+                    let stderr = format!("the run is {status}: {}", words_of(&words));
+                    assert!(stopped, "{id}: the server did not stop on SIGTERM in 30s: {stderr}");
+                    return End::Exited { code, stderr, calls: made(&board) };
+                }
+            }
+            // Wakes when a call comes, or soon to look at the server again.
+            board = self
+                .board
+                .1
+                .wait_timeout(board, Duration::from_millis(20))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// A `cairn serve` process, SIGKILLed if the harness gives up on it.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Keeps a server's stderr (so it never blocks on the pipe); the channel
+/// says when it listens.
+fn watch_stderr(child: &mut std::process::Child) -> (Arc<Mutex<String>>, std::sync::mpsc::Receiver<()>) {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let words = Arc::new(Mutex::new(String::new()));
+    let (tell, listening) = std::sync::mpsc::channel();
+    let kept = words.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("cairn serve listening on ") {
+                let _ = tell.send(());
+            }
+            let mut kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    (words, listening)
+}
+
+fn words_of(words: &Mutex<String>) -> String {
+    words.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// SIGTERM, then waits up to 30s for the process to end: whether it did.
+fn stop(child: &mut std::process::Child) -> bool {
+    let signalled =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().is_ok_and(|s| s.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while signalled && Instant::now() < deadline {
+        if child.try_wait().expect("poll").is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The status of run `id`, as `runs --format json` lists it through the
+/// server holding `data` (the index only: no log is read).
+fn run_status(dir: &Path, data: &Path, url: &str, id: &str) -> String {
+    let out = cairn(dir, data, url, &["runs", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let runs: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("runs ({}): {e}: {stdout}{}", out.status, String::from_utf8_lossy(&out.stderr))
+    });
+    let run = runs.as_array().and_then(|all| all.iter().find(|r| r["run_id"] == id));
+    let status = run.and_then(|r| r["status"].as_str());
+    status.unwrap_or_else(|| panic!("runs: no status of {id}: {runs}")).to_owned()
 }
 
 /// A file in the process's folder for its stderr.

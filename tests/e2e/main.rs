@@ -15,6 +15,7 @@ mod provenance;
 mod retry_timing;
 mod run;
 mod secrets;
+mod serve;
 mod steer;
 mod support;
 mod validate;

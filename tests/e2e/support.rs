@@ -1,8 +1,11 @@
 //! Locating and running the `cairn` binary.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -14,7 +17,7 @@ pub fn root() -> PathBuf {
 /// test never runs a stale binary).
 pub fn cairn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built("cairn-app", "cairn"))
+    BIN.get_or_init(|| built("cairn", "cairn"))
 }
 
 /// The `cairn-embed` example binary (`examples/embed`), built once per test process.
@@ -365,4 +368,69 @@ pub fn examples() -> Vec<PathBuf> {
     files.sort();
     assert!(files.len() >= 6, "the six examples at least: {files:?}");
     files
+}
+
+/// A `cairn serve` process and where it listens.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `cairn --llm mock serve` on a free port over `data`, and waits
+    /// for its listening line.
+    pub fn start(dir: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec!["--llm", "mock", "serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = cairn_command(dir, data, &all)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cairn serve starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            assert!(Instant::now() < deadline, "no listening line in time");
+            let line = lines.next().expect("the server prints before it exits").expect("a line");
+            if let Some(url) = line.strip_prefix("cairn serve listening on ") {
+                break url.to_owned();
+            }
+        };
+        // The rest of its words are drained, so it never blocks on a pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+
+    /// `HOST:PORT`.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request, answered in full (the connection closes): the
+/// status, the headers as text, the body.
+pub fn http(server: &Server, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(server.address()).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("sends");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reads");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// `GET path` with these extra header lines.
+pub fn get(server: &Server, path: &str, headers: &str) -> (u16, String, String) {
+    let host = server.address().to_owned();
+    http(server, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"))
 }

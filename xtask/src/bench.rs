@@ -1,8 +1,9 @@
 //! `cargo xtask bench [--peers]`: measured, never asserted. Builds the
 //! release binary and times it on generated inputs and on the workloads
 //! W1-W4 (`workloads.rs`), runs the engine-overhead bench of `cairn-engine`,
-//! the provider bench and the durable-execution bench of `cairn-app`;
-//! with `--peers`, the same workloads on LangGraph; prints the tables and
+//! the provider bench, the durable-execution bench of `cairn-app` and the
+//! server bench of `cairn-server` (`cairn serve` under load); with
+//! `--peers`, the same workloads on LangGraph; prints the tables and
 //! writes `target/bench/report.json`.
 
 use std::fmt::Write as _;
@@ -22,11 +23,11 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(other) = args.iter().find(|a| !["--peers", "--workloads"].contains(&a.as_str())) {
         bail!("unknown flag {other}; usage: cargo xtask bench [--peers] [--workloads]");
     }
-    cargo(&["build", "--release", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
+    cargo(&["build", "--release", "--locked", "-p", "cairn", "--bin", "cairn"])?;
     // Every bench compiled before any is timed: a build leaves the kernel
     // writing back its output while the first timings run.
     let mut build_benches = vec!["bench", "--no-run", "--locked"];
-    for package in ["cairn-engine", "cairn-llm-http", "cairn-app"] {
+    for package in ["cairn-engine", "cairn-llm-http", "cairn-app", "cairn-server"] {
         build_benches.extend(["-p", package]);
     }
     cargo(&build_benches)?;
@@ -59,6 +60,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let ratio = durable_report["ratio_chain_to_fsync"].as_f64().unwrap_or(f64::NAN);
     let workloads = crate::workloads::run(&cairn)?;
     let scaling = crate::workloads::scaling(&cairn)?;
+    // The server last: it spawns the release binary and loads it with
+    // thousands of runs and connections.
+    crate::quiesce();
+    let serve = rows_of(&bench_json("cairn-server", "serve")?, "serve")?;
 
     let mut table = format!("{:<38} {:>10} {:>10}   (runs)\n", "benchmark", "median", "best");
     let mut json = Vec::new();
@@ -105,6 +110,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let peer = if with_peers { Some(crate::workloads::peers()?) } else { None };
     table.push('\n');
     table.push_str(&crate::workloads::table(&workloads, &durable, peer.as_ref()));
+    table.push('\n');
+    table.push_str(&serve_table(&serve));
     print!("{table}");
     let report = serde_json::json!({
         "benchmarks": json,
@@ -114,6 +121,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "scaling": scaling,
         "peers": peer,
         "provider": provider,
+        "serve": serve,
         "durable_ratio_chain_to_fsync": ratio,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
@@ -138,7 +146,8 @@ fn workloads_only(cairn: &Path, dir: &Path, with_peers: bool) -> Result<()> {
 
 /// Runs `cargo bench -p <package> --bench <bench> --locked` (the engine
 /// overhead of `crates/cairn-engine/benches/overhead.rs`, the durable runs
-/// of `crates/cairn-app/benches/durable.rs`) and returns the last
+/// of `crates/cairn-app/benches/durable.rs`, the server of
+/// `crates/cairn-server/benches/serve.rs`) and returns the last
 /// stdout line that parses as JSON.
 fn bench_json(package: &str, bench: &str) -> Result<serde_json::Value> {
     let args = ["bench", "-p", package, "--bench", bench, "--locked"];
@@ -159,6 +168,18 @@ fn bench_json(package: &str, bench: &str) -> Result<serde_json::Value> {
         .rev()
         .find_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
         .with_context(|| format!("the {bench} bench printed no JSON line"))
+}
+
+/// The rows of the server bench (`crates/cairn-server/benches/serve.rs`):
+/// each its name and its one-line summary (or why it has no figures).
+fn serve_table(rows: &[serde_json::Value]) -> String {
+    let mut table = String::from("cairn serve (details in report.json)\n");
+    for row in rows {
+        let name = row["name"].as_str().unwrap_or("?");
+        let text = row["summary"].as_str().or_else(|| row["error"].as_str()).unwrap_or("?");
+        let _ = writeln!(table, "  {name}\n      {text}");
+    }
+    table
 }
 
 /// The list under `key` in a bench's JSON line.

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::{cargo, root};
 
 pub fn run() -> Result<()> {
-    cargo(&["build", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
+    cargo(&["build", "--locked", "-p", "cairn", "--bin", "cairn"])?;
     let cairn = root().join("target/debug/cairn");
     let dir = root().join("examples/cassettes");
     let mut found = 0;

@@ -63,7 +63,7 @@ fn damage() -> Result<()> {
 }
 
 fn disk_full() -> Result<()> {
-    cargo(&["build", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
+    cargo(&["build", "--locked", "-p", "cairn", "--bin", "cairn"])?;
     let cairn = root().join("target/debug/cairn");
     let work = root().join("target/faults");
     let _ = std::fs::remove_dir_all(&work);

@@ -34,7 +34,7 @@ impl Drop for Proxy {
 
 pub fn run() -> Result<()> {
     let venv = python_venv("litellm-venv", "xtask/litellm/requirements.txt")?;
-    cargo(&["build", "--release", "--locked", "-p", "cairn-app", "--bin", "cairn"])?;
+    cargo(&["build", "--release", "--locked", "-p", "cairn", "--bin", "cairn"])?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let work = root().join("target/litellm");

@@ -1,6 +1,7 @@
 //! Project automation, run as `cargo xtask <task>`:
 //!
-//! - `ci`: format check, clippy with `-D warnings`, every test. What CI runs.
+//! - `ci`: format check, clippy with `-D warnings`, every test, and a short
+//!   schemathesis run against the API. What CI runs.
 //! - `bench [--peers]`: the benchmarks, printed as a table and written to
 //!   `target/bench/report.json`; `--peers` runs the same workloads on
 //!   LangGraph.
@@ -15,6 +16,9 @@
 //! - `fuzz [--seconds N] [--keep] [TARGET...]`: the `cargo fuzz` targets of
 //!   `fuzz/` on nightly, N seconds each (default 180), executions and
 //!   crashes per target.
+//! - `schemathesis [--quick]`: every operation of the API fuzzed by
+//!   schemathesis against a live server, from its OpenAPI document: no
+//!   server errors, every answer as documented (`--quick`: fewer examples).
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
@@ -24,6 +28,7 @@ mod cassettes;
 mod faults;
 mod fuzz;
 mod litellm;
+mod schemathesis;
 mod sim;
 #[cfg(test)]
 mod tidy;
@@ -45,8 +50,9 @@ fn main() -> Result<()> {
         Some("cassettes") => cassettes::run(),
         Some("litellm") => litellm::run(),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("schemathesis") => schemathesis::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench|crash|sim|faults|cassettes|litellm|fuzz>");
+            eprintln!("usage: cargo xtask <ci|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis>");
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
             eprintln!("  crash [--kills N]  the kill -9 crash test, N kills per scenario (default 500)");
@@ -56,6 +62,9 @@ fn main() -> Result<()> {
             eprintln!("  litellm            a run against the LiteLLM proxy on loopback (installs it)");
             eprintln!(
                 "  fuzz [--seconds N] [--keep] [TARGET...]  the fuzz targets on nightly, N s each (default 180)"
+            );
+            eprintln!(
+                "  schemathesis [--quick]  the API fuzzed from its OpenAPI document against a live server"
             );
             bail!("unknown task")
         }
@@ -134,6 +143,9 @@ fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--locked"])?;
+    // The API fuzzed against its own OpenAPI document: no server error,
+    // no answer outside its schema.
+    schemathesis::run(&["--quick".to_owned()])?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

@@ -80,7 +80,10 @@ fn every_crate_says_what_it_is_and_is_not() {
     let crates = std::fs::read_dir(root().join("crates")).expect("crates/");
     let mut missing = Vec::new();
     for entry in crates.flatten() {
-        let lib = entry.path().join("src/lib.rs");
+        // A binary crate says it in its main.rs.
+        let lib =
+            ["src/lib.rs", "src/main.rs"].map(|f| entry.path().join(f)).into_iter().find(|p| p.exists());
+        let lib = lib.unwrap_or_else(|| entry.path().join("src/lib.rs"));
         let text = read(&lib);
         let doc: String = text.lines().take_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
         for needle in ["does not", "May depend on"] {

@@ -8,17 +8,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_domain::Definition;
+use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
 use cairn_domain::program::{Price, priced};
+use cairn_domain::state::Timestamp;
 use cairn_domain::state::{Event, RunState, TokenUsage};
 use cairn_domain::steer::{GateCall, Request};
-use cairn_engine::{Engine, RunControl};
-use cairn_ports::{Clock, RunQuery, RunStore, RunSummary};
+use cairn_engine::{Engine, EngineError, RunControl};
+use cairn_ports::{Clock, RunQuery, RunStore, RunSummary, Secrets, TokenRecord, TokenStore};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, TokenError};
+use crate::follow::Hub;
 
 /// One run as every front shows it: its state, the definition it runs,
 /// and what it cost so far (when every model it used has a price).
@@ -58,24 +61,79 @@ pub struct Listing {
     pub next: Option<cairn_ports::Cursor>,
 }
 
+/// A token [`App::create_token`] made: what is kept of it, and its secret,
+/// shown this once.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// What the store keeps (the secret's hash, never the secret).
+    pub record: TokenRecord,
+    /// The secret a client presents as `Authorization: Bearer SECRET`.
+    pub secret: String,
+}
+
+/// Where an [`App`] keeps things and what it shares with its fronts.
+pub struct Parts {
+    /// The engine's own store of runs.
+    pub store: Arc<dyn RunStore>,
+    /// API tokens.
+    pub tokens: Arc<dyn TokenStore>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Model prices, for costs.
+    pub prices: BTreeMap<String, Price>,
+    /// The host's secrets, hidden from what fronts print or send.
+    pub secrets: Secrets,
+    /// What the engine records and streams, live, for followers.
+    pub hub: Arc<Hub>,
+    /// What this process counts for operators.
+    pub meter: Arc<crate::meter::Meter>,
+}
+
 /// The operations on runs, over one engine and its store.
 pub struct App {
     engine: Engine,
     store: Arc<dyn RunStore>,
+    tokens: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     prices: BTreeMap<String, Price>,
+    secrets: Secrets,
+    hub: Arc<Hub>,
+    meter: Arc<crate::meter::Meter>,
 }
 
 impl App {
-    /// The operations of `engine` over `store` (the engine's own store),
-    /// with model prices for costs.
-    pub fn new(
-        engine: Engine,
-        store: Arc<dyn RunStore>,
-        clock: Arc<dyn Clock>,
-        prices: BTreeMap<String, Price>,
-    ) -> Self {
-        Self { engine, store, clock, prices }
+    /// The operations of `engine` over `parts` (the store is the engine's
+    /// own; the engine's sink feeds the hub).
+    pub fn new(engine: Engine, parts: Parts) -> Self {
+        let Parts { store, tokens, clock, prices, secrets, hub, meter } = parts;
+        Self { engine, store, tokens, clock, prices, secrets, hub, meter }
+    }
+
+    /// Now, by the application's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The host's secrets: a front hides them from whatever it prints or
+    /// sends.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// What the engine records and streams, live: followers subscribe here.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// What this process counts for operators (`GET /metrics`).
+    pub fn meter(&self) -> &Arc<crate::meter::Meter> {
+        &self.meter
+    }
+
+    /// The store of runs, for followers that read it again after falling
+    /// behind.
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
     }
 
     /// The engine, for what a host adds (its own drivers, tests).
@@ -98,10 +156,21 @@ impl App {
         inputs: Value,
         run_id: Option<RunId>,
     ) -> Result<Run, Error> {
+        self.start_by(definition, inputs, run_id, "engine").await
+    }
+
+    /// [`App::start`], recorded as asked for by `by`.
+    pub async fn start_by(
+        &self,
+        definition: Definition,
+        inputs: Value,
+        run_id: Option<RunId>,
+        by: &str,
+    ) -> Result<Run, Error> {
         let run_id = run_id.unwrap_or_else(|| self.engine.new_run_id());
         let state = self
             .engine
-            .start(definition.clone(), inputs, run_id.clone())
+            .start_by(definition.clone(), inputs, run_id.clone(), by)
             .await
             .map_err(Error::of_run(&run_id))?;
         Ok(self.run(state, definition))
@@ -123,22 +192,102 @@ impl App {
 
     /// A page of runs, newest first.
     pub async fn list(&self, query: &RunQuery) -> Result<Listing, Error> {
-        let page = self.store.list(query).await.map_err(cairn_engine::EngineError::from)?;
-        let runs = page
-            .runs
-            .into_iter()
-            .map(|summary| Listed {
-                cost_usd: self.cost(&summary.usage_by_model),
-                driven: self.engine.drives(&summary.run_id),
-                summary,
-            })
-            .collect();
+        let page = self.store.list(query).await.map_err(EngineError::from)?;
+        let runs = page.runs.into_iter().map(|summary| self.listed(summary)).collect();
         Ok(Listing { runs, next: page.next })
+    }
+
+    /// A run's summary as a listing shows it: with its cost and whether
+    /// this process drives it.
+    pub fn listed(&self, summary: RunSummary) -> Listed {
+        Listed {
+            cost_usd: self.cost(&summary.usage_by_model),
+            driven: self.engine.drives(&summary.run_id),
+            summary,
+        }
     }
 
     /// The run's whole event log: its audit trail.
     pub async fn events(&self, id: &RunId) -> Result<Vec<Event>, Error> {
         Ok(self.engine.events(id).await?)
+    }
+
+    /// At most `limit` events of a run numbered after `after`, and whether
+    /// more are stored after those.
+    pub async fn events_after(
+        &self,
+        id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, bool), Error> {
+        let mut events =
+            self.store.load(id, after.saturating_add(1)).await.map_err(EngineError::from)?.events;
+        let more = events.len() > limit;
+        events.truncate(limit);
+        Ok((events, more))
+    }
+
+    /// Makes an API token named `name` (1 to 64 of a-z, 0-9, `_`, `-`)
+    /// that acts as `role` and may decide at gates as `gate_roles`, valid
+    /// for `expires` when given.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        gate_roles: Vec<String>,
+        expires: Option<Duration>,
+    ) -> Result<NewToken, Error> {
+        if !cairn_domain::id::is_slug(name) {
+            return Err(TokenError::BadName(name.to_owned()).into());
+        }
+        let secret = cairn_ports::new_secret().map_err(|e| Error::Config(e.message))?;
+        let now = self.clock.now();
+        let record = TokenRecord {
+            name: name.to_owned(),
+            hash: cairn_ports::hash_secret(&secret),
+            role,
+            gate_roles,
+            created_at: now,
+            expires_at: expires.map(|d| now.after(d)),
+            last_used_at: None,
+        };
+        self.tokens.add_token(record.clone()).await.map_err(|e| match e {
+            cairn_ports::StoreError::AlreadyExists(name) => Error::from(TokenError::NameTaken(name)),
+            other => Error::Engine(other.into()),
+        })?;
+        Ok(NewToken { record, secret })
+    }
+
+    /// Every API token, by name (hashes, never secrets).
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
+        Ok(self.tokens.tokens().await.map_err(EngineError::from)?)
+    }
+
+    /// Revokes the token named `name`: no request is accepted with it again.
+    pub async fn revoke_token(&self, name: &str) -> Result<(), Error> {
+        match self.tokens.revoke_token(name).await.map_err(EngineError::from)? {
+            true => Ok(()),
+            false => Err(TokenError::NoSuchToken(name.to_owned()).into()),
+        }
+    }
+
+    /// The token a request presents `secret` for, refused when no token
+    /// has it or it has expired; its use is recorded.
+    pub async fn authenticate(&self, secret: &str) -> Result<TokenRecord, Error> {
+        let hash = cairn_ports::hash_secret(secret);
+        let Some(token) = self.tokens.token_by_hash(&hash).await.map_err(EngineError::from)? else {
+            return Err(TokenError::Unknown.into());
+        };
+        let now = self.clock.now();
+        if token.expired(now) {
+            return Err(TokenError::Expired(token.name).into());
+        }
+        // Recorded at most once a minute a token: a busy client costs no
+        // write per request.
+        if token.last_used_at.is_none_or(|at| now.0.saturating_sub(at.0) >= 60_000) {
+            self.tokens.touch_token(&token.name, now).await.map_err(EngineError::from)?;
+        }
+        Ok(token)
     }
 
     /// The run's checkpoints, oldest first.
@@ -185,12 +334,12 @@ impl App {
     /// `dry_run`; returns them.
     pub async fn prune(&self, age: Duration, dry_run: bool) -> Result<Vec<RunSummary>, Error> {
         let cutoff = self.clock.now().0.saturating_sub(age.as_millis());
-        let all = self.store.list(&RunQuery::default()).await.map_err(cairn_engine::EngineError::from)?;
+        let all = self.store.list(&RunQuery::default()).await.map_err(EngineError::from)?;
         let old: Vec<RunSummary> =
             all.runs.into_iter().filter(|r| r.status.is_terminal() && r.updated_at.0 < cutoff).collect();
         if !dry_run {
             for r in &old {
-                self.store.delete(&r.run_id).await.map_err(cairn_engine::EngineError::from)?;
+                self.store.delete(&r.run_id).await.map_err(EngineError::from)?;
             }
         }
         Ok(old)

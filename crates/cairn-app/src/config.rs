@@ -64,6 +64,14 @@ pub struct ProviderConfig {
     /// How structured output is requested.
     #[serde(default, deserialize_with = "structured_output_text")]
     pub structured_output: Option<String>,
+    /// The longest `Retry-After` obeyed (default 5m): a server that asks
+    /// for longer fails the call at once instead of holding the step.
+    #[serde(default, deserialize_with = "duration_text")]
+    pub max_retry_after: Option<String>,
+    /// Bytes of an answer's text kept at most (default 4 MiB), so a server
+    /// that never stops cannot fill memory; a longer answer fails.
+    #[serde(default, deserialize_with = "answer_bytes")]
+    pub max_answer_bytes: Option<usize>,
 }
 
 /// `[prices."MODEL"]`: USD per million tokens.
@@ -116,6 +124,15 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     let text = String::deserialize(d)?;
     text.parse::<cairn_domain::duration::Duration>().map_err(serde::de::Error::custom)?;
     Ok(Some(text))
+}
+
+/// A limit on an answer's bytes, checked as the file is read: 0 would
+/// refuse every answer, so it is a mistake, not a setting.
+fn answer_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("0 would refuse every answer: give at least 1 byte")),
+        bytes => Ok(Some(bytes)),
+    }
 }
 
 /// One of `words`, checked as the file is read.
@@ -263,6 +280,12 @@ impl Loaded {
                         )
                     })?;
             }
+            if let Some(t) = duration("max_retry_after", &p.max_retry_after)? {
+                settings.max_retry_after = t;
+            }
+            if let Some(bytes) = p.max_answer_bytes {
+                settings.max_answer_bytes = bytes;
+            }
             settings.max_concurrency = p.max_concurrency;
             settings.requests_per_minute = p.requests_per_minute;
             out.push(settings);
@@ -389,6 +412,8 @@ stream = false
 structured_output = "json_object"
 max_concurrency = 8
 requests_per_minute = 600
+max_retry_after = "90s"
+max_answer_bytes = 65536
 
 [providers.local]
 base_url = "http://127.0.0.1:11434/v1"
@@ -428,6 +453,8 @@ keep_checkpoints = 7
         assert_eq!(p.structured_output, StructuredOutput::JsonObject);
         assert_eq!(p.max_concurrency, Some(8));
         assert_eq!(p.requests_per_minute, Some(600));
+        assert_eq!(p.max_retry_after, Duration::from_secs(90));
+        assert_eq!(p.max_answer_bytes, 65536);
         let local = &all[1];
         assert_eq!(
             (local.base_url.as_str(), local.model.as_deref(), local.structured_output),
@@ -459,6 +486,10 @@ keep_checkpoints = 7
         assert_eq!(p.api_key_setting, "CAIRN_LLM_API_KEY");
         assert_eq!(p.structured_output, StructuredOutput::JsonSchema);
         assert_eq!((p.max_concurrency, p.requests_per_minute), (None, None));
+        assert_eq!(
+            (p.max_retry_after, p.max_answer_bytes),
+            (built_in.max_retry_after, built_in.max_answer_bytes)
+        );
         let policy = loaded.command_policy();
         assert!(policy.allow.is_empty());
         assert_eq!(policy.roots, [PathBuf::from(".")]);
@@ -476,6 +507,20 @@ keep_checkpoints = 7
             .expect("ok");
         let p = &providers(&loaded, &[])[0];
         assert_eq!((p.timeout, p.first_byte_timeout), (Duration::from_secs(7), Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn max_retry_after_and_max_answer_bytes_reach_the_provider() {
+        let text = "[providers.default]\nbase_url = \"http://h/v1\"\nmax_retry_after = \"1h30m\"\nmax_answer_bytes = 1048576\n\n[providers.other]\nbase_url = \"http://o/v1\"\nmax_retry_after = \"0s\"\n";
+        let loaded = load("limits", text).expect("valid");
+        let all = providers(&loaded, &[]);
+        assert_eq!((all[0].max_retry_after, all[0].max_answer_bytes), (Duration::from_secs(5400), 1 << 20));
+        let built_in = ProviderSettings::new("other", "http://o/v1");
+        assert_eq!(
+            (all[1].max_retry_after, all[1].max_answer_bytes),
+            (Duration::ZERO, built_in.max_answer_bytes),
+            "each provider its own; `0s` obeys no wait at all"
+        );
     }
 
     #[test]
@@ -530,6 +575,30 @@ keep_checkpoints = 7
             (format!("{provider}connect_timeout = \"1 minute\"\n"), "providers.default.connect_timeout: "),
             (format!("{provider}first_byte_timeout = \"x\"\n"), "providers.default.first_byte_timeout: "),
             (format!("{provider}idle_timeout = \"-3s\"\n"), "providers.default.idle_timeout: "),
+            (
+                format!("{provider}max_retry_after = \"a while\"\n"),
+                "cairn.toml:3:19: providers.default.max_retry_after: `a while`",
+            ),
+            (
+                format!("{provider}max_retry_after = 300\n"),
+                "cairn.toml:3:19: providers.default.max_retry_after: invalid type: integer `300`",
+            ),
+            (
+                format!("{provider}max_answer_bytes = \"4MiB\"\n"),
+                "cairn.toml:3:20: providers.default.max_answer_bytes: invalid type: string \"4MiB\"",
+            ),
+            (
+                format!("{provider}max_answer_bytes = -1\n"),
+                "cairn.toml:3:20: providers.default.max_answer_bytes: invalid value: integer `-1`",
+            ),
+            (
+                format!("{provider}max_answer_bytes = 0\n"),
+                "cairn.toml:3:20: providers.default.max_answer_bytes: 0 would refuse every answer",
+            ),
+            (
+                "[providers.local]\nbase_url = \"http://h/v1\"\nmax_retry_after = \"2 hours\"\n".into(),
+                "cairn.toml:3:19: providers.local.max_retry_after: `2 hours`",
+            ),
             (
                 format!("{provider}stream = \"yes\"\n"),
                 "cairn.toml:3:10: providers.default.stream: invalid type",

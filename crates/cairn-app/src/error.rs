@@ -59,4 +59,39 @@ pub enum Error {
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// An API token was refused or cannot be made or found.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A server refused a request in a way no typed error here says (its
+    /// problem document's `code` and `detail`).
+    #[error("{detail}")]
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The problem's stable code (`unauthorized`, `forbidden`, ...).
+        code: String,
+        /// What the server said.
+        detail: String,
+    },
+}
+
+/// Why an API token operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// No token has the secret presented.
+    #[error("no token has the secret presented")]
+    Unknown,
+    /// The token presented has expired.
+    #[error("token `{0}` has expired")]
+    Expired(String),
+    /// A token with this name exists already.
+    #[error("a token `{0}` exists already")]
+    NameTaken(String),
+    /// No token has this name.
+    #[error("no token `{0}`")]
+    NoSuchToken(String),
+    /// The name is not one a token may have.
+    #[error("`{0}` is not a token name: {rule}", rule = cairn_domain::id::SLUG_RULE)]
+    BadName(String),
 }

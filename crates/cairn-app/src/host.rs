@@ -11,13 +11,15 @@ use std::time::Duration;
 use cairn_command::LocalCommands;
 use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
-use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler};
+use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler, TokenStore};
 use cairn_store_sled::{Durability, OpenError, SledStore};
 use serde::{Deserialize, Serialize};
 
-use crate::app::App;
+use crate::app::{App, Parts};
 use crate::config::{Loaded, StoreConfig};
 use crate::error::Error;
+use crate::follow::{Both, Hub};
+use crate::meter::{Meter, MeteredStore};
 
 /// A provider or handler under the name workflows use for it.
 pub(crate) type Named<T> = (String, Arc<T>);
@@ -32,12 +34,16 @@ pub struct Holder {
     pub verb: String,
     /// The run it drives, if any.
     pub run: Option<String>,
+    /// The address of the API it serves (`cairn serve`), if any: other
+    /// verbs go through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Holder {
     /// This process, running `verb` (on `run`).
     pub fn me(verb: &str, run: Option<&str>) -> Self {
-        Self { pid: std::process::id(), verb: verb.into(), run: run.map(str::to_owned) }
+        Self { pid: std::process::id(), verb: verb.into(), run: run.map(str::to_owned), address: None }
     }
 
     /// `cairn run (pid 123, run r1)`.
@@ -46,6 +52,24 @@ impl Holder {
             Some(run) => format!("cairn {} (pid {}, run {run})", self.verb, self.pid),
             None => format!("cairn {} (pid {})", self.verb, self.pid),
         }
+    }
+}
+
+/// The stores of a data directory: its runs and its API tokens (one
+/// store may be both).
+#[derive(Clone)]
+pub struct Stores {
+    /// Where runs live.
+    pub runs: Arc<dyn RunStore>,
+    /// Where API tokens live.
+    pub tokens: Arc<dyn TokenStore>,
+}
+
+impl Stores {
+    /// One store that keeps both runs and tokens.
+    pub fn both<S: RunStore + TokenStore + 'static>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self { runs: store.clone(), tokens: store }
     }
 }
 
@@ -61,7 +85,7 @@ pub trait StoreFactory: Send + Sync {
         settings: &StoreConfig,
         holder: &Holder,
         wait: Duration,
-    ) -> Result<Arc<dyn RunStore>, Error>;
+    ) -> Result<Stores, Error>;
 
     /// The other live process holding the store at `dir`, if one does.
     fn holder(&self, dir: &Path) -> Option<Holder> {
@@ -89,7 +113,7 @@ impl StoreFactory for SledStores {
         settings: &StoreConfig,
         holder: &Holder,
         wait: Duration,
-    ) -> Result<Arc<dyn RunStore>, Error> {
+    ) -> Result<Stores, Error> {
         let durability = match settings.durability.as_deref() {
             None | Some("sync") => Durability::Sync,
             Some("batch") => Durability::Batch { window_ms: 50 },
@@ -114,7 +138,7 @@ impl StoreFactory for SledStores {
         let deadline = std::time::Instant::now() + wait;
         loop {
             match SledStore::open(dir, durability, &described) {
-                Ok(store) => return Ok(Arc::new(store.keep_snapshots(keep))),
+                Ok(store) => return Ok(Stores::both(store.keep_snapshots(keep))),
                 Err(OpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -160,6 +184,11 @@ pub(crate) struct Plugins {
     pub(crate) handlers: Vec<Named<dyn StepHandler>>,
     /// Providers besides the config's, by the name agents use.
     pub(crate) providers: Vec<Named<dyn LlmProvider>>,
+    /// The front `cairn serve` runs, if the binary has one.
+    pub(crate) front: Option<Arc<dyn crate::service::Front>>,
+    /// The client verbs use when a server holds the store, if the binary
+    /// has one.
+    pub(crate) client: Option<Arc<dyn crate::operations::Connect>>,
 }
 
 /// How one process is to run: the data directory, the config, the
@@ -199,14 +228,18 @@ impl Plugins {
         } else {
             (Some(commands?), providers?)
         };
-        let store: Arc<dyn RunStore> = if setup.reads_only && !self.stores.exists(setup.data_dir) {
-            Arc::new(cairn_engine::MemoryStore::default())
+        let stores = if setup.reads_only && !self.stores.exists(setup.data_dir) {
+            Stores::both(cairn_engine::MemoryStore::default())
         } else {
             self.stores.open(setup.data_dir, &loaded.config.store, &setup.holder, wait)?
         };
-        let mut builder = EngineBuilder::new(Arc::clone(&store))
+        let hub = Arc::new(Hub::new());
+        let sink: Arc<dyn EventSink> = Arc::new(Both(Arc::clone(&setup.sink), hub.clone()));
+        let meter = Meter::new();
+        let runs: Arc<dyn RunStore> = Arc::new(MeteredStore::new(stores.runs, Arc::clone(&meter)));
+        let mut builder = EngineBuilder::new(Arc::clone(&runs))
             .clock(Arc::clone(&clock))
-            .sink(Arc::clone(&setup.sink))
+            .sink(sink)
             .prices(loaded.prices())
             .secrets(secrets(loaded));
         if let Some(commands) = commands {
@@ -221,7 +254,16 @@ impl Plugins {
         for (name, handler) in &self.handlers {
             builder = builder.handler(name.clone(), Arc::clone(handler));
         }
-        Ok(App::new(builder.build(), store, clock, loaded.prices()))
+        let parts = Parts {
+            store: runs,
+            tokens: stores.tokens,
+            clock,
+            prices: loaded.prices(),
+            secrets: secrets(loaded),
+            hub,
+            meter,
+        };
+        Ok(App::new(builder.build(), parts))
     }
 }
 

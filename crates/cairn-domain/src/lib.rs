@@ -24,6 +24,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod access;
 pub mod checkpoint;
 mod dag;
 pub mod decide;

@@ -18,6 +18,58 @@ pub use crate::template::MAX_RENDERED_BYTES;
 /// more than a step's output should hold.
 pub const MAX_VALUE_BYTES: usize = 4 * MAX_RENDERED_BYTES;
 
+/// Why templates did not render, typed so that a caller can tell data too
+/// large to hold (a size limit: the engine fails the step `invalid_output`)
+/// from a template that is wrong for its context (`fatal`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The template cannot render here: a syntax error, an undefined name,
+    /// a filter or value refused, fuel run out. The reason, in one line.
+    #[error("{0}")]
+    Template(String),
+    /// What the template made passed a size limit; it was refused while it
+    /// was written out, never held whole.
+    #[error("{what} more than {limit} bytes")]
+    TooLarge {
+        /// The limit passed, in bytes: [`MAX_RENDERED_BYTES`] for one
+        /// template, [`MAX_VALUE_BYTES`] for a whole `set` or `with` value.
+        limit: usize,
+        /// What passed it, as the message begins (`the template produced`).
+        what: &'static str,
+    },
+}
+
+impl RenderError {
+    /// One template's result past [`MAX_RENDERED_BYTES`], as text or JSON.
+    fn template_too_large() -> Self {
+        Self::TooLarge { limit: MAX_RENDERED_BYTES, what: "the template produced" }
+    }
+
+    /// A `set` or `with` value past [`MAX_VALUE_BYTES`]: its templates
+    /// together yield too much.
+    fn value_too_large() -> Self {
+        Self::TooLarge { limit: MAX_VALUE_BYTES, what: "the rendered value is" }
+    }
+
+    /// A MiniJinja error: the size limit when that is its source, else the
+    /// template's fault in one line.
+    fn of(e: &minijinja::Error) -> Self {
+        if template::is_too_large(e) {
+            Self::template_too_large()
+        } else {
+            Self::Template(template::describe_error(e))
+        }
+    }
+
+    /// A value that could not be written as JSON.
+    fn of_json(e: template::JsonError) -> Self {
+        match e {
+            template::JsonError::TooLarge(_) => Self::template_too_large(),
+            template::JsonError::Other(e) => Self::Template(e),
+        }
+    }
+}
+
 /// Renders templates with the one environment configuration of
 /// [`template::environment`].
 pub struct Renderer {
@@ -102,35 +154,44 @@ impl Renderer {
     }
 
     /// Renders a template: a lone `{{ expr }}` yields the value itself (a
-    /// list stays a list); anything else yields a string.
+    /// list stays a list); anything else yields a string. The error as
+    /// text, for callers that only word it ([`Renderer::try_value`] keeps
+    /// its kind).
+    pub fn value(&self, template: &Template, ctx: &Context) -> Result<Value, String> {
+        self.try_value(template, ctx).map_err(|e| e.to_string())
+    }
+
+    /// [`Renderer::value`] with a typed error, so a size limit can be told
+    /// from a wrong template.
     ///
     /// A computed value is held to [`MAX_RENDERED_BYTES`] as JSON, measured
     /// as it is written out, before it is copied: MiniJinja repeats a list
     /// (`[0] * 20000000`) lazily, so its size shows only when it is walked.
     /// A value read whole (`{{ docs.backlog }}`) is one the run already holds,
     /// and is passed as it is.
-    pub fn value(&self, template: &Template, ctx: &Context) -> Result<Value, String> {
+    pub fn try_value(&self, template: &Template, ctx: &Context) -> Result<Value, RenderError> {
         self.rendered(template, ctx).map(|(value, _)| value)
     }
 
-    /// [`Renderer::value`], and whether the value was read whole from the
-    /// context (not computed, so not yet measured).
-    fn rendered(&self, template: &Template, ctx: &Context) -> Result<(Value, bool), String> {
+    /// [`Renderer::try_value`], and whether the value was read whole from
+    /// the context (not computed, so not yet measured).
+    fn rendered(&self, template: &Template, ctx: &Context) -> Result<(Value, bool), RenderError> {
         let source = template.as_str();
         if !template::has_syntax(source) {
             return Ok((Value::String(source.to_owned()), false));
         }
         if let Some(expr) = single_expression(source) {
+            let json_error = |e: serde_json::Error| RenderError::Template(e.to_string());
             if let Some(value) = template::lookup(&ctx.0, expr) {
-                return serde_json::to_value(&value).map(|v| (v, true)).map_err(|e| e.to_string());
+                return serde_json::to_value(&value).map(|v| (v, true)).map_err(json_error);
             }
-            let compiled = self.env.compile_expression(expr).map_err(|e| template::describe_error(&e))?;
-            let value = compiled.eval(&ctx.0).map_err(|e| template::describe_error(&e))?;
+            let compiled = self.env.compile_expression(expr).map_err(|e| RenderError::of(&e))?;
+            let value = compiled.eval(&ctx.0).map_err(|e| RenderError::of(&e))?;
             if value.is_undefined() {
-                return Err(format!("`{expr}` is undefined"));
+                return Err(RenderError::Template(format!("`{expr}` is undefined")));
             }
-            template::json_size_within(&value, MAX_RENDERED_BYTES).map_err(|e| e.to_string())?;
-            return serde_json::to_value(&value).map(|v| (v, false)).map_err(|e| e.to_string());
+            template::json_size_within(&value, MAX_RENDERED_BYTES).map_err(RenderError::of_json)?;
+            return serde_json::to_value(&value).map(|v| (v, false)).map_err(json_error);
         }
         self.text_of(source, ctx).map(|text| (Value::String(text), false))
     }
@@ -143,60 +204,74 @@ impl Renderer {
     }
 
     /// Renders a template to text (an argument, a prompt): values that are
-    /// not strings are written as JSON.
+    /// not strings are written as JSON. The error as text, for callers that
+    /// only word it ([`Renderer::try_text`] keeps its kind).
     pub fn text(&self, template: &Template, ctx: &Context) -> Result<String, String> {
-        self.value(template, ctx).map(|v| crate::state::text_of(&v))
+        self.try_text(template, ctx).map_err(|e| e.to_string())
     }
 
-    fn text_of(&self, source: &str, ctx: &Context) -> Result<String, String> {
+    /// [`Renderer::text`] with a typed error, so a size limit can be told
+    /// from a wrong template.
+    pub fn try_text(&self, template: &Template, ctx: &Context) -> Result<String, RenderError> {
+        self.try_value(template, ctx).map(|v| crate::state::text_of(&v))
+    }
+
+    fn text_of(&self, source: &str, ctx: &Context) -> Result<String, RenderError> {
         let fast = template::Substitutions::of(source).and_then(|s| s.render(&ctx.0));
         let text = match fast {
             Some(text) => text,
-            None => self.env.render_str(source, &ctx.0).map_err(|e| template::describe_error(&e))?,
+            None => self.env.render_str(source, &ctx.0).map_err(|e| RenderError::of(&e))?,
         };
         if text.len() > MAX_RENDERED_BYTES {
-            return Err(template::TooLarge.to_string());
+            return Err(RenderError::template_too_large());
         }
         Ok(text)
     }
 
     /// Renders every string inside `value` (a `set` value, `with` arguments),
-    /// the whole held to [`MAX_VALUE_BYTES`] as JSON.
+    /// the whole held to [`MAX_VALUE_BYTES`] as JSON. The error as text, for
+    /// callers that only word it ([`Renderer::try_deep`] keeps its kind).
     pub fn deep(&self, value: &Value, ctx: &Context) -> Result<Value, String> {
+        self.try_deep(value, ctx).map_err(|e| e.to_string())
+    }
+
+    /// [`Renderer::deep`] with a typed error, so a size limit can be told
+    /// from a wrong template.
+    pub fn try_deep(&self, value: &Value, ctx: &Context) -> Result<Value, RenderError> {
         let mut left = MAX_VALUE_BYTES;
         self.deep_within(value, ctx, &mut left)
     }
 
-    /// [`Renderer::deep`] with `left` bytes to spend on what its templates
-    /// yield; each rendered string is charged as it is made, so the whole
-    /// never grows past the budget.
-    fn deep_within(&self, value: &Value, ctx: &Context, left: &mut usize) -> Result<Value, String> {
+    /// [`Renderer::try_deep`] with `left` bytes to spend on what its
+    /// templates yield; each rendered string is charged as it is made, so
+    /// the whole never grows past the budget.
+    fn deep_within(&self, value: &Value, ctx: &Context, left: &mut usize) -> Result<Value, RenderError> {
         Ok(match value {
             Value::String(s) => {
                 let (rendered, whole) = self.rendered(&Template(s.clone()), ctx)?;
                 let size = match &rendered {
                     Value::String(text) if !whole => text.len(),
-                    other => template::json_size_within(other, *left).map_err(|_| too_large_value())?,
+                    other => template::json_size_within(other, *left).map_err(|e| match e {
+                        template::JsonError::TooLarge(_) => RenderError::value_too_large(),
+                        template::JsonError::Other(e) => RenderError::Template(e),
+                    })?,
                 };
-                *left = left.checked_sub(size).ok_or_else(too_large_value)?;
+                *left = left.checked_sub(size).ok_or_else(RenderError::value_too_large)?;
                 rendered
             }
             Value::Array(items) => {
                 Value::Array(items.iter().map(|v| self.deep_within(v, ctx, left)).collect::<Result<_, _>>()?)
             }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.deep_within(v, ctx, left)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
+            Value::Object(map) => {
+                Value::Object(
+                    map.iter()
+                        .map(|(k, v)| Ok((k.clone(), self.deep_within(v, ctx, left)?)))
+                        .collect::<Result<_, RenderError>>()?,
+                )
+            }
             other => other.clone(),
         })
     }
-}
-
-/// Why a `set` or `with` value was refused: its templates together yield too much.
-fn too_large_value() -> String {
-    format!("the rendered value is more than {MAX_VALUE_BYTES} bytes as JSON")
 }
 
 /// A value as templates see it, converted once from its serde form.
@@ -340,6 +415,40 @@ mod tests {
             )
             .expect_err("fuel");
         assert!(err.contains("fuel"), "{err}");
+    }
+
+    #[test]
+    fn a_size_limit_is_a_typed_error_and_a_wrong_template_is_not() {
+        let (state, wf) = setup();
+        let r = Renderer::default();
+        let ctx = r.context(&state, &wf, &Frame::root(), &Reads::all(), None, &[]);
+        let template = |source: &str| Template(source.into());
+        let one = RenderError::TooLarge { limit: MAX_RENDERED_BYTES, what: "the template produced" };
+        // Each way a template meets the limit: a computed value, text,
+        // `tojson`, and a list written into text by the formatter.
+        assert_eq!(r.try_value(&template("{{ [0] * 20000000 }}"), &ctx), Err(one.clone()));
+        assert_eq!(r.try_value(&template("{{ ([0] * 20000000) | tojson }}"), &ctx), Err(one.clone()));
+        assert_eq!(r.try_text(&template("n={{ 'x' * 5000000 }}"), &ctx), Err(one.clone()));
+        assert_eq!(r.try_text(&template("{{ [[0] * 100000000] * 100000000 }}!"), &ctx), Err(one.clone()));
+        assert_eq!(
+            r.try_text(&template("{% for x in [[0] * 100000000] %}{{ x }}{% endfor %}"), &ctx),
+            Err(one.clone())
+        );
+        assert_eq!(one.to_string(), format!("the template produced more than {MAX_RENDERED_BYTES} bytes"));
+        let whole = RenderError::TooLarge { limit: MAX_VALUE_BYTES, what: "the rendered value is" };
+        assert_eq!(r.try_deep(&json!(vec!["{{ 'x' * 4000000 }}"; 5]), &ctx), Err(whole.clone()));
+        assert_eq!(whole.to_string(), format!("the rendered value is more than {MAX_VALUE_BYTES} bytes"));
+        // A wrong template is not a size limit, nor is fuel run out.
+        for source in [
+            "{{ inputs.missing }}",
+            "{{ 1 + }}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        ] {
+            let err = r.try_value(&template(source), &ctx);
+            assert!(matches!(err, Err(RenderError::Template(_))), "{source}: {err:?}");
+        }
+        // The text form words the same error.
+        assert_eq!(r.value(&template("{{ [0] * 20000000 }}"), &ctx), Err(one.to_string()));
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct GateCall {
 
 /// Why a request does not fit the run, typed: fronts turn it into words
 /// and hints of their own.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Refusal {
     /// The run has ended: nothing can be decided, stopped or resumed.

@@ -35,7 +35,10 @@ pub(crate) fn environment() -> Environment<'static> {
     env.add_filter("tojson", tojson);
     env.set_formatter(|out, state, value| match structured_text(value) {
         Some(json) => {
-            let json = json.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            let json = json.map_err(|e| match e {
+                JsonError::TooLarge(too_large) => too_large.into_minijinja(),
+                JsonError::Other(e) => minijinja::Error::new(ErrorKind::InvalidOperation, e),
+            })?;
             out.write_str(&json).map_err(minijinja::Error::from)
         }
         None => minijinja::escape_formatter(out, state, value),
@@ -89,7 +92,7 @@ fn tojson(
         }
     };
     if out.over {
-        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, TooLarge.to_string()));
+        return Err(TooLarge.into_minijinja());
     }
     written.map_err(|e| {
         minijinja::Error::new(ErrorKind::BadSerialization, "cannot write the value as JSON").with_source(e)
@@ -166,6 +169,31 @@ impl std::fmt::Display for TooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "the template produced more than {MAX_RENDERED_BYTES} bytes")
     }
+}
+
+/// An error, so MiniJinja can carry it as the source of its own: a render
+/// that failed on the limit is told apart from one whose template is wrong.
+impl std::error::Error for TooLarge {}
+
+impl TooLarge {
+    /// The MiniJinja error a filter or the formatter returns for it, with
+    /// itself as the source that [`is_too_large`] finds.
+    fn into_minijinja(self) -> minijinja::Error {
+        minijinja::Error::new(ErrorKind::InvalidOperation, self.to_string()).with_source(self)
+    }
+}
+
+/// Whether a MiniJinja error is the size limit ([`TooLarge`]) and not a
+/// fault of the template, wherever in its chain of sources it was put.
+pub(crate) fn is_too_large(e: &minijinja::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<TooLarge>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// `value` as compact JSON, refused once it passes `limit` bytes: writing

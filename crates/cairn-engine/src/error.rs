@@ -53,7 +53,8 @@ pub enum EngineError {
 }
 
 /// One thing a workflow needs that an engine lacks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Unmet {
     /// No provider under the name an agent uses.

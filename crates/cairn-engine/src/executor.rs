@@ -26,7 +26,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::control::{Control, Controls, RunControl};
+use crate::control::{Asked, Control, Controls, Mailbox, RunControl};
 use crate::job::{self, Finished, Ports};
 use crate::{EngineError, SystemClock, Unmet};
 
@@ -266,7 +266,18 @@ impl Engine {
         inputs: Value,
         run_id: RunId,
     ) -> Result<RunState, EngineError> {
-        self.create(def, inputs, run_id).await.map(|(state, _)| state)
+        self.create(def, inputs, run_id, &self.actor).await.map(|(state, _)| state)
+    }
+
+    /// [`Engine::start`], recorded as done by `by` (who asked for the run).
+    pub async fn start_by(
+        &self,
+        def: Definition,
+        inputs: Value,
+        run_id: RunId,
+        by: &str,
+    ) -> Result<RunState, EngineError> {
+        self.create(def, inputs, run_id, by).await.map(|(state, _)| state)
     }
 
     /// [`Engine::start`], returning the prepared program too (so `run`
@@ -276,6 +287,7 @@ impl Engine {
         def: Definition,
         inputs: Value,
         run_id: RunId,
+        by: &str,
     ) -> Result<(RunState, Program), EngineError> {
         self.served(&def.workflow, None)?;
         // A workflow that cannot be run is refused before a run exists.
@@ -285,7 +297,7 @@ impl Engine {
         let created = Event {
             seq: 1,
             at: self.clock.now(),
-            actor: self.actor.clone(),
+            actor: by.to_owned(),
             kind: self.scrub(EventKind::RunCreated {
                 run_id: run_id.clone(),
                 workflow: def.workflow.id.clone(),
@@ -313,7 +325,7 @@ impl Engine {
     /// [`Engine::start`], then [`Engine::resume`]: creates a run and drives
     /// it until it completes, fails, or waits for a person.
     pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
-        let (state, program) = self.create(def, inputs, run_id).await?;
+        let (state, program) = self.create(def, inputs, run_id, &self.actor).await?;
         self.drive(state, &program).await
     }
 
@@ -419,9 +431,9 @@ impl Engine {
     async fn drive(&self, state: RunState, program: &Program) -> Result<RunState, EngineError> {
         let run_id = state.run_id.clone();
         let events = steer::resume(&state).map_err(Self::refused(&run_id))?;
-        let _driving = self.controls.driving(&run_id);
+        let (_driving, mailbox) = self.controls.driving(&run_id);
         let control = self.control(&run_id);
-        let mut drive = Drive::new(self, program, state, &control);
+        let mut drive = Drive::new(self, program, state, &control, mailbox);
         self.record(&mut drive.state, events, &self.actor).await?;
         let in_flight: Vec<(StepPath, u32)> = drive
             .state
@@ -449,6 +461,18 @@ impl Engine {
         call: GateCall,
         by: &str,
     ) -> Result<RunState, EngineError> {
+        // A run this engine drives takes the decision from its driver, the
+        // run's one writer. A driver that ended before it took it drops
+        // the answer: then nobody drives the run, and it is recorded here.
+        if let Some(mailbox) = self.controls.mailbox(run_id) {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let asked = Asked { call: call.clone(), by: by.to_owned(), answer };
+            if mailbox.send(asked).is_ok()
+                && let Ok(answer) = answered.await
+            {
+                return answer;
+            }
+        }
         let mut state = self.load(run_id).await?;
         let definition = self.definition(run_id).await?;
         let program = self.program(definition.workflow)?;
@@ -574,6 +598,10 @@ struct Drive<'a> {
     tasks: FuturesUnordered<BoxFuture<'a, Option<(StepPath, u32, Finished)>>>,
     in_flight: HashMap<StepPath, AbortHandle>,
     control: Option<watch::Receiver<Control>>,
+    /// Decisions at gates asked while this driver drives the run.
+    mailbox: Mailbox,
+    /// The run's control, which says who asked for a pause or cancel.
+    requester: RunControl,
     /// Events applied to `state` but not yet stored: they are stored, in
     /// one append, before anything acts on them or the driver waits.
     staged: Vec<Event>,
@@ -582,7 +610,13 @@ struct Drive<'a> {
 }
 
 impl<'a> Drive<'a> {
-    fn new(engine: &'a Engine, program: &'a Program, state: RunState, control: &RunControl) -> Self {
+    fn new(
+        engine: &'a Engine,
+        program: &'a Program,
+        state: RunState,
+        control: &RunControl,
+        mailbox: Mailbox,
+    ) -> Self {
         Self {
             engine,
             program,
@@ -590,6 +624,8 @@ impl<'a> Drive<'a> {
             tasks: FuturesUnordered::new(),
             in_flight: HashMap::new(),
             control: Some(control.watch()),
+            requester: control.clone(),
+            mailbox,
             staged: Vec::new(),
             frontier: Frontier::default(),
         }
@@ -616,8 +652,9 @@ impl<'a> Drive<'a> {
         loop {
             match self.requested() {
                 Control::Cancel => return self.cancel().await,
+                Control::Interrupt => return self.interrupt().await,
                 Control::Pause if self.tasks.is_empty() && !self.state.status.is_terminal() => {
-                    self.stage(vec![EventKind::RunPaused])?;
+                    self.stage_as_requester(vec![EventKind::RunPaused])?;
                     self.flush().await?;
                     self.engine.snapshot(&self.state).await?;
                     return Ok(self.state);
@@ -630,6 +667,11 @@ impl<'a> Drive<'a> {
             if self.tasks.is_empty() && (stopped || wake.is_none()) {
                 // A request that came since the top of the loop is carried out there.
                 if self.requested() != Control::Run && !self.state.status.is_terminal() {
+                    continue;
+                }
+                // So is a decision asked meanwhile.
+                if let Ok(asked) = self.mailbox.try_recv() {
+                    self.answer(asked).await?;
                     continue;
                 }
                 if self.state.status.is_waiting() {
@@ -657,8 +699,40 @@ impl<'a> Drive<'a> {
                         self.control = None;
                     }
                 }
+                Some(asked) = self.mailbox.recv() => self.answer(asked).await?,
             }
         }
+    }
+
+    /// Records a decision asked while this driver drives the run (after
+    /// storing what is staged), and answers with the state after it or
+    /// the refusal.
+    async fn answer(&mut self, asked: Asked) -> Result<(), EngineError> {
+        self.flush().await?;
+        let now = self.engine.clock.now();
+        let decided = match steer::gate_decision(&self.state, self.program, asked.call, now) {
+            Err(refusal) => Err(EngineError::Refused { run: self.state.run_id.clone(), refusal }),
+            Ok(event) => {
+                self.frontier.note(&event);
+                self.engine.stage(&mut self.state, vec![event], &asked.by, &mut self.staged)?;
+                self.flush().await?;
+                Ok(self.state.clone())
+            }
+        };
+        // One that stopped waiting for the answer changes nothing.
+        let _ = asked.answer.send(decided);
+        Ok(())
+    }
+
+    /// Stops what is in flight and records nothing more than what is
+    /// staged: the run stays `running`, and the next drive starts the
+    /// attempts that were in flight again, as the same attempts.
+    async fn interrupt(mut self) -> Result<RunState, EngineError> {
+        for (_, handle) in self.in_flight.drain() {
+            handle.abort();
+        }
+        self.flush().await?;
+        Ok(self.state)
     }
 
     /// Stops what is in flight and records it, the groups it ran in and
@@ -669,9 +743,17 @@ impl<'a> Drive<'a> {
         }
         // An ended run records nothing more.
         let events = steer::stop(&self.state, Request::Cancel).unwrap_or_default();
-        self.stage(events)?;
+        self.stage_as_requester(events)?;
         self.flush().await?;
         Ok(self.state)
+    }
+
+    /// Stages what a pause or cancel records, as done by whoever asked for
+    /// it (the engine when nobody said).
+    fn stage_as_requester(&mut self, kinds: Vec<EventKind>) -> Result<(), EngineError> {
+        let actor = self.requester.requester().unwrap_or_else(|| self.engine.actor.clone());
+        kinds.iter().for_each(|kind| self.frontier.note(kind));
+        self.engine.stage(&mut self.state, kinds, &actor, &mut self.staged)
     }
 
     /// Records decisions until only starts remain, starts those (unless a
@@ -746,6 +828,8 @@ impl<'a> Drive<'a> {
             key,
             turns,
             sink: Arc::clone(&engine.sink),
+            attempt,
+            secrets: &engine.secrets,
             sessions: &self.state.sessions,
         }
         .prepare(step);

@@ -3,7 +3,7 @@
 //! through a port.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_domain::decide::{Outcome, Program};
 use cairn_domain::definition::{AgentDef, OutputFormat, SessionMode, Step, StepKind, Template};
@@ -14,7 +14,7 @@ use cairn_domain::state::Turn;
 use cairn_domain::state::{ErrorClass, StepError, StepPath, TokenUsage};
 use cairn_ports::{
     ChatMessage, ChatRequest, CommandRunner, CommandSpec, EventSink, HandlerCall, LiveEvent, LlmProvider,
-    PortError, ResponseFormat, Role, StepHandler, TokenSink,
+    PortError, ResponseFormat, Role, Secrets, StepHandler, StreamRedactor, TokenSink,
 };
 use serde_json::{Value, json};
 
@@ -53,6 +53,8 @@ pub(crate) struct Chat {
     /// With `session: reuse`: the agent, and the messages this step adds to
     /// its conversation (the final answer joins them on success).
     session: Option<(String, Vec<Turn>)>,
+    /// Where the streamed text of the answers goes; told when each ends.
+    live: Option<LiveText>,
 }
 
 /// The QA judge of a step: its agent's provider and the request the answer
@@ -63,6 +65,55 @@ pub(crate) struct Judge {
     rubric: String,
     pass_when: Template,
     ctx: Context,
+}
+
+/// The streamed text of one attempt on its way to the live sink: each
+/// answer's pieces pass a [`StreamRedactor`], so a secret is hidden from
+/// watchers even when the model's stream splits it between two pieces.
+#[derive(Clone)]
+struct LiveText {
+    sink: Arc<dyn EventSink>,
+    run: RunId,
+    path: StepPath,
+    attempt: u32,
+    /// Shared by the provider's token sink and the job, which tells it
+    /// when a stream ends.
+    text: Arc<Mutex<StreamRedactor>>,
+}
+
+impl LiveText {
+    /// The listener a provider streams this attempt's answer to.
+    fn sink(&self) -> TokenSink {
+        let live = self.clone();
+        TokenSink(Arc::new(move |piece: &str| {
+            // Held while emitting, so pieces reach the sink in order.
+            let mut redactor = live.redactor();
+            let shown = redactor.push(piece);
+            live.emit(&shown);
+        }))
+    }
+
+    /// The answer's stream ended: what was held back goes out, and the
+    /// next answer (a repair) starts afresh.
+    fn finish(&self) {
+        let mut redactor = self.redactor();
+        let rest = redactor.finish();
+        self.emit(&rest);
+    }
+
+    /// The redactor, also after a panic while it was held: at worst its
+    /// held-back text is cut short, and that text is live only.
+    fn redactor(&self) -> std::sync::MutexGuard<'_, StreamRedactor> {
+        self.text.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the sink `text` as this attempt's token (nothing when empty).
+    fn emit(&self, text: &str) {
+        if !text.is_empty() {
+            let token = LiveEvent::Token { path: &self.path, attempt: self.attempt, text };
+            self.sink.emit(&self.run, &token);
+        }
+    }
 }
 
 /// What an executed job reports.
@@ -114,6 +165,10 @@ pub(crate) struct Attempt<'a> {
     pub turns: Vec<cairn_domain::state::Turn>,
     /// Where streamed text goes, live.
     pub sink: Arc<dyn EventSink>,
+    /// The attempt's number, from 1: streamed text carries it.
+    pub attempt: u32,
+    /// The host's secrets, hidden from streamed text as from events.
+    pub secrets: &'a Secrets,
     /// The run's conversations of `session: reuse` agents, by agent.
     pub sessions: &'a std::collections::BTreeMap<String, Vec<Turn>>,
 }
@@ -124,6 +179,24 @@ fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) ->
 
 const RENDER_HINT: Option<&str> =
     Some("fix the template: validating the definition checks the names it reads");
+
+/// A template that did not render, as the attempt's error. A size limit is
+/// `invalid_output`: the data is more than a step may hold, not a template
+/// that is wrong, and the run stays as it was (no value was built), so a
+/// later driver renders it again and fails it the same way. Anything else
+/// is `fatal`, with the hint to fix the template.
+fn render_failure(what: &str, e: &cairn_domain::render::RenderError) -> StepError {
+    use cairn_domain::render::RenderError;
+    let message = format!("cannot render {what}: {e}");
+    match e {
+        RenderError::TooLarge { .. } => refused(
+            ErrorClass::InvalidOutput,
+            message,
+            Some("make the template yield less: a part or a summary of the data, not all of it"),
+        ),
+        RenderError::Template(_) => refused(ErrorClass::Fatal, message, RENDER_HINT),
+    }
+}
 
 impl Attempt<'_> {
     /// Renders a step's templates into a job; a template that fails to
@@ -136,21 +209,23 @@ impl Attempt<'_> {
     }
 
     fn text(&self, t: &Template, what: &str) -> Result<String, StepError> {
-        self.renderer
-            .text(t, self.ctx)
-            .map_err(|e| refused(ErrorClass::Fatal, format!("cannot render {what}: {e}"), RENDER_HINT))
+        self.renderer.try_text(t, self.ctx).map_err(|e| render_failure(what, &e))
     }
 
     fn deep(&self, v: &Value, what: &str) -> Result<Value, StepError> {
-        self.renderer
-            .deep(v, self.ctx)
-            .map_err(|e| refused(ErrorClass::Fatal, format!("cannot render {what}: {e}"), RENDER_HINT))
+        self.renderer.try_deep(v, self.ctx).map_err(|e| render_failure(what, &e))
     }
 
-    /// Forwards streamed text to the live sink as the step's tokens.
-    fn tokens(&self) -> TokenSink {
-        let (sink, run, path) = (Arc::clone(&self.sink), self.run_id.clone(), self.path.clone());
-        TokenSink(Arc::new(move |text: &str| sink.emit(&run, &LiveEvent::Token { path: &path, text })))
+    /// Where this attempt's streamed text goes: the live sink, as the
+    /// step's tokens, cleaned of the host's secrets.
+    fn live_text(&self) -> LiveText {
+        LiveText {
+            sink: Arc::clone(&self.sink),
+            run: self.run_id.clone(),
+            path: self.path.clone(),
+            attempt: self.attempt,
+            text: Arc::new(Mutex::new(StreamRedactor::new(self.secrets.clone()))),
+        }
     }
 
     /// An agent by name, and the provider it names (`what`: `judge ` or nothing, for messages).
@@ -235,6 +310,7 @@ impl Attempt<'_> {
                     },
                     _ => ResponseFormat::Text,
                 };
+                let live = self.live_text();
                 let request = ChatRequest {
                     model: agent.model.clone(),
                     messages,
@@ -242,7 +318,7 @@ impl Attempt<'_> {
                     max_tokens: agent.max_tokens,
                     format,
                     idempotency_key: self.key.clone(),
-                    tokens: Some(self.tokens()),
+                    tokens: Some(live.sink()),
                 };
                 let judge = a.qa.as_ref().map(|qa| self.judge(qa)).transpose()?;
                 Job::Chat(Box::new(Chat {
@@ -254,6 +330,7 @@ impl Attempt<'_> {
                     clarify: a.clarify,
                     judge,
                     session,
+                    live: Some(live),
                 }))
             }
             StepKind::Command(c) => {
@@ -364,7 +441,13 @@ impl Chat {
     async fn run(mut self) -> Finished {
         let mut done = Finished::plain(Outcome::Succeeded(Value::Null));
         loop {
-            let answer = match self.provider.chat(self.request.clone()).await {
+            let answer = self.provider.chat(self.request.clone()).await;
+            // The stream has ended: what was held back (in case it began a
+            // secret) goes out now, cleaned.
+            if let Some(live) = &self.live {
+                live.finish();
+            }
+            let answer = match answer {
                 Ok(answer) => answer,
                 Err(e) => {
                     done.outcome = port_failure(e);
@@ -462,8 +545,10 @@ impl Chat {
             })?;
         let renderer = Renderer::default();
         let ctx = judge.ctx.with_verdict(verdict.clone());
-        let passed = renderer.value(&judge.pass_when, &ctx).map_err(|e| {
-            failure(ErrorClass::Fatal, format!("cannot render `qa.pass_when`: {e}"), RENDER_HINT)
+        let passed = renderer.try_value(&judge.pass_when, &ctx).map_err(|e| Outcome::Failed {
+            error: render_failure("`qa.pass_when`", &e),
+            output: None,
+            retry_after: None,
         })?;
         if cairn_domain::render::truthy(&passed) {
             return Ok(None);

@@ -1,12 +1,15 @@
-//! A [`RunStore`] in memory: for tests, and for hosts that need no durability.
+//! A [`RunStore`] and [`TokenStore`] in memory: for tests, and for hosts
+//! that need no durability.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
-use cairn_domain::state::{Event, EventKind, RunStatus};
-use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
+use cairn_domain::state::{Event, EventKind, RunStatus, Timestamp};
+use cairn_ports::{
+    NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun, TokenRecord, TokenStore,
+};
 
 struct Entry {
     run: StoredRun,
@@ -15,10 +18,12 @@ struct Entry {
     snapshot: Option<Snapshot>,
 }
 
-/// Runs kept in process memory; gone when the process ends.
+/// Runs and API tokens kept in process memory; gone when the process ends.
 #[derive(Default)]
 pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, Entry>>,
+    /// By name, so a listing comes out sorted.
+    tokens: Mutex<BTreeMap<String, TokenRecord>>,
 }
 
 impl MemoryStore {
@@ -29,6 +34,10 @@ impl MemoryStore {
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<RunId, Entry>>, StoreError> {
         self.runs.lock().map_err(|_| StoreError::Io("the in-memory store's lock is poisoned".into()))
+    }
+
+    fn lock_tokens(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, TokenRecord>>, StoreError> {
+        self.tokens.lock().map_err(|_| StoreError::Io("the in-memory store's lock is poisoned".into()))
     }
 }
 
@@ -117,5 +126,36 @@ impl RunStore for MemoryStore {
     async fn delete(&self, run: &RunId) -> Result<(), StoreError> {
         let mut runs = self.lock()?;
         runs.remove(run).map(|_| ()).ok_or_else(|| StoreError::NotFound(run.to_string()))
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn add_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        let mut tokens = self.lock_tokens()?;
+        if tokens.contains_key(&token.name) {
+            return Err(StoreError::AlreadyExists(token.name));
+        }
+        tokens.insert(token.name.clone(), token);
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self.lock_tokens()?.values().cloned().collect())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.lock_tokens()?.values().find(|t| t.hash == hash).cloned())
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.lock_tokens()?.remove(name).is_some())
+    }
+
+    async fn touch_token(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
+        if let Some(token) = self.lock_tokens()?.get_mut(name) {
+            token.last_used_at = token.last_used_at.max(Some(at));
+        }
+        Ok(())
     }
 }

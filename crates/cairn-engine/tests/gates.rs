@@ -425,7 +425,7 @@ struct Tokens(Mutex<Vec<String>>);
 
 impl cairn_ports::EventSink for Tokens {
     fn emit(&self, _: &cairn_domain::id::RunId, event: &cairn_ports::LiveEvent<'_>) {
-        if let cairn_ports::LiveEvent::Token { path, text } = event {
+        if let cairn_ports::LiveEvent::Token { path, text, .. } = event {
             self.0.lock().expect("lock").push(format!("{path}:{text}"));
         }
     }
@@ -448,4 +448,72 @@ async fn streamed_text_goes_to_the_live_sink_and_only_the_answer_is_recorded() {
     let log = h.log().await;
     assert_eq!(log.lines().count(), 6, "created, started, step started, usage, succeeded, completed: {log}");
     assert!(!log.contains("token"), "pieces are never recorded: {log}");
+}
+
+/// A handler that answers once let go.
+struct Held(tokio::sync::Notify);
+
+#[async_trait]
+impl cairn_ports::StepHandler for Held {
+    async fn call(&self, _: cairn_ports::HandlerCall) -> Result<serde_json::Value, PortError> {
+        self.0.notified().await;
+        Ok(json!("slow done"))
+    }
+}
+
+const SIDE_BY_SIDE: &str = r#"cairn: 1
+id: side
+agents:
+  w: {}
+steps:
+  - id: draft
+    agent: w
+    prompt: Write it.
+    accept: { on_reject: rework, max_reworks: 1 }
+  - id: slow
+    needs: []
+    uses: slow
+  - id: publish
+    needs: [draft, slow]
+    set: "{{ steps.slow.output }}"
+"#;
+
+#[tokio::test]
+async fn a_decision_while_the_run_is_driven_goes_through_its_driver() {
+    let h = Harness::new();
+    let held = Arc::new(Held(tokio::sync::Notify::new()));
+    let clock: Arc<dyn Clock> = h.clock.clone();
+    let engine = Arc::new(
+        EngineBuilder::new(h.store.clone())
+            .clock(clock)
+            .provider("default", Scripted::new(&["v1"]))
+            .handler("slow", held.clone())
+            .build(),
+    );
+    let driving = tokio::spawn({
+        let engine = Arc::clone(&engine);
+        async move { engine.run(definition(SIDE_BY_SIDE), json!({}), run_id()).await }
+    });
+    // The draft waits for acceptance while `slow` still runs.
+    loop {
+        if let Ok(state) = engine.load(&run_id()).await
+            && state
+                .steps
+                .get(&StepPath::new("draft"))
+                .is_some_and(|s| s.status == cairn_domain::state::StepStatus::Waiting)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(engine.drives(&run_id()));
+    let before = engine.load(&run_id()).await.expect("loads").seq;
+    let decided = decide(&engine, approve(None, "alice")).await.expect("taken by the driver");
+    assert!(decided.seq > before, "the driver recorded the decision");
+    held.0.notify_one();
+    let state = driving.await.expect("joins").expect("the run goes on");
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(state.steps[&StepPath::new("publish")].output, Some(json!("slow done")));
+    let log = h.log().await;
+    assert!(log.contains("alice"), "the decision is recorded as alice's:\n{log}");
 }

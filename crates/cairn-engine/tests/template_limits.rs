@@ -1,14 +1,15 @@
 //! A step whose template would build a huge value fails with the size
-//! limit, and leaves a run its next driver can load and drive: the value
-//! is refused while it is measured, so no process holds gigabytes or
-//! aborts, and resuming renders the template again only to fail the same
-//! way.
+//! limit, class `invalid_output` (the data is too much; the template is
+//! not wrong), and leaves a run its next driver can load and drive: the
+//! value is refused while it is measured, so no process holds gigabytes
+//! or aborts, and resuming renders the template again only to fail the
+//! same way.
 
 mod support;
 
 use std::time::Duration;
 
-use cairn_domain::render::MAX_RENDERED_BYTES;
+use cairn_domain::render::{MAX_RENDERED_BYTES, MAX_VALUE_BYTES};
 use cairn_domain::state::{ErrorClass, RunStatus, StepPath};
 use cairn_domain::steer::Refusal;
 use cairn_engine::EngineError;
@@ -40,12 +41,13 @@ async fn a_huge_value_fails_its_step_with_the_limit_and_resuming_fails_it_again(
     let state = engine.run(definition(&workflow("block")), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::Blocked);
     let error = state.steps[&StepPath::new("huge")].error.clone().expect("failed");
-    assert_eq!(error.class, ErrorClass::Fatal, "{error:?}");
+    assert_eq!(error.class, ErrorClass::InvalidOutput, "{error:?}");
     assert!(error.message.contains(&limit), "{}", error.message);
     // The next driver renders it again, and fails it the same way.
     let again = engine.resume(&run_id()).await.expect("resumes");
     assert_eq!(again.status, RunStatus::Blocked);
     let error = again.steps[&StepPath::new("huge")].error.clone().expect("failed again");
+    assert_eq!(error.class, ErrorClass::InvalidOutput, "{error:?}");
     assert!(error.message.contains(&limit), "{}", error.message);
     assert_eq!(again.steps[&StepPath::new("huge")].attempts, 2);
 }
@@ -66,4 +68,59 @@ async fn huge_items_fail_the_group_and_the_ended_run_is_refused_not_crashed() {
     );
     let loaded = engine.load(&run_id()).await.expect("loads");
     assert_eq!(loaded.status, RunStatus::Failed);
+}
+
+/// The issue's template in a `set`, in a prompt (written into text), and
+/// spread over a whole `set` value: each step fails before any effect with
+/// class `invalid_output` and a message naming its limit (a wrong template
+/// stays `fatal`), and its blocked run resumes to fail it the same way,
+/// never crashing.
+#[tokio::test(start_paused = true)]
+async fn a_value_past_a_limit_fails_invalid_output_wherever_it_is_rendered_and_resumes() {
+    let one = format!("the template produced more than {MAX_RENDERED_BYTES} bytes");
+    let whole = format!("the rendered value is more than {MAX_VALUE_BYTES} bytes");
+    let big = "\"{{ 'x' * 4000000 }}\"";
+    let cases = [
+        (
+            r#"set: "{{ [0] * 20000000 }}""#.to_owned(),
+            format!("cannot render `set`: {one}"),
+            ErrorClass::InvalidOutput,
+        ),
+        (
+            "agent: w\n    prompt: \"items: {{ [0] * 20000000 }}\"".to_owned(),
+            format!("cannot render the prompt: {one}"),
+            ErrorClass::InvalidOutput,
+        ),
+        (
+            format!("set: [{}]", [big; 5].join(", ")),
+            format!("cannot render `set`: {whole}"),
+            ErrorClass::InvalidOutput,
+        ),
+        (
+            r#"set: "{{ 1 + 'a' }}""#.to_owned(),
+            "cannot render `set`: invalid operation".to_owned(),
+            ErrorClass::Fatal,
+        ),
+    ];
+    for (step, message, class) in cases {
+        let yaml = format!(
+            "cairn: 1\nid: limits\nagents:\n  w: {{ system: Be brief. }}\nsteps:\n  - id: s\n    on_failure: block\n    {step}\n"
+        );
+        let h = Harness::new();
+        let engine = h.builder(Duration::ZERO).build();
+        let first = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+        let again = engine.resume(&run_id()).await.expect("resumes");
+        for (attempt, state) in [(1, first), (2, again)] {
+            assert_eq!(state.status, RunStatus::Blocked, "{step}: attempt {attempt}");
+            let s = &state.steps[&StepPath::new("s")];
+            let error = s.error.clone().expect("failed");
+            assert_eq!(error.class, class, "{step}: {error:?}");
+            assert!(error.message.starts_with(&message), "{step}: {}", error.message);
+            if class == ErrorClass::InvalidOutput {
+                assert_eq!(error.message, message, "{step}");
+                assert!(error.hint.is_some_and(|h| h.contains("yield less")), "{step}");
+            }
+            assert_eq!((s.attempts, &s.output), (attempt, &None), "{step}: no value was kept");
+        }
+    }
 }

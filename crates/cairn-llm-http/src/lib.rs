@@ -11,7 +11,8 @@
 //! 5xx, streams cut before they finish, `error` events inside a stream and
 //! malformed bodies are `transient` (a partial stream is discarded whole);
 //! 429 is `rate_limited` with its `Retry-After` (seconds, HTTP date, or
-//! `retry-after-ms`, obeyed up to `max_retry_after`), but
+//! `retry-after-ms`, obeyed up to `max_retry_after`; a longer one fails
+//! the call at once, `rate_limited` with no wait), but
 //! `insufficient_quota` is `fatal`; 401/403 are
 //! `permission` with a hint naming the key setting; other 4xx are `fatal`
 //! with the server's message; running out of time is `timeout`. The only
@@ -117,8 +118,9 @@ pub struct ProviderSettings {
     pub max_concurrency: Option<u32>,
     /// Requests started per minute, across every run of the process.
     pub requests_per_minute: Option<u32>,
-    /// The longest `Retry-After` obeyed: a server asking for more is
-    /// waited for this long at most, and the error says what it asked.
+    /// The longest `Retry-After` obeyed, so a server cannot hold a step
+    /// for a day: one asking for more fails the call at once
+    /// (`rate_limited`, with no wait handed on), saying what it asked.
     pub max_retry_after: Duration,
     /// Bytes of an answer's text kept at most; a longer answer fails.
     pub max_answer_bytes: usize,
@@ -508,24 +510,11 @@ impl HttpProvider {
                 )
             }
             429 => {
-                let asked = retry_after(headers, now);
-                let limit = self.settings.max_retry_after;
                 let error =
                     PortError::new(ErrorClass::RateLimited, format!("the provider answered 429: {message}"))
                         .with_cause(Cause::RateLimited { provider: self.settings.name.clone() });
-                match asked {
-                    // A wait of a day is not slept: the next attempt comes
-                    // after the cap, and the error says what was asked.
-                    Some(asked) if asked > limit => PortError {
-                        retry_after: Some(limit),
-                        message: format!("{}; it asks to wait {}", error.message, words(asked)),
-                        hint: Some(format!(
-                            "the server asks for a longer wait than the {} cairn gives it between attempts: \
-                             once its limit resets, run the step again",
-                            words(limit)
-                        )),
-                        ..error
-                    },
+                match retry_after(headers, now) {
+                    Some(asked) if asked > self.settings.max_retry_after => self.too_long_a_wait(error, asked),
                     asked => PortError { retry_after: asked, ..error },
                 }
             }
@@ -534,6 +523,36 @@ impl HttpProvider {
             }
             _ => PortError::new(ErrorClass::Fatal, format!("the provider answered {code}: {message}"))
                 .with_hint("the request was refused as it is; check the model name and the step's settings"),
+        }
+    }
+
+    /// A 429 whose server asks for a longer wait than `max_retry_after`:
+    /// the call fails at once, `rate_limited`, saying what was asked and
+    /// the limit, and hands the engine no wait (`retry_after` is `None`).
+    /// Why none: the engine takes a `retry_after` as the least delay
+    /// before its next attempt, so the asked wait would park the step for
+    /// as long as the server says (a day), and the limit would be a wait
+    /// the server did not ask for and refuses anyway. The step's own
+    /// retry policy still applies (`rate_limited` is retried by default,
+    /// after its backoff, up to `max_attempts`); each further attempt is
+    /// likely refused the same way and fails as quickly, so the step ends
+    /// `rate_limited` in seconds, with this message and hint.
+    fn too_long_a_wait(&self, error: PortError, asked: Duration) -> PortError {
+        let limit = self.settings.max_retry_after;
+        PortError {
+            retry_after: None,
+            message: format!(
+                "{}; it asks to wait {}, more than the {} this provider allows",
+                error.message,
+                words(asked),
+                words(limit)
+            ),
+            hint: Some(
+                "cairn does not wait that long between attempts, so this attempt failed at once: run the step \
+                 again once the provider's limit resets, or send its agent to another provider"
+                    .into(),
+            ),
+            ..error
         }
     }
 }
@@ -659,19 +678,41 @@ mod tests {
     const KEY: &str = "canary-XYZ-0123456789";
 
     #[test]
-    fn a_retry_after_past_the_cap_is_capped_and_said() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470);
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("retry-after", reqwest::header::HeaderValue::from_static("100000"));
+    fn a_retry_after_past_the_cap_fails_at_once_and_hands_on_no_wait() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470); // Wed, 21 Oct 2015 07:27:50 GMT
         let status = reqwest::StatusCode::TOO_MANY_REQUESTS;
-        let e = provider().status_error(status, &headers, "{}", now);
-        assert_eq!(e.class, ErrorClass::RateLimited);
-        assert_eq!(e.retry_after, Some(Duration::from_secs(300)), "never a day");
-        assert_eq!(e.message, "the provider answered 429: 429 Too Many Requests; it asks to wait 1d3h46m40s");
-        assert!(e.hint.as_deref().is_some_and(|h| h.contains("5m")), "{e:?}");
-        headers.insert("retry-after", reqwest::header::HeaderValue::from_static("7"));
-        let e = provider().status_error(status, &headers, "{}", now);
-        assert_eq!((e.retry_after, e.hint), (Some(Duration::from_secs(7)), None), "within the cap: obeyed");
+        let error = |name: &'static str, value: &'static str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(name, reqwest::header::HeaderValue::from_static(value));
+            provider().status_error(status, &headers, "{}", now)
+        };
+        for (name, value, asked) in [
+            ("retry-after", "100000", "1d3h46m40s"),
+            ("retry-after", "301", "5m1s"),
+            ("retry-after-ms", "300001", "5m1ms"),
+            ("retry-after", "Thu, 22 Oct 2015 07:27:50 GMT", "1d"),
+        ] {
+            let e = error(name, value);
+            assert_eq!(e.class, ErrorClass::RateLimited, "{name}: {value}");
+            assert_eq!(e.retry_after, None, "{name}: {value}: no wait handed on, neither a day nor the cap");
+            assert_eq!(
+                e.message,
+                format!(
+                    "the provider answered 429: 429 Too Many Requests; it asks to wait {asked}, \
+                     more than the 5m this provider allows"
+                )
+            );
+            assert!(e.hint.as_deref().is_some_and(|h| h.contains("failed at once")), "{e:?}");
+            assert_eq!(e.cause, Some(Cause::RateLimited { provider: "default".into() }));
+        }
+        for (name, value, obeyed) in [
+            ("retry-after", "7", Duration::from_secs(7)),
+            ("retry-after", "300", Duration::from_secs(300)),
+            ("retry-after-ms", "300000", Duration::from_secs(300)),
+        ] {
+            let e = error(name, value);
+            assert_eq!((e.retry_after, e.hint), (Some(obeyed), None), "within the cap: obeyed");
+        }
     }
 
     #[test]

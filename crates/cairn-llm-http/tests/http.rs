@@ -463,3 +463,56 @@ async fn the_whole_timeout_fires_while_a_server_drips_forever() {
         assert!(err.message.contains("did not finish within"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_retry_after_past_the_cap_fails_at_once_with_rate_limited_and_says_why() {
+    let limited =
+        |headers: &str| http("429 Too Many Requests", headers, r#"{"error":{"message":"slow down"}}"#);
+    for (headers, asked) in
+        [("retry-after: 100000\r\n", "1d3h46m40s"), ("retry-after-ms: 400000\r\n", "6m40s")]
+    {
+        let server = Server::start(vec![limited(headers)], Duration::ZERO).await;
+        for stream in [true, false] {
+            let started = std::time::Instant::now();
+            let err = provider(&server.url, stream)
+                .chat(request(ResponseFormat::Text))
+                .await
+                .expect_err("rate limited");
+            assert!(started.elapsed() < Duration::from_secs(5), "not prompt: {:?}", started.elapsed());
+            assert_eq!(err.class, ErrorClass::RateLimited, "{err}");
+            assert_eq!(
+                err.message,
+                format!(
+                    "the provider answered 429: slow down; it asks to wait {asked}, more than the 5m this provider allows"
+                )
+            );
+            assert_eq!(err.retry_after, None, "no wait handed to the engine: {err:?}");
+            assert!(err.hint.as_deref().is_some_and(|h| h.contains("failed at once")), "{err:?}");
+        }
+    }
+    // The cap is the provider's: a shorter one refuses a shorter wait.
+    let server = Server::start(vec![limited("retry-after: 3\r\n")], Duration::ZERO).await;
+    let mut s = settings(&server.url, true);
+    s.max_retry_after = Duration::from_secs(2);
+    let err = HttpProvider::new(s).expect("valid").chat(request(ResponseFormat::Text)).await;
+    let err = err.expect_err("rate limited");
+    assert_eq!((err.class, err.retry_after), (ErrorClass::RateLimited, None), "{err:?}");
+    assert!(err.message.ends_with("it asks to wait 3s, more than the 2s this provider allows"), "{err}");
+}
+
+#[tokio::test]
+async fn a_retry_after_within_the_cap_is_handed_to_the_engine() {
+    let limited = |headers: &str| http("429 Too Many Requests", headers, "{}");
+    for (headers, wait) in [
+        ("retry-after: 7\r\n", Duration::from_secs(7)),
+        ("retry-after: 300\r\n", Duration::from_secs(300)),
+        ("retry-after-ms: 1500\r\n", Duration::from_millis(1500)),
+    ] {
+        let server = Server::start(vec![limited(headers)], Duration::ZERO).await;
+        let err =
+            provider(&server.url, true).chat(request(ResponseFormat::Text)).await.expect_err("rate limited");
+        assert_eq!((err.class, err.retry_after), (ErrorClass::RateLimited, Some(wait)), "{headers}: {err:?}");
+        assert_eq!(err.message, "the provider answered 429: 429 Too Many Requests", "{headers}");
+        assert_eq!(err.hint, None, "{headers}: the cause words it");
+    }
+}

@@ -9,16 +9,18 @@
 //! are decided in the engine from the error class a port returns).
 //!
 //! May depend on: `cairn-domain`, and small trait-support crates
-//! (async-trait, thiserror, serde; mockall behind the `test-util` feature).
-//! Never on the engine, an adapter or the app.
+//! (async-trait, thiserror, serde; mockall behind the `test-util` feature;
+//! sha2 and getrandom for token secrets). Never on the engine, an adapter
+//! or the app.
 //!
 //! Read first: [`RunStore`], [`LlmProvider`], [`CommandRunner`], [`Clock`],
-//! [`EventSink`], [`StepHandler`], and [`PortError`].
+//! [`EventSink`], [`StepHandler`], [`TokenStore`], and [`PortError`].
 
 mod error;
 mod llm;
 mod secrets;
 mod store;
+mod tokens;
 
 use std::time::Duration;
 
@@ -29,16 +31,19 @@ use serde_json::Value;
 
 pub use error::{Damage, DamageKind, PortError, StoreError};
 pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, Usage};
-pub use secrets::{MIN_SECRET_LEN, REDACTED, Secrets};
+pub use secrets::{MIN_SECRET_LEN, REDACTED, Secrets, StreamRedactor};
 pub use store::{
     Cursor, CursorError, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun, follows,
     tally_usage,
 };
+pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;
 #[cfg(feature = "test-util")]
 pub use store::MockRunStore;
+#[cfg(feature = "test-util")]
+pub use tokens::MockTokenStore;
 
 /// A program to run: argv (never a shell), working directory, environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +146,10 @@ pub enum LiveEvent<'a> {
     Token {
         /// The step.
         path: &'a StepPath,
-        /// The next piece of text.
+        /// The attempt the text belongs to, from 1: a retry streams its
+        /// answer anew, and a watcher tells the two apart by it.
+        attempt: u32,
+        /// The next piece of text, cleaned of the host's secrets.
         text: &'a str,
     },
     /// A live-only message about a step (never persisted).

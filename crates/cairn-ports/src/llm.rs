@@ -115,7 +115,9 @@ pub struct ChatResponse {
 ///
 /// Contract: one call is one logical request (an adapter may reconnect before
 /// any byte arrived, nothing more); errors carry a class — `transient` for
-/// connection failures and 5xx, `rate_limited` with `retry_after` for 429,
+/// connection failures and 5xx, `rate_limited` with `retry_after` for 429
+/// (none when the server asks to wait longer than the adapter allows:
+/// the call fails at once, its message saying what was asked),
 /// `permission` for 401/403 with a hint naming the key setting, `fatal` for
 /// other refusals. Keys never appear in errors.
 #[cfg_attr(feature = "test-util", mockall::automock)]

@@ -104,6 +104,14 @@ impl Secrets {
         self.values.is_empty()
     }
 
+    /// The length in bytes of the longest secret (0 when there is none):
+    /// text that arrives in pieces must hold back one byte less than this
+    /// before it is shown, or a secret split between two pieces would
+    /// pass unseen.
+    pub fn longest(&self) -> usize {
+        self.values.first().map_or(0, String::len)
+    }
+
     /// `text` with every secret, and every credential of a URL, replaced
     /// by [`REDACTED`]; borrowed when there was nothing to hide.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -241,6 +249,69 @@ impl Secrets {
                 self.redact_value(other);
             }
         }
+    }
+}
+
+/// Text that arrives in pieces (a model's streamed answer), cleaned as
+/// [`Secrets::redact`] cleans it whole: a secret, or a URL's credentials,
+/// split between two pieces is hidden all the same, because the end of the
+/// text that could still turn out to be the start of one waits for the next
+/// piece (or for [`StreamRedactor::finish`]) before it is shown.
+///
+/// What waits: the last [`Secrets::longest`]` - 1` bytes (on a character
+/// boundary), and an unfinished word that may be a URL with credentials
+/// (one holding `:`, `?` or `&`) until a character that ends a URL follows.
+#[derive(Debug, Clone, Default)]
+pub struct StreamRedactor {
+    /// The secrets to hide.
+    secrets: Secrets,
+    /// Cleaned text not shown yet: it may still be the start of a secret.
+    held: String,
+}
+
+impl StreamRedactor {
+    /// A redactor of one stream, hiding `secrets`.
+    pub fn new(secrets: Secrets) -> Self {
+        Self { secrets, held: String::new() }
+    }
+
+    /// What may be shown, cleaned, now that `piece` arrived (often all of
+    /// it; empty when everything must wait). Everything shown, followed by
+    /// what [`StreamRedactor::finish`] returns, is the whole text cleaned.
+    pub fn push(&mut self, piece: &str) -> String {
+        self.held.push_str(piece);
+        let mut cleaned = match self.secrets.redact(&self.held) {
+            Cow::Borrowed(_) => std::mem::take(&mut self.held),
+            Cow::Owned(cleaned) => cleaned,
+        };
+        let cut = self.shown_len(&cleaned);
+        self.held = cleaned.split_off(cut);
+        cleaned
+    }
+
+    /// What was held back, cleaned: the stream ended. The redactor is
+    /// empty again, ready for another stream.
+    pub fn finish(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        match self.secrets.redact(&held) {
+            Cow::Borrowed(_) => held,
+            Cow::Owned(cleaned) => cleaned,
+        }
+    }
+
+    /// How much of `cleaned` (the held text and a new piece, cleaned) can
+    /// be shown: all but what might still be the start of a secret or of a
+    /// URL's credentials.
+    fn shown_len(&self, cleaned: &str) -> usize {
+        let mut cut = cleaned.len().saturating_sub(self.secrets.longest().saturating_sub(1));
+        while !cleaned.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        // Credentials in a URL never reach past a character that ends one,
+        // so a finished word is cleaned for good.
+        let word =
+            cleaned.char_indices().rev().find(|&(_, c)| ends_url(c)).map_or(0, |(i, c)| i + c.len_utf8());
+        if cleaned[word..].contains([':', '?', '&']) { cut.min(word) } else { cut }
     }
 }
 
@@ -433,6 +504,67 @@ mod tests {
         assert!(matches!(cleaned, EventKind::UsageRecorded { model, .. } if model == "echo-***"));
         let same = EventKind::StepStarted { path, attempt: 2 };
         assert_eq!(Secrets::new([KEY]).redact_event(same.clone()).expect("an event"), same);
+    }
+
+    /// The pieces `text` splits into at `cuts` (byte offsets, ascending).
+    fn pieces<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
+        let mut bounds = vec![0];
+        bounds.extend(cuts.iter().copied().filter(|&c| text.is_char_boundary(c)));
+        bounds.push(text.len());
+        bounds.windows(2).map(|w| &text[w[0]..w[1]]).collect()
+    }
+
+    /// Everything a redactor shows of `pieces`, piece by piece, then at the end.
+    fn streamed(secrets: &Secrets, pieces: &[&str]) -> (Vec<String>, String) {
+        let mut redactor = StreamRedactor::new(secrets.clone());
+        let mut shown: Vec<String> = pieces.iter().map(|p| redactor.push(p)).collect();
+        shown.push(redactor.finish());
+        let whole = shown.concat();
+        (shown, whole)
+    }
+
+    #[test]
+    fn a_secret_or_a_urls_credentials_split_between_pieces_never_show() {
+        let s = Secrets::new([KEY, "pässwörd-ünïcode"]);
+        let text = format!(
+            "key {KEY}, again:{KEY}; pässwörd-ünïcode and https://u:hunter22@h/x?api_key=s3cr3tv&ok=1 done"
+        );
+        let want = s.redact(&text).into_owned();
+        assert!(!want.contains(KEY) && !want.contains("hunter22") && !want.contains("s3cr3tv"), "{want}");
+        for a in 0..=text.len() {
+            for b in a..=text.len() {
+                let (shown, whole) = streamed(&s, &pieces(&text, &[a, b]));
+                assert_eq!(whole, want, "cut at {a} and {b}");
+                for (i, piece) in shown.iter().enumerate() {
+                    for secret in [KEY, "hunter22", "s3cr3tv", "pässwörd"] {
+                        assert!(!piece.contains(secret), "piece {i} of cuts {a},{b}: {piece:?}");
+                    }
+                }
+            }
+        }
+        let (_, whole) = streamed(&s, &text.split_inclusive(|_| true).collect::<Vec<_>>());
+        assert_eq!(whole, want, "a character at a time");
+    }
+
+    #[test]
+    fn text_without_secrets_flows_through_and_only_what_may_be_one_waits() {
+        let s = Secrets::new([KEY]);
+        assert_eq!(s.longest(), KEY.len());
+        assert_eq!(Secrets::default().longest(), 0);
+        let (shown, _) = streamed(&Secrets::default(), &["str", "eam", "ed"]);
+        assert_eq!(shown, ["str", "eam", "ed", ""], "nothing waits with no secrets and no URL");
+        let mut r = StreamRedactor::new(s);
+        let first = r.push("Hello there, a long enough piece");
+        assert_eq!(first.len(), "Hello there, a long enough piece".len() - (KEY.len() - 1));
+        assert_eq!(first, "Hello there, a lon");
+        assert_eq!(r.push(" and the end"), "g enough pie");
+        assert_eq!(r.finish(), "ce and the end");
+        assert_eq!(r.finish(), "", "finishing twice shows nothing more");
+        let mut r = StreamRedactor::default();
+        assert_eq!(r.push("see https://user:pa"), "see ", "an unfinished URL waits");
+        assert_eq!(r.push("ss@host/x and"), "https://***@host/x and");
+        assert_eq!(r.push(" https://h/?key=abc"), " ");
+        assert_eq!(r.finish(), "https://h/?key=***");
     }
 
     #[test]

@@ -27,6 +27,9 @@
 //! nothing past it and deleting nothing; [`examine`] reports it for
 //! `cairn doctor`.
 //!
+//! It also keeps the API tokens `cairn serve` accepts (`TokenStore`, in
+//! `tokens.rs`): a tree of their own beside the runs', outside the log.
+//!
 //! What it deliberately does not do: interpret events beyond the run status
 //! and token usage (folding state is the domain's), or schedule anything
 //! (the engine's). Records on disk are this crate's own versioned envelopes.
@@ -39,6 +42,7 @@
 mod applier;
 mod doctor;
 mod records;
+mod tokens;
 mod wal;
 
 pub use doctor::{Examination, FileReport, FileState, RunReport, examine};
@@ -128,6 +132,8 @@ pub struct SledStore {
     definitions: sled::Tree,
     events: sled::Tree,
     snapshots: sled::Tree,
+    /// API tokens by name (`tokens.rs`): not logged, flushed on change.
+    tokens: sled::Tree,
     durability: Durability,
     holder_file: Option<PathBuf>,
     /// The data directory (none for a temporary store): where the seal is.
@@ -309,6 +315,7 @@ impl SledStore {
             applier: Applier::start(events.clone()).map_err(sled::Error::Io)?,
             events,
             snapshots: db.open_tree("snapshots")?,
+            tokens: db.open_tree(tokens::TOKENS_TREE)?,
             db,
             durability,
             holder_file,
@@ -886,11 +893,14 @@ impl RunStore for SledStore {
     }
 
     async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError> {
-        self.settle()?;
         // What the store recorded of the run's end: the log must reach it,
-        // through the chunk it names.
+        // through the chunk it names. Read before the applier settles, so
+        // an append that lands meanwhile (queued under the same lock) is
+        // applied before the log is read: a live run never reads as
+        // rolled back.
         let known =
             lock(&self.live).get(run.as_str()).map(|record| Mark { seq: record.last_seq, head: record.head });
+        self.settle()?;
         let known = match known {
             Some(known) => Some(known),
             None => match self.runs.get(run.as_str()).map_err(io)? {

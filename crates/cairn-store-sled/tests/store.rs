@@ -9,6 +9,7 @@ use cairn_ports::{NewRun, RunQuery, RunStore};
 use cairn_store_sled::{Durability, OpenError, SledStore};
 
 cairn_testkit::run_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
+cairn_testkit::run_token_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
 
 fn dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sled").join(name);
@@ -569,4 +570,32 @@ async fn a_chunk_replaced_in_the_middle_of_a_log_breaks_its_chain() {
         }
         other => panic!("expected a broken chain, got {:?}", other.map(|r| r.events.len())),
     }
+}
+
+/// A reader of a run that is being appended to (a server's client reading
+/// a run its server drives) never sees it as rolled back: what the store
+/// recorded of the run's end is applied before the log is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_read_while_it_is_appended_to_is_never_seen_rolled_back() {
+    let d = dir("read-while-appending");
+    let store = std::sync::Arc::new(SledStore::open(&d, Durability::Sync, "test").expect("open"));
+    store.create(new_run("r1")).await.expect("create");
+    let id = RunId::new("r1").expect("id");
+    let writer = {
+        let (store, id) = (std::sync::Arc::clone(&store), id.clone());
+        tokio::spawn(async move {
+            for seq in 2..400 {
+                let kind = if seq == 2 { EventKind::RunStarted } else { usage("m", 1, 1) };
+                store.append(&id, seq - 1, &[event(seq, kind)]).await.expect("append");
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let run = store.load(&id, 0).await.unwrap_or_else(|e| panic!("read {reads}: {e}"));
+        assert_eq!(run.events.last().map(|e| e.seq), Some(run.events.len() as u64));
+        reads += 1;
+    }
+    writer.await.expect("the writer ends");
+    assert!(reads > 10, "the reads raced the writes ({reads})");
 }

@@ -1,5 +1,6 @@
 //! Test support shared by cairn's crates: a fake clock, event-log rendering
-//! for snapshots, and the conformance suite every `RunStore` must pass.
+//! for snapshots, and the conformance suites every `RunStore` and every
+//! `TokenStore` must pass.
 //!
 //! What it is: code used only from tests (`[dev-dependencies]`).
 //!
@@ -10,9 +11,11 @@
 //! utilities). Never on the engine, an adapter or the app (they depend on
 //! it, to run its suites).
 //!
-//! Read first: [`FakeClock`], [`run_store_suite!`], [`event_line`].
+//! Read first: [`FakeClock`], [`run_store_suite!`], [`run_token_store_suite!`],
+//! [`event_line`].
 
 pub mod store_suite;
+pub mod token_suite;
 
 use std::time::Duration;
 

@@ -29,5 +29,9 @@ impl StepHandler for WordStats {
 }
 
 fn main() -> std::process::ExitCode {
-    Cli::new(SledStores).handler("word_stats", WordStats).run()
+    Cli::new(SledStores)
+        .front(cairn_server::Http)
+        .client(cairn_client::Http)
+        .handler("word_stats", WordStats)
+        .run()
 }

@@ -76,6 +76,14 @@ pub struct CommandLine {
     /// No progress on stderr (errors still print).
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
+    /// Go through the `cairn serve` at this URL (`http://HOST:PORT`) instead of a data
+    /// directory. Without it, every verb goes through the server that holds the data
+    /// directory, when one does.
+    #[arg(long, global = true, env = "CAIRN_SERVER", value_name = "URL", help_heading = GLOBAL)]
+    pub server: Option<String>,
+    /// The API token to present to `--server` (never printed).
+    #[arg(long, global = true, env = "CAIRN_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = GLOBAL)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub verb: Verb,
@@ -175,6 +183,10 @@ pub enum Verb {
         /// Never ask at the terminal: a gate persists the wait and exits 3.
         #[arg(long)]
         non_interactive: bool,
+        /// Return at once with the run id (json: the run's JSON); the run goes on in the
+        /// server, or in a background process of its own.
+        #[arg(long)]
+        detach: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
@@ -328,6 +340,9 @@ pub enum Verb {
     Events {
         /// The run.
         run: String,
+        /// Keep printing new events as they are recorded, until the run ends.
+        #[arg(long)]
+        follow: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = EventsFormat::Text)]
         format: EventsFormat,
@@ -413,6 +428,31 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = DocFormat::Text)]
         format: DocFormat,
     },
+    /// Serve the HTTP API: drive every run of the data directory, many at once, and let any
+    /// shell or browser watch and steer them.
+    #[command(after_help = "Examples:
+  cairn serve                                  on 127.0.0.1:7770, tokens required
+  cairn token create ops --role operator       a token for a client (printed once)
+  cairn serve --listen 127.0.0.1:0 --auth none a free port, no tokens (loopback only)
+
+The server prints `cairn serve listening on http://HOST:PORT` on stderr once it accepts
+connections. SIGTERM or Ctrl-C stops it: what runs is left to the next start, nothing
+recorded is lost. The API is in docs/server.md.")]
+    Serve {
+        /// The address to listen on (`HOST:PORT`; port 0 picks a free one).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7770")]
+        listen: String,
+        /// How callers are told apart: bearer tokens (`cairn token create`), or none (only
+        /// on a loopback address).
+        #[arg(long, value_enum, default_value_t = AuthMode::Token)]
+        auth: AuthMode,
+        /// How the server logs: lines for people, or one JSON object per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Make, list and revoke the API tokens `cairn serve` accepts.
+    #[command(subcommand)]
+    Token(TokenVerb),
     /// Print cairn's version.
     #[command(after_help = "Examples:
   cairn version
@@ -422,6 +462,80 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = DocFormat::Text)]
         format: DocFormat,
     },
+}
+
+/// The `token` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TokenVerb {
+    /// Make a token; its secret is printed alone on stdout, this once (the store keeps a hash).
+    #[command(after_help = "Examples:
+  cairn token create ci --role operator
+  cairn token create lead-alice --gate-role tech_lead --expires 30d")]
+    Create {
+        /// Its name (1 to 64 of a-z, 0-9, `_`, `-`): recorded as the actor of what it does.
+        name: String,
+        /// What it may do: read (viewer), also start and steer runs (operator), also manage
+        /// tokens (admin).
+        #[arg(long, value_enum, default_value_t = RoleArg::Viewer)]
+        role: RoleArg,
+        /// A role of a gate's `approvers` it may decide as (repeat for more).
+        #[arg(long = "gate-role", value_name = "ROLE")]
+        gate_roles: Vec<String>,
+        /// How long it is valid (`30d`, `12h`); forever when left out.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List tokens: name, role, gate roles, created, expires, last used (never a secret).
+    List {
+        /// Output format (json: an array of `{name, role, gate_roles, created_at, expires_at,
+        /// last_used_at}`).
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Revoke a token: no request is accepted with it again.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// A token's role, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Reads runs, events, checkpoints, workflows; validates.
+    Viewer,
+    /// A viewer that also starts, pauses, resumes, cancels and forks runs and answers.
+    Operator,
+    /// An operator that also manages tokens.
+    Admin,
+}
+
+impl From<RoleArg> for cairn_domain::access::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Viewer => Self::Viewer,
+            RoleArg::Operator => Self::Operator,
+            RoleArg::Admin => Self::Admin,
+        }
+    }
+}
+
+/// How `serve` tells callers apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every request but health and the API document needs `Authorization: Bearer TOKEN`.
+    Token,
+    /// Nobody is asked: only on a loopback address.
+    None,
+}
+
+/// How `serve` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How `validate` prints.

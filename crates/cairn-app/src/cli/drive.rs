@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use cairn_domain::id::RunId;
+use cairn_domain::steer::Request;
 use cairn_ports::Clock;
 use serde_json::{Map, Value};
 
@@ -39,16 +42,49 @@ pub(crate) fn run(
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
     let opened = verbs.open_driving("run", &run_id)?;
-    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()));
-    opened.runtime.block_on(started).map_err(|e| match e {
-        // Inputs are the file's: say which.
-        Error::Engine(cairn_engine::EngineError::Inputs(problems)) => {
-            Error::File { path: start.file.clone(), reason: problems.join("; ") }
-        }
-        other => other,
-    })?;
+    let by = crate::host::whoami();
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by);
+    opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
     let run = drive_on(&opened, &run_id, interactive)?;
     Ok(print_run(&run, format))
+}
+
+/// `cairn run FILE --detach`: starts a run and returns at once with its
+/// id. A server drives it; without one, a background `cairn resume` of its
+/// own does (its words go to `logs/RUN.log` in the data directory).
+pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Result<u8, Error> {
+    let definition = load_definition(&start.file)?;
+    let inputs = gather_inputs(start.inputs_file.as_deref(), &start.inputs)?;
+    let run_id = match start.run_id {
+        Some(id) => super::run_id(&id)?,
+        None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
+    };
+    let opened = verbs.open("run")?;
+    let by = crate::host::whoami();
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by);
+    let run = opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
+    if !opened.app.served() {
+        // Let go of the store first: the background process opens it.
+        drop(opened);
+        verbs.resume_in_background(&run_id)?;
+    }
+    match format {
+        RunFormat::Text => outln!("{run_id}"),
+        RunFormat::Json => {
+            print_run(&run, RunFormat::Json);
+        }
+    }
+    Ok(super::exit::OK)
+}
+
+/// Problems with a run's inputs are the inputs file's: say which.
+fn inputs_of(e: Error, file: &Path) -> Error {
+    match e {
+        Error::Engine(cairn_engine::EngineError::Inputs(problems)) => {
+            Error::File { path: file.to_path_buf(), reason: problems.join("; ") }
+        }
+        other => other,
+    }
 }
 
 /// `cairn resume RUN`: drives a stored run on, first raising its budget
@@ -82,7 +118,7 @@ pub(crate) fn drive_on(opened: &Opened, id: &RunId, interactive: bool) -> Result
 /// second SIGINT exits at once (what was recorded is kept: `resume` runs
 /// the steps that were in flight again).
 fn signals(opened: &Opened, id: &RunId) {
-    let control = opened.app.control(id);
+    let app = Arc::clone(&opened.app);
     let id = id.clone();
     opened.runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -104,9 +140,9 @@ fn signals(opened: &Opened, id: &RunId) {
                         "pausing: running steps finish, nothing new starts; `cairn resume {id}` goes on \
                          (Ctrl-C again stops at once, SIGTERM cancels)"
                     );
-                    control.pause();
+                    app.interrupt(&id, Request::Pause).await;
                 }
-                _ = terminate.recv() => control.cancel(),
+                _ = terminate.recv() => app.interrupt(&id, Request::Cancel).await,
             }
         }
     });

@@ -27,7 +27,11 @@ pub(crate) fn decide(verbs: &Verbs<'_>, id: &RunId, call: GateCall, then: &Then)
                 verbs.notice(decided(&call, gate.as_str()));
             }
             if then.detach {
-                verbs.notice(format_args!("recorded; `cairn resume {id}` drives the run on"));
+                if opened.app.served() {
+                    verbs.notice("recorded; the server drives the run on");
+                } else {
+                    verbs.notice(format_args!("recorded; `cairn resume {id}` drives the run on"));
+                }
                 print_run(&run, then.format);
                 return Ok(exit::OK);
             }

@@ -75,8 +75,26 @@ pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result
 }
 
 /// `cairn events RUN`: the audit trail.
-pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, format: EventsFormat) -> Result<u8, Error> {
+pub(crate) fn events(verbs: &Verbs<'_>, id: &RunId, follow: bool, format: EventsFormat) -> Result<u8, Error> {
     let opened = verbs.open("events")?;
+    if follow {
+        let mut print = |e: &cairn_domain::state::Event| match format {
+            EventsFormat::Text => outln!("{}", view::event::line(e)),
+            EventsFormat::Jsonl | EventsFormat::Json => outln!("{}", view::event::json(e)),
+        };
+        opened.runtime.block_on(opened.app.follow(id, 0, &mut print))?;
+        if !opened.app.served() {
+            // This process holds the store, so nothing else moves the run.
+            let run = opened.runtime.block_on(opened.app.status(id))?;
+            if !run.state.status.is_terminal() {
+                verbs.notice(format_args!(
+                    "note: no process drives run `{id}` (status {}); `cairn resume {id}` goes on, or                      `cairn serve` keeps the data directory's runs going for every shell",
+                    cairn_domain::state::word(run.state.status)
+                ));
+            }
+        }
+        return Ok(exit::OK);
+    }
     let events = opened.runtime.block_on(opened.app.events(id))?;
     if format == EventsFormat::Json {
         outln!("{}", serde_json::Value::Array(events.iter().map(view::event::json).collect()));

@@ -32,9 +32,11 @@ mod init;
 mod inspect;
 mod meta;
 mod prompt;
+pub mod serve;
 mod steer;
 mod summary;
 pub(crate) mod term;
+mod token;
 mod words;
 
 use std::ffi::OsString;
@@ -57,6 +59,7 @@ use crate::app::{App, Run};
 use crate::config::Loaded;
 use crate::error::Error;
 use crate::host::{Holder, Plugins, Setup, StoreFactory};
+use crate::operations::{Operations, Target};
 use crate::progress::Progress;
 use crate::view;
 
@@ -91,7 +94,27 @@ pub struct Cli {
 impl Cli {
     /// The command line over the stores `stores` opens.
     pub fn new(stores: impl StoreFactory + 'static) -> Self {
-        Self { plugins: Plugins { stores: Arc::new(stores), handlers: Vec::new(), providers: Vec::new() } }
+        let plugins = Plugins {
+            stores: Arc::new(stores),
+            handlers: Vec::new(),
+            providers: Vec::new(),
+            front: None,
+            client: None,
+        };
+        Self { plugins }
+    }
+
+    /// Plugs in the client every verb goes through while a server holds
+    /// the data directory (or `--server` names one).
+    pub fn client(mut self, client: impl crate::operations::Connect + 'static) -> Self {
+        self.plugins.client = Some(Arc::new(client));
+        self
+    }
+
+    /// Plugs in the front `cairn serve` runs (the HTTP server).
+    pub fn front(mut self, front: impl crate::service::Front + 'static) -> Self {
+        self.plugins.front = Some(Arc::new(front));
+        self
     }
 
     /// Registers the handler `uses: NAME` steps call.
@@ -133,6 +156,8 @@ impl Cli {
             config: line.config.as_deref(),
             llm: line.llm.as_deref(),
             quiet: line.quiet,
+            server: line.server.as_deref(),
+            token: line.token.as_deref(),
         };
         // The verb's name, as errors name what was asked (`cannot approve ...`).
         let asked = matches.subcommand_name().unwrap_or_default().to_owned();
@@ -144,12 +169,12 @@ impl Cli {
 /// The global flags each verb does not read, hidden from its `--help`
 /// (still accepted, so a script may pass them to every verb).
 const NOT_READ: &[(&str, &[&str])] = &[
-    ("validate", &["data_dir", "config", "llm"]),
-    ("plan", &["data_dir", "config", "llm"]),
-    ("init", &["data_dir", "config", "llm"]),
-    ("completions", &["data_dir", "config", "llm", "quiet"]),
-    ("man", &["data_dir", "config", "llm", "quiet"]),
-    ("version", &["data_dir", "config", "llm", "quiet"]),
+    ("validate", &["data_dir", "config", "llm", "server", "token"]),
+    ("plan", &["data_dir", "config", "llm", "server", "token"]),
+    ("init", &["data_dir", "config", "llm", "server", "token"]),
+    ("completions", &["data_dir", "config", "llm", "quiet", "server", "token"]),
+    ("man", &["data_dir", "config", "llm", "quiet", "server", "token"]),
+    ("version", &["data_dir", "config", "llm", "quiet", "server", "token"]),
     ("runs", &["llm"]),
     ("events", &["llm"]),
     ("checkpoints", &["llm"]),
@@ -157,7 +182,9 @@ const NOT_READ: &[(&str, &[&str])] = &[
     ("prune", &["llm"]),
     ("pause", &["llm"]),
     ("cancel", &["llm"]),
-    ("doctor", &["config", "llm"]),
+    ("doctor", &["config", "llm", "server", "token"]),
+    ("token", &["llm"]),
+    ("serve", &["server", "token"]),
 ];
 
 /// The command line as clap describes it (for parsing, help, completions
@@ -184,11 +211,16 @@ pub(crate) struct Verbs<'a> {
     llm: Option<&'a str>,
     /// `-q`: no progress on stderr.
     quiet: bool,
+    /// `--server`: go through this server.
+    server: Option<&'a str>,
+    /// `--token`: the token to present to it.
+    token: Option<&'a str>,
 }
 
-/// The application of one verb, and its runtime.
+/// The operations of one verb (this process's own, or a server's), and
+/// its runtime.
 pub(crate) struct Opened {
-    pub app: App,
+    pub app: Arc<dyn Operations>,
     pub runtime: tokio::runtime::Runtime,
 }
 
@@ -197,9 +229,13 @@ impl Verbs<'_> {
         match verb {
             Verb::Validate { files, format } => define::validate(&files, format),
             Verb::Plan { file, format } => define::plan(&file, format),
-            Verb::Run { file, inputs, inputs_file, run_id, non_interactive, format } => {
+            Verb::Run { file, inputs, inputs_file, run_id, non_interactive, detach, format } => {
                 let request = drive::Start { file, inputs, inputs_file, run_id };
-                drive::run(self, request, !non_interactive, format)
+                if detach {
+                    drive::detach(self, request, format)
+                } else {
+                    drive::run(self, request, !non_interactive, format)
+                }
             }
             Verb::Resume { run, budget_usd, by, non_interactive, format } => {
                 let budget = budget_usd.map(|usd| (usd, by.unwrap_or_else(crate::host::whoami)));
@@ -221,7 +257,7 @@ impl Verbs<'_> {
                 inspect::runs(self, page, format)
             }
             Verb::Status { run, format } => inspect::status(self, &run_id(&run)?, format),
-            Verb::Events { run, format } => inspect::events(self, &run_id(&run)?, format),
+            Verb::Events { run, follow, format } => inspect::events(self, &run_id(&run)?, follow, format),
             Verb::Checkpoints { run, format } => inspect::checkpoints(self, &run_id(&run)?, format),
             Verb::Pause { run, format } => steer::stop(self, &run_id(&run)?, false, format),
             Verb::Cancel { run, format } => steer::stop(self, &run_id(&run)?, true, format),
@@ -232,6 +268,8 @@ impl Verbs<'_> {
             Verb::Man { verb } => meta::man(verb.as_deref()),
             Verb::Version { format } => meta::version(format),
             Verb::Doctor { format } => doctor::doctor(self, format),
+            Verb::Serve { listen, auth, log_format } => serve::serve(self, &listen, auth, log_format),
+            Verb::Token(verb) => token::token(self, verb),
         }
     }
 
@@ -264,10 +302,67 @@ impl Verbs<'_> {
         sink: Arc<dyn EventSink>,
         wait: std::time::Duration,
     ) -> Result<Opened, Error> {
+        self.open_as(Holder::me(verb, drives.map(RunId::as_str)), sink, wait)
+    }
+
+    /// The operations for the process `holder` describes (its verb and
+    /// run), sending live events to `sink`: a server's, when one holds
+    /// the data directory or `--server` names one, else this process's.
+    fn open_as(
+        &self,
+        holder: Holder,
+        sink: Arc<dyn EventSink>,
+        wait: std::time::Duration,
+    ) -> Result<Opened, Error> {
+        if let Some(target) = self.remote() {
+            let Some(client) = self.plugins.client.clone() else {
+                return Err(Error::Config(format!(
+                    "a server ({}) holds the data directory, and this binary cannot speak to one",
+                    target.url
+                )));
+            };
+            let runtime = crate::host::runtime()?;
+            let app = {
+                let _entered = runtime.enter();
+                client.connect(target, sink)?
+            };
+            return Ok(Opened { app, runtime });
+        }
+        let (app, runtime) = self.open_app(holder, sink, wait)?;
+        Ok(Opened { app: Arc::new(app), runtime })
+    }
+
+    /// The server verbs go through: `--server` (with `--token`), or the
+    /// server holding the data directory (with its local key, acting as
+    /// this user).
+    fn remote(&self) -> Option<Target> {
+        if let Some(url) = self.server {
+            return Some(Target {
+                url: url.trim_end_matches('/').to_owned(),
+                token: self.token.map(str::to_owned),
+                actor: None,
+            });
+        }
+        let url = self.holder()?.address?;
+        // A token given is presented as it is: the token's name is the actor.
+        if let Some(token) = self.token {
+            return Some(Target { url, token: Some(token.to_owned()), actor: None });
+        }
+        let key = std::fs::read_to_string(self.data_dir.join(serve::LOCAL_KEY_FILE)).ok();
+        Some(Target { url, token: key.map(|k| k.trim().to_owned()), actor: Some(crate::host::whoami()) })
+    }
+
+    /// This process's own application over the data directory's store, as
+    /// `holder`, and its runtime.
+    pub(crate) fn open_app(
+        &self,
+        holder: Holder,
+        sink: Arc<dyn EventSink>,
+        wait: std::time::Duration,
+    ) -> Result<(App, tokio::runtime::Runtime), Error> {
         let loaded = self.loaded()?;
         let runtime = crate::host::runtime()?;
-        let holder = Holder::me(verb, drives.map(RunId::as_str));
-        let reads_only = READING_VERBS.contains(&verb);
+        let reads_only = READING_VERBS.contains(&holder.verb.as_str());
         let setup =
             Setup { data_dir: self.data_dir, loaded: &loaded, llm: self.llm, sink, holder, reads_only };
         // The store's files are opened inside the runtime: sled's threads
@@ -276,7 +371,7 @@ impl Verbs<'_> {
             let _entered = runtime.enter();
             self.plugins.app(&setup, wait)?
         };
-        Ok(Opened { app, runtime })
+        Ok((app, runtime))
     }
 
     /// The application for a verb that only reads or records.
@@ -290,6 +385,37 @@ impl Verbs<'_> {
         let sink: Arc<dyn EventSink> =
             if self.quiet { Arc::new(NoSink) } else { Arc::new(Progress::new(term::Look::stderr(false))) };
         self.open_with(verb, Some(run), sink, crate::host::WAIT_FOR_STORE)
+    }
+
+    /// Starts `cairn resume RUN` in the background, in a process group of
+    /// its own (a Ctrl-C at this terminal does not reach it), with this
+    /// process's global flags; what it says goes to `logs/RUN.log` in the
+    /// data directory.
+    fn resume_in_background(&self, run: &RunId) -> Result<(), Error> {
+        use std::os::unix::process::CommandExt as _;
+        let failed =
+            |e: std::io::Error| Error::Config(format!("cannot start a process to drive run `{run}`: {e}"));
+        let exe = std::env::current_exe().map_err(failed)?;
+        let logs = self.data_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(failed)?;
+        let log = std::fs::File::create(logs.join(format!("{run}.log"))).map_err(failed)?;
+        let mut command = std::process::Command::new(exe);
+        command.arg("--data-dir").arg(self.data_dir);
+        if let Some(config) = self.config {
+            command.arg("--config").arg(config);
+        }
+        if let Some(llm) = self.llm {
+            command.arg("--llm").arg(llm);
+        }
+        command
+            .args(["resume", run.as_str(), "--non-interactive"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(failed)?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(failed)?;
+        Ok(())
     }
 
     /// The process holding the data directory's store, if another does.
@@ -358,7 +484,7 @@ mod tests {
             let sub = cmd.find_subcommand(verb).unwrap_or_else(|| panic!("{verb} is a verb"));
             sub.get_arguments().filter(|a| a.is_hide_set()).map(|a| a.get_id().to_string()).collect()
         };
-        assert_eq!(hidden("validate"), ["data_dir", "config", "llm"]);
+        assert_eq!(hidden("validate"), ["data_dir", "config", "llm", "server", "token"]);
         assert_eq!(hidden("runs"), ["llm"]);
         assert!(hidden("status").is_empty(), "status says what going on needs, with --llm");
         assert!(hidden("run").is_empty(), "run reads every global flag");

@@ -37,6 +37,18 @@ pub(crate) fn said(e: &Error, verb: &str) -> Said {
                  data directory), then `cairn resume {run}`"
             )),
         ),
+        Error::Server { code, detail, .. } => usage(
+            format!("the server refused: {detail}"),
+            match code.as_str() {
+                "unauthorized" => {
+                    Some("pass a token: `--token TOKEN` or CAIRN_TOKEN (`cairn token create`)".into())
+                }
+                "forbidden" => {
+                    Some("use a token with that role (`cairn token list` shows each token's)".into())
+                }
+                _ => None,
+            },
+        ),
         other => usage(other.to_string(), None),
     }
 }

@@ -68,16 +68,18 @@ pub fn stalled(r: &Listed) -> bool {
 /// Runs as a JSON array of summaries, newest first: `run_id`, `workflow`,
 /// `status`, `driven`, `created_at`, `updated_at`, `usage`.
 pub fn json(runs: &[Listed]) -> Value {
-    let rows = runs.iter().map(|r| {
-        let (s, usage) = (&r.summary, r.summary.usage());
-        json!({
-            "run_id": s.run_id, "workflow": s.workflow, "status": s.status, "driven": r.driven,
-            "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                      "estimated": usage.estimated, "cost_usd": r.cost_usd},
-        })
-    });
-    Value::Array(rows.collect())
+    Value::Array(runs.iter().map(summary_json).collect())
+}
+
+/// One run summary, as [`json`] lists it (and the server's run feed sends it).
+pub fn summary_json(r: &Listed) -> Value {
+    let (s, usage) = (&r.summary, r.summary.usage());
+    json!({
+        "run_id": s.run_id, "workflow": s.workflow, "status": s.status, "driven": r.driven,
+        "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                  "estimated": usage.estimated, "cost_usd": r.cost_usd},
+    })
 }
 
 /// Checkpoints as aligned columns, oldest first; times relative to `now`.

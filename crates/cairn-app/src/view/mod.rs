@@ -7,6 +7,7 @@ pub mod list;
 pub mod plan;
 pub mod run;
 pub mod time;
+pub mod token;
 
 use std::time::{Duration, UNIX_EPOCH};
 

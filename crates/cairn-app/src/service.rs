@@ -1,0 +1,450 @@
+//! Driving many runs at once in one long-lived process (`cairn serve`):
+//! each run that should move is driven in a task of its own, runs left
+//! `running` by a process that stopped are driven on at start, and a run
+//! waiting at a gate with a deadline is woken when the deadline passes.
+//! Deadlines are read from what the run recorded, so a restart loses no
+//! timer: no process has to come by for a deadline to fire.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cairn_domain::id::RunId;
+use cairn_domain::state::{RunState, RunStatus, StepStatus, Timestamp};
+use cairn_domain::steer::Request;
+use cairn_ports::RunQuery;
+use tokio::task::JoinHandle;
+
+use crate::app::{App, Run};
+use crate::error::Error;
+
+/// The runs one process drives, over one [`App`].
+pub struct Service {
+    app: Arc<App>,
+    lanes: Mutex<Lanes>,
+}
+
+/// What is driven and what waits for a deadline.
+#[derive(Default)]
+struct Lanes {
+    /// The drive of each run driven now.
+    driving: HashMap<RunId, Lane>,
+    /// The wake-up of each run waiting for a deadline.
+    timers: HashMap<RunId, JoinHandle<()>>,
+    /// Runs a request changes without their driver (see
+    /// [`Service::steer`]): no drive starts under it.
+    steering: HashMap<RunId, usize>,
+    /// Runs asked to be driven while steered: driven when it is done.
+    deferred: HashSet<RunId>,
+    /// Pauses and cancels asked of a driven run, and by whom: its lane
+    /// records one the driver ended before carrying out.
+    stops: HashMap<RunId, (Request, String)>,
+    /// Set by [`Service::shutdown`]: nothing new is driven.
+    stopping: bool,
+}
+
+/// One run's drive.
+struct Lane {
+    task: JoinHandle<()>,
+    /// Asked to drive again while driven: what was asked may have come
+    /// after the drive last looked (a decision recorded as it ended).
+    again: bool,
+}
+
+impl Service {
+    /// A service over `app`, driving nothing yet.
+    pub fn new(app: Arc<App>) -> Arc<Self> {
+        Arc::new(Self { app, lanes: Mutex::new(Lanes::default()) })
+    }
+
+    /// The operations the service drives runs with.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drives `run` in the background until nothing moves without a
+    /// person; a run driven already is looked at again when its drive ends.
+    pub fn drive(self: &Arc<Self>, run: &RunId) {
+        let mut lanes = self.lanes();
+        if lanes.stopping {
+            return;
+        }
+        if let Some(lane) = lanes.driving.get_mut(run) {
+            lane.again = true;
+            return;
+        }
+        if lanes.steering.contains_key(run) {
+            lanes.deferred.insert(run.clone());
+            return;
+        }
+        if let Some(timer) = lanes.timers.remove(run) {
+            timer.abort();
+        }
+        let task = tokio::spawn(Arc::clone(self).lane(run.clone()));
+        lanes.driving.insert(run.clone(), Lane { task, again: false });
+    }
+
+    /// Runs `change` (a request recorded on `run`: a decision, a raised
+    /// budget) while no drive of `run` may start, so the request and a
+    /// driver never append at once; a drive asked meanwhile starts after
+    /// it. A drive already going takes decisions itself (the engine hands
+    /// them to it), so `change` may run beside it.
+    pub async fn steer<T>(self: &Arc<Self>, run: &RunId, change: impl std::future::Future<Output = T>) -> T {
+        let _held = self.hold(run);
+        change.await
+    }
+
+    /// Pauses or cancels `run` as `by`: through its driver when it is
+    /// driven (the driver records it at a safe point), else recorded here
+    /// while no drive may start. Returns the run as it stands after.
+    pub async fn stop(self: &Arc<Self>, run: &RunId, request: Request, by: &str) -> Result<Run, Error> {
+        let held = {
+            let mut lanes = self.lanes();
+            if lanes.driving.contains_key(run) {
+                // Noted and asked under the lock the lane takes when the
+                // drive ends: a drive that ends before it looks leaves the
+                // request to its lane, never to nobody.
+                let stronger = lanes.stops.get(run).is_some_and(|(r, _)| *r == Request::Cancel);
+                if !stronger {
+                    lanes.stops.insert(run.clone(), (request, by.to_owned()));
+                }
+                let control = self.app.control(run);
+                match request {
+                    Request::Pause => control.pause_by(by),
+                    Request::Cancel => control.cancel_by(by),
+                }
+                None
+            } else {
+                *lanes.steering.entry(run.clone()).or_insert(0) += 1;
+                Some(Held { service: Arc::clone(self), run: run.clone() })
+            }
+        };
+        match held {
+            None => self.app.status(run).await,
+            Some(_held) => self.app.stop(run, request, by).await,
+        }
+    }
+
+    /// Keeps drives of `run` from starting while the guard lives. A
+    /// request whose caller went away drops the guard too.
+    fn hold(self: &Arc<Self>, run: &RunId) -> Held {
+        *self.lanes().steering.entry(run.clone()).or_insert(0) += 1;
+        Held { service: Arc::clone(self), run: run.clone() }
+    }
+
+    /// Ends one hold; drives the run if asked meanwhile.
+    fn release(self: &Arc<Self>, run: &RunId) {
+        let deferred = {
+            let mut lanes = self.lanes();
+            if let Some(n) = lanes.steering.get_mut(run) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    lanes.steering.remove(run);
+                }
+            }
+            !lanes.steering.contains_key(run) && lanes.deferred.remove(run)
+        };
+        if deferred {
+            self.drive(run);
+        }
+    }
+
+    /// Whether the service drives `run` now.
+    pub fn drives(&self, run: &RunId) -> bool {
+        self.lanes().driving.contains_key(run)
+    }
+
+    /// How many runs are driven now.
+    pub fn driven(&self) -> usize {
+        self.lanes().driving.len()
+    }
+
+    async fn lane(self: Arc<Self>, run: RunId) {
+        loop {
+            let mut driven = self.app.drive(&run).await;
+            // A pause or cancel the drive ended before carrying out is
+            // recorded here: the lane still counts as the run's driver.
+            let stop = {
+                let lanes = &mut self.lanes();
+                let stop = lanes.stops.remove(&run);
+                if stop.is_some() {
+                    // Carried out or not, it is this lane's now.
+                    self.app.control(&run).withdraw();
+                }
+                stop
+            };
+            if let Some((request, by)) = &stop
+                && let Ok(ended) = &driven
+                && !carried_out(&ended.state, *request)
+            {
+                driven = self.app.stop(&run, *request, by).await;
+            }
+            let again = {
+                let mut lanes = self.lanes();
+                let again = lanes.driving.get_mut(&run).is_some_and(|l| std::mem::take(&mut l.again));
+                let again = again && !lanes.stopping && stop.is_none();
+                if !again {
+                    lanes.driving.remove(&run);
+                }
+                again
+            };
+            if again {
+                continue;
+            }
+            match driven {
+                Ok(run) => self.wake_at_deadline(&run),
+                Err(e) => tracing::warn!(run = %run, error = %e, "the run was not driven on"),
+            }
+            return;
+        }
+    }
+
+    /// Wakes `run` when the first deadline of a gate it waits at passes.
+    fn wake_at_deadline(self: &Arc<Self>, run: &Run) {
+        let Some(deadline) = next_deadline(&run.state) else { return };
+        let wait = deadline.0.saturating_sub(self.app.now().0);
+        let id = run.state.run_id.clone();
+        let mut lanes = self.lanes();
+        if lanes.stopping || lanes.driving.contains_key(&id) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let woken = id.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            this.lanes().timers.remove(&woken);
+            this.drive(&woken);
+        });
+        if let Some(old) = lanes.timers.insert(id, timer) {
+            old.abort();
+        }
+    }
+
+    /// At start: drives on every run left `pending` or `running` by a
+    /// process that stopped, and sets a timer for every run waiting at a
+    /// gate with a deadline. Returns how many runs it drives.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, Error> {
+        let mut query = RunQuery { limit: Some(500), ..RunQuery::default() };
+        let mut driven = 0;
+        loop {
+            let page = self.app.list(&query).await?;
+            for listed in &page.runs {
+                let summary = &listed.summary;
+                match summary.status {
+                    RunStatus::Pending | RunStatus::Running => {
+                        self.drive(&summary.run_id);
+                        driven += 1;
+                    }
+                    status if status.is_waiting() => {
+                        let run = self.app.status(&summary.run_id).await?;
+                        self.wake_at_deadline(&run);
+                    }
+                    _ => {}
+                }
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(driven),
+            }
+        }
+    }
+
+    /// Stops driving: nothing new is driven, every drive is interrupted
+    /// (what ran is kept; what was in flight runs again, as the same
+    /// attempt, when a later process drives the run on) and awaited.
+    pub async fn shutdown(&self) {
+        let (drives, timers) = {
+            let mut lanes = self.lanes();
+            lanes.stopping = true;
+            let drives: Vec<(RunId, Lane)> = lanes.driving.drain().collect();
+            let timers: Vec<JoinHandle<()>> = lanes.timers.drain().map(|(_, t)| t).collect();
+            (drives, timers)
+        };
+        for timer in timers {
+            timer.abort();
+        }
+        for (run, _) in &drives {
+            self.app.control(run).interrupt();
+        }
+        for (_, lane) in drives {
+            let _ = lane.task.await;
+        }
+    }
+}
+
+/// A hold on a run's drives ([`Service::steer`]), released when dropped.
+struct Held {
+    service: Arc<Service>,
+    run: RunId,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.service.release(&self.run);
+    }
+}
+
+/// Whether `state` shows `request` done (or the run ended, so nothing is
+/// left to do).
+fn carried_out(state: &RunState, request: Request) -> bool {
+    state.status.is_terminal()
+        || match request {
+            Request::Pause => state.status == RunStatus::Paused,
+            Request::Cancel => state.status == RunStatus::Cancelled,
+        }
+}
+
+/// The first deadline of a gate `state` waits at.
+fn next_deadline(state: &RunState) -> Option<Timestamp> {
+    if !state.status.is_waiting() {
+        return None;
+    }
+    state.steps.values().filter(|s| s.status == StepStatus::Waiting).filter_map(|s| s.deadline).min()
+}
+
+/// How a network front tells its callers apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontAuth {
+    /// Nobody is asked (loopback addresses only).
+    None,
+    /// Bearer tokens; `local_key` also admits the command line of the
+    /// served data directory.
+    Token {
+        /// The key the server wrote in its data directory, if any.
+        local_key: Option<String>,
+    },
+}
+
+/// A future a front runs, boxed so the trait stays object safe.
+pub type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// A front a binary plugs into the command line for `cairn serve`: the
+/// HTTP server lives in a crate of its own, over this library, and the
+/// command line opens the store, drives the runs and handles signals.
+pub trait Front: Send + Sync {
+    /// Serves `service` on `listener` until `shutdown` resolves, then lets
+    /// the requests in progress finish and returns.
+    fn serve(
+        &self,
+        service: Arc<Service>,
+        listener: tokio::net::TcpListener,
+        auth: FrontAuth,
+        shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Serving;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cairn_domain::Definition;
+    use cairn_engine::{EngineBuilder, MemoryStore};
+    use cairn_ports::{Clock, NoSink};
+    use cairn_testkit::FakeClock;
+    use serde_json::json;
+
+    use super::*;
+    use crate::app::Parts;
+    use crate::follow::{Both, Hub};
+
+    fn service(clock: Arc<dyn Clock>) -> Arc<Service> {
+        let store = Arc::new(MemoryStore::new());
+        let hub = Arc::new(Hub::new());
+        let engine = EngineBuilder::new(store.clone())
+            .clock(Arc::clone(&clock))
+            .sink(Arc::new(Both(Arc::new(NoSink), hub.clone())))
+            .build();
+        let parts = Parts {
+            store: store.clone(),
+            tokens: store,
+            clock,
+            prices: Default::default(),
+            secrets: Default::default(),
+            hub,
+            meter: crate::meter::Meter::new(),
+        };
+        Service::new(Arc::new(App::new(engine, parts)))
+    }
+
+    fn definition(yaml: &str) -> Definition {
+        Definition::from_recorded("wf.yaml", yaml, &Default::default()).expect("a valid definition")
+    }
+
+    async fn settled(service: &Service, run: &RunId, wanted: RunStatus) -> Run {
+        for _ in 0..200 {
+            let run = service.app().status(run).await.expect("the run exists");
+            if run.state.status == wanted && !service.drives(&run.state.run_id) {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run `{run}` never became {wanted:?}");
+    }
+
+    const TIMED: &str = "cairn: 1\nid: timed\nsteps:\n  - id: go\n    approval: { message: Go?, timeout: 1h, on_timeout: approve }\n  - id: after\n    set: done\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_deadline_fires_on_time_with_no_request() {
+        let service = service(Arc::new(FakeClock::default()));
+        let run = service.app().start(definition(TIMED), json!({}), None).await.expect("starts");
+        let id = run.state.run_id;
+        service.drive(&id);
+        settled(&service, &id, RunStatus::WaitingApproval).await;
+        // Nobody comes by: the timer the service set from the recorded
+        // deadline drives the run on when the hour is up.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let done = settled(&service, &id, RunStatus::Completed).await;
+        assert_eq!(
+            done.state.steps[&cairn_domain::state::StepPath::new("after")].output,
+            Some(json!("done"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_drives_runs_left_unfinished_and_sets_timers_for_waiting_ones() {
+        let service = service(Arc::new(FakeClock::default()));
+        let app = service.app();
+        let left = app.start(definition(TIMED), json!({}), None).await.expect("starts").state.run_id;
+        let id = "cairn: 1\nid: plain\nsteps:\n  - id: a\n    set: one\n";
+        let plain = app.start(definition(id), json!({}), None).await.expect("starts").state.run_id;
+        assert_eq!(service.recover().await.expect("recovers"), 2, "both were pending");
+        settled(&service, &plain, RunStatus::Completed).await;
+        settled(&service, &left, RunStatus::WaitingApproval).await;
+
+        // A second service over the same store (a restart) sets the timer
+        // from the recorded deadline.
+        service.shutdown().await;
+        let again = Arc::new(Service { app: Arc::clone(service.app()), lanes: Mutex::default() });
+        assert_eq!(again.recover().await.expect("recovers"), 0, "nothing was left running");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        settled(&again, &left, RunStatus::Completed).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_decision_asked_while_a_drive_starts_is_never_lost() {
+        let service = service(Arc::new(FakeClock::default()));
+        let gate = "cairn: 1\nid: gate\nsteps:\n  - id: go\n    approval: { message: Go? }\n  - id: after\n    set: done\n";
+        let id = service.app().start(definition(gate), json!({}), None).await.expect("starts").state.run_id;
+        service.drive(&id);
+        settled(&service, &id, RunStatus::WaitingApproval).await;
+        let call = cairn_domain::steer::GateCall {
+            gate: None,
+            verdict: cairn_domain::steer::Verdict::Approve,
+            role: None,
+            comment: None,
+        };
+        // The request holds drives off while it records; the drive asked
+        // meanwhile starts after it.
+        let app = Arc::clone(service.app());
+        let decided = service.steer(&id, async {
+            service.drive(&id);
+            assert!(!service.drives(&id), "no drive starts while a request records");
+            app.decide(&id, call, "alice").await
+        });
+        decided.await.expect("recorded");
+        settled(&service, &id, RunStatus::Completed).await;
+    }
+}
