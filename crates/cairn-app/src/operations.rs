@@ -188,11 +188,7 @@ impl Operations for App {
     }
 
     async fn interrupt(&self, id: &RunId, request: Request) {
-        let control = self.control(id);
-        match request {
-            Request::Pause => control.pause(),
-            Request::Cancel => control.cancel(),
-        }
+        self.control(id).ask(request, None);
     }
 
     fn now(&self) -> Timestamp {

@@ -111,11 +111,7 @@ impl Service {
                 if !stronger {
                     lanes.stops.insert(run.clone(), (request, by.to_owned()));
                 }
-                let control = self.app.control(run);
-                match request {
-                    Request::Pause => control.pause_by(by),
-                    Request::Cancel => control.cancel_by(by),
-                }
+                self.app.control(run).ask(request, Some(by));
                 None
             } else {
                 *lanes.steering.entry(run.clone()).or_insert(0) += 1;
@@ -224,11 +220,14 @@ impl Service {
     }
 
     /// At start: drives on every run left `pending` or `running` by a
-    /// process that stopped, and sets a timer for every run waiting at a
-    /// gate with a deadline. Returns how many runs it drives.
+    /// process that stopped, and (in the background, so a store of many
+    /// waiting runs does not hold the start back) sets a timer for every
+    /// run waiting at a gate with a deadline. Returns how many runs it
+    /// drives.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, Error> {
         let mut query = RunQuery { limit: Some(500), ..RunQuery::default() };
         let mut driven = 0;
+        let mut waiting = Vec::new();
         loop {
             let page = self.app.list(&query).await?;
             for listed in &page.runs {
@@ -238,18 +237,25 @@ impl Service {
                         self.drive(&summary.run_id);
                         driven += 1;
                     }
-                    status if status.is_waiting() => {
-                        let run = self.app.status(&summary.run_id).await?;
-                        self.wake_at_deadline(&run);
-                    }
+                    status if status.is_waiting() => waiting.push(summary.run_id.clone()),
                     _ => {}
                 }
             }
             match page.next {
                 Some(next) => query.after = Some(next),
-                None => return Ok(driven),
+                None => break,
             }
         }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            for run in waiting {
+                match this.app.status(&run).await {
+                    Ok(run) => this.wake_at_deadline(&run),
+                    Err(e) => tracing::warn!(run = %run, error = %e, "no deadline could be read"),
+                }
+            }
+        });
+        Ok(driven)
     }
 
     /// Stops driving: nothing new is driven, every drive is interrupted

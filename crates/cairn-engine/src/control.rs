@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use cairn_domain::id::RunId;
 use cairn_domain::state::RunState;
-use cairn_domain::steer::GateCall;
+use cairn_domain::steer::{GateCall, Request};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::EngineError;
@@ -66,17 +66,15 @@ impl RunControl {
         let _ = self.request(Control::Cancel);
     }
 
-    /// [`RunControl::pause`], recorded as done by `by`.
-    pub fn pause_by(&self, by: &str) {
-        if self.request(Control::Pause) {
-            *lock(&self.by) = Some(by.to_owned());
-        }
-    }
-
-    /// [`RunControl::cancel`], recorded as done by `by`.
-    pub fn cancel_by(&self, by: &str) {
-        if self.request(Control::Cancel) {
-            *lock(&self.by) = Some(by.to_owned());
+    /// Asks for `request` (a pause or a cancel), recorded as done by `by`
+    /// when given (else by the engine).
+    pub fn ask(&self, request: Request, by: Option<&str>) {
+        let control = match request {
+            Request::Pause => Control::Pause,
+            Request::Cancel => Control::Cancel,
+        };
+        if self.request(control) {
+            *lock(&self.by) = by.map(str::to_owned);
         }
     }
 

@@ -69,6 +69,21 @@ pub struct Engine {
     prices: BTreeMap<String, Price>,
     /// Hidden from every event before it is applied or stored.
     secrets: Secrets,
+    /// Definitions loaded from what runs recorded, by exact content.
+    definitions: std::sync::Mutex<HashMap<DefinitionKey, Definition>>,
+}
+
+/// How many loaded definitions an engine keeps (all are let go past it).
+const DEFINITIONS_KEPT: usize = 256;
+
+/// The cache key of a recorded definition: all of what it was loaded
+/// from (name, text, named files), compared whole.
+type DefinitionKey = (String, String, BTreeMap<String, String>);
+
+fn lock_cache(
+    cache: &std::sync::Mutex<HashMap<DefinitionKey, Definition>>,
+) -> std::sync::MutexGuard<'_, HashMap<DefinitionKey, Definition>> {
+    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Builds an [`Engine`]: a store is required, everything else has a default
@@ -175,6 +190,7 @@ impl EngineBuilder {
             renderer: Renderer::default(),
             actor: self.actor,
             controls: Controls::default(),
+            definitions: std::sync::Mutex::default(),
             prices: self.prices,
             secrets: self.secrets,
         }
@@ -340,8 +356,20 @@ impl Engine {
     /// what the store kept (never from disk).
     pub async fn definition(&self, run: &RunId) -> Result<Definition, EngineError> {
         let stored = self.store.load(run, u64::MAX).await?;
-        Definition::from_recorded(&stored.definition_name, &stored.definition, &stored.files)
-            .map_err(|problems| EngineError::Definition { run: run.clone(), problems })
+        // Loading validates the whole text: many runs of one workflow (and
+        // every read of a busy run) share the result, by exact content.
+        let key = (stored.definition_name, stored.definition, stored.files);
+        if let Some(known) = lock_cache(&self.definitions).get(&key) {
+            return Ok(known.clone());
+        }
+        let definition = Definition::from_recorded(&key.0, &key.1, &key.2)
+            .map_err(|problems| EngineError::Definition { run: run.clone(), problems })?;
+        let mut cache = lock_cache(&self.definitions);
+        if cache.len() >= DEFINITIONS_KEPT {
+            cache.clear();
+        }
+        cache.insert(key, definition.clone());
+        Ok(definition)
     }
 
     /// The run's whole event log.

@@ -88,7 +88,7 @@ async fn a_pause_asked_of_a_driver_by_someone_is_recorded_as_theirs() {
         async move { engine.run(definition(WF), json!({}), run_id()).await }
     });
     work.started.notified().await;
-    engine.control(&run_id()).pause_by("alice");
+    engine.control(&run_id()).ask(cairn_domain::steer::Request::Pause, Some("alice"));
     work.go.notify_one();
     let state = driving.await.expect("joins").expect("pauses");
     assert_eq!(state.status, RunStatus::Paused);

@@ -54,6 +54,7 @@ pub(crate) fn serve(
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+        let stop = stopped();
         let app = service.app();
         app.meter().watch(app.hub(), Arc::clone(app.store()));
         let recovered = service.recover().await?;
@@ -61,7 +62,7 @@ pub(crate) fn serve(
             tracing::info!(runs = recovered, "driving on the runs a previous process left running");
         }
         eprintln!("cairn serve listening on {url}");
-        let served = front.serve(Arc::clone(&service), listener, front_auth, Box::pin(stopped())).await;
+        let served = front.serve(Arc::clone(&service), listener, front_auth, Box::pin(stop)).await;
         tracing::info!("stopping: interrupting the drives; what was in flight runs again on the next start");
         service.shutdown().await;
         served.map_err(|e| Error::Config(format!("the server stopped: {e}")))
@@ -82,17 +83,22 @@ fn address(listen: &str) -> Result<SocketAddr, Error> {
         .ok_or_else(|| Error::Config(format!("--listen `{listen}`: give HOST:PORT, such as 127.0.0.1:7770")))
 }
 
-/// Resolves when SIGTERM or SIGINT (Ctrl-C) comes.
-async fn stopped() {
+/// Resolves when SIGTERM or SIGINT (Ctrl-C) comes. The handlers are in
+/// place when this returns (not when it is first polled), so a signal that
+/// comes while the server starts is not lost to the default action.
+fn stopped() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut terminate), Ok(mut interrupt)) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
+    let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        match signals {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
+            _ => std::future::pending().await,
         }
-        _ => std::future::pending().await,
     }
 }
 
