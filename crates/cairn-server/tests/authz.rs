@@ -183,7 +183,7 @@ impl Matrix {
             Some(subject) => route.path.replace("{id}", &subject).replace("{name}", &subject),
             None => route.path.to_owned(),
         };
-        assert!(!path.contains('{'), "every placeholder of {} is filled: {path}", route.path);
+        assert!(!path.contains('{'), "every path parameter of {} is given a value: {path}", route.path);
         (path, body, status)
     }
 }
