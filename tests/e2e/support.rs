@@ -17,22 +17,27 @@ pub fn root() -> PathBuf {
 /// test never runs a stale binary).
 pub fn cairn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built("cairn", "cairn"))
+    BIN.get_or_init(|| built("cairn"))
 }
 
 /// The `cairn-embed` example binary (`examples/embed`), built once per test process.
 pub fn embed_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built("cairn-embed", "cairn-embed"))
+    BIN.get_or_init(|| built("cairn-embed"))
 }
 
-/// Builds `bin` of `package` in this test's profile and returns its path.
-fn built(package: &str, bin: &str) -> PathBuf {
+/// Builds `bin` in this test's profile and returns its path.
+///
+/// The build names the same targets `cargo test --workspace` builds, so its
+/// features resolve the same way and it finds everything already built; a
+/// narrower `cargo build -p PACKAGE` would resolve features differently and
+/// compile a second copy of every dependency.
+fn built(bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", package, "--bin", bin]).current_dir(root());
+    build.args(["build", "--quiet", "--workspace", "--tests", "--bins"]).current_dir(root());
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         build.arg("--release");
     }
