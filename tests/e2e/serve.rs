@@ -239,6 +239,64 @@ const PARITY: &[(&[&str], bool)] = &[
     (&["fork", "t1", "--checkpoint", "3", "--format", "json"], false),
     (&["fork", "t1", "--checkpoint", "999"], true),
     (&["runs", "--format", "json"], false),
+    (&["runs"], false),
+    (&["runs", "--status", "completed", "--workflow", "ticket-triage", "--format", "json"], false),
+    (&["checkpoints", "t1"], false),
+    (&["events", "t1", "--format", "json"], false),
+    (&["events", "t1", "--follow"], false),
+    (
+        &[
+            "--llm",
+            "mock",
+            "run",
+            "examples/ticket-triage.yaml",
+            "--input",
+            "ticket=refund",
+            "--run-id",
+            "t2",
+            "--format",
+            "json",
+        ],
+        false,
+    ),
+    (
+        &[
+            "--llm",
+            "mock",
+            "run",
+            "examples/product-discovery.yaml",
+            "--input",
+            "idea=A map",
+            "--run-id",
+            "pd2",
+            "--non-interactive",
+        ],
+        false,
+    ),
+    (&["status", "pd2"], false),
+    (&["--llm", "mock", "answer", "pd2", "--text", "yes"], true),
+    (&["--llm", "mock", "reject", "pd2", "--as", "nobody"], true),
+    (
+        &[
+            "--llm",
+            "mock",
+            "reject",
+            "pd2",
+            "--as",
+            "product_owner",
+            "--comment",
+            "Narrower, please",
+            "--non-interactive",
+        ],
+        false,
+    ),
+    (&["events", "pd2", "--format", "jsonl"], false),
+    (&["pause", "pd2"], true),
+    (&["status", "pd2", "--format", "json"], false),
+    (&["--llm", "mock", "resume", "pd2", "--non-interactive"], true),
+    (&["cancel", "pd2", "--format", "json"], true),
+    (&["cancel", "pd2"], true),
+    (&["token", "list"], true),
 ];
 
 /// Every verb of [`PARITY`] on a fresh data directory, directly or through
@@ -253,7 +311,7 @@ fn play(data: &Path, through_server: bool) -> Vec<String> {
             let out = shell(&dir, data, args);
             let stderr = if *errors { out.stderr.as_str() } else { "" };
             let text = format!("$ cairn {}\nexit {}\n{}{}", args.join(" "), out.code, out.stdout, stderr);
-            fold_ids(&fold_durations(&crate::support::redact_times(&text)))
+            fold_columns(&fold_ids(&fold_durations(&crate::support::redact_times(&text))))
         })
         .collect()
 }
@@ -270,6 +328,19 @@ fn fold_durations(text: &str) -> String {
         rest = &after[digits..];
     }
     out.push_str(rest);
+    out
+}
+
+/// Relative times (`just now`, `3s ago`) as one word, and runs of spaces
+/// as one: a table's columns are as wide as the times in them.
+fn fold_columns(text: &str) -> String {
+    let text = text.replace("just now", "<t> ago");
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !(c == ' ' && out.ends_with(' ')) {
+            out.push(c);
+        }
+    }
     out
 }
 

@@ -17,10 +17,10 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{cargo, root};
+use crate::root;
 
 pub fn run() -> Result<()> {
-    cargo(&["build", "--locked", "-p", "cairn", "--bin", "cairn"])?;
+    crate::build_debug_binaries()?;
     let cairn = root().join("target/debug/cairn");
     let dir = root().join("examples/cassettes");
     let mut found = 0;

@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{cargo, root};
+use crate::root;
 
 fn sh(program: &str, args: &[&str]) -> Result<Output> {
     Command::new(program).args(args).output().with_context(|| format!("running {program}"))
@@ -63,7 +63,7 @@ fn damage() -> Result<()> {
 }
 
 fn disk_full() -> Result<()> {
-    cargo(&["build", "--locked", "-p", "cairn", "--bin", "cairn"])?;
+    crate::build_debug_binaries()?;
     let cairn = root().join("target/debug/cairn");
     let work = root().join("target/faults");
     let _ = std::fs::remove_dir_all(&work);

@@ -76,6 +76,15 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// Builds the debug binaries (`target/debug/cairn` among them) with the
+/// targets `cargo test --workspace` builds, so features resolve the same
+/// way and a build after the tests finds everything built already (a
+/// narrower `-p cairn` resolves features otherwise and compiles a second
+/// copy of every dependency).
+pub fn build_debug_binaries() -> Result<()> {
+    cargo(&["build", "--locked", "--workspace", "--tests", "--bins"])
+}
+
 /// Runs `cargo` with `args` in the workspace root, failing on a non-zero exit.
 pub fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

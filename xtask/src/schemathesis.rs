@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{cargo, root, run_cmd};
+use crate::{root, run_cmd};
 
 /// The schemathesis release this check runs.
 const SCHEMATHESIS: &str = "4.32.5";
@@ -43,7 +43,7 @@ pub fn run(args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask schemathesis [--quick]"),
     };
     let schemathesis = install()?;
-    cargo(&["build", "--locked", "-p", "cairn", "--bin", "cairn"])?;
+    crate::build_debug_binaries()?;
     let cairn = root().join("target/debug/cairn");
 
     let work = root().join("target/schemathesis");

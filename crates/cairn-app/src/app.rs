@@ -176,6 +176,37 @@ impl App {
         Ok(self.run(state, definition))
     }
 
+    /// [`App::start_by`] made safe to retry: the run's id is derived from
+    /// `key`, so a repeat finds the run the first call started (also after
+    /// a restart). A repeat answers that run (`Started::Repeat`) when its
+    /// definition and inputs resolve to what the first recorded, and is
+    /// refused with [`Error::KeyReused`] otherwise.
+    pub async fn start_idempotent(
+        &self,
+        definition: Definition,
+        inputs: Value,
+        key: &str,
+        by: &str,
+    ) -> Result<(Run, Started), Error> {
+        let run_id = idempotent_id(key);
+        let hash = definition.hash();
+        // What the run would record of these inputs (defaults filled,
+        // values read as the declared types).
+        let resolved = cairn_domain::inputs::resolve(&definition.workflow, inputs.clone()).ok();
+        match self.start_by(definition, inputs, Some(run_id.clone()), by).await {
+            Ok(run) => Ok((run, Started::New)),
+            Err(Error::Engine(EngineError::Store(cairn_ports::StoreError::AlreadyExists(_)))) => {
+                let first = self.status(&run_id).await?;
+                if first.definition.hash() == hash && resolved.as_ref() == Some(&first.state.inputs) {
+                    Ok((first, Started::Repeat))
+                } else {
+                    Err(Error::KeyReused { run: run_id })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Drives a stored run on until it completes, fails, is paused or
     /// cancelled, or waits for a person; refused, leaving the run as it
     /// was, when this host lacks what the run needs.
@@ -301,6 +332,18 @@ impl App {
         Ok(self.engine.check(id).await?)
     }
 
+    /// Refuses a resume of `id` that could not go on, with the cause: the
+    /// run has ended, or this host lacks what driving it needs. Checked
+    /// before anything a drive would follow is recorded.
+    pub async fn resumable(&self, id: &RunId) -> Result<(), Error> {
+        let state = self.engine.load(id).await?;
+        if state.status.is_terminal() {
+            let refusal = cairn_domain::steer::Refusal::Ended { status: state.status };
+            return Err(EngineError::Refused { run: id.clone(), refusal }.into());
+        }
+        self.check(id).await
+    }
+
     /// Records a person's decision at a gate (`by` is who decided); the run
     /// is not driven on ([`App::drive`] does that).
     pub async fn decide(&self, id: &RunId, call: GateCall, by: &str) -> Result<Run, Error> {
@@ -362,4 +405,23 @@ impl App {
         let (sum, every_model_priced) = priced(usage, &self.prices);
         every_model_priced.then_some(sum)
     }
+}
+
+/// Whether [`App::start_idempotent`] started a run or found the one its key
+/// started before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// A new run.
+    New,
+    /// The run an earlier call with the same key started.
+    Repeat,
+}
+
+/// The run id an idempotency key stands for: `idem-` and 32 hex digits of
+/// the key's hash (a key never reaches the store as it was sent).
+fn idempotent_id(key: &str) -> RunId {
+    let hash = cairn_ports::hash_secret(key);
+    let digits = hash.get(..32).unwrap_or(&hash);
+    RunId::new(format!("idem-{digits}"))
+        .unwrap_or_else(|_| unreachable!("`idem-` and 32 lowercase hex digits is a slug"))
 }

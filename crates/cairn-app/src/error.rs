@@ -62,6 +62,23 @@ pub enum Error {
     /// An API token was refused or cannot be made or found.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A caller may not make the decision it asked for at a gate.
+    #[error("`{caller}` ({role}) may not decide: {denied}")]
+    Denied {
+        /// The caller's name.
+        caller: String,
+        /// Its role.
+        role: cairn_domain::access::Role,
+        /// Why not.
+        denied: cairn_domain::access::Denied,
+    },
+    /// An idempotency key that started a run came again with another
+    /// definition or other inputs.
+    #[error("the idempotency key of run `{run}` came again with another definition or other inputs")]
+    KeyReused {
+        /// The run the key started.
+        run: RunId,
+    },
     /// A server refused a request in a way no typed error here says (its
     /// problem document's `code` and `detail`).
     #[error("{detail}")]

@@ -10,7 +10,7 @@
 //! text (tokens, never stored) is lost to a watcher that falls behind.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind, RunStatus, StepPath};
@@ -23,6 +23,52 @@ use tokio::sync::broadcast::error::RecvError;
 /// yet: a watcher further behind goes back to the store.
 pub const CAPACITY: usize = 4096;
 
+/// A recorded event as every watcher gets it: one copy shared by all of
+/// them, encoded once, by the first watcher that shows it. (Encoding each
+/// event again for each of a thousand watchers was most of what a stream
+/// cost.)
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: Event,
+    encoded: OnceLock<Encoded>,
+}
+
+/// An event as JSON ([`crate::view::event::json`], compact) and its type.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The event's `type`.
+    pub kind: String,
+    /// The event JSON, on one line.
+    pub json: String,
+}
+
+impl SharedEvent {
+    /// `event`, not encoded yet.
+    pub fn new(event: Event) -> Arc<Self> {
+        Arc::new(Self { event, encoded: OnceLock::new() })
+    }
+
+    /// The event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// The event as JSON, encoded the first time it is asked for.
+    pub fn encoded(&self) -> &Encoded {
+        self.encoded.get_or_init(|| {
+            let value = crate::view::event::json(&self.event);
+            let kind = value["type"].as_str().unwrap_or("event").to_owned();
+            Encoded { kind, json: value.to_string() }
+        })
+    }
+}
+
+impl PartialEq for SharedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.event == other.event
+    }
+}
+
 /// What a [`Hub`] publishes: what the engine recorded and the text models
 /// stream. (Notes, the engine's live-only words for a terminal, are not
 /// published: no follower shows them.)
@@ -34,7 +80,7 @@ pub enum Live {
         /// The run.
         run: RunId,
         /// The events, numbered on without gaps.
-        events: Arc<[Event]>,
+        events: Arc<[Arc<SharedEvent>]>,
     },
     /// A piece of a step's answer as the model streams it (never stored).
     Token {
@@ -99,7 +145,8 @@ impl EventSink for Hub {
         }
         match event {
             LiveEvent::Recorded(event) => {
-                self.publish(Live::Recorded { run: run.clone(), events: Arc::from([(*event).clone()]) });
+                let events = Arc::from([SharedEvent::new((*event).clone())]);
+                self.publish(Live::Recorded { run: run.clone(), events });
             }
             LiveEvent::Token { path, attempt, text } => self.publish(Live::Token {
                 run: run.clone(),
@@ -113,7 +160,8 @@ impl EventSink for Hub {
 
     fn recorded(&self, run: &RunId, events: &[Event]) {
         if !events.is_empty() && self.heard() {
-            self.publish(Live::Recorded { run: run.clone(), events: Arc::from(events) });
+            let events = events.iter().cloned().map(SharedEvent::new).collect();
+            self.publish(Live::Recorded { run: run.clone(), events });
         }
     }
 }
@@ -136,13 +184,9 @@ impl EventSink for Both {
 
 /// What following one run yields.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every item is an event: boxing it would cost an allocation each for nothing"
-)]
 pub enum Followed {
     /// A stored event, each once, in order of its `seq`.
-    Event(Event),
+    Event(Arc<SharedEvent>),
     /// A piece of a step's answer as the model streams it: live only,
     /// never stored, never yielded again after a reconnect.
     Token {
@@ -259,21 +303,22 @@ impl Follower {
         }
         for event in stored {
             if event.seq == self.last + 1 {
-                self.push(event);
+                self.push(SharedEvent::new(event));
             }
         }
     }
 
     /// Events the hub brought: the next ones are yielded, those yielded
     /// already skipped, and a gap sends it to the store.
-    async fn take(&mut self, events: &[Event]) {
-        for event in events {
+    async fn take(&mut self, events: &[Arc<SharedEvent>]) {
+        for shared in events {
             if self.phase == Phase::Done {
                 return;
             }
-            if event.seq == self.last + 1 {
-                self.push(event.clone());
-            } else if event.seq > self.last + 1 {
+            let seq = shared.event.seq;
+            if seq == self.last + 1 {
+                self.push(Arc::clone(shared));
+            } else if seq > self.last + 1 {
                 return self.catch_up().await;
             }
         }
@@ -285,7 +330,7 @@ impl Follower {
             Ok(stored) => {
                 for event in stored.events {
                     if event.seq == self.last + 1 && self.phase != Phase::Done {
-                        self.push(event);
+                        self.push(SharedEvent::new(event));
                     }
                 }
             }
@@ -294,9 +339,9 @@ impl Follower {
     }
 
     /// Queues the next event, and the end when it ends the run.
-    fn push(&mut self, event: Event) {
-        self.last = event.seq;
-        let ended = ended(&event.kind);
+    fn push(&mut self, event: Arc<SharedEvent>) {
+        self.last = event.event.seq;
+        let ended = ended(&event.event.kind);
         self.queue.push_back(Ok(Followed::Event(event)));
         if let Some(status) = ended {
             self.queue.push_back(Ok(Followed::End(status)));
@@ -377,13 +422,15 @@ impl Watcher {
     }
 
     /// Brings a run's summary past `events`, and queues it when it changed.
-    async fn take(&mut self, run: RunId, events: &[Event]) {
+    async fn take(&mut self, run: RunId, events: &[Arc<SharedEvent>]) {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
+        let (first, last) = (first.event(), last.event());
+        let events = events.iter().map(|e| e.event());
         let summary = match self.seen.get(&run) {
             Some(Seen { seq: Some(seq), .. }) if last.seq <= *seq => return,
             Some(Seen { summary, seq: Some(seq) }) if first.seq <= *seq + 1 => {
                 let mut summary = summary.clone();
-                advance(&mut summary, events.iter().filter(|e| e.seq > *seq));
+                advance(&mut summary, events.filter(|e| e.seq > *seq));
                 summary
             }
             _ if first.seq == 1 => match summary_of(events) {
@@ -428,8 +475,9 @@ impl Watcher {
 }
 
 /// A run's summary from its log, first event on (as every store keeps it).
-fn summary_of(events: &[Event]) -> Result<RunSummary, StoreError> {
-    let Some((created, rest)) = events.split_first() else {
+fn summary_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<RunSummary, StoreError> {
+    let mut events = events.into_iter();
+    let Some(created) = events.next() else {
         return Err(StoreError::Corrupt("a run's log is empty".into()));
     };
     let EventKind::RunCreated { run_id, workflow, .. } = &created.kind else {
@@ -446,7 +494,7 @@ fn summary_of(events: &[Event]) -> Result<RunSummary, StoreError> {
         updated_at: created.at,
         usage_by_model: Default::default(),
     };
-    advance(&mut summary, rest);
+    advance(&mut summary, events);
     Ok(summary)
 }
 
@@ -528,7 +576,7 @@ mod tests {
     /// The `seq` of the next item, which must be an event.
     async fn seq<S: Stream<Item = Result<Followed, StoreError>> + Unpin>(stream: &mut S) -> u64 {
         match next(stream).await {
-            Ok(Followed::Event(e)) => e.seq,
+            Ok(Followed::Event(e)) => e.event().seq,
             other => panic!("an event, not {other:?}"),
         }
     }
@@ -595,7 +643,7 @@ mod tests {
         while want <= 41 {
             match next(&mut stream).await.expect("no store error") {
                 Followed::Event(e) => {
-                    assert_eq!(e.seq, want, "every event once, in order");
+                    assert_eq!(e.event().seq, want, "every event once, in order");
                     want += 1;
                 }
                 Followed::Token { .. } => tokens += 1,
@@ -606,11 +654,30 @@ mod tests {
         f.steps("r", 1).await;
         loop {
             match next(&mut stream).await.expect("no store error") {
-                Followed::Event(e) => break assert_eq!(e.seq, 42),
+                Followed::Event(e) => break assert_eq!(e.event().seq, 42),
                 Followed::Token { .. } => {}
                 Followed::End(status) => panic!("the run has not ended: {status:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn watchers_share_one_copy_of_each_live_event_encoded_once() {
+        let f = Fixture::new(CAPACITY);
+        f.create("r").await;
+        let mut one = Box::pin(follow(f.store(), &f.hub, id("r"), 1));
+        let mut two = Box::pin(follow(f.store(), &f.hub, id("r"), 1));
+        assert!(quiet(&mut one).await && quiet(&mut two).await, "both have read the store");
+        f.steps("r", 1).await;
+        let (Ok(Followed::Event(a)), Ok(Followed::Event(b))) = (next(&mut one).await, next(&mut two).await)
+        else {
+            panic!("an event for each");
+        };
+        assert!(Arc::ptr_eq(&a, &b), "one copy for every watcher");
+        assert!(std::ptr::eq(a.encoded(), b.encoded()), "encoded once");
+        assert_eq!(a.encoded().kind, "step_started");
+        let decoded: serde_json::Value = serde_json::from_str(&a.encoded().json).expect("JSON");
+        assert_eq!(decoded, crate::view::event::json(a.event()), "the one event JSON");
     }
 
     #[tokio::test]
@@ -698,7 +765,8 @@ mod tests {
         let state = driving.await.expect("joins").expect("runs");
         assert_eq!(state.status, RunStatus::Completed);
         let stored = store.load(&id("r"), 0).await.expect("stored").events;
-        let mut want: Vec<Followed> = stored.into_iter().map(Followed::Event).collect();
+        let mut want: Vec<Followed> =
+            stored.into_iter().map(|e| Followed::Event(SharedEvent::new(e))).collect();
         want.push(Followed::End(RunStatus::Completed));
         assert_eq!(items.into_iter().collect::<Result<Vec<_>, _>>().expect("no store error"), want);
     }

@@ -27,6 +27,7 @@ pub mod app;
 pub mod cassette;
 pub mod cli;
 pub mod config;
+mod decide;
 pub mod error;
 pub mod files;
 pub mod follow;
@@ -37,7 +38,7 @@ pub mod progress;
 pub mod service;
 pub mod view;
 
-pub use app::{App, Run};
+pub use app::{App, Run, Started};
 pub use cairn_engine::EngineError;
 pub use cli::Cli;
 pub use error::Error;

@@ -112,7 +112,7 @@ impl Meter {
                             true => None,
                             false => workflow_of(store.as_ref(), &run).await,
                         };
-                        meter.record(&run, &events, workflow);
+                        meter.record(&run, events.iter().map(|e| e.event()), workflow);
                     }
                     Ok(Live::Token { .. }) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -129,7 +129,12 @@ impl Meter {
 
     /// Counts what one append recorded of `run`; `workflow` is the run's,
     /// for its steps' kinds, when it is first seen.
-    pub fn record(&self, run: &RunId, events: &[Event], workflow: Option<Workflow>) {
+    pub fn record<'a>(
+        &self,
+        run: &RunId,
+        events: impl IntoIterator<Item = &'a Event>,
+        workflow: Option<Workflow>,
+    ) {
         let mut observed = Vec::new();
         {
             let mut counts = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -138,40 +143,35 @@ impl Meter {
                 counts.runs.insert(run.clone(), Watched { kinds, started: HashMap::new() });
             }
             for event in events {
-                let Ok(kind) = serde_json::to_value(&event.kind) else { continue };
-                let Some(path) = kind.get("path").and_then(serde_json::Value::as_str).map(str::to_owned)
-                else {
-                    if is_end(&event.kind) {
-                        counts.runs.remove(run);
+                let (path, outcome) = match &event.kind {
+                    EventKind::StepStarted { path, .. } => (path.as_str(), "started"),
+                    EventKind::StepSucceeded { path, .. } => (path.as_str(), "succeeded"),
+                    EventKind::StepFailed { path, .. } => (path.as_str(), "failed"),
+                    EventKind::StepSkipped { path, .. } => (path.as_str(), "skipped"),
+                    EventKind::StepCancelled { path } => (path.as_str(), "cancelled"),
+                    kind => {
+                        if is_end(kind) {
+                            counts.runs.remove(run);
+                        }
+                        continue;
                     }
-                    continue;
                 };
                 let watched = counts.runs.entry(run.clone()).or_default();
-                let step_kind = watched.kinds.get(&step_of(&path)).copied().unwrap_or("step");
-                let outcome = match &event.kind {
+                let step_kind = watched.kinds.get(&step_of(path)).copied().unwrap_or("step");
+                match &event.kind {
                     EventKind::StepStarted { .. } => {
-                        watched.started.insert(path.clone(), event.at);
-                        "started"
+                        watched.started.insert(path.to_owned(), event.at);
                     }
-                    EventKind::StepSucceeded { .. } => "succeeded",
-                    EventKind::StepFailed { error, .. } => {
-                        if step_kind == "agent" {
-                            *counts
-                                .provider_errors
-                                .entry(cairn_domain::state::word(error.class).to_owned())
-                                .or_default() += 1;
-                        }
-                        "failed"
+                    EventKind::StepFailed { error, .. } if step_kind == "agent" => {
+                        let class = cairn_domain::state::word(error.class).to_owned();
+                        *counts.provider_errors.entry(class).or_default() += 1;
                     }
-                    EventKind::StepSkipped { .. } => "skipped",
-                    EventKind::StepCancelled { .. } => "cancelled",
-                    _ => continue,
-                };
-                let counts_now = &mut counts;
-                *counts_now.steps.entry((step_kind, outcome)).or_default() += 1;
+                    _ => {}
+                }
+                *counts.steps.entry((step_kind, outcome)).or_default() += 1;
                 if outcome != "started"
-                    && let Some(watched) = counts_now.runs.get_mut(run)
-                    && let Some(started) = watched.started.remove(&path)
+                    && let Some(watched) = counts.runs.get_mut(run)
+                    && let Some(started) = watched.started.remove(path)
                 {
                     let seconds = event.at.0.saturating_sub(started.0) as f64 / 1000.0;
                     observed.push((step_kind, seconds));

@@ -175,7 +175,7 @@ impl Operations for App {
         futures_util::pin_mut!(stream);
         while let Some(item) = stream.next().await {
             match item.map_err(cairn_engine::EngineError::from)? {
-                crate::follow::Followed::Event(e) => each(&e),
+                crate::follow::Followed::Event(e) => each(e.event()),
                 crate::follow::Followed::End(_) => break,
                 crate::follow::Followed::Token { .. } => {}
             }

@@ -3,7 +3,8 @@
 //! A token has one [`Role`], ordered `viewer < operator < admin`: each
 //! allows everything the roles below it allow. Gate roles (the free-form
 //! names a gate's `approvers` lists, such as `tech_lead`) are plain
-//! strings beside it, checked by `steer`, not here.
+//! strings beside it: a [`Caller`] holds the ones it may decide as, and
+//! `steer` checks that the gate lists the one it decides as.
 
 use std::fmt;
 use std::str::FromStr;
@@ -80,6 +81,84 @@ impl FromStr for Role {
     }
 }
 
+/// Who asks, as a front established it (from a token, or the person at
+/// the machine): the name what it asks for is recorded as, what it may do,
+/// and the gate roles it may decide as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The actor recorded on what the request causes.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The gate roles it may decide as.
+    pub gate_roles: GateRoles,
+}
+
+/// The gate roles a [`Caller`] may decide as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateRoles {
+    /// Any: the person at the machine, who could decide through the
+    /// store's files anyway.
+    Any,
+    /// These only (a token's).
+    Only(Vec<String>),
+}
+
+/// Why a [`Caller`] may not make a decision at a gate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The gates it decides list no approvers, so an operator decides
+    /// them, and it is not one.
+    #[error("a gate that lists no approvers takes an operator's decision")]
+    OperatorsDecide,
+    /// It named a gate role it does not hold.
+    #[error("it holds no gate role `{0}`")]
+    NotItsGateRole(String),
+    /// It named no gate role, holds no single one to decide as, and is
+    /// not an operator.
+    #[error("it names no gate role to decide as, and is not an operator")]
+    NoGateRole,
+}
+
+impl Caller {
+    /// Whether it may decide at a gate as `role`.
+    pub fn may_decide_as(&self, role: &str) -> bool {
+        match &self.gate_roles {
+            GateRoles::Any => true,
+            GateRoles::Only(roles) => roles.iter().any(|r| r == role),
+        }
+    }
+
+    /// The role a decision is made as when the request names none: its
+    /// only gate role, if it holds exactly one.
+    pub fn implied_gate_role(&self) -> Option<&str> {
+        match &self.gate_roles {
+            GateRoles::Only(roles) if roles.len() == 1 => roles.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The gate role it decides as: the one `named`, else its only one,
+    /// else none (an operator's decision). `operators_decide` says the
+    /// gates decided list no approvers: a gate role says nothing there,
+    /// only an operator decides.
+    pub fn decision_role(
+        &self,
+        named: Option<String>,
+        operators_decide: bool,
+    ) -> Result<Option<String>, Denied> {
+        let operator = self.role.allows(Role::Operator);
+        if operators_decide && !operator {
+            return Err(Denied::OperatorsDecide);
+        }
+        match named.or_else(|| self.implied_gate_role().map(str::to_owned)) {
+            Some(role) if !self.may_decide_as(&role) => Err(Denied::NotItsGateRole(role)),
+            None if !operator => Err(Denied::NoGateRole),
+            role => Ok(role),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +212,41 @@ mod tests {
             assert_eq!(err.to_string(), format!("`{word}` is not a role: write viewer, operator or admin"));
         }
         assert!(serde_json::from_str::<Role>("\"owner\"").is_err());
+    }
+
+    fn caller(role: Role, gate_roles: &[&str]) -> Caller {
+        let gate_roles = GateRoles::Only(gate_roles.iter().map(|r| (*r).to_owned()).collect());
+        Caller { name: "pat".into(), role, gate_roles }
+    }
+
+    #[test]
+    fn a_decision_is_made_as_the_role_named_or_the_only_one_held() {
+        let lead = caller(Role::Viewer, &["tech_lead"]);
+        assert_eq!(lead.decision_role(None, false), Ok(Some("tech_lead".into())));
+        assert_eq!(lead.decision_role(Some("tech_lead".into()), false), Ok(Some("tech_lead".into())));
+        assert_eq!(
+            lead.decision_role(Some("security".into()), false),
+            Err(Denied::NotItsGateRole("security".into()))
+        );
+        let two = caller(Role::Viewer, &["tech_lead", "security"]);
+        assert_eq!(two.decision_role(None, false), Err(Denied::NoGateRole), "two roles: which one?");
+        assert_eq!(two.decision_role(Some("security".into()), false), Ok(Some("security".into())));
+    }
+
+    #[test]
+    fn gates_without_approvers_take_an_operators_decision() {
+        assert_eq!(
+            caller(Role::Viewer, &["tech_lead"]).decision_role(None, true),
+            Err(Denied::OperatorsDecide)
+        );
+        assert_eq!(caller(Role::Operator, &[]).decision_role(None, true), Ok(None));
+        assert_eq!(
+            caller(Role::Operator, &[]).decision_role(None, false),
+            Ok(None),
+            "an operator decides as itself"
+        );
+        let anyone = Caller { name: "me".into(), role: Role::Admin, gate_roles: GateRoles::Any };
+        assert_eq!(anyone.decision_role(Some("whatever".into()), false), Ok(Some("whatever".into())));
+        assert_eq!(anyone.implied_gate_role(), None);
     }
 }

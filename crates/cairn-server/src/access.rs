@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use cairn_domain::access::Role;
+use cairn_domain::access::{Caller, GateRoles, Role};
 
 use crate::Shared;
 use crate::problem::Problem;
@@ -104,47 +104,6 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/metrics", Endpoint::Metrics, VIEWER),
 ];
 
-/// Who makes a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The name recorded as the actor of what the request causes.
-    pub name: String,
-    /// What it may do.
-    pub role: Role,
-    /// The gate roles it may decide as.
-    pub gate_roles: GateRoles,
-}
-
-/// The gate roles an identity may decide as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateRoles {
-    /// Any: the person at the machine (`--auth none`, or the local key a
-    /// server gives the command line of its own data directory), who
-    /// could decide through the store's files anyway.
-    Any,
-    /// These only (a token's).
-    Only(Vec<String>),
-}
-
-impl Identity {
-    /// Whether it may decide at a gate as `role`.
-    pub fn may_decide_as(&self, role: &str) -> bool {
-        match &self.gate_roles {
-            GateRoles::Any => true,
-            GateRoles::Only(roles) => roles.iter().any(|r| r == role),
-        }
-    }
-
-    /// The role a decision is made as when the request names none: the
-    /// token's only gate role, if it has exactly one.
-    pub fn implied_gate_role(&self) -> Option<&str> {
-        match &self.gate_roles {
-            GateRoles::Only(roles) if roles.len() == 1 => roles.first().map(String::as_str),
-            _ => None,
-        }
-    }
-}
-
 /// How the server tells who calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -165,7 +124,7 @@ pub enum Auth {
 pub const ACTOR_HEADER: &str = "x-cairn-actor";
 
 /// The middleware of one route: refuses a caller without what the route
-/// needs, and hands the handler its [`Identity`].
+/// needs, and hands the handler its [`Caller`].
 pub async fn guard(
     State((shared, need)): State<(Shared, Need)>,
     mut request: Request,
@@ -212,7 +171,7 @@ fn token_in_query(query: Option<&str>) -> bool {
 }
 
 /// The identity of a request's credentials.
-async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Problem> {
+async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Caller, Problem> {
     let claimed = || {
         headers
             .get(ACTOR_HEADER)
@@ -223,7 +182,7 @@ async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Prob
     let local_key = match shared.auth.as_ref() {
         Auth::None => {
             let name = claimed().unwrap_or_else(|| "anonymous".into());
-            return Ok(Identity { name, role: Role::Admin, gate_roles: GateRoles::Any });
+            return Ok(Caller { name, role: Role::Admin, gate_roles: GateRoles::Any });
         }
         Auth::Token { local_key } => local_key.as_deref(),
     };
@@ -240,10 +199,10 @@ async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Prob
         && equal_in_constant_time(secret.as_bytes(), key.as_bytes())
     {
         let name = claimed().unwrap_or_else(|| "local".into());
-        return Ok(Identity { name, role: Role::Admin, gate_roles: GateRoles::Any });
+        return Ok(Caller { name, role: Role::Admin, gate_roles: GateRoles::Any });
     }
     let token = shared.service.app().authenticate(secret).await.map_err(Problem::from)?;
-    Ok(Identity { name: token.name, role: token.role, gate_roles: GateRoles::Only(token.gate_roles) })
+    Ok(Caller { name: token.name, role: token.role, gate_roles: GateRoles::Only(token.gate_roles) })
 }
 
 /// Compares two secrets without a timing that says how much matched.
@@ -269,20 +228,5 @@ mod tests {
         assert!(equal_in_constant_time(b"abc", b"abc"));
         assert!(!equal_in_constant_time(b"abc", b"abd"));
         assert!(!equal_in_constant_time(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn a_token_decides_only_as_its_gate_roles_and_implies_its_only_one() {
-        let one = Identity {
-            name: "t".into(),
-            role: Role::Viewer,
-            gate_roles: GateRoles::Only(vec!["lead".into()]),
-        };
-        assert!(one.may_decide_as("lead"));
-        assert!(!one.may_decide_as("qa"));
-        assert_eq!(one.implied_gate_role(), Some("lead"));
-        let any = Identity { name: "me".into(), role: Role::Admin, gate_roles: GateRoles::Any };
-        assert!(any.may_decide_as("qa"));
-        assert_eq!(any.implied_gate_role(), None);
     }
 }

@@ -38,7 +38,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use cairn_app::Service;
 use tokio::sync::watch;
 
-pub use access::{Auth, Endpoint, Identity, ROUTES};
+pub use access::{Auth, Endpoint, ROUTES};
 use openapi::{Bearer, Optional};
 pub use problem::Problem;
 

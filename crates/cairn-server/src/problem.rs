@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use cairn_app::EngineError;
 use cairn_app::Error;
 use cairn_app::error::TokenError;
+use cairn_domain::access::Denied;
 use cairn_domain::problem::Problems;
 use cairn_domain::steer::Refusal;
 use cairn_ports::StoreError;
@@ -114,6 +115,23 @@ impl From<Error> for Problem {
                 _ => Self::bad_request(detail),
             },
             Error::Engine(engine) => Self::engine(engine, detail),
+            Error::Denied { caller, role, denied } => Self::forbidden(match denied {
+                Denied::OperatorsDecide => format!(
+                    "token `{caller}` is {role}; a gate that lists no approvers takes an operator's decision"
+                ),
+                Denied::NotItsGateRole(gate_role) => {
+                    format!("token `{caller}` may not decide as `{gate_role}`: it has no such gate role")
+                }
+                Denied::NoGateRole => {
+                    format!("token `{caller}` names no gate role to decide as, and is not an operator")
+                }
+            }),
+            Error::KeyReused { run } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!("Idempotency-Key was used for run `{run}` with another definition or other inputs"),
+            )
+            .with("run", json!(run)),
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail),
         }
     }

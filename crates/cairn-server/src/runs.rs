@@ -10,7 +10,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_app::{Error, Run, view};
+use cairn_app::{Error, Run, Started, view};
 use cairn_domain::Definition;
 use cairn_domain::id::RunId;
 use cairn_domain::limits::MAX_FILE_BYTES;
@@ -26,8 +26,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::Shared;
-use crate::access::Identity;
 use crate::problem::Problem;
+use cairn_domain::access::Caller;
 
 /// What a handler answers: a response, or a problem document.
 pub(crate) type Answer = Result<Response, Problem>;
@@ -247,7 +247,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 )]
 pub(crate) async fn start(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     headers: HeaderMap,
     payload: Result<Json<StartBody>, JsonRejection>,
 ) -> Answer {
@@ -265,53 +265,23 @@ pub(crate) async fn start(
         }
     };
     let app = shared.service.app();
-    let run_id =
-        match (&start.run_id, key) {
-            (Some(id), _) => Some(RunId::new(id).map_err(|e| {
+    let inputs = Value::Object(start.inputs);
+    let run = match (start.run_id, key) {
+        (Some(id), _) => {
+            let id = RunId::new(id).map_err(|e| {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
-            })?),
-            (None, Some(key)) => Some(idempotent_id(key)?),
-            (None, None) => None,
-        };
-    let hash = definition.hash();
-    let inputs = Value::Object(start.inputs.clone());
-    // What the run would record of these inputs (defaults filled, values
-    // read as the declared types): a repeat is the same request when it
-    // resolves to what the first recorded.
-    let resolved = cairn_domain::inputs::resolve(&definition.workflow, inputs.clone()).ok();
-    match app.start_by(definition, inputs, run_id.clone(), &identity.name).await {
-        Ok(run) => {
-            shared.service.drive(&run.state.run_id);
-            Ok(created(&shared, &run))
+            })?;
+            app.start_by(definition, inputs, Some(id), &identity.name).await
         }
-        Err(Error::Engine(cairn_app::EngineError::Store(cairn_ports::StoreError::AlreadyExists(_))))
-            if key.is_some() && start.run_id.is_none() =>
-        {
-            let id = run_id.ok_or_else(|| Problem::bad_request("no run id"))?;
-            let first = app.status(&id).await.map_err(Problem::from)?;
-            let same_inputs = resolved.as_ref() == Some(&first.state.inputs);
-            if first.definition.hash() == hash && same_inputs {
-                Ok(run_json(&shared, &first, StatusCode::OK))
-            } else {
-                Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    format!(
-                        "Idempotency-Key was used for run `{id}` with another definition or other inputs"
-                    ),
-                ))
-            }
-        }
-        Err(e) => Err(e.into()),
+        (None, Some(key)) => match app.start_idempotent(definition, inputs, key, &identity.name).await {
+            Ok((run, Started::Repeat)) => return Ok(run_json(&shared, &run, StatusCode::OK)),
+            started => started.map(|(run, _)| run),
+        },
+        (None, None) => app.start_by(definition, inputs, None, &identity.name).await,
     }
-}
-
-/// The run id an idempotency key stands for: `idem-` and 32 hex digits
-/// of the key's hash.
-fn idempotent_id(key: &str) -> Result<RunId, Problem> {
-    let hash = cairn_ports::hash_secret(key);
-    let digits = hash.get(..32).unwrap_or(&hash);
-    RunId::new(format!("idem-{digits}")).map_err(|e| Problem::bad_request(e.to_string()))
+    .map_err(Problem::from)?;
+    shared.service.drive(&run.state.run_id);
+    Ok(created(&shared, &run))
 }
 
 /// The query of `GET /runs`.
@@ -419,7 +389,7 @@ pub(crate) async fn get(State(shared): State<Shared>, path: Result<Path<String>,
 )]
 pub(crate) async fn pause(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer {
     stop(&shared, &identity, run_id(path)?, Request::Pause).await
@@ -445,13 +415,13 @@ pub(crate) async fn pause(
 )]
 pub(crate) async fn cancel(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer {
     stop(&shared, &identity, run_id(path)?, Request::Cancel).await
 }
 
-async fn stop(shared: &Shared, identity: &Identity, id: RunId, request: Request) -> Answer {
+async fn stop(shared: &Shared, identity: &Caller, id: RunId, request: Request) -> Answer {
     let run = shared.service.stop(&id, request, &identity.name).await.map_err(Problem::from)?;
     Ok(run_json(shared, &run, StatusCode::ACCEPTED))
 }
@@ -489,7 +459,7 @@ pub(crate) struct ResumeBody {
 )]
 pub(crate) async fn resume(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     payload: Result<Json<ResumeBody>, JsonRejection>,
@@ -497,12 +467,7 @@ pub(crate) async fn resume(
     let id = run_id(path)?;
     let resume = optional(&headers, payload)?;
     let app = shared.service.app();
-    let run = app.status(&id).await.map_err(Problem::from)?;
-    if run.state.status.is_terminal() {
-        let refusal = cairn_domain::steer::Refusal::Ended { status: run.state.status };
-        return Err(Error::Engine(cairn_app::EngineError::Refused { run: id, refusal }).into());
-    }
-    app.check(&id).await.map_err(Problem::from)?;
+    app.resumable(&id).await.map_err(Problem::from)?;
     if let Some(usd) = resume.budget_usd {
         shared.service.steer(&id, app.raise_budget(&id, usd, &identity.name)).await.map_err(Problem::from)?;
     }
@@ -549,7 +514,7 @@ pub(crate) struct DecideBody {
 )]
 pub(crate) async fn approve(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     payload: Result<Json<DecideBody>, JsonRejection>,
@@ -580,7 +545,7 @@ pub(crate) async fn approve(
 )]
 pub(crate) async fn reject(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     payload: Result<Json<DecideBody>, JsonRejection>,
@@ -601,52 +566,12 @@ fn optional<T: Default>(headers: &HeaderMap, payload: Result<Json<T>, JsonReject
     }
 }
 
-/// Records an approval or rejection as the identity, deciding as the role
-/// it names (or the token's only gate role); the token must hold that
-/// role. A gate that lists no approvers takes an operator's decision.
-async fn decide(shared: &Shared, identity: &Identity, id: RunId, verdict: Verdict, b: DecideBody) -> Answer {
-    // A gate that lists no approvers is decided by an operator: a gate
-    // role says nothing about it.
-    let run = shared.service.app().status(&id).await.map_err(Problem::from)?;
-    let gates = view::run::gates_of(&run.state, &run.definition.workflow);
-    let target: Vec<_> = match &b.gate {
-        Some(gate) => gates.iter().filter(|g| g.path.as_str() == gate).collect(),
-        None => gates.iter().collect(),
-    };
-    if !target.is_empty()
-        && target.iter().all(|g| g.approvers.is_empty())
-        && !identity.role.allows(cairn_domain::access::Role::Operator)
-    {
-        return Err(Problem::forbidden(format!(
-            "token `{}` is {}; a gate that lists no approvers takes an operator's decision",
-            identity.name,
-            identity.role.word()
-        )));
-    }
-    let role = b.role.or_else(|| identity.implied_gate_role().map(str::to_owned));
-    match &role {
-        Some(role) if !identity.may_decide_as(role) => {
-            return Err(Problem::forbidden(format!(
-                "token `{}` may not decide as `{role}`: it has no such gate role",
-                identity.name
-            )));
-        }
-        None if !identity.role.allows(cairn_domain::access::Role::Operator) => {
-            return Err(Problem::forbidden(format!(
-                "token `{}` names no gate role to decide as, and is not an operator",
-                identity.name
-            )));
-        }
-        _ => {}
-    }
-    let call = GateCall { gate: b.gate, verdict, role, comment: b.comment };
-    record_decision(shared, identity, id, call).await
-}
-
-async fn record_decision(shared: &Shared, identity: &Identity, id: RunId, call: GateCall) -> Answer {
+/// Records an approval or rejection as the caller, deciding as the gate
+/// role it names or holds alone ([`cairn_app::App::decide_as`]).
+async fn decide(shared: &Shared, caller: &Caller, id: RunId, verdict: Verdict, b: DecideBody) -> Answer {
     let app = shared.service.app();
-    let run =
-        shared.service.steer(&id, app.decide(&id, call, &identity.name)).await.map_err(Problem::from)?;
+    let call = GateCall { gate: b.gate, verdict, role: b.role, comment: b.comment };
+    let run = shared.service.steer(&id, app.decide_as(&id, call, caller)).await.map_err(Problem::from)?;
     shared.service.drive(&id);
     Ok(run_json(shared, &run, StatusCode::OK))
 }
@@ -686,14 +611,18 @@ pub(crate) struct AnswerBody {
 )]
 pub(crate) async fn answer(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<AnswerBody>, JsonRejection>,
 ) -> Answer {
     let id = run_id(path)?;
     let b = body(payload)?;
     let call = GateCall { gate: b.gate, verdict: Verdict::Answer(b.text), role: None, comment: None };
-    record_decision(&shared, &identity, id, call).await
+    let app = shared.service.app();
+    let run =
+        shared.service.steer(&id, app.decide(&id, call, &identity.name)).await.map_err(Problem::from)?;
+    shared.service.drive(&id);
+    Ok(run_json(&shared, &run, StatusCode::OK))
 }
 
 /// The query of `GET /runs/{id}/events`.
@@ -801,7 +730,7 @@ pub(crate) struct ForkBody {
 )]
 pub(crate) async fn fork(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<ForkBody>, JsonRejection>,
 ) -> Answer {

@@ -85,9 +85,8 @@ pub(crate) async fn run_events(
         let _following = &following;
         Ok::<_, Infallible>(match item {
             Ok(Followed::Event(e)) => {
-                let data = view::event::json(&e);
-                let kind = data["type"].as_str().unwrap_or("event").to_owned();
-                Sse::default().id(e.seq.to_string()).event(kind).data(data.to_string())
+                let encoded = e.encoded();
+                Sse::default().id(e.event().seq.to_string()).event(&encoded.kind).data(&encoded.json)
             }
             Ok(Followed::Token { path, attempt, text }) => {
                 let data = json!({"path": path, "attempt": attempt, "text": text}).to_string();
