@@ -272,49 +272,49 @@ const GATE_SCENARIO: Scenario =
 
 #[test]
 fn killed_runs_resume_and_finish_every_step_exactly_once() {
-    crash_test(&CHAIN_SCENARIO, kills(Mode::Cli), Mode::Cli);
+    crash_test(&CHAIN_SCENARIO, Mode::Cli);
 }
 
 #[test]
 fn killed_fan_outs_resume_only_unfinished_instances() {
-    crash_test(&FAN_OUT_SCENARIO, kills(Mode::Cli), Mode::Cli);
+    crash_test(&FAN_OUT_SCENARIO, Mode::Cli);
 }
 
 #[test]
 fn killed_commands_retries_loops_and_gotos_resume_exactly_what_was_in_flight() {
-    crash_test(&MIXED_SCENARIO, kills(Mode::Cli), Mode::Cli);
+    crash_test(&MIXED_SCENARIO, Mode::Cli);
 }
 
 #[test]
 fn runs_killed_after_an_approval_resume_past_the_gate() {
-    crash_test(&GATE_SCENARIO, kills(Mode::Cli), Mode::Cli);
+    crash_test(&GATE_SCENARIO, Mode::Cli);
 }
 
 #[test]
 fn killed_servers_resume_their_runs_and_finish_every_step_exactly_once() {
-    crash_test(&CHAIN_SCENARIO, kills(Mode::Served), Mode::Served);
+    crash_test(&CHAIN_SCENARIO, Mode::Served);
 }
 
 #[test]
 fn killed_servers_resume_only_unfinished_fan_out_instances() {
-    crash_test(&FAN_OUT_SCENARIO, kills(Mode::Served), Mode::Served);
+    crash_test(&FAN_OUT_SCENARIO, Mode::Served);
 }
 
 #[test]
 fn killed_servers_resume_commands_retries_loops_and_gotos_exactly_where_they_were() {
-    crash_test(&MIXED_SCENARIO, kills(Mode::Served), Mode::Served);
+    crash_test(&MIXED_SCENARIO, Mode::Served);
 }
 
 #[test]
 fn servers_killed_after_an_approval_through_them_resume_past_the_gate() {
-    crash_test(&GATE_SCENARIO, kills(Mode::Served), Mode::Served);
+    crash_test(&GATE_SCENARIO, Mode::Served);
 }
 
 /// A crash test asked for no kills fails: it would prove nothing.
 #[test]
 fn a_crash_test_asked_for_no_kills_fails() {
     let scenario = Scenario { name: "crash-none", workflow: CHAIN, calls: CHAIN_CALLS, faults: &[] };
-    let result = std::panic::catch_unwind(|| crash_test(&scenario, 0, Mode::Cli));
+    let result = std::panic::catch_unwind(|| crash_test_killing(&scenario, 0, Mode::Cli));
     let why = result.expect_err("a crash test with no kills passed");
     let why =
         why.downcast_ref::<String>().map(String::as_str).or_else(|| why.downcast_ref::<&str>().copied());
@@ -422,6 +422,8 @@ enum Mode {
     Served,
 }
 
+/// How many kills a scenario gets: `CAIRN_CRASH_KILLS`, or 20 (8 of a
+/// server, which takes longer to start).
 fn kills(mode: Mode) -> usize {
     match std::env::var("CAIRN_CRASH_KILLS") {
         Err(_) if mode == Mode::Served => 8,
@@ -469,7 +471,13 @@ struct Tally {
     answered_unrecorded: usize,
 }
 
-fn crash_test(scenario: &Scenario, target: usize, mode: Mode) {
+/// Kills `scenario`'s process in `mode` as often as [`kills`] says, and
+/// checks what every kill left.
+fn crash_test(scenario: &Scenario, mode: Mode) {
+    crash_test_killing(scenario, kills(mode), mode);
+}
+
+fn crash_test_killing(scenario: &Scenario, target: usize, mode: Mode) {
     assert!(target > 0, "CAIRN_CRASH_KILLS=0 asks for no kills: the crash test would prove nothing");
     let server = Server::start(Duration::from_millis(30), scenario.faults);
     let name = match mode {

@@ -589,8 +589,8 @@ fn typed(status: StatusCode, problem: &Value) -> Error {
             let problems: Vec<String> = field(problem, "problems").unwrap_or_default();
             Error::Engine(EngineError::Inputs(problems))
         }
-        "unauthorized" if detail.contains("expired") => {
-            Error::Token(TokenError::Expired(detail.split('`').nth(1).unwrap_or_default().to_owned()))
+        "unauthorized" if problem.get("expired_token").is_some() => {
+            Error::Token(TokenError::Expired(text("expired_token")))
         }
         _ => Error::Server { status: status.as_u16(), code, detail },
     }
@@ -646,7 +646,12 @@ mod tests {
             panic!("a definition error");
         };
         assert_eq!(problems.0[0].render("wf.yaml"), "wf.yaml:3:5: steps[0].id: bad");
-        let other = json!({"code": "unauthorized", "detail": "send a token"});
+        let expired = json!({"code": "unauthorized", "detail": "no longer", "expired_token": "ci"});
+        assert!(matches!(
+            typed(StatusCode::UNAUTHORIZED, &expired),
+            Error::Token(TokenError::Expired(name)) if name == "ci"
+        ));
+        let other = json!({"code": "unauthorized", "detail": "send a token that has expired"});
         assert!(
             matches!(typed(StatusCode::UNAUTHORIZED, &other), Error::Server { status: 401, code, .. } if code == "unauthorized")
         );

@@ -793,6 +793,9 @@ pub(crate) struct Problem {
     /// The problems of a definition or of inputs.
     #[schema(nullable = false)]
     problems: Option<Vec<ListedProblem>>,
+    /// The name of the expired token presented (a `401`).
+    #[schema(nullable = false)]
+    expired_token: Option<String>,
 }
 
 #[cfg(test)]

@@ -106,7 +106,8 @@ impl From<Error> for Problem {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
             }
             Error::Token(token) => match token {
-                TokenError::Unknown | TokenError::Expired(_) => Self::unauthorized(detail),
+                TokenError::Unknown => Self::unauthorized(detail),
+                TokenError::Expired(name) => Self::unauthorized(detail).with("expired_token", json!(name)),
                 TokenError::NameTaken(_) => Self::new(StatusCode::CONFLICT, "conflict", detail),
                 TokenError::NoSuchToken(_) => Self::not_found(detail),
                 TokenError::BadName(_) => {
