@@ -69,6 +69,9 @@ fn at_terminal(
 
 #[test]
 fn a_terminal_gets_colour_and_a_live_line_and_no_color_gets_plain_lines() {
+    if crate::support::skip_when_served("draws on the terminal of the process that drives the run") {
+        return;
+    }
     let (dir, data) = setup("cli_tty_progress");
     // Each answer takes 1.5 s: the live line shows after 0.5 s, however busy the machine.
     let latency = [("CAIRN_MOCK_LATENCY", "1500ms")];
@@ -95,6 +98,9 @@ fn a_terminal_gets_colour_and_a_live_line_and_no_color_gets_plain_lines() {
 
 #[test]
 fn piped_output_is_plain_lines_without_escape_codes() {
+    if crate::support::skip_when_served("draws on the terminal of the process that drives the run") {
+        return;
+    }
     let (dir, data) = setup("cli_pipe_plain");
     let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8")), ("CAIRN_MOCK_LATENCY", "800ms")];
     let out = cairn_env(&dir, &["--llm", "mock", "run", "wf.yaml", "--run-id", "p1"], &env);
@@ -113,6 +119,9 @@ fn piped_output_is_plain_lines_without_escape_codes() {
 
 #[test]
 fn quiet_drops_progress_but_not_errors() {
+    if crate::support::skip_when_served("draws on the terminal of the process that drives the run") {
+        return;
+    }
     let (dir, data) = setup("cli_quiet");
     let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8"))];
     let out = cairn_env(&dir, &["-q", "--llm", "mock", "run", "wf.yaml", "--run-id", "q1"], &env);
@@ -126,6 +135,9 @@ fn quiet_drops_progress_but_not_errors() {
 
 #[test]
 fn a_table_is_cut_to_a_narrow_terminal_and_whole_in_a_pipe() {
+    if crate::support::skip_when_served("draws on the terminal of the process that drives the run") {
+        return;
+    }
     let (dir, data) = setup("cli_tty_table");
     let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8"))];
     let out = cairn_env(&dir, &["--llm", "mock", "run", "wf.yaml", "--run-id", "w1"], &env);

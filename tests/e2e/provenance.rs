@@ -24,6 +24,9 @@ fn tokens(usage: &Value) -> u64 {
 
 #[test]
 fn a_second_ctrl_c_stops_at_once_and_status_says_nobody_drives_the_run() {
+    if crate::support::skip_when_served("Ctrl-C reaches the process that drives the run") {
+        return;
+    }
     let (dir, data) = setup("prov_ctrl_c");
     // Each step takes 30 s: only the second Ctrl-C can end the process soon.
     let driver = Driver::start_with(&dir, &data, "i2", "30s");
@@ -143,6 +146,9 @@ fn deciding_on_an_ended_run_names_the_verb_and_the_status_as_a_word() {
 
 #[test]
 fn verbs_that_only_read_create_no_data_directory_and_path_errors_name_the_path() {
+    if crate::support::skip_when_served("a server made the data directory") {
+        return;
+    }
     let dir = scratch("prov_reading");
     std::fs::write(dir.join("wf.yaml"), CHAIN).expect("write");
     let data = dir.join("nowhere");
@@ -181,6 +187,9 @@ const GATED: &str = "cairn: 1\nid: gated\nagents:\n  w: { system: hi }\nsteps:\n
 
 #[test]
 fn status_says_what_going_on_from_here_needs_and_runs_says_which_run_has_no_driver() {
+    if crate::support::skip_when_served("a server drives every run it holds") {
+        return;
+    }
     let dir = scratch("prov_needs");
     std::fs::write(dir.join("wf.yaml"), GATED).expect("write");
     let data = crate::support::fresh_data_dir();

@@ -90,6 +90,11 @@ fn leaked(bytes: &[u8]) -> Vec<&'static str> {
 
 #[test]
 fn no_secret_reaches_any_output_the_store_or_a_cassette() {
+    if crate::support::skip_when_served(
+        "`--llm` applies to the process that drives runs, not to a client of a server",
+    ) {
+        return;
+    }
     let dir = scratch("secrets_canary");
     std::fs::write(dir.join("wf.yaml"), workflow()).expect("write");
     let server = LlmServer::with_faults(std::time::Duration::ZERO, faults());

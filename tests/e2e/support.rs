@@ -95,6 +95,12 @@ pub fn cairn_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Runs the binary `bin` with `args` in `dir`, as [`cairn_env`] runs `cairn`.
 pub fn bin_env(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    if served()
+        && bin == cairn_bin()
+        && let Some((_, data)) = env.iter().find(|(k, _)| *k == "CAIRN_DATA_DIR")
+    {
+        hold(dir, Path::new(data), args, env);
+    }
     let mut command = command(bin, dir, args);
     if !env.iter().any(|(k, _)| *k == "CAIRN_DATA_DIR") {
         command.env("CAIRN_DATA_DIR", fresh_data_dir());
@@ -438,4 +444,108 @@ pub fn http(server: &Server, request: &str) -> (u16, String, String) {
 pub fn get(server: &Server, path: &str, headers: &str) -> (u16, String, String) {
     let host = server.address().to_owned();
     http(server, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"))
+}
+
+/// Whether this run of the suite goes through servers (`CAIRN_E2E_SERVED`
+/// set): every invocation on a data directory a test chose ([`cairn_env`]
+/// with `CAIRN_DATA_DIR`) finds a `cairn serve` holding it, as a second
+/// shell would, and goes through it. `cargo xtask ci` runs the suite's
+/// command-line tests both ways.
+pub fn served() -> bool {
+    std::env::var_os("CAIRN_E2E_SERVED").is_some()
+}
+
+/// Whether a test skips this run of the suite: when it goes through
+/// servers ([`served`]) and the test checks what only a process that drives
+/// its own runs does (`why`, printed).
+pub fn skip_when_served(why: &str) -> bool {
+    if served() {
+        eprintln!("skipped through a server: {why}");
+    }
+    served()
+}
+
+/// The verbs that never go through a server (they read no store).
+const LOCAL_VERBS: &[&str] = &[
+    "validate",
+    "plan",
+    "init",
+    "serve",
+    "help",
+    "completions",
+    "man",
+    "doctor",
+    "--help",
+    "--version",
+    "-h",
+    "-V",
+];
+
+/// The global options that take a value.
+const VALUED_GLOBALS: &[&str] = &["--data-dir", "--config", "--llm", "--server", "--token"];
+
+/// Starts a `cairn serve` holding `data`, unless one does, for an
+/// invocation `args` of a verb that reads the store: in `dir`, with the
+/// invocation's environment and its `--llm` and `--config` (none when
+/// another process holds the store). The server lives as long as the test
+/// process: it is started under a shell that stops it when the pipe the
+/// process holds open closes.
+fn hold(dir: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) {
+    static SERVERS: std::sync::Mutex<Vec<(PathBuf, Child)>> = std::sync::Mutex::new(Vec::new());
+    let mut globals = Vec::new();
+    let mut rest = args.iter();
+    let verb = loop {
+        match rest.next() {
+            Some(flag) if VALUED_GLOBALS.contains(flag) => {
+                let value = rest.next().copied().unwrap_or_default();
+                if ["--llm", "--config"].contains(flag) {
+                    globals.extend([*flag, value]);
+                }
+            }
+            Some(flag) if flag.starts_with('-') && !LOCAL_VERBS.contains(flag) => {}
+            other => break other.copied(),
+        }
+    };
+    if verb.is_none_or(|v| LOCAL_VERBS.contains(&v)) {
+        return;
+    }
+    let mut servers = SERVERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if servers.iter().any(|(held, _)| held == data) {
+        return;
+    }
+    let mut all: Vec<&str> = globals;
+    all.extend(["serve", "--listen", "127.0.0.1:0"]);
+    let mut shell = command(Path::new("sh"), dir, &[]);
+    shell
+        .arg("-c")
+        .arg(r#""$@" </dev/null & server=$!; exec 2>/dev/null; cat >/dev/null; kill -TERM $server; wait $server"#)
+        .arg("sh")
+        .arg(cairn_bin())
+        .args(&all)
+        .env("CAIRN_DATA_DIR", data)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = shell.spawn().expect("sh starts cairn serve");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no listening line in time");
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("cairn serve listening on ") => break,
+            Some(Ok(_)) => {}
+            // Another process holds the store (a test's own driver): the
+            // invocation meets it as it would without a server.
+            _ => {
+                drop(child.stdin.take());
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    // Its stdin stays open while the test process lives.
+    servers.push((data.to_owned(), child));
 }

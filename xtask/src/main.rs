@@ -76,6 +76,35 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// `cargo test -p cairn-e2e` with `CAIRN_E2E_SERVED=1`.
+fn served_cli_suite() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let args = [
+        "test",
+        "--locked",
+        "-p",
+        "cairn-e2e",
+        "--test",
+        "e2e",
+        "--",
+        "--skip",
+        "crash::",
+        "--skip",
+        "serve::",
+    ];
+    eprintln!("$ CAIRN_E2E_SERVED=1 cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .env("CAIRN_E2E_SERVED", "1")
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("the command-line tests through a server failed with {status}");
+    }
+    Ok(())
+}
+
 /// Builds the debug binaries (`target/debug/cairn` among them) with the
 /// targets `cargo test --workspace` builds, so features resolve the same
 /// way and a build after the tests finds everything built already (a
@@ -152,6 +181,11 @@ fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--locked"])?;
+    // The command line's end-to-end tests again, each verb through a
+    // `cairn serve` holding the data directory: the same output and exit
+    // codes either way. (The crash harness and the server's own tests
+    // start their servers themselves.)
+    served_cli_suite()?;
     // The API fuzzed against its own OpenAPI document: no server error,
     // no answer outside its schema.
     schemathesis::run(&["--quick".to_owned()])?;

@@ -76,12 +76,20 @@ impl Remote {
 
     /// A request to `path` (under `/api/v1`) with the credentials.
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_by(method, path, None)
+    }
+
+    /// [`Remote::request`] recording what it causes as done by `by` (the
+    /// verbs' `--by`) where the server takes the client's word for who
+    /// acts (the local key, `--auth none`); a token's name is never
+    /// overridden, so nothing is claimed with one.
+    fn request_by(&self, method: Method, path: &str, by: Option<&str>) -> reqwest::RequestBuilder {
         let mut request = self.http.request(method, format!("{}/api/v1{path}", self.target.url));
         if let Some(token) = &self.target.token {
             request = request.bearer_auth(token);
         }
         if let Some(actor) = &self.target.actor {
-            request = request.header("x-cairn-actor", actor);
+            request = request.header("x-cairn-actor", by.unwrap_or(actor));
         }
         request
     }
@@ -89,7 +97,18 @@ impl Remote {
     /// Sends a request and reads its JSON answer; a problem document
     /// becomes the typed error it stands for.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let mut request = self.request(method, path).timeout(REQUEST_TIMEOUT);
+        self.call_by(method, path, body, None).await
+    }
+
+    /// [`Remote::call`] as done by `by` ([`Remote::request_by`]).
+    async fn call_by(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        by: Option<&str>,
+    ) -> Result<Value, Error> {
+        let mut request = self.request_by(method, path, by).timeout(REQUEST_TIMEOUT);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -113,6 +132,11 @@ impl Remote {
 
     async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
         self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// A `POST` whose effects are recorded as done by `by`.
+    async fn post_by(&self, path: &str, body: Value, by: &str) -> Result<Value, Error> {
+        self.call_by(Method::POST, path, Some(body), Some(by)).await
     }
 
     /// The server cannot be reached (named, never with a token).
@@ -274,7 +298,7 @@ impl Operations for Remote {
         definition: Definition,
         inputs: Value,
         run_id: Option<RunId>,
-        _by: &str,
+        by: &str,
     ) -> Result<Run, Error> {
         let body = json!({
             "definition": definition.text,
@@ -283,10 +307,15 @@ impl Operations for Remote {
             "inputs": inputs,
             "run_id": run_id,
         });
-        let started = self.post("/runs", body).await.map_err(|e| match e {
+        let started = self.post_by("/runs", body, by).await.map_err(|e| match e {
             // Said of the file, as the local start says it.
             Error::Definition { problems, .. } => {
                 Error::Definition { name: definition.name.clone(), problems }
+            }
+            // A start conflicts only with a run that has the id it asked for.
+            Error::Server { code, .. } if code == "conflict" && run_id.is_some() => {
+                let id = run_id.as_ref().map(ToString::to_string).unwrap_or_default();
+                Error::Engine(EngineError::Store(StoreError::AlreadyExists(id)))
             }
             other => other,
         })?;
@@ -374,7 +403,7 @@ impl Operations for Remote {
         self.get(&format!("/runs/{id}")).await.map(|_| ())
     }
 
-    async fn decide(&self, id: &RunId, call: GateCall, _by: &str) -> Result<Run, Error> {
+    async fn decide(&self, id: &RunId, call: GateCall, by: &str) -> Result<Run, Error> {
         let (verb, body) = match call.verdict {
             Verdict::Approve => {
                 ("approve", json!({"gate": call.gate, "as": call.role, "comment": call.comment}))
@@ -384,28 +413,28 @@ impl Operations for Remote {
             }
             Verdict::Answer(text) => ("answer", json!({"gate": call.gate, "text": text})),
         };
-        self.post(&format!("/runs/{id}/{verb}"), body).await?;
+        self.post_by(&format!("/runs/{id}/{verb}"), body, by).await?;
         self.hand(id, false);
         self.run_until(id, |e| matches!(e.kind, EventKind::GateDecided { .. } | EventKind::Answered { .. }))
             .await
     }
 
-    async fn stop(&self, id: &RunId, request: Request, _by: &str) -> Result<Run, Error> {
+    async fn stop(&self, id: &RunId, request: Request, by: &str) -> Result<Run, Error> {
         let last = self.last_seq(id).await?;
-        self.post(&format!("/runs/{id}/{}", verb_of(request)), json!({})).await?;
+        self.post_by(&format!("/runs/{id}/{}", verb_of(request)), json!({}), by).await?;
         // A driven run stops at its next safe point: wait for that.
         self.wait(id, last).await?;
         self.run(id).await
     }
 
-    async fn raise_budget(&self, id: &RunId, budget_usd: f64, _by: &str) -> Result<Run, Error> {
-        self.post(&format!("/runs/{id}/resume"), json!({"budget_usd": budget_usd})).await?;
+    async fn raise_budget(&self, id: &RunId, budget_usd: f64, by: &str) -> Result<Run, Error> {
+        self.post_by(&format!("/runs/{id}/resume"), json!({"budget_usd": budget_usd}), by).await?;
         self.hand(id, false);
         self.run(id).await
     }
 
-    async fn fork(&self, id: &RunId, seq: u64, _by: &str) -> Result<Run, Error> {
-        let forked = self.post(&format!("/runs/{id}/fork"), json!({"checkpoint": seq})).await?;
+    async fn fork(&self, id: &RunId, seq: u64, by: &str) -> Result<Run, Error> {
+        let forked = self.post_by(&format!("/runs/{id}/fork"), json!({"checkpoint": seq}), by).await?;
         let new_id: RunId = field(&forked, "run_id").map_err(Error::Config)?;
         self.run(&new_id).await
     }
