@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_app::{Error, Run, Started, view};
 use cairn_domain::Definition;
+use cairn_domain::access::Caller;
 use cairn_domain::id::RunId;
 use cairn_domain::limits::MAX_FILE_BYTES;
 use cairn_domain::plan::Plan;
@@ -27,7 +28,6 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::Shared;
 use crate::problem::Problem;
-use cairn_domain::access::Caller;
 
 /// What a handler answers: a response, or a problem document.
 pub(crate) type Answer = Result<Response, Problem>;
@@ -247,7 +247,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 )]
 pub(crate) async fn start(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     payload: Result<Json<StartBody>, JsonRejection>,
 ) -> Answer {
@@ -271,13 +271,13 @@ pub(crate) async fn start(
             let id = RunId::new(id).map_err(|e| {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
             })?;
-            app.start_by(definition, inputs, Some(id), &identity.name).await
+            app.start_by(definition, inputs, Some(id), &caller.name).await
         }
-        (None, Some(key)) => match app.start_idempotent(definition, inputs, key, &identity.name).await {
+        (None, Some(key)) => match app.start_idempotent(definition, inputs, key, &caller.name).await {
             Ok((run, Started::Repeat)) => return Ok(run_json(&shared, &run, StatusCode::OK)),
             started => started.map(|(run, _)| run),
         },
-        (None, None) => app.start_by(definition, inputs, None, &identity.name).await,
+        (None, None) => app.start_by(definition, inputs, None, &caller.name).await,
     }
     .map_err(Problem::from)?;
     shared.service.drive(&run.state.run_id);
@@ -389,10 +389,10 @@ pub(crate) async fn get(State(shared): State<Shared>, path: Result<Path<String>,
 )]
 pub(crate) async fn pause(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer {
-    stop(&shared, &identity, run_id(path)?, Request::Pause).await
+    stop(&shared, &caller, run_id(path)?, Request::Pause).await
 }
 
 /// `POST /runs/{id}/cancel`.
@@ -415,14 +415,14 @@ pub(crate) async fn pause(
 )]
 pub(crate) async fn cancel(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer {
-    stop(&shared, &identity, run_id(path)?, Request::Cancel).await
+    stop(&shared, &caller, run_id(path)?, Request::Cancel).await
 }
 
-async fn stop(shared: &Shared, identity: &Caller, id: RunId, request: Request) -> Answer {
-    let run = shared.service.stop(&id, request, &identity.name).await.map_err(Problem::from)?;
+async fn stop(shared: &Shared, caller: &Caller, id: RunId, request: Request) -> Answer {
+    let run = shared.service.stop(&id, request, &caller.name).await.map_err(Problem::from)?;
     Ok(run_json(shared, &run, StatusCode::ACCEPTED))
 }
 
@@ -459,7 +459,7 @@ pub(crate) struct ResumeBody {
 )]
 pub(crate) async fn resume(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     payload: Result<Json<ResumeBody>, JsonRejection>,
@@ -469,7 +469,7 @@ pub(crate) async fn resume(
     let app = shared.service.app();
     app.resumable(&id).await.map_err(Problem::from)?;
     if let Some(usd) = resume.budget_usd {
-        shared.service.steer(&id, app.raise_budget(&id, usd, &identity.name)).await.map_err(Problem::from)?;
+        shared.service.steer(&id, app.raise_budget(&id, usd, &caller.name)).await.map_err(Problem::from)?;
     }
     shared.service.drive(&id);
     let run = app.status(&id).await.map_err(Problem::from)?;
@@ -514,12 +514,12 @@ pub(crate) struct DecideBody {
 )]
 pub(crate) async fn approve(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     payload: Result<Json<DecideBody>, JsonRejection>,
 ) -> Answer {
-    decide(&shared, &identity, run_id(path)?, Verdict::Approve, optional(&headers, payload)?).await
+    decide(&shared, &caller, run_id(path)?, Verdict::Approve, optional(&headers, payload)?).await
 }
 
 /// `POST /runs/{id}/reject`.
@@ -545,12 +545,12 @@ pub(crate) async fn approve(
 )]
 pub(crate) async fn reject(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     payload: Result<Json<DecideBody>, JsonRejection>,
 ) -> Answer {
-    decide(&shared, &identity, run_id(path)?, Verdict::Reject, optional(&headers, payload)?).await
+    decide(&shared, &caller, run_id(path)?, Verdict::Reject, optional(&headers, payload)?).await
 }
 
 /// A body that may be left out: none (an empty body) is the default; a
@@ -611,7 +611,7 @@ pub(crate) struct AnswerBody {
 )]
 pub(crate) async fn answer(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<AnswerBody>, JsonRejection>,
 ) -> Answer {
@@ -619,8 +619,7 @@ pub(crate) async fn answer(
     let b = body(payload)?;
     let call = GateCall { gate: b.gate, verdict: Verdict::Answer(b.text), role: None, comment: None };
     let app = shared.service.app();
-    let run =
-        shared.service.steer(&id, app.decide(&id, call, &identity.name)).await.map_err(Problem::from)?;
+    let run = shared.service.steer(&id, app.decide(&id, call, &caller.name)).await.map_err(Problem::from)?;
     shared.service.drive(&id);
     Ok(run_json(&shared, &run, StatusCode::OK))
 }
@@ -730,13 +729,13 @@ pub(crate) struct ForkBody {
 )]
 pub(crate) async fn fork(
     State(shared): State<Shared>,
-    Extension(identity): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<ForkBody>, JsonRejection>,
 ) -> Answer {
     let id = run_id(path)?;
     let b = body(payload)?;
-    let run = shared.service.app().fork(&id, b.checkpoint, &identity.name).await.map_err(Problem::from)?;
+    let run = shared.service.app().fork(&id, b.checkpoint, &caller.name).await.map_err(Problem::from)?;
     Ok(created(&shared, &run))
 }
 
