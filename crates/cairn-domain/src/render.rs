@@ -39,6 +39,10 @@ pub enum RenderError {
     },
 }
 
+/// What a step whose template passed a size limit is told to do.
+pub const TOO_LARGE_HINT: &str =
+    "make the template yield less: a part or a summary of the data, not all of it";
+
 impl RenderError {
     /// One template's result past [`MAX_RENDERED_BYTES`], as text or JSON.
     fn template_too_large() -> Self {

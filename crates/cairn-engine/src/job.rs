@@ -189,11 +189,9 @@ fn render_failure(what: &str, e: &cairn_domain::render::RenderError) -> StepErro
     use cairn_domain::render::RenderError;
     let message = format!("cannot render {what}: {e}");
     match e {
-        RenderError::TooLarge { .. } => refused(
-            ErrorClass::InvalidOutput,
-            message,
-            Some("make the template yield less: a part or a summary of the data, not all of it"),
-        ),
+        RenderError::TooLarge { .. } => {
+            refused(ErrorClass::InvalidOutput, message, Some(cairn_domain::render::TOO_LARGE_HINT))
+        }
         RenderError::Template(_) => refused(ErrorClass::Fatal, message, RENDER_HINT),
     }
 }

@@ -124,3 +124,36 @@ async fn a_value_past_a_limit_fails_invalid_output_wherever_it_is_rendered_and_r
         }
     }
 }
+
+/// A step's own templates past the size limit, its `when`, its
+/// `for_each.items`, a loop's `until`, fail it `invalid_output` too, with
+/// the limit in the message and the hint to yield less.
+#[tokio::test(start_paused = true)]
+async fn a_when_items_or_until_past_the_limit_fails_invalid_output() {
+    let one = format!("the template produced more than {MAX_RENDERED_BYTES} bytes");
+    let huge = "\"{{ [0] * 20000000 }}\"";
+    let cases = [
+        (format!("set: 1\n    when: {huge}"), "its `when`"),
+        (
+            format!("for_each:\n      items: {huge}\n      as: x\n    steps:\n      - id: i\n        set: 1"),
+            "`for_each.items`",
+        ),
+        (
+            format!(
+                "loop:\n      max_iters: 2\n      until: {huge}\n    steps:\n      - id: i\n        set: 1"
+            ),
+            "its `until`",
+        ),
+    ];
+    for (step, what) in cases {
+        let yaml = format!("cairn: 1\nid: limits\nsteps:\n  - id: s\n    on_failure: block\n    {step}\n");
+        let h = Harness::new();
+        let engine = h.builder(Duration::ZERO).build();
+        let state = engine.run(definition(&yaml), json!({}), run_id()).await.expect("runs");
+        assert_eq!(state.status, RunStatus::Blocked, "{step}");
+        let error = state.steps[&StepPath::new("s")].error.clone().expect("failed");
+        assert_eq!(error.class, ErrorClass::InvalidOutput, "{step}: {error:?}");
+        assert_eq!(error.message, format!("{what} cannot be rendered: {one}"), "{step}");
+        assert!(error.hint.is_some_and(|h| h.contains("yield less")), "{step}");
+    }
+}

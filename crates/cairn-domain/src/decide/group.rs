@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 
 use super::failure::step_failed;
-use super::{Cx, Decisive, End, Walk, fatal};
+use super::{Cx, Decisive, End, Walk, fatal, unrendered};
 use crate::definition::{Exhausted, ForEachStep, Step, StepKind, Template};
 use crate::program::{Frame, MAX_INSTANCES};
-use crate::render::{Renderer, truthy};
+use crate::render::{RenderError, Renderer, truthy};
 use crate::scope::ScopeKey;
 use crate::state::{EventKind, GroupState, StepError, StepPath, StepStatus};
 
@@ -70,9 +70,9 @@ impl Cx<'_> {
                 let until = l.until.as_ref().map(|t| {
                     let ctx = self.renderer.context(self.state, self.program, &iteration, reads, None, &[]);
                     self.renderer
-                        .value(t, &ctx)
+                        .try_value(t, &ctx)
                         .map(|v| truthy(&v))
-                        .map_err(|e| self.until_error(&iteration, t, e))
+                        .map_err(|e| self.until_error(&iteration, t, &e))
                 });
                 let output = self.outputs(path, &key, step);
                 walk.records.push(match until {
@@ -114,9 +114,12 @@ impl Cx<'_> {
     /// step of the iteration that has none (the step failed before giving
     /// one, was skipped or cancelled), the template is not at fault: the
     /// error names that step and why, and a failure keeps its class and
-    /// cause (a program not allowed stays `permission`). Otherwise it is
-    /// the template's own error.
-    fn until_error(&self, iteration: &Frame, until: &Template, error: String) -> StepError {
+    /// cause (a program not allowed stays `permission`). A size limit is
+    /// `invalid_output`; anything else is the template's own error.
+    fn until_error(&self, iteration: &Frame, until: &Template, error: &RenderError) -> StepError {
+        if let RenderError::TooLarge { .. } = error {
+            return unrendered("its `until`", error, "");
+        }
         let missing = self.renderer.references(until).into_iter().flatten().find_map(|read| {
             let mut parts = read.split('.');
             let (Some("steps"), Some(id), Some("output")) = (parts.next(), parts.next(), parts.next()) else {
@@ -222,12 +225,12 @@ pub(super) fn expand(
     ctx: &crate::render::Context,
 ) -> Result<(Vec<String>, Vec<Value>), StepError> {
     const HINT: &str = "`for_each.items` must yield a list, such as `{{ docs.backlog.items }}`";
-    let items = match renderer.value(&g.items, ctx) {
+    let items = match renderer.try_value(&g.items, ctx) {
         Ok(Value::Array(items)) => items,
         Ok(other) => {
             return Err(fatal(format!("`for_each.items` yielded {}, not a list", kind_of(&other)), HINT));
         }
-        Err(e) => return Err(fatal(format!("`for_each.items` cannot be rendered: {e}"), HINT)),
+        Err(e) => return Err(unrendered("`for_each.items`", &e, HINT)),
     };
     if items.len() > MAX_INSTANCES {
         return Err(fatal(

@@ -300,7 +300,7 @@ impl Cx<'_> {
             }
             if let Some(when) = &step.when {
                 let ctx = self.renderer.context(self.state, self.program, frame, &block.reads[i], None, &[]);
-                match self.renderer.value(when, &ctx) {
+                match self.renderer.try_value(when, &ctx) {
                     Ok(v) if !truthy(&v) => {
                         let reason = "its `when` is false".to_owned();
                         walk.records.push(EventKind::StepSkipped {
@@ -312,8 +312,9 @@ impl Cx<'_> {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let error = fatal(
-                            format!("its `when` cannot be rendered: {e}"),
+                        let error = unrendered(
+                            "its `when`",
+                            &e,
                             "fix the `when` template: validating the definition checks the names it reads",
                         );
                         walk.records.push(EventKind::StepFailed {
@@ -431,4 +432,21 @@ impl Cx<'_> {
 /// An error retrying cannot fix (a template that cannot render, a bad item list), with its hint.
 fn fatal(message: String, hint: &str) -> StepError {
     StepError { class: ErrorClass::Fatal, message, hint: Some(hint.to_owned()), cause: None }
+}
+
+/// A step's own template (`what`: its `when`, `for_each.items`, `until`)
+/// that did not render. A size limit is `invalid_output`: the data is more
+/// than a step may hold, not a template that is wrong. Anything else is
+/// `fatal`, with `hint`.
+fn unrendered(what: &str, e: &crate::render::RenderError, hint: &str) -> StepError {
+    let message = format!("{what} cannot be rendered: {e}");
+    match e {
+        crate::render::RenderError::TooLarge { .. } => StepError {
+            class: ErrorClass::InvalidOutput,
+            message,
+            hint: Some(crate::render::TOO_LARGE_HINT.to_owned()),
+            cause: None,
+        },
+        crate::render::RenderError::Template(_) => fatal(message, hint),
+    }
 }
