@@ -129,7 +129,7 @@ impl Meter {
 
     /// Counts what one append recorded of `run`; `workflow` is the run's,
     /// for its steps' kinds, when it is first seen.
-    pub fn record<'a>(
+    fn record<'a>(
         &self,
         run: &RunId,
         events: impl IntoIterator<Item = &'a Event>,

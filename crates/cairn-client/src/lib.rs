@@ -312,11 +312,6 @@ impl Operations for Remote {
             Error::Definition { problems, .. } => {
                 Error::Definition { name: definition.name.clone(), problems }
             }
-            // A start conflicts only with a run that has the id it asked for.
-            Error::Server { code, .. } if code == "conflict" && run_id.is_some() => {
-                let id = run_id.as_ref().map(ToString::to_string).unwrap_or_default();
-                Error::Engine(EngineError::Store(StoreError::AlreadyExists(id)))
-            }
             other => other,
         })?;
         let id: RunId = field(&started, "run_id").map_err(Error::Config)?;
@@ -611,6 +606,10 @@ fn typed(status: StatusCode, problem: &Value) -> Error {
         "not_found" if run.is_some() => Error::Engine(EngineError::Store(StoreError::NotFound(
             run.map(|r| r.to_string()).unwrap_or_default(),
         ))),
+        // A conflict that names a run without a refusal: the run exists.
+        "conflict" if run.is_some() => Error::Engine(EngineError::Store(StoreError::AlreadyExists(
+            run.map(|r| r.to_string()).unwrap_or_default(),
+        ))),
         "invalid_definition" => {
             Error::Definition { name: "definition".into(), problems: problems_of(problem) }
         }
@@ -675,6 +674,11 @@ mod tests {
             panic!("a definition error");
         };
         assert_eq!(problems.0[0].render("wf.yaml"), "wf.yaml:3:5: steps[0].id: bad");
+        let exists = json!({"code": "conflict", "detail": "d", "run": "once"});
+        assert!(matches!(
+            typed(StatusCode::CONFLICT, &exists),
+            Error::Engine(EngineError::Store(StoreError::AlreadyExists(run))) if run == "once"
+        ));
         let expired = json!({"code": "unauthorized", "detail": "no longer", "expired_token": "ci"});
         assert!(matches!(
             typed(StatusCode::UNAUTHORIZED, &expired),

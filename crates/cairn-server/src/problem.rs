@@ -142,7 +142,11 @@ impl Problem {
     fn engine(e: EngineError, detail: String) -> Self {
         match e {
             EngineError::Store(StoreError::NotFound(run)) => Self::not_found(detail).with("run", json!(run)),
-            EngineError::Store(StoreError::AlreadyExists(_) | StoreError::Conflict { .. }) => {
+            // The run that exists is named, so a client can say which.
+            EngineError::Store(StoreError::AlreadyExists(run)) => {
+                Self::new(StatusCode::CONFLICT, "conflict", detail).with("run", json!(run))
+            }
+            EngineError::Store(StoreError::Conflict { .. }) => {
                 Self::new(StatusCode::CONFLICT, "conflict", detail)
             }
             EngineError::Store(_) | EngineError::Log(_) | EngineError::Definition { .. } => {
