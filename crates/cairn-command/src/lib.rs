@@ -9,8 +9,9 @@
 //! allows options), path-like arguments confined to the roots on request,
 //! bounded output, and every process the command started killed when it
 //! ends or the attempt is dropped (timeout, cancel): its process group, and
-//! on Linux, as the subreaper of what it starts, every process that left the
-//! group carrying the attempt's key (the `reaper` module).
+//! on Linux its cgroup where one can be made (the `cgroup` module) and, as
+//! the subreaper of what it starts, every process that left the group
+//! carrying the attempt's key (the `reaper` module).
 //!
 //! What it deliberately does not do: interpret exit codes (the engine does),
 //! retry, or render templates: it receives finished argument strings, each
@@ -18,7 +19,8 @@
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, tokio (process), nix (to
 //! signal process groups, become a subreaper and reap). Never on the engine
-//! or the app.
+//! or the app. Its one `unsafe` is the hook that enters the cgroup between
+//! fork and exec.
 //!
 //! Read first: [`LocalCommands`], [`CommandPolicy`].
 
@@ -78,6 +80,16 @@ impl LocalCommands {
         #[cfg(target_os = "linux")]
         reaper::adopt_orphans();
         Ok(Self { allow: policy.allow, roots, max_output: policy.max_output })
+    }
+
+    /// Whether each attempt runs in a cgroup of its own here (Linux, with a
+    /// writable cgroup v2 hierarchy), which also catches a process that
+    /// clears its environment before it detaches.
+    pub fn has_cgroups() -> bool {
+        #[cfg(target_os = "linux")]
+        return cgroup::available();
+        #[cfg(not(target_os = "linux"))]
+        return false;
     }
 
     /// Refuses what the fence does not allow; returns the working directory.
@@ -231,25 +243,59 @@ fn resolve(program: &str, path: Option<&OsStr>) -> Option<PathBuf> {
 }
 
 /// Starts the program and returns it with its pid, the id of its process
-/// group; on Linux, known as a running leader before any sweep can see it.
-fn spawn(command: &mut tokio::process::Command) -> std::io::Result<(tokio::process::Child, Option<i32>)> {
+/// group; on Linux, known as a running leader before any sweep can see it,
+/// and born inside the attempt's cgroup where one can be made.
+fn spawn(
+    command: &mut tokio::process::Command,
+    key: &str,
+) -> std::io::Result<(tokio::process::Child, GroupGuard)> {
+    #[cfg(target_os = "linux")]
+    let cgroup = cgroup::AttemptGroup::make();
+    #[cfg(target_os = "linux")]
+    if let Some(group) = &cgroup {
+        enter_before_exec(command, group);
+    }
     #[cfg(target_os = "linux")]
     let mut live = reaper::live();
     let child = command.spawn()?;
     let leader = child.id().and_then(|id| i32::try_from(id).ok());
     #[cfg(target_os = "linux")]
     live.extend(leader);
-    Ok((child, leader))
+    let guard = GroupGuard {
+        leader,
+        key: key.to_owned(),
+        #[cfg(target_os = "linux")]
+        cgroup,
+    };
+    Ok((child, guard))
+}
+
+/// Has the child write itself into the attempt's cgroup between `fork` and
+/// `exec`, so nothing the program starts is ever outside it.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn enter_before_exec(command: &mut tokio::process::Command, group: &cgroup::AttemptGroup) {
+    // SAFETY: the hook runs in the forked child, where only
+    // async-signal-safe calls are sound: it makes one `write(2)` to a file
+    // descriptor opened before the fork (close-on-exec) and touches no
+    // lock and no allocator.
+    unsafe {
+        command.pre_exec(group.entry());
+    }
 }
 
 /// Kills every process of the attempt when dropped: when the program ends,
 /// and when a timeout or a cancellation drops the attempt. The process
-/// group (the leader's pid), and on Linux whatever left it (`reaper`).
+/// group (the leader's pid), and on Linux the attempt's cgroup and whatever
+/// left the group (`reaper`).
 struct GroupGuard {
     leader: Option<i32>,
     /// The attempt's idempotency key: what marks the processes it started.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     key: String,
+    /// The attempt's cgroup, where one could be made.
+    #[cfg(target_os = "linux")]
+    cgroup: Option<cgroup::AttemptGroup>,
 }
 
 impl Drop for GroupGuard {
@@ -260,10 +306,13 @@ impl Drop for GroupGuard {
             let _ =
                 nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
             #[cfg(target_os = "linux")]
-            reaper::sweep(pgid, &self.key);
+            reaper::sweep(pgid, &self.key, self.cgroup.as_ref());
         }
     }
 }
+
+#[cfg(target_os = "linux")]
+mod cgroup;
 
 #[cfg(target_os = "linux")]
 mod reaper {
@@ -276,9 +325,9 @@ mod reaper {
     //!
     //! Only processes found to be the attempt's are reaped, one pid at a
     //! time, and never an attempt's leader: tokio waits for those itself, so
-    //! exit codes still reach the engine. A process that clears its
-    //! environment and then detaches is not recognised (a cgroup would be;
-    //! none is made yet).
+    //! exit codes still reach the engine. Where the attempt has a cgroup
+    //! (`cgroup`), everything in it is the attempt's too, so a process that
+    //! cleared its environment before it detached is found as well.
 
     use std::collections::{HashMap, HashSet};
     use std::sync::{Mutex, MutexGuard, Once};
@@ -286,6 +335,8 @@ mod reaper {
     use nix::sys::signal::{Signal, kill};
     use nix::sys::wait::{WaitPidFlag, waitpid};
     use nix::unistd::Pid;
+
+    use crate::cgroup::AttemptGroup;
 
     /// How many times an attempt's end looks for its processes before it
     /// gives up on one that will not die (a process in uninterruptible sleep).
@@ -342,11 +393,15 @@ mod reaper {
     }
 
     /// Kills every process of the attempt led by `leader` with `key`: its
-    /// group, the orphans cairn adopted that carry the key, and everything
-    /// below them; reaps those that became cairn's, and returns once none
-    /// is left (or after [`ROUNDS`] looks).
-    pub(crate) fn sweep(leader: i32, key: &str) {
+    /// cgroup, its group, the orphans cairn adopted that carry the key or
+    /// died in its cgroup, and everything below them; reaps those that
+    /// became cairn's, and returns once none is left (or after [`ROUNDS`]
+    /// looks).
+    pub(crate) fn sweep(leader: i32, key: &str, cgroup: Option<&AttemptGroup>) {
         let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        if let Some(group) = cgroup {
+            group.kill();
+        }
         // Every process found to be the attempt's, in any look: one that
         // died on its own is reaped too once it is cairn's.
         let mut ours: HashSet<i32> = HashSet::new();
@@ -354,12 +409,17 @@ mod reaper {
             let pending = {
                 let live = live();
                 let procs = processes();
+                let members: HashSet<i32> =
+                    cgroup.map(AttemptGroup::members).unwrap_or_default().into_iter().collect();
                 let spare = |pid: i32| pid == me || (pid != leader && live.contains(&pid));
+                let adopted = |pid: i32, p: &Proc| {
+                    p.ppid == me
+                        && if p.zombie { cgroup.is_some_and(|g| g.holds(pid)) } else { carries(pid, key) }
+                };
                 let mut victims: HashSet<i32> = procs
                     .iter()
                     .filter(|(pid, p)| {
-                        !spare(**pid)
-                            && (p.pgid == leader || (p.ppid == me && !p.zombie && carries(**pid, key)))
+                        !spare(**pid) && (p.pgid == leader || members.contains(pid) || adopted(**pid, p))
                     })
                     .map(|(pid, _)| *pid)
                     .collect();
@@ -385,7 +445,7 @@ mod reaper {
                         let _ = waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
                     }
                 }
-                ours.iter().any(|pid| procs.contains_key(pid))
+                ours.iter().any(|pid| procs.contains_key(pid)) || cgroup.is_some_and(AttemptGroup::populated)
             };
             if !pending {
                 return;
@@ -443,11 +503,10 @@ impl CommandRunner for LocalCommands {
         command.stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         command.process_group(0).kill_on_drop(true);
-        let (mut child, leader) = spawn(&mut command).map_err(|e| {
+        let (mut child, guard) = spawn(&mut command, &spec.idempotency_key).map_err(|e| {
             PortError::new(ErrorClass::Fatal, format!("`{}` could not start: {e}", spec.program))
                 .with_hint("check that the program is installed and on PATH")
         })?;
-        let guard = GroupGuard { leader, key: spec.idempotency_key.clone() };
         if let (Some(input), Some(mut pipe)) = (spec.stdin, child.stdin.take()) {
             // A program that exits without reading its input is not an error.
             let _ = pipe.write_all(input.as_bytes()).await;

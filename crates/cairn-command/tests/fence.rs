@@ -308,6 +308,34 @@ async fn detached_descendants_die_with_their_step() {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
+async fn a_process_that_clears_its_environment_before_it_detaches_dies_with_its_step() {
+    if !LocalCommands::has_cgroups() {
+        eprintln!("no writable cgroup v2 hierarchy here: such a process is not found without one");
+        return;
+    }
+    let dir = sandbox("env-cleared");
+    let r = runner(&dir, &["sh"]);
+    let (pid_file, child_file) = (dir.join("cleared.pid"), dir.join("below.pid"));
+    // No key in its environment, a session of its own, a child of its own,
+    // and its parent (the step's shell) gone: only the cgroup knows it.
+    let script = format!(
+        "env -i setsid sh -c 'sleep 31337 & echo $! > {1}; echo $$ > {0}; exec sleep 31337' </dev/null >/dev/null 2>&1 &
+         while [ ! -s {0} ] || [ ! -s {1} ]; do sleep 0.01; done
+         exit 4",
+        pid_file.display(),
+        child_file.display()
+    );
+    let out = r.run(keyed("sh", &["-c", &script], "run-cleared/s/1")).await.expect("runs");
+    assert_eq!(out.exit_code, 4, "{out:?}");
+    for pid in [pid_of(&pid_file), pid_of(&child_file)] {
+        assert!(!pid.is_empty());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty(), "{pid} outlived its step: {stat}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
 async fn a_step_ending_spares_the_detached_processes_of_steps_still_running() {
     let dir = sandbox("spare");
     let r = std::sync::Arc::new(runner(&dir, &["sh"]));
