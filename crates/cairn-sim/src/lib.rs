@@ -15,7 +15,7 @@
 //! processes have their own tests, and the kill -9 crash test drives the
 //! real binary), model a disk below the `RunStore` contract (a torn write
 //! is an error the store reports, as its checksums would), or generate
-//! approvals, loops, `goto` or QA judges yet.
+//! clarification questions, QA judges, budgets or sub-workflows yet.
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, `cairn-engine`;
 //! `cairn-testkit` in tests only. Nothing depends on it but `xtask`'s
@@ -34,6 +34,7 @@ pub mod store;
 pub mod trace;
 pub mod workflow;
 
+use cairn_domain::state::EventKind;
 use sim::{Mode, World};
 use store::Durability;
 
@@ -108,10 +109,14 @@ pub struct Sweep {
     pub crashes: usize,
     /// Power cuts injected.
     pub power_cuts: usize,
-    /// Failed writes injected.
+    /// Failed writes and reads injected.
     pub errors: usize,
     /// Calls the ports served.
     pub calls: usize,
+    /// Decisions people made at gates.
+    pub decisions: usize,
+    /// Reworks and `goto`s recorded: steps run again on purpose.
+    pub reruns: usize,
 }
 
 /// Runs every seed of `seeds` ([`run_seed`]) and sums what they found.
@@ -123,6 +128,13 @@ pub fn sweep(seeds: std::ops::Range<u64>) -> Sweep {
         sweep.power_cuts += report.faulty.power_cuts as usize;
         sweep.errors += report.faulty.errors as usize;
         sweep.calls += report.faulty.calls.len();
+        sweep.decisions += report.faulty.decisions as usize;
+        sweep.reruns += report
+            .faulty
+            .log
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::StepReworked { .. } | EventKind::GotoTaken { .. }))
+            .count();
         if !report.passed() {
             sweep.failed.push((seed, report.broken));
         }

@@ -43,9 +43,12 @@ fn main() -> ExitCode {
     let secs = began.elapsed().as_secs_f64();
     println!(
         "{seeds} seeds from {from}: {} clean, {} failed; {crashes} process crashes, {cuts} power cuts, \
-         {errors} failed writes, {calls} port calls; {secs:.1}s, {:.0} seeds/s",
+         {errors} failed writes and reads, {calls} port calls, {} decisions at gates, {} reworks and gotos; \
+         {secs:.1}s, {:.0} seeds/s",
         seeds - failed.len() as u64,
         failed.len(),
+        found.decisions,
+        found.reruns,
         seeds as f64 / secs.max(1e-9)
     );
     if failed.is_empty() {

@@ -4,7 +4,7 @@
 //! return (the `durability = "sync"` promise), so a power cut may lose
 //! only appends that had not returned. Appends also fail from the seed:
 //! refused before writing, torn (written, then rolled back), or
-//! ambiguous (synced, yet reported failed).
+//! ambiguous (synced, yet reported failed); so do loads (an `EIO`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,18 +33,28 @@ pub enum WriteFault {
     Ambiguous,
 }
 
-/// Which writes fail: each with `percent` chance, at most `left` more.
-pub struct WriteFaults {
+/// Which writes and reads fail: each with `percent` chance, at most `left`
+/// more in all.
+pub struct DiskFaults {
     rng: Rng,
     percent: u64,
     left: u32,
 }
 
-impl WriteFaults {
-    /// Faults drawn from `seed`: each write fails with `percent` chance,
-    /// `budget` times at most, so a run always gets through in the end.
+impl DiskFaults {
+    /// Faults drawn from `seed`: each write or read fails with `percent`
+    /// chance, `budget` times at most, so a run always gets through in the end.
     pub fn new(seed: u64, percent: u64, budget: u32) -> Self {
         Self { rng: Rng::new(seed), percent, left: budget }
+    }
+
+    /// Whether the next read fails.
+    fn draw_read(&mut self) -> bool {
+        if self.left == 0 || !self.rng.chance(self.percent) {
+            return false;
+        }
+        self.left -= 1;
+        true
     }
 
     fn draw(&mut self) -> Option<WriteFault> {
@@ -57,6 +67,30 @@ impl WriteFaults {
             1 => WriteFault::Torn,
             _ => WriteFault::Ambiguous,
         })
+    }
+}
+
+/// Keeps `successes` (`run/step`) up to date with one event: a success
+/// adds its step; a rework, a reset or a `goto` takes the steps it opens
+/// again (and everything below them) out, since they are to run again.
+fn note_success(successes: &mut BTreeSet<String>, run: &RunId, kind: &EventKind) {
+    if let EventKind::StepSucceeded { path, .. } = kind {
+        successes.insert(format!("{run}/{path}"));
+    }
+    forget_reopened(successes, run, kind);
+}
+
+/// Takes the steps `kind` opens again out of `successes`.
+fn forget_reopened(successes: &mut BTreeSet<String>, run: &RunId, kind: &EventKind) {
+    let reopened = match kind {
+        EventKind::StepReworked { path } | EventKind::StepReset { path } => vec![path],
+        EventKind::GotoTaken { reset, .. } => reset.iter().collect(),
+        _ => return,
+    };
+    for path in reopened {
+        let step = format!("{run}/{path}");
+        let below = format!("{step}/");
+        successes.retain(|s| *s != step && !s.starts_with(&below));
     }
 }
 
@@ -84,7 +118,7 @@ struct Disk {
     /// `run/step` of every success an `append` returned `Ok` for: the
     /// engine may act on these, so they must never run again either.
     acknowledged: BTreeSet<String>,
-    faults: Option<WriteFaults>,
+    faults: Option<DiskFaults>,
 }
 
 impl Disk {
@@ -92,9 +126,10 @@ impl Disk {
     fn settle(&mut self) {
         for (id, log) in &mut self.runs {
             for e in &log.events[log.synced..] {
-                if let EventKind::StepSucceeded { path, .. } = &e.kind {
-                    self.succeeded.insert(format!("{id}/{path}"));
-                }
+                note_success(&mut self.succeeded, id, &e.kind);
+                // A durable reset is acted on even when its append was
+                // reported failed.
+                forget_reopened(&mut self.acknowledged, id, &e.kind);
             }
             log.synced = log.events.len();
             log.created = true;
@@ -125,7 +160,7 @@ pub struct SimStore {
 impl SimStore {
     /// An empty disk on `clock`, whose writes fail as `faults` draws
     /// (never when `None`).
-    pub fn new(clock: Arc<SimClock>, trace: Arc<Trace>, faults: Option<WriteFaults>) -> Self {
+    pub fn new(clock: Arc<SimClock>, trace: Arc<Trace>, faults: Option<DiskFaults>) -> Self {
         Self::with_durability(Durability::Sync, clock, trace, faults)
     }
 
@@ -134,7 +169,7 @@ impl SimStore {
         durability: Durability,
         clock: Arc<SimClock>,
         trace: Arc<Trace>,
-        faults: Option<WriteFaults>,
+        faults: Option<DiskFaults>,
     ) -> Self {
         Self { durability, clock, trace, disk: Mutex::new(Disk { faults, ..Disk::default() }) }
     }
@@ -158,6 +193,12 @@ impl SimStore {
         } else {
             disk.acknowledged.contains(run_and_step).then_some("acknowledged")
         }
+    }
+
+    /// Stops injecting faults: what the simulation reads at its end is read
+    /// as it is.
+    pub fn heal(&self) {
+        self.lock().faults = None;
     }
 
     /// The power fails: everything not synced is lost.
@@ -198,7 +239,7 @@ impl SimStore {
 
     /// The fault the next write suffers, if any, noted in the trace.
     fn fault(&self, what: &str) -> Option<WriteFault> {
-        let fault = self.lock().faults.as_mut().and_then(WriteFaults::draw);
+        let fault = self.lock().faults.as_mut().and_then(DiskFaults::draw);
         if let Some(f) = fault {
             self.trace.note(format!("store: {what} fails {f:?}"));
         }
@@ -289,15 +330,18 @@ impl RunStore for SimStore {
         .await?;
         let mut disk = self.lock();
         for e in events {
-            if let EventKind::StepSucceeded { path, .. } = &e.kind {
-                disk.acknowledged.insert(format!("{run}/{path}"));
-            }
+            note_success(&mut disk.acknowledged, run, &e.kind);
         }
         Ok(())
     }
 
     async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError> {
-        let disk = self.lock();
+        let mut disk = self.lock();
+        if disk.faults.as_mut().is_some_and(DiskFaults::draw_read) {
+            drop(disk);
+            self.trace.note("store: load fails".to_owned());
+            return Err(StoreError::Io("the disk failed a read".into()));
+        }
         let log = disk.runs.get(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;
         Ok(StoredRun {
             definition_name: log.definition_name.clone(),
@@ -391,11 +435,24 @@ mod tests {
         }
     }
 
-    fn seqs(clock: &SimClock, store: &SimStore, id: &RunId) -> Vec<u64> {
-        match exec::run(clock, store.load(id, 0), None, &mut 0) {
-            Ran::Done(Ok(run)) => run.events.iter().map(|e| e.seq).collect(),
-            other => panic!("{other:?}"),
-        }
+    /// What a load would return, read past any fault.
+    fn seqs(_clock: &SimClock, store: &SimStore, id: &RunId) -> Vec<u64> {
+        store.lock().runs.get(id).map(|log| log.events.iter().map(|e| e.seq).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn reads_fail_as_the_seed_draws_until_healed() {
+        let clock = Arc::new(SimClock::new());
+        let store = SimStore::new(clock.clone(), Arc::new(Trace::new(clock.clone())), None);
+        let id = RunId::new("r").expect("id");
+        let ran = exec::run(&clock, store.create(new_run(&id)), None, &mut 0);
+        assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
+        store.lock().faults = Some(DiskFaults::new(3, 100, 30));
+        let ran = exec::run(&clock, store.load(&id, 0), None, &mut 0);
+        assert!(matches!(ran, Ran::Done(Err(StoreError::Io(_)))), "{ran:?}");
+        store.heal();
+        let ran = exec::run(&clock, store.load(&id, 0), None, &mut 0);
+        assert!(matches!(&ran, Ran::Done(Ok(run)) if run.events.len() == 1), "{ran:?}");
     }
 
     #[test]
@@ -430,7 +487,7 @@ mod tests {
         let ran = exec::run(&clock, store.create(new_run(&id)), None, &mut 0);
         assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
         // From now on every write fails, as the seed draws.
-        store.lock().faults = Some(WriteFaults::new(3, 100, 30));
+        store.lock().faults = Some(DiskFaults::new(3, 100, 30));
         let mut seen = BTreeSet::new();
         for _ in 0..30 {
             let last = *seqs(&clock, &store, &id).last().expect("events");

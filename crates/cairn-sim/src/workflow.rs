@@ -1,7 +1,10 @@
 //! Workflows generated from a seed: random DAGs of agent steps (text and
-//! JSON with a schema), command steps, `set` steps, `for_each` fan-outs
-//! over a list and `loop`s, each reading what it needs, under a retry
-//! policy that retries every class.
+//! JSON with a schema, some behind an acceptance gate that may send them
+//! back to rework), command steps, `set` steps, approval steps, `for_each`
+//! fan-outs over a list and `loop`s, each reading what it needs, under a
+//! retry policy that retries every class; and, last, a step that makes
+//! something and a check of it that sends the run back to it
+//! (`on_failure: goto`) while the check fails.
 //!
 //! Each fan-out names its item differently (`as: s3_it`): sibling groups
 //! with the same `as` share their instances' scopes (`it/0`), so one
@@ -20,6 +23,18 @@ pub struct Generated {
     pub max_attempts: u32,
 }
 
+/// The role every gate lists and the simulated person decides as.
+pub const APPROVER: &str = "lead";
+
+/// The program that checks what `make` made: it fails, whatever the
+/// attempt, for some of what it is given (`ports`), so a `goto` is taken
+/// the same way with faults and without.
+pub const CHECK: &str = "check";
+
+/// What an agent that may run again reads of why: a reviewer's comment on
+/// a rework, or the failed check of a `goto`.
+const FEEDBACK: &str = "{% if feedback %} fix {{ feedback }}{% endif %}";
+
 /// One step's text, at an indent, reading the outputs of `reads`.
 fn step(rng: &mut Rng, out: &mut String, indent: &str, id: &str, needs: &[String], reads: &[String]) {
     let reads: String = reads.iter().map(|r| format!(" {{{{ {r} }}}}")).collect();
@@ -28,7 +43,10 @@ fn step(rng: &mut Rng, out: &mut String, indent: &str, id: &str, needs: &[String
     match rng.below(10) {
         0..=2 => {
             let _ = writeln!(out, "{indent}  agent: w");
-            let _ = writeln!(out, "{indent}  prompt: \"{id} reads{reads}\"");
+            let _ = writeln!(out, "{indent}  prompt: \"{id} reads{reads}{FEEDBACK}\"");
+            if rng.chance(40) {
+                let _ = writeln!(out, "{indent}  accept: {{ approvers: [{APPROVER}], max_reworks: 2 }}");
+            }
         }
         3..=5 => {
             let _ = writeln!(out, "{indent}  agent: w");
@@ -111,9 +129,30 @@ pub fn generate(seed: u64) -> Generated {
                 let _ = writeln!(out, "    loop: {{ max_iters: {}, {end} }}", iters + rng.below(2));
                 body(&mut rng, &mut out, "loop.index");
             }
+            27..34 => {
+                // Nothing reads an approval: a rejection fails it alone.
+                let _ = writeln!(out, "  - id: {id}\n    needs: [{}]", needs.join(", "));
+                let _ = writeln!(
+                    out,
+                    "    approval: {{ message: \"{id}?\", approvers: [{APPROVER}] }}\n    on_failure: skip"
+                );
+                continue;
+            }
             _ => step(&mut rng, &mut out, "  ", &id, &needs, &reads),
         }
         ids.push(id);
+    }
+    if rng.chance(40) {
+        // Last, so a `goto` runs again only these two, whatever else
+        // finished before it was taken.
+        let needs: Vec<&String> = ids.iter().rev().take(1).collect();
+        let reads: String = needs.iter().map(|n| format!(" {{{{ steps.{n}.output }}}}")).collect();
+        let joined: Vec<&str> = needs.iter().map(|n| n.as_str()).collect();
+        let _ = writeln!(out, "  - id: make\n    needs: [{}]", joined.join(", "));
+        let _ = writeln!(out, "    agent: w\n    prompt: \"make from{reads}{FEEDBACK}\"");
+        let _ = writeln!(out, "  - id: check\n    needs: [make]");
+        let _ = writeln!(out, "    command: [{CHECK}, \"{{{{ steps.make.output }}}}\"]");
+        let _ = writeln!(out, "    on_failure: {{ goto: make, max: 2, then: skip }}");
     }
     Generated { yaml: out, max_attempts }
 }

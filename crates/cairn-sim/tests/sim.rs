@@ -26,12 +26,15 @@ fn every_seed_keeps_the_durability_contract() {
         found.failed.iter().map(|(seed, broken)| format!("seed {seed}: {}", broken.join("; "))).collect();
     let (crashes, cuts, errors, calls) = (found.crashes, found.power_cuts, found.errors, found.calls);
     println!(
-        "{n} seeds: {} failed; {crashes} process crashes, {cuts} power cuts, {errors} failed writes, \
-         {calls} port calls, in {:.1}s",
+        "{n} seeds: {} failed; {crashes} process crashes, {cuts} power cuts, {errors} failed writes and reads, \
+         {calls} port calls, {} decisions at gates, {} reworks and gotos, in {:.1}s",
         failed.len(),
+        found.decisions,
+        found.reruns,
         began.elapsed().as_secs_f64()
     );
     assert!(crashes > 0 && cuts > 0 && errors > 0, "the seeds injected too few faults");
+    assert!(found.decisions > 0 && found.reruns > 0, "the seeds decided at no gate or ran nothing again");
     assert!(failed.is_empty(), "replay with `cargo xtask sim --seed N`:\n{}", failed.join("\n"));
 }
 
