@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <task>`:
 //!
-//! - `ci`: format check, clippy with `-D warnings`, every test, and a short
-//!   schemathesis run against the API. What CI runs.
+//! - `ci`: format check, clippy with `-D warnings`, every test, a short
+//!   schemathesis run against the API, and the web UI's checks. What CI runs.
 //! - `bench [--peers]`: the benchmarks, printed as a table and written to
 //!   `target/bench/report.json`; `--peers` runs the same workloads on
 //!   LangGraph.
@@ -19,6 +19,10 @@
 //! - `schemathesis [--quick]`: every operation of the API fuzzed by
 //!   schemathesis against a live server, from its OpenAPI document: no
 //!   server errors, every answer as documented (`--quick`: fewer examples).
+//! - `ui [--shots] [--perf]`: the web UI: its typed client and built assets
+//!   checked against what `ui/` makes, its component tests, its browser
+//!   tests in Chromium against `cairn serve` (`--shots`: the screenshots
+//!   into `docs/ui/`; `--perf`: its performance figures, release binary).
 //!
 //! Tidy checks (crate docs, dependency edges, no ignored tests) are plain
 //! `#[test]`s in this crate, so `ci` runs them with the rest.
@@ -32,6 +36,7 @@ mod schemathesis;
 mod sim;
 #[cfg(test)]
 mod tidy;
+mod ui;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -51,8 +56,11 @@ fn main() -> Result<()> {
         Some("litellm") => litellm::run(),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("schemathesis") => schemathesis::run(&args[1..]),
+        Some("ui") => ui::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis>");
+            eprintln!(
+                "usage: cargo xtask <ci|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis|ui>"
+            );
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
             eprintln!("  crash [--kills N]  the kill -9 crash test, N kills per scenario (default 500)");
@@ -65,6 +73,9 @@ fn main() -> Result<()> {
             );
             eprintln!(
                 "  schemathesis [--quick]  the API fuzzed from its OpenAPI document against a live server"
+            );
+            eprintln!(
+                "  ui [--shots] [--perf]  the web UI: its build checked, its tests in Chromium; screenshots, figures"
             );
             bail!("unknown task")
         }
@@ -189,6 +200,9 @@ fn ci() -> Result<()> {
     // The API fuzzed against its own OpenAPI document: no server error,
     // no answer outside its schema.
     schemathesis::run(&["--quick".to_owned()])?;
+    // The web UI: built from its lockfile into the committed assets, and
+    // used in a real browser.
+    ui::run(&[])?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

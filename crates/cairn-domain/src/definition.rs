@@ -134,7 +134,7 @@ impl InputType {
 }
 
 /// One declared run input.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InputDef {
     /// Its type.
     #[serde(rename = "type")]

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::dag::Dag;
-use crate::definition::{Step, StepKind, Workflow};
-use crate::id::{StepId, WorkflowId};
+use crate::definition::{InputDef, Step, StepKind, Workflow};
+use crate::id::{Name, StepId, WorkflowId};
 
 /// The plan of a whole workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,6 +15,9 @@ pub struct Plan {
     pub workflow: WorkflowId,
     /// Steps in the whole definition, nested ones included.
     pub total_steps: usize,
+    /// The inputs a run takes, by name: what a form to start one asks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<PlanInput>,
     /// The top-level scope.
     #[serde(flatten)]
     pub scope: ScopePlan,
@@ -30,6 +33,16 @@ pub struct ScopePlan {
     pub critical_path: usize,
     /// The steps, in topological order.
     pub steps: Vec<PlanStep>,
+}
+
+/// One declared input of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanInput {
+    /// Its name.
+    pub name: Name,
+    /// Its type, default, description and whether it is required.
+    #[serde(flatten)]
+    pub def: InputDef,
 }
 
 /// One step of a plan.
@@ -59,6 +72,11 @@ impl Plan {
         Ok(Self {
             workflow: wf.id.clone(),
             total_steps: count(&wf.steps),
+            inputs: wf
+                .inputs
+                .iter()
+                .map(|(name, def)| PlanInput { name: name.clone(), def: def.clone() })
+                .collect(),
             scope: ScopePlan::build(&wf.steps)?,
         })
     }

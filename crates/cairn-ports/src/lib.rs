@@ -36,7 +36,7 @@ pub use store::{
     Cursor, CursorError, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun, follows,
     tally_usage,
 };
-pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret};
+pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret, random_word};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;

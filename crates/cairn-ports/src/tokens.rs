@@ -92,11 +92,18 @@ pub fn hash_secret(secret: &str) -> String {
 /// Fails (class `fatal`) only when the operating system gives no random
 /// bytes: a token is never made from anything weaker.
 pub fn new_secret() -> Result<String, PortError> {
+    Ok(format!("{SECRET_PREFIX}{}", random_word()?))
+}
+
+/// 32 random bytes from the operating system in unpadded base64url (43
+/// characters): what cannot be guessed, such as a session's id or its
+/// CSRF token. Fails (class `fatal`) when the operating system gives none.
+pub fn random_word() -> Result<String, PortError> {
     let mut bytes = [0u8; SECRET_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| {
         PortError::new(ErrorClass::Fatal, format!("the operating system gave no random bytes: {e}"))
     })?;
-    Ok(format!("{SECRET_PREFIX}{}", base64url(&bytes)))
+    Ok(base64url(&bytes))
 }
 
 /// `bytes` in base64url (RFC 4648 §5) without padding: characters safe in

@@ -1,9 +1,11 @@
 //! Who may do what. One table ([`ROUTES`]) names every endpoint with the
 //! operation it is and what that needs; the router is built from it, so no
 //! endpoint exists without a row, and the authorization test walks it.
-//! A request's identity comes from its bearer token (or, on a server
-//! started with `--auth none`, from nobody in particular); the actor of
-//! every event a request causes is that identity's name.
+//! A request's identity comes from its bearer token, else from a browser
+//! session's cookie (whose unsafe requests must carry the session's CSRF
+//! token), or, on a server started with `--auth none`, from nobody in
+//! particular; the actor of every event a request causes is that
+//! identity's name.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -53,6 +55,9 @@ pub enum Endpoint {
     Definition,
     Prune,
     Metrics,
+    SignIn,
+    WhoAmI,
+    SignOut,
 }
 
 /// One endpoint: its method, its path (axum's syntax), and what it needs.
@@ -102,6 +107,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/runs/{id}/definition", Endpoint::Definition, VIEWER),
     route(Method::POST, "/api/v1/prune", Endpoint::Prune, ADMIN),
     route(Method::GET, "/metrics", Endpoint::Metrics, VIEWER),
+    route(Method::POST, "/api/v1/session", Endpoint::SignIn, Need::Anyone),
+    route(Method::GET, "/api/v1/session", Endpoint::WhoAmI, VIEWER),
+    route(Method::DELETE, "/api/v1/session", Endpoint::SignOut, Need::Anyone),
 ];
 
 /// How the server tells who calls.
@@ -139,10 +147,23 @@ pub async fn guard(
     if need == Need::Anyone {
         return next.run(request).await;
     }
-    let identity = match identify(&shared, request.headers()).await {
-        Ok(identity) => identity,
+    let (identity, credential) = match identify(&shared, request.headers()).await {
+        Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
+    if let Credential::Session { csrf } = &credential
+        && !matches!(*request.method(), Method::GET | Method::HEAD)
+        && !request
+            .headers()
+            .get(crate::cookies::CSRF_HEADER)
+            .is_some_and(|sent| equal_in_constant_time(sent.as_bytes(), csrf.as_bytes()))
+    {
+        return Problem::forbidden(format!(
+            "a request of a signed-in session that changes something must send the session's CSRF token in `{}`",
+            crate::cookies::CSRF_HEADER
+        ))
+        .into_response();
+    }
     if let Need::Role(needed) = need
         && !identity.role.allows(needed)
     {
@@ -155,6 +176,7 @@ pub async fn guard(
         .into_response();
     }
     request.extensions_mut().insert(identity);
+    request.extensions_mut().insert(credential);
     next.run(request).await
 }
 
@@ -170,8 +192,21 @@ fn token_in_query(query: Option<&str>) -> bool {
     })
 }
 
-/// The identity of a request's credentials.
-async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Caller, Problem> {
+/// How a request proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A bearer token (or nothing, on a server that asks for nothing).
+    Bearer,
+    /// A browser session's cookie; unsafe requests must carry its CSRF token.
+    Session {
+        /// The session's CSRF token.
+        csrf: String,
+    },
+}
+
+/// The identity of a request's credentials: its bearer token, or else its
+/// session cookie.
+async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<(Caller, Credential), Problem> {
     let claimed = || {
         headers
             .get(ACTOR_HEADER)
@@ -179,14 +214,20 @@ async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Caller, Proble
             .filter(|v| cairn_domain::id::is_label(v))
             .map(str::to_owned)
     };
-    let local_key = match shared.auth.as_ref() {
-        Auth::None => {
-            let name = claimed().unwrap_or_else(|| "anonymous".into());
-            return Ok(Caller { name, role: Role::Admin, gate_roles: GateRoles::Any });
-        }
-        Auth::Token { local_key } => local_key.as_deref(),
-    };
+    if *shared.auth == Auth::None {
+        let name = claimed().unwrap_or_else(|| "anonymous".into());
+        return Ok((Caller { name, role: Role::Admin, gate_roles: GateRoles::Any }, Credential::Bearer));
+    }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if let Some(id) = crate::cookies::cookie(headers) {
+            let (secret, csrf) = shared.sessions.secret(id).ok_or_else(|| {
+                Problem::unauthorized(
+                    "the session has ended (signed out, expired, or the server restarted): sign in again",
+                )
+            })?;
+            let caller = by_secret(shared, &secret, None).await?;
+            return Ok((caller, Credential::Session { csrf }));
+        }
         return Err(Problem::unauthorized("send a token: `Authorization: Bearer TOKEN`"));
     };
     let secret = value
@@ -195,10 +236,20 @@ async fn identify(shared: &Shared, headers: &HeaderMap) -> Result<Caller, Proble
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
-    if let Some(key) = local_key
+    Ok((by_secret(shared, secret, claimed()).await?, Credential::Bearer))
+}
+
+/// Who a secret is: the local key (acting as the user `claimed` names, or
+/// `local`) or an API token. Only the local key may claim a name.
+pub(crate) async fn by_secret(
+    shared: &Shared,
+    secret: &str,
+    claimed: Option<String>,
+) -> Result<Caller, Problem> {
+    if let Auth::Token { local_key: Some(key) } = shared.auth.as_ref()
         && equal_in_constant_time(secret.as_bytes(), key.as_bytes())
     {
-        let name = claimed().unwrap_or_else(|| "local".into());
+        let name = claimed.unwrap_or_else(|| "local".into());
         return Ok(Caller { name, role: Role::Admin, gate_roles: GateRoles::Any });
     }
     let token = shared.service.app().authenticate(secret).await.map_err(Problem::from)?;

@@ -19,11 +19,13 @@
 //! of the API is generated from the handlers ([`openapi()`]).
 
 pub mod access;
+mod cookies;
 mod metrics;
 mod openapi;
 pub mod problem;
 mod requests;
 mod runs;
+pub mod session;
 mod stream;
 mod tokens;
 
@@ -52,6 +54,7 @@ pub const MAX_BODY_BYTES: usize = 2 * cairn_domain::limits::MAX_FILE_BYTES as us
 pub struct Shared {
     service: Arc<Service>,
     auth: Arc<Auth>,
+    sessions: Arc<cookies::Sessions>,
     closing: watch::Receiver<bool>,
 }
 
@@ -59,7 +62,7 @@ impl Shared {
     /// The state of a router over `service`, telling callers apart by
     /// `auth`; streams end when `closing` turns true.
     pub fn new(service: Arc<Service>, auth: Auth, closing: watch::Receiver<bool>) -> Self {
-        Self { service, auth: Arc::new(auth), closing }
+        Self { service, auth: Arc::new(auth), sessions: Arc::default(), closing }
     }
 }
 
@@ -71,7 +74,7 @@ pub fn router(shared: Shared) -> Router {
         router.route(route.path, handler(route.endpoint).route_layer(guard))
     });
     routes
-        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .fallback(outside_the_api)
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -82,6 +85,20 @@ pub fn router(shared: Shared) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(requests::identified))
         .with_state(shared)
+}
+
+/// A path no route takes: under `/api/` a `404` problem; anywhere else
+/// the web UI (its page for every path it routes itself, or an asset).
+async fn outside_the_api(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") || uri.path() == "/api" {
+        return Problem::not_found("no such endpoint").into_response();
+    }
+    cairn_web::serve(method, uri, headers).await
 }
 
 /// The handler of each endpoint.
@@ -110,6 +127,9 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         Endpoint::Definition => get(runs::definition),
         Endpoint::Prune => post(runs::prune),
         Endpoint::Metrics => get(metrics::metrics),
+        Endpoint::SignIn => post(session::sign_in),
+        Endpoint::WhoAmI => get(session::who),
+        Endpoint::SignOut => delete(session::sign_out),
     }
 }
 
@@ -145,6 +165,9 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         runs::definition,
         runs::prune,
         metrics::metrics,
+        session::sign_in,
+        session::who,
+        session::sign_out,
     ),
     components(schemas(openapi::ScopePlan)),
     modifiers(&Bearer, &Optional),
@@ -153,6 +176,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         (name = "runs", description = "Runs, definitions and gate decisions"),
         (name = "events", description = "Event logs and live streams"),
         (name = "tokens", description = "API tokens (admin)"),
+        (name = "session", description = "Browser sessions: a token exchanged for a cookie"),
     )
 )]
 struct ApiDoc;

@@ -60,7 +60,8 @@ pub(crate) fn add_links(doc: &mut Value) {
     }
 }
 
-/// Adds the bearer scheme every guarded operation names.
+/// Adds the bearer scheme every guarded operation names, and the session
+/// cookie each of them takes instead (the web UI's).
 pub(crate) struct Bearer;
 
 impl Modify for Bearer {
@@ -75,6 +76,25 @@ impl Modify for Bearer {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    crate::cookies::COOKIE,
+                    "A browser session from `POST /api/v1/session`; requests that change something also send its CSRF token in `X-CSRF-Token`",
+                ),
+            )),
+        );
+        let session = utoipa::openapi::security::SecurityRequirement::new("session", Vec::<String>::new());
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for security in operations.into_iter().flatten().filter_map(|o| o.security.as_mut()) {
+                if !security.is_empty() {
+                    security.push(session.clone());
+                }
+            }
+        }
     }
 }
 
@@ -708,6 +728,9 @@ pub(crate) struct Plan {
     workflow: String,
     /// Steps in the whole definition.
     total_steps: u64,
+    /// The inputs a run takes (absent when none).
+    #[schema(nullable = false)]
+    inputs: Option<Vec<PlanInput>>,
     /// Step ids, level by level.
     levels: Vec<Vec<String>>,
     /// Steps on the longest chain of `needs`.
@@ -715,6 +738,32 @@ pub(crate) struct Plan {
     /// The steps, in topological order.
     steps: Vec<PlanStep>,
 }
+
+/// One input a workflow takes.
+#[derive(ToSchema)]
+pub(crate) struct PlanInput {
+    /// Its name.
+    name: String,
+    /// Its type.
+    #[schema(rename = "type")]
+    ty: InputType,
+    /// Whether a run must give it (it has no default).
+    required: bool,
+    /// Its default (any JSON), when it has one.
+    #[schema(nullable = false)]
+    default: Option<serde_json::Value>,
+    /// What it is for.
+    #[schema(nullable = false)]
+    description: Option<String>,
+}
+
+/// The type of a run input.
+pub(crate) struct InputType;
+
+by_hand!(
+    InputType,
+    words("The type of a run input", cairn_domain::definition::InputType::ALL.iter().map(|(word, _)| *word))
+);
 
 /// The plan of the steps inside a `for_each` or `loop`.
 #[derive(ToSchema)]

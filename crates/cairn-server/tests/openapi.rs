@@ -95,8 +95,8 @@ fn every_guarded_operation_needs_the_bearer_token_and_public_ones_none() {
         } else {
             assert_eq!(
                 security,
-                &serde_json::json!([{"bearer": []}]),
-                "{} {} must name the bearer scheme",
+                &serde_json::json!([{"bearer": []}, {"session": []}]),
+                "{} {} must name the bearer scheme, and the session cookie instead",
                 route.method,
                 route.path
             );

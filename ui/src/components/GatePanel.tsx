@@ -1,0 +1,108 @@
+// Deciding at a gate as the signed-in identity: approve, reject (a
+// rejection's comment becomes the rework's feedback) or answer a model's
+// questions; who decided what so far. Buttons show only to a session that
+// may decide there; the API refuses anyone else anyway.
+import { useState } from "react";
+import { api, type Gate, problemText, type Session } from "../lib/api";
+import { when } from "../lib/format";
+import { Output } from "./Output";
+
+/** The role `session` decides at `gate` as, or why it cannot. */
+export function roleAt(session: Session, gate: Gate): { role: string | null } | { cannot: string } {
+  if (session.role === "viewer") return { cannot: "a viewer decides nothing" };
+  if (gate.kind === "clarification") return { role: null };
+  const open = gate.approvers.filter((r) => !gate.approved_by.some((a) => a.role === r));
+  if (gate.approvers.length === 0) return { role: session.any_gate_role ? null : (session.gate_roles[0] ?? null) };
+  const mine = session.any_gate_role ? open : open.filter((r) => session.gate_roles.includes(r));
+  if (mine.length === 0) return { cannot: `this gate waits for ${open.join(", ") || "nobody"}` };
+  return { role: mine[0] };
+}
+
+export function GatePanel({ runId, gate, session, onDone }: { runId: string; gate: Gate; session: Session; onDone: () => void }) {
+  const [comment, setComment] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const may = roleAt(session, gate);
+  const decide = async (verdict: "approve" | "reject" | "answer") => {
+    setBusy(true);
+    setError(null);
+    const params = { path: { id: runId } };
+    const role = "role" in may ? may.role : null;
+    const result =
+      verdict === "answer"
+        ? await api.POST("/api/v1/runs/{id}/answer", { params, body: { gate: gate.gate, text: comment } })
+        : await api.POST(verdict === "approve" ? "/api/v1/runs/{id}/approve" : "/api/v1/runs/{id}/reject", {
+            params,
+            body: { gate: gate.gate, as: role, comment: comment || null },
+          });
+    setBusy(false);
+    if (result.error) setError(problemText(result.error));
+    else {
+      setComment("");
+      onDone();
+    }
+  };
+  return (
+    <section className="gate" data-testid={`gate-${gate.gate}`}>
+      <h3>
+        {gate.kind === "acceptance" ? "Accept the output of" : gate.kind === "approval" ? "Approve" : "Answer"}{" "}
+        <code>{gate.gate}</code>
+      </h3>
+      {gate.message && <p>{gate.message}</p>}
+      {gate.questions && gate.questions.length > 0 && (
+        <ol>
+          {gate.questions.map((q, i) => (
+            <li key={i}>{q}</li>
+          ))}
+        </ol>
+      )}
+      {gate.output !== undefined && <Output value={gate.output} />}
+      <p className="muted">
+        {gate.approvers.length > 0 ? `Needs: ${gate.approvers.join(", ")}` : "Needs one approval from anyone"}
+        {gate.deadline && ` · decided by its timeout at ${when(gate.deadline)}`}
+      </p>
+      {gate.approved_by.length > 0 && (
+        <ul className="decisions">
+          {gate.approved_by.map((a, i) => (
+            <li key={i}>
+              approved by <strong>{a.by}</strong>
+              {a.role && <> as {a.role}</>} at {when(a.at)}
+              {a.comment && <>: “{a.comment}”</>}
+            </li>
+          ))}
+        </ul>
+      )}
+      {"cannot" in may ? (
+        <p className="muted" data-testid="cannot-decide">
+          You cannot decide here: {may.cannot}.
+        </p>
+      ) : (
+        <div className="decide">
+          <textarea
+            aria-label="comment"
+            placeholder={gate.kind === "clarification" ? "your answers" : "a comment (a rejection's is the rework's feedback)"}
+            value={comment}
+            onChange={(e) => setComment(e.target.value)}
+          />
+          <div className="buttons">
+            {gate.kind === "clarification" ? (
+              <button disabled={busy || comment.trim() === ""} onClick={() => decide("answer")}>
+                Answer
+              </button>
+            ) : (
+              <>
+                <button className="approve" disabled={busy} onClick={() => decide("approve")}>
+                  Approve{may.role ? ` as ${may.role}` : ""}
+                </button>
+                <button className="reject" disabled={busy} onClick={() => decide("reject")}>
+                  Reject
+                </button>
+              </>
+            )}
+          </div>
+          {error && <p className="error">{error}</p>}
+        </div>
+      )}
+    </section>
+  );
+}

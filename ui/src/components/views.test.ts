@@ -1,0 +1,96 @@
+import { describe, expect, it } from "vitest";
+import type { CairnEvent, Gate, Session, Step } from "../lib/api";
+import { instancesOf, layout, summary } from "./Dag";
+import { filterEvents, isFailure } from "./Events";
+import { roleAt } from "./GatePanel";
+import { bars, rows } from "./Timeline";
+
+const step = (path: string, status: Step["status"]): Step =>
+  ({ path, id: path, status, attempts: 1, output: null, error: null, started_at: null, finished_at: null, duration_ms: null }) as Step;
+const event = (seq: number, type: string, fields: Record<string, unknown> = {}): CairnEvent =>
+  ({ seq, at: new Date(1_700_000_000_000 + seq * 1000).toISOString(), actor: "engine", type, ...fields }) as CairnEvent;
+
+describe("the graph", () => {
+  it("groups a fan-out's steps by instance and opens the group on request", () => {
+    const steps = [step("fan", "running"), step("fan[0].a", "succeeded"), step("fan[0].b", "failed"), step("fan[1].a", "running"), step("after", "pending")];
+    const groups = instancesOf("fan", steps);
+    expect([...groups.keys()]).toEqual(["0", "1"]);
+    expect(summary(groups.get("0") ?? [])).toBe("failed");
+    const plan = [
+      { id: "fan", kind: "for_each", needs: [], level: 0, body: { levels: [], critical_path: 1, steps: [] } },
+      { id: "after", kind: "set", needs: ["fan"], level: 1 },
+    ];
+    expect(layout(plan, steps, new Set()).nodes.map((n) => n.id)).toEqual(["fan", "after"]);
+    const open = layout(plan, steps, new Set(["fan"]));
+    expect(open.nodes.map((n) => n.id)).toEqual(["fan", "fan[0]", "fan[1]", "after"]);
+    expect(open.nodes.find((n) => n.id === "fan[0]")?.data.status).toBe("failed");
+  });
+
+  it("draws the way of a failure red", () => {
+    const plan = [
+      { id: "a", kind: "agent", needs: [], level: 0 },
+      { id: "b", kind: "agent", needs: ["a"], level: 1 },
+    ];
+    const { edges } = layout(plan, [step("a", "failed"), step("b", "skipped")], new Set());
+    expect(edges[0].className).toBe("failure");
+    expect(layout(plan, [step("a", "succeeded"), step("b", "skipped")], new Set()).edges[0].className).toBeUndefined();
+  });
+});
+
+describe("the timeline", () => {
+  it("makes a bar of each attempt and wait, and one row of a whole fan-out", () => {
+    const events = [
+      event(1, "step_started", { path: "plan", attempt: 1 }),
+      event(2, "step_failed", { path: "plan", attempt: 1 }),
+      event(3, "step_started", { path: "plan", attempt: 2 }),
+      event(4, "step_waiting", { path: "plan", wait: "acceptance" }),
+      event(5, "gate_decided", { path: "plan", approve: true }),
+      event(6, "step_started", { path: "fan[0].a", attempt: 1 }),
+      event(7, "step_started", { path: "fan[1].a", attempt: 1 }),
+      event(8, "step_succeeded", { path: "fan[0].a" }),
+      event(9, "step_succeeded", { path: "fan[1].a" }),
+    ];
+    const all = bars(events);
+    expect(all.map((b) => `${b.path}:${b.kind}:${b.outcome}`)).toEqual([
+      "plan:attempt:failed",
+      "plan:attempt:succeeded",
+      "plan:wait:decided",
+      "fan[0].a:attempt:succeeded",
+      "fan[1].a:attempt:succeeded",
+    ]);
+    const byRow = rows(all);
+    expect([...byRow.keys()]).toEqual(["plan", "fan"]);
+    expect(byRow.get("fan")).toHaveLength(1);
+    expect(byRow.get("fan")?.[0].label).toBe("2 instance attempts");
+  });
+});
+
+describe("the events", () => {
+  it("filter by type, step and failures", () => {
+    const events = [
+      event(1, "step_started", { path: "a" }),
+      event(2, "step_failed", { path: "a" }),
+      event(3, "gate_decided", { path: "b", approve: false }),
+      event(4, "gate_decided", { path: "b", approve: true }),
+    ];
+    expect(filterEvents(events, "gate_decided", "", false).map((e) => e.seq)).toEqual([3, 4]);
+    expect(filterEvents(events, "", "a", false).map((e) => e.seq)).toEqual([1, 2]);
+    expect(filterEvents(events, "", "", true).map((e) => e.seq)).toEqual([2, 3]);
+    expect(isFailure(events[3])).toBe(false);
+  });
+});
+
+describe("deciding at a gate", () => {
+  const gate = (approvers: string[], by: string[] = []): Gate =>
+    ({ gate: "g", kind: "approval", approvers, approved_by: by.map((role) => ({ by: "x", role, comment: null, at: "" })) }) as Gate;
+  const session = (role: Session["role"], gate_roles: string[], any = false): Session =>
+    ({ name: "n", role, gate_roles, any_gate_role: any, csrf: "c" }) as Session;
+
+  it("offers a gate role the gate still waits for, and nothing to a viewer", () => {
+    expect(roleAt(session("operator", ["lead"]), gate(["lead"]))).toEqual({ role: "lead" });
+    expect(roleAt(session("operator", ["qa"]), gate(["lead"]))).toEqual({ cannot: "this gate waits for lead" });
+    expect(roleAt(session("operator", ["lead"]), gate(["lead", "qa"], ["lead"]))).toEqual({ cannot: "this gate waits for qa" });
+    expect(roleAt(session("viewer", ["lead"]), gate(["lead"]))).toEqual({ cannot: "a viewer decides nothing" });
+    expect(roleAt(session("admin", [], true), gate(["qa"]))).toEqual({ role: "qa" });
+  });
+});
