@@ -84,14 +84,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = root();
     let ui = root.join("ui");
     let dist = root.join("crates/cairn-web/dist");
-    let client = ui.join("src/lib/schema.d.ts");
+    let client = ui.join("src/lib/schema.ts");
     run_in(&ui, "npm", &["ci", "--no-audit", "--no-fund"], &[])?;
 
     let committed = std::fs::read(&client).context("reading the typed client")?;
     run_in(&ui, "npm", &["run", "gen"], &[])?;
     if std::fs::read(&client)? != committed {
         bail!(
-            "ui/src/lib/schema.d.ts is not what docs/openapi.json generates: run `npm run gen` in ui/ and commit it"
+            "ui/src/lib/schema.ts is not what docs/openapi.json generates: run `npm run gen` in ui/ and commit it"
         );
     }
     let committed = files(&dist)?;
@@ -142,10 +142,11 @@ fn measure(root: &Path, ui: &Path, browser: &Path) -> Result<()> {
     run_in(ui, "node", &["--test", "--test-name-pattern=10,000 events", "e2e/"], &envs)?;
     let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
     let first = figures["first_render_ms"].as_f64().unwrap_or(f64::NAN);
-    let longest = figures["long_tasks_while_scrolling_ms"]
+    // The browser reports only tasks past 50 ms: none is the target met.
+    let long: Vec<f64> = figures["long_tasks_while_scrolling_ms"]
         .as_array()
-        .map(|tasks| tasks.iter().filter_map(serde_json::Value::as_f64).fold(0.0, f64::max))
-        .unwrap_or(0.0);
+        .map(|tasks| tasks.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
     let first_load = first_load_gzip(&root.join("crates/cairn-web/dist"))?;
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
     println!(
@@ -157,8 +158,9 @@ fn measure(root: &Path, ui: &Path, browser: &Path) -> Result<()> {
         verdict(first < FIRST_RENDER_MS)
     );
     println!(
-        "  longest task while scrolling the events: {longest:.0} ms (target <= {LONG_TASK_MS} ms): {}",
-        verdict(longest <= LONG_TASK_MS)
+        "  tasks over {LONG_TASK_MS} ms while scrolling the events: {} {long:?} (target: none): {}",
+        long.len(),
+        verdict(long.iter().all(|t| *t <= LONG_TASK_MS))
     );
     println!(
         "  first load: {} KB of gzipped JavaScript and CSS (target < {} KB): {}",

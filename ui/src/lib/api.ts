@@ -2,7 +2,7 @@
 // document (`npm run gen`), and the session it runs under: the sign-in
 // cookie travels by itself; unsafe requests add the session's CSRF token.
 import createClient, { type Middleware } from "openapi-fetch";
-import type { components, paths } from "./schema";
+import { type components, type paths, runStatusValues } from "./schema";
 
 export type Schemas = components["schemas"];
 export type Run = Schemas["Run"];
@@ -61,19 +61,8 @@ export function problemText(error: unknown, fallback = "the request failed"): st
   return fallback;
 }
 
-/** The run statuses, in the order the filters show them. */
-export const RUN_STATUSES: RunStatus[] = [
-  "pending",
-  "running",
-  "waiting_acceptance",
-  "waiting_approval",
-  "waiting_clarification",
-  "blocked",
-  "paused",
-  "completed",
-  "failed",
-  "cancelled",
-];
+/** The run statuses, in the API's order (generated from its document). */
+export const RUN_STATUSES: readonly RunStatus[] = runStatusValues;
 
 /** Whether a status means a person is asked for something. */
 export function waitsForPeople(status: string): boolean {

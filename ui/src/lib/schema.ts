@@ -2937,3 +2937,18 @@ export interface operations {
         };
     };
 }
+type FlattenedDeepRequired<T> = {
+    [K in keyof T]-?: FlattenedDeepRequired<T[K] extends unknown[] | undefined | null ? Extract<T[K], unknown[]>[number] : T[K]>;
+};
+type ReadonlyArray<T> = [
+    Exclude<T, undefined>
+] extends [
+    unknown[]
+] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
+export const errorClassValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorClass"]> = ["transient", "rate_limited", "timeout", "invalid_output", "permission", "rejected", "fatal"];
+export const inputTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["InputType"]> = ["string", "number", "integer", "boolean", "object", "array"];
+export const roleValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Role"]> = ["viewer", "operator", "admin"];
+export const runFeedEventEventValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunFeedEvent"]["event"]> = ["run"];
+export const runStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunStatus"]> = ["pending", "running", "waiting_acceptance", "waiting_approval", "waiting_clarification", "blocked", "paused", "completed", "failed", "cancelled"];
+export const stepStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StepStatus"]> = ["pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"];
+export const waitKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WaitKind"]> = ["acceptance", "approval", "clarification", "block"];
