@@ -435,18 +435,31 @@ mod tests {
         }
     }
 
+    /// A simulated clock and the trace on it.
+    fn clocked() -> (Arc<SimClock>, Arc<Trace>) {
+        let clock = Arc::new(SimClock::new());
+        let trace = Arc::new(Trace::new(clock.clone()));
+        (clock, trace)
+    }
+
+    /// A store without faults holding one created run, `r`.
+    fn created(clock: &Arc<SimClock>, trace: &Arc<Trace>) -> (SimStore, RunId) {
+        let store = SimStore::new(clock.clone(), trace.clone(), None);
+        let id = RunId::new("r").expect("id");
+        let ran = exec::run(clock, store.create(new_run(&id)), None, &mut 0);
+        assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
+        (store, id)
+    }
+
     /// What a load would return, read past any fault.
-    fn seqs(_clock: &SimClock, store: &SimStore, id: &RunId) -> Vec<u64> {
+    fn seqs(store: &SimStore, id: &RunId) -> Vec<u64> {
         store.lock().runs.get(id).map(|log| log.events.iter().map(|e| e.seq).collect()).unwrap_or_default()
     }
 
     #[test]
     fn reads_fail_as_the_seed_draws_until_healed() {
-        let clock = Arc::new(SimClock::new());
-        let store = SimStore::new(clock.clone(), Arc::new(Trace::new(clock.clone())), None);
-        let id = RunId::new("r").expect("id");
-        let ran = exec::run(&clock, store.create(new_run(&id)), None, &mut 0);
-        assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
+        let (clock, trace) = clocked();
+        let (store, id) = created(&clock, &trace);
         store.lock().faults = Some(DiskFaults::new(3, 100, 30));
         let ran = exec::run(&clock, store.load(&id, 0), None, &mut 0);
         assert!(matches!(ran, Ran::Done(Err(StoreError::Io(_)))), "{ran:?}");
@@ -457,45 +470,38 @@ mod tests {
 
     #[test]
     fn a_power_cut_loses_only_appends_that_had_not_returned() {
-        let clock = Arc::new(SimClock::new());
-        let store = SimStore::new(clock.clone(), Arc::new(Trace::new(clock.clone())), None);
-        let id = RunId::new("r").expect("id");
-        let ran = exec::run(&clock, store.create(new_run(&id)), None, &mut 0);
-        assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
+        let (clock, trace) = clocked();
+        let (store, id) = created(&clock, &trace);
         let ran = exec::run(&clock, store.append(&id, 1, &[started(2)]), None, &mut 0);
         assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
         // Dropped while it waits for its sync: written, not durable.
         let ran = exec::run(&clock, store.append(&id, 2, &[started(3)]), Some(1), &mut 0);
         assert!(matches!(ran, Ran::Crashed), "{ran:?}");
-        assert_eq!(seqs(&clock, &store, &id), [1, 2, 3], "the page cache shows it");
+        assert_eq!(seqs(&store, &id), [1, 2, 3], "the page cache shows it");
         store.power_cut();
-        assert_eq!(seqs(&clock, &store, &id), [1, 2]);
+        assert_eq!(seqs(&store, &id), [1, 2]);
         // After a process crash, recovery makes what it read durable.
         let ran = exec::run(&clock, store.append(&id, 2, &[started(3)]), Some(1), &mut 0);
         assert!(matches!(ran, Ran::Crashed), "{ran:?}");
         store.recover();
         store.power_cut();
-        assert_eq!(seqs(&clock, &store, &id), [1, 2, 3]);
+        assert_eq!(seqs(&store, &id), [1, 2, 3]);
     }
 
     #[test]
     fn a_failed_append_leaves_nothing_unless_it_was_ambiguous() {
-        let clock = Arc::new(SimClock::new());
-        let trace = Arc::new(Trace::new(clock.clone()));
-        let store = SimStore::new(clock.clone(), trace.clone(), None);
-        let id = RunId::new("r").expect("id");
-        let ran = exec::run(&clock, store.create(new_run(&id)), None, &mut 0);
-        assert!(matches!(ran, Ran::Done(Ok(()))), "{ran:?}");
+        let (clock, trace) = clocked();
+        let (store, id) = created(&clock, &trace);
         // From now on every write fails, as the seed draws.
         store.lock().faults = Some(DiskFaults::new(3, 100, 30));
         let mut seen = BTreeSet::new();
         for _ in 0..30 {
-            let last = *seqs(&clock, &store, &id).last().expect("events");
+            let last = *seqs(&store, &id).last().expect("events");
             let ran = exec::run(&clock, store.append(&id, last, &[started(last + 1)]), None, &mut 0);
             assert!(matches!(ran, Ran::Done(Err(StoreError::Io(_)))), "{ran:?}");
             let fault = trace.lines().last().cloned().unwrap_or_default();
             store.power_cut();
-            let kept = seqs(&clock, &store, &id).last() == Some(&(last + 1));
+            let kept = seqs(&store, &id).last() == Some(&(last + 1));
             assert_eq!(kept, fault.ends_with("Ambiguous"), "{fault}");
             seen.insert(fault.rsplit(' ').next().unwrap_or_default().to_owned());
         }

@@ -121,8 +121,9 @@ fn page() -> Response {
     answer
 }
 
-/// The embedded assets' paths and sizes (raw, gzipped), for reports.
-pub fn assets() -> Vec<(String, usize, Option<usize>)> {
+/// The embedded assets' paths and sizes (raw, gzipped).
+#[cfg(test)]
+fn assets() -> Vec<(String, usize, Option<usize>)> {
     let mut out = Vec::new();
     let mut dirs = vec![&DIST];
     while let Some(dir) = dirs.pop() {
