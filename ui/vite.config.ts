@@ -3,10 +3,12 @@ import react from "@vitejs/plugin-react";
 
 // The built assets are committed and embedded in the `cairn` binary
 // (crates/cairn-web): a fresh machine needs no Node.js to get the UI.
+// `CAIRN_UI_OUT` builds elsewhere (`cargo xtask ui` compares that build
+// with the committed one without touching it).
 export default defineConfig({
   plugins: [react()],
   build: {
-    outDir: "../crates/cairn-web/dist",
+    outDir: process.env.CAIRN_UI_OUT ?? "../crates/cairn-web/dist",
     emptyOutDir: true,
     // No inline scripts or modules: the CSP allows only 'self'.
     modulePreload: { polyfill: false },
