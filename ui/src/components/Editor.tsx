@@ -26,6 +26,8 @@ export function diagnostic(view: { state: { doc: { lines: number; line: (n: numb
 
 export default function Editor(props: {
   value: string;
+  /** The files the definition names (its schemas), sent along to validate it. */
+  files: Record<string, string>;
   onChange: (text: string) => void;
   onChecked: (problems: DefinitionProblem[], plan: Plan | null) => void;
 }) {
@@ -37,7 +39,9 @@ export default function Editor(props: {
     const check = linter(
       async (view) => {
         const text = view.state.doc.toString();
-        const { data } = await api.POST("/api/v1/workflows/validate", { body: { definition: text } });
+        const { data } = await api.POST("/api/v1/workflows/validate", {
+          body: { definition: text, files: handlers.current.files },
+        });
         if (!data) return [];
         handlers.current.onChecked(data.problems, data.plan ?? null);
         return data.problems.map((p) => diagnostic(view, p));

@@ -90,7 +90,8 @@ export function inputValue(type: string | undefined, text: string): unknown {
   return text;
 }
 
-function StartForm({ plan, text, session }: { plan: Plan; text: string; session: Session }) {
+function StartForm(props: { plan: Plan; text: string; files: Record<string, string>; session: Session }) {
+  const { plan, text, files, session } = props;
   const inputs = plan.inputs ?? [];
   const [values, setValues] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
@@ -102,7 +103,7 @@ function StartForm({ plan, text, session }: { plan: Plan; text: string; session:
       const v = values[input.name];
       if (v !== undefined && v !== "") body[input.name] = inputValue(input.type, v);
     }
-    const { data, error } = await api.POST("/api/v1/runs", { body: { definition: text, inputs: body } });
+    const { data, error } = await api.POST("/api/v1/runs", { body: { definition: text, files, inputs: body } });
     if (error) setError(problemText(error));
     else navigate(`/runs/${encodeURIComponent(data.run_id)}`);
   };
@@ -140,6 +141,9 @@ export function Workflows({ session }: { session: Session }) {
   const { query } = useLocation();
   const [runs, setRuns] = useState<RunSummary[] | null>(null);
   const [text, setText] = useState<string | null>(null);
+  // The schemas a recorded definition names come with it: the editor keeps
+  // them for validating and starting it.
+  const [files, setFiles] = useState<Record<string, string>>({});
   const [problems, setProblems] = useState<DefinitionProblem[]>([]);
   const [plan, setPlan] = useState<Plan | null>(null);
   const chosen = query.get("workflow");
@@ -154,16 +158,16 @@ export function Workflows({ session }: { session: Session }) {
   useEffect(() => {
     if (!editing) return;
     const latest = table.find((f) => f.workflow === chosen)?.latest;
-    if (chosen && !latest) {
-      if (runs === null) return;
-      setText(STARTER);
-      return;
-    }
+    if (chosen && !latest && runs === null) return;
     if (!latest) {
+      setFiles({});
       setText(STARTER);
       return;
     }
-    void api.GET("/api/v1/runs/{id}/definition", { params: { path: { id: latest } } }).then(({ data }) => setText(data?.text ?? STARTER));
+    void api.GET("/api/v1/runs/{id}/definition", { params: { path: { id: latest } } }).then(({ data }) => {
+      setFiles(data?.files ?? {});
+      setText(data?.text ?? STARTER);
+    });
   }, [editing, chosen, table, runs]);
 
   return (
@@ -215,6 +219,7 @@ export function Workflows({ session }: { session: Session }) {
               <Editor
                 key={chosen ?? "new"}
                 value={text}
+                files={files}
                 onChange={setText}
                 onChecked={(p, plan) => {
                   setProblems(p);
@@ -235,7 +240,7 @@ export function Workflows({ session }: { session: Session }) {
             {plan ? (
               <>
                 <Dag plan={plan.steps} steps={[]} expanded={new Set()} selected={null} onSelect={() => {}} onToggle={() => {}} />
-                <StartForm plan={plan} text={text} session={session} />
+                <StartForm plan={plan} text={text} files={files} session={session} />
               </>
             ) : (
               <p className="muted">{problems.length ? "Fix the problems to see the plan." : "Checking…"}</p>
