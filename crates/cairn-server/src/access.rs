@@ -194,7 +194,7 @@ fn token_in_query(query: Option<&str>) -> bool {
 
 /// How a request proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// A bearer token (or nothing, on a server that asks for nothing).
     Bearer,
     /// A browser session's cookie; unsafe requests must carry its CSRF token.

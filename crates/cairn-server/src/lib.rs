@@ -25,7 +25,7 @@ mod openapi;
 pub mod problem;
 mod requests;
 mod runs;
-pub mod session;
+mod session;
 mod stream;
 mod tokens;
 

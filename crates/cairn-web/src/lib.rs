@@ -27,7 +27,7 @@ use include_dir::{Dir, include_dir};
 /// What Vite built from `ui/`.
 static DIST: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/dist");
 
-/// The placeholder `ui/index.html` holds where each answer's nonce goes.
+/// The marker in `ui/index.html` that each answer replaces with its nonce.
 const NONCE_SLOT: &str = "__CSP_NONCE__";
 
 /// The policy of the page, around its nonce.

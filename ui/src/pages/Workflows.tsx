@@ -179,6 +179,8 @@ export function Workflows({ session }: { session: Session }) {
       </div>
       {runs === null ? (
         <p className="muted">Reading runs…</p>
+      ) : table.length === 0 ? (
+        <p className="muted">No workflow has run here yet: write one.</p>
       ) : (
         <table data-testid="workflows">
           <thead>
@@ -211,7 +213,6 @@ export function Workflows({ session }: { session: Session }) {
           </tbody>
         </table>
       )}
-      {runs !== null && table.length === 0 && <p className="muted">No workflow has run here yet: write one.</p>}
       {editing && text !== null && (
         <div className="editing">
           <div className="editor-pane">
