@@ -178,7 +178,7 @@ fn steering_refusals_are_clear_usage_errors() {
         ),
         (
             &["fork", "done", "--checkpoint", "999"],
-            "error: cannot fork run `done`: it has no checkpoint 999 (the last is 11)\nhint: `cairn checkpoints done` lists them\n",
+            "error: cannot fork run `done`: it has no checkpoint 999 (the last is 14)\nhint: `cairn checkpoints done` lists them\n",
         ),
         (&["pause", "done"], ""),
     ];

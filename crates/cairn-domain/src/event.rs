@@ -262,6 +262,20 @@ pub enum EventKind {
         /// The attempt number, from 1.
         attempt: u32,
     },
+    /// An agent step's attempt rendered what it sends the model, recorded
+    /// before the call so a person sees the prompt while the answer streams.
+    /// Earlier turns (rework comments, answers) are events of their own.
+    PromptRendered {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// The agent's rendered system prompt, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        /// The step's rendered prompt.
+        prompt: String,
+    },
     /// A step finished with an output.
     StepSucceeded {
         /// The step.

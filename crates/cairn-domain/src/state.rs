@@ -596,7 +596,9 @@ impl RunState {
                 step.decisions.clear();
                 step.waiting_since = Some(seq);
             }
-            EventKind::RunWaiting { .. } | EventKind::OutputRepaired { .. } => {}
+            EventKind::RunWaiting { .. }
+            | EventKind::OutputRepaired { .. }
+            | EventKind::PromptRendered { .. } => {}
             EventKind::GateDecided { path, approve, role, comment, timed_out } => {
                 let step = self.waiting(seq, path)?;
                 step.decisions.push(Decision {

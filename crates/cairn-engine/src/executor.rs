@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::control::{Asked, Control, Controls, Mailbox, RunControl};
-use crate::job::{self, Finished, Ports};
+use crate::job::{self, Finished, Job, Ports};
 use crate::{EngineError, SystemClock, Unmet};
 
 /// Events between physical snapshots, at least. A larger run snapshots
@@ -470,8 +470,11 @@ impl Engine {
             .filter(|(p, s)| s.status == StepStatus::Running && is_attempt(program, p))
             .map(|(p, s)| (p.clone(), s.attempts))
             .collect();
+        // Their prompts were recorded with their starts.
         for (path, attempt) in in_flight {
-            drive.spawn(path, attempt);
+            if let Some(job) = drive.prepare(&path, attempt) {
+                drive.spawn(path, attempt, job);
+            }
         }
         let driven = drive.run().await;
         // Whatever was asked of this drive is over with it.
@@ -818,15 +821,27 @@ impl<'a> Drive<'a> {
             if starts.is_empty() {
                 return Ok(wake);
             }
-            // One append for every start and all staged before them: all
-            // are on disk before any attempt runs.
+            // One append for every start, the prompts the attempts send, and
+            // all staged before them: all are on disk before any attempt runs.
             let started = starts
                 .iter()
                 .map(|(path, attempt)| EventKind::StepStarted { path: path.clone(), attempt: *attempt });
             self.stage(started.collect())?;
+            let jobs: Vec<_> = starts.iter().map(|(path, attempt)| self.prepare(path, *attempt)).collect();
+            let prompts = starts.iter().zip(&jobs).filter_map(|((path, attempt), job)| match job {
+                Some((Job::Chat(chat), _)) => {
+                    let (system, prompt) = chat.prompt();
+                    Some(EventKind::PromptRendered { path: path.clone(), attempt: *attempt, system, prompt })
+                }
+                _ => None,
+            });
+            let prompts: Vec<_> = prompts.collect();
+            self.stage(prompts)?;
             self.flush().await?;
-            for (path, attempt) in starts {
-                self.spawn(path, attempt);
+            for ((path, attempt), job) in starts.into_iter().zip(jobs) {
+                if let Some(job) = job {
+                    self.spawn(path, attempt, job);
+                }
             }
             // Starting changes nothing else `decide` looks at: it said all
             // there was to say in this round, wake included.
@@ -834,35 +849,37 @@ impl<'a> Drive<'a> {
         }
     }
 
-    /// Renders and starts one attempt (recorded as started already).
-    fn spawn(&mut self, path: StepPath, attempt: u32) {
-        let Some((frame, i)) = Frame::of(self.program, &self.state, &path) else { return };
+    /// Renders one attempt (recorded as started already), with the step's
+    /// time limit; `None` when the step is not in the run's program.
+    fn prepare(&self, path: &StepPath, attempt: u32) -> Option<(Job, Option<Duration>)> {
+        let (frame, i) = Frame::of(self.program, &self.state, path)?;
         let block = self.program.block(frame.block());
-        let step = &block.steps[i];
         let engine = self.engine;
-        let key = idempotency_key(&self.state, &path, attempt);
-        let own = self.state.steps.get(&path);
+        let own = self.state.steps.get(path);
         let feedback = own.and_then(|s| s.feedback.as_deref());
         let context =
             engine.renderer.context(&self.state, self.program, &frame, &block.reads[i], feedback, &[]);
-        let turns = own.map(|s| s.turns.clone()).unwrap_or_default();
         let job = job::Attempt {
             program: self.program,
             renderer: &engine.renderer,
             ctx: &context,
             ports: &engine.ports,
             run_id: &self.state.run_id,
-            path: &path,
-            key,
-            turns,
+            path,
+            key: idempotency_key(&self.state, path, attempt),
+            turns: own.map(|s| s.turns.clone()).unwrap_or_default(),
             sink: Arc::clone(&engine.sink),
             attempt,
             secrets: &engine.secrets,
             sessions: &self.state.sessions,
         }
-        .prepare(step);
-        let timeout = self.program.timeout(step).map(|d| d.to_std());
-        let clock = Arc::clone(&engine.clock);
+        .prepare(&block.steps[i]);
+        Some((job, self.program.timeout(&block.steps[i]).map(|d| d.to_std())))
+    }
+
+    /// Starts one rendered attempt.
+    fn spawn(&mut self, path: StepPath, attempt: u32, (job, timeout): (Job, Option<Duration>)) {
+        let clock = Arc::clone(&self.engine.clock);
         let task_path = path.clone();
         let (attempt_run, handle) = abortable(async move {
             let run = async move {

@@ -55,6 +55,16 @@ pub(crate) struct Chat {
     session: Option<(String, Vec<Turn>)>,
     /// Where the streamed text of the answers goes; told when each ends.
     live: Option<LiveText>,
+    /// The rendered system prompt (as sent) and prompt, for the record.
+    shown: (Option<String>, String),
+}
+
+impl Chat {
+    /// What the call sends the model, rendered: the system prompt as sent
+    /// and the step's prompt.
+    pub(crate) fn prompt(&self) -> (Option<String>, String) {
+        self.shown.clone()
+    }
 }
 
 /// The QA judge of a step: its agent's provider and the request the answer
@@ -291,12 +301,14 @@ impl Attempt<'_> {
                         None => CLARIFY_INSTRUCTION.to_owned(),
                     });
                 }
-                let mut messages: Vec<ChatMessage> =
-                    system.into_iter().map(|content| ChatMessage { role: Role::System, content }).collect();
+                let mut messages: Vec<ChatMessage> = system
+                    .iter()
+                    .map(|content| ChatMessage { role: Role::System, content: content.clone() })
+                    .collect();
                 let reuse = agent.session == SessionMode::Reuse;
                 let earlier = if reuse { self.sessions.get(a.agent.as_str()) } else { None };
                 let prompt = self.text(&a.prompt, "the prompt")?;
-                let mut added = vec![Turn::Prompt { text: prompt }];
+                let mut added = vec![Turn::Prompt { text: prompt.clone() }];
                 added.extend(self.turns.iter().cloned());
                 messages.extend(earlier.into_iter().flatten().chain(&added).map(message));
                 let session = reuse.then(|| (a.agent.to_string(), added));
@@ -329,6 +341,7 @@ impl Attempt<'_> {
                     judge,
                     session,
                     live: Some(live),
+                    shown: (system, prompt),
                 }))
             }
             StepKind::Command(c) => {

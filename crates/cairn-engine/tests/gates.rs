@@ -446,7 +446,11 @@ async fn streamed_text_goes_to_the_live_sink_and_only_the_answer_is_recorded() {
     assert_eq!(state.steps[&StepPath::new("ask")].output, Some(json!("streamed")));
     assert_eq!(*tokens.0.lock().expect("lock"), ["ask:str", "ask:eam", "ask:ed"]);
     let log = h.log().await;
-    assert_eq!(log.lines().count(), 6, "created, started, step started, usage, succeeded, completed: {log}");
+    assert_eq!(
+        log.lines().count(),
+        7,
+        "created, started, step started, prompt, usage, succeeded, completed: {log}"
+    );
     assert!(!log.contains("token"), "pieces are never recorded: {log}");
 }
 

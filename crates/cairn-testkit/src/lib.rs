@@ -87,6 +87,7 @@ pub fn event_line(e: &Event) -> String {
         ),
         EventKind::Answered { text, .. } => format!(" by {}: {text}", e.actor),
         EventKind::OutputRepaired { attempt, reason, .. } => format!(" #{attempt}: {reason}"),
+        EventKind::PromptRendered { attempt, prompt, .. } => format!(" #{attempt}: {prompt:?}"),
         EventKind::SessionExtended { agent, turns, .. } => format!(" {agent} +{} messages", turns.len()),
         EventKind::GroupExpanded { keys, .. } => format!(": {}", keys.join(", ")),
         EventKind::IterationStarted { index, .. } => format!(" [{index}]"),

@@ -1,7 +1,7 @@
 // One step as far as the run knows it: state, attempts and times, usage,
 // its error with the hint, its output (JSON and Markdown as such), the
-// conversation its events recorded (prompts of agents that keep their
-// session, reviewers' comments, repairs, answers to questions), and the
+// conversation its events recorded (each attempt's rendered prompt, the
+// answers, reviewers' comments, repairs, questions and answers), and the
 // text of a model answering right now as it streams in.
 import type { CairnEvent, Step } from "../lib/api";
 import { between, duration, when } from "../lib/format";
@@ -23,15 +23,32 @@ function turn(t: Turn): { role: string; text: string } {
   return { role: t.type ?? t.role ?? "turn", text };
 }
 
-/** The conversation of a step: what its events recorded, in order. */
+/** A step's output as conversation text: strings as they are, the rest as JSON. */
+function said(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
+}
+
+/**
+ * The conversation of a step: what its events recorded, in order. Logs
+ * written before prompts were recorded (`prompt_rendered`) show the
+ * turns a `session: reuse` agent kept instead.
+ */
 export function conversation(events: CairnEvent[], path: string): { role: string; text: string }[] {
   const out: { role: string; text: string }[] = [];
-  for (const e of events) {
-    if (e.path !== path) continue;
-    if (e.type === "session_extended" && Array.isArray(e.turns)) {
+  const own = events.filter((e) => e.path === path);
+  const prompts = own.some((e) => e.type === "prompt_rendered");
+  for (const e of own) {
+    if (e.type === "prompt_rendered") {
+      if (typeof e.system === "string") out.push({ role: `system #${e.attempt}`, text: e.system });
+      out.push({ role: `prompt #${e.attempt}`, text: String(e.prompt ?? "") });
+    } else if (e.type === "step_succeeded" && prompts) {
+      out.push({ role: "answer", text: said(e.output) });
+    } else if (e.type === "session_extended" && !prompts && Array.isArray(e.turns)) {
       for (const t of e.turns as Turn[]) out.push(turn(t));
     } else if (e.type === "output_repaired") {
       out.push({ role: "repair", text: String(e.reason ?? "") });
+    } else if (e.type === "step_waiting" && Array.isArray(e.questions)) {
+      out.push({ role: "questions", text: (e.questions as string[]).join("\n") });
     } else if (e.type === "gate_decided" && typeof e.comment === "string") {
       out.push({ role: e.approve ? "approved" : "rejected", text: `${e.actor}: ${e.comment}` });
     } else if (e.type === "answered") {

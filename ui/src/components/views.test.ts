@@ -3,6 +3,7 @@ import type { CairnEvent, Gate, Session, Step } from "../lib/api";
 import { instancesOf, layout, summary } from "./Dag";
 import { filterEvents, isFailure } from "./Events";
 import { roleAt } from "./GatePanel";
+import { conversation } from "./StepPanel";
 import { bars, rows } from "./Timeline";
 
 const step = (path: string, status: Step["status"]): Step =>
@@ -92,5 +93,36 @@ describe("deciding at a gate", () => {
     expect(roleAt(session("operator", ["lead"]), gate(["lead", "qa"], ["lead"]))).toEqual({ cannot: "this gate waits for qa" });
     expect(roleAt(session("viewer", ["lead"]), gate(["lead"]))).toEqual({ cannot: "a viewer decides nothing" });
     expect(roleAt(session("admin", [], true), gate(["qa"]))).toEqual({ role: "qa" });
+  });
+});
+
+describe("the step panel", () => {
+  it("shows each attempt's prompt, the answers and the comments that sent it back", () => {
+    const events = [
+      event(1, "step_started", { path: "draft", attempt: 1 }),
+      event(2, "prompt_rendered", { path: "draft", attempt: 1, system: "Be brief.", prompt: "Write it." }),
+      event(3, "prompt_rendered", { path: "other", attempt: 1, prompt: "Not this one." }),
+      event(4, "step_succeeded", { path: "draft", output: "v1" }),
+      event(5, "gate_decided", { path: "draft", approve: false, comment: "more detail", actor: "bob" }),
+      event(6, "prompt_rendered", { path: "draft", attempt: 2, prompt: "Write it. Reviewer: more detail" }),
+      event(7, "step_succeeded", { path: "draft", output: { text: "v2" } }),
+      event(8, "session_extended", { path: "draft", turns: [{ type: "prompt", text: "Write it." }] }),
+    ];
+    expect(conversation(events, "draft")).toEqual([
+      { role: "system #1", text: "Be brief." },
+      { role: "prompt #1", text: "Write it." },
+      { role: "answer", text: "v1" },
+      { role: "rejected", text: "bob: more detail" },
+      { role: "prompt #2", text: "Write it. Reviewer: more detail" },
+      { role: "answer", text: '{\n  "text": "v2"\n}' },
+    ]);
+  });
+
+  it("falls back to the kept session turns of logs written before prompts were recorded", () => {
+    const events = [event(1, "session_extended", { path: "plan", turns: [{ type: "prompt", text: "Plan." }, { type: "answer", text: "ok" }] })];
+    expect(conversation(events, "plan")).toEqual([
+      { role: "prompt", text: "Plan." },
+      { role: "answer", text: "ok" },
+    ]);
   });
 });

@@ -21,6 +21,15 @@ pub fn json(e: &Event) -> serde_json::Value {
     v
 }
 
+/// The first 80 characters of `text`, marked when cut.
+fn short(text: &str) -> String {
+    let mut shown: String = text.chars().take(80).collect();
+    if text.chars().count() > 80 {
+        shown.push('…');
+    }
+    shown
+}
+
 /// One event of the audit trail as a line: sequence, time, actor, what.
 pub fn line(e: &Event) -> String {
     let v = serde_json::to_value(&e.kind).unwrap_or_default();
@@ -34,11 +43,7 @@ pub fn line(e: &Event) -> String {
             )
         }
         EventKind::StepStarted { attempt, .. } => format!(" attempt {attempt}"),
-        EventKind::StepSucceeded { output, .. } => {
-            let text = output.to_string();
-            let short: String = text.chars().take(80).collect();
-            format!(" -> {short}{}", if text.chars().count() > 80 { "…" } else { "" })
-        }
+        EventKind::StepSucceeded { output, .. } => format!(" -> {}", short(&output.to_string())),
         EventKind::StepFailed { attempt, error, retry_at, .. } => format!(
             " attempt {attempt}: {}: {}{}",
             error.class,
@@ -62,6 +67,9 @@ pub fn line(e: &Event) -> String {
         ),
         EventKind::Answered { text, .. } => format!(": {text}"),
         EventKind::OutputRepaired { attempt, reason, .. } => format!(" attempt {attempt}: {reason}"),
+        EventKind::PromptRendered { attempt, prompt, .. } => {
+            format!(" attempt {attempt}: {}", short(&prompt.replace('\n', " ")))
+        }
         EventKind::SessionExtended { agent, turns, .. } => {
             format!(" {agent}'s conversation gains {} messages", turns.len())
         }

@@ -97,6 +97,7 @@ impl Frontier {
             | EventKind::RunForked { .. }
             | EventKind::BudgetRaised { .. }
             | EventKind::SessionExtended { .. }
+            | EventKind::PromptRendered { .. }
             | EventKind::OutputRepaired { .. }
             | EventKind::UsageRecorded { .. }
             | EventKind::DocumentStored { .. } => {}
