@@ -47,6 +47,7 @@ fn fixture() -> &'static Fixture {
                 definition_hash: String::new(),
                 inputs,
                 version: None,
+                labels: Default::default(),
             },
             EventKind::RunStarted,
             EventKind::StepStarted { path: StepPath::new("a"), attempt: 1 },

@@ -117,6 +117,53 @@ fn run_reads_inputs_from_a_yaml_or_json_file_and_input_overrides_it() {
 }
 
 #[test]
+fn runs_carry_labels_from_the_definition_and_the_flags_and_filter_by_them() {
+    let b = Bench::new("verbs_labels");
+    write(
+        &b.dir,
+        "labelled.yaml",
+        &ALPHA.replace("id: alpha\n", "id: labelled\nlabels: { team: payments, tier: 2 }\n"),
+    );
+    b.expect(0, &["run", "labelled.yaml", "--run-id", "l1"]);
+    b.expect(0, &["run", "labelled.yaml", "--run-id", "l2", "--label", "team=search", "--label", "pr=42"]);
+    b.expect(0, &["run", "alpha.yaml", "--run-id", "a1", "--label", "pr=42"]);
+    assert_eq!(b.status("l1")["labels"], serde_json::json!({"team": "payments", "tier": "2"}));
+    assert_eq!(
+        b.status("l2")["labels"],
+        serde_json::json!({"pr": "42", "team": "search", "tier": "2"}),
+        "a flag wins over the definition"
+    );
+    assert_eq!(b.status("a1")["labels"], serde_json::json!({"pr": "42"}));
+    assert_eq!(b.ids(&["--label", "pr=42"]), ["a1", "l2"]);
+    assert_eq!(b.ids(&["--label", "tier=2"]), ["l2", "l1"]);
+    assert_eq!(b.ids(&["--label", "tier=2", "--label", "team=payments"]), ["l1"]);
+    assert_eq!(b.ids(&["--label", "team=nobody"]), Vec::<String>::new());
+    let listed = json(&b.expect(0, &["runs", "--label", "pr=42", "--format", "json"]).stdout);
+    assert_eq!(listed[0]["labels"], serde_json::json!({"pr": "42"}));
+    let table = b.expect(0, &["runs"]).stdout;
+    assert!(table.lines().next().is_some_and(|head| head.trim_end().ends_with("LABELS")), "{table}");
+    assert!(table.contains("pr=42 team=search tier=2"), "{table}");
+    // A fork carries its source's labels.
+    let marks = json(&b.expect(0, &["checkpoints", "l2", "--format", "json"]).stdout);
+    let seq = marks[0]["seq"].as_u64().expect("a checkpoint").to_string();
+    let forked = json(&b.expect(0, &["fork", "l2", "--checkpoint", &seq, "--format", "json"]).stdout);
+    assert_eq!(forked["labels"]["team"], "search");
+    // Bad labels are refused before a run exists, saying what is wrong.
+    let before = b.ids(&[]).len();
+    for (flag, says) in [
+        ("team", "--label: `team` is not a label: write KEY=VALUE"),
+        ("has space=x", "--label: `has space` is not a valid label key"),
+        ("k=line\nbreak", "--label: the value of label `k` must be at most 256 bytes"),
+    ] {
+        let run = b.expect(2, &["run", "alpha.yaml", "--label", flag]);
+        assert!(run.stderr.contains(says), "{flag}: {}", run.stderr);
+        let listing = b.expect(2, &["runs", "--label", flag]);
+        assert!(listing.stderr.contains(says), "{flag}: {}", listing.stderr);
+    }
+    assert_eq!(b.ids(&[]).len(), before, "no run was created by a refused start");
+}
+
+#[test]
 fn runs_filters_by_status_and_workflow() {
     let b = Bench::new("verbs_runs_filters");
     b.expect(0, &["run", "alpha.yaml", "--run-id", "a1"]);

@@ -169,6 +169,7 @@ test("sign in, write a workflow, see its error where it is, fix it, start it, ap
   await ui.getByRole("button", { name: "Start run" }).waitFor({ timeout: PATIENCE });
   assert.equal(await ui.getByTestId("problems").locator("li").count(), 0);
   await ui.getByLabel("input topic").fill("the new importer");
+  await ui.getByLabel("labels").fill("team=docs");
   await shot(ui, "editor");
   await ui.getByRole("button", { name: "Start run" }).click();
 
@@ -176,6 +177,10 @@ test("sign in, write a workflow, see its error where it is, fix it, start it, ap
   const gate = ui.getByTestId("gate-sign_off");
   await gate.waitFor({ timeout: PATIENCE });
   assert.equal(await ui.getByTestId("run-status").textContent(), "waiting approval");
+  assert.equal(await ui.getByTestId("run-labels").textContent(), "team=docs");
+  // The agent step's panel shows the prompt it sent, rendered.
+  await ui.locator(".react-flow__node", { hasText: "draft" }).click();
+  await ui.getByTestId("step-panel").getByText("Write a release note about the new importer.").first().waitFor();
   await shot(ui, "run-gate");
   await gate.getByRole("button", { name: "Approve as lead" }).click();
   await ui.getByTestId("run-status").getByText("completed").waitFor({ timeout: PATIENCE });
@@ -190,6 +195,11 @@ test("sign in, write a workflow, see its error where it is, fix it, start it, ap
   assert.equal(decided.role, "lead");
   const started = (await call("GET", `/api/v1/runs/${run}`)).body;
   assert.equal(started.inputs.topic, "the new importer", "the form's input reached the run");
+  assert.deepEqual(started.labels, { team: "docs" }, "the form's labels reached the run");
+  // The run list filters on labels, on the server.
+  await ui.goto(`${base}runs?label=team%3Ddocs`);
+  await ui.locator(`tr[data-run="${run}"]`).waitFor({ timeout: PATIENCE });
+  assert.equal(await ui.locator("tr[data-run]").count(), 1, "only the labelled run");
   assert.deepEqual(ui.errors, []);
 });
 

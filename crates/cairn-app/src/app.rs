@@ -12,6 +12,7 @@ use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
+use cairn_domain::label::Labels;
 use cairn_domain::program::{Price, priced};
 use cairn_domain::state::Timestamp;
 use cairn_domain::state::{Event, RunState, TokenUsage};
@@ -156,21 +157,23 @@ impl App {
         inputs: Value,
         run_id: Option<RunId>,
     ) -> Result<Run, Error> {
-        self.start_by(definition, inputs, run_id, "engine").await
+        self.start_by(definition, inputs, run_id, "engine", Labels::new()).await
     }
 
-    /// [`App::start`], recorded as asked for by `by`.
+    /// [`App::start`], recorded as asked for by `by`, with `labels` put
+    /// over the definition's.
     pub async fn start_by(
         &self,
         definition: Definition,
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
+        labels: Labels,
     ) -> Result<Run, Error> {
         let run_id = run_id.unwrap_or_else(|| self.engine.new_run_id());
         let state = self
             .engine
-            .start_by(definition.clone(), inputs, run_id.clone(), by)
+            .start_by(definition.clone(), inputs, run_id.clone(), by, labels)
             .await
             .map_err(Error::of_run(&run_id))?;
         Ok(self.run(state, definition))
@@ -179,25 +182,30 @@ impl App {
     /// [`App::start_by`] made safe to retry: the run's id is derived from
     /// `key`, so a repeat finds the run the first call started (also after
     /// a restart). A repeat answers that run (`Started::Repeat`) when its
-    /// definition and inputs resolve to what the first recorded, and is
-    /// refused with [`Error::KeyReused`] otherwise.
+    /// definition, inputs and labels resolve to what the first recorded,
+    /// and is refused with [`Error::KeyReused`] otherwise.
     pub async fn start_idempotent(
         &self,
         definition: Definition,
         inputs: Value,
         key: &str,
         by: &str,
+        labels: Labels,
     ) -> Result<(Run, Started), Error> {
         let run_id = idempotent_id(key);
         let hash = definition.hash();
-        // What the run would record of these inputs (defaults filled,
-        // values read as the declared types).
+        // What the run would record of these inputs and labels (defaults
+        // filled, values read as the declared types).
         let resolved = cairn_domain::inputs::resolve(&definition.workflow, inputs.clone()).ok();
-        match self.start_by(definition, inputs, Some(run_id.clone()), by).await {
+        let merged = cairn_domain::label::merge(&definition.workflow.labels, labels.clone()).ok();
+        match self.start_by(definition, inputs, Some(run_id.clone()), by, labels).await {
             Ok(run) => Ok((run, Started::New)),
             Err(Error::Engine(EngineError::Store(cairn_ports::StoreError::AlreadyExists(_)))) => {
                 let first = self.status(&run_id).await?;
-                if first.definition.hash() == hash && resolved.as_ref() == Some(&first.state.inputs) {
+                if first.definition.hash() == hash
+                    && resolved.as_ref() == Some(&first.state.inputs)
+                    && merged.as_ref() == Some(&first.state.labels)
+                {
                     Ok((first, Started::Repeat))
                 } else {
                     Err(Error::KeyReused { run: run_id })

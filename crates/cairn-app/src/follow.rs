@@ -480,7 +480,7 @@ fn summary_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<RunSumm
     let Some(created) = events.next() else {
         return Err(StoreError::Corrupt("a run's log is empty".into()));
     };
-    let EventKind::RunCreated { run_id, workflow, .. } = &created.kind else {
+    let EventKind::RunCreated { run_id, workflow, labels, .. } = &created.kind else {
         return Err(StoreError::Corrupt(format!(
             "a run's log starts with event {}, not run_created",
             created.seq
@@ -493,6 +493,7 @@ fn summary_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<RunSumm
         created_at: created.at,
         updated_at: created.at,
         usage_by_model: Default::default(),
+        labels: labels.clone(),
     };
     advance(&mut summary, events);
     Ok(summary)

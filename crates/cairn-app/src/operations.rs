@@ -9,6 +9,7 @@ use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
+use cairn_domain::label::Labels;
 use cairn_domain::state::{Event, Timestamp};
 use cairn_domain::steer::{GateCall, Request};
 use cairn_ports::{RunQuery, RunSummary, TokenRecord};
@@ -29,6 +30,7 @@ pub trait Operations: Send + Sync {
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
+        labels: Labels,
     ) -> Result<Run, Error>;
     /// Drives a run on until nothing moves without a person ([`App::drive`]);
     /// through a server, the server drives it and this waits.
@@ -92,8 +94,9 @@ impl Operations for App {
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
+        labels: Labels,
     ) -> Result<Run, Error> {
-        App::start_by(self, definition, inputs, run_id, by).await
+        App::start_by(self, definition, inputs, run_id, by, labels).await
     }
 
     async fn drive(&self, id: &RunId) -> Result<Run, Error> {

@@ -32,6 +32,7 @@ use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
 use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::label::Labels;
 use cairn_domain::problem::{Location, Problem, Problems, Rule};
 use cairn_domain::state::{Event, EventKind, RunState, RunStatus, StepPath, Timestamp, TokenUsage};
 use cairn_domain::steer::{GateCall, Request, Verdict};
@@ -299,6 +300,7 @@ impl Operations for Remote {
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
+        labels: Labels,
     ) -> Result<Run, Error> {
         let body = json!({
             "definition": definition.text,
@@ -306,6 +308,7 @@ impl Operations for Remote {
             "files": definition.files,
             "inputs": inputs,
             "run_id": run_id,
+            "labels": labels,
         });
         let started = self.post_by("/runs", body, by).await.map_err(|e| match e {
             // Said of the file, as the local start says it.
@@ -347,6 +350,9 @@ impl Operations for Remote {
         }
         if let Some(workflow) = &query.workflow {
             params.push(("workflow", workflow.to_string()));
+        }
+        for (key, value) in &query.labels {
+            params.push(("label", format!("{key}={value}")));
         }
         params.push(("limit", query.limit.unwrap_or(500).to_string()));
         if let Some(after) = &query.after {
@@ -567,6 +573,8 @@ fn listed_of(value: &Value) -> Result<Listed, String> {
         updated_at: time_of(value, "updated_at")?.unwrap_or_default(),
         // The server sends the total; a listing shows nothing finer.
         usage_by_model: BTreeMap::from([(String::new(), total)]),
+        // Absent from servers that kept no labels.
+        labels: value.get("labels").map_or(Ok(Labels::new()), |_| field(value, "labels"))?,
     };
     Ok(Listed {
         summary,

@@ -108,6 +108,7 @@ mod tests {
                     definition_hash: String::new(),
                     inputs: serde_json::json!({}),
                     version: None,
+                    labels: Default::default(),
                 },
             ),
             ev(2, EventKind::RunStarted),
@@ -185,6 +186,7 @@ mod tests {
                 definition_hash: String::new(),
                 inputs: serde_json::json!({}),
                 version: None,
+                labels: Default::default(),
             },
         )];
         events.extend(kinds.into_iter().zip(2..).map(|(kind, seq)| ev(seq, kind)));

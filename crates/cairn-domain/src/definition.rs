@@ -75,6 +75,9 @@ pub struct Workflow {
     /// Free tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The labels every run of it carries (a start may add or override).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::label::Labels,
     /// Typed run inputs, read as `{{ inputs.NAME }}`.
     pub inputs: BTreeMap<Name, InputDef>,
     /// Who does LLM work.

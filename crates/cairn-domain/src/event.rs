@@ -252,6 +252,10 @@ pub enum EventKind {
         /// runs recorded it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
+        /// The run's labels: its definition's, with those given at start
+        /// over them (absent when it has none).
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        labels: crate::label::Labels,
     },
     /// The run started or went on.
     RunStarted,
@@ -580,6 +584,7 @@ mod tests {
                 definition_hash: "abc".into(),
                 inputs: json!({"x": 1}),
                 version: None,
+                labels: Default::default(),
             },
             EventKind::RunCreated {
                 run_id: RunId::new("r2").expect("id"),
@@ -587,6 +592,7 @@ mod tests {
                 definition_hash: "def".into(),
                 inputs: json!({}),
                 version: Some("1.2.0".into()),
+                labels: Default::default(),
             },
             EventKind::RunStarted,
             EventKind::StepStarted { path: path(), attempt: 1 },

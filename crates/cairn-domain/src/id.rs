@@ -43,6 +43,19 @@ pub fn is_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
+/// The pattern of run label keys: `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.
+pub const LABEL_KEY_RULE: &str =
+    "use 1 to 63 of A-Z, a-z, 0-9, `_`, `.` and `-`, starting with a letter or digit";
+
+/// `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`: a key a filter (`--label k=v`) and a URL carry as it is.
+pub fn is_label_key(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
 /// Printable, no whitespace, no `/`, at most 128 bytes.
 pub fn is_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
@@ -132,6 +145,10 @@ id_newtype!(
 id_newtype!(
     /// A free label: a role, a provider, a handler, a tool.
     Label, "label", is_label, LABEL_RULE
+);
+id_newtype!(
+    /// The key of a run label (`labels: {team: payments}`).
+    LabelKey, "label key", is_label_key, LABEL_KEY_RULE
 );
 id_newtype!(
     /// A run's id: URL-safe, chosen by the user (`--run-id`) or generated.

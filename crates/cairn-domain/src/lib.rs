@@ -33,6 +33,7 @@ pub mod duration;
 pub mod event;
 pub mod id;
 pub mod inputs;
+pub mod label;
 pub mod limits;
 mod loading;
 pub mod needs;

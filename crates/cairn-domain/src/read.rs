@@ -13,6 +13,7 @@ use crate::definition::*;
 use crate::duration::Duration;
 use crate::event::ErrorClass;
 use crate::id::{Label, Name, StepId, WorkflowId};
+use crate::label::Labels;
 use crate::limits::{MAX_STEPS, MAX_TEMPLATE_BYTES};
 use crate::problem::{KeyPath, Problems, Rule, did_you_mean, one_of};
 
@@ -59,6 +60,7 @@ pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Wor
     let version = o.opt("version", scalar_text);
     let description = o.opt("description", string);
     let tags = o.or("tags", Vec::new(), |v, p, pr| list(v, p, pr, string));
+    let labels = o.or("labels", Labels::new(), labels);
     let inputs = o.or("inputs", BTreeMap::new(), |v, p, pr| named_map(v, p, pr, input_def));
     let agents = o.or("agents", BTreeMap::new(), |v, p, pr| named_map(v, p, pr, agent_def));
     let defaults = o.or("defaults", Defaults::default(), defaults);
@@ -73,6 +75,7 @@ pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Wor
         version,
         description,
         tags: tags.unwrap_or_default(),
+        labels: labels.unwrap_or_default(),
         inputs: inputs.unwrap_or_default(),
         agents: agents.unwrap_or_default(),
         defaults: defaults.unwrap_or_default(),
@@ -334,6 +337,39 @@ fn named_map<T>(
                 out.insert(k, val);
             }
             _ => all_read = false,
+        }
+    }
+    all_read.then_some(out)
+}
+
+/// `labels: {team: payments}`: checked keys, values read as text.
+fn labels(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<Labels> {
+    let Value::Object(map) = v else {
+        return wrong(p, pr, "a mapping of label keys to values", v).map(|n| match n {});
+    };
+    if map.len() > crate::label::MAX_LABELS {
+        let message = crate::label::LabelError::TooMany { count: map.len() }.to_string();
+        pr.push(Rule::Limit, p, message);
+        return None;
+    }
+    let mut out = Labels::new();
+    let mut all_read = true;
+    for (key, item) in map {
+        let kp = p.key(key);
+        let checked = scalar_text(item, &kp, pr).map(|value| crate::label::label(key, &value));
+        match checked {
+            Some(Ok((k, value))) => {
+                out.insert(k, value);
+            }
+            Some(Err(e @ crate::label::LabelError::Key(_))) => {
+                pr.push(Rule::BadId, &kp, e.to_string());
+                all_read = false;
+            }
+            Some(Err(e)) => {
+                pr.push(Rule::WrongType, &kp, e.to_string());
+                all_read = false;
+            }
+            None => all_read = false,
         }
     }
     all_read.then_some(out)

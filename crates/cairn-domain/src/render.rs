@@ -330,6 +330,7 @@ mod tests {
                 definition_hash: String::new(),
                 inputs: json!({"n": 3}),
                 version: None,
+                labels: Default::default(),
             },
         }];
         let path = StepPath::new("a");

@@ -312,6 +312,9 @@ pub struct RunState {
     pub definition_hash: String,
     /// The run's inputs.
     pub inputs: Value,
+    /// The run's labels, fixed at creation (a fork keeps its source's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: crate::label::Labels,
     /// Its status.
     pub status: RunStatus,
     /// Every step that has an event, by path.
@@ -515,7 +518,9 @@ impl RunState {
 
     /// The state after the first event of a log.
     pub fn create(event: &Event) -> Result<Self, ApplyError> {
-        let EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version } = &event.kind else {
+        let EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version, labels } =
+            &event.kind
+        else {
             return Err(ApplyError::NotCreated { seq: event.seq });
         };
         if event.seq != 1 {
@@ -527,6 +532,7 @@ impl RunState {
             version: version.clone(),
             definition_hash: definition_hash.clone(),
             inputs: inputs.clone(),
+            labels: labels.clone(),
             status: RunStatus::Pending,
             steps: BTreeMap::new(),
             scopes: Scopes::default(),
@@ -826,6 +832,7 @@ mod tests {
                 definition_hash: "abc".into(),
                 inputs: serde_json::json!({"x": 1}),
                 version: None,
+                labels: Default::default(),
             },
         )
     }

@@ -358,6 +358,8 @@ pub struct Fork {
     pub inputs: Value,
     /// The source's workflow version, recorded again in the fork's `run_created`.
     pub version: Option<String>,
+    /// The source's labels, which the fork carries too.
+    pub labels: crate::label::Labels,
     /// The source's events after `run_created` up to the checkpoint, each
     /// with its original sequence number, actor and time: the audit trail
     /// is not rewritten.
@@ -374,13 +376,13 @@ pub struct Fork {
 /// ([`checkpoints`]), naming the last one.
 pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
     let created = match events.first().map(|e| &e.kind) {
-        Some(EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version }) => {
-            Some((run_id, workflow, definition_hash, inputs, version))
+        Some(EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version, labels }) => {
+            Some((run_id, workflow, definition_hash, inputs, version, labels))
         }
         _ => None,
     };
     let marks = if created.is_some() { checkpoints(events) } else { Vec::new() };
-    let (Some((source, workflow, definition_hash, inputs, version)), true) =
+    let (Some((source, workflow, definition_hash, inputs, version, labels)), true) =
         (created, marks.iter().any(|c| c.seq == seq))
     else {
         return Err(Refusal::NoCheckpoint { seq, last: marks.last().map(|c| c.seq) });
@@ -393,6 +395,7 @@ pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
         definition_hash: definition_hash.clone(),
         inputs: inputs.clone(),
         version: version.clone(),
+        labels: labels.clone(),
         copied: upto[1..].iter().map(|&e| e.clone()).collect(),
         then: std::iter::once(EventKind::RunForked { source: source.clone(), checkpoint: seq })
             .chain(running.then_some(EventKind::RunPaused))
@@ -441,6 +444,7 @@ steps:
             definition_hash: "abc".into(),
             inputs: json!({"x": 1}),
             version: Some("3".into()),
+            labels: Default::default(),
         };
         std::iter::once(created)
             .chain(kinds)

@@ -92,6 +92,7 @@ fn created_with(inputs: serde_json::Value) -> Event {
             definition_hash: String::new(),
             inputs,
             version: None,
+            labels: Default::default(),
         },
     }
 }

@@ -27,6 +27,25 @@ fn every_rule_has_a_clear_located_message() {
 }
 
 #[test]
+fn more_labels_than_a_run_carries_is_one_problem_and_fewer_load() {
+    let labelled = |n: usize| {
+        let pairs: Vec<String> = (0..n).map(|i| format!("k{i}: v")).collect();
+        format!("cairn: 1\nid: labelled\nlabels: {{{}}}\nsteps:\n  - id: a\n    set: 1\n", pairs.join(", "))
+    };
+    let mut read = |_: &str| Err::<String, String>("no files".into());
+    let limit = cairn_domain::label::MAX_LABELS;
+    let def = cairn_domain::load("ok.yaml", labelled(limit).as_bytes(), &mut read).expect("at the limit");
+    assert_eq!(def.labels.len(), limit);
+    let problems =
+        cairn_domain::load("many.yaml", labelled(limit + 1).as_bytes(), &mut read).expect_err("over");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems.0[0].render("many.yaml"),
+        "many.yaml:3:1: labels: 33 labels are more than the 32 a run carries"
+    );
+}
+
+#[test]
 fn too_many_steps_is_one_problem() {
     let mut text = String::from("cairn: 1\nid: many\nsteps:\n");
     for i in 0..=MAX_STEPS {

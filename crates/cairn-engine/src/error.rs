@@ -17,6 +17,10 @@ pub enum EngineError {
     /// sentence per problem.
     #[error("{}", .0.join("; "))]
     Inputs(Vec<String>),
+    /// The labels given at start, with the definition's, are not a run's
+    /// labels (too many of them).
+    #[error(transparent)]
+    Labels(cairn_domain::label::LabelError),
     /// The log cannot be folded: it breaks the run state machine.
     #[error("run log is inconsistent: {0}")]
     Log(#[from] cairn_domain::state::ApplyError),

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use cairn_domain::Definition;
 use cairn_domain::decide::{Action, Frontier, Program, attempt_finished, decide_with, idempotency_key};
 use cairn_domain::id::RunId;
+use cairn_domain::label::Labels;
 use cairn_domain::program::{Frame, Price};
 use cairn_domain::render::Renderer;
 use cairn_domain::state::{
@@ -282,18 +283,20 @@ impl Engine {
         inputs: Value,
         run_id: RunId,
     ) -> Result<RunState, EngineError> {
-        self.create(def, inputs, run_id, &self.actor).await.map(|(state, _)| state)
+        self.create(def, inputs, run_id, &self.actor, Labels::new()).await.map(|(state, _)| state)
     }
 
-    /// [`Engine::start`], recorded as done by `by` (who asked for the run).
+    /// [`Engine::start`], recorded as done by `by` (who asked for the run),
+    /// with `labels` put over the definition's.
     pub async fn start_by(
         &self,
         def: Definition,
         inputs: Value,
         run_id: RunId,
         by: &str,
+        labels: Labels,
     ) -> Result<RunState, EngineError> {
-        self.create(def, inputs, run_id, by).await.map(|(state, _)| state)
+        self.create(def, inputs, run_id, by, labels).await.map(|(state, _)| state)
     }
 
     /// [`Engine::start`], returning the prepared program too (so `run`
@@ -304,8 +307,10 @@ impl Engine {
         inputs: Value,
         run_id: RunId,
         by: &str,
+        given: Labels,
     ) -> Result<(RunState, Program), EngineError> {
         self.served(&def.workflow, None)?;
+        let labels = cairn_domain::label::merge(&def.workflow.labels, given).map_err(EngineError::Labels)?;
         // A workflow that cannot be run is refused before a run exists.
         let program = self.program(def.workflow.clone())?;
         let inputs = cairn_domain::inputs::resolve(&def.workflow, inputs).map_err(EngineError::Inputs)?;
@@ -320,6 +325,7 @@ impl Engine {
                 definition_hash: hash.clone(),
                 inputs,
                 version: def.workflow.version.clone(),
+                labels,
             })?,
         };
         self.store
@@ -341,7 +347,7 @@ impl Engine {
     /// [`Engine::start`], then [`Engine::resume`]: creates a run and drives
     /// it until it completes, fails, or waits for a person.
     pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
-        let (state, program) = self.create(def, inputs, run_id, &self.actor).await?;
+        let (state, program) = self.create(def, inputs, run_id, &self.actor, Labels::new()).await?;
         self.drive(state, &program).await
     }
 
@@ -565,6 +571,7 @@ impl Engine {
                 definition_hash: fork.definition_hash.clone(),
                 inputs: fork.inputs,
                 version: fork.version,
+                labels: fork.labels,
             })?,
         };
         let mut state = RunState::create(&created)?;

@@ -51,6 +51,7 @@ impl RunStore for MemoryStore {
         if run.created.seq != 1 || !matches!(run.created.kind, EventKind::RunCreated { .. }) {
             return Err(StoreError::Corrupt("a run starts with run_created, numbered 1".into()));
         }
+        let labels = run.labels();
         let summary = RunSummary {
             run_id: run.run_id.clone(),
             workflow: run.workflow,
@@ -58,6 +59,7 @@ impl RunStore for MemoryStore {
             created_at: run.created.at,
             updated_at: run.created.at,
             usage_by_model: Default::default(),
+            labels,
         };
         let stored = StoredRun {
             definition_name: run.definition_name,

@@ -199,6 +199,7 @@ async fn a_lost_append_race_stops_the_driver() {
                 definition_hash: String::new(),
                 inputs: json!({}),
                 version: None,
+                labels: Default::default(),
             },
         };
         Ok(cairn_ports::StoredRun {

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::label::Labels;
 use cairn_domain::state::{Event, EventKind, RunState, RunStatus, Timestamp, TokenUsage};
 
 use crate::StoreError;
@@ -28,6 +29,16 @@ pub struct NewRun {
     pub definition_hash: String,
     /// The first event (`run_created`, sequence 1).
     pub created: Event,
+}
+
+impl NewRun {
+    /// The labels its `run_created` gives it, which a store's index keeps.
+    pub fn labels(&self) -> Labels {
+        match &self.created.kind {
+            EventKind::RunCreated { labels, .. } => labels.clone(),
+            _ => Labels::new(),
+        }
+    }
 }
 
 /// Everything stored for a run (its log from the sequence number asked for on).
@@ -70,6 +81,8 @@ pub struct RunSummary {
     /// Tokens used, by model: the sum of its `usage_recorded` events, kept
     /// by the store so a listing never folds a log.
     pub usage_by_model: BTreeMap<String, TokenUsage>,
+    /// Its labels, as its `run_created` fixed them.
+    pub labels: Labels,
 }
 
 impl RunSummary {
@@ -91,6 +104,8 @@ pub struct RunQuery {
     pub status: Option<RunStatus>,
     /// Only runs of this workflow.
     pub workflow: Option<WorkflowId>,
+    /// Only runs with every one of these labels.
+    pub labels: Labels,
     /// At most this many runs (`None`: all of them).
     pub limit: Option<usize>,
     /// Only runs after this one, in newest-first order (the previous page's `next`).
@@ -102,6 +117,7 @@ impl RunQuery {
     pub fn matches(&self, run: &RunSummary) -> bool {
         self.status.is_none_or(|s| s == run.status)
             && self.workflow.as_ref().is_none_or(|w| *w == run.workflow)
+            && self.labels.iter().all(|(k, v)| run.labels.get(k) == Some(v))
             && self.after.as_ref().is_none_or(|c| (run.created_at, &run.run_id) < (c.created_at, &c.run_id))
     }
 

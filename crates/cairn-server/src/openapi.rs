@@ -9,6 +9,7 @@
 #![expect(dead_code, reason = "the schema structs describe JSON the views build; they are never constructed")]
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use cairn_domain::access::Role as DomainRole;
 use cairn_domain::state::ErrorClass as DomainErrorClass;
@@ -418,6 +419,8 @@ pub(crate) struct Run {
     /// The workflow's `version:`, when it has one.
     #[schema(required = true)]
     version: Option<String>,
+    /// Its labels: the definition's, with those given at start over them.
+    labels: BTreeMap<String, String>,
     /// Its status.
     status: RunStatus,
     /// Whether a driver is carrying it on.
@@ -596,6 +599,8 @@ pub(crate) struct RunSummary {
     status: RunStatus,
     /// Whether a driver is carrying it on.
     driven: bool,
+    /// Its labels.
+    labels: BTreeMap<String, String>,
     /// When it was created.
     #[schema(format = DateTime)]
     created_at: String,

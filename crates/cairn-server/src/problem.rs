@@ -152,6 +152,7 @@ impl Problem {
             EngineError::Store(_) | EngineError::Log(_) | EngineError::Definition { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
             }
+            EngineError::Labels(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels", detail),
             EngineError::Inputs(problems) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_inputs", detail)
                     .with("problems", json!(problems))

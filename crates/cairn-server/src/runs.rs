@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_app::{Error, Run, Started, view};
 use cairn_domain::Definition;
 use cairn_domain::access::Caller;
 use cairn_domain::id::RunId;
+use cairn_domain::label::Labels;
 use cairn_domain::limits::MAX_FILE_BYTES;
 use cairn_domain::plan::Plan;
 use cairn_domain::problem::{Problem as DefinitionProblem, Problems, Rule};
@@ -165,6 +166,8 @@ pub(crate) struct StartBody {
     inputs: Map<String, Value>,
     #[serde(default)]
     run_id: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// The definition the document shows as an example: an agent step, then
@@ -206,7 +209,19 @@ impl PartialSchema for StartBody {
             .description(Some("The run's id (default: a new one); an id that exists is refused"))
             .pattern(Some(crate::openapi::SLUG));
         object.properties.insert("run_id".into(), run_id.into());
-        object.examples = vec![json!({"definition": EXAMPLE, "inputs": {"topic": "rivers"}})];
+        let value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(cairn_domain::label::MAX_VALUE_BYTES));
+        let labels = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "The run's labels, over the definition's `labels:` (keys of 1 to 63 of A-Z, a-z, 0-9, `_`, `.`, `-`)",
+            ))
+            .max_properties(Some(cairn_domain::label::MAX_LABELS))
+            .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(value.build())))));
+        object.properties.insert("labels".into(), labels.into());
+        object.examples =
+            vec![json!({"definition": EXAMPLE, "inputs": {"topic": "rivers"}, "labels": {"team": "docs"}})];
         RefOr::T(Schema::Object(object))
     }
 }
@@ -264,6 +279,12 @@ pub(crate) async fn start(
             })?)
         }
     };
+    let labels = start
+        .labels
+        .iter()
+        .map(|(key, value)| cairn_domain::label::label(key, value))
+        .collect::<Result<Labels, _>>()
+        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels", e.to_string()))?;
     let app = shared.service.app();
     let inputs = Value::Object(start.inputs);
     let run = match (start.run_id, key) {
@@ -271,13 +292,15 @@ pub(crate) async fn start(
             let id = RunId::new(id).map_err(|e| {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
             })?;
-            app.start_by(definition, inputs, Some(id), &caller.name).await
+            app.start_by(definition, inputs, Some(id), &caller.name, labels).await
         }
-        (None, Some(key)) => match app.start_idempotent(definition, inputs, key, &caller.name).await {
-            Ok((run, Started::Repeat)) => return Ok(run_json(&shared, &run, StatusCode::OK)),
-            started => started.map(|(run, _)| run),
-        },
-        (None, None) => app.start_by(definition, inputs, None, &caller.name).await,
+        (None, Some(key)) => {
+            match app.start_idempotent(definition, inputs, key, &caller.name, labels).await {
+                Ok((run, Started::Repeat)) => return Ok(run_json(&shared, &run, StatusCode::OK)),
+                started => started.map(|(run, _)| run),
+            }
+        }
+        (None, None) => app.start_by(definition, inputs, None, &caller.name, labels).await,
     }
     .map_err(Problem::from)?;
     shared.service.drive(&run.state.run_id);
@@ -310,7 +333,10 @@ const MAX_PAGE: usize = 500;
     path = "/api/v1/runs",
     tag = "runs",
     operation_id = "list_runs",
-    params(ListQuery),
+    params(
+        ListQuery,
+        ("label" = Option<Vec<String>>, Query, style = Form, explode, description = "Only runs with this label, `KEY=VALUE` (repeatable: every one must match)"),
+    ),
     responses(
         (status = 200, description = "A page of runs, newest first", body = crate::openapi::RunsPage),
         (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -323,8 +349,17 @@ const MAX_PAGE: usize = 500;
 pub(crate) async fn list(
     State(shared): State<Shared>,
     query: Result<Query<ListQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Answer {
     let Query(q) = query.map_err(Problem::from)?;
+    let invalid = |e: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e);
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.as_deref().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
+    let labels = pairs
+        .iter()
+        .filter(|(key, _)| key == "label")
+        .map(|(_, pair)| cairn_domain::label::pair(pair).map_err(|e| invalid(format!("label: {e}"))))
+        .collect::<Result<Labels, _>>()?;
     let workflow = match q.workflow {
         Some(w) => Some(
             cairn_domain::id::WorkflowId::new(&w)
@@ -340,7 +375,7 @@ pub(crate) async fn list(
         None => None,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let query = RunQuery { status: q.status, workflow, limit: Some(limit), after };
+    let query = RunQuery { status: q.status, workflow, labels, limit: Some(limit), after };
     let listing = shared.service.app().list(&query).await.map_err(Problem::from)?;
     let next = listing.next.map(|c| c.to_string());
     Ok(Json(json!({"runs": view::list::json(&listing.runs), "next_cursor": next})).into_response())

@@ -124,6 +124,52 @@ async fn a_repeat_of_the_same_body_is_the_same_request_whatever_the_inputs_types
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_given_at_start_are_kept_listed_and_filtered_on_and_bad_ones_refused() {
+    let (server, operator) = server().await;
+    let labelled = HELLO.replace("id: hello\n", "id: hello\nlabels: { team: docs }\n");
+    let start = |labels: Value| json!({"definition": labelled, "labels": labels});
+    let first = server.post("/api/v1/runs", &operator, start(json!({"pr": "7"}))).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.body["labels"], json!({"pr": "7", "team": "docs"}));
+    let second = server.post("/api/v1/runs", &operator, start(json!({"team": "search"}))).await;
+    assert_eq!(second.body["labels"], json!({"team": "search"}), "given over the definition's");
+    let (first, second) =
+        (first.body["run_id"].as_str().expect("an id"), second.body["run_id"].as_str().expect("an id"));
+    assert_eq!(listed(&server, &operator, "&label=pr%3D7").await, [first]);
+    assert_eq!(listed(&server, &operator, "&label=team=search").await, [second]);
+    assert_eq!(listed(&server, &operator, "&label=team=docs&label=pr=7").await, [first]);
+    assert_eq!(listed(&server, &operator, "&label=team=docs&label=pr=8").await, Vec::<String>::new());
+    let page = server.get("/api/v1/runs?label=pr=7", &operator).await;
+    assert_eq!(page.body["runs"][0]["labels"], json!({"pr": "7", "team": "docs"}));
+
+    for (labels, says) in [
+        (json!({"has space": "x"}), "`has space` is not a valid label key"),
+        (json!({"k": "a\u{7}b"}), "the value of label `k`"),
+        (json!({"k": 1}), "invalid type"),
+    ] {
+        let refused = server.post("/api/v1/runs", &operator, start(labels.clone())).await;
+        assert!(refused.status.is_client_error(), "{labels}: {}", refused.body);
+        assert!(
+            refused.body["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{labels}: {}",
+            refused.body
+        );
+    }
+    let many: serde_json::Map<String, Value> = (0..40).map(|i| (format!("k{i}"), json!("v"))).collect();
+    server
+        .post("/api/v1/runs", &operator, start(Value::Object(many)))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels");
+    for bad in ["label=nope", "label=a%20b%3Dc"] {
+        server
+            .get(&format!("/api/v1/runs?{bad}"), &operator)
+            .await
+            .problem(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    assert_eq!(listed(&server, &operator, "").await.len(), 2, "refused starts make no run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_run_id_is_used_once_and_a_second_use_is_a_409() {
     let (server, operator) = server().await;
     let first =

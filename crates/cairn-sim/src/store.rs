@@ -362,6 +362,10 @@ impl RunStore for SimStore {
                 created_at: first.at,
                 updated_at: first.at,
                 usage_by_model: BTreeMap::new(),
+                labels: match &first.kind {
+                    EventKind::RunCreated { labels, .. } => labels.clone(),
+                    _ => Default::default(),
+                },
             };
             for e in &log.events {
                 summary.status = e.kind.run_status().unwrap_or(summary.status);
@@ -423,6 +427,7 @@ mod tests {
             definition_hash: "h".into(),
             inputs: json!({}),
             version: None,
+            labels: Default::default(),
         };
         NewRun {
             run_id: id.clone(),

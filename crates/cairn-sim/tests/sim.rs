@@ -92,6 +92,7 @@ conformance!(
     append_is_all_or_nothing,
     load_from_a_sequence_number_returns_the_tail,
     list_filters_by_status_and_workflow,
+    list_shows_and_filters_by_labels,
     list_pages_with_limit_and_cursor,
     list_reports_usage_by_model,
     a_fork_counts_only_its_own_usage

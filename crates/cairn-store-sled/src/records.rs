@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::label::Labels;
 use cairn_domain::state::{Event, RunState, RunStatus, Timestamp, TokenUsage};
 use cairn_ports::{NewRun, RunSummary, Snapshot, StoreError};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -160,6 +161,9 @@ pub(crate) struct RunRecord {
     /// were chained: opening the store fills it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u32>,
+    /// The run's labels, fixed at creation (absent when it has none).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    labels: Labels,
 }
 
 impl RunRecord {
@@ -175,6 +179,7 @@ impl RunRecord {
             definition_hash: run.definition_hash.clone(),
             usage_by_model: Some(BTreeMap::new()),
             head: None,
+            labels: run.labels(),
         }
     }
 
@@ -208,6 +213,7 @@ impl RunRecord {
             created_at: Timestamp(self.created_at),
             updated_at: Timestamp(self.updated_at),
             usage_by_model: self.usage_by_model.clone().unwrap_or_default(),
+            labels: self.labels.clone(),
         })
     }
 }

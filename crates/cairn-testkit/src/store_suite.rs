@@ -38,6 +38,7 @@ fn new_run_of(workflow: &str, id: &str, at: u64) -> NewRun {
                 definition_hash: "h".into(),
                 inputs: json!({}),
                 version: None,
+                labels: Default::default(),
             },
         ),
     }
@@ -232,6 +233,32 @@ pub async fn list_filters_by_status_and_workflow(store: &dyn RunStore) {
     assert_eq!(store.list(&none).await.expect("list").runs, []);
 }
 
+/// `list` shows each run's labels, as its `run_created` fixed them, and
+/// keeps only the runs with every label asked for.
+pub async fn list_shows_and_filters_by_labels(store: &dyn RunStore) {
+    let labelled = |workflow: &str, run: &str, at: u64, labels: &[(&str, &str)]| {
+        let mut new = new_run_of(workflow, run, at);
+        if let EventKind::RunCreated { labels: kept, .. } = &mut new.created.kind {
+            *kept = labels.iter().map(|(k, v)| cairn_domain::label::label(k, v).expect("a label")).collect();
+        }
+        new
+    };
+    store.create(labelled("wf", "a", 10, &[("team", "pay"), ("env", "prod")])).await.expect("create");
+    store.create(labelled("wf", "b", 20, &[("team", "pay")])).await.expect("create");
+    store.create(labelled("wf", "c", 30, &[])).await.expect("create");
+    store.append(&id("a"), 1, &[event(2, 40, EventKind::RunStarted)]).await.expect("append");
+    let all = list(store, &RunQuery::default()).await;
+    let shown: Vec<usize> = all.iter().map(|r| r.labels.len()).collect();
+    assert_eq!(shown, [0, 1, 2], "newest first: c, b, a");
+    let query = |pairs: &[(&str, &str)]| RunQuery {
+        labels: pairs.iter().map(|(k, v)| cairn_domain::label::label(k, v).expect("a label")).collect(),
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(&list(store, &query(&[("team", "pay")])).await), ["b", "a"]);
+    assert_eq!(ids(&list(store, &query(&[("team", "pay"), ("env", "prod")])).await), ["a"]);
+    assert_eq!(store.list(&query(&[("team", "other")])).await.expect("list").runs, []);
+}
+
 /// `list` pages with a limit and a cursor, without gaps or repeats, newest
 /// first, and says where the next page starts only while more runs match.
 pub async fn list_pages_with_limit_and_cursor(store: &dyn RunStore) {
@@ -314,7 +341,7 @@ macro_rules! run_store_suite {
                 unknown_runs_are_not_found, list_is_newest_first_with_status, snapshots_keep_the_latest,
                 delete_removes_everything, create_refuses_a_bad_first_event, append_is_all_or_nothing,
                 load_from_a_sequence_number_returns_the_tail, list_filters_by_status_and_workflow,
-                list_pages_with_limit_and_cursor, list_reports_usage_by_model,
+                list_shows_and_filters_by_labels, list_pages_with_limit_and_cursor, list_reports_usage_by_model,
                 a_fork_counts_only_its_own_usage);
         }
     };

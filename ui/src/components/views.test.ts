@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { CairnEvent, Gate, Session, Step } from "../lib/api";
+import type { CairnEvent, Gate, RunSummary, Session, Step } from "../lib/api";
+import { matches } from "../pages/Runs";
 import { instancesOf, layout, summary } from "./Dag";
 import { filterEvents, isFailure } from "./Events";
 import { roleAt } from "./GatePanel";
@@ -124,5 +125,22 @@ describe("the step panel", () => {
       { role: "prompt", text: "Plan." },
       { role: "answer", text: "ok" },
     ]);
+  });
+});
+
+describe("the run list", () => {
+  const run = (run_id: string, labels: Record<string, string>): RunSummary =>
+    ({ run_id, workflow: "triage", status: "completed", driven: false, labels, created_at: "", updated_at: "", usage: {} }) as unknown as RunSummary;
+
+  it("keeps a run with every label asked for, and searches ids, workflows and labels", () => {
+    const a = run("a1", { team: "pay", pr: "7" });
+    const b = run("b2", { team: "search" });
+    expect(matches(a, "", "", ["team=pay"], "")).toBe(true);
+    expect(matches(a, "", "", ["team=pay", "pr=8"], "")).toBe(false);
+    expect(matches(b, "", "", ["team=pay"], "")).toBe(false);
+    expect(matches(b, "", "", [], "search")).toBe(true);
+    expect(matches(b, "", "", [], "triage")).toBe(true);
+    expect(matches(b, "", "", [], "a1")).toBe(false);
+    expect(matches(a, "failed", "", [], "")).toBe(false);
   });
 });

@@ -765,6 +765,10 @@ export interface components {
             inherited_usage?: components["schemas"]["Usage"];
             /** @description Its inputs. */
             inputs: unknown;
+            /** @description Its labels: the definition's, with those given at start over them. */
+            labels: {
+                [key: string]: string;
+            };
             /** @description Its id. */
             run_id: string;
             /** @description Its status. */
@@ -821,6 +825,10 @@ export interface components {
             created_at: string;
             /** @description Whether a driver is carrying it on. */
             driven: boolean;
+            /** @description Its labels. */
+            labels: {
+                [key: string]: string;
+            };
             /** @description Its id. */
             run_id: string;
             /** @description Its status. */
@@ -902,6 +910,9 @@ export interface components {
          *       "definition": "cairn: 1\nid: example\ninputs:\n  topic: { type: string, default: rivers }\nagents:\n  w: { system: You write. }\nsteps:\n  - id: draft\n    agent: w\n    prompt: \"Write about {{ inputs.topic }}.\"\n  - id: sign_off\n    approval:\n      message: Ship it?\n      approvers: [product_owner]\n  - id: publish\n    set: \"{{ steps.draft.output }}\"\n",
          *       "inputs": {
          *         "topic": "rivers"
+         *       },
+         *       "labels": {
+         *         "team": "docs"
          *       }
          *     }
          */
@@ -915,6 +926,10 @@ export interface components {
             /** @description The run's inputs, by name (any JSON values) */
             inputs?: {
                 [key: string]: unknown;
+            };
+            /** @description The run's labels, over the definition's `labels:` (keys of 1 to 63 of A-Z, a-z, 0-9, `_`, `.`, `-`) */
+            labels?: {
+                [key: string]: string;
             };
             /**
              * @description Its file name: `.json` reads it as JSON, anything else as YAML
@@ -1264,6 +1279,8 @@ export interface operations {
                 limit?: number;
                 /** @description Where the page starts: a `next_cursor` of an earlier page. */
                 cursor?: string;
+                /** @description Only runs with this label, `KEY=VALUE` (repeatable: every one must match) */
+                label?: string[];
             };
             header?: never;
             path?: never;

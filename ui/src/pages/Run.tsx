@@ -182,6 +182,15 @@ export function Run({ id, session }: { id: string; session: Session }) {
             )}{" "}
             · stream {state}
           </p>
+          {Object.keys(run.labels ?? {}).length > 0 && (
+            <p className="labels" data-testid="run-labels">
+              {Object.entries(run.labels).map(([k, v]) => (
+                <span key={k} className="label">
+                  {k}={v}
+                </span>
+              ))}
+            </p>
+          )}
           {run.error && (
             <div className="error-box">
               <strong>{run.error.class}</strong>: {run.error.message}

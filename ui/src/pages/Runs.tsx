@@ -1,6 +1,7 @@
-// The runs, newest first, live: filters by status and workflow, a search
-// over ids, cursor pages; every change any run makes arrives on the run
-// feed and updates its row.
+// The runs, newest first, live: filters by status, workflow and labels
+// (asked of the server), a search over ids, workflows and labels, cursor
+// pages; every change any run makes arrives on the run feed and updates
+// its row.
 import { useCallback, useEffect, useState } from "react";
 import { RUN_STATUSES, type RunStatus, type RunSummary, api, problemText } from "../lib/api";
 import { between, cost, count, duration, when, words } from "../lib/format";
@@ -9,12 +10,19 @@ import { follow } from "../lib/sse";
 
 const PAGE = 50;
 
-/** Whether a summary passes the list's filters. */
-export function matches(run: RunSummary, status: string, workflow: string, search: string): boolean {
+/** A run's labels as `key=value` words. */
+export function labelWords(run: RunSummary): string[] {
+  return Object.entries(run.labels ?? {}).map(([k, v]) => `${k}=${v}`);
+}
+
+/** Whether a summary passes the list's filters (`labels`: `key=value` words, each of which must match). */
+export function matches(run: RunSummary, status: string, workflow: string, labels: string[], search: string): boolean {
+  const words = labelWords(run);
   return (
     (status === "" || run.status === status) &&
     (workflow === "" || run.workflow === workflow) &&
-    (search === "" || run.run_id.includes(search) || run.workflow.includes(search))
+    labels.every((l) => words.includes(l)) &&
+    (search === "" || run.run_id.includes(search) || run.workflow.includes(search) || words.some((w) => w.includes(search)))
   );
 }
 
@@ -23,6 +31,8 @@ export function Runs() {
   const status = query.get("status") ?? "";
   const workflow = query.get("workflow") ?? "";
   const search = query.get("q") ?? "";
+  const labelText = query.get("label") ?? "";
+  const labels = labelText.split(/\s+/).filter((l) => l !== "");
   const [cursors, setCursors] = useState<(string | null)[]>([null]);
   const [runs, setRuns] = useState<RunSummary[]>([]);
   const [next, setNext] = useState<string | null>(null);
@@ -43,6 +53,7 @@ export function Runs() {
         query: {
           status: (status || undefined) as RunStatus | undefined,
           workflow: workflow || undefined,
+          label: labels.length ? labels : undefined,
           limit: search ? 500 : PAGE,
           cursor: cursor ?? undefined,
         },
@@ -52,7 +63,7 @@ export function Runs() {
     setError(null);
     setRuns(data.runs);
     setNext(data.next_cursor);
-  }, [status, workflow, search, cursor]);
+  }, [status, workflow, labelText, search, cursor]);
 
   useEffect(() => {
     void load();
@@ -75,16 +86,17 @@ export function Runs() {
               copy[at] = summary;
               return copy;
             }
-            return cursor === null && matches(summary, status, workflow, search) ? [summary, ...old] : old;
+            return cursor === null && matches(summary, status, workflow, labels, search) ? [summary, ...old] : old;
           });
         },
       },
       abort.signal,
     );
     return () => abort.abort();
-  }, [cursor, status, workflow, search]);
+    // `labels` is made from `labelText` on each render.
+  }, [cursor, status, workflow, labelText, search]);
 
-  const shown = runs.filter((r) => matches(r, status, workflow, search));
+  const shown = runs.filter((r) => matches(r, status, workflow, labels, search));
   return (
     <div>
       <div className="filters">
@@ -97,7 +109,8 @@ export function Runs() {
           ))}
         </select>
         <input aria-label="workflow" placeholder="workflow" defaultValue={workflow} onBlur={(e) => set("workflow", e.target.value.trim())} />
-        <input aria-label="search" placeholder="search ids" defaultValue={search} onChange={(e) => set("q", e.target.value.trim())} />
+        <input aria-label="labels" placeholder="labels: key=value …" defaultValue={labelText} onBlur={(e) => set("label", e.target.value.trim())} />
+        <input aria-label="search" placeholder="search ids, workflows, labels" defaultValue={search} onChange={(e) => set("q", e.target.value.trim())} />
       </div>
       {error && <p className="error">{error}</p>}
       <table className="runs" data-testid="runs">
@@ -106,6 +119,7 @@ export function Runs() {
             <th>run</th>
             <th>status</th>
             <th>workflow</th>
+            <th>labels</th>
             <th>started</th>
             <th>duration</th>
             <th>tokens</th>
@@ -125,6 +139,13 @@ export function Runs() {
                   {!r.driven && (r.status === "running" || r.status === "pending") && <span className="muted"> · no driver</span>}
                 </td>
                 <td>{r.workflow}</td>
+                <td className="labels">
+                  {labelWords(r).map((l) => (
+                    <span key={l} className="label">
+                      {l}
+                    </span>
+                  ))}
+                </td>
                 <td>{when(r.created_at)}</td>
                 <td>{duration(between(r.created_at, ended ? r.updated_at : null))}</td>
                 <td>{count(r.usage.prompt_tokens + r.usage.completion_tokens)}</td>

@@ -94,6 +94,7 @@ function StartForm(props: { plan: Plan; text: string; files: Record<string, stri
   const { plan, text, files, session } = props;
   const inputs = plan.inputs ?? [];
   const [values, setValues] = useState<Record<string, string>>({});
+  const [labelText, setLabelText] = useState("");
   const [error, setError] = useState<string | null>(null);
   if (session.role === "viewer") return null;
   const start = async () => {
@@ -103,7 +104,13 @@ function StartForm(props: { plan: Plan; text: string; files: Record<string, stri
       const v = values[input.name];
       if (v !== undefined && v !== "") body[input.name] = inputValue(input.type, v);
     }
-    const { data, error } = await api.POST("/api/v1/runs", { body: { definition: text, files, inputs: body } });
+    const labels: Record<string, string> = {};
+    for (const word of labelText.split(/\s+/).filter((w) => w !== "")) {
+      const at = word.indexOf("=");
+      if (at < 0) return setError(`\`${word}\` is not a label: write key=value`);
+      labels[word.slice(0, at)] = word.slice(at + 1);
+    }
+    const { data, error } = await api.POST("/api/v1/runs", { body: { definition: text, files, inputs: body, labels } });
     if (error) setError(problemText(error));
     else navigate(`/runs/${encodeURIComponent(data.run_id)}`);
   };
@@ -131,6 +138,12 @@ function StartForm(props: { plan: Plan; text: string; files: Record<string, stri
           {input.description && <small className="muted">{input.description}</small>}
         </label>
       ))}
+      <label>
+        <span>
+          labels <span className="muted">key=value …, over the definition's</span>
+        </span>
+        <input aria-label="labels" value={labelText} onChange={(e) => setLabelText(e.target.value)} />
+      </label>
       <button type="submit">Start run</button>
       {error && <p className="error">{error}</p>}
     </form>

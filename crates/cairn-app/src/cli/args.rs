@@ -167,6 +167,7 @@ pub enum Verb {
   cairn --llm mock run workflow.yaml
   cairn run examples/ticket-triage.yaml --input ticket=\"I was charged twice\"
   cairn run review.yaml --inputs inputs.yaml --run-id pr-42 --format json
+  cairn run review.yaml --label team=payments --label pr=42
   cairn run deploy.yaml --non-interactive      (a gate exits 3 instead of asking)")]
     Run {
         /// A definition file.
@@ -180,6 +181,10 @@ pub enum Verb {
         /// The run's id; an id that exists already is refused.
         #[arg(long)]
         run_id: Option<String>,
+        /// A label of the run, `KEY=VALUE`, over the definition's `labels:`
+        /// (repeatable; `cairn runs --label` filters on them).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         /// Never ask at the terminal: a gate persists the wait and exits 3.
         #[arg(long)]
         non_interactive: bool,
@@ -195,6 +200,7 @@ pub enum Verb {
     #[command(after_help = "Examples:
   cairn runs
   cairn runs --status waiting_approval --workflow code-review
+  cairn runs --label team=payments
   cairn runs --limit 20 --format json")]
     Runs {
         /// Only runs with this status: pending, running, waiting_acceptance,
@@ -205,6 +211,9 @@ pub enum Verb {
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only runs with this label, `KEY=VALUE` (repeatable: every one must match).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         /// At most this many runs (the next page's `--cursor` goes to stderr).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_domain::id::RunId;
+use cairn_domain::label::Labels;
 use cairn_domain::steer::Request;
 use cairn_ports::Clock;
 use serde_json::{Map, Value};
@@ -26,6 +27,8 @@ pub(crate) struct Start {
     pub inputs_file: Option<PathBuf>,
     /// `--run-id`.
     pub run_id: Option<String>,
+    /// `--label K=V`, in order (a later key wins).
+    pub labels: Vec<String>,
 }
 
 /// `cairn run FILE`: starts a run and drives it.
@@ -41,9 +44,10 @@ pub(crate) fn run(
         Some(id) => super::run_id(&id)?,
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
+    let labels = labels(&start.labels)?;
     let opened = verbs.open_driving("run", &run_id)?;
     let by = crate::host::whoami();
-    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by);
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
     opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
     let run = drive_on(&opened, &run_id, interactive)?;
     Ok(print_run(&run, format))
@@ -59,9 +63,10 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
         Some(id) => super::run_id(&id)?,
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
+    let labels = labels(&start.labels)?;
     let opened = verbs.open("run")?;
     let by = crate::host::whoami();
-    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by);
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
     let run = opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
     if !opened.app.served() {
         // Let go of the store first: the background process opens it.
@@ -75,6 +80,13 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
         }
     }
     Ok(super::exit::OK)
+}
+
+/// The `--label K=V` flags as a run's labels.
+pub(crate) fn labels(flags: &[String]) -> Result<Labels, Error> {
+    let pair =
+        |flag: &String| cairn_domain::label::pair(flag).map_err(|e| Error::Config(format!("--label: {e}")));
+    flags.iter().map(pair).collect()
 }
 
 /// Problems with a run's inputs are the inputs file's: say which.

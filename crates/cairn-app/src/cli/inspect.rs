@@ -14,6 +14,8 @@ pub(crate) struct Page {
     pub status: Option<String>,
     /// `--workflow`.
     pub workflow: Option<String>,
+    /// `--label K=V`, each of which a run must carry.
+    pub labels: Vec<String>,
     /// `--limit`.
     pub limit: Option<usize>,
     /// `--cursor`.
@@ -35,8 +37,9 @@ pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<
         .cursor
         .map(|c| c.parse::<Cursor>().map_err(|e| Error::Config(format!("--cursor `{c}`: {e}"))))
         .transpose()?;
+    let labels = super::drive::labels(&page.labels)?;
     let opened = verbs.open("runs")?;
-    let query = RunQuery { status, workflow, limit: page.limit, after };
+    let query = RunQuery { status, workflow, labels, limit: page.limit, after };
     let listing = opened.runtime.block_on(opened.app.list(&query))?;
     if let Some(next) = &listing.next {
         eprintln!("more: cairn runs --cursor {next}");

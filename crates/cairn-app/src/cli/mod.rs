@@ -229,8 +229,8 @@ impl Verbs<'_> {
         match verb {
             Verb::Validate { files, format } => define::validate(&files, format),
             Verb::Plan { file, format } => define::plan(&file, format),
-            Verb::Run { file, inputs, inputs_file, run_id, non_interactive, detach, format } => {
-                let request = drive::Start { file, inputs, inputs_file, run_id };
+            Verb::Run { file, inputs, inputs_file, run_id, labels, non_interactive, detach, format } => {
+                let request = drive::Start { file, inputs, inputs_file, run_id, labels };
                 if detach {
                     drive::detach(self, request, format)
                 } else {
@@ -252,8 +252,8 @@ impl Verbs<'_> {
                 };
                 gates::decide(self, &run_id(&run)?, call, &then)
             }
-            Verb::Runs { status, workflow, limit, cursor, format } => {
-                let page = inspect::Page { status, workflow, limit, cursor };
+            Verb::Runs { status, workflow, labels, limit, cursor, format } => {
+                let page = inspect::Page { status, workflow, labels, limit, cursor };
                 inspect::runs(self, page, format)
             }
             Verb::Status { run, format } => inspect::status(self, &run_id(&run)?, format),

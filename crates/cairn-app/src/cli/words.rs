@@ -112,6 +112,10 @@ fn engine(e: &EngineError, verb: &str) -> Said {
             usage(message, Some(hint))
         }
         EngineError::Inputs(problems) => usage(problems.join("; "), None),
+        EngineError::Labels(e) => usage(
+            e.to_string(),
+            Some("a run's labels are its definition's `labels:` and each `--label KEY=VALUE`".into()),
+        ),
         EngineError::Definition { run, problems } => {
             usage(format!("the definition recorded with run `{run}` no longer loads: {}", problems), None)
         }

@@ -25,9 +25,11 @@ pub struct Fit {
     pub colour: bool,
 }
 
-/// Runs as aligned columns, newest first; times relative to `now`.
+/// Runs as aligned columns, newest first; times relative to `now`. A
+/// `LABELS` column (`key=value` pairs) is there when a listed run has labels.
 pub fn table(runs: &[Listed], now: Timestamp, fit: Fit) -> String {
-    let columns = [
+    let labelled = runs.iter().any(|r| !r.summary.labels.is_empty());
+    let mut columns = vec![
         Column::left("RUN"),
         Column::left("WORKFLOW").cut(),
         Column::left("STATUS"),
@@ -36,12 +38,15 @@ pub fn table(runs: &[Listed], now: Timestamp, fit: Fit) -> String {
         Column::right("TOKENS"),
         Column::right("COST"),
     ];
+    if labelled {
+        columns.push(Column::left("LABELS").cut());
+    }
     let rows: Vec<Vec<Cell>> = runs
         .iter()
         .map(|r| {
             let s = &r.summary;
             let usage = s.usage();
-            vec![
+            let mut row = vec![
                 Cell::plain(s.run_id.as_str()),
                 Cell::plain(s.workflow.as_str()),
                 Cell { text: status_word(r).to_owned(), style: Some(status_style(s.status)) },
@@ -49,7 +54,12 @@ pub fn table(runs: &[Listed], now: Timestamp, fit: Fit) -> String {
                 Cell::plain(time::between(s.created_at, s.updated_at)),
                 Cell::plain((usage.prompt_tokens + usage.completion_tokens).to_string()),
                 Cell::plain(r.cost_usd.map_or("-".to_owned(), |c| format!("${c:.4}"))),
-            ]
+            ];
+            if labelled {
+                let pairs: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                row.push(Cell::plain(pairs.join(" ")));
+            }
+            row
         })
         .collect();
     layout(&columns, &rows, fit)
@@ -66,7 +76,7 @@ pub fn stalled(r: &Listed) -> bool {
 }
 
 /// Runs as a JSON array of summaries, newest first: `run_id`, `workflow`,
-/// `status`, `driven`, `created_at`, `updated_at`, `usage`.
+/// `status`, `driven`, `labels`, `created_at`, `updated_at`, `usage`.
 pub fn json(runs: &[Listed]) -> Value {
     Value::Array(runs.iter().map(summary_json).collect())
 }
@@ -76,7 +86,7 @@ pub fn summary_json(r: &Listed) -> Value {
     let (s, usage) = (&r.summary, r.summary.usage());
     json!({
         "run_id": s.run_id, "workflow": s.workflow, "status": s.status, "driven": r.driven,
-        "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
+        "labels": s.labels, "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                   "estimated": usage.estimated, "cost_usd": r.cost_usd},
     })
@@ -257,6 +267,7 @@ mod tests {
             created_at: Timestamp(NOW.0 - age_ms),
             updated_at: Timestamp(NOW.0 - age_ms + took_ms),
             usage_by_model: Default::default(),
+            labels: Default::default(),
         };
         Listed { summary, cost_usd: Some(0.0004), driven: false }
     }

@@ -63,7 +63,7 @@ pub(crate) fn rows<'a>(
 
 /// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`,
 /// `waiting` (the first gate), `usage`, `error` as `docs/cli.md` fixes
-/// them, and `version`, `driven`, `created_at`, `updated_at`, `gates` (every waiting
+/// them, and `version`, `labels`, `driven`, `created_at`, `updated_at`, `gates` (every waiting
 /// gate), `budget_usd`, and a fork's `forked_from` and `inherited_usage`.
 /// `steps` lists every step with a state, instance steps by their paths,
 /// with `started_at`, `finished_at` and `duration_ms`. Times are RFC 3339.
@@ -140,6 +140,7 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
         "run_id": state.run_id,
         "workflow": state.workflow,
         "version": state.version,
+        "labels": state.labels,
         "status": state.status,
         "driven": run.driven,
         "created_at": iso_time(state.created_at),

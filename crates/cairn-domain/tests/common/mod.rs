@@ -59,6 +59,7 @@ pub fn simulate_events(yaml: &str, script: &Script<'_>) -> Vec<Event> {
         definition_hash: "test".into(),
         inputs: cairn_domain::inputs::resolve(program.workflow(), given).expect("inputs"),
         version: program.workflow().version.clone(),
+        labels: Default::default(),
     };
     record(&mut state, created, now, &mut log);
     let mut in_flight: Vec<(StepPath, u32)> = Vec::new();
