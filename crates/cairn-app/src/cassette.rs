@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cairn_domain::state::ErrorClass;
-use cairn_ports::{ChatRequest, ChatResponse, LlmProvider, PortError, Secrets, Usage};
+use cairn_ports::{ChatRequest, ChatResponse, LlmProvider, PortError, Secrets, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -23,17 +23,26 @@ struct Entry {
     text: String,
     usage: Usage,
     model: String,
+    /// The tools the model asked for instead of answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall>,
 }
 
-/// What of a request decides which recorded answer it gets.
+/// What of a request decides which recorded answer it gets (the tools
+/// offered only when there are some, so cassettes recorded before tools
+/// existed still match).
 fn fingerprint(request: &ChatRequest) -> Value {
-    serde_json::json!({
+    let mut key = serde_json::json!({
         "model": request.model,
         "messages": request.messages,
         "format": request.format,
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
-    })
+    });
+    if !request.tools.is_empty() {
+        key["tools"] = serde_json::json!(request.tools);
+    }
+    key
 }
 
 /// The file calls are recorded to, opened once (before any run exists,
@@ -98,6 +107,7 @@ impl LlmProvider for Recorder {
             text: answer.text.clone(),
             usage: answer.usage,
             model: answer.model.clone(),
+            tool_calls: answer.tool_calls.clone(),
         };
         self.cassette.append(entry)?;
         Ok(answer)
@@ -155,7 +165,12 @@ impl LlmProvider for Replayer {
         };
         given[i] = true;
         let e = &self.entries[i];
-        Ok(ChatResponse { text: e.text.clone(), usage: e.usage, model: e.model.clone() })
+        Ok(ChatResponse {
+            text: e.text.clone(),
+            usage: e.usage,
+            model: e.model.clone(),
+            tool_calls: e.tool_calls.clone(),
+        })
     }
 }
 
@@ -178,6 +193,7 @@ mod tests {
                 text: format!("{asked}: you sent Bearer {KEY}"),
                 usage: Usage::default(),
                 model: "m".into(),
+                tool_calls: Vec::new(),
             })
         }
     }
@@ -185,10 +201,11 @@ mod tests {
     fn request(text: &str) -> ChatRequest {
         ChatRequest {
             model: None,
-            messages: vec![ChatMessage { role: Role::User, content: text.into() }],
+            messages: vec![ChatMessage::new(Role::User, text)],
             temperature: None,
             max_tokens: None,
             format: ResponseFormat::Text,
+            tools: Vec::new(),
             idempotency_key: "r/s/1".into(),
             tokens: None,
         }

@@ -268,7 +268,7 @@ impl Attempt<'_> {
         };
         let request = ChatRequest {
             model: agent.model.clone(),
-            messages: vec![ChatMessage { role: Role::System, content: system }],
+            messages: vec![ChatMessage::new(Role::System, system)],
             temperature: agent.temperature,
             max_tokens: agent.max_tokens,
             format: ResponseFormat::JsonSchema(json!({
@@ -276,6 +276,7 @@ impl Attempt<'_> {
                 "required": ["pass", "reason"],
                 "properties": {"pass": {"type": "boolean"}, "reason": {"type": "string"}},
             })),
+            tools: Vec::new(),
             idempotency_key: format!("{}/judge", self.key),
             tokens: None,
         };
@@ -301,10 +302,8 @@ impl Attempt<'_> {
                         None => CLARIFY_INSTRUCTION.to_owned(),
                     });
                 }
-                let mut messages: Vec<ChatMessage> = system
-                    .iter()
-                    .map(|content| ChatMessage { role: Role::System, content: content.clone() })
-                    .collect();
+                let mut messages: Vec<ChatMessage> =
+                    system.iter().map(|content| ChatMessage::new(Role::System, content.clone())).collect();
                 let reuse = agent.session == SessionMode::Reuse;
                 let earlier = if reuse { self.sessions.get(a.agent.as_str()) } else { None };
                 let prompt = self.text(&a.prompt, "the prompt")?;
@@ -327,6 +326,7 @@ impl Attempt<'_> {
                     temperature: agent.temperature,
                     max_tokens: agent.max_tokens,
                     format,
+                    tools: Vec::new(),
                     idempotency_key: self.key.clone(),
                     tokens: Some(live.sink()),
                 };
@@ -500,13 +500,11 @@ impl Chat {
                 return done;
             }
             done.repairs.push(reason.clone());
-            self.request.messages.push(ChatMessage { role: Role::Assistant, content: answer.text });
-            self.request.messages.push(ChatMessage {
-                role: Role::User,
-                content: format!(
-                    "Your answer was not accepted: {reason}\nAnswer again, in the required form."
-                ),
-            });
+            self.request.messages.push(ChatMessage::new(Role::Assistant, answer.text));
+            self.request.messages.push(ChatMessage::new(
+                Role::User,
+                format!("Your answer was not accepted: {reason}\nAnswer again, in the required form."),
+            ));
         }
     }
 
@@ -536,10 +534,9 @@ impl Chat {
         let Some(judge) = &self.judge else { return Ok(None) };
         let mut request = judge.request.clone();
         let shown = cairn_domain::state::text_of(output);
-        request.messages.push(ChatMessage {
-            role: Role::User,
-            content: format!("Rubric: {}\n\nAnswer:\n{shown}", judge.rubric),
-        });
+        request
+            .messages
+            .push(ChatMessage::new(Role::User, format!("Rubric: {}\n\nAnswer:\n{shown}", judge.rubric)));
         let answer = judge.provider.chat(request).await.map_err(port_failure)?;
         done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
         let verdict = serde_json::from_str::<Value>(unfence(&answer.text))
@@ -585,7 +582,7 @@ fn message(turn: &Turn) -> ChatMessage {
             (if role == "assistant" { Role::Assistant } else { Role::User }, content.clone())
         }
     };
-    ChatMessage { role, content }
+    ChatMessage::new(role, content)
 }
 
 fn usage_of(u: &cairn_ports::Usage) -> TokenUsage {

@@ -50,7 +50,12 @@ impl LlmProvider for MockLlm {
             ResponseFormat::Text => format!("mock answer to: {}", summary(prompt)),
         };
         let usage = Usage::estimate(&request.messages, &text);
-        Ok(ChatResponse { text, usage, model: request.model.unwrap_or_else(|| "mock".into()) })
+        Ok(ChatResponse {
+            text,
+            usage,
+            model: request.model.unwrap_or_else(|| "mock".into()),
+            tool_calls: Vec::new(),
+        })
     }
 }
 
@@ -133,13 +138,11 @@ mod tests {
     fn request(format: ResponseFormat) -> ChatRequest {
         ChatRequest {
             model: None,
-            messages: vec![cairn_ports::ChatMessage {
-                role: Role::User,
-                content: "Parse src/lib.rs\nand more".into(),
-            }],
+            messages: vec![cairn_ports::ChatMessage::new(Role::User, "Parse src/lib.rs\nand more")],
             temperature: None,
             max_tokens: None,
             format,
+            tools: Vec::new(),
             idempotency_key: "r/s/1".into(),
             tokens: None,
         }

@@ -176,7 +176,14 @@ async fn the_provider_gets_one_call_with_the_attempt_key() {
             r.idempotency_key == "run-1/ask/1" && r.model.as_deref() == Some("m1") && r.messages.len() == 2
         })
         .times(1)
-        .returning(|_| Ok(ChatResponse { text: "hi".into(), usage: Usage::default(), model: "m1".into() }));
+        .returning(|_| {
+            Ok(ChatResponse {
+                text: "hi".into(),
+                usage: Usage::default(),
+                model: "m1".into(),
+                tool_calls: Vec::new(),
+            })
+        });
     let engine = EngineBuilder::new(Arc::new(MemoryStore::new())).provider("default", Arc::new(llm)).build();
     let state = engine.run(definition(yaml), json!({}), run_id()).await.expect("runs");
     assert_eq!(state.status, RunStatus::Completed);

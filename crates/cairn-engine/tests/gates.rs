@@ -53,6 +53,7 @@ impl LlmProvider for Scripted {
             text,
             usage: Usage { prompt_tokens: 10, completion_tokens: 5, estimated: false },
             model: "m".into(),
+            tool_calls: Vec::new(),
         })
     }
 }
@@ -415,7 +416,12 @@ impl LlmProvider for Streaming {
                 (sink.0)(piece);
             }
         }
-        Ok(ChatResponse { text: "streamed".into(), usage: Usage::default(), model: "m".into() })
+        Ok(ChatResponse {
+            text: "streamed".into(),
+            usage: Usage::default(),
+            model: "m".into(),
+            tool_calls: Vec::new(),
+        })
     }
 }
 

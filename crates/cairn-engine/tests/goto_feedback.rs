@@ -46,6 +46,7 @@ impl LlmProvider for Scripted {
             text,
             usage: Usage { prompt_tokens: 10, completion_tokens: 5, estimated: false },
             model: "m".into(),
+            tool_calls: Vec::new(),
         })
     }
 }

@@ -38,7 +38,7 @@ impl LlmProvider for Splitting {
         if call == 0 {
             return Err(PortError::new(ErrorClass::Transient, "the stream broke"));
         }
-        Ok(ChatResponse { text, usage: Usage::default(), model: "m".into() })
+        Ok(ChatResponse { text, usage: Usage::default(), model: "m".into(), tool_calls: Vec::new() })
     }
 }
 

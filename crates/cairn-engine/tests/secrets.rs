@@ -31,7 +31,7 @@ impl LlmProvider for Echo {
                 .with_hint(format!("key {KEY}")));
         }
         let usage = Usage { prompt_tokens: 1, completion_tokens: 1, estimated: false };
-        Ok(ChatResponse { text: format!("you sent {KEY}"), usage, model: "m".into() })
+        Ok(ChatResponse { text: format!("you sent {KEY}"), usage, model: "m".into(), tool_calls: Vec::new() })
     }
 }
 

@@ -68,12 +68,13 @@ fn request(i: usize) -> ChatRequest {
     ChatRequest {
         model: Some("bench".into()),
         messages: vec![
-            ChatMessage { role: Role::System, content: "Be brief.".into() },
-            ChatMessage { role: Role::User, content: format!("Question {i}") },
+            ChatMessage::new(Role::System, "Be brief."),
+            ChatMessage::new(Role::User, format!("Question {i}")),
         ],
         temperature: None,
         max_tokens: None,
         format: ResponseFormat::Text,
+        tools: Vec::new(),
         idempotency_key: format!("bench/ask/{i}"),
         tokens: None,
     }

@@ -44,7 +44,8 @@ use async_trait::async_trait;
 use cairn_domain::event::Cause;
 use cairn_domain::state::ErrorClass;
 use cairn_ports::{
-    ChatMessage, ChatRequest, ChatResponse, LlmProvider, PortError, ResponseFormat, Role, Secrets, Usage,
+    ChatMessage, ChatRequest, ChatResponse, LlmProvider, PortError, ResponseFormat, Role, Secrets, ToolCall,
+    Usage,
 };
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -272,7 +273,13 @@ impl HttpProvider {
                 add_instructions(&mut messages, instructions(None))
             }
         }
-        body["messages"] = json!(messages);
+        body["messages"] = Value::Array(messages.iter().map(wire).collect());
+        if !request.tools.is_empty() {
+            let tools = request.tools.iter().map(|t| {
+                json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})
+            });
+            body["tools"] = Value::Array(tools.collect());
+        }
         if self.settings.stream {
             body["stream_options"] = json!({"include_usage": true});
         }
@@ -409,7 +416,7 @@ impl HttpProvider {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let (text, usage, answered_by) = if streamed {
+        let (text, tool_calls, usage, answered_by) = if streamed {
             let mut stream = sse::Stream::new(self.settings.stream_limits(), self.secrets.clone());
             loop {
                 // Once the model said it finished, only the usage and
@@ -445,7 +452,7 @@ impl HttpProvider {
                 )
                 .with_hint("the partial answer was discarded; the step's retry policy decides what next"));
             }
-            (stream.text, stream.usage, stream.model)
+            (stream.text, stream.tool_calls, stream.usage, stream.model)
         } else {
             let limits = self.settings.stream_limits();
             let Ok(bytes) = self.body_bytes(&mut response, deadline, limits.max_event).await? else {
@@ -457,12 +464,19 @@ impl HttpProvider {
             let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 PortError::new(ErrorClass::Transient, format!("the provider's answer is not JSON: {e}"))
             })?;
-            let text = parsed["choices"][0]["message"]["content"].as_str().ok_or_else(|| {
-                PortError::new(
-                    ErrorClass::Transient,
-                    "the provider's answer has no choices[0].message.content",
-                )
-            })?;
+            let message = &parsed["choices"][0]["message"];
+            let tool_calls = tool_calls_of(&message["tool_calls"])?;
+            let text = match message["content"].as_str() {
+                Some(text) => text,
+                // A model that asks for tools may say nothing with them.
+                None if !tool_calls.is_empty() => "",
+                None => {
+                    return Err(PortError::new(
+                        ErrorClass::Transient,
+                        "the provider's answer has no choices[0].message.content",
+                    ));
+                }
+            };
             if text.len() > limits.max_text {
                 return Err(sse::too_large(format!(
                     "the provider's answer passed {} bytes",
@@ -478,10 +492,11 @@ impl HttpProvider {
                 }
                 _ => None,
             };
-            (text.to_owned(), usage, parsed["model"].as_str().map(str::to_owned))
+            (text.to_owned(), tool_calls, usage, parsed["model"].as_str().map(str::to_owned))
         };
-        let usage = usage.unwrap_or_else(|| Usage::estimate(&request.messages, &text));
-        Ok(ChatResponse { text, usage, model: answered_by.unwrap_or(model) })
+        let asked: String = tool_calls.iter().map(|c| c.arguments.as_str()).collect();
+        let usage = usage.unwrap_or_else(|| Usage::estimate(&request.messages, &format!("{text}{asked}")));
+        Ok(ChatResponse { text, usage, model: answered_by.unwrap_or(model), tool_calls })
     }
 
     /// The error of a non-success status.
@@ -557,10 +572,61 @@ impl HttpProvider {
     }
 }
 
+/// A message as the chat-completions API takes it: an assistant's tool
+/// calls as `function` calls, a tool's result with the call it answers.
+fn wire(message: &ChatMessage) -> Value {
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let mut m = json!({"role": role, "content": message.content});
+    if !message.tool_calls.is_empty() {
+        let calls = message.tool_calls.iter().map(|c| {
+            json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
+        });
+        m["tool_calls"] = Value::Array(calls.collect());
+    }
+    if let Some(id) = &message.tool_call_id {
+        m["tool_call_id"] = json!(id);
+    }
+    m
+}
+
+/// The tool calls of a whole (not streamed) answer: each with its id, name
+/// and arguments text.
+fn tool_calls_of(calls: &Value) -> Result<Vec<ToolCall>, PortError> {
+    let Some(calls) = calls.as_array() else { return Ok(Vec::new()) };
+    if calls.len() > sse::MAX_TOOL_CALLS {
+        return Err(PortError::new(
+            ErrorClass::InvalidOutput,
+            format!(
+                "the model asked for {} tool calls at once, more than {}",
+                calls.len(),
+                sse::MAX_TOOL_CALLS
+            ),
+        ));
+    }
+    calls
+        .iter()
+        .map(|c| {
+            let name = c["function"]["name"].as_str().ok_or_else(|| {
+                PortError::new(ErrorClass::Transient, "the provider's answer has a tool call without a name")
+            })?;
+            Ok(ToolCall {
+                id: c["id"].as_str().unwrap_or_default().to_owned(),
+                name: name.to_owned(),
+                arguments: c["function"]["arguments"].as_str().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// Adds instructions after the system messages (or first, when there are none).
 fn add_instructions(messages: &mut Vec<ChatMessage>, text: String) {
     let at = messages.iter().take_while(|m| m.role == Role::System).count();
-    messages.insert(at, ChatMessage { role: Role::System, content: text });
+    messages.insert(at, ChatMessage::new(Role::System, text));
 }
 
 /// `error.message` of an OpenAI-style error body, whole.

@@ -1,5 +1,6 @@
 //! Server-sent events of a streamed chat completion, parsed as bytes
-//! arrive: the text deltas in order, the finish reason, the usage (sent
+//! arrive: the text deltas in order, the tool calls pieced together from
+//! theirs, the finish reason, the usage (sent
 //! last when `stream_options.include_usage` is asked) and the model. A
 //! stream is complete only with `[DONE]` or a finish reason; anything else
 //! is a cut stream, and an `error` event inside it fails the call (its
@@ -9,7 +10,7 @@
 //! the memory.
 
 use cairn_domain::state::ErrorClass;
-use cairn_ports::{PortError, Secrets, Usage};
+use cairn_ports::{PortError, Secrets, ToolCall, Usage};
 use serde_json::Value;
 
 /// How much one stream may hold, so a server that never ends a line or
@@ -29,6 +30,9 @@ impl Default for Limits {
     }
 }
 
+/// The most tool calls one answer may ask for.
+pub const MAX_TOOL_CALLS: usize = 64;
+
 /// A completion being read from its event stream.
 #[derive(Debug, Default)]
 pub struct Stream {
@@ -43,6 +47,9 @@ pub struct Stream {
     examined: usize,
     /// The text so far.
     pub text: String,
+    /// The tool calls so far, by their index in the stream: each arrives in
+    /// pieces (its id and name first, then its arguments).
+    pub tool_calls: Vec<ToolCall>,
     /// Why the model stopped, once it said.
     pub finish: Option<String>,
     /// Tokens used, when the server reported them.
@@ -137,6 +144,9 @@ impl Stream {
             self.text.push_str(delta);
             deltas.push(delta.to_owned());
         }
+        for piece in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            self.tool_piece(piece)?;
+        }
         if let Some(reason) = choice["finish_reason"].as_str() {
             self.finish = Some(reason.to_owned());
         }
@@ -148,6 +158,38 @@ impl Stream {
         if let Some(model) = chunk["model"].as_str() {
             self.model = Some(model.to_owned());
         }
+        Ok(())
+    }
+
+    /// Adds one streamed piece of a tool call to the call at its index.
+    fn tool_piece(&mut self, piece: &Value) -> Result<(), PortError> {
+        let index = piece["index"].as_u64().map_or(self.tool_calls.len().saturating_sub(1), |i| i as usize);
+        if index > self.tool_calls.len() || index >= MAX_TOOL_CALLS {
+            return Err(PortError::new(
+                ErrorClass::Transient,
+                format!("the provider streamed a tool call at index {index} out of order"),
+            ));
+        }
+        if index == self.tool_calls.len() {
+            self.tool_calls.push(ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+        }
+        let arguments = piece["function"]["arguments"].as_str().unwrap_or_default();
+        let held: usize = self.text.len() + self.tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>();
+        if held + arguments.len() > self.limits.max_text {
+            return Err(too_large(format!("the provider's answer passed {} bytes", self.limits.max_text)));
+        }
+        let call = &mut self.tool_calls[index];
+        if let Some(id) = piece["id"].as_str() {
+            call.id = id.to_owned();
+        }
+        if let Some(name) = piece["function"]["name"].as_str() {
+            call.name.push_str(name);
+        }
+        call.arguments.push_str(arguments);
         Ok(())
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use cairn_domain::state::ErrorClass;
 use cairn_llm_http::{ApiKey, HttpProvider, ProviderSettings, StructuredOutput};
-use cairn_ports::{ChatMessage, ChatRequest, LlmProvider, ResponseFormat, Role, TokenSink};
+use cairn_ports::{
+    ChatMessage, ChatRequest, LlmProvider, ResponseFormat, Role, TokenSink, ToolCall, ToolSpec,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -188,13 +190,11 @@ fn provider(base_url: &str, stream: bool) -> HttpProvider {
 fn request(format: ResponseFormat) -> ChatRequest {
     ChatRequest {
         model: None,
-        messages: vec![
-            ChatMessage { role: Role::System, content: "Be brief.".into() },
-            ChatMessage { role: Role::User, content: "Say hi".into() },
-        ],
+        messages: vec![ChatMessage::new(Role::System, "Be brief."), ChatMessage::new(Role::User, "Say hi")],
         temperature: Some(0.2),
         max_tokens: Some(50),
         format,
+        tools: Vec::new(),
         idempotency_key: "run-1/ask/1".into(),
         tokens: None,
     }
@@ -235,6 +235,83 @@ async fn without_streaming_the_whole_body_is_read() {
     let answer = provider(&server.url, false).chat(request(ResponseFormat::Text)).await.expect("answer");
     assert_eq!(answer.text, "hello");
     assert!(answer.usage.estimated, "no usage reported: estimated, and marked so");
+}
+
+/// A request that offers a tool, after a round in which the model called it.
+fn with_tools() -> ChatRequest {
+    let mut req = request(ResponseFormat::Text);
+    req.tools = vec![ToolSpec {
+        name: "read_file".into(),
+        description: "Reads a file.".into(),
+        parameters: json!({"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}),
+    }];
+    let call =
+        ToolCall { id: "call_1".into(), name: "read_file".into(), arguments: r#"{"path":"a.txt"}"#.into() };
+    req.messages.push(ChatMessage::calls("", vec![call]));
+    req.messages.push(ChatMessage::tool_result("call_1", "the text"));
+    req
+}
+
+#[tokio::test]
+async fn tools_are_offered_and_the_calls_the_model_asks_for_come_back_streaming_or_not() {
+    let whole = json!({"model": "m", "choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+        "tool_calls": [{"id": "call_2", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\":\"b.txt\"}"}},
+                       {"id": "call_3", "type": "function", "function": {"name": "list_files", "arguments": "{}"}}]}}]});
+    let pieces = [
+        json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_2", "type": "function", "function": {"name": "read_file", "arguments": ""}}]}}]}),
+        json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\":"}}]}}]}),
+        json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"b.txt\"}"}}]}}]}),
+        json!({"choices": [{"delta": {"tool_calls": [{"index": 1, "id": "call_3", "function": {"name": "list_files", "arguments": "{}"}}]}}]}),
+        json!({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}),
+    ];
+    let mut events: Vec<String> = pieces.iter().map(Value::to_string).collect();
+    events.extend([usage(), "[DONE]".into()]);
+    for (stream, reply) in
+        [(false, http("200 OK", "", &whole.to_string())), (true, Reply::Full(sse_text(&events)))]
+    {
+        let server = Server::start(vec![reply], Duration::ZERO).await;
+        let answer = provider(&server.url, stream).chat(with_tools()).await.expect("answer");
+        assert_eq!(answer.text, "", "stream: {stream}");
+        assert_eq!(
+            answer.tool_calls,
+            [
+                ToolCall {
+                    id: "call_2".into(),
+                    name: "read_file".into(),
+                    arguments: r#"{"path":"b.txt"}"#.into()
+                },
+                ToolCall { id: "call_3".into(), name: "list_files".into(), arguments: "{}".into() },
+            ],
+            "stream: {stream}"
+        );
+        let body = &server.bodies()[0];
+        assert_eq!(body["tools"][0]["type"], "function");
+        assert_eq!(body["tools"][0]["function"]["name"], "read_file");
+        assert_eq!(body["tools"][0]["function"]["parameters"]["required"], json!(["path"]));
+        let messages = body["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[2],
+            json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\":\"a.txt\"}"}}]})
+        );
+        assert_eq!(messages[3], json!({"role": "tool", "content": "the text", "tool_call_id": "call_1"}));
+    }
+}
+
+#[tokio::test]
+async fn a_tool_call_streamed_out_of_order_or_too_many_fails_the_call() {
+    let skipped = json!({"choices": [{"delta": {"tool_calls": [{"index": 3, "id": "c", "function": {"name": "x", "arguments": "{}"}}]}}]});
+    let server = Server::start(vec![Reply::Full(sse_text(&[skipped.to_string()]))], Duration::ZERO).await;
+    let err = provider(&server.url, true).chat(with_tools()).await.expect_err("out of order");
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert!(err.message.contains("out of order"), "{}", err.message);
+    let calls: Vec<Value> = (0..100)
+        .map(|i| json!({"id": format!("c{i}"), "type": "function", "function": {"name": "x", "arguments": "{}"}}))
+        .collect();
+    let many = json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": calls}}]});
+    let server = Server::start(vec![http("200 OK", "", &many.to_string())], Duration::ZERO).await;
+    let err = provider(&server.url, false).chat(with_tools()).await.expect_err("too many");
+    assert_eq!(err.class, ErrorClass::InvalidOutput);
+    assert!(err.message.contains("100 tool calls"), "{}", err.message);
 }
 
 #[tokio::test]

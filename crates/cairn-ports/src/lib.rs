@@ -30,7 +30,10 @@ use cairn_domain::state::{Event, StepPath, Timestamp};
 use serde_json::Value;
 
 pub use error::{Damage, DamageKind, PortError, StoreError};
-pub use llm::{ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, Usage};
+pub use llm::{
+    ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, ToolCall, ToolSpec,
+    Usage,
+};
 pub use secrets::{MIN_SECRET_LEN, REDACTED, Secrets, StreamRedactor};
 pub use store::{
     Cursor, CursorError, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun, follows,

@@ -1,4 +1,5 @@
-//! The LLM port: a chat request in, text and usage out.
+//! The LLM port: a chat request in, text (or the tool calls the model
+//! asks for) and usage out.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,8 @@ pub enum Role {
     User,
     /// The model's side.
     Assistant,
+    /// What a tool the model called returned.
+    Tool,
 }
 
 /// One message of a conversation.
@@ -25,6 +28,52 @@ pub struct ChatMessage {
     pub role: Role,
     /// What was said.
     pub content: String,
+    /// The tools an assistant message asks to be called, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of plain text.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    /// The model asking for `calls` (with whatever text came with them).
+    pub fn calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self { tool_calls: calls, ..Self::new(Role::Assistant, content) }
+    }
+
+    /// What the tool called as `call_id` returned.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { tool_call_id: Some(call_id.into()), ..Self::new(Role::Tool, content) }
+    }
+}
+
+/// A tool the model asks to be called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The id the model gave the call; the result answers it.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text, which may not parse.
+    pub arguments: String,
+}
+
+/// A tool offered to the model: its name, what it does, and the JSON
+/// Schema of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The name the model calls it by (`[A-Za-z0-9_-]`, at most 64).
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// The JSON Schema its arguments must match (an object schema).
+    pub parameters: Value,
 }
 
 /// One chat completion request.
@@ -40,6 +89,9 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// What the answer must be.
     pub format: ResponseFormat,
+    /// The tools the model may call (none: it answers in text).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
     /// `run/step/attempt`, sent as the `Idempotency-Key` header.
     pub idempotency_key: String,
     /// Where streamed text goes as it arrives (live only, never persisted);
@@ -91,7 +143,13 @@ pub struct Usage {
 impl Usage {
     /// Usage nobody reported, estimated at four characters a token.
     pub fn estimate(messages: &[ChatMessage], answer: &str) -> Self {
-        let prompt: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+        let prompt: usize = messages
+            .iter()
+            .map(|m| {
+                m.content.chars().count()
+                    + m.tool_calls.iter().map(|c| c.arguments.chars().count()).sum::<usize>()
+            })
+            .sum();
         Self {
             prompt_tokens: prompt.div_ceil(4) as u64,
             completion_tokens: answer.chars().count().div_ceil(4) as u64,
@@ -103,12 +161,15 @@ impl Usage {
 /// A chat completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
-    /// The answer's text.
+    /// The answer's text (with tool calls: what came with them, often nothing).
     pub text: String,
     /// Tokens used.
     pub usage: Usage,
     /// The model that answered.
     pub model: String,
+    /// The tools the model asks to be called before it answers; empty
+    /// when `text` is its answer.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// An LLM behind a chat-completions interface.

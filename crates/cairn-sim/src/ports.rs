@@ -236,7 +236,7 @@ impl LlmProvider for SimPorts {
         }
         self.trace.note(format!("  {key} answered{}", if garbled { " (garbled)" } else { "" }));
         let usage = Usage::estimate(&request.messages, &text);
-        Ok(ChatResponse { text, usage, model: "sim".into() })
+        Ok(ChatResponse { text, usage, model: "sim".into(), tool_calls: Vec::new() })
     }
 }
 
