@@ -243,7 +243,11 @@ impl Plugins {
             .prices(loaded.prices())
             .secrets(secrets(loaded));
         if let Some(commands) = commands {
-            builder = builder.commands(Arc::new(commands));
+            // The built-in tools of agents are fenced as command steps are.
+            let commands = Arc::new(commands);
+            builder = builder
+                .tools(Arc::new(cairn_command::BuiltinTools::new(Arc::clone(&commands))))
+                .commands(commands);
         }
         for (name, provider) in named.into_iter().chain(self.providers.iter().cloned()) {
             builder = builder.provider(name, provider);

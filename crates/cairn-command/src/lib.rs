@@ -24,6 +24,10 @@
 //!
 //! Read first: [`LocalCommands`], [`CommandPolicy`].
 
+mod tools;
+
+pub use tools::{BuiltinTools, MAX_FOUND, MAX_LISTED, MAX_READ_BYTES};
+
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};

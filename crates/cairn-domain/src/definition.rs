@@ -182,10 +182,29 @@ pub struct AgentDef {
     pub max_tokens: Option<u32>,
     /// Fresh or reused conversation.
     pub session: SessionMode,
-    /// The tools the agent may call.
+    /// The built-in tools the agent may call ([`BUILTIN_TOOLS`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<Label>,
+    /// The MCP servers (the host's `[mcp.NAME]`) whose tools it may call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<Label>,
+    /// Files inside the command roots (globs) given to the model before
+    /// the system prompt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
+    /// Rounds of tool calls one attempt may make before it fails
+    /// (`invalid_output`).
+    pub max_tool_rounds: u32,
 }
+
+/// The tools every host offers, fenced like command steps: files inside
+/// the command roots, and programs the allowlist lets run.
+pub const BUILTIN_TOOLS: [&str; 5] = ["read_file", "write_file", "list_files", "search", "run_command"];
+
+/// Rounds of tool calls an attempt may make when its agent sets no `max_tool_rounds`.
+pub const DEFAULT_TOOL_ROUNDS: u32 = 20;
+/// The most `max_tool_rounds` may be.
+pub const MAX_TOOL_ROUNDS: u32 = 1000;
 
 /// A retry setting as written: every field optional, merged over the defaults.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]

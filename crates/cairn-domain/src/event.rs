@@ -280,6 +280,38 @@ pub enum EventKind {
         /// The step's rendered prompt.
         prompt: String,
     },
+    /// An agent's model asked for a tool: recorded before the tool runs, so
+    /// a crash runs it again at most once (with the same key).
+    ToolCalled {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// The model's round of calls within the attempt, from 1.
+        round: u32,
+        /// The id the model gave the call.
+        call_id: String,
+        /// The tool's name as the model wrote it.
+        tool: String,
+        /// The arguments as the model wrote them (JSON text that may not parse).
+        arguments: String,
+    },
+    /// A tool call ended: what went back to the model. A call that returned
+    /// is never run again, also after a crash.
+    ToolReturned {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// The call it answers.
+        call_id: String,
+        /// The result, or the refusal or error the model reads instead.
+        result: String,
+        /// The call was refused or failed (the result says why); the model
+        /// was told so.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        refused: bool,
+    },
     /// A step finished with an output.
     StepSucceeded {
         /// The step.

@@ -402,6 +402,21 @@ fn input_def(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<InputDef> {
     Some(InputDef { ty, required: required?, default, description })
 }
 
+/// A built-in tool's name (tools of MCP servers come through `mcp:`).
+fn tool(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<Label> {
+    let name = label(v, p, pr)?;
+    if BUILTIN_TOOLS.contains(&name.as_str()) {
+        return Some(name);
+    }
+    let hint = did_you_mean(name.as_str(), BUILTIN_TOOLS);
+    let message = format!(
+        "unknown tool `{name}`{hint}: the built-in tools are {}; the tools of an MCP server come with `mcp: [SERVER]`",
+        one_of(BUILTIN_TOOLS)
+    );
+    pr.push(Rule::WrongType, p, message);
+    None
+}
+
 fn agent_def(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<AgentDef> {
     let mut o = Obj::open(v, p.clone(), "an agent", pr)?;
     let provider = o.or("provider", Label::new("default").ok()?, label);
@@ -412,7 +427,11 @@ fn agent_def(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<AgentDef> {
     let session = o.or("session", SessionMode::Fresh, |v, p, pr| {
         choice(v, p, pr, &[("fresh", SessionMode::Fresh), ("reuse", SessionMode::Reuse)])
     });
-    let tools = o.or("tools", Vec::new(), |v, p, pr| list(v, p, pr, label));
+    let tools = o.or("tools", Vec::new(), |v, p, pr| list(v, p, pr, tool));
+    let mcp = o.or("mcp", Vec::new(), |v, p, pr| list(v, p, pr, label));
+    let context = o.or("context", Vec::new(), |v, p, pr| list(v, p, pr, string));
+    let max_tool_rounds =
+        o.or("max_tool_rounds", DEFAULT_TOOL_ROUNDS, |v, p, pr| uint(v, p, pr, 1, MAX_TOOL_ROUNDS));
     o.finish();
     Some(AgentDef {
         provider: provider?,
@@ -422,6 +441,9 @@ fn agent_def(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<AgentDef> {
         max_tokens: max_tokens?,
         session: session?,
         tools: tools?,
+        mcp: mcp?,
+        context: context?,
+        max_tool_rounds: max_tool_rounds?,
     })
 }
 

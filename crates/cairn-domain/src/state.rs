@@ -250,6 +250,28 @@ pub struct StepState {
     /// wait, so a decision can tell a gate that began waiting after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<u64>,
+    /// The tool calls of its current attempt, in order, with what each
+    /// returned: a driver that takes the attempt over goes on after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolExchange>,
+}
+
+/// One tool call of an attempt and, once it ended, what it returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolExchange {
+    /// The model's round of calls, from 1.
+    pub round: u32,
+    /// The id the model gave the call.
+    pub call_id: String,
+    /// The tool, as the model named it.
+    pub tool: String,
+    /// The arguments, as the model wrote them.
+    pub arguments: String,
+    /// What went back to the model; `None` while the call is in flight.
+    pub result: Option<String>,
+    /// The result is a refusal or an error.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// One decision at a gate.
@@ -293,6 +315,7 @@ impl StepState {
             clarifications: 0,
             usage: TokenUsage::default(),
             waiting_since: None,
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -572,6 +595,30 @@ impl RunState {
                 step.attempts = *attempt;
                 step.retry_at = None;
                 step.wait = None;
+                step.tool_calls.clear();
+            }
+            EventKind::ToolCalled { path, attempt, round, call_id, tool, arguments } => {
+                if let Some(step) = self.steps.get_mut(path).filter(|s| s.attempts == *attempt) {
+                    step.tool_calls.push(ToolExchange {
+                        round: *round,
+                        call_id: call_id.clone(),
+                        tool: tool.clone(),
+                        arguments: arguments.clone(),
+                        result: None,
+                        refused: false,
+                    });
+                }
+            }
+            EventKind::ToolReturned { path, attempt, call_id, result, refused } => {
+                let call = self
+                    .steps
+                    .get_mut(path)
+                    .filter(|s| s.attempts == *attempt)
+                    .and_then(|s| s.tool_calls.iter_mut().rev().find(|c| c.call_id == *call_id));
+                if let Some(call) = call {
+                    call.result = Some(result.clone());
+                    call.refused = *refused;
+                }
             }
             EventKind::StepSucceeded { path, output } => {
                 let step = self.step_to(seq, at, path, StepStatus::Succeeded)?;

@@ -18,8 +18,8 @@ use cairn_domain::state::{
 };
 use cairn_domain::steer::{self, GateCall, Refusal, Request};
 use cairn_ports::{
-    Clock, CommandOutput, CommandRunner, CommandSpec, EventSink, LlmProvider, NewRun, NoSink, PortError,
-    RunStore, Secrets, StepHandler,
+    Clock, CommandOutput, CommandRunner, CommandSpec, ContextFile, EventSink, LlmProvider, NewRun, NoSink,
+    PortError, RunStore, Secrets, StepHandler, ToolChoice, ToolError, ToolInvocation, ToolSpec, Tools,
 };
 use futures_util::FutureExt;
 use futures_util::future::{AbortHandle, BoxFuture, abortable};
@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::control::{Asked, Control, Controls, Mailbox, RunControl};
 use crate::job::{self, Finished, Job, Ports};
+use crate::tooling::{Progress, Recorder};
 use crate::{EngineError, SystemClock, Unmet};
 
 /// Events between physical snapshots, at least. A larger run snapshots
@@ -100,6 +101,7 @@ pub struct EngineBuilder {
     actor: String,
     prices: BTreeMap<String, Price>,
     secrets: Secrets,
+    tools: Arc<dyn Tools>,
 }
 
 impl EngineBuilder {
@@ -116,6 +118,7 @@ impl EngineBuilder {
             actor: "engine".into(),
             prices: BTreeMap::new(),
             secrets: Secrets::default(),
+            tools: Arc::new(NoTools),
         }
     }
 
@@ -164,6 +167,12 @@ impl EngineBuilder {
         self
     }
 
+    /// What agents' tool calls run on (built-in tools, MCP servers).
+    pub fn tools(mut self, tools: Arc<dyn Tools>) -> Self {
+        self.tools = tools;
+        self
+    }
+
     /// The handler `uses: NAME` steps call.
     pub fn handler(mut self, name: impl Into<String>, handler: Arc<dyn StepHandler>) -> Self {
         self.handlers.insert(name.into(), handler);
@@ -187,6 +196,7 @@ impl EngineBuilder {
                 every_provider: self.every_provider,
                 commands: self.commands,
                 handlers: self.handlers,
+                tools: self.tools,
             },
             renderer: Renderer::default(),
             actor: self.actor,
@@ -209,6 +219,37 @@ impl CommandRunner for NoCommands {
             format!("`{}` may not run: no program is allowed", spec.program),
         ))
     }
+}
+
+/// The default tools: none.
+struct NoTools;
+
+#[async_trait]
+impl Tools for NoTools {
+    /// The built-in tools, offered as every host offers them (each call
+    /// is refused); no MCP server.
+    async fn specs(&self, _: &RunId, choice: &ToolChoice) -> Result<Vec<ToolSpec>, PortError> {
+        if let Some(server) = choice.servers.first() {
+            return Err(PortError::new(
+                ErrorClass::Permission,
+                format!("this host has no MCP server `{server}`"),
+            ));
+        }
+        Ok(cairn_ports::builtin_specs(&choice.builtin))
+    }
+
+    async fn call(&self, call: ToolInvocation) -> Result<String, ToolError> {
+        Err(ToolError::Refused(format!("`{}` may not run: this host runs no tools", call.name)))
+    }
+
+    async fn context(&self, patterns: &[String], _: usize) -> Result<Vec<ContextFile>, PortError> {
+        Err(PortError::new(
+            ErrorClass::Permission,
+            format!("this host reads no project files (context: {})", patterns.join(", ")),
+        ))
+    }
+
+    async fn release(&self, _: &RunId) {}
 }
 
 impl Engine {
@@ -483,6 +524,8 @@ impl Engine {
             }
         }
         let driven = drive.run().await;
+        // What the run's tools started (its MCP servers) stops with the drive.
+        self.ports.tools.release(&run_id).await;
         // Whatever was asked of this drive is over with it.
         control.done();
         driven
@@ -638,6 +681,10 @@ struct Drive<'a> {
     control: Option<watch::Receiver<Control>>,
     /// Decisions at gates asked while this driver drives the run.
     mailbox: Mailbox,
+    /// Where attempts send what they record mid-way (tool calls), and
+    /// where the driver takes it.
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+    recorded: tokio::sync::mpsc::UnboundedReceiver<Progress>,
     /// The run's control, which says who asked for a pause or cancel.
     requester: RunControl,
     /// Events applied to `state` but not yet stored: they are stored, in
@@ -655,10 +702,13 @@ impl<'a> Drive<'a> {
         control: &RunControl,
         mailbox: Mailbox,
     ) -> Self {
+        let (progress, recorded) = tokio::sync::mpsc::unbounded_channel();
         Self {
             engine,
             program,
             state,
+            progress,
+            recorded,
             tasks: FuturesUnordered::new(),
             in_flight: HashMap::new(),
             control: Some(control.watch()),
@@ -738,8 +788,25 @@ impl<'a> Drive<'a> {
                     }
                 }
                 Some(asked) = self.mailbox.recv() => self.answer(asked).await?,
+                Some(progress) = self.recorded.recv() => self.record_progress(progress).await?,
             }
         }
+    }
+
+    /// Records what an attempt in flight asks (its tool calls) and tells
+    /// it once stored, unless the attempt is no longer the step's current
+    /// one (then it stops).
+    async fn record_progress(&mut self, progress: Progress) -> Result<(), EngineError> {
+        let current = self.state.steps.get(&progress.path).map(|s| (s.status, s.attempts));
+        if current != Some((StepStatus::Running, progress.attempt)) {
+            let _ = progress.stored.send(false);
+            return Ok(());
+        }
+        self.stage(progress.events)?;
+        self.flush().await?;
+        // An attempt that stopped waiting changes nothing.
+        let _ = progress.stored.send(true);
+        Ok(())
     }
 
     /// Records a decision asked while this driver drives the run (after
@@ -879,6 +946,8 @@ impl<'a> Drive<'a> {
             attempt,
             secrets: &engine.secrets,
             sessions: &self.state.sessions,
+            recorder: Recorder { sender: self.progress.clone(), path: path.clone(), attempt },
+            tool_calls: own.map(|s| s.tool_calls.clone()).unwrap_or_default(),
         }
         .prepare(&block.steps[i]);
         Some((job, self.program.timeout(&block.steps[i]).map(|d| d.to_std())))

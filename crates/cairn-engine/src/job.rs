@@ -10,12 +10,15 @@ use cairn_domain::definition::{AgentDef, OutputFormat, SessionMode, Step, StepKi
 use cairn_domain::id::Name;
 use cairn_domain::id::RunId;
 use cairn_domain::render::{Context, Renderer};
+use cairn_domain::state::EventKind;
 use cairn_domain::state::Turn;
 use cairn_domain::state::{ErrorClass, StepError, StepPath, TokenUsage};
 use cairn_ports::{
     ChatMessage, ChatRequest, CommandRunner, CommandSpec, EventSink, HandlerCall, LiveEvent, LlmProvider,
-    PortError, ResponseFormat, Role, Secrets, StepHandler, StreamRedactor, TokenSink,
+    PortError, ResponseFormat, Role, Secrets, StepHandler, StreamRedactor, TokenSink, ToolChoice, Tools,
 };
+
+use crate::tooling::{Recorder, ToolLoop};
 use serde_json::{Value, json};
 
 /// The ports a job may use.
@@ -25,6 +28,8 @@ pub(crate) struct Ports {
     pub every_provider: Option<Arc<dyn LlmProvider>>,
     pub commands: Arc<dyn CommandRunner>,
     pub handlers: HashMap<String, Arc<dyn StepHandler>>,
+    /// What agents' tool calls run on.
+    pub tools: Arc<dyn Tools>,
 }
 
 /// A rendered attempt, ready to execute.
@@ -57,6 +62,8 @@ pub(crate) struct Chat {
     live: Option<LiveText>,
     /// The rendered system prompt (as sent) and prompt, for the record.
     shown: (Option<String>, String),
+    /// The agent's tools, when it lists some.
+    tools: Option<ToolLoop>,
 }
 
 impl Chat {
@@ -181,6 +188,10 @@ pub(crate) struct Attempt<'a> {
     pub secrets: &'a Secrets,
     /// The run's conversations of `session: reuse` agents, by agent.
     pub sessions: &'a std::collections::BTreeMap<String, Vec<Turn>>,
+    /// Where the attempt records its tool calls as it makes them.
+    pub recorder: Recorder,
+    /// The tool calls the attempt recorded before (a driver taking it over).
+    pub tool_calls: Vec<cairn_domain::state::ToolExchange>,
 }
 
 fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> StepError {
@@ -331,6 +342,21 @@ impl Attempt<'_> {
                     tokens: Some(live.sink()),
                 };
                 let judge = a.qa.as_ref().map(|qa| self.judge(qa)).transpose()?;
+                let choice = ToolChoice {
+                    builtin: agent.tools.iter().map(ToString::to_string).collect(),
+                    servers: agent.mcp.iter().map(ToString::to_string).collect(),
+                };
+                let tools = (!choice.is_empty()).then(|| {
+                    ToolLoop::new(
+                        Arc::clone(&self.ports.tools),
+                        self.run_id.clone(),
+                        choice,
+                        agent.max_tool_rounds,
+                        self.key.clone(),
+                        self.recorder.clone(),
+                        self.tool_calls.clone(),
+                    )
+                });
                 Job::Chat(Box::new(Chat {
                     provider,
                     request,
@@ -342,6 +368,7 @@ impl Attempt<'_> {
                     session,
                     live: Some(live),
                     shown: (system, prompt),
+                    tools,
                 }))
             }
             StepKind::Command(c) => {
@@ -451,21 +478,18 @@ impl Chat {
     /// are spent (then class `invalid_output`).
     async fn run(mut self) -> Finished {
         let mut done = Finished::plain(Outcome::Succeeded(Value::Null));
+        if let Err(outcome) = self.open_tools().await {
+            done.outcome = outcome;
+            return done;
+        }
         loop {
-            let answer = self.provider.chat(self.request.clone()).await;
-            // The stream has ended: what was held back (in case it began a
-            // secret) goes out now, cleaned.
-            if let Some(live) = &self.live {
-                live.finish();
-            }
-            let answer = match answer {
+            let answer = match self.ask(&mut done).await {
                 Ok(answer) => answer,
-                Err(e) => {
-                    done.outcome = port_failure(e);
+                Err(outcome) => {
+                    done.outcome = outcome;
                     return done;
                 }
             };
-            done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
             if self.clarify
                 && let Some(questions) = clarification(&answer.text)
             {
@@ -505,6 +529,46 @@ impl Chat {
                 Role::User,
                 format!("Your answer was not accepted: {reason}\nAnswer again, in the required form."),
             ));
+        }
+    }
+
+    /// Offers the agent's tools, and goes on after the calls the attempt
+    /// recorded before.
+    async fn open_tools(&mut self) -> Result<(), Outcome> {
+        let Some(tools) = &mut self.tools else { return Ok(()) };
+        self.request.tools = tools.offer().await?;
+        tools.replay(&mut self.request.messages).await
+    }
+
+    /// Asks the model until it answers: each round of tool calls it asks
+    /// for runs (see [`ToolLoop::round`]) and goes back to it.
+    async fn ask(&mut self, done: &mut Finished) -> Result<cairn_ports::ChatResponse, Outcome> {
+        let key = self.request.idempotency_key.clone();
+        let mut rounds = 0u32;
+        loop {
+            let answer = self.provider.chat(self.request.clone()).await;
+            // The stream has ended: what was held back (in case it began a
+            // secret) goes out now, cleaned.
+            if let Some(live) = &self.live {
+                live.finish();
+            }
+            let answer = answer.map_err(port_failure)?;
+            done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
+            let Some(tools) = self.tools.as_mut().filter(|_| !answer.tool_calls.is_empty()) else {
+                self.request.idempotency_key = key;
+                return Ok(answer);
+            };
+            // The usage so far is recorded with the calls, so a crash loses none.
+            let (path, attempt) = (tools.recorder.path.clone(), tools.recorder.attempt);
+            let usage = done
+                .usage
+                .drain(..)
+                .map(|(model, usage)| EventKind::UsageRecorded { path: path.clone(), attempt, model, usage })
+                .collect();
+            tools.round(answer.text, answer.tool_calls, usage, &mut self.request.messages).await?;
+            rounds += 1;
+            // Each call after a round is a request of its own.
+            self.request.idempotency_key = format!("{key}/r{rounds}");
         }
     }
 

@@ -24,6 +24,7 @@ mod executor;
 mod job;
 mod memory;
 mod mock;
+mod tooling;
 
 pub use clock::SystemClock;
 pub use control::RunControl;

@@ -21,6 +21,7 @@ mod llm;
 mod secrets;
 mod store;
 mod tokens;
+mod tools;
 
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub use store::{
     tally_usage,
 };
 pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret, random_word};
+pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools, builtin_specs};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;
@@ -47,6 +49,8 @@ pub use llm::MockLlmProvider;
 pub use store::MockRunStore;
 #[cfg(feature = "test-util")]
 pub use tokens::MockTokenStore;
+#[cfg(feature = "test-util")]
+pub use tools::MockTools;
 
 /// A program to run: argv (never a shell), working directory, environment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -88,6 +88,12 @@ pub fn event_line(e: &Event) -> String {
         EventKind::Answered { text, .. } => format!(" by {}: {text}", e.actor),
         EventKind::OutputRepaired { attempt, reason, .. } => format!(" #{attempt}: {reason}"),
         EventKind::PromptRendered { attempt, prompt, .. } => format!(" #{attempt}: {prompt:?}"),
+        EventKind::ToolCalled { attempt, round, tool, arguments, .. } => {
+            format!(" #{attempt} round {round}: {tool} {arguments}")
+        }
+        EventKind::ToolReturned { call_id, result, refused, .. } => {
+            format!(" {call_id}{}: {result:?}", if *refused { " refused" } else { "" })
+        }
         EventKind::SessionExtended { agent, turns, .. } => format!(" {agent} +{} messages", turns.len()),
         EventKind::GroupExpanded { keys, .. } => format!(": {}", keys.join(", ")),
         EventKind::IterationStarted { index, .. } => format!(" [{index}]"),

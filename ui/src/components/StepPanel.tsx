@@ -1,7 +1,8 @@
 // One step as far as the run knows it: state, attempts and times, usage,
 // its error with the hint, its output (JSON and Markdown as such), the
 // conversation its events recorded (each attempt's rendered prompt, the
-// answers, reviewers' comments, repairs, questions and answers), and the
+// tool calls and what they returned, the answers, reviewers' comments,
+// repairs, questions and answers), and the
 // text of a model answering right now as it streams in.
 import type { CairnEvent, Step } from "../lib/api";
 import { between, duration, when } from "../lib/format";
@@ -41,6 +42,10 @@ export function conversation(events: CairnEvent[], path: string): { role: string
     if (e.type === "prompt_rendered") {
       if (typeof e.system === "string") out.push({ role: `system #${e.attempt}`, text: e.system });
       out.push({ role: `prompt #${e.attempt}`, text: String(e.prompt ?? "") });
+    } else if (e.type === "tool_called") {
+      out.push({ role: `tool call #${e.round}`, text: `${e.tool} ${e.arguments}` });
+    } else if (e.type === "tool_returned") {
+      out.push({ role: e.refused ? "tool refused" : "tool result", text: String(e.result ?? "") });
     } else if (e.type === "step_succeeded" && prompts) {
       out.push({ role: "answer", text: said(e.output) });
     } else if (e.type === "session_extended" && !prompts && Array.isArray(e.turns)) {

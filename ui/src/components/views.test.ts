@@ -119,6 +119,25 @@ describe("the step panel", () => {
     ]);
   });
 
+  it("shows each tool call and what it returned or why it was refused", () => {
+    const events = [
+      event(1, "prompt_rendered", { path: "fix", attempt: 1, prompt: "Fix it." }),
+      event(2, "tool_called", { path: "fix", attempt: 1, round: 1, call_id: "a", tool: "read_file", arguments: '{"path":"src/lib.rs"}' }),
+      event(3, "tool_returned", { path: "fix", attempt: 1, call_id: "a", result: "fn add() {}" }),
+      event(4, "tool_called", { path: "fix", attempt: 1, round: 2, call_id: "b", tool: "run_command", arguments: '{"program":"rm"}' }),
+      event(5, "tool_returned", { path: "fix", attempt: 1, call_id: "b", result: "`rm` is not an allowed program", refused: true }),
+      event(6, "step_succeeded", { path: "fix", output: "done" }),
+    ];
+    expect(conversation(events, "fix")).toEqual([
+      { role: "prompt #1", text: "Fix it." },
+      { role: "tool call #1", text: 'read_file {"path":"src/lib.rs"}' },
+      { role: "tool result", text: "fn add() {}" },
+      { role: "tool call #2", text: 'run_command {"program":"rm"}' },
+      { role: "tool refused", text: "`rm` is not an allowed program" },
+      { role: "answer", text: "done" },
+    ]);
+  });
+
   it("falls back to the kept session turns of logs written before prompts were recorded", () => {
     const events = [event(1, "session_extended", { path: "plan", turns: [{ type: "prompt", text: "Plan." }, { type: "answer", text: "ok" }] })];
     expect(conversation(events, "plan")).toEqual([

@@ -70,6 +70,16 @@ pub fn line(e: &Event) -> String {
         EventKind::PromptRendered { attempt, prompt, .. } => {
             format!(" attempt {attempt}: {}", short(&prompt.replace('\n', " ")))
         }
+        EventKind::ToolCalled { attempt, call_id, tool, arguments, .. } => {
+            format!(" attempt {attempt}: {tool} {} ({call_id})", short(arguments))
+        }
+        EventKind::ToolReturned { call_id, result, refused, .. } => {
+            format!(
+                " {call_id}{}: {}",
+                if *refused { " refused" } else { "" },
+                short(&result.replace('\n', " "))
+            )
+        }
         EventKind::SessionExtended { agent, turns, .. } => {
             format!(" {agent}'s conversation gains {} messages", turns.len())
         }

@@ -98,6 +98,8 @@ impl Frontier {
             | EventKind::BudgetRaised { .. }
             | EventKind::SessionExtended { .. }
             | EventKind::PromptRendered { .. }
+            | EventKind::ToolCalled { .. }
+            | EventKind::ToolReturned { .. }
             | EventKind::OutputRepaired { .. }
             | EventKind::UsageRecorded { .. }
             | EventKind::DocumentStored { .. } => {}
