@@ -192,6 +192,40 @@ fn the_http_provider_is_configured_from_the_environment() {
 }
 
 #[test]
+fn an_agent_reads_a_file_writes_one_runs_a_command_and_answers_each_call_an_event() {
+    let dir = scratch("run_tools");
+    let wf = "cairn: 1\nid: act\nagents:\n  coder:\n    tools: [read_file, write_file, run_command]\nsteps:\n  - id: act\n    agent: coder\n    prompt: Copy the notes, loudly.\n";
+    std::fs::write(dir.join("wf.yaml"), wf).expect("write");
+    std::fs::write(dir.join("notes.txt"), "ship on friday").expect("write");
+    std::fs::write(dir.join("cairn.toml"), "[commands]\nallow = [\"echo\"]\nroots = [\".\"]\n")
+        .expect("write");
+    let server = LlmServer::start(std::time::Duration::ZERO);
+    let data = crate::support::fresh_data_dir();
+    let data = data.to_str().expect("utf-8 path");
+    let env =
+        [("CAIRN_LLM_BASE_URL", server.url.as_str()), ("CAIRN_LLM_MODEL", "fake"), ("CAIRN_DATA_DIR", data)];
+    let (code, stdout, stderr) =
+        run_in(&dir, &["run", "wf.yaml", "--run-id", "t1", "--format", "json"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(run["steps"][0]["output"], "finished: done");
+    assert_eq!(std::fs::read_to_string(dir.join("out/answer.txt")).expect("written"), "SHIP ON FRIDAY");
+    let (_, events, _) = run_in(&dir, &["events", "t1", "--format", "jsonl"], &env);
+    let events: Vec<serde_json::Value> =
+        events.lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect();
+    let called: Vec<&str> =
+        events.iter().filter(|e| e["type"] == "tool_called").filter_map(|e| e["tool"].as_str()).collect();
+    assert_eq!(called, ["read_file", "write_file", "run_command"]);
+    let returned: Vec<&str> =
+        events.iter().filter(|e| e["type"] == "tool_returned").filter_map(|e| e["result"].as_str()).collect();
+    assert_eq!(
+        returned,
+        ["ship on friday", "wrote 14 bytes to `out/answer.txt`", "exit code 0\nstdout:\ndone\n\nstderr:\n"]
+    );
+    assert_eq!(server.calls().len(), 4, "three rounds of calls, then the answer");
+}
+
+#[test]
 fn the_readme_demo_completes() {
     let (code, stdout, stderr) = run_in(
         &root(),

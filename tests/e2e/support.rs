@@ -288,6 +288,10 @@ impl LlmServer {
                         return;
                     }
                     let body = String::from_utf8_lossy(&request[head_end + 4..]).to_string();
+                    if body.contains("\"tools\"") {
+                        let _ = socket.write_all(tool_turn(&body).as_bytes());
+                        return;
+                    }
                     let answer = format!("answer for {key}");
                     let content = if body.contains("\"response_format\"") {
                         serde_json::json!({ "answer": answer }).to_string()
@@ -319,6 +323,66 @@ impl LlmServer {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().expect("log").clone()
     }
+}
+
+/// A model that acts, for requests that offer tools: it reads `notes.txt`,
+/// writes what it read, upper-cased, to `out/answer.txt`, runs `echo done`,
+/// then answers with what the command said. The turn is picked by the
+/// tool results the request holds; the answer is streamed when asked.
+fn tool_turn(body: &str) -> String {
+    let request: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let results: Vec<String> = messages
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let call = |name: &str, arguments: serde_json::Value| {
+        serde_json::json!([{"id": format!("call_{}", results.len()), "type": "function",
+                            "function": {"name": name, "arguments": arguments.to_string()}}])
+    };
+    let (content, calls) = match results.len() {
+        0 => (None, Some(call("read_file", serde_json::json!({"path": "notes.txt"})))),
+        1 => (
+            None,
+            Some(call(
+                "write_file",
+                serde_json::json!({"path": "out/answer.txt", "content": results[0].to_uppercase()}),
+            )),
+        ),
+        2 => (None, Some(call("run_command", serde_json::json!({"program": "echo", "args": ["done"]})))),
+        _ => (Some(format!("finished: {}", results[2].lines().nth(2).unwrap_or_default())), None),
+    };
+    let stream = request["stream"] == true;
+    let body = if stream {
+        let delta = match (&content, &calls) {
+            (Some(text), _) => serde_json::json!({"content": text}),
+            (None, Some(calls)) => {
+                let mut calls = calls.clone();
+                calls[0]["index"] = serde_json::json!(0);
+                serde_json::json!({"tool_calls": calls})
+            }
+            (None, None) => serde_json::json!({}),
+        };
+        let reason = if calls.is_some() { "tool_calls" } else { "stop" };
+        format!(
+            "data: {}\n\ndata: {}\n\ndata: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":4}}}}\n\ndata: [DONE]\n\n",
+            serde_json::json!({"model": "fake", "choices": [{"delta": delta}]}),
+            serde_json::json!({"choices": [{"delta": {}, "finish_reason": reason}]}),
+        )
+    } else {
+        serde_json::json!({
+            "model": "fake",
+            "choices": [{"message": {"role": "assistant", "content": content, "tool_calls": calls}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        })
+        .to_string()
+    };
+    let kind = if stream { "text/event-stream" } else { "application/json" };
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// `content` as a server-sent event stream in three pieces, then the finish

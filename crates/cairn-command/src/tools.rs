@@ -61,6 +61,35 @@ impl BuiltinTools {
             .map_or_else(|| path.display().to_string(), |p| p.display().to_string())
     }
 
+    /// The files `pattern` names: a path, or a folder and a file name with
+    /// `*` and `?` in it (`docs/*.md`), in name order; none is an error.
+    fn matching(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        let (folder, name) = match pattern.rsplit_once('/') {
+            Some((folder, name)) => (folder, name),
+            None => (".", pattern),
+        };
+        if folder.contains(['*', '?']) {
+            return Err("only the file name may have `*` or `?`".into());
+        }
+        if !name.contains(['*', '?']) {
+            let path = self.resolve(pattern)?;
+            return if path.is_file() { Ok(vec![path]) } else { Err("no such file".into()) };
+        }
+        let dir = self.resolve(folder)?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list `{folder}`: {e}"))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| wildcard(name.as_bytes(), e.file_name().to_string_lossy().as_bytes()))
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            return Err("no file matches".into());
+        }
+        Ok(found)
+    }
+
     fn read_file(&self, args: &Value) -> Result<String, String> {
         let path = self.resolve(text(args, "path")?)?;
         let meta =
@@ -196,6 +225,30 @@ impl BuiltinTools {
     }
 }
 
+/// Whether `name` fits `pattern`, where `*` is any run of characters and
+/// `?` any one (greedy, with one point to go back to: linear in practice,
+/// never exponential).
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 /// A required text argument.
 fn text<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
     args.get(name).and_then(Value::as_str).ok_or_else(|| format!("`{name}` must be a string"))
@@ -236,20 +289,27 @@ impl Tools for BuiltinTools {
     }
 
     async fn context(&self, patterns: &[String], max_bytes: usize) -> Result<Vec<ContextFile>, PortError> {
-        let refused = |message: String| PortError::new(ErrorClass::Fatal, message);
+        let refused = |message: String| {
+            PortError::new(ErrorClass::Fatal, message)
+                .with_hint("context files are read from inside the command roots (`[commands] roots`)")
+        };
         let mut files = Vec::new();
         for pattern in patterns {
-            let path = self.resolve(pattern).map_err(|e| refused(format!("context file {e}")))?;
-            let text = std::fs::read(&path).map_err(|e| refused(format!("context file `{pattern}`: {e}")))?;
-            if text.len() > max_bytes {
-                return Err(refused(format!(
-                    "context file `{pattern}` has {} bytes, more than the {max_bytes} an agent is given",
-                    text.len()
-                )));
+            let paths = self.matching(pattern).map_err(|e| refused(format!("context `{pattern}`: {e}")))?;
+            for path in paths {
+                let shown = self.shown(&path);
+                let bytes =
+                    std::fs::read(&path).map_err(|e| refused(format!("context file `{shown}`: {e}")))?;
+                if bytes.len() > max_bytes {
+                    return Err(refused(format!(
+                        "context file `{shown}` has {} bytes, more than the {max_bytes} an agent is given",
+                        bytes.len()
+                    )));
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| refused(format!("context file `{shown}` is not a text file (UTF-8)")))?;
+                files.push(ContextFile { path: shown, text });
             }
-            let text = String::from_utf8(text)
-                .map_err(|_| refused(format!("context file `{pattern}` is not a text file (UTF-8)")))?;
-            files.push(ContextFile { path: pattern.clone(), text });
         }
         Ok(files)
     }

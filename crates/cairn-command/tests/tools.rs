@@ -121,3 +121,32 @@ async fn run_command_is_the_command_fence() {
     assert!(big.len() <= DEFAULT_MAX_OUTPUT + 100, "10 MB of output is bounded: {} bytes", big.len());
     assert!(call(&t, "run_command", json!({"program": "echo", "args": "not a list"})).await.is_err());
 }
+
+#[tokio::test]
+async fn context_files_come_from_inside_the_roots_by_name_or_pattern_each_bounded() {
+    let dir = sandbox("context");
+    std::fs::create_dir_all(dir.join("root/docs")).expect("docs");
+    std::fs::write(dir.join("root/AGENTS.md"), "Run cargo test.").expect("write");
+    std::fs::write(dir.join("root/docs/b.md"), "B").expect("write");
+    std::fs::write(dir.join("root/docs/a.md"), "A").expect("write");
+    std::fs::write(dir.join("root/docs/c.txt"), "C").expect("write");
+    std::fs::write(dir.join("root/big.md"), "x".repeat(200)).expect("write");
+    let t = tools(&dir, &[]);
+    let patterns = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let files = t.context(&patterns(&["AGENTS.md", "docs/*.md"]), 100).await.expect("reads");
+    let got: Vec<(&str, &str)> = files.iter().map(|f| (f.path.as_str(), f.text.as_str())).collect();
+    assert_eq!(got, [("AGENTS.md", "Run cargo test."), ("docs/a.md", "A"), ("docs/b.md", "B")]);
+    for (pattern, says) in [
+        ("missing.md", "context `missing.md`: no such file"),
+        ("docs/*.rs", "context `docs/*.rs`: no file matches"),
+        (
+            "../outside/secret.txt",
+            "context `../outside/secret.txt`: `../outside/secret.txt` resolves outside the allowed roots",
+        ),
+        ("big.md", "context file `big.md` has 200 bytes, more than the 100 an agent is given"),
+        ("*/a.md", "only the file name may have `*` or `?`"),
+    ] {
+        let err = t.context(&patterns(&[pattern]), 100).await.expect_err("refused");
+        assert!(err.message.contains(says), "{pattern}: {}", err.message);
+    }
+}

@@ -64,6 +64,8 @@ pub(crate) struct Chat {
     shown: (Option<String>, String),
     /// The agent's tools, when it lists some.
     tools: Option<ToolLoop>,
+    /// The agent's `context` files, and where they are read.
+    context: Option<(Arc<dyn Tools>, Vec<String>)>,
 }
 
 impl Chat {
@@ -369,6 +371,8 @@ impl Attempt<'_> {
                     live: Some(live),
                     shown: (system, prompt),
                     tools,
+                    context: (!agent.context.is_empty())
+                        .then(|| (Arc::clone(&self.ports.tools), agent.context.clone())),
                 }))
             }
             StepKind::Command(c) => {
@@ -469,6 +473,9 @@ pub(crate) async fn execute(job: Job) -> Finished {
     }
 }
 
+/// The most bytes of one `context` file an agent is given.
+pub(crate) const MAX_CONTEXT_BYTES: usize = 128 * 1024;
+
 /// Repairs an answer gets when the step sets no `output.repair_attempts`.
 const DEFAULT_REPAIRS: u32 = 2;
 
@@ -478,6 +485,10 @@ impl Chat {
     /// are spent (then class `invalid_output`).
     async fn run(mut self) -> Finished {
         let mut done = Finished::plain(Outcome::Succeeded(Value::Null));
+        if let Err(outcome) = self.read_context().await {
+            done.outcome = outcome;
+            return done;
+        }
         if let Err(outcome) = self.open_tools().await {
             done.outcome = outcome;
             return done;
@@ -530,6 +541,19 @@ impl Chat {
                 format!("Your answer was not accepted: {reason}\nAnswer again, in the required form."),
             ));
         }
+    }
+
+    /// Gives the model the agent's `context` files first, before its
+    /// system prompt; a file missing or too big fails the attempt, naming it.
+    async fn read_context(&mut self) -> Result<(), Outcome> {
+        let Some((tools, patterns)) = &self.context else { return Ok(()) };
+        let files = tools.context(patterns, MAX_CONTEXT_BYTES).await.map_err(port_failure)?;
+        let mut text = String::from("The project's context files:");
+        for file in files {
+            text.push_str(&format!("\n\n--- {} ---\n{}", file.path, file.text));
+        }
+        self.request.messages.insert(0, ChatMessage::new(Role::System, text));
+        Ok(())
     }
 
     /// Offers the agent's tools, and goes on after the calls the attempt

@@ -98,8 +98,14 @@ impl Tools for Box_ {
         }
     }
 
-    async fn context(&self, _: &[String], _: usize) -> Result<Vec<ContextFile>, PortError> {
-        Ok(Vec::new())
+    async fn context(&self, patterns: &[String], _: usize) -> Result<Vec<ContextFile>, PortError> {
+        patterns
+            .iter()
+            .map(|p| match p.as_str() {
+                "AGENTS.md" => Ok(ContextFile { path: p.clone(), text: "Run cargo test.".into() }),
+                _ => Err(PortError::new(ErrorClass::Fatal, format!("context `{p}`: no such file"))),
+            })
+            .collect()
     }
 
     async fn release(&self, _: &RunId) {}
@@ -254,4 +260,40 @@ async fn a_crash_mid_loop_loses_no_returned_result_and_runs_the_call_in_flight_a
     assert_eq!(results, [("c1", "contents of a"), ("c2", "exit 0")], "the conversation goes on where it was");
     let asked = requests[0].messages.iter().find(|m| !m.tool_calls.is_empty()).expect("the recorded round");
     assert_eq!(asked.tool_calls, first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn context_files_come_before_the_system_prompt_and_a_missing_one_fails_the_step_naming_it() {
+    let with = |context: &str| {
+        WF.replace(
+            "    max_tool_rounds: 3\n",
+            &format!("    max_tool_rounds: 3\n    system: Be careful.\n    context: [{context}]\n"),
+        )
+    };
+    let h = Harness::new();
+    let llm = Scripted::new(Vec::new(), None);
+    let state = engine(&h, llm.clone(), Arc::new(Box_::default()))
+        .run(definition(&with("AGENTS.md")), json!({}), run_id())
+        .await
+        .expect("runs");
+    assert_eq!(state.status, RunStatus::Completed);
+    let requests = llm.requests.lock().expect("lock").clone();
+    let firsts: Vec<(Role, &str)> =
+        requests[0].messages.iter().take(2).map(|m| (m.role, m.content.as_str())).collect();
+    assert_eq!(
+        firsts,
+        [
+            (Role::System, "The project's context files:\n\n--- AGENTS.md ---\nRun cargo test."),
+            (Role::System, "Be careful.")
+        ]
+    );
+
+    let h = Harness::new();
+    let state = engine(&h, Scripted::new(Vec::new(), None), Arc::new(Box_::default()))
+        .run(definition(&with("missing.md")), json!({}), run_id())
+        .await
+        .expect("runs");
+    assert_eq!(state.status, RunStatus::Failed);
+    let error = state.steps[&StepPath::new("fix")].error.clone().expect("an error");
+    assert_eq!(error.message, "context `missing.md`: no such file");
 }
