@@ -266,13 +266,7 @@ fn optional<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>, String> 
 #[async_trait]
 impl Tools for BuiltinTools {
     async fn specs(&self, _: &RunId, choice: &ToolChoice) -> Result<Vec<ToolSpec>, PortError> {
-        if let Some(server) = choice.servers.first() {
-            return Err(PortError::new(
-                ErrorClass::Permission,
-                format!("this host has no MCP server `{server}`"),
-            ));
-        }
-        Ok(cairn_ports::builtin_specs(&choice.builtin))
+        choice.builtin_only()
     }
 
     async fn call(&self, call: ToolInvocation) -> Result<String, ToolError> {

@@ -229,13 +229,7 @@ impl Tools for NoTools {
     /// The built-in tools, offered as every host offers them (each call
     /// is refused); no MCP server.
     async fn specs(&self, _: &RunId, choice: &ToolChoice) -> Result<Vec<ToolSpec>, PortError> {
-        if let Some(server) = choice.servers.first() {
-            return Err(PortError::new(
-                ErrorClass::Permission,
-                format!("this host has no MCP server `{server}`"),
-            ));
-        }
-        Ok(cairn_ports::builtin_specs(&choice.builtin))
+        choice.builtin_only()
     }
 
     async fn call(&self, call: ToolInvocation) -> Result<String, ToolError> {

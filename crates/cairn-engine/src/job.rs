@@ -17,9 +17,9 @@ use cairn_ports::{
     ChatMessage, ChatRequest, CommandRunner, CommandSpec, EventSink, HandlerCall, LiveEvent, LlmProvider,
     PortError, ResponseFormat, Role, Secrets, StepHandler, StreamRedactor, TokenSink, ToolChoice, Tools,
 };
+use serde_json::{Value, json};
 
 use crate::tooling::{Recorder, ToolLoop};
-use serde_json::{Value, json};
 
 /// The ports a job may use.
 pub(crate) struct Ports {

@@ -22,6 +22,18 @@ impl ToolChoice {
     pub fn is_empty(&self) -> bool {
         self.builtin.is_empty() && self.servers.is_empty()
     }
+
+    /// The specs of the built-in tools it lists, on a host with no MCP
+    /// server: refused when it lists one.
+    pub fn builtin_only(&self) -> Result<Vec<ToolSpec>, PortError> {
+        if let Some(server) = self.servers.first() {
+            return Err(PortError::new(
+                cairn_domain::state::ErrorClass::Permission,
+                format!("this host has no MCP server `{server}`"),
+            ));
+        }
+        Ok(builtin_specs(&self.builtin))
+    }
 }
 
 /// One call to run.
