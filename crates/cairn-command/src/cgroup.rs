@@ -116,7 +116,8 @@ impl AttemptGroup {
         text.lines().filter_map(|line| line.trim().parse().ok()).collect()
     }
 
-    /// Whether a live process is in the cgroup, or a zombie was when it died.
+    /// Whether a process is in the cgroup, or was when it began to die: a
+    /// process on its way out and a zombie keep the line of their cgroup.
     pub(crate) fn holds(&self, pid: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .is_ok_and(|text| text.lines().any(|l| l == self.line))

@@ -416,9 +416,10 @@ mod reaper {
                 let members: HashSet<i32> =
                     cgroup.map(AttemptGroup::members).unwrap_or_default().into_iter().collect();
                 let spare = |pid: i32| pid == me || (pid != leader && live.contains(&pid));
+                // A process of the cgroup is known by it also while it dies
+                // (out of `cgroup.procs`, not yet a zombie) and once a zombie.
                 let adopted = |pid: i32, p: &Proc| {
-                    p.ppid == me
-                        && if p.zombie { cgroup.is_some_and(|g| g.holds(pid)) } else { carries(pid, key) }
+                    p.ppid == me && (cgroup.is_some_and(|g| g.holds(pid)) || (!p.zombie && carries(pid, key)))
                 };
                 let mut victims: HashSet<i32> = procs
                     .iter()

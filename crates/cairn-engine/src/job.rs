@@ -567,9 +567,10 @@ impl Chat {
     /// Asks the model until it answers: each round of tool calls it asks
     /// for runs (see [`ToolLoop::round`]) and goes back to it.
     async fn ask(&mut self, done: &mut Finished) -> Result<cairn_ports::ChatResponse, Outcome> {
-        let key = self.request.idempotency_key.clone();
-        let mut rounds = 0u32;
         loop {
+            if let Some(tools) = &self.tools {
+                self.request.idempotency_key = tools.model_key();
+            }
             let answer = self.provider.chat(self.request.clone()).await;
             // The stream has ended: what was held back (in case it began a
             // secret) goes out now, cleaned.
@@ -579,7 +580,6 @@ impl Chat {
             let answer = answer.map_err(port_failure)?;
             done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
             let Some(tools) = self.tools.as_mut().filter(|_| !answer.tool_calls.is_empty()) else {
-                self.request.idempotency_key = key;
                 return Ok(answer);
             };
             // The usage so far is recorded with the calls, so a crash loses none.
@@ -590,9 +590,6 @@ impl Chat {
                 .map(|(model, usage)| EventKind::UsageRecorded { path: path.clone(), attempt, model, usage })
                 .collect();
             tools.round(answer.text, answer.tool_calls, usage, &mut self.request.messages).await?;
-            rounds += 1;
-            // Each call after a round is a request of its own.
-            self.request.idempotency_key = format!("{key}/r{rounds}");
         }
     }
 

@@ -103,6 +103,14 @@ impl ToolLoop {
         Self { tools, run, choice, max_rounds, key, recorder, earlier, offered: BTreeMap::new(), round }
     }
 
+    /// The key of the next model call: the attempt's until a round of
+    /// calls is recorded, then `KEY/rROUND` after the last round (also for
+    /// a driver that took the attempt over), so no two requests of an
+    /// attempt that differ share a key.
+    pub(crate) fn model_key(&self) -> String {
+        if self.round == 0 { self.key.clone() } else { format!("{}/r{}", self.key, self.round) }
+    }
+
     /// The specs to offer the model: asked of the host once, before the
     /// first call.
     pub(crate) async fn offer(&mut self) -> Result<Vec<ToolSpec>, Outcome> {

@@ -251,6 +251,10 @@ async fn a_crash_mid_loop_loses_no_returned_result_and_runs_the_call_in_flight_a
     );
     let requests = llm.requests.lock().expect("lock").clone();
     assert_eq!(requests.len(), 1, "one call to the model: the answer");
+    assert_eq!(
+        requests[0].idempotency_key, "run-1/fix/1/r1",
+        "not the key of the call that asked for the tools"
+    );
     let results: Vec<(&str, &str)> = requests[0]
         .messages
         .iter()
