@@ -90,6 +90,33 @@ impl BuiltinTools {
         Ok(found)
     }
 
+    /// The files `patterns` name (see [`Tools::context`]).
+    fn read_context(&self, patterns: &[String], max_bytes: usize) -> Result<Vec<ContextFile>, PortError> {
+        let refused = |message: String| {
+            PortError::new(ErrorClass::Fatal, message)
+                .with_hint("context files are read from inside the command roots (`[commands] roots`)")
+        };
+        let mut files = Vec::new();
+        for pattern in patterns {
+            let paths = self.matching(pattern).map_err(|e| refused(format!("context `{pattern}`: {e}")))?;
+            for path in paths {
+                let shown = self.shown(&path);
+                let bytes =
+                    std::fs::read(&path).map_err(|e| refused(format!("context file `{shown}`: {e}")))?;
+                if bytes.len() > max_bytes {
+                    return Err(refused(format!(
+                        "context file `{shown}` has {} bytes, more than the {max_bytes} an agent is given",
+                        bytes.len()
+                    )));
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| refused(format!("context file `{shown}` is not a text file (UTF-8)")))?;
+                files.push(ContextFile { path: shown, text });
+            }
+        }
+        Ok(files)
+    }
+
     fn read_file(&self, args: &Value) -> Result<String, String> {
         let path = self.resolve(text(args, "path")?)?;
         let meta =
@@ -270,42 +297,28 @@ impl Tools for BuiltinTools {
     }
 
     async fn call(&self, call: ToolInvocation) -> Result<String, ToolError> {
-        let args = &call.arguments;
-        let files = |result: Result<String, String>| result.map_err(ToolError::Refused);
-        match call.name.as_str() {
-            "read_file" => files(self.read_file(args)),
-            "write_file" => files(self.write_file(args)),
-            "list_files" => files(self.list_files(args)),
-            "search" => files(self.search(args)),
-            "run_command" => self.run_command(args, &call.idempotency_key).await,
-            other => Err(ToolError::Refused(format!("`{other}` is not a built-in tool"))),
-        }
+        let file_tool: fn(&Self, &Value) -> Result<String, String> = match call.name.as_str() {
+            "read_file" => Self::read_file,
+            "write_file" => Self::write_file,
+            "list_files" => Self::list_files,
+            "search" => Self::search,
+            "run_command" => return self.run_command(&call.arguments, &call.idempotency_key).await,
+            other => return Err(ToolError::Refused(format!("`{other}` is not a built-in tool"))),
+        };
+        // Files are read and walked off the runtime's threads.
+        let tools = Self { commands: Arc::clone(&self.commands) };
+        let done = tokio::task::spawn_blocking(move || file_tool(&tools, &call.arguments)).await;
+        let result = done.map_err(|e| {
+            ToolError::Broken(PortError::new(ErrorClass::Transient, format!("a file tool stopped: {e}")))
+        })?;
+        result.map_err(ToolError::Refused)
     }
 
     async fn context(&self, patterns: &[String], max_bytes: usize) -> Result<Vec<ContextFile>, PortError> {
-        let refused = |message: String| {
-            PortError::new(ErrorClass::Fatal, message)
-                .with_hint("context files are read from inside the command roots (`[commands] roots`)")
-        };
-        let mut files = Vec::new();
-        for pattern in patterns {
-            let paths = self.matching(pattern).map_err(|e| refused(format!("context `{pattern}`: {e}")))?;
-            for path in paths {
-                let shown = self.shown(&path);
-                let bytes =
-                    std::fs::read(&path).map_err(|e| refused(format!("context file `{shown}`: {e}")))?;
-                if bytes.len() > max_bytes {
-                    return Err(refused(format!(
-                        "context file `{shown}` has {} bytes, more than the {max_bytes} an agent is given",
-                        bytes.len()
-                    )));
-                }
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| refused(format!("context file `{shown}` is not a text file (UTF-8)")))?;
-                files.push(ContextFile { path: shown, text });
-            }
-        }
-        Ok(files)
+        let (tools, patterns) = (Self { commands: Arc::clone(&self.commands) }, patterns.to_vec());
+        tokio::task::spawn_blocking(move || tools.read_context(&patterns, max_bytes)).await.map_err(|e| {
+            PortError::new(ErrorClass::Transient, format!("reading context files stopped: {e}"))
+        })?
     }
 
     async fn release(&self, _: &RunId) {}
