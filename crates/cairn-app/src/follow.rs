@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind, RunStatus, StepPath};
-use cairn_ports::{EventSink, LiveEvent, RunQuery, RunStore, RunSummary, StoreError, tally_usage};
+use cairn_ports::{EventSink, LiveEvent, RunQuery, RunStore, RunSummary, StoreError};
 use futures_util::Stream;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -430,16 +430,16 @@ impl Watcher {
             Some(Seen { seq: Some(seq), .. }) if last.seq <= *seq => return,
             Some(Seen { summary, seq: Some(seq) }) if first.seq <= *seq + 1 => {
                 let mut summary = summary.clone();
-                advance(&mut summary, events.filter(|e| e.seq > *seq));
+                summary.advance(events.filter(|e| e.seq > *seq));
                 summary
             }
-            _ if first.seq == 1 => match summary_of(events) {
+            _ if first.seq == 1 => match RunSummary::fold(events) {
                 Ok(summary) => summary,
                 Err(e) => return self.queue.push_back(Err(e)),
             },
             // Seen in the middle of its log, after a gap, or from a listing.
             _ => match self.store.load(&run, 1).await {
-                Ok(stored) => match summary_of(&stored.events) {
+                Ok(stored) => match RunSummary::fold(&stored.events) {
                     Ok(summary) => return self.show(summary, stored.events.last().map(|e| e.seq)),
                     Err(e) => return self.queue.push_back(Err(e)),
                 },
@@ -471,41 +471,6 @@ impl Watcher {
         // A listing says nothing of the events: an unchanged summary keeps its number.
         let seq = seq.or_else(|| self.seen.get(&run).filter(|_| !changed).and_then(|seen| seen.seq));
         self.seen.insert(run, Seen { summary, seq });
-    }
-}
-
-/// A run's summary from its log, first event on (as every store keeps it).
-fn summary_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<RunSummary, StoreError> {
-    let mut events = events.into_iter();
-    let Some(created) = events.next() else {
-        return Err(StoreError::Corrupt("a run's log is empty".into()));
-    };
-    let EventKind::RunCreated { run_id, workflow, labels, .. } = &created.kind else {
-        return Err(StoreError::Corrupt(format!(
-            "a run's log starts with event {}, not run_created",
-            created.seq
-        )));
-    };
-    let mut summary = RunSummary {
-        run_id: run_id.clone(),
-        workflow: workflow.clone(),
-        status: RunStatus::Pending,
-        created_at: created.at,
-        updated_at: created.at,
-        usage_by_model: Default::default(),
-        labels: labels.clone(),
-    };
-    advance(&mut summary, events);
-    Ok(summary)
-}
-
-/// `summary` past `events`: the status they move the run to, the time of
-/// the last, the usage they record.
-fn advance<'a>(summary: &mut RunSummary, events: impl IntoIterator<Item = &'a Event>) {
-    for event in events {
-        summary.status = event.kind.run_status().unwrap_or(summary.status);
-        summary.updated_at = event.at;
-        tally_usage(&mut summary.usage_by_model, &event.kind);
     }
 }
 

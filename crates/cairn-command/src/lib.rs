@@ -26,7 +26,7 @@
 
 mod tools;
 
-pub use tools::{BuiltinTools, MAX_FOUND, MAX_LISTED, MAX_READ_BYTES};
+pub use tools::BuiltinTools;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

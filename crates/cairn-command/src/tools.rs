@@ -21,11 +21,11 @@ use serde_json::Value;
 use crate::{LocalCommands, inside};
 
 /// The most bytes of a file `read_file` reads.
-pub const MAX_READ_BYTES: usize = 256 * 1024;
+const MAX_READ_BYTES: usize = 256 * 1024;
 /// The most entries `list_files` lists.
-pub const MAX_LISTED: usize = 1000;
+const MAX_LISTED: usize = 1000;
 /// The most lines `search` finds, and files it looks in.
-pub const MAX_FOUND: usize = 200;
+const MAX_FOUND: usize = 200;
 const MAX_SEARCHED_FILES: usize = 10_000;
 
 /// The built-in tools over a command runner's fence.
@@ -92,10 +92,7 @@ impl BuiltinTools {
 
     /// The files `patterns` name (see [`Tools::context`]).
     fn read_context(&self, patterns: &[String], max_bytes: usize) -> Result<Vec<ContextFile>, PortError> {
-        let refused = |message: String| {
-            PortError::new(ErrorClass::Fatal, message)
-                .with_hint("context files are read from inside the command roots (`[commands] roots`)")
-        };
+        let refused = |message: String| PortError::new(ErrorClass::Fatal, message);
         let mut files = Vec::new();
         for pattern in patterns {
             let paths = self.matching(pattern).map_err(|e| refused(format!("context `{pattern}`: {e}")))?;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
-use cairn_domain::state::{Event, EventKind, RunStatus, Timestamp};
+use cairn_domain::state::{Event, EventKind, Timestamp};
 use cairn_ports::{
     NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun, TokenRecord, TokenStore,
 };
@@ -51,16 +51,7 @@ impl RunStore for MemoryStore {
         if run.created.seq != 1 || !matches!(run.created.kind, EventKind::RunCreated { .. }) {
             return Err(StoreError::Corrupt("a run starts with run_created, numbered 1".into()));
         }
-        let labels = run.labels();
-        let summary = RunSummary {
-            run_id: run.run_id.clone(),
-            workflow: run.workflow,
-            status: RunStatus::Pending,
-            created_at: run.created.at,
-            updated_at: run.created.at,
-            usage_by_model: Default::default(),
-            labels,
-        };
+        let summary = RunSummary::fold(std::iter::once(&run.created))?;
         let stored = StoredRun {
             definition_name: run.definition_name,
             definition: run.definition,

@@ -73,15 +73,15 @@ fn invalid(message: String, hint: &str) -> Outcome {
 
 /// The tools of one attempt, and what it recorded of them so far.
 pub(crate) struct ToolLoop {
-    pub tools: Arc<dyn Tools>,
-    pub run: RunId,
-    pub choice: ToolChoice,
-    pub max_rounds: u32,
+    tools: Arc<dyn Tools>,
+    run: RunId,
+    choice: ToolChoice,
+    max_rounds: u32,
     /// The attempt's key: each call's key is made from it.
-    pub key: String,
+    key: String,
     pub recorder: Recorder,
     /// The calls this attempt recorded before (a driver taking it over).
-    pub earlier: Vec<ToolExchange>,
+    earlier: Vec<ToolExchange>,
     /// The tools offered, by name, with their argument validators.
     offered: BTreeMap<String, (ToolSpec, Option<jsonschema::Validator>)>,
     /// The last round recorded.

@@ -41,7 +41,7 @@ pub use store::{
     tally_usage,
 };
 pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret, random_word};
-pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools, builtin_specs};
+pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;

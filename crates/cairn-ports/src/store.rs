@@ -86,6 +86,42 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// A run's summary from its log, first event on: what every store's
+    /// index keeps, folded.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Self, StoreError> {
+        let mut events = events.into_iter();
+        let Some(created) = events.next() else {
+            return Err(StoreError::Corrupt("a run's log is empty".into()));
+        };
+        let EventKind::RunCreated { run_id, workflow, labels, .. } = &created.kind else {
+            return Err(StoreError::Corrupt(format!(
+                "a run's log starts with event {}, not run_created",
+                created.seq
+            )));
+        };
+        let mut summary = Self {
+            run_id: run_id.clone(),
+            workflow: workflow.clone(),
+            status: RunStatus::Pending,
+            created_at: created.at,
+            updated_at: created.at,
+            usage_by_model: BTreeMap::new(),
+            labels: labels.clone(),
+        };
+        summary.advance(events);
+        Ok(summary)
+    }
+
+    /// The summary past `events`: the status they move the run to, the
+    /// time of the last, the usage they record.
+    pub fn advance<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        for event in events {
+            self.status = event.kind.run_status().unwrap_or(self.status);
+            self.updated_at = event.at;
+            tally_usage(&mut self.usage_by_model, &event.kind);
+        }
+    }
+
     /// Tokens used by every model together.
     pub fn usage(&self) -> TokenUsage {
         TokenUsage::total(self.usage_by_model.values())

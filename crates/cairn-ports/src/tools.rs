@@ -95,7 +95,7 @@ pub trait Tools: Send + Sync {
 
 /// The specs of the built-in tools under `names` (unknown names are left
 /// out): what every host offers, whoever runs them.
-pub fn builtin_specs(names: &[String]) -> Vec<ToolSpec> {
+fn builtin_specs(names: &[String]) -> Vec<ToolSpec> {
     let string = serde_json::json!({"type": "string"});
     let object = |required: &[&str], properties: Value| serde_json::json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false});
     names

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{Event, EventKind, RunStatus};
+use cairn_domain::id::RunId;
+use cairn_domain::state::{Event, EventKind};
 use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
 
 use crate::clock::SimClock;
@@ -96,7 +96,6 @@ fn forget_reopened(successes: &mut BTreeSet<String>, run: &RunId, kind: &EventKi
 
 /// One run on the simulated disk.
 struct Log {
-    workflow: WorkflowId,
     definition_name: String,
     definition: String,
     files: BTreeMap<String, String>,
@@ -287,7 +286,6 @@ impl RunStore for SimStore {
         }
         let id = run.run_id.clone();
         let log = Log {
-            workflow: run.workflow,
             definition_name: run.definition_name,
             definition: run.definition,
             files: run.files,
@@ -353,27 +351,7 @@ impl RunStore for SimStore {
 
     async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
         let disk = self.lock();
-        let summaries = disk.runs.iter().filter_map(|(id, log)| {
-            let first = log.events.first()?;
-            let mut summary = RunSummary {
-                run_id: id.clone(),
-                workflow: log.workflow.clone(),
-                status: RunStatus::Pending,
-                created_at: first.at,
-                updated_at: first.at,
-                usage_by_model: BTreeMap::new(),
-                labels: match &first.kind {
-                    EventKind::RunCreated { labels, .. } => labels.clone(),
-                    _ => Default::default(),
-                },
-            };
-            for e in &log.events {
-                summary.status = e.kind.run_status().unwrap_or(summary.status);
-                summary.updated_at = e.at;
-                cairn_ports::tally_usage(&mut summary.usage_by_model, &e.kind);
-            }
-            Some(summary)
-        });
+        let summaries = disk.runs.values().filter_map(|log| RunSummary::fold(&log.events).ok());
         Ok(query.page(summaries.collect::<Vec<_>>()))
     }
 

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_domain::id::RunId;
-use cairn_domain::label::Labels;
 use cairn_domain::steer::Request;
 use cairn_ports::Clock;
 use serde_json::{Map, Value};
@@ -44,7 +43,7 @@ pub(crate) fn run(
         Some(id) => super::run_id(&id)?,
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
-    let labels = labels(&start.labels)?;
+    let labels = super::labels(&start.labels)?;
     let opened = verbs.open_driving("run", &run_id)?;
     let by = crate::host::whoami();
     let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
@@ -63,7 +62,7 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
         Some(id) => super::run_id(&id)?,
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
-    let labels = labels(&start.labels)?;
+    let labels = super::labels(&start.labels)?;
     let opened = verbs.open("run")?;
     let by = crate::host::whoami();
     let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
@@ -80,13 +79,6 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
         }
     }
     Ok(super::exit::OK)
-}
-
-/// The `--label K=V` flags as a run's labels.
-pub(crate) fn labels(flags: &[String]) -> Result<Labels, Error> {
-    let pair =
-        |flag: &String| cairn_domain::label::pair(flag).map_err(|e| Error::Config(format!("--label: {e}")));
-    flags.iter().map(pair).collect()
 }
 
 /// Problems with a run's inputs are the inputs file's: say which.

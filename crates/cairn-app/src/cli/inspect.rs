@@ -37,7 +37,7 @@ pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<
         .cursor
         .map(|c| c.parse::<Cursor>().map_err(|e| Error::Config(format!("--cursor `{c}`: {e}"))))
         .transpose()?;
-    let labels = super::drive::labels(&page.labels)?;
+    let labels = super::labels(&page.labels)?;
     let opened = verbs.open("runs")?;
     let query = RunQuery { status, workflow, labels, limit: page.limit, after };
     let listing = opened.runtime.block_on(opened.app.list(&query))?;

@@ -433,6 +433,13 @@ fn run_id(text: &str) -> Result<RunId, Error> {
     RunId::new(text).map_err(|e| Error::Config(e.to_string()))
 }
 
+/// The `--label K=V` flags as labels (a later key wins).
+fn labels(flags: &[String]) -> Result<cairn_domain::label::Labels, Error> {
+    let pair =
+        |flag: &String| cairn_domain::label::pair(flag).map_err(|e| Error::Config(format!("--label: {e}")));
+    flags.iter().map(pair).collect()
+}
+
 /// Prints a run as `--format` asks; returns the exit code of its status.
 pub(crate) fn print_run(run: &Run, format: RunFormat) -> u8 {
     let now = cairn_ports::Clock::now(&cairn_engine::SystemClock);
