@@ -226,6 +226,42 @@ fn an_agent_reads_a_file_writes_one_runs_a_command_and_answers_each_call_an_even
 }
 
 #[test]
+fn an_agent_calls_the_tool_of_an_mcp_server_the_config_names() {
+    let dir = scratch("run_mcp");
+    let wf = "cairn: 1\nid: ask\nagents:\n  clerk:\n    mcp: [fx]\nsteps:\n  - id: act\n    agent: clerk\n    prompt: Ask the server.\n";
+    std::fs::write(dir.join("wf.yaml"), wf).expect("write");
+    let fixture = root().join("crates/cairn-mcp/tests/fixtures/mcp_server.py");
+    let config = format!(
+        "[commands]\nroots = [\".\"]\n\n[mcp.fx]\ncommand = [\"python3\", {:?}]\nenv = [\"MCP_FIXTURE_PIDS\"]\n",
+        fixture.display().to_string()
+    );
+    std::fs::write(dir.join("cairn.toml"), config).expect("write");
+    let server = LlmServer::start(std::time::Duration::ZERO);
+    let data = crate::support::fresh_data_dir();
+    let (data, pids) = (data.to_str().expect("utf-8 path"), dir.join("pids"));
+    let env = [
+        ("CAIRN_LLM_BASE_URL", server.url.as_str()),
+        ("CAIRN_LLM_MODEL", "fake"),
+        ("CAIRN_DATA_DIR", data),
+        ("MCP_FIXTURE_PIDS", pids.to_str().expect("utf-8 path")),
+    ];
+    let (code, stdout, stderr) =
+        run_in(&dir, &["run", "wf.yaml", "--run-id", "m1", "--format", "json"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let output = run["steps"][0]["output"].as_str().unwrap_or_default();
+    assert!(output.starts_with("the server said: hello from the model (m1/act/"), "{output}");
+    let (_, events, _) = run_in(&dir, &["events", "m1", "--format", "jsonl"], &env);
+    let events: Vec<serde_json::Value> =
+        events.lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect();
+    let called: Vec<&str> =
+        events.iter().filter(|e| e["type"] == "tool_called").filter_map(|e| e["tool"].as_str()).collect();
+    assert_eq!(called, ["fx__echo"]);
+    let started = std::fs::read_to_string(&pids).expect("the server wrote its pid");
+    assert_eq!(started.lines().count(), 1, "started once, for the run");
+}
+
+#[test]
 fn the_readme_demo_completes() {
     let (code, stdout, stderr) = run_in(
         &root(),

@@ -325,10 +325,12 @@ impl LlmServer {
     }
 }
 
-/// A model that acts, for requests that offer tools: it reads `notes.txt`,
-/// writes what it read, upper-cased, to `out/answer.txt`, runs `echo done`,
-/// then answers with what the command said. The turn is picked by the
-/// tool results the request holds; the answer is streamed when asked.
+/// A model that acts, for requests that offer tools. Offered the `echo`
+/// tool of the MCP server `fx`, it calls it once and answers with what it
+/// said. Otherwise it reads `notes.txt`, writes what it read, upper-cased,
+/// to `out/answer.txt`, runs `echo done`, then answers with what the
+/// command said. The turn is picked by the tool results the request holds;
+/// the answer is streamed when asked.
 fn tool_turn(body: &str) -> String {
     let request: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let messages = request["messages"].as_array().cloned().unwrap_or_default();
@@ -341,17 +343,27 @@ fn tool_turn(body: &str) -> String {
         serde_json::json!([{"id": format!("call_{}", results.len()), "type": "function",
                             "function": {"name": name, "arguments": arguments.to_string()}}])
     };
-    let (content, calls) = match results.len() {
-        0 => (None, Some(call("read_file", serde_json::json!({"path": "notes.txt"})))),
-        1 => (
-            None,
-            Some(call(
-                "write_file",
-                serde_json::json!({"path": "out/answer.txt", "content": results[0].to_uppercase()}),
-            )),
-        ),
-        2 => (None, Some(call("run_command", serde_json::json!({"program": "echo", "args": ["done"]})))),
-        _ => (Some(format!("finished: {}", results[2].lines().nth(2).unwrap_or_default())), None),
+    let offered = |name: &str| {
+        request["tools"].as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == name))
+    };
+    let (content, calls) = if offered("fx__echo") {
+        match results.first() {
+            None => (None, Some(call("fx__echo", serde_json::json!({"text": "hello from the model"})))),
+            Some(said) => (Some(format!("the server said: {said}")), None),
+        }
+    } else {
+        match results.len() {
+            0 => (None, Some(call("read_file", serde_json::json!({"path": "notes.txt"})))),
+            1 => (
+                None,
+                Some(call(
+                    "write_file",
+                    serde_json::json!({"path": "out/answer.txt", "content": results[0].to_uppercase()}),
+                )),
+            ),
+            2 => (None, Some(call("run_command", serde_json::json!({"program": "echo", "args": ["done"]})))),
+            _ => (Some(format!("finished: {}", results[2].lines().nth(2).unwrap_or_default())), None),
+        }
     };
     let stream = request["stream"] == true;
     let body = if stream {

@@ -31,6 +31,28 @@ pub struct Config {
     /// Store settings.
     #[serde(default)]
     pub store: StoreConfig,
+    /// MCP tool servers, by name.
+    #[serde(default, deserialize_with = "mcp_names")]
+    pub mcp: BTreeMap<String, McpConfig>,
+}
+
+/// `[mcp.NAME]`: a Model Context Protocol tool server over stdio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// The program and its arguments.
+    #[serde(deserialize_with = "program_and_args")]
+    pub command: Vec<String>,
+    /// One server for every run of this process, rather than one per run.
+    #[serde(default)]
+    pub shared: bool,
+    /// Variables of cairn's environment the server gets (its environment
+    /// is otherwise `PATH`, `HOME` and `LANG`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// How long its start and each call may take (default 60s).
+    #[serde(default, deserialize_with = "duration_text")]
+    pub timeout: Option<String>,
 }
 
 /// `[providers.NAME]`.
@@ -135,6 +157,26 @@ fn answer_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>,
     }
 }
 
+/// The `[mcp]` servers, their names checked as the file is read.
+fn mcp_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, McpConfig>, D::Error> {
+    let servers = BTreeMap::<String, McpConfig>::deserialize(d)?;
+    match servers.keys().find(|name| !cairn_mcp::is_server_name(name)) {
+        Some(bad) => Err(serde::de::Error::custom(format!(
+            "`{bad}`: a server's name has 1 to 32 letters, digits and `-` (no `_`)"
+        ))),
+        None => Ok(servers),
+    }
+}
+
+/// A program and its arguments: at least the program.
+fn program_and_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let command = Vec::<String>::deserialize(d)?;
+    match command.first() {
+        Some(program) if !program.is_empty() => Ok(command),
+        _ => Err(serde::de::Error::custom("give the program to run first: `[\"server\", \"--flag\"]`")),
+    }
+}
+
 /// One of `words`, checked as the file is read.
 fn one_of<'de, D: serde::Deserializer<'de>>(d: D, words: &[&str]) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
@@ -153,6 +195,9 @@ fn structured_output_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opti
 fn durability_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     one_of(d, &["sync", "batch", "none"])
 }
+
+/// How long an MCP server's start and each call may take by default.
+const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The file looked for when no `--config` is given.
 pub const FILE_NAME: &str = "cairn.toml";
@@ -312,6 +357,26 @@ impl Loaded {
             roots: c.roots.iter().map(PathBuf::from).collect(),
             max_output: c.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
         }
+    }
+
+    /// The MCP servers, with the variables they are given read from the
+    /// environment (one that is not set is not given).
+    pub fn mcp_servers(&self) -> BTreeMap<String, cairn_mcp::McpServer> {
+        self.config
+            .mcp
+            .iter()
+            .map(|(name, c)| {
+                let timeout =
+                    c.timeout.as_deref().and_then(|t| t.parse::<cairn_domain::duration::Duration>().ok());
+                let server = cairn_mcp::McpServer {
+                    command: c.command.clone(),
+                    shared: c.shared,
+                    env: c.env.iter().filter_map(|v| Some((v.clone(), std::env::var(v).ok()?))).collect(),
+                    timeout: timeout.map_or(DEFAULT_MCP_TIMEOUT, |t| t.to_std()),
+                };
+                (name.clone(), server)
+            })
+            .collect()
     }
 
     /// The cost in USD of `usage` by model, when every model has a price.
@@ -552,6 +617,20 @@ keep_checkpoints = 7
     }
 
     #[test]
+    fn mcp_servers_get_their_command_the_named_variables_and_a_timeout() {
+        let text = "[mcp.tracker]\ncommand = [\"tracker-mcp\", \"--read-only\"]\nenv = [\"PATH\", \"CAIRN_UNSET_FOR_TEST\"]\nshared = true\ntimeout = \"5s\"\n\n[mcp.git]\ncommand = [\"git-mcp\"]\n";
+        let servers = load("mcp", text).expect("valid").mcp_servers();
+        let tracker = &servers["tracker"];
+        assert_eq!(tracker.command, ["tracker-mcp", "--read-only"]);
+        assert!(tracker.shared);
+        assert_eq!(tracker.timeout, Duration::from_secs(5));
+        let given: Vec<&str> = tracker.env.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(given, ["PATH"], "a variable that is not set is not given");
+        let git = &servers["git"];
+        assert_eq!((git.shared, git.timeout, git.env.len()), (false, Duration::from_secs(60), 0));
+    }
+
+    #[test]
     fn bad_values_are_refused_naming_the_key_and_where_it_is() {
         let provider = "[providers.default]\nbase_url = \"http://h/v1\"\n";
         let cases: Vec<(String, &str)> = vec![
@@ -632,6 +711,17 @@ keep_checkpoints = 7
                 "[prices.m]\nprompt = 1.0\ncompletion = 2.0\ncached = 0.1\n".into(),
                 "prices.m.cached: unknown field",
             ),
+            ("[mcp.my_server]\ncommand = [\"x\"]\n".into(), "mcp: `my_server`: a server's name has 1 to 32"),
+            (
+                "[mcp.t]\ncommand = []\n".into(),
+                "cairn.toml:2:11: mcp.t.command: give the program to run first",
+            ),
+            ("[mcp.t]\nenv = [\"A\"]\n".into(), "mcp.t: missing field `command`"),
+            (
+                "[mcp.t]\ncommand = [\"x\"]\ntimeout = \"soon\"\n".into(),
+                "cairn.toml:3:11: mcp.t.timeout: `soon`",
+            ),
+            ("[mcp.t]\ncommand = [\"x\"]\nshared = \"yes\"\n".into(), "mcp.t.shared: invalid type"),
             (
                 "[commands]\nallow = \"echo\"\n".into(),
                 "cairn.toml:2:9: commands.allow: invalid type: string \"echo\"",

@@ -11,7 +11,8 @@ use std::time::Duration;
 use cairn_command::LocalCommands;
 use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
-use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler, TokenStore};
+use cairn_mcp::McpTools;
+use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler, TokenStore, Tools};
 use cairn_store_sled::{Durability, OpenError, SledStore};
 use serde::{Deserialize, Serialize};
 
@@ -243,11 +244,15 @@ impl Plugins {
             .prices(loaded.prices())
             .secrets(secrets(loaded));
         if let Some(commands) = commands {
-            // The built-in tools of agents are fenced as command steps are.
+            // The built-in tools of agents are fenced as command steps are;
+            // MCP servers run in the first root.
             let commands = Arc::new(commands);
-            builder = builder
-                .tools(Arc::new(cairn_command::BuiltinTools::new(Arc::clone(&commands))))
-                .commands(commands);
+            let mut tools: Arc<dyn Tools> = Arc::new(cairn_command::BuiltinTools::new(Arc::clone(&commands)));
+            let servers = loaded.mcp_servers();
+            if !servers.is_empty() {
+                tools = Arc::new(McpTools::new(tools, servers, commands.roots()[0].clone()));
+            }
+            builder = builder.tools(tools).commands(commands);
         }
         for (name, provider) in named.into_iter().chain(self.providers.iter().cloned()) {
             builder = builder.provider(name, provider);

@@ -86,6 +86,12 @@ impl LocalCommands {
         Ok(Self { allow: policy.allow, roots, max_output: policy.max_output })
     }
 
+    /// The canonical roots, never empty: the first is where a command runs
+    /// when it names no folder.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
     /// Whether each attempt runs in a cgroup of its own here (Linux, with a
     /// writable cgroup v2 hierarchy), which also catches a process that
     /// clears its environment before it detaches.
