@@ -262,6 +262,32 @@ fn an_agent_calls_the_tool_of_an_mcp_server_the_config_names() {
 }
 
 #[test]
+fn an_agent_runs_on_a_coding_agent_cli_with_its_usage_and_cost() {
+    let dir = scratch("run_cli_provider");
+    let wf = "cairn: 1\nid: greet\nagents:\n  coder:\n    provider: claude\n    model: sonnet\nsteps:\n  - id: hello\n    agent: coder\n    prompt: Say hello.\n";
+    std::fs::write(dir.join("wf.yaml"), wf).expect("write");
+    let claude = root().join("crates/cairn-command/tests/fixtures/cli/claude").display().to_string();
+    let config = format!(
+        "[commands]\nallow = [{claude:?}]\nroots = [\".\"]\n\n[providers.claude]\nkind = \"cli\"\npreset = \"claude-code\"\ncommand = [{claude:?}]\n"
+    );
+    std::fs::write(dir.join("cairn.toml"), config).expect("write");
+    let data = crate::support::fresh_data_dir();
+    let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8 path"))];
+    let (code, stdout, stderr) =
+        run_in(&dir, &["run", "wf.yaml", "--run-id", "c1", "--format", "json"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(run["steps"][0]["output"], "Hello");
+    assert_eq!(run["usage"]["prompt_tokens"], 14323);
+    assert_eq!(run["usage"]["cost_usd"], 0.009609, "the cost the CLI reported");
+    assert_eq!(run["steps"][0]["usage"]["cost_micro_usd"], 9609);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("prompt.txt")).expect("the CLI ran in the root"),
+        "Say hello."
+    );
+}
+
+#[test]
 fn the_readme_demo_completes() {
     let (code, stdout, stderr) = run_in(
         &root(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn_command::{CommandPolicy, DEFAULT_MAX_OUTPUT};
+use cairn_command::{CliFormat, CliSettings, CommandPolicy, DEFAULT_MAX_OUTPUT};
 use cairn_llm_http::{ApiKey, ProviderSettings, StructuredOutput};
 use serde::Deserialize;
 
@@ -59,7 +59,21 @@ pub struct McpConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// The `/v1` base URL.
+    /// `http` (an OpenAI-compatible server, the default) or `cli` (a
+    /// coding-agent CLI run under the command fence).
+    #[serde(default, deserialize_with = "kind_text")]
+    pub kind: Option<String>,
+    /// A `cli` provider's preset: `claude-code`, `codex` or `gemini`.
+    #[serde(default, deserialize_with = "preset_text")]
+    pub preset: Option<String>,
+    /// A `cli` provider's program and arguments: the whole command (the
+    /// prompt on stdin, the answer on stdout), or with a preset the
+    /// program run in place of the preset's.
+    pub command: Option<Vec<String>>,
+    /// Variables of cairn's environment a `cli` provider is given (its keys).
+    pub env: Option<Vec<String>>,
+    /// The `/v1` base URL (an `http` provider's, required there).
+    #[serde(default)]
     pub base_url: String,
     /// The environment variable holding the key.
     pub api_key_env: Option<String>,
@@ -192,9 +206,21 @@ fn structured_output_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opti
     one_of(d, &words)
 }
 
+fn kind_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    one_of(d, &["http", "cli"])
+}
+
+fn preset_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let words: Vec<&str> = CliFormat::PRESETS.iter().map(|(word, _)| *word).collect();
+    one_of(d, &words)
+}
+
 fn durability_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     one_of(d, &["sync", "batch", "none"])
 }
+
+/// How long a coding-agent CLI may take over one call by default.
+const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// How long an MCP server's start and each call may take by default.
 const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -279,6 +305,16 @@ impl Loaded {
         }
         let mut out = Vec::new();
         for (name, p) in providers {
+            if p.kind.as_deref() == Some("cli") {
+                continue;
+            }
+            for (key, set) in
+                [("preset", p.preset.is_some()), ("command", p.command.is_some()), ("env", p.env.is_some())]
+            {
+                if set {
+                    return Err(format!("providers.{name}.{key}: only a `kind = \"cli\"` provider has one"));
+                }
+            }
             if p.base_url.is_empty() {
                 return Err(format!("providers.{name}: the provider has no base_url"));
             }
@@ -334,6 +370,66 @@ impl Loaded {
             settings.max_concurrency = p.max_concurrency;
             settings.requests_per_minute = p.requests_per_minute;
             out.push(settings);
+        }
+        Ok(out)
+    }
+
+    /// The coding-agent CLIs among the providers (`kind = "cli"`).
+    pub fn cli_providers(&self) -> Result<Vec<CliSettings>, String> {
+        let mut out = Vec::new();
+        for (name, p) in &self.config.providers {
+            if p.kind.as_deref() != Some("cli") {
+                continue;
+            }
+            let http_only = [
+                ("base_url", !p.base_url.is_empty()),
+                ("api_key_env", p.api_key_env.is_some()),
+                ("stream", p.stream.is_some()),
+                ("structured_output", p.structured_output.is_some()),
+                ("connect_timeout", p.connect_timeout.is_some()),
+                ("first_byte_timeout", p.first_byte_timeout.is_some()),
+                ("idle_timeout", p.idle_timeout.is_some()),
+                ("max_retry_after", p.max_retry_after.is_some()),
+                ("max_answer_bytes", p.max_answer_bytes.is_some()),
+                ("max_concurrency", p.max_concurrency.is_some()),
+                ("requests_per_minute", p.requests_per_minute.is_some()),
+            ];
+            if let Some((key, _)) = http_only.iter().find(|(_, set)| *set) {
+                return Err(format!("providers.{name}.{key}: a `cli` provider has none (it runs a program)"));
+            }
+            let format = match &p.preset {
+                Some(preset) => CliFormat::PRESETS.iter().find(|(word, _)| word == preset).map(|(_, f)| *f),
+                None => Some(CliFormat::Plain),
+            };
+            let Some(format) = format else {
+                return Err(format!(
+                    "providers.{name}.preset: `{}` is not a preset",
+                    p.preset.as_deref().unwrap_or_default()
+                ));
+            };
+            let command = p.command.clone().unwrap_or_default();
+            if command.first().is_none_or(String::is_empty)
+                && (format == CliFormat::Plain || !command.is_empty())
+            {
+                return Err(format!(
+                    "providers.{name}: a `cli` provider needs a `preset` or a `command` (the program first)"
+                ));
+            }
+            let timeout = match &p.timeout {
+                Some(t) => t
+                    .parse::<cairn_domain::duration::Duration>()
+                    .map_err(|e| format!("providers.{name}.timeout: {e}"))?
+                    .to_std(),
+                None => DEFAULT_CLI_TIMEOUT,
+            };
+            out.push(CliSettings {
+                name: name.clone(),
+                format,
+                command,
+                model: p.model.clone(),
+                timeout,
+                env: p.env.clone().unwrap_or_default(),
+            });
         }
         Ok(out)
     }
@@ -437,10 +533,10 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
-    use cairn_command::DEFAULT_MAX_OUTPUT;
+    use cairn_command::{CliFormat, DEFAULT_MAX_OUTPUT};
     use cairn_llm_http::{ProviderSettings, StructuredOutput};
 
-    use super::{FILE_NAME, Loaded, find};
+    use super::{DEFAULT_CLI_TIMEOUT, FILE_NAME, Loaded, find};
 
     /// A fresh folder of this test process for `name`.
     fn temp(name: &str) -> PathBuf {
@@ -617,6 +713,57 @@ keep_checkpoints = 7
     }
 
     #[test]
+    fn cli_providers_are_read_apart_from_the_http_ones() {
+        let text = "[providers.claude]\nkind = \"cli\"\npreset = \"claude-code\"\nmodel = \"sonnet\"\nenv = [\"ANTHROPIC_API_KEY\"]\n\n[providers.mine]\nkind = \"cli\"\ncommand = [\"my-agent\", \"--json\"]\ntimeout = \"5m\"\n\n[providers.default]\nbase_url = \"http://h/v1\"\n";
+        let loaded = load("cli", text).expect("valid");
+        let http: Vec<String> = providers(&loaded, &[]).into_iter().map(|p| p.name).collect();
+        assert_eq!(http, ["default"]);
+        let cli = loaded.cli_providers().expect("cli");
+        assert_eq!(cli.len(), 2);
+        assert_eq!(
+            (cli[0].name.as_str(), cli[0].format, cli[0].model.as_deref()),
+            ("claude", CliFormat::ClaudeCode, Some("sonnet"))
+        );
+        assert!(cli[0].command.is_empty(), "the preset's own program");
+        assert_eq!(
+            (cli[0].timeout, cli[0].env.as_slice()),
+            (DEFAULT_CLI_TIMEOUT, ["ANTHROPIC_API_KEY".to_owned()].as_slice())
+        );
+        assert_eq!(
+            (cli[1].format, cli[1].command.as_slice()),
+            (CliFormat::Plain, ["my-agent".to_owned(), "--json".to_owned()].as_slice())
+        );
+        assert_eq!(cli[1].timeout, Duration::from_secs(300));
+        let refused = [
+            (
+                "[providers.c]\nkind = \"cli\"\n",
+                "providers.c: a `cli` provider needs a `preset` or a `command`",
+            ),
+            (
+                "[providers.c]\nkind = \"cli\"\ncommand = []\n",
+                "providers.c: a `cli` provider needs a `preset` or a `command`",
+            ),
+            (
+                "[providers.c]\nkind = \"cli\"\npreset = \"codex\"\nbase_url = \"http://h/v1\"\n",
+                "providers.c.base_url: a `cli` provider has none",
+            ),
+            (
+                "[providers.c]\nkind = \"cli\"\npreset = \"codex\"\nstream = false\n",
+                "providers.c.stream: a `cli` provider has none",
+            ),
+        ];
+        for (text, error) in refused {
+            let loaded = load("cli_bad", text).expect("parses");
+            let got = loaded.cli_providers().expect_err(text);
+            assert!(got.starts_with(error), "{got}");
+        }
+        let http = load("cli_http", "[providers.h]\nbase_url = \"http://h/v1\"\npreset = \"codex\"\n")
+            .expect("parses");
+        let got = http.providers().expect_err("preset on http");
+        assert_eq!(got, "providers.h.preset: only a `kind = \"cli\"` provider has one");
+    }
+
+    #[test]
     fn mcp_servers_get_their_command_the_named_variables_and_a_timeout() {
         let text = "[mcp.tracker]\ncommand = [\"tracker-mcp\", \"--read-only\"]\nenv = [\"PATH\", \"CAIRN_UNSET_FOR_TEST\"]\nshared = true\ntimeout = \"5s\"\n\n[mcp.git]\ncommand = [\"git-mcp\"]\n";
         let servers = load("mcp", text).expect("valid").mcp_servers();
@@ -700,7 +847,6 @@ keep_checkpoints = 7
                 "[providers.default]\nbase_url = 5\n".into(),
                 "cairn.toml:2:12: providers.default.base_url: invalid type",
             ),
-            ("[providers.local]\nmodel = \"m\"\n".into(), "providers.local: missing field `base_url`"),
             ("[provider.default]\nbase_url = \"u\"\n".into(), "provider: unknown field `provider`"),
             (
                 "[prices.\"gpt-4.1\"]\nprompt = \"cheap\"\ncompletion = 1.0\n".into(),
@@ -710,6 +856,14 @@ keep_checkpoints = 7
             (
                 "[prices.m]\nprompt = 1.0\ncompletion = 2.0\ncached = 0.1\n".into(),
                 "prices.m.cached: unknown field",
+            ),
+            (
+                "[providers.c]\nkind = \"grpc\"\n".into(),
+                "cairn.toml:2:8: providers.c.kind: `grpc` is not one of `http`, `cli`",
+            ),
+            (
+                "[providers.c]\nkind = \"cli\"\npreset = \"cursor\"\n".into(),
+                "cairn.toml:3:10: providers.c.preset: `cursor` is not one of `claude-code`, `codex`, `gemini`",
             ),
             ("[mcp.my_server]\ncommand = [\"x\"]\n".into(), "mcp: `my_server`: a server's name has 1 to 32"),
             (

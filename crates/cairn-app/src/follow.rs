@@ -746,7 +746,8 @@ mod tests {
         f.create("new").await;
         let summary = next(&mut runs).await.expect("no store error");
         assert_eq!((summary.run_id.as_str(), summary.status), ("new", RunStatus::Pending));
-        let usage = TokenUsage { prompt_tokens: 3, completion_tokens: 4, estimated: false };
+        let usage =
+            TokenUsage { prompt_tokens: 3, completion_tokens: 4, estimated: false, cost_micro_usd: 0 };
         let path = StepPath::new("a");
         f.record(
             "new",

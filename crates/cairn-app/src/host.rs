@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_command::LocalCommands;
+use cairn_command::{CliProvider, LocalCommands};
 use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
 use cairn_mcp::McpTools;
@@ -220,8 +220,9 @@ impl Plugins {
     pub(crate) fn app(&self, setup: &Setup<'_>, wait: Duration) -> Result<App, Error> {
         let loaded = setup.loaded;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let commands = LocalCommands::new(loaded.command_policy(), &loaded.base).map_err(Error::Config);
-        let providers = providers(loaded, setup.llm, &clock);
+        let commands =
+            LocalCommands::new(loaded.command_policy(), &loaded.base).map(Arc::new).map_err(Error::Config);
+        let providers = providers(loaded, setup.llm, &clock, commands.as_ref().ok());
         // A verb that only reads runs never fails on settings that only
         // driving a run uses (a provider's URL, a command root).
         let (commands, (every, named)) = if setup.reads_only {
@@ -246,7 +247,6 @@ impl Plugins {
         if let Some(commands) = commands {
             // The built-in tools of agents are fenced as command steps are;
             // MCP servers run in the first root.
-            let commands = Arc::new(commands);
             let mut tools: Arc<dyn Tools> = Arc::new(cairn_command::BuiltinTools::new(Arc::clone(&commands)));
             let servers = loaded.mcp_servers();
             if !servers.is_empty() {
@@ -277,10 +277,13 @@ impl Plugins {
 }
 
 /// Every secret the config's providers hold (their keys, the credentials
-/// in their URLs): hidden from whatever this process stores or prints.
+/// in their URLs, the variables passed to CLIs and MCP servers): hidden from whatever this process stores or prints.
 /// A config that does not load holds none that could be used.
 pub(crate) fn secrets(loaded: &Loaded) -> Secrets {
-    loaded.providers().unwrap_or_default().iter().fold(Secrets::default(), |all, p| all.with(&p.secrets()))
+    let passed = loaded.cli_providers().unwrap_or_default().into_iter().flat_map(|p| p.env);
+    let passed = passed.chain(loaded.config.mcp.values().flat_map(|m| m.env.clone()));
+    let values = Secrets::new(passed.filter_map(|name| std::env::var(name).ok()));
+    loaded.providers().unwrap_or_default().iter().fold(values, |all, p| all.with(&p.secrets()))
 }
 
 /// The providers `--llm` and the config give: one for every agent (the
@@ -288,11 +291,25 @@ pub(crate) fn secrets(loaded: &Loaded) -> Secrets {
 /// and the configured ones by name.
 type Providers = (Option<Arc<dyn LlmProvider>>, Vec<Named<dyn LlmProvider>>);
 
-fn providers(loaded: &Loaded, llm: Option<&str>, clock: &Arc<dyn Clock>) -> Result<Providers, Error> {
-    let settings = loaded.providers().map_err(Error::Config)?;
-    let http = |s| -> Result<Arc<dyn LlmProvider>, Error> {
-        Ok(Arc::new(HttpProvider::new(s).map_err(Error::Config)?))
-    };
+/// The providers, the coding-agent CLIs among them run inside `commands`'
+/// fence (none without one: a verb that only reads calls no model).
+fn providers(
+    loaded: &Loaded,
+    llm: Option<&str>,
+    clock: &Arc<dyn Clock>,
+    commands: Option<&Arc<LocalCommands>>,
+) -> Result<Providers, Error> {
+    let http_settings = loaded.providers().map_err(Error::Config)?;
+    let cli_settings = loaded.cli_providers().map_err(Error::Config)?;
+    let mut configured: Vec<Named<dyn LlmProvider>> = Vec::new();
+    for s in http_settings {
+        configured.push((s.name.clone(), Arc::new(HttpProvider::new(s).map_err(Error::Config)?)));
+    }
+    if let Some(commands) = commands {
+        for s in cli_settings {
+            configured.push((s.name.clone(), Arc::new(CliProvider::new(Arc::clone(commands), s))));
+        }
+    }
     match llm {
         Some("mock") => {
             let latency = match std::env::var("CAIRN_MOCK_LATENCY") {
@@ -315,7 +332,7 @@ fn providers(loaded: &Loaded, llm: Option<&str>, clock: &Arc<dyn Clock>) -> Resu
             // written is refused before a run exists.
             let cassette = crate::cassette::Cassette::open(&path, secrets(loaded)).map_err(Error::Config)?;
             let cassette = Arc::new(cassette);
-            let (every, named) = providers(loaded, None, clock)?;
+            let (every, named) = providers(loaded, None, clock, commands)?;
             let record = |inner: Arc<dyn LlmProvider>| -> Arc<dyn LlmProvider> {
                 Arc::new(crate::cassette::Recorder::new(inner, Arc::clone(&cassette)))
             };
@@ -323,18 +340,14 @@ fn providers(loaded: &Loaded, llm: Option<&str>, clock: &Arc<dyn Clock>) -> Resu
             Ok((every.map(record), named))
         }
         Some(name) => {
-            let Some(s) = settings.into_iter().find(|s| s.name == name) else {
+            let Some((_, provider)) = configured.into_iter().find(|(n, _)| n == name) else {
                 return Err(Error::Config(format!(
                     "--llm {name}: no provider `{name}` is configured (or use --llm mock)"
                 )));
             };
-            Ok((Some(http(s)?), Vec::new()))
+            Ok((Some(provider), Vec::new()))
         }
-        None => {
-            let named =
-                settings.into_iter().map(|s| Ok((s.name.clone(), http(s)?))).collect::<Result<_, Error>>()?;
-            Ok((None, named))
-        }
+        None => Ok((None, configured)),
     }
 }
 

@@ -564,6 +564,7 @@ fn listed_of(value: &Value) -> Result<Listed, String> {
         prompt_tokens: usage.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
         completion_tokens: usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
         estimated: usage.get("estimated").and_then(Value::as_bool).unwrap_or(false),
+        cost_micro_usd: usage.get("cost_micro_usd").and_then(Value::as_u64).unwrap_or(0),
     };
     let summary = RunSummary {
         run_id: field(value, "run_id")?,

@@ -24,8 +24,10 @@
 //!
 //! Read first: [`LocalCommands`], [`CommandPolicy`].
 
+mod cli;
 mod tools;
 
+pub use cli::{CliFormat, CliProvider, CliSettings};
 pub use tools::BuiltinTools;
 
 use std::ffi::OsStr;
@@ -298,7 +300,7 @@ fn enter_before_exec(command: &mut tokio::process::Command, group: &cgroup::Atte
 /// and when a timeout or a cancellation drops the attempt. The process
 /// group (the leader's pid), and on Linux the attempt's cgroup and whatever
 /// left the group (`reaper`).
-struct GroupGuard {
+pub(crate) struct GroupGuard {
     leader: Option<i32>,
     /// The attempt's idempotency key: what marks the processes it started.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -489,10 +491,19 @@ async fn bounded(stream: Option<impl AsyncRead + Unpin>, max: usize) -> String {
     text
 }
 
-#[async_trait]
-impl CommandRunner for LocalCommands {
-    async fn run(&self, spec: CommandSpec) -> Result<CommandOutput, PortError> {
-        let cwd = self.check(&spec)?;
+/// A program started inside the fence: its pipes (stdin piped when the
+/// spec has input), and the guard that kills every process it started
+/// when dropped.
+pub(crate) struct Started {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) guard: GroupGuard,
+}
+
+impl LocalCommands {
+    /// Checks `spec` against the fence and starts it, its stdout and
+    /// stderr piped.
+    pub(crate) fn start(&self, spec: &CommandSpec) -> Result<Started, PortError> {
+        let cwd = self.check(spec)?;
         // Found on cairn's own PATH, before the step's environment applies.
         let path = std::env::var_os("PATH");
         let Some(program) = resolve(&spec.program, path.as_deref()) else {
@@ -514,10 +525,18 @@ impl CommandRunner for LocalCommands {
         command.stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         command.process_group(0).kill_on_drop(true);
-        let (mut child, guard) = spawn(&mut command, &spec.idempotency_key).map_err(|e| {
+        let (child, guard) = spawn(&mut command, &spec.idempotency_key).map_err(|e| {
             PortError::new(ErrorClass::Fatal, format!("`{}` could not start: {e}", spec.program))
                 .with_hint("check that the program is installed and on PATH")
         })?;
+        Ok(Started { child, guard })
+    }
+}
+
+#[async_trait]
+impl CommandRunner for LocalCommands {
+    async fn run(&self, spec: CommandSpec) -> Result<CommandOutput, PortError> {
+        let Started { mut child, guard } = self.start(&spec)?;
         if let (Some(input), Some(mut pipe)) = (spec.stdin, child.stdin.take()) {
             // A program that exits without reading its input is not an error.
             let _ = pipe.write_all(input.as_bytes()).await;

@@ -529,6 +529,15 @@ pub struct TokenUsage {
     /// Some of the counts are estimates (the provider did not report them).
     #[serde(default)]
     pub estimated: bool,
+    /// The cost the provider itself reported, in millionths of a USD (a
+    /// coding-agent CLI that says what it spent); counted instead of a
+    /// configured price. Absent when none did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_micro_usd: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TokenUsage {
@@ -537,6 +546,7 @@ impl TokenUsage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.estimated |= other.estimated;
+        self.cost_micro_usd += other.cost_micro_usd;
     }
 
     /// The sum of `usages` (a run's usage by model, say).
@@ -693,7 +703,12 @@ mod tests {
                 path: path(),
                 attempt: 1,
                 model: "m".into(),
-                usage: TokenUsage { prompt_tokens: 3, completion_tokens: 4, estimated: true },
+                usage: TokenUsage {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                    estimated: true,
+                    cost_micro_usd: 0,
+                },
             },
             EventKind::RunPaused,
             EventKind::RunCompleted,

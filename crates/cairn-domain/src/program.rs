@@ -193,9 +193,11 @@ impl Program {
 }
 
 /// What tokens by model cost in USD at `prices`, and whether every model
-/// has a price (the sum leaves out those that do not).
+/// has a price (the sum leaves out those that do not). A cost the provider
+/// reported stands for its model's price.
 pub fn priced(usage: &BTreeMap<String, TokenUsage>, prices: &BTreeMap<String, Price>) -> (f64, bool) {
     usage.iter().fold((0.0, true), |(sum, all), (model, u)| match prices.get(model) {
+        _ if u.cost_micro_usd > 0 => (sum + u.cost_micro_usd as f64 / 1e6, all),
         Some(p) => {
             (sum + (u.prompt_tokens as f64 * p.prompt + u.completion_tokens as f64 * p.completion) / 1e6, all)
         }

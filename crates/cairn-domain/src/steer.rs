@@ -751,7 +751,12 @@ steps:
 
     #[test]
     fn a_fork_records_its_source_and_inherits_the_usage_before_it() {
-        let used = crate::state::TokenUsage { prompt_tokens: 10, completion_tokens: 2, estimated: false };
+        let used = crate::state::TokenUsage {
+            prompt_tokens: 10,
+            completion_tokens: 2,
+            estimated: false,
+            cost_micro_usd: 0,
+        };
         let events = log(vec![
             EventKind::RunStarted,
             EventKind::StepStarted { path: path("plan"), attempt: 1 },

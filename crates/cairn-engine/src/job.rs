@@ -675,6 +675,7 @@ fn usage_of(u: &cairn_ports::Usage) -> TokenUsage {
         prompt_tokens: u.prompt_tokens,
         completion_tokens: u.completion_tokens,
         estimated: u.estimated,
+        cost_micro_usd: u.cost_micro_usd.unwrap_or_default(),
     }
 }
 

@@ -44,7 +44,7 @@ impl LlmProvider for Scripted {
         let text = self.answers.lock().expect("lock").pop_front().unwrap_or_else(|| "the answer".into());
         Ok(ChatResponse {
             text,
-            usage: Usage { prompt_tokens: 10, completion_tokens: 5, estimated: false },
+            usage: Usage { prompt_tokens: 10, completion_tokens: 5, estimated: false, cost_micro_usd: None },
             model: "m".into(),
             tool_calls: Vec::new(),
         })

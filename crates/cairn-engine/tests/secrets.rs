@@ -30,7 +30,7 @@ impl LlmProvider for Echo {
             return Err(PortError::new(ErrorClass::Transient, format!("the server said: Bearer {KEY}"))
                 .with_hint(format!("key {KEY}")));
         }
-        let usage = Usage { prompt_tokens: 1, completion_tokens: 1, estimated: false };
+        let usage = Usage { prompt_tokens: 1, completion_tokens: 1, estimated: false, cost_micro_usd: None };
         Ok(ChatResponse { text: format!("you sent {KEY}"), usage, model: "m".into(), tool_calls: Vec::new() })
     }
 }

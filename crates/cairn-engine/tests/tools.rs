@@ -49,7 +49,7 @@ impl LlmProvider for Scripted {
         self.requests.lock().expect("lock").push(request);
         let next =
             self.script.lock().expect("lock").pop_front().or_else(|| self.then.clone()).unwrap_or_default();
-        let usage = Usage { prompt_tokens: 10, completion_tokens: 2, estimated: false };
+        let usage = Usage { prompt_tokens: 10, completion_tokens: 2, estimated: false, cost_micro_usd: None };
         let text = if next.is_empty() { "fixed".to_owned() } else { String::new() };
         Ok(ChatResponse { text, usage, model: "m".into(), tool_calls: next })
     }

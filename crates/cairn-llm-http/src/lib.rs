@@ -247,12 +247,7 @@ impl HttpProvider {
     /// The request body cairn sends for `request`.
     pub fn body(&self, request: &ChatRequest, model: &str) -> Value {
         let mut messages = request.messages.clone();
-        let instructions = |schema: Option<&Value>| match schema {
-            Some(schema) => format!(
-                "Answer with only a JSON document that matches this JSON Schema, and nothing else:\n{schema}"
-            ),
-            None => "Answer with only a JSON document, and nothing else.".to_owned(),
-        };
+        let instructions = request.format.instructions().unwrap_or_default();
         let mut body = json!({ "model": model, "stream": self.settings.stream });
         match (&request.format, self.settings.structured_output) {
             (ResponseFormat::Text, _) => {}
@@ -262,15 +257,12 @@ impl HttpProvider {
             (ResponseFormat::Json, StructuredOutput::JsonSchema | StructuredOutput::JsonObject) => {
                 body["response_format"] = json!({"type": "json_object"});
             }
-            (ResponseFormat::JsonSchema(schema), StructuredOutput::JsonObject) => {
+            (ResponseFormat::JsonSchema(_), StructuredOutput::JsonObject) => {
                 body["response_format"] = json!({"type": "json_object"});
-                add_instructions(&mut messages, instructions(Some(schema)));
+                add_instructions(&mut messages, instructions);
             }
-            (ResponseFormat::JsonSchema(schema), StructuredOutput::Prompt) => {
-                add_instructions(&mut messages, instructions(Some(schema)));
-            }
-            (ResponseFormat::Json, StructuredOutput::Prompt) => {
-                add_instructions(&mut messages, instructions(None))
+            (ResponseFormat::JsonSchema(_) | ResponseFormat::Json, StructuredOutput::Prompt) => {
+                add_instructions(&mut messages, instructions);
             }
         }
         body["messages"] = Value::Array(messages.iter().map(wire).collect());
@@ -487,9 +479,12 @@ impl HttpProvider {
                 parsed["usage"]["prompt_tokens"].as_u64(),
                 parsed["usage"]["completion_tokens"].as_u64(),
             ) {
-                (Some(p), Some(c)) => {
-                    Some(Usage { prompt_tokens: p, completion_tokens: c, estimated: false })
-                }
+                (Some(p), Some(c)) => Some(Usage {
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    estimated: false,
+                    cost_micro_usd: None,
+                }),
                 _ => None,
             };
             (text.to_owned(), tool_calls, usage, parsed["model"].as_str().map(str::to_owned))

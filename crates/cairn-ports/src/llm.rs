@@ -129,6 +129,20 @@ pub enum ResponseFormat {
     JsonSchema(Value),
 }
 
+impl ResponseFormat {
+    /// The words that ask a model for this form in the prompt itself, for
+    /// providers that cannot ask for it otherwise; `None` for free text.
+    pub fn instructions(&self) -> Option<String> {
+        match self {
+            Self::Text => None,
+            Self::Json => Some("Answer with only a JSON document, and nothing else.".to_owned()),
+            Self::JsonSchema(schema) => Some(format!(
+                "Answer with only a JSON document that matches this JSON Schema, and nothing else:\n{schema}"
+            )),
+        }
+    }
+}
+
 /// Tokens used by one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -138,6 +152,9 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// The provider did not report usage; these are estimates.
     pub estimated: bool,
+    /// The cost the provider reported, in millionths of a USD (coding-agent
+    /// CLIs that say what they spent); `None` when it said nothing.
+    pub cost_micro_usd: Option<u64>,
 }
 
 impl Usage {
@@ -154,6 +171,7 @@ impl Usage {
             prompt_tokens: prompt.div_ceil(4) as u64,
             completion_tokens: answer.chars().count().div_ceil(4) as u64,
             estimated: true,
+            cost_micro_usd: None,
         }
     }
 }

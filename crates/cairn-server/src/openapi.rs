@@ -508,6 +508,9 @@ pub(crate) struct StepUsage {
     completion_tokens: u64,
     /// Some counts are estimates.
     estimated: bool,
+    /// The cost a provider reported itself, in millionths of a USD (absent
+    /// when none did).
+    cost_micro_usd: Option<u64>,
 }
 
 /// Tokens a run's LLM calls used, and their cost.

@@ -38,7 +38,12 @@ fn usage(seq: u64) -> Event {
             path: cairn_domain::state::StepPath::new(format!("step{}", seq % 7)),
             attempt: 1,
             model: format!("model-{}", seq % 3),
-            usage: TokenUsage { prompt_tokens: seq, completion_tokens: 1, estimated: false },
+            usage: TokenUsage {
+                prompt_tokens: seq,
+                completion_tokens: 1,
+                estimated: false,
+                cost_micro_usd: 0,
+            },
         },
     }
 }

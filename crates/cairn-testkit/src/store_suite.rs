@@ -53,7 +53,7 @@ fn usage(model: &str, prompt_tokens: u64, completion_tokens: u64) -> EventKind {
         path: StepPath::new("a"),
         attempt: 1,
         model: model.into(),
-        usage: TokenUsage { prompt_tokens, completion_tokens, estimated: false },
+        usage: TokenUsage { prompt_tokens, completion_tokens, estimated: false, cost_micro_usd: 0 },
     }
 }
 

@@ -987,6 +987,12 @@ export interface components {
              * @description Completion tokens.
              */
             completion_tokens: number;
+            /**
+             * Format: int64
+             * @description The cost a provider reported itself, in millionths of a USD (absent
+             *     when none did).
+             */
+            cost_micro_usd?: number | null;
             /** @description Some counts are estimates. */
             estimated: boolean;
             /**
