@@ -35,8 +35,11 @@
 //!
 //! The scenarios: a chain with two steps in flight; a fan-out of four
 //! instances two at a time; a workflow with commands, a retried step, a loop
-//! and a `goto`; and one that waits at an approval, whose `approve` process
-//! is killed while the next steps' calls are in flight.
+//! and a `goto`; one that waits at an approval, whose `approve` process
+//! is killed while the next steps' calls are in flight; and an agent's tool
+//! loop, killed while a tool call (a `run_command` that asks the server) or
+//! the model call after a round is in flight: a call whose result was
+//! recorded never runs again, the one in flight runs again with its key.
 //!
 //! The server mode kills `cairn serve` itself, the same way: each process
 //! of a run is a new server over the run's data directory. The first
@@ -200,6 +203,28 @@ steps:
     prompt: wrap
 "#;
 
+/// An agent with a tool loop: `fix`'s model asks for two `run_command`
+/// calls (each asks the server, as a command step does), then one more,
+/// then answers; `check` reads its answer. The server answers a request
+/// that offers tools by its round (the key's `rN`), so every process asks
+/// the same.
+const TOOLS: &str = r#"cairn: 1
+id: tooled
+agents:
+  w: { system: Be brief., tools: [run_command] }
+  plain: { system: Be brief. }
+defaults:
+  retry: { max_attempts: 1 }
+steps:
+  - id: fix
+    agent: w
+    prompt: fix
+  - id: check
+    needs: [fix]
+    agent: plain
+    prompt: "check {{ steps.fix.output }}"
+"#;
+
 /// What a command step runs: it asks the server over TCP (bash's
 /// `/dev/tcp`, the port is `$0`), giving its idempotency key and its parent
 /// (the `cairn` process, so the server can tell which process asked), then
@@ -210,8 +235,24 @@ read -r code text <&3 || exit 98
 printf '%s\n' "$text"
 exit "$code""#;
 
-/// A call: a step's path and attempt (its key without the run id).
+/// A call: a step's path and attempt (its key without the run id); a call
+/// of an agent's tool loop (a model call after a round, `path/attempt/rR`,
+/// or a tool's, `path/attempt/rR/N`) is its whole key with attempt 0.
 type Call = (String, u32);
+
+/// The call a key names, without its run id.
+fn call_of(rest: &str) -> Option<Call> {
+    match rest.split_once('/') {
+        Some((path, attempt)) if !attempt.contains('/') => Some((path.to_owned(), attempt.parse().ok()?)),
+        Some(_) => Some((rest.to_owned(), 0)),
+        None => None,
+    }
+}
+
+/// The idempotency key of `call` in run `run`.
+fn key_of(run: &str, (path, attempt): &Call) -> String {
+    if path.contains('/') { format!("{run}/{path}") } else { format!("{run}/{path}/{attempt}") }
+}
 
 /// One workflow the crash test kills.
 struct Scenario {
@@ -255,6 +296,16 @@ const MIXED_CALLS: &[(&str, u32)] = &[
 
 const GATE_CALLS: &[(&str, u32)] = &[("draft", 1), ("ship", 1), ("notify", 1), ("wrap", 1)];
 
+const TOOLS_CALLS: &[(&str, u32)] = &[
+    ("fix", 1),
+    ("fix/1/r1/0", 0),
+    ("fix/1/r1/1", 0),
+    ("fix/1/r1", 0),
+    ("fix/1/r2/0", 0),
+    ("fix/1/r2", 0),
+    ("check", 1),
+];
+
 const CHAIN_SCENARIO: Scenario = Scenario { name: "crash", workflow: CHAIN, calls: CHAIN_CALLS, faults: &[] };
 
 const FAN_OUT_SCENARIO: Scenario =
@@ -269,6 +320,9 @@ const MIXED_SCENARIO: Scenario = Scenario {
 
 const GATE_SCENARIO: Scenario =
     Scenario { name: "crash-gate", workflow: GATE, calls: GATE_CALLS, faults: &[] };
+
+const TOOLS_SCENARIO: Scenario =
+    Scenario { name: "crash-tools", workflow: TOOLS, calls: TOOLS_CALLS, faults: &[] };
 
 #[test]
 fn killed_runs_resume_and_finish_every_step_exactly_once() {
@@ -288,6 +342,16 @@ fn killed_commands_retries_loops_and_gotos_resume_exactly_what_was_in_flight() {
 #[test]
 fn runs_killed_after_an_approval_resume_past_the_gate() {
     crash_test(&GATE_SCENARIO, Mode::Cli);
+}
+
+#[test]
+fn killed_tool_loops_lose_no_returned_result_and_repeat_only_the_call_in_flight() {
+    crash_test(&TOOLS_SCENARIO, Mode::Cli);
+}
+
+#[test]
+fn killed_servers_resume_tool_loops_after_the_last_recorded_result() {
+    crash_test(&TOOLS_SCENARIO, Mode::Served);
 }
 
 #[test]
@@ -586,7 +650,7 @@ fn drive_run(
     let mut ledger = Ledger::new(id);
     let mut verb = "run";
     for _ in 0..64 {
-        let key = targets.next.as_ref().map(|(p, a)| format!("{id}/{p}/{a}"));
+        let key = targets.next.as_ref().map(|call| key_of(id, call));
         let end = match mode {
             Mode::Cli => {
                 let args: Vec<&str> = match verb {
@@ -636,7 +700,8 @@ fn drive_run(
     panic!("{id} did not complete in 64 processes")
 }
 
-/// The call command of `MIXED` and `GATE`, as a YAML flow list.
+/// The call command of `MIXED` and `GATE`, as a YAML flow list (`TOOLS`'s
+/// model asks for the same through `run_command`).
 fn call_command(port: u16) -> String {
     serde_json::json!(["bash", "-c", CALL_SCRIPT, port.to_string()]).to_string()
 }
@@ -660,6 +725,14 @@ fn events(dir: &Path, data: &Path, url: &str, id: &str) -> Log {
     assert!(out.status.success(), "events {id}: {}", String::from_utf8_lossy(&out.stderr));
     let mut log = Log::default();
     let mut current: BTreeMap<String, u32> = BTreeMap::new();
+    // A tool loop's calls by id, and the last round of each attempt.
+    let mut tool_calls: BTreeMap<(String, String), Call> = BTreeMap::new();
+    let mut rounds: BTreeMap<Call, u64> = BTreeMap::new();
+    let mut per_round: BTreeMap<(String, u32, u64), usize> = BTreeMap::new();
+    let model_call = |path: &str, attempt: u32, round: u64| match round {
+        0 => (path.to_owned(), attempt),
+        r => (format!("{path}/{attempt}/r{r}"), 0),
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let e: serde_json::Value = serde_json::from_str(line).expect("jsonl");
         let kind = e["type"].as_str().expect("type").to_owned();
@@ -670,9 +743,27 @@ fn events(dir: &Path, data: &Path, url: &str, id: &str) -> Log {
                 current.insert(path.clone(), attempt);
                 log.started.insert((path, attempt));
             }
+            "tool_called" => {
+                // The model call of the round before asked for it: done.
+                let round = e["round"].as_u64().expect("round");
+                let counted = per_round.entry((path.clone(), attempt, round)).or_insert(0usize);
+                let n = *counted;
+                *counted += 1;
+                log.finished.insert(model_call(&path, attempt, round - 1));
+                let call_id = e["call_id"].as_str().expect("call_id").to_owned();
+                tool_calls.insert((path.clone(), call_id), (format!("{path}/{attempt}/r{round}/{n}"), 0));
+                rounds.insert((path, attempt), round);
+            }
+            "tool_returned" => {
+                let call_id = e["call_id"].as_str().expect("call_id").to_owned();
+                log.finished.insert(tool_calls[&(path, call_id)].clone());
+            }
             "step_succeeded" | "step_cancelled" => {
                 if let Some(a) = current.get(&path) {
                     log.finished.insert((path.clone(), *a));
+                    if let Some(round) = rounds.get(&(path.clone(), *a)) {
+                        log.finished.insert(model_call(&path, *a, *round));
+                    }
                 }
                 if kind == "step_succeeded" {
                     *log.succeeded.entry(path).or_default() += 1;
@@ -720,8 +811,7 @@ impl Ledger {
 
     fn parse(&self, made: &Made) -> Call {
         let rest = made.key.strip_prefix(&format!("{}/", self.run)).unwrap_or_else(|| panic!("{made:?}"));
-        let (path, attempt) = rest.rsplit_once('/').unwrap_or_else(|| panic!("{made:?}"));
-        (path.to_owned(), attempt.parse().unwrap_or_else(|_| panic!("{made:?}")))
+        call_of(rest).unwrap_or_else(|| panic!("{made:?}"))
     }
 
     /// The calls of a process, checked against what was owed: returns those
@@ -826,7 +916,7 @@ impl Server {
         std::thread::spawn(move || {
             for socket in listener.incoming().flatten() {
                 let (board, faults) = (shared.clone(), faults.clone());
-                std::thread::spawn(move || answer(socket, &board, latency, &faults));
+                std::thread::spawn(move || answer(socket, &board, latency, &faults, port));
             }
         });
         Self { url: format!("http://127.0.0.1:{port}/v1"), port, board }
@@ -1060,6 +1150,7 @@ fn answer(
     board: &(Mutex<Board>, Condvar),
     latency: Duration,
     faults: &BTreeSet<Call>,
+    port: u16,
 ) {
     let Some(request) = read_request(&mut socket) else { return };
     let (lock, wake) = board;
@@ -1094,8 +1185,23 @@ fn answer(
         b.calls[index].1.answered = true;
     }
     let key = request.key;
-    let call = key.split_once('/').and_then(|(_, rest)| rest.rsplit_once('/'));
-    let fail = call.is_some_and(|(p, a)| a.parse().is_ok_and(|a: u32| faults.contains(&(p.to_owned(), a))));
+    let call = key.split_once('/').and_then(|(_, rest)| call_of(rest));
+    let fail = call.is_some_and(|call| faults.contains(&call));
+    // A model offered tools asks for them in rounds 0 and 1 (two calls,
+    // then one), and answers in round 2.
+    let round = key.rsplit('/').next().and_then(|last| last.strip_prefix('r')).and_then(|r| r.parse().ok());
+    let tool_calls = match (request.tools, round.unwrap_or(0)) {
+        (true, round @ (0 | 1)) => {
+            let arguments =
+                serde_json::json!({"program": "bash", "args": ["-c", CALL_SCRIPT, port.to_string()]});
+            let call = |n: usize| {
+                serde_json::json!({"id": format!("call_{round}_{n}"), "type": "function",
+                "function": {"name": "run_command", "arguments": arguments.to_string()}})
+            };
+            Some(if round == 0 { vec![call(0), call(1)] } else { vec![call(0)] })
+        }
+        _ => None,
+    };
     let response = match (request.command, fail) {
         (true, fail) => format!("{} answer for {key}\n", u8::from(fail)),
         (false, true) => {
@@ -1103,9 +1209,14 @@ fn answer(
                 .to_owned()
         }
         (false, false) => {
+            let message = match &tool_calls {
+                Some(calls) => serde_json::json!({"content": null, "tool_calls": calls}),
+                None => serde_json::json!({"content": format!("answer for {key}")}),
+            };
+            let reason = if tool_calls.is_some() { "tool_calls" } else { "stop" };
             let body = serde_json::json!({
                 "model": "fake",
-                "choices": [{"message": {"content": format!("answer for {key}")}, "finish_reason": "stop"}],
+                "choices": [{"message": message, "finish_reason": reason}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 4},
             })
             .to_string();
@@ -1128,6 +1239,8 @@ struct Request {
     key: String,
     from: From,
     command: bool,
+    /// A model call that offers tools.
+    tools: bool,
 }
 
 /// Reads one call: a command's line or a whole HTTP request.
@@ -1145,6 +1258,7 @@ fn read_request(socket: &mut TcpStream) -> Option<Request> {
                 key: key.to_owned(),
                 from: From::Pid(pid.trim().parse().ok()?),
                 command: true,
+                tools: false,
             });
         }
         let Some(end) = text.find("\r\n\r\n") else { continue };
@@ -1155,7 +1269,8 @@ fn read_request(socket: &mut TcpStream) -> Option<Request> {
         }
         let key = header(head, "idempotency-key")?;
         let epoch = header(head, "authorization")?.strip_prefix("Bearer epoch-")?.parse().ok()?;
-        return Some(Request { key, from: From::Epoch(epoch), command: false });
+        let tools = text[end + 4..].contains("\"tools\"");
+        return Some(Request { key, from: From::Epoch(epoch), command: false, tools });
     }
 }
 
