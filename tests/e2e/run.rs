@@ -288,6 +288,38 @@ fn an_agent_runs_on_a_coding_agent_cli_with_its_usage_and_cost() {
 }
 
 #[test]
+fn a_prompt_includes_files_of_the_workflows_folder_and_a_symlink_out_is_refused() {
+    let dir = scratch("run_include");
+    std::fs::create_dir_all(dir.join("prompts")).expect("mkdir");
+    std::fs::write(dir.join("prompts/style.md"), "Write for {{ inputs.reader }}.").expect("write");
+    let wf = "cairn: 1\nid: inc\ninputs:\n  reader: { type: string }\nagents:\n  w: { system: \"{% include 'prompts/style.md' %}\" }\nsteps:\n  - id: a\n    agent: w\n    prompt: \"Hello. {% include 'prompts/style.md' %}\"\n";
+    std::fs::write(dir.join("wf.yaml"), wf).expect("write");
+    let data = crate::support::fresh_data_dir();
+    let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8 path"))];
+    let (code, stdout, stderr) =
+        run_in(&dir, &["--llm", "mock", "run", "wf.yaml", "--run-id", "i1", "--input", "reader=ops"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // The file changes after the start: the run keeps what it read.
+    std::fs::write(dir.join("prompts/style.md"), "Changed.").expect("write");
+    let (_, events, _) = run_in(&dir, &["events", "i1", "--format", "jsonl"], &env);
+    let rendered: serde_json::Value = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("jsonl"))
+        .find(|e| e["type"] == "prompt_rendered")
+        .expect("a rendered prompt");
+    assert_eq!(rendered["prompt"], "Hello. Write for ops.");
+    assert_eq!(rendered["system"], "Write for ops.");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("prompts/out.md")).expect("symlink");
+    std::fs::write(dir.join("bad.yaml"), wf.replace("prompts/style.md", "prompts/out.md")).expect("write");
+    let (code, stdout, stderr) = run_in(&dir, &["--llm", "mock", "validate", "bad.yaml"], &env);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("cannot read include `prompts/out.md`: it leads outside the workflow's folder"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_readme_demo_completes() {
     let (code, stdout, stderr) = run_in(
         &root(),

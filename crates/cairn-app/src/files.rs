@@ -73,9 +73,16 @@ pub fn load_definition(path: &Path) -> Result<Definition, Error> {
             Unread::Failed(reason) => Problems::unreadable(reason),
         })
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut read = |rel: &str| {
-        read_bounded(&base.join(rel))
+        // The domain keeps names inside the folder; a symlink must too.
+        let path = base.join(rel);
+        if let (Ok(real), Ok(folder)) = (path.canonicalize(), base.canonicalize())
+            && !real.starts_with(&folder)
+        {
+            return Err("it leads outside the workflow's folder (through a symlink)".to_owned());
+        }
+        read_bounded(&path)
             .map_err(|unread| unread.reason("files a definition names"))
             .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
     };

@@ -32,6 +32,7 @@ pub mod definition;
 pub mod duration;
 pub mod event;
 pub mod id;
+mod include;
 pub mod inputs;
 pub mod label;
 pub mod limits;

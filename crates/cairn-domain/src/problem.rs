@@ -99,6 +99,9 @@ pub enum Rule {
     BadGoto,
     /// An output schema that is not valid JSON Schema, or cannot be read.
     BadSchema,
+    /// A prompt's `{% include %}` that names no file, a file outside the
+    /// workflow's folder, or one that cannot be read.
+    BadInclude,
     /// An agent name that is not declared.
     UnknownAgent,
     /// An iteration variable that shadows a reserved template name.

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::dag::{Dag, Reach};
 use crate::definition::{OnFailure, Schema, Step, StepKind, Template, Workflow};
+use crate::include;
 use crate::problem::{KeyPath, Problems, Rule, Seg, did_you_mean, one_of};
 use crate::source::{self, Format};
 use crate::template::{self, GLOBAL_FUNCTIONS};
@@ -52,10 +53,12 @@ pub(crate) fn validate(
         read_file,
     };
     let top = Ctx::default();
-    for (name, agent) in &wf.agents {
-        if let Some(system) = &agent.system {
+    for (name, agent) in &mut wf.agents {
+        if let Some(system) = &mut agent.system {
             let path = KeyPath::root().key("agents").key(name.as_str()).key("system");
-            checker.template(&path, system, &top, &[]);
+            if checker.include(&path, system) {
+                checker.template(&path, system, &top, &[]);
+            }
         }
     }
     let mut steps = std::mem::take(&mut wf.steps);
@@ -359,7 +362,9 @@ impl Checker<'_, '_> {
         match &mut step.kind {
             StepKind::Agent(a) => {
                 self.agent(&path.key("agent"), a.agent.as_str());
-                self.template(&path.key("prompt"), &a.prompt, ctx, &[]);
+                if self.include(&path.key("prompt"), &mut a.prompt) {
+                    self.template(&path.key("prompt"), &a.prompt, ctx, &[]);
+                }
                 if let Some(schema) = a.output.as_mut().and_then(|o| o.schema.as_mut()) {
                     self.schema(&path.key("output").key("schema"), schema);
                 }
@@ -441,6 +446,21 @@ impl Checker<'_, '_> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Puts the files a prompt includes in its place (see [`include`]);
+    /// whether it could.
+    fn include(&mut self, path: &KeyPath, t: &mut Template) -> bool {
+        match include::expand(t.as_str(), self.read_file) {
+            Ok(expanded) => {
+                t.0 = expanded;
+                true
+            }
+            Err(e) => {
+                self.problems.push(Rule::BadInclude, path, e);
+                false
+            }
         }
     }
 
