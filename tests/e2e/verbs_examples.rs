@@ -97,6 +97,12 @@ fn every_example_runs_on_the_mock_to_completion() {
     let mut completed = Vec::new();
     for file in examples() {
         let name = file.file_stem().and_then(|s| s.to_str()).expect("a name").to_owned();
+        // An example with a fence of its own (`examples/NAME/cairn.toml`)
+        // acts on its own files, with its cassette's answers: the cassette
+        // test runs it.
+        if file.with_extension("").join("cairn.toml").exists() {
+            continue;
+        }
         let data = fresh_data_dir();
         let env = [("CAIRN_DATA_DIR", data.to_str().expect("utf-8")), ("PATH", path.as_str())];
         let cairn = |args: &[String]| {
@@ -133,7 +139,8 @@ fn every_example_runs_on_the_mock_to_completion() {
         assert_eq!(status["status"], "completed", "{name}\n{}", transcript.join("\n"));
         completed.push(name);
     }
-    assert_eq!(completed.len(), examples().len());
+    let fenced = examples().iter().filter(|f| f.with_extension("").join("cairn.toml").exists()).count();
+    assert_eq!(completed.len() + fenced, examples().len());
     assert!(completed.len() >= 6, "{completed:?}");
 }
 

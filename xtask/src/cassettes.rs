@@ -2,10 +2,13 @@
 //! (`examples/cassettes/NAME.jsonl`) through the real HTTP provider.
 //!
 //! Each `examples/cassettes/NAME.answers.json` names the cairn arguments of
-//! the runs to record and the answer of each step, by step path. A loopback
-//! OpenAI-compatible server answers every request with the answer of the
-//! step its `Idempotency-Key` (`run/step/attempt`) names, and `cairn --llm
-//! record:FILE` writes what the workflow asked and got. The answers are
+//! the runs to record and the answer of each model call: by step path, and
+//! for the model call after a round of an agent's tool calls by
+//! `PATH/rROUND`; an answer is text, or `{"tool_calls": [{"name",
+//! "arguments"}]}` for a model that asks for tools. A loopback
+//! OpenAI-compatible server answers every request with the answer its
+//! `Idempotency-Key` (`run/step/attempt`, `run/step/attempt/rROUND`) names,
+//! and `cairn --llm record:FILE` writes what the workflow asked and got. The answers are
 //! written for the examples; record your own against any server with
 //! `--llm record:FILE`.
 
@@ -34,8 +37,8 @@ pub fn run() -> Result<()> {
         found += 1;
         let spec: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("{} is not JSON", path.display()))?;
-        let answers: BTreeMap<String, String> = serde_json::from_value(spec["answers"].clone())
-            .with_context(|| format!("{}: `answers` must map step paths to texts", path.display()))?;
+        let answers: BTreeMap<String, Value> = serde_json::from_value(spec["answers"].clone())
+            .with_context(|| format!("{}: `answers` must map step paths to answers", path.display()))?;
         let model = spec["model"].as_str().unwrap_or("gpt-4o-mini").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}/v1", listener.local_addr()?);
@@ -78,7 +81,7 @@ pub fn run() -> Result<()> {
 }
 
 /// Answers chat completions, one per connection, until the process ends.
-fn serve(listener: &TcpListener, answers: &BTreeMap<String, String>, model: &str) {
+fn serve(listener: &TcpListener, answers: &BTreeMap<String, Value>, model: &str) {
     for stream in listener.incoming().flatten() {
         if let Err(e) = answer(stream, answers, model) {
             eprintln!("cassette server: {e:#}");
@@ -86,9 +89,21 @@ fn serve(listener: &TcpListener, answers: &BTreeMap<String, String>, model: &str
     }
 }
 
-/// Reads one request and answers it with the text of the step its
-/// `Idempotency-Key` names, as a plain (unstreamed) chat completion.
-fn answer(stream: TcpStream, answers: &BTreeMap<String, String>, model: &str) -> Result<()> {
+/// The answer a call's key (`run/PATH/ATTEMPT`, or `.../rROUND` after a
+/// round of tool calls) is written under: `PATH` or `PATH/rROUND`.
+fn answer_name(key: &str) -> String {
+    let rest = key.split_once('/').map_or("", |(_, rest)| rest);
+    let (before, last) = rest.rsplit_once('/').unwrap_or(("", rest));
+    match last.strip_prefix('r').filter(|r| r.parse::<u32>().is_ok()) {
+        // `PATH/ATTEMPT/rROUND`: a step path holds `/` only inside its keys.
+        Some(_) => format!("{}/{last}", before.rsplit_once('/').map_or(before, |(path, _)| path)),
+        None => before.to_owned(),
+    }
+}
+
+/// Reads one request and answers it with the answer its `Idempotency-Key`
+/// names, as a plain (unstreamed) chat completion.
+fn answer(stream: TcpStream, answers: &BTreeMap<String, Value>, model: &str) -> Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let (mut length, mut key) = (0usize, String::new());
     loop {
@@ -108,24 +123,37 @@ fn answer(stream: TcpStream, answers: &BTreeMap<String, String>, model: &str) ->
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    // `run/step/attempt`; a step path may hold `/` only inside its keys,
-    // so the step is what lies between the first and the last `/`.
-    let step = key.split_once('/').and_then(|(_, rest)| rest.rsplit_once('/')).map_or("", |(s, _)| s);
-    let (status, reply) = match answers.get(step) {
-        Some(text) => {
-            let (prompt, completion) = (body.len().div_ceil(4), text.len().div_ceil(4));
+    let step = answer_name(&key);
+    let (status, reply) = match answers.get(&step) {
+        Some(answer) => {
+            let (message, reason) = match answer {
+                Value::String(text) => (json!({"role": "assistant", "content": text}), "stop"),
+                asked => {
+                    let calls: Vec<Value> = asked["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(n, call)| {
+                            json!({"id": format!("call_{n}"), "type": "function",
+                            "function": {"name": call["name"], "arguments": call["arguments"].to_string()}})
+                        })
+                        .collect();
+                    (json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls")
+                }
+            };
+            let said = answer.as_str().map_or_else(|| answer.to_string(), str::to_owned);
+            let (prompt, completion) = (body.len().div_ceil(4), said.len().div_ceil(4));
             let reply = json!({
                 "id": format!("chatcmpl-{step}"),
                 "object": "chat.completion",
                 "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": reason}],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
             });
             ("200 OK", reply)
         }
-        None => {
-            ("400 Bad Request", json!({"error": {"message": format!("no answer written for step `{step}`")}}))
-        }
+        None => ("400 Bad Request", json!({"error": {"message": format!("no answer written for `{step}`")}})),
     };
     let text = reply.to_string();
     let mut out = stream;
@@ -135,4 +163,17 @@ fn answer(stream: TcpStream, answers: &BTreeMap<String, String>, model: &str) ->
         text.len()
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_name;
+
+    #[test]
+    fn a_call_is_answered_by_its_step_and_round() {
+        assert_eq!(answer_name("run/fix/1"), "fix");
+        assert_eq!(answer_name("run/fix/2/r3"), "fix/r3");
+        assert_eq!(answer_name("pd/per_epic[e/list].stories/1"), "per_epic[e/list].stories");
+        assert_eq!(answer_name("pd/per_epic[e-list].stories/1/r1"), "per_epic[e-list].stories/r1");
+    }
 }
