@@ -204,3 +204,76 @@ fn a_gate_at_a_terminal_asks_and_the_run_goes_on_in_the_same_process() {
         events.stdout
     );
 }
+
+const CONVERSE: &str = "cairn: 1\nid: converse\nagents:\n  w: { system: You pair with a person. }\nsteps:\n  - id: chat\n    agent: w\n    prompt: Help me name the service.\n    interactive: true\n";
+
+/// The conversation an interactive step's output holds: who spoke, in order.
+fn speakers(run: &serde_json::Value) -> Vec<String> {
+    let output = &run["steps"][0]["output"];
+    output
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|turn| turn["role"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn an_interactive_step_waits_for_each_turn_and_its_transcript_is_the_output() {
+    let data = fresh_data_dir();
+    let data = data.to_str().expect("utf-8");
+    let dir = crate::support::scratch("gates_converse");
+    std::fs::write(dir.join("wf.yaml"), CONVERSE).expect("write");
+    let wf = dir.join("wf.yaml").display().to_string();
+    let started = cairn(data, &["run", &wf, "--run-id", "talk", "--non-interactive"]);
+    assert_eq!(started.code, 3, "{}{}", started.stdout, started.stderr);
+    assert!(
+        started.stdout.contains("waiting: your turn in the conversation of `chat`"),
+        "{}",
+        started.stdout
+    );
+    assert!(started.stdout.contains("cairn answer talk --text /done"), "{}", started.stdout);
+    let replied = cairn(data, &["answer", "talk", "--text", "Shorter.", "--non-interactive"]);
+    assert_eq!(replied.code, 3, "the agent answers, and it is the person's turn again: {}", replied.stderr);
+    let ended = cairn(data, &["answer", "talk", "--text", "/done", "--format", "json"]);
+    assert_eq!(ended.code, 0, "{}{}", ended.stdout, ended.stderr);
+    let run: serde_json::Value = serde_json::from_str(&ended.stdout).expect("json");
+    assert_eq!(run["status"], "completed");
+    assert_eq!(speakers(&run), ["agent", "person", "agent"]);
+    assert_eq!(run["steps"][0]["output"][1]["text"], "Shorter.");
+}
+
+#[test]
+fn an_interactive_step_at_a_terminal_converses_in_the_same_process() {
+    let data = fresh_data_dir();
+    let dir = crate::support::scratch("gates_converse_tty");
+    std::fs::write(dir.join("wf.yaml"), CONVERSE).expect("write");
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let slave: std::fs::File = pty.slave.into();
+    let mut master: std::fs::File = pty.master.into();
+    let child = Command::new(cairn_bin())
+        .args(["--llm", "mock", "run", "wf.yaml", "--run-id", "tty", "--format", "json"])
+        .current_dir(&dir)
+        .env("CAIRN_DATA_DIR", &data)
+        .env("USER", "tester")
+        .env_remove("CAIRN_CONFIG")
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
+    // Typed ahead: a turn (an empty line ends it), then `/done`.
+    master.write_all(b"Shorter.\nNo dashes.\n\n/done\n").expect("typed");
+    let out = child.wait_with_output().expect("cairn ends");
+    drop(master);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("your turn (an empty line ends it; `/done` alone ends the conversation)"),
+        "{stderr}"
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(speakers(&run), ["agent", "person", "agent"]);
+    assert_eq!(run["steps"][0]["output"][1]["text"], "Shorter.\nNo dashes.");
+}

@@ -235,6 +235,39 @@ steps:
   assert.deepEqual(ui.errors, []);
 });
 
+test("an interactive step: the agent and a person take turns until the person ends it", async () => {
+  const run = await start(`cairn: 1
+id: pairing
+agents:
+  namer: { system: "You name services." }
+steps:
+  - id: chat
+    agent: namer
+    prompt: "Help me name the billing service."
+    interactive: true
+`);
+  await until(run, "waiting_conversation");
+  const ui = await signedIn("ana");
+  await ui.goto(`${base}runs/${run}`);
+  const gate = ui.getByTestId("gate-chat");
+  await gate.getByText("Your turn in").waitFor();
+  await gate.getByLabel("comment").fill("Shorter, one word.");
+  await gate.getByRole("button", { name: "Reply" }).click();
+  // The agent's next turn comes back to the same gate, its second attempt.
+  await ui.locator(".react-flow__node", { hasText: "attempt 2" }).waitFor({ timeout: PATIENCE });
+  await gate.getByText("Your turn in").waitFor();
+  await shot(ui, "run-conversation");
+  await gate.getByRole("button", { name: "End it" }).click();
+  const done = await until(run, "completed");
+  const chat = done.steps.find((s) => s.path === "chat");
+  assert.deepEqual(
+    chat.output.map((turn) => turn.role),
+    ["agent", "person", "agent"],
+  );
+  assert.equal(chat.output[1].text, "Shorter, one word.");
+  assert.deepEqual(ui.errors, []);
+});
+
 test("fork from a checkpoint: only the steps after it run again", async () => {
   const run = await start(`cairn: 1
 id: chain

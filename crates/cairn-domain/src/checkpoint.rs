@@ -54,6 +54,7 @@ pub fn checkpoints(events: &[Event]) -> Vec<Checkpoint> {
                 WaitKind::Acceptance => ", waiting for acceptance",
                 WaitKind::Approval => ", waiting for approval",
                 WaitKind::Clarification => ", waiting for answers",
+                WaitKind::Conversation => ", in a conversation",
                 WaitKind::Block => ", blocked",
             });
         }

@@ -601,6 +601,10 @@ pub struct AgentStep {
     pub clarify: bool,
     /// Rounds of questions allowed (default 3).
     pub max_clarifications: u32,
+    /// A person and the agent converse, turn by turn, until the person
+    /// ends it (`/done`); the transcript is the step's output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactive: bool,
 }
 
 /// `command`: an argv list, never a shell.

@@ -209,6 +209,8 @@ pub enum WaitKind {
     Clarification,
     /// A blocked failure.
     Block,
+    /// A person's turn in an interactive step's conversation.
+    Conversation,
 }
 
 impl WaitKind {
@@ -592,6 +594,11 @@ pub enum Turn {
     /// A person answered the model's questions.
     Answers {
         /// The answers.
+        text: String,
+    },
+    /// A person's turn in an interactive step's conversation.
+    Said {
+        /// What they said.
         text: String,
     },
     /// A turn as logs before these kinds recorded it: already worded.

@@ -27,7 +27,7 @@ pub(crate) const RESERVED_NAMES: [&str; 8] =
 /// Keys that belong to one step kind only, for precise messages when they
 /// appear on another kind.
 const KIND_KEYS: [(&str, &[&str]); 5] = [
-    ("agent", &["prompt", "output", "qa", "clarify", "max_clarifications"]),
+    ("agent", &["prompt", "output", "qa", "clarify", "max_clarifications", "interactive"]),
     ("command", &["cwd", "env", "stdin", "allow_option_args", "confine_paths"]),
     ("for_each", &["steps"]),
     ("loop", &["steps"]),
@@ -627,6 +627,14 @@ fn step_kind(kind: &str, o: &mut Obj<'_, '_>, seen: &mut usize) -> Option<StepKi
             let qa = o.maybe("qa", qa);
             let clarify = o.or("clarify", false, boolean);
             let max_clarifications = o.or("max_clarifications", 3, |v, p, pr| uint(v, p, pr, 0, 20));
+            let interactive = o.or("interactive", false, boolean);
+            if let (Some(true), Some(other)) =
+                (interactive, ["output", "clarify", "qa"].into_iter().find(|k| o.has(k)))
+            {
+                let at = o.path.key("interactive");
+                let why = format!("an interactive step's output is its transcript: it takes no `{other}`");
+                o.problems.push(Rule::WrongType, &at, why);
+            }
             Some(StepKind::Agent(AgentStep {
                 agent: agent?,
                 prompt: prompt?,
@@ -634,6 +642,7 @@ fn step_kind(kind: &str, o: &mut Obj<'_, '_>, seen: &mut usize) -> Option<StepKi
                 qa: qa?,
                 clarify: clarify?,
                 max_clarifications: max_clarifications?,
+                interactive: interactive?,
             }))
         }
         "command" => {

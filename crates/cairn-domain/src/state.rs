@@ -30,6 +30,8 @@ pub enum RunStatus {
     WaitingApproval,
     /// Waiting for answers to a model's questions.
     WaitingClarification,
+    /// Waiting for a person's turn in an interactive step.
+    WaitingConversation,
     /// A step failed with `on_failure: block`; waits for `resume`.
     Blocked,
     /// Paused by a person; `resume` carries on.
@@ -55,6 +57,7 @@ impl RunStatus {
             RunStatus::WaitingAcceptance
                 | RunStatus::WaitingApproval
                 | RunStatus::WaitingClarification
+                | RunStatus::WaitingConversation
                 | RunStatus::Blocked
         )
     }
@@ -132,6 +135,7 @@ impl WaitKind {
             WaitKind::Acceptance => RunStatus::WaitingAcceptance,
             WaitKind::Approval => RunStatus::WaitingApproval,
             WaitKind::Clarification => RunStatus::WaitingClarification,
+            WaitKind::Conversation => RunStatus::WaitingConversation,
             WaitKind::Block => RunStatus::Blocked,
         }
     }
@@ -685,9 +689,15 @@ impl RunState {
             }
             EventKind::Answered { path, text } => {
                 let step = self.waiting(seq, path)?;
-                step.turns.push(Turn::Questions { questions: step.questions.clone() });
-                step.turns.push(Turn::Answers { text: text.clone() });
-                step.clarifications += 1;
+                if step.wait == Some(WaitKind::Conversation) {
+                    let said = step.message.clone().unwrap_or_default();
+                    step.turns.push(Turn::Answer { text: said });
+                    step.turns.push(Turn::Said { text: text.clone() });
+                } else {
+                    step.turns.push(Turn::Questions { questions: step.questions.clone() });
+                    step.turns.push(Turn::Answers { text: text.clone() });
+                    step.clarifications += 1;
+                }
                 self.reset(seq, at, path)?;
                 self.last_decided.insert(decider(true, None), Decided { gate: path.clone(), seq });
             }

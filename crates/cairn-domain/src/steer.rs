@@ -192,7 +192,7 @@ pub fn gate_decision(
     }
     let answer = matches!(call.verdict, Verdict::Answer(_));
     let wanted = |w: WaitKind| match w {
-        WaitKind::Clarification => answer,
+        WaitKind::Clarification | WaitKind::Conversation => answer,
         WaitKind::Acceptance | WaitKind::Approval => !answer,
         WaitKind::Block => false,
     };

@@ -54,6 +54,8 @@ pub(crate) struct Chat {
     schema: Option<Arc<jsonschema::Validator>>,
     repairs: u32,
     clarify: bool,
+    /// An interactive step: each answer is the agent's turn, then the person's.
+    interactive: bool,
     judge: Option<Judge>,
     /// With `session: reuse`: the agent, and the messages this step adds to
     /// its conversation (the final answer joins them on success).
@@ -305,6 +307,10 @@ impl Attempt<'_> {
     fn build(&self, step: &Step) -> Result<Job, StepError> {
         Ok(match &step.kind {
             StepKind::Set(set) => Job::Done(Outcome::Succeeded(self.deep(&set.value, "`set`")?)),
+            // The person ended the conversation: its transcript is the output.
+            StepKind::Agent(a) if a.interactive && self.turns.last().is_some_and(ends_conversation) => {
+                Job::Done(Outcome::Succeeded(transcript(&self.turns)))
+            }
             StepKind::Agent(a) => {
                 let (agent, provider) = self.agent(&a.agent, "")?;
                 let mut system =
@@ -366,6 +372,7 @@ impl Attempt<'_> {
                     schema: self.program.validator(self.path),
                     repairs: a.output.as_ref().map_or(DEFAULT_REPAIRS, |o| o.repair_attempts),
                     clarify: a.clarify,
+                    interactive: a.interactive,
                     judge,
                     session,
                     live: Some(live),
@@ -505,6 +512,10 @@ impl Chat {
                 && let Some(questions) = clarification(&answer.text)
             {
                 done.outcome = Outcome::Clarify(questions);
+                return done;
+            }
+            if self.interactive {
+                done.outcome = Outcome::Replied(answer.text);
                 return done;
             }
             let reason = match self.check(&answer.text) {
@@ -651,11 +662,31 @@ impl Chat {
     }
 }
 
+/// What a person says to end an interactive step's conversation.
+pub const END_CONVERSATION: &str = "/done";
+
+/// Whether `turn` is the person ending the conversation.
+fn ends_conversation(turn: &Turn) -> bool {
+    matches!(turn, Turn::Said { text } if text.trim() == END_CONVERSATION)
+}
+
+/// An interactive step's output: its conversation, the agent's turns and
+/// the person's, as `[{"role": "agent" | "person", "text": ...}]`, without
+/// the `/done` that ended it.
+fn transcript(turns: &[Turn]) -> Value {
+    let said = turns.iter().filter(|t| !ends_conversation(t)).filter_map(|turn| match turn {
+        Turn::Answer { text } => Some(json!({"role": "agent", "text": text})),
+        Turn::Said { text } => Some(json!({"role": "person", "text": text})),
+        _ => None,
+    });
+    Value::Array(said.collect())
+}
+
 /// A turn of a conversation as the message its model reads: the engine
 /// words what the run recorded (recorded cassettes hold these exact texts).
 fn message(turn: &Turn) -> ChatMessage {
     let (role, content) = match turn {
-        Turn::Prompt { text } | Turn::Answers { text } => (Role::User, text.clone()),
+        Turn::Prompt { text } | Turn::Answers { text } | Turn::Said { text } => (Role::User, text.clone()),
         Turn::Answer { text } => (Role::Assistant, text.clone()),
         Turn::Rejected { comment } => {
             (Role::User, format!("A reviewer rejected this: {}", comment.as_deref().unwrap_or("rejected")))

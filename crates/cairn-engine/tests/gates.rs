@@ -279,6 +279,47 @@ async fn a_model_that_keeps_asking_is_stopped() {
     assert!(error.message.contains("still asks questions after 1 rounds"), "{}", error.message);
 }
 
+const CONVERSE: &str = r#"cairn: 1
+id: converse
+agents:
+  w: { system: You pair with a person. }
+steps:
+  - id: chat
+    agent: w
+    prompt: Help me name the service.
+    interactive: true
+  - id: after
+    agent: w
+    prompt: "Summarise: {{ steps.chat.output | tojson }}"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn an_interactive_step_converses_turn_by_turn_until_the_person_ends_it() {
+    let h = Harness::new();
+    let llm = Scripted::new(&["How about `ledger`?", "Then `tally`.", "Named: tally."]);
+    let engine = engine(&h, llm.clone());
+    let state = engine.run(definition(CONVERSE), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::WaitingConversation);
+    assert_eq!(state.steps[&StepPath::new("chat")].message.as_deref(), Some("How about `ledger`?"));
+    let state =
+        decide_and_resume(&engine, call(Verdict::Answer("Shorter.".into()), None, None, "dana")).await;
+    assert_eq!(state.status, RunStatus::WaitingConversation, "the agent's next turn, then the person's");
+    let state = decide_and_resume(&engine, call(Verdict::Answer("/done".into()), None, None, "dana")).await;
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(
+        state.steps[&StepPath::new("chat")].output,
+        Some(json!([
+            {"role": "agent", "text": "How about `ledger`?"},
+            {"role": "person", "text": "Shorter."},
+            {"role": "agent", "text": "Then `tally`."},
+        ])),
+        "the transcript is the output"
+    );
+    assert_eq!(llm.requests.lock().expect("lock").len(), 3, "`/done` asks the model nothing");
+    insta::assert_snapshot!("converse_log", h.log().await);
+    insta::assert_snapshot!("converse_second_turn", llm.conversation(1));
+}
+
 const SCHEMA: &str = r#"cairn: 1
 id: qa
 agents:

@@ -222,6 +222,7 @@ pub(crate) const RUN_STATUSES: &[&str] = &[
     "waiting_acceptance",
     "waiting_approval",
     "waiting_clarification",
+    "waiting_conversation",
     "blocked",
     "paused",
     "completed",
@@ -244,7 +245,7 @@ by_hand!(StepStatus, words("The status of a step", STEP_STATUSES.iter().copied()
 pub(crate) struct WaitKind;
 
 /// Every kind of wait, as JSON spells it.
-pub(crate) const WAIT_KINDS: &[&str] = &["acceptance", "approval", "clarification", "block"];
+pub(crate) const WAIT_KINDS: &[&str] = &["acceptance", "approval", "clarification", "block", "conversation"];
 
 by_hand!(WaitKind, words("What a gate waits for", WAIT_KINDS.iter().copied()));
 

@@ -1,6 +1,7 @@
 // Deciding at a gate as the signed-in identity: approve, reject (a
 // rejection's comment becomes the rework's feedback) or answer a model's
-// questions; who decided what so far. Buttons show only to a session that
+// questions, or take the person's turn in an interactive step's
+// conversation (`/done` ends it); who decided what so far. Buttons show only to a session that
 // may decide there; the API refuses anyone else anyway.
 import { useState } from "react";
 import { api, type Gate, problemText, type Session } from "../lib/api";
@@ -10,7 +11,7 @@ import { Output } from "./Output";
 /** The role `session` decides at `gate` as, or why it cannot. */
 export function roleAt(session: Session, gate: Gate): { role: string | null } | { cannot: string } {
   if (session.role === "viewer") return { cannot: "a viewer decides nothing" };
-  if (gate.kind === "clarification") return { role: null };
+  if (gate.kind === "clarification" || gate.kind === "conversation") return { role: null };
   const open = gate.approvers.filter((r) => !gate.approved_by.some((a) => a.role === r));
   if (gate.approvers.length === 0) return { role: session.any_gate_role ? null : (session.gate_roles[0] ?? null) };
   const mine = session.any_gate_role ? open : open.filter((r) => session.gate_roles.includes(r));
@@ -23,14 +24,15 @@ export function GatePanel({ runId, gate, session, onDone }: { runId: string; gat
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const may = roleAt(session, gate);
-  const decide = async (verdict: "approve" | "reject" | "answer") => {
+  const answers = gate.kind === "clarification" || gate.kind === "conversation";
+  const decide = async (verdict: "approve" | "reject" | "answer", text: string = comment) => {
     setBusy(true);
     setError(null);
     const params = { path: { id: runId } };
     const role = "role" in may ? may.role : null;
     const result =
       verdict === "answer"
-        ? await api.POST("/api/v1/runs/{id}/answer", { params, body: { gate: gate.gate, text: comment } })
+        ? await api.POST("/api/v1/runs/{id}/answer", { params, body: { gate: gate.gate, text } })
         : await api.POST(verdict === "approve" ? "/api/v1/runs/{id}/approve" : "/api/v1/runs/{id}/reject", {
             params,
             body: { gate: gate.gate, as: role, comment: comment || null },
@@ -45,7 +47,13 @@ export function GatePanel({ runId, gate, session, onDone }: { runId: string; gat
   return (
     <section className="gate" data-testid={`gate-${gate.gate}`}>
       <h3>
-        {gate.kind === "acceptance" ? "Accept the output of" : gate.kind === "approval" ? "Approve" : "Answer"}{" "}
+        {gate.kind === "acceptance"
+          ? "Accept the output of"
+          : gate.kind === "approval"
+            ? "Approve"
+            : gate.kind === "conversation"
+              ? "Your turn in"
+              : "Answer"}{" "}
         <code>{gate.gate}</code>
       </h3>
       {gate.message && <p>{gate.message}</p>}
@@ -80,15 +88,28 @@ export function GatePanel({ runId, gate, session, onDone }: { runId: string; gat
         <div className="decide">
           <textarea
             aria-label="comment"
-            placeholder={gate.kind === "clarification" ? "your answers" : "a comment (a rejection's is the rework's feedback)"}
+            placeholder={
+              gate.kind === "conversation"
+                ? "your reply (/done alone ends the conversation)"
+                : gate.kind === "clarification"
+                  ? "your answers"
+                  : "a comment (a rejection's is the rework's feedback)"
+            }
             value={comment}
             onChange={(e) => setComment(e.target.value)}
           />
           <div className="buttons">
-            {gate.kind === "clarification" ? (
-              <button disabled={busy || comment.trim() === ""} onClick={() => decide("answer")}>
-                Answer
-              </button>
+            {answers ? (
+              <>
+                <button disabled={busy || comment.trim() === ""} onClick={() => decide("answer")}>
+                  {gate.kind === "conversation" ? "Reply" : "Answer"}
+                </button>
+                {gate.kind === "conversation" && (
+                  <button disabled={busy} onClick={() => decide("answer", "/done")}>
+                    End it
+                  </button>
+                )}
+              </>
             ) : (
               <>
                 <button className="approve" disabled={busy} onClick={() => decide("approve")}>

@@ -805,7 +805,7 @@ export interface components {
          * @description The status of a run
          * @enum {string}
          */
-        RunStatus: "pending" | "running" | "waiting_acceptance" | "waiting_approval" | "waiting_clarification" | "blocked" | "paused" | "completed" | "failed" | "cancelled";
+        RunStatus: "pending" | "running" | "waiting_acceptance" | "waiting_approval" | "waiting_clarification" | "waiting_conversation" | "blocked" | "paused" | "completed" | "failed" | "cancelled";
         /** @description One event of a run's stream: a stored event, `token` (streamed model text, live only), `end` (the run ended) or `error` */
         RunStreamEvent: {
             /** @description The event's JSON */
@@ -1063,7 +1063,7 @@ export interface components {
          * @description What a gate waits for
          * @enum {string}
          */
-        WaitKind: "acceptance" | "approval" | "clarification" | "block";
+        WaitKind: "acceptance" | "approval" | "clarification" | "block" | "conversation";
     };
     responses: never;
     parameters: never;
@@ -2972,6 +2972,6 @@ export const errorClassValues: ReadonlyArray<FlattenedDeepRequired<components>["
 export const inputTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["InputType"]> = ["string", "number", "integer", "boolean", "object", "array"];
 export const roleValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Role"]> = ["viewer", "operator", "admin"];
 export const runFeedEventEventValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunFeedEvent"]["event"]> = ["run"];
-export const runStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunStatus"]> = ["pending", "running", "waiting_acceptance", "waiting_approval", "waiting_clarification", "blocked", "paused", "completed", "failed", "cancelled"];
+export const runStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunStatus"]> = ["pending", "running", "waiting_acceptance", "waiting_approval", "waiting_clarification", "waiting_conversation", "blocked", "paused", "completed", "failed", "cancelled"];
 export const stepStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StepStatus"]> = ["pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"];
-export const waitKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WaitKind"]> = ["acceptance", "approval", "clarification", "block"];
+export const waitKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WaitKind"]> = ["acceptance", "approval", "clarification", "block", "conversation"];

@@ -6,7 +6,7 @@ import { api, type Gate, type Run, type RunStatus, type Session } from "../lib/a
 import { when, words } from "../lib/format";
 import { Link } from "../lib/router";
 
-const WAITING: RunStatus[] = ["waiting_acceptance", "waiting_approval", "waiting_clarification"];
+const WAITING: RunStatus[] = ["waiting_acceptance", "waiting_approval", "waiting_clarification", "waiting_conversation"];
 
 export function Inbox({ session }: { session: Session }) {
   const [items, setItems] = useState<{ run: Run; gate: Gate }[] | null>(null);

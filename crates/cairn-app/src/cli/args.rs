@@ -204,7 +204,7 @@ pub enum Verb {
   cairn runs --limit 20 --format json")]
     Runs {
         /// Only runs with this status: pending, running, waiting_acceptance,
-        /// waiting_approval, waiting_clarification, blocked, paused,
+        /// waiting_approval, waiting_clarification, waiting_conversation, blocked, paused,
         /// completed, failed or cancelled.
         #[arg(long)]
         status: Option<String>,

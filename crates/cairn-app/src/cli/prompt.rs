@@ -141,6 +141,28 @@ fn ask(id: &RunId, gate: &Gate<'_>, named: bool, lines: &mpsc::Receiver<String>)
                     comment: None,
                 }))
             }
+            WaitKind::Conversation => {
+                eprintln!("{}", gate.state.message.as_deref().unwrap_or_default());
+                eprintln!("your turn (an empty line ends it; `/done` alone ends the conversation):");
+                let mut text = Vec::new();
+                while let Some(line) = read("> ")? {
+                    let done = text.is_empty() && line == "/done";
+                    text.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                if text.is_empty() {
+                    return Ok(Asked::Leave);
+                }
+                let verdict = Verdict::Answer(text.join("\n"));
+                Ok(Asked::Decided(GateCall {
+                    gate: Some(gate.path.to_string()),
+                    verdict,
+                    role: None,
+                    comment: None,
+                }))
+            }
             // A blocked step (or a wait this prompt does not know) is left as it is.
             _ => Ok(Asked::Leave),
         }

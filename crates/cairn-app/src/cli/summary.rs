@@ -30,6 +30,12 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
         WaitKind::Acceptance => writeln!(out, "waiting: acceptance of `{}`, by {who}", gate.path),
         WaitKind::Approval => writeln!(out, "waiting: approval `{}`, by {who}", gate.path),
         WaitKind::Clarification => writeln!(out, "waiting: answers to the questions of `{}`", gate.path),
+        WaitKind::Conversation => writeln!(
+            out,
+            "waiting: your turn in the conversation of `{}`; it said:\n{}",
+            gate.path,
+            s.message.as_deref().unwrap_or_default()
+        ),
         WaitKind::Block if s.error.as_ref().is_some_and(|e| e.cause == Some(Cause::BudgetSpent)) => writeln!(
             out,
             "blocked: the run's budget is spent before `{}`; `cairn resume {run} --budget-usd USD` raises it and goes on",
@@ -80,6 +86,13 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
         WaitKind::Clarification => {
             let gate = if named { format!(" --gate '{}'", gate.path) } else { String::new() };
             writeln!(out, "  answer: cairn answer {run}{gate} --text \"...\"")
+        }
+        WaitKind::Conversation => {
+            let gate = if named { format!(" --gate '{}'", gate.path) } else { String::new() };
+            writeln!(
+                out,
+                "  reply: cairn answer {run}{gate} --text \"...\"   or end it: cairn answer {run}{gate} --text /done"
+            )
         }
         _ => Ok(()),
     };

@@ -43,6 +43,13 @@ pub fn attempt_finished(
             }
             events
         }
+        Outcome::Replied(text) => vec![EventKind::StepWaiting {
+            path: path.clone(),
+            wait: WaitKind::Conversation,
+            deadline: None,
+            message: Some(text),
+            questions: Vec::new(),
+        }],
         Outcome::Clarify(questions) => {
             let asked = state.steps.get(path).map_or(0, |s| s.clarifications);
             let most = match &step.kind {

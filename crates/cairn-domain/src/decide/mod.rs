@@ -69,6 +69,8 @@ pub enum Outcome {
     },
     /// The model asked these questions instead of answering (`clarify: true`).
     Clarify(Vec<String>),
+    /// An interactive step's agent said this; the person's turn is next.
+    Replied(String),
 }
 
 /// Decides what happens next in a run, from its state alone.
