@@ -163,25 +163,23 @@ fn questions_are_shown_and_answered_across_processes() {
     );
 }
 
-#[test]
-fn a_gate_at_a_terminal_asks_and_the_run_goes_on_in_the_same_process() {
-    let data = fresh_data_dir();
+/// `cairn --llm mock ARGS` in `dir` on `data`, its stdin a terminal where
+/// `typed` was typed ahead (the terminal keeps the lines until a prompt
+/// reads them): its exit code, stdout and stderr.
+fn at_terminal(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    args: &[&str],
+    typed: &[u8],
+) -> (i32, String, String) {
     let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
     let slave: std::fs::File = pty.slave.into();
     let mut master: std::fs::File = pty.master.into();
     let child = Command::new(cairn_bin())
-        .args([
-            "--llm",
-            "mock",
-            "run",
-            "examples/code-review.yaml",
-            "--input",
-            "file_path=a.rs",
-            "--run-id",
-            "tty",
-        ])
-        .current_dir(root())
-        .env("CAIRN_DATA_DIR", &data)
+        .args(["--llm", "mock"])
+        .args(args)
+        .current_dir(dir)
+        .env("CAIRN_DATA_DIR", data)
         .env("USER", "tester")
         .env_remove("CAIRN_CONFIG")
         .stdin(Stdio::from(slave))
@@ -189,12 +187,19 @@ fn a_gate_at_a_terminal_asks_and_the_run_goes_on_in_the_same_process() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cairn starts");
-    // Typed ahead: the terminal keeps the lines until the prompt reads them.
-    master.write_all(b"a\nlooks right\n").expect("typed");
+    master.write_all(typed).expect("typed");
     let out = child.wait_with_output().expect("cairn ends");
     drop(master);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn a_gate_at_a_terminal_asks_and_the_run_goes_on_in_the_same_process() {
+    let data = fresh_data_dir();
+    let args = ["run", "examples/code-review.yaml", "--input", "file_path=a.rs", "--run-id", "tty"];
+    let (code, _, stderr) = at_terminal(&root(), &data, &args, b"a\nlooks right\n");
+    assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("approve, reject, or leave it waiting? [a/r/w]"), "{stderr}");
     assert!(stderr.contains("output under review:"), "{stderr}");
     let events = cairn_env(&root(), &["events", "tty"], &[("CAIRN_DATA_DIR", data.to_str().expect("utf-8"))]);
@@ -249,31 +254,15 @@ fn an_interactive_step_at_a_terminal_converses_in_the_same_process() {
     let data = fresh_data_dir();
     let dir = crate::support::scratch("gates_converse_tty");
     std::fs::write(dir.join("wf.yaml"), CONVERSE).expect("write");
-    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
-    let slave: std::fs::File = pty.slave.into();
-    let mut master: std::fs::File = pty.master.into();
-    let child = Command::new(cairn_bin())
-        .args(["--llm", "mock", "run", "wf.yaml", "--run-id", "tty", "--format", "json"])
-        .current_dir(&dir)
-        .env("CAIRN_DATA_DIR", &data)
-        .env("USER", "tester")
-        .env_remove("CAIRN_CONFIG")
-        .stdin(Stdio::from(slave))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cairn starts");
-    // Typed ahead: a turn (an empty line ends it), then `/done`.
-    master.write_all(b"Shorter.\nNo dashes.\n\n/done\n").expect("typed");
-    let out = child.wait_with_output().expect("cairn ends");
-    drop(master);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // A turn (an empty line ends it), then `/done`.
+    let args = ["run", "wf.yaml", "--run-id", "tty", "--format", "json"];
+    let (code, stdout, stderr) = at_terminal(&dir, &data, &args, b"Shorter.\nNo dashes.\n\n/done\n");
+    assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("your turn (an empty line ends it; `/done` alone ends the conversation)"),
         "{stderr}"
     );
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let run: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(speakers(&run), ["agent", "person", "agent"]);
     assert_eq!(run["steps"][0]["output"][1]["text"], "Shorter.\nNo dashes.");
 }

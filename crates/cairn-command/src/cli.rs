@@ -240,12 +240,10 @@ impl Reading {
             }
             "turn.completed" => {
                 let usage = &event["usage"];
-                self.usage = Some(Usage {
-                    prompt_tokens: usage["input_tokens"].as_u64().unwrap_or_default(),
-                    completion_tokens: usage["output_tokens"].as_u64().unwrap_or_default(),
-                    estimated: false,
-                    cost_micro_usd: None,
-                });
+                self.usage = Some(Usage::reported(
+                    usage["input_tokens"].as_u64().unwrap_or_default(),
+                    usage["output_tokens"].as_u64().unwrap_or_default(),
+                ));
                 self.answer = Some(std::mem::take(&mut self.text));
                 None
             }
@@ -270,12 +268,10 @@ impl Reading {
             }
             "result" if event["status"] == "success" => {
                 let stats = &event["stats"];
-                self.usage = Some(Usage {
-                    prompt_tokens: stats["input_tokens"].as_u64().unwrap_or_default(),
-                    completion_tokens: stats["output_tokens"].as_u64().unwrap_or_default(),
-                    estimated: false,
-                    cost_micro_usd: None,
-                });
+                self.usage = Some(Usage::reported(
+                    stats["input_tokens"].as_u64().unwrap_or_default(),
+                    stats["output_tokens"].as_u64().unwrap_or_default(),
+                ));
                 if let Some(model) = stats["models"].as_object().and_then(|m| m.keys().next()) {
                     self.model = Some(model.clone());
                 }

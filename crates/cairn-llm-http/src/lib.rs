@@ -479,12 +479,7 @@ impl HttpProvider {
                 parsed["usage"]["prompt_tokens"].as_u64(),
                 parsed["usage"]["completion_tokens"].as_u64(),
             ) {
-                (Some(p), Some(c)) => Some(Usage {
-                    prompt_tokens: p,
-                    completion_tokens: c,
-                    estimated: false,
-                    cost_micro_usd: None,
-                }),
+                (Some(p), Some(c)) => Some(Usage::reported(p, c)),
                 _ => None,
             };
             (text.to_owned(), tool_calls, usage, parsed["model"].as_str().map(str::to_owned))

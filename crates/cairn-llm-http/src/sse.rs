@@ -153,12 +153,7 @@ impl Stream {
         if let (Some(p), Some(c)) =
             (chunk["usage"]["prompt_tokens"].as_u64(), chunk["usage"]["completion_tokens"].as_u64())
         {
-            self.usage = Some(Usage {
-                prompt_tokens: p,
-                completion_tokens: c,
-                estimated: false,
-                cost_micro_usd: None,
-            });
+            self.usage = Some(Usage::reported(p, c));
         }
         if let Some(model) = chunk["model"].as_str() {
             self.model = Some(model.to_owned());
@@ -255,15 +250,7 @@ mod tests {
             assert_eq!(s.text, "Hello ✓", "split at {split}");
             assert_eq!(deltas.concat(), "Hello ✓");
             assert!(s.is_complete());
-            assert_eq!(
-                s.usage,
-                Some(Usage {
-                    prompt_tokens: 7,
-                    completion_tokens: 2,
-                    estimated: false,
-                    cost_micro_usd: None
-                })
-            );
+            assert_eq!(s.usage, Some(Usage::reported(7, 2)));
             assert_eq!(s.model.as_deref(), Some("m1"));
         }
     }

@@ -158,6 +158,11 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Counts the provider reported, with no cost.
+    pub fn reported(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self { prompt_tokens, completion_tokens, estimated: false, cost_micro_usd: None }
+    }
+
     /// Usage nobody reported, estimated at four characters a token.
     pub fn estimate(messages: &[ChatMessage], answer: &str) -> Self {
         let prompt: usize = messages

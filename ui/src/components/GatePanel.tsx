@@ -65,10 +65,12 @@ export function GatePanel({ runId, gate, session, onDone }: { runId: string; gat
         </ol>
       )}
       {gate.output !== undefined && <Output value={gate.output} />}
-      <p className="muted">
-        {gate.approvers.length > 0 ? `Needs: ${gate.approvers.join(", ")}` : "Needs one approval from anyone"}
-        {gate.deadline && ` · decided by its timeout at ${when(gate.deadline)}`}
-      </p>
+      {!answers && (
+        <p className="muted">
+          {gate.approvers.length > 0 ? `Needs: ${gate.approvers.join(", ")}` : "Needs one approval from anyone"}
+          {gate.deadline && ` · decided by its timeout at ${when(gate.deadline)}`}
+        </p>
+      )}
       {gate.approved_by.length > 0 && (
         <ul className="decisions">
           {gate.approved_by.map((a, i) => (

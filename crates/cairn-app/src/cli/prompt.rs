@@ -124,29 +124,17 @@ fn ask(id: &RunId, gate: &Gate<'_>, named: bool, lines: &mpsc::Receiver<String>)
                 let comment = read("comment (optional): ")?;
                 Ok(Asked::Decided(GateCall { gate: Some(gate.path.to_string()), verdict, role, comment }))
             }
-            WaitKind::Clarification => {
-                eprintln!("your answers (an empty line ends them):");
+            WaitKind::Clarification | WaitKind::Conversation => {
+                let conversation = gate.kind == WaitKind::Conversation;
+                if conversation {
+                    eprintln!("{}", gate.state.message.as_deref().unwrap_or_default());
+                    eprintln!("your turn (an empty line ends it; `/done` alone ends the conversation):");
+                } else {
+                    eprintln!("your answers (an empty line ends them):");
+                }
                 let mut text = Vec::new();
                 while let Some(line) = read("> ")? {
-                    text.push(line);
-                }
-                if text.is_empty() {
-                    return Ok(Asked::Leave);
-                }
-                let verdict = Verdict::Answer(text.join("\n"));
-                Ok(Asked::Decided(GateCall {
-                    gate: Some(gate.path.to_string()),
-                    verdict,
-                    role: None,
-                    comment: None,
-                }))
-            }
-            WaitKind::Conversation => {
-                eprintln!("{}", gate.state.message.as_deref().unwrap_or_default());
-                eprintln!("your turn (an empty line ends it; `/done` alone ends the conversation):");
-                let mut text = Vec::new();
-                while let Some(line) = read("> ")? {
-                    let done = text.is_empty() && line == "/done";
+                    let done = conversation && text.is_empty() && line == "/done";
                     text.push(line);
                     if done {
                         break;
