@@ -11,7 +11,9 @@
 //! ends or the attempt is dropped (timeout, cancel): its process group, and
 //! on Linux its cgroup where one can be made (the `cgroup` module) and, as
 //! the subreaper of what it starts, every process that left the group
-//! carrying the attempt's key (the `reaper` module).
+//! carrying the attempt's key (the `reaper` module). Behind the same
+//! fence: the built-in tools agents call ([`BuiltinTools`]) and coding-agent
+//! CLIs run as LLM providers ([`CliProvider`]).
 //!
 //! What it deliberately does not do: interpret exit codes (the engine does),
 //! retry, or render templates: it receives finished argument strings, each
@@ -22,7 +24,8 @@
 //! or the app. Its one `unsafe` is the hook that enters the cgroup between
 //! fork and exec.
 //!
-//! Read first: [`LocalCommands`], [`CommandPolicy`].
+//! Read first: [`LocalCommands`], [`CommandPolicy`], then [`BuiltinTools`]
+//! and [`CliProvider`].
 
 mod cli;
 mod tools;
