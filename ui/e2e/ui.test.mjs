@@ -256,6 +256,8 @@ steps:
   // The agent's next turn comes back to the same gate, its second attempt.
   await ui.locator(".react-flow__node", { hasText: "attempt 2" }).waitFor({ timeout: PATIENCE });
   await gate.getByText("Your turn in").waitFor();
+  await ui.locator(".react-flow__node", { hasText: "chat" }).click();
+  await ui.getByTestId("step-panel").getByText("Shorter, one word.", { exact: true }).waitFor();
   await shot(ui, "run-conversation");
   await gate.getByRole("button", { name: "End it" }).click();
   const done = await until(run, "completed");

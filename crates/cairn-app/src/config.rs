@@ -51,8 +51,8 @@ pub struct McpConfig {
     #[serde(default)]
     pub env: Vec<String>,
     /// How long its start and each call may take (default 60s).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[providers.NAME]`.
@@ -80,8 +80,8 @@ pub struct ProviderConfig {
     /// The default model.
     pub model: Option<String>,
     /// Request timeout (`120s`).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
     /// Requests in flight to this provider.
     pub max_concurrency: Option<u32>,
     /// Request rate limit.
@@ -89,21 +89,21 @@ pub struct ProviderConfig {
     /// Stream answers.
     pub stream: Option<bool>,
     /// The limit on connecting (default 10s).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub connect_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
     /// The limit on the wait for an answer to start (default: `timeout`).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub first_byte_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub first_byte_timeout: Option<Duration>,
     /// The limit on a silence inside a streamed answer (default 60s).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
     /// How structured output is requested.
     #[serde(default, deserialize_with = "structured_output_text")]
     pub structured_output: Option<String>,
     /// The longest `Retry-After` obeyed (default 5m): a server that asks
     /// for longer fails the call at once instead of holding the step.
-    #[serde(default, deserialize_with = "duration_text")]
-    pub max_retry_after: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_retry_after: Option<Duration>,
     /// Bytes of an answer's text kept at most (default 4 MiB), so a server
     /// that never stops cannot fill memory; a longer answer fails.
     #[serde(default, deserialize_with = "answer_bytes")]
@@ -155,11 +155,11 @@ pub struct StoreConfig {
     pub keep_checkpoints: Option<u32>,
 }
 
-/// A duration (`120s`, `2m`), checked as the file is read and kept as written.
-fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// A duration (`120s`, `2m`), read as the file is read.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    text.parse::<cairn_domain::duration::Duration>().map_err(serde::de::Error::custom)?;
-    Ok(Some(text))
+    let read = text.parse::<cairn_domain::duration::Duration>().map_err(serde::de::Error::custom)?;
+    Ok(Some(read.to_std()))
 }
 
 /// A limit on an answer's bytes, checked as the file is read: 0 would
@@ -322,31 +322,21 @@ impl Loaded {
             let setting =
                 if from_env_key { ENV_API_KEY.to_owned() } else { p.api_key_env.clone().unwrap_or_default() };
             let api_key = if setting.is_empty() { None } else { env(&setting).map(ApiKey::new) };
-            let duration = |key: &str, value: &Option<String>| -> Result<Option<Duration>, String> {
-                value
-                    .as_deref()
-                    .map(|t| {
-                        t.parse::<cairn_domain::duration::Duration>()
-                            .map(|d| d.to_std())
-                            .map_err(|e| format!("providers.{name}.{key}: {e}"))
-                    })
-                    .transpose()
-            };
             let mut settings = ProviderSettings::new(name.clone(), p.base_url.clone());
             settings.api_key = api_key;
             settings.api_key_setting = if setting.is_empty() { ENV_API_KEY.to_owned() } else { setting };
             settings.model = p.model.clone();
-            if let Some(t) = duration("timeout", &p.timeout)? {
+            if let Some(t) = p.timeout {
                 settings.timeout = t;
                 settings.first_byte_timeout = t;
             }
-            if let Some(t) = duration("connect_timeout", &p.connect_timeout)? {
+            if let Some(t) = p.connect_timeout {
                 settings.connect_timeout = t;
             }
-            if let Some(t) = duration("first_byte_timeout", &p.first_byte_timeout)? {
+            if let Some(t) = p.first_byte_timeout {
                 settings.first_byte_timeout = t;
             }
-            if let Some(t) = duration("idle_timeout", &p.idle_timeout)? {
+            if let Some(t) = p.idle_timeout {
                 settings.idle_timeout = t;
             }
             settings.stream = p.stream.unwrap_or(true);
@@ -361,7 +351,7 @@ impl Loaded {
                         )
                     })?;
             }
-            if let Some(t) = duration("max_retry_after", &p.max_retry_after)? {
+            if let Some(t) = p.max_retry_after {
                 settings.max_retry_after = t;
             }
             if let Some(bytes) = p.max_answer_bytes {
@@ -415,19 +405,12 @@ impl Loaded {
                     "providers.{name}: a `cli` provider needs a `preset` or a `command` (the program first)"
                 ));
             }
-            let timeout = match &p.timeout {
-                Some(t) => t
-                    .parse::<cairn_domain::duration::Duration>()
-                    .map_err(|e| format!("providers.{name}.timeout: {e}"))?
-                    .to_std(),
-                None => DEFAULT_CLI_TIMEOUT,
-            };
             out.push(CliSettings {
                 name: name.clone(),
                 format,
                 command,
                 model: p.model.clone(),
-                timeout,
+                timeout: p.timeout.unwrap_or(DEFAULT_CLI_TIMEOUT),
                 env: p.env.clone().unwrap_or_default(),
             });
         }
@@ -462,13 +445,11 @@ impl Loaded {
             .mcp
             .iter()
             .map(|(name, c)| {
-                let timeout =
-                    c.timeout.as_deref().and_then(|t| t.parse::<cairn_domain::duration::Duration>().ok());
                 let server = cairn_mcp::McpServer {
                     command: c.command.clone(),
                     shared: c.shared,
                     env: c.env.iter().filter_map(|v| Some((v.clone(), std::env::var(v).ok()?))).collect(),
-                    timeout: timeout.map_or(DEFAULT_MCP_TIMEOUT, |t| t.to_std()),
+                    timeout: c.timeout.unwrap_or(DEFAULT_MCP_TIMEOUT),
                 };
                 (name.clone(), server)
             })

@@ -611,6 +611,28 @@ pub enum Turn {
     },
 }
 
+/// What a person says, alone, to end an interactive step's conversation.
+pub const END_CONVERSATION: &str = "/done";
+
+impl Turn {
+    /// Whether this is the person ending the conversation.
+    pub fn ends_conversation(&self) -> bool {
+        matches!(self, Turn::Said { text } if text.trim() == END_CONVERSATION)
+    }
+
+    /// An interactive step's output: its conversation, the agent's turns
+    /// and the person's, as `[{"role": "agent" | "person", "text": ...}]`,
+    /// without the `/done` that ended it.
+    pub fn transcript(turns: &[Turn]) -> Value {
+        let said = turns.iter().filter(|t| !t.ends_conversation()).filter_map(|turn| match turn {
+            Turn::Answer { text } => Some(serde_json::json!({"role": "agent", "text": text})),
+            Turn::Said { text } => Some(serde_json::json!({"role": "person", "text": text})),
+            _ => None,
+        });
+        Value::Array(said.collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

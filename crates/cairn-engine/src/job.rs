@@ -308,8 +308,8 @@ impl Attempt<'_> {
         Ok(match &step.kind {
             StepKind::Set(set) => Job::Done(Outcome::Succeeded(self.deep(&set.value, "`set`")?)),
             // The person ended the conversation: its transcript is the output.
-            StepKind::Agent(a) if a.interactive && self.turns.last().is_some_and(ends_conversation) => {
-                Job::Done(Outcome::Succeeded(transcript(&self.turns)))
+            StepKind::Agent(a) if a.interactive && self.turns.last().is_some_and(Turn::ends_conversation) => {
+                Job::Done(Outcome::Succeeded(Turn::transcript(&self.turns)))
             }
             StepKind::Agent(a) => {
                 let (agent, provider) = self.agent(&a.agent, "")?;
@@ -660,26 +660,6 @@ impl Chat {
         let reason = verdict["reason"].as_str().unwrap_or_default();
         Ok(Some(format!("the QA judge failed it: {reason}")))
     }
-}
-
-/// What a person says to end an interactive step's conversation.
-pub const END_CONVERSATION: &str = "/done";
-
-/// Whether `turn` is the person ending the conversation.
-fn ends_conversation(turn: &Turn) -> bool {
-    matches!(turn, Turn::Said { text } if text.trim() == END_CONVERSATION)
-}
-
-/// An interactive step's output: its conversation, the agent's turns and
-/// the person's, as `[{"role": "agent" | "person", "text": ...}]`, without
-/// the `/done` that ended it.
-fn transcript(turns: &[Turn]) -> Value {
-    let said = turns.iter().filter(|t| !ends_conversation(t)).filter_map(|turn| match turn {
-        Turn::Answer { text } => Some(json!({"role": "agent", "text": text})),
-        Turn::Said { text } => Some(json!({"role": "person", "text": text})),
-        _ => None,
-    });
-    Value::Array(said.collect())
 }
 
 /// A turn of a conversation as the message its model reads: the engine

@@ -38,7 +38,7 @@ use client::{Connection, Failure, Launch, ServerTool};
 
 /// Between a server's name and its tool's in the name offered to models
 /// (`tracker__get_ticket`); server names never hold it.
-pub const SEPARATOR: &str = "__";
+const SEPARATOR: &str = "__";
 
 /// The variables every server gets from cairn's own environment.
 const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];

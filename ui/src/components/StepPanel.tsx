@@ -38,6 +38,9 @@ export function conversation(events: CairnEvent[], path: string): { role: string
   const out: { role: string; text: string }[] = [];
   const own = events.filter((e) => e.path === path);
   const prompts = own.some((e) => e.type === "prompt_rendered");
+  // An answer is to the model's questions, or a person's turn in an
+  // interactive step's conversation: the wait before it says which.
+  let talking = false;
   for (const e of own) {
     if (e.type === "prompt_rendered") {
       if (typeof e.system === "string") out.push({ role: `system #${e.attempt}`, text: e.system });
@@ -52,12 +55,15 @@ export function conversation(events: CairnEvent[], path: string): { role: string
       for (const t of e.turns as Turn[]) out.push(turn(t));
     } else if (e.type === "output_repaired") {
       out.push({ role: "repair", text: String(e.reason ?? "") });
-    } else if (e.type === "step_waiting" && Array.isArray(e.questions)) {
-      out.push({ role: "questions", text: (e.questions as string[]).join("\n") });
+    } else if (e.type === "step_waiting") {
+      talking = e.wait === "conversation";
+      if (talking) out.push({ role: "agent", text: String(e.message ?? "") });
+      else if (Array.isArray(e.questions) && e.questions.length > 0)
+        out.push({ role: "questions", text: (e.questions as string[]).join("\n") });
     } else if (e.type === "gate_decided" && typeof e.comment === "string") {
       out.push({ role: e.approve ? "approved" : "rejected", text: `${e.actor}: ${e.comment}` });
     } else if (e.type === "answered") {
-      out.push({ role: "answers", text: String(e.text ?? "") });
+      out.push({ role: talking ? `${e.actor}` : "answers", text: String(e.text ?? "") });
     }
   }
   return out;

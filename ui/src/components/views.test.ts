@@ -138,6 +138,25 @@ describe("the step panel", () => {
     ]);
   });
 
+  it("shows an interactive step's turns by who took them, and no empty questions at a gate", () => {
+    const events = [
+      event(1, "prompt_rendered", { path: "chat", attempt: 1, prompt: "Name it." }),
+      event(2, "step_waiting", { path: "chat", wait: "conversation", message: "ledger?", questions: [] }),
+      event(3, "answered", { path: "chat", text: "Shorter.", actor: "ana" }),
+      event(4, "prompt_rendered", { path: "chat", attempt: 2, prompt: "Name it." }),
+      event(5, "step_waiting", { path: "chat", wait: "conversation", message: "tally?", questions: [] }),
+      event(6, "step_waiting", { path: "ok", wait: "approval", message: "Ship?", questions: [] }),
+    ];
+    expect(conversation(events, "chat")).toEqual([
+      { role: "prompt #1", text: "Name it." },
+      { role: "agent", text: "ledger?" },
+      { role: "ana", text: "Shorter." },
+      { role: "prompt #2", text: "Name it." },
+      { role: "agent", text: "tally?" },
+    ]);
+    expect(conversation(events, "ok")).toEqual([]);
+  });
+
   it("falls back to the kept session turns of logs written before prompts were recorded", () => {
     const events = [event(1, "session_extended", { path: "plan", turns: [{ type: "prompt", text: "Plan." }, { type: "answer", text: "ok" }] })];
     expect(conversation(events, "plan")).toEqual([

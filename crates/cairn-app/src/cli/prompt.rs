@@ -6,6 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use cairn_domain::event::END_CONVERSATION;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{WaitKind, text_of};
 use cairn_domain::steer::{GateCall, Refusal, Verdict};
@@ -128,13 +129,15 @@ fn ask(id: &RunId, gate: &Gate<'_>, named: bool, lines: &mpsc::Receiver<String>)
                 let conversation = gate.kind == WaitKind::Conversation;
                 if conversation {
                     eprintln!("{}", gate.state.message.as_deref().unwrap_or_default());
-                    eprintln!("your turn (an empty line ends it; `/done` alone ends the conversation):");
+                    eprintln!(
+                        "your turn (an empty line ends it; `{END_CONVERSATION}` alone ends the conversation):"
+                    );
                 } else {
                     eprintln!("your answers (an empty line ends them):");
                 }
                 let mut text = Vec::new();
                 while let Some(line) = read("> ")? {
-                    let done = conversation && text.is_empty() && line == "/done";
+                    let done = conversation && text.is_empty() && line == END_CONVERSATION;
                     text.push(line);
                     if done {
                         break;

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use cairn_domain::definition::{Step, StepKind};
-use cairn_domain::event::Cause;
+use cairn_domain::event::{Cause, END_CONVERSATION};
 use cairn_domain::state::{GroupState, RunStatus, StepPath, Timestamp, TokenUsage, WaitKind, word};
 use serde_json::Value;
 
@@ -91,7 +91,7 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
             let gate = if named { format!(" --gate '{}'", gate.path) } else { String::new() };
             writeln!(
                 out,
-                "  reply: cairn answer {run}{gate} --text \"...\"   or end it: cairn answer {run}{gate} --text /done"
+                "  reply: cairn answer {run}{gate} --text \"...\"   or end it: cairn answer {run}{gate} --text {END_CONVERSATION}"
             )
         }
         _ => Ok(()),
