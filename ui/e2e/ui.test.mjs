@@ -182,13 +182,20 @@ test("sign in, write a workflow, see its error where it is, fix it, start it, ap
   await ui.locator(".react-flow__node", { hasText: "draft" }).click();
   await ui.getByTestId("step-panel").getByText("Write a release note about the new importer.").first().waitFor();
   await shot(ui, "run-gate");
+  const run = decodeURIComponent(new URL(ui.url()).pathname.split("/").pop());
+  // The inbox lists the gate (one request, the server's rule) and leads back to it.
+  await ui.getByRole("link", { name: "Inbox" }).click();
+  const row = ui.getByTestId("inbox").locator("tr", { hasText: run });
+  await row.waitFor({ timeout: PATIENCE });
+  assert.match(await row.textContent(), /sign_off.*approval.*lead/);
+  await shot(ui, "inbox");
+  await row.getByRole("link", { name: run }).click();
   await gate.getByRole("button", { name: "Approve as lead" }).click();
   await ui.getByTestId("run-status").getByText("completed").waitFor({ timeout: PATIENCE });
   await ui.locator(".react-flow__node", { hasText: "publish" }).click();
   await ui.getByTestId("step-panel").getByText("succeeded").waitFor();
   await shot(ui, "run-completed");
 
-  const run = decodeURIComponent(new URL(ui.url()).pathname.split("/").pop());
   const events = (await call("GET", `/api/v1/runs/${run}/events`)).body.events;
   const decided = events.find((e) => e.type === "gate_decided");
   assert.equal(decided.actor, "ana", "the decision is the signed-in identity's");
@@ -317,6 +324,7 @@ test("a viewer sees no decision buttons, and the API refuses its decision anyway
   const gate = ui.getByTestId("gate-sign_off");
   await gate.waitFor();
   await gate.getByTestId("cannot-decide").waitFor();
+  assert.match(await gate.getByTestId("cannot-decide").textContent(), /the gate waits for lead/);
   assert.equal(await ui.getByRole("button", { name: /Approve/ }).count(), 0);
   assert.equal(await ui.getByRole("button", { name: "Pause" }).count(), 0);
   await shot(ui, "run-viewer");

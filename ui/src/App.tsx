@@ -67,7 +67,7 @@ export function App() {
         {runId ? (
           <Run key={runId} id={runId} session={session} />
         ) : section === "inbox" ? (
-          <Inbox session={session} />
+          <Inbox />
         ) : section === "workflows" ? (
           <Workflows session={session} />
         ) : (

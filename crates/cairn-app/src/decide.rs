@@ -5,9 +5,12 @@
 use cairn_domain::access::Caller;
 use cairn_domain::id::RunId;
 use cairn_domain::steer::GateCall;
+use cairn_engine::EngineError;
+use cairn_ports::RunQuery;
 
 use crate::app::{App, Run};
 use crate::error::Error;
+use crate::view::run::{WaitingGate, gates_of};
 
 impl App {
     /// [`App::decide`] for `caller`, as the gate role it may decide as
@@ -15,7 +18,7 @@ impl App {
     /// one; gates that list no approvers take an operator's decision).
     pub async fn decide_as(&self, id: &RunId, mut call: GateCall, caller: &Caller) -> Result<Run, Error> {
         let run = self.status(id).await?;
-        let gates = crate::view::run::gates_of(&run.state, &run.definition.workflow);
+        let gates = gates_of(&run.state, &run.definition.workflow);
         let decided: Vec<_> = gates
             .iter()
             .filter(|g| call.gate.as_deref().is_none_or(|gate| g.path.as_str() == gate))
@@ -26,4 +29,38 @@ impl App {
             .map_err(|denied| Error::Denied { caller: caller.name.clone(), role: caller.role, denied })?;
         self.decide(id, call, &caller.name).await
     }
+
+    /// The runs that may wait for a person: `run` alone, else every run
+    /// of the store not ended, newest first. Read with [`App::gates_for`].
+    pub async fn waiting_runs(&self, run: Option<&RunId>) -> Result<Vec<Run>, Error> {
+        if let Some(id) = run {
+            return Ok(vec![self.status(id).await?]);
+        }
+        let page = self.store().list(&RunQuery::default()).await.map_err(EngineError::from)?;
+        let mut runs = Vec::new();
+        for summary in page.runs.into_iter().filter(|s| !s.status.is_terminal()) {
+            match self.status(&summary.run_id).await {
+                Ok(run) => runs.push(run),
+                // Deleted since it was listed.
+                Err(Error::Engine(EngineError::Store(cairn_ports::StoreError::NotFound(_)))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// The gates waiting in `runs` ([`App::waiting_runs`]), in run then step
+/// order, with what `caller` may do at each; `mine` keeps only those it
+/// may act at (its inbox).
+pub fn gates_for<'a>(runs: &'a [Run], caller: &Caller, mine: bool) -> Vec<WaitingGate<'a>> {
+    runs.iter()
+        .flat_map(|run| {
+            gates_of(&run.state, &run.definition.workflow).into_iter().map(move |gate| {
+                let role = caller.role_at(gate.kind, &gate.approvers, &gate.approved());
+                WaitingGate { run, gate, role }
+            })
+        })
+        .filter(|g| !mine || g.role.is_ok())
+        .collect()
 }

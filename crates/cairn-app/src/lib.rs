@@ -27,7 +27,7 @@ pub mod app;
 pub mod cassette;
 pub mod cli;
 pub mod config;
-mod decide;
+pub mod decide;
 pub mod error;
 pub mod files;
 pub mod follow;

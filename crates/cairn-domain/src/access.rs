@@ -12,6 +12,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use strum::VariantArray as _;
 
+use crate::state::WaitKind;
+
 /// What a token may do, from reading to administering. Ordered, so that a
 /// check is one comparison: `Viewer < Operator < Admin`.
 #[derive(
@@ -118,6 +120,13 @@ pub enum Denied {
     /// not an operator.
     #[error("it names no gate role to decide as, and is not an operator")]
     NoGateRole,
+    /// The gate asks for an answer (a clarification, a conversation's
+    /// turn), which comes from an operator, and it is not one.
+    #[error("an answer comes from an operator")]
+    OperatorsAnswer,
+    /// None of the roles the gate still waits for is one it holds.
+    #[error("the gate waits for {}", .0.join(", "))]
+    WaitsFor(Vec<String>),
 }
 
 impl Caller {
@@ -155,6 +164,35 @@ impl Caller {
             Some(role) if !self.may_decide_as(&role) => Err(Denied::NotItsGateRole(role)),
             None if !operator => Err(Denied::NoGateRole),
             role => Ok(role),
+        }
+    }
+
+    /// The gate role it decides as at a gate waiting for `kind`, whose
+    /// `approvers` are listed and of which the roles `approved` have
+    /// approved (`None`: an operator's decision or answer), or why it may
+    /// not act there. The rule [`Caller::decision_role`] and `steer`
+    /// enforce, asked ahead so a front shows only what will be taken.
+    pub fn role_at(
+        &self,
+        kind: WaitKind,
+        approvers: &[String],
+        approved: &[String],
+    ) -> Result<Option<String>, Denied> {
+        let operator = self.role.allows(Role::Operator);
+        match kind {
+            WaitKind::Clarification | WaitKind::Conversation | WaitKind::Block if !operator => {
+                return Err(Denied::OperatorsAnswer);
+            }
+            WaitKind::Clarification | WaitKind::Conversation | WaitKind::Block => return Ok(None),
+            WaitKind::Acceptance | WaitKind::Approval if approvers.is_empty() => {
+                return self.decision_role(None, true);
+            }
+            WaitKind::Acceptance | WaitKind::Approval => {}
+        }
+        let open: Vec<&String> = approvers.iter().filter(|r| !approved.contains(r)).collect();
+        match open.iter().find(|r| self.may_decide_as(r)) {
+            Some(role) => Ok(Some((*role).clone())),
+            None => Err(Denied::WaitsFor(open.into_iter().cloned().collect())),
         }
     }
 }
@@ -248,5 +286,29 @@ mod tests {
         let anyone = Caller { name: "me".into(), role: Role::Admin, gate_roles: GateRoles::Any };
         assert_eq!(anyone.decision_role(Some("whatever".into()), false), Ok(Some("whatever".into())));
         assert_eq!(anyone.implied_gate_role(), None);
+    }
+
+    #[test]
+    fn the_role_at_a_gate_is_one_it_still_waits_for_and_the_caller_holds() {
+        let roles = |r: &[&str]| r.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        let (lead, qa) = (roles(&["lead"]), roles(&["lead", "qa"]));
+        let viewer_lead = caller(Role::Viewer, &["lead"]);
+        assert_eq!(viewer_lead.role_at(WaitKind::Approval, &lead, &[]), Ok(Some("lead".into())));
+        assert_eq!(
+            viewer_lead.role_at(WaitKind::Approval, &qa, &roles(&["lead"])),
+            Err(Denied::WaitsFor(roles(&["qa"]))),
+            "lead approved already: the gate waits for qa only"
+        );
+        assert_eq!(
+            caller(Role::Operator, &["qa"]).role_at(WaitKind::Acceptance, &lead, &[]),
+            Err(Denied::WaitsFor(lead.clone()))
+        );
+        assert_eq!(viewer_lead.role_at(WaitKind::Approval, &[], &[]), Err(Denied::OperatorsDecide));
+        assert_eq!(caller(Role::Operator, &[]).role_at(WaitKind::Approval, &[], &[]), Ok(None));
+        assert_eq!(viewer_lead.role_at(WaitKind::Clarification, &[], &[]), Err(Denied::OperatorsAnswer));
+        assert_eq!(caller(Role::Operator, &[]).role_at(WaitKind::Conversation, &[], &[]), Ok(None));
+        let anyone = Caller { name: "me".into(), role: Role::Admin, gate_roles: GateRoles::Any };
+        assert_eq!(anyone.role_at(WaitKind::Approval, &qa, &roles(&["lead"])), Ok(Some("qa".into())));
+        assert_eq!(Denied::WaitsFor(qa).to_string(), "the gate waits for lead, qa");
     }
 }

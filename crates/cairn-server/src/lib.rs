@@ -20,6 +20,7 @@
 
 pub mod access;
 mod cookies;
+mod gates;
 mod metrics;
 mod openapi;
 pub mod problem;
@@ -116,6 +117,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         Endpoint::Approve => post(runs::approve),
         Endpoint::Reject => post(runs::reject),
         Endpoint::Answer => post(runs::answer),
+        Endpoint::Gates => get(gates::list),
         Endpoint::Events => get(runs::events),
         Endpoint::EventStream => get(stream::run_events),
         Endpoint::RunFeed => get(stream::run_feed),
@@ -154,6 +156,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         runs::approve,
         runs::reject,
         runs::answer,
+        gates::list,
         runs::events,
         stream::run_events,
         stream::run_feed,

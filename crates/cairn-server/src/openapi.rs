@@ -555,6 +555,35 @@ pub(crate) struct Gate {
     output: Option<Value>,
 }
 
+/// A gate waiting for a person, with its run and what the caller may do there.
+#[derive(ToSchema)]
+pub(crate) struct WaitingGate {
+    #[serde(flatten)]
+    gate: Gate,
+    /// The run it waits in.
+    run_id: String,
+    /// The run's workflow.
+    workflow: String,
+    /// The run's status (a run may run on while a gate waits).
+    run_status: RunStatus,
+    /// When the run last changed.
+    #[schema(format = DateTime)]
+    updated_at: String,
+    /// The gate role the caller decides as there (`null`: an operator's
+    /// decision or answer); absent when it may not act there.
+    decide_as: Option<Option<String>>,
+    /// Why the caller may not act there; absent when it may.
+    #[schema(nullable = false)]
+    cannot: Option<String>,
+}
+
+/// The gates waiting for a person.
+#[derive(ToSchema)]
+pub(crate) struct GatesPage {
+    /// The gates, newest run first, then in step order.
+    gates: Vec<WaitingGate>,
+}
+
 /// One approval at a gate.
 #[derive(ToSchema)]
 pub(crate) struct Approval {

@@ -126,6 +126,7 @@ impl From<Error> for Problem {
                 Denied::NoGateRole => {
                     format!("token `{caller}` names no gate role to decide as, and is not an operator")
                 }
+                other => format!("token `{caller}` is {role}: {other}"),
             }),
             Error::KeyReused { run } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

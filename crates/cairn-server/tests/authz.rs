@@ -152,7 +152,7 @@ impl Matrix {
             Endpoint::Health | Endpoint::OpenApi => (None, None, StatusCode::OK),
             Endpoint::Validate => (None, Some(json!({"definition": HELLO})), StatusCode::OK),
             Endpoint::StartRun => (None, Some(json!({"definition": HELLO})), StatusCode::CREATED),
-            Endpoint::ListRuns | Endpoint::RunFeed => (None, None, StatusCode::OK),
+            Endpoint::ListRuns | Endpoint::RunFeed | Endpoint::Gates => (None, None, StatusCode::OK),
             Endpoint::GetRun
             | Endpoint::Events
             | Endpoint::EventStream

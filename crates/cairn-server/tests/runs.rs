@@ -371,6 +371,61 @@ async fn a_gate_is_decided_only_with_its_role_and_the_decision_is_the_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_say_who_may_decide_there_and_the_inbox_keeps_the_callers() {
+    let (server, operator) = server().await;
+    let qa = server.token("quinn", Role::Admin, &["qa"]).await;
+    let lead = server.token("lee", Role::Viewer, &["lead"]).await;
+    let id = server.start(&operator, GATED).await;
+    server.wait_for(&id, &operator, "waiting_approval").await;
+    server.start(&operator, HELLO).await;
+
+    let inbox = server.get("/api/v1/gates?mine=true", &lead).await;
+    assert_eq!(inbox.status, StatusCode::OK, "{}", inbox.body);
+    let gates = inbox.body["gates"].as_array().expect("gates").clone();
+    assert_eq!(gates.len(), 1, "{gates:?}");
+    let gate = &gates[0];
+    assert_eq!(
+        (&gate["run_id"], &gate["workflow"], &gate["gate"], &gate["kind"], &gate["decide_as"]),
+        (&json!(id), &json!("gated"), &json!("sign_off"), &json!("approval"), &json!("lead")),
+        "{gate}"
+    );
+    assert_eq!(gate["message"], "Ship it?");
+    assert!(gate.get("cannot").is_none(), "{gate}");
+
+    for token in [&qa, &operator] {
+        let mine = server.get("/api/v1/gates?mine=true", token).await;
+        assert_eq!(mine.body["gates"], json!([]), "only the lead decides: {}", mine.body);
+        let all = server.get(&format!("/api/v1/gates?run={id}"), token).await;
+        assert_eq!(all.body["gates"][0]["cannot"], "the gate waits for lead", "{}", all.body);
+        assert!(all.body["gates"][0].get("decide_as").is_none(), "{}", all.body);
+    }
+    server.get("/api/v1/gates?run=nope", &lead).await.problem(StatusCode::NOT_FOUND, "not_found");
+    server.get("/api/v1/gates?mine=maybe", &lead).await.problem(StatusCode::BAD_REQUEST, "invalid_query");
+
+    // A run that does not wait as a whole (paused here; running on in
+    // other steps alike) still lists its gate: a decision is taken there.
+    let paused = server.call(Method::POST, &format!("/api/v1/runs/{id}/pause"), Some(&operator), None).await;
+    assert_eq!(paused.status, StatusCode::ACCEPTED, "{}", paused.body);
+    let waiting = server.wait_for(&id, &operator, "paused").await;
+    assert_eq!(
+        (&waiting["waiting"], &waiting["gates"][0]["gate"]),
+        (&Value::Null, &json!("sign_off")),
+        "{waiting}"
+    );
+    let inbox = server.get("/api/v1/gates?mine=true", &lead).await;
+    assert_eq!(inbox.body["gates"][0]["run_status"], "paused", "{}", inbox.body);
+
+    let resumed =
+        server.call(Method::POST, &format!("/api/v1/runs/{id}/resume"), Some(&operator), None).await;
+    assert_eq!(resumed.status, StatusCode::ACCEPTED, "{}", resumed.body);
+    server.wait_for(&id, &operator, "waiting_approval").await;
+    let approved = server.post(&format!("/api/v1/runs/{id}/approve"), &lead, json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    server.wait_for(&id, &operator, "completed").await;
+    assert_eq!(server.get("/api/v1/gates", &lead).await.body["gates"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_gate_fails_the_run_as_the_token() {
     let (server, operator) = server().await;
     let lead = server.token("lee", Role::Viewer, &["lead"]).await;

@@ -1,29 +1,25 @@
 // Deciding at a gate as the signed-in identity: approve, reject (a
 // rejection's comment becomes the rework's feedback) or answer a model's
 // questions, or take the person's turn in an interactive step's
-// conversation (`/done` ends it); who decided what so far. Buttons show only to a session that
-// may decide there; the API refuses anyone else anyway.
+// conversation (`/done` ends it); who decided what so far. Buttons show
+// only where the server says the signed-in identity may act (`GET
+// /gates`); it refuses anyone else anyway.
 import { useState } from "react";
-import { api, type Gate, problemText, type Session } from "../lib/api";
+import { api, problemText, type WaitingGate } from "../lib/api";
 import { when } from "../lib/format";
 import { Output } from "./Output";
 
-/** The role `session` decides at `gate` as, or why it cannot. */
-export function roleAt(session: Session, gate: Gate): { role: string | null } | { cannot: string } {
-  if (session.role === "viewer") return { cannot: "a viewer decides nothing" };
-  if (gate.kind === "clarification" || gate.kind === "conversation") return { role: null };
-  const open = gate.approvers.filter((r) => !gate.approved_by.some((a) => a.role === r));
-  if (gate.approvers.length === 0) return { role: session.any_gate_role ? null : (session.gate_roles[0] ?? null) };
-  const mine = session.any_gate_role ? open : open.filter((r) => session.gate_roles.includes(r));
-  if (mine.length === 0) return { cannot: `this gate waits for ${open.join(", ") || "nobody"}` };
-  return { role: mine[0] };
+/** The role the signed-in identity decides at `gate` as, or why it cannot. */
+export function mayAt(gate: WaitingGate): { role: string | null } | { cannot: string } {
+  return gate.cannot !== undefined ? { cannot: gate.cannot } : { role: gate.decide_as ?? null };
 }
 
-export function GatePanel({ runId, gate, session, onDone }: { runId: string; gate: Gate; session: Session; onDone: () => void }) {
+export function GatePanel({ gate, onDone }: { gate: WaitingGate; onDone: () => void }) {
+  const runId = gate.run_id;
   const [comment, setComment] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const may = roleAt(session, gate);
+  const may = mayAt(gate);
   const answers = gate.kind === "clarification" || gate.kind === "conversation";
   const decide = async (verdict: "approve" | "reject" | "answer", text: string = comment) => {
     setBusy(true);

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import type { CairnEvent, Gate, RunSummary, Session, Step } from "../lib/api";
+import type { CairnEvent, RunSummary, Step, WaitingGate } from "../lib/api";
 import { matches } from "../pages/Runs";
 import { instancesOf, layout, summary } from "./Dag";
 import { filterEvents, isFailure } from "./Events";
-import { roleAt } from "./GatePanel";
+import { mayAt } from "./GatePanel";
 import { conversation } from "./StepPanel";
 import { bars, rows } from "./Timeline";
 
@@ -83,17 +83,13 @@ describe("the events", () => {
 });
 
 describe("deciding at a gate", () => {
-  const gate = (approvers: string[], by: string[] = []): Gate =>
-    ({ gate: "g", kind: "approval", approvers, approved_by: by.map((role) => ({ by: "x", role, comment: null, at: "" })) }) as Gate;
-  const session = (role: Session["role"], gate_roles: string[], any = false): Session =>
-    ({ name: "n", role, gate_roles, any_gate_role: any, csrf: "c" }) as Session;
+  const gate = (may: { decide_as?: string | null; cannot?: string }): WaitingGate =>
+    ({ gate: "g", kind: "approval", approvers: ["lead"], approved_by: [], run_id: "r", workflow: "w", run_status: "waiting_approval", updated_at: "", ...may }) as WaitingGate;
 
-  it("offers a gate role the gate still waits for, and nothing to a viewer", () => {
-    expect(roleAt(session("operator", ["lead"]), gate(["lead"]))).toEqual({ role: "lead" });
-    expect(roleAt(session("operator", ["qa"]), gate(["lead"]))).toEqual({ cannot: "this gate waits for lead" });
-    expect(roleAt(session("operator", ["lead"]), gate(["lead", "qa"], ["lead"]))).toEqual({ cannot: "this gate waits for qa" });
-    expect(roleAt(session("viewer", ["lead"]), gate(["lead"]))).toEqual({ cannot: "a viewer decides nothing" });
-    expect(roleAt(session("admin", [], true), gate(["qa"]))).toEqual({ role: "qa" });
+  it("offers what the server says the identity may do, and nothing where it cannot", () => {
+    expect(mayAt(gate({ decide_as: "lead" }))).toEqual({ role: "lead" });
+    expect(mayAt(gate({ decide_as: null }))).toEqual({ role: null });
+    expect(mayAt(gate({ cannot: "the gate waits for lead" }))).toEqual({ cannot: "the gate waits for lead" });
   });
 });
 

@@ -9,6 +9,7 @@ export type Run = Schemas["Run"];
 export type RunSummary = Schemas["RunSummary"];
 export type Step = Schemas["Step"];
 export type Gate = Schemas["Gate"];
+export type WaitingGate = Schemas["WaitingGate"];
 export type Plan = Schemas["Plan"];
 export type PlanStep = Schemas["PlanStep"];
 export type Checkpoint = Schemas["Checkpoint"];

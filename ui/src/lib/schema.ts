@@ -21,6 +21,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/gates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /gates`: the gates waiting for a person, in every run not ended
+         *     (newest run first, then step order), each with what the caller may
+         *     do there.
+         */
+        get: operations["list_gates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/health": {
         parameters: {
             query?: never;
@@ -565,6 +586,11 @@ export interface components {
             /** @description A clarification's questions. */
             questions?: string[];
         };
+        /** @description The gates waiting for a person. */
+        GatesPage: {
+            /** @description The gates, newest run first, then in step order. */
+            gates: components["schemas"]["WaitingGate"][];
+        };
         /** @description Whether the server and its store answer. */
         Health: {
             /** @description What failed. */
@@ -1064,6 +1090,27 @@ export interface components {
          * @enum {string}
          */
         WaitKind: "acceptance" | "approval" | "clarification" | "block" | "conversation";
+        /** @description A gate waiting for a person, with its run and what the caller may do there. */
+        WaitingGate: components["schemas"]["Gate"] & {
+            /** @description Why the caller may not act there; absent when it may. */
+            cannot?: string;
+            /**
+             * @description The gate role the caller decides as there (`null`: an operator's
+             *     decision or answer); absent when it may not act there.
+             */
+            decide_as?: string | null;
+            /** @description The run it waits in. */
+            run_id: string;
+            /** @description The run's status (a run may run on while a gate waits). */
+            run_status: components["schemas"]["RunStatus"];
+            /**
+             * Format: date-time
+             * @description When the run last changed.
+             */
+            updated_at: string;
+            /** @description The run's workflow. */
+            workflow: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -1111,6 +1158,76 @@ export interface operations {
             };
             /** @description The token's role is too low */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_gates: {
+        parameters: {
+            query?: {
+                /** @description Only the gates of this run (`404` when there is no such run). */
+                run?: string;
+                /** @description Only the gates the caller may act at: its inbox. */
+                mine?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The waiting gates */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GatesPage"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such run */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -8,7 +8,7 @@ import { Events } from "../components/Events";
 import { GatePanel } from "../components/GatePanel";
 import { StepPanel } from "../components/StepPanel";
 import { Timeline } from "../components/Timeline";
-import { api, type CairnEvent, type Checkpoint, type Plan, problemText, type Run as RunJson, type Session, waitsForPeople } from "../lib/api";
+import { api, type CairnEvent, type Checkpoint, type Plan, problemText, type Run as RunJson, type Session, type WaitingGate, waitsForPeople } from "../lib/api";
 import { between, cost, count, duration, when, words } from "../lib/format";
 import { Link, navigate } from "../lib/router";
 import { follow } from "../lib/sse";
@@ -80,6 +80,7 @@ function useRunStream(id: string, ready: boolean, onChange: () => void) {
 
 export function Run({ id, session }: { id: string; session: Session }) {
   const [run, setRun] = useState<RunJson | null>(null);
+  const [gates, setGates] = useState<WaitingGate[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [plan, setPlan] = useState<Plan | null>(null);
   const [selected, setSelected] = useState<string | null>(null);
@@ -96,6 +97,9 @@ export function Run({ id, session }: { id: string; session: Session }) {
     else {
       size.current = data.steps.length;
       setRun(data);
+      // What the signed-in identity may do at each gate is the server's to say.
+      const waiting = data.gates.length > 0 ? await api.GET("/api/v1/gates", { params: { query: { run: id } } }) : null;
+      setGates(waiting?.data?.gates ?? []);
     }
   }, [id]);
   // Fetched again when events arrive: at most every 300 ms, and every
@@ -212,8 +216,8 @@ export function Run({ id, session }: { id: string; session: Session }) {
         )}
       </header>
       {notice && <p className="error">{notice}</p>}
-      {run.gates.map((g) => (
-        <GatePanel key={g.gate} runId={run.run_id} gate={g} session={session} onDone={load} />
+      {gates.map((g) => (
+        <GatePanel key={g.gate} gate={g} onDone={load} />
       ))}
       <div className="run-body">
         <div className="run-main">

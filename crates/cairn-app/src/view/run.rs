@@ -1,6 +1,7 @@
 //! A run as every front shows it: the one run JSON (the shape
 //! `docs/cli.md` fixes), its steps as rows, and the gates it waits at.
 
+use cairn_domain::access::Denied;
 use cairn_domain::definition::{Step, Workflow};
 use cairn_domain::state::{
     GroupState, RunState, StepPath, StepState, StepStatus, Timestamp, TokenUsage, WaitKind,
@@ -96,38 +97,7 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
             v
         })
         .collect();
-    let gates: Vec<Value> = waiting_gates(state, &all)
-        .into_iter()
-        .map(|gate| {
-            let s = gate.state;
-            let approved_by: Vec<Value> = s
-                .decisions
-                .iter()
-                .filter(|d| d.approve)
-                .map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment, "at": iso_time(d.at)}))
-                .collect();
-            let mut v = json!({
-                "gate": gate.path,
-                "kind": gate.kind,
-                "approvers": gate.approvers,
-                "approved_by": approved_by,
-            });
-            if let Some(deadline) = s.deadline {
-                v["deadline"] = json!(iso_time(deadline));
-                v["deadline_passed"] = json!(deadline <= now);
-            }
-            if let Some(message) = &s.message {
-                v["message"] = json!(message);
-            }
-            if !s.questions.is_empty() {
-                v["questions"] = json!(s.questions);
-            }
-            if kind_needs_output(gate.kind) {
-                v["output"] = s.output.clone().unwrap_or(Value::Null);
-            }
-            v
-        })
-        .collect();
+    let gates: Vec<Value> = waiting_gates(state, &all).iter().map(|gate| gate_json(gate, now)).collect();
     let usage = |u: &TokenUsage, cost_usd: Option<f64>| {
         json!({
             "prompt_tokens": u.prompt_tokens,
@@ -147,7 +117,7 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
         "updated_at": iso_time(state.updated_at),
         "inputs": state.inputs,
         "steps": steps,
-        "waiting": gates.first(),
+        "waiting": gates.first().filter(|_| state.status.is_waiting()),
         "gates": gates,
         "usage": usage(&state.usage, cost_usd),
         "budget_usd": state.budget_usd.or(wf.defaults.budget_usd),
@@ -173,9 +143,80 @@ pub struct Gate<'a> {
     pub state: &'a StepState,
 }
 
-/// The gates a run waits at, when it waits for a person, in step order.
+/// A gate as the run JSON lists it: `gate`, `kind`, `approvers`,
+/// `approved_by`, and where they apply `deadline`, `message`,
+/// `questions` and the `output` to accept.
+pub fn gate_json(gate: &Gate, now: Timestamp) -> Value {
+    let s = gate.state;
+    let approved_by: Vec<Value> = s
+        .decisions
+        .iter()
+        .filter(|d| d.approve)
+        .map(|d| json!({"by": d.by, "role": d.role, "comment": d.comment, "at": iso_time(d.at)}))
+        .collect();
+    let mut v = json!({
+        "gate": gate.path,
+        "kind": gate.kind,
+        "approvers": gate.approvers,
+        "approved_by": approved_by,
+    });
+    if let Some(deadline) = s.deadline {
+        v["deadline"] = json!(iso_time(deadline));
+        v["deadline_passed"] = json!(deadline <= now);
+    }
+    if let Some(message) = &s.message {
+        v["message"] = json!(message);
+    }
+    if !s.questions.is_empty() {
+        v["questions"] = json!(s.questions);
+    }
+    if kind_needs_output(gate.kind) {
+        v["output"] = s.output.clone().unwrap_or(Value::Null);
+    }
+    v
+}
+
+/// A gate waiting for a person, and what a caller may do there.
+pub struct WaitingGate<'a> {
+    /// The run it waits in.
+    pub run: &'a Run,
+    /// The gate.
+    pub gate: Gate<'a>,
+    /// The gate role the caller decides as there (`None`: an operator's
+    /// decision or answer), or why it may not act there.
+    pub role: Result<Option<String>, Denied>,
+}
+
+/// A gate of the inbox (`GET /gates`): the gate as the run JSON lists it,
+/// with `run_id`, `workflow`, `run_status`, `updated_at` (the run's), and
+/// what the caller may do: `decide_as` (the gate role, `null` for an
+/// operator's decision or answer) or `cannot` (why not).
+pub fn waiting_gate_json(g: &WaitingGate, now: Timestamp) -> Value {
+    let mut v = gate_json(&g.gate, now);
+    let state = &g.run.state;
+    v["run_id"] = json!(state.run_id);
+    v["workflow"] = json!(state.workflow);
+    v["run_status"] = json!(state.status);
+    v["updated_at"] = json!(iso_time(state.updated_at));
+    match &g.role {
+        Ok(role) => v["decide_as"] = json!(role),
+        Err(denied) => v["cannot"] = json!(denied.to_string()),
+    }
+    v
+}
+
+impl Gate<'_> {
+    /// The roles that approved here so far.
+    pub fn approved(&self) -> Vec<String> {
+        self.state.decisions.iter().filter(|d| d.approve).filter_map(|d| d.role.clone()).collect()
+    }
+}
+
+/// The gates a run waits at, in step order: every step waiting for a
+/// person, also while other steps run (a decision is taken then too),
+/// none once the run ended.
 pub(crate) fn waiting_gates<'a>(state: &RunState, rows: &[Row<'a>]) -> Vec<Gate<'a>> {
-    if !state.status.is_waiting() {
+    if state.status.is_terminal() {
         return Vec::new();
     }
     rows.iter()
@@ -192,7 +233,7 @@ pub(crate) fn waiting_gates<'a>(state: &RunState, rows: &[Row<'a>]) -> Vec<Gate<
         .collect()
 }
 
-/// The gates a waiting run waits at, in step order, for prompts.
+/// The gates a run waits at, in step order, for prompts and decisions.
 pub fn gates_of<'a>(state: &'a RunState, wf: &'a Workflow) -> Vec<Gate<'a>> {
     let mut all = Vec::new();
     rows(state, &wf.steps, "", 0, false, &mut all);
