@@ -1,5 +1,6 @@
 //! End-to-end tests: each runs the real `cairn` binary as a user would.
 
+mod catalog;
 mod cli_help;
 mod cli_init;
 mod cli_output;

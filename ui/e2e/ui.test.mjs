@@ -171,6 +171,9 @@ test("sign in, write a workflow, see its error where it is, fix it, start it, ap
   await ui.getByLabel("input topic").fill("the new importer");
   await ui.getByLabel("labels").fill("team=docs");
   await shot(ui, "editor");
+  // Registered in the catalog as it stands, then started.
+  await ui.getByRole("button", { name: "Register" }).click();
+  assert.match(await ui.getByTestId("registered").textContent(), /^Registered release-note version [0-9a-f]{12} \(#1\)\.$/);
   await ui.getByRole("button", { name: "Start run" }).click();
 
   await ui.waitForURL(/\/runs\//);
@@ -203,6 +206,14 @@ test("sign in, write a workflow, see its error where it is, fix it, start it, ap
   const started = (await call("GET", `/api/v1/runs/${run}`)).body;
   assert.equal(started.inputs.topic, "the new importer", "the form's input reached the run");
   assert.deepEqual(started.labels, { team: "docs" }, "the form's labels reached the run");
+  // The catalog lists the workflow with its version and its run, as the server figures them.
+  await ui.getByRole("link", { name: "Workflows" }).click();
+  const entry = ui.locator('tr[data-workflow="release-note"]');
+  await entry.waitFor({ timeout: PATIENCE });
+  const cells = await entry.locator("td").allTextContents();
+  assert.match(cells[1], /^[0-9a-f]{12} \(#1\)$/);
+  assert.deepEqual([cells[2], cells[3]], ["1", "100 %"]);
+  await shot(ui, "workflows");
   // The run list filters on labels, on the server.
   await ui.goto(`${base}runs?label=team%3Ddocs`);
   await ui.locator(`tr[data-run="${run}"]`).waitFor({ timeout: PATIENCE });

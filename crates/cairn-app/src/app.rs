@@ -18,7 +18,7 @@ use cairn_domain::state::Timestamp;
 use cairn_domain::state::{Event, RunState, TokenUsage};
 use cairn_domain::steer::{GateCall, Request};
 use cairn_engine::{Engine, EngineError, RunControl};
-use cairn_ports::{Clock, RunQuery, RunStore, RunSummary, Secrets, TokenRecord, TokenStore};
+use cairn_ports::{Clock, RunQuery, RunStore, RunSummary, Secrets, TokenRecord, TokenStore, WorkflowStore};
 use serde_json::Value;
 
 use crate::error::{Error, TokenError};
@@ -78,6 +78,8 @@ pub struct Parts {
     pub store: Arc<dyn RunStore>,
     /// API tokens.
     pub tokens: Arc<dyn TokenStore>,
+    /// The workflow catalog.
+    pub workflows: Arc<dyn WorkflowStore>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Model prices, for costs.
@@ -95,6 +97,7 @@ pub struct App {
     engine: Engine,
     store: Arc<dyn RunStore>,
     tokens: Arc<dyn TokenStore>,
+    workflows: Arc<dyn WorkflowStore>,
     clock: Arc<dyn Clock>,
     prices: BTreeMap<String, Price>,
     secrets: Secrets,
@@ -106,8 +109,8 @@ impl App {
     /// The operations of `engine` over `parts` (the store is the engine's
     /// own; the engine's sink feeds the hub).
     pub fn new(engine: Engine, parts: Parts) -> Self {
-        let Parts { store, tokens, clock, prices, secrets, hub, meter } = parts;
-        Self { engine, store, tokens, clock, prices, secrets, hub, meter }
+        let Parts { store, tokens, workflows, clock, prices, secrets, hub, meter } = parts;
+        Self { engine, store, tokens, workflows, clock, prices, secrets, hub, meter }
     }
 
     /// Now, by the application's clock.
@@ -135,6 +138,11 @@ impl App {
     /// behind.
     pub fn store(&self) -> &Arc<dyn RunStore> {
         &self.store
+    }
+
+    /// The workflow catalog.
+    pub fn workflows(&self) -> &Arc<dyn WorkflowStore> {
+        &self.workflows
     }
 
     /// The engine, for what a host adds (its own drivers, tests).
@@ -409,7 +417,7 @@ impl App {
     }
 
     /// The cost in USD of `usage` by model, when every model has a price.
-    fn cost(&self, usage: &BTreeMap<String, TokenUsage>) -> Option<f64> {
+    pub(crate) fn cost(&self, usage: &BTreeMap<String, TokenUsage>) -> Option<f64> {
         let (sum, every_model_priced) = priced(usage, &self.prices);
         every_model_priced.then_some(sum)
     }

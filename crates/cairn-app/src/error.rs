@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use cairn_domain::id::RunId;
+use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::problem::Problems;
 use cairn_engine::EngineError;
 use cairn_ports::StoreError;
@@ -62,6 +62,9 @@ pub enum Error {
     /// An API token was refused or cannot be made or found.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The workflow catalog refused, or lacks what was asked.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// A caller may not make the decision it asked for at a gate.
     #[error("`{caller}` ({role}) may not decide: {denied}")]
     Denied {
@@ -111,4 +114,29 @@ pub enum TokenError {
     /// The name is not one a token may have.
     #[error("`{0}` is not a token name: {rule}", rule = cairn_domain::id::SLUG_RULE)]
     BadName(String),
+}
+
+/// Why the catalog refused, or lacks what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// No version of this workflow is registered.
+    #[error("no workflow `{0}` is registered")]
+    UnknownWorkflow(WorkflowId),
+    /// The workflow has no such version.
+    #[error("workflow `{workflow}` has no version `{version}`")]
+    UnknownVersion {
+        /// The workflow.
+        workflow: WorkflowId,
+        /// The version asked for.
+        version: String,
+    },
+    /// The definition names a version the workflow has with other text.
+    #[error("workflow `{workflow}` has a version `{version}` with other text")]
+    VersionTaken {
+        /// The workflow.
+        workflow: WorkflowId,
+        /// The version named.
+        version: String,
+    },
 }

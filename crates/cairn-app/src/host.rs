@@ -12,7 +12,9 @@ use cairn_command::{CliProvider, LocalCommands};
 use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
 use cairn_mcp::McpTools;
-use cairn_ports::{Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler, TokenStore, Tools};
+use cairn_ports::{
+    Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler, TokenStore, Tools, WorkflowStore,
+};
 use cairn_store_sled::{Durability, OpenError, SledStore};
 use serde::{Deserialize, Serialize};
 
@@ -56,21 +58,23 @@ impl Holder {
     }
 }
 
-/// The stores of a data directory: its runs and its API tokens (one
-/// store may be both).
+/// The stores of a data directory: its runs, its API tokens and its
+/// workflow catalog (one store may be all three).
 #[derive(Clone)]
 pub struct Stores {
     /// Where runs live.
     pub runs: Arc<dyn RunStore>,
     /// Where API tokens live.
     pub tokens: Arc<dyn TokenStore>,
+    /// Where the workflow catalog lives.
+    pub workflows: Arc<dyn WorkflowStore>,
 }
 
 impl Stores {
-    /// One store that keeps both runs and tokens.
-    pub fn both<S: RunStore + TokenStore + 'static>(store: S) -> Self {
+    /// One store that keeps runs, tokens and the catalog.
+    pub fn both<S: RunStore + TokenStore + WorkflowStore + 'static>(store: S) -> Self {
         let store = Arc::new(store);
-        Self { runs: store.clone(), tokens: store }
+        Self { runs: store.clone(), tokens: store.clone(), workflows: store }
     }
 }
 
@@ -266,6 +270,7 @@ impl Plugins {
         let parts = Parts {
             store: runs,
             tokens: stores.tokens,
+            workflows: stores.workflows,
             clock,
             prices: loaded.prices(),
             secrets: secrets(loaded),

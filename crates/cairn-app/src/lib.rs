@@ -25,6 +25,7 @@
 
 pub mod app;
 pub mod cassette;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod decide;

@@ -8,14 +8,15 @@ use cairn_domain::Definition;
 use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
-use cairn_domain::id::RunId;
+use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::label::Labels;
 use cairn_domain::state::{Event, Timestamp};
 use cairn_domain::steer::{GateCall, Request};
-use cairn_ports::{RunQuery, RunSummary, TokenRecord};
+use cairn_ports::{Registered, RunQuery, RunSummary, TokenRecord, WorkflowVersion};
 use serde_json::Value;
 
 use crate::app::{App, Listing, NewToken, Run};
+use crate::catalog::Entry;
 use crate::error::Error;
 
 /// What a front asks of runs and tokens. See [`App`] for what each does;
@@ -67,6 +68,18 @@ pub trait Operations: Send + Sync {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, Error>;
     /// Revokes an API token.
     async fn revoke_token(&self, name: &str) -> Result<(), Error>;
+    /// Registers a definition in the workflow catalog, as `by`.
+    async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error>;
+    /// The workflow catalog, with each workflow's figures.
+    async fn catalog(&self) -> Result<Vec<Entry>, Error>;
+    /// A registered version of a workflow (its latest when `version` is `None`).
+    async fn registered(
+        &self,
+        workflow: &WorkflowId,
+        version: Option<&str>,
+    ) -> Result<WorkflowVersion, Error>;
+    /// Every registered version of a workflow, oldest first.
+    async fn versions(&self, workflow: &WorkflowId) -> Result<Vec<WorkflowVersion>, Error>;
     /// Calls `each` with every event of `id` after `after`, then with each
     /// new one as it is recorded, until the run ends. Where nothing can
     /// move the run (it waits, or nobody drives it), it stops with what is
@@ -159,6 +172,26 @@ impl Operations for App {
 
     async fn revoke_token(&self, name: &str) -> Result<(), Error> {
         App::revoke_token(self, name).await
+    }
+
+    async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error> {
+        App::register(self, definition, by).await
+    }
+
+    async fn catalog(&self) -> Result<Vec<Entry>, Error> {
+        App::catalog(self).await
+    }
+
+    async fn registered(
+        &self,
+        workflow: &WorkflowId,
+        version: Option<&str>,
+    ) -> Result<WorkflowVersion, Error> {
+        App::registered(self, workflow, version).await
+    }
+
+    async fn versions(&self, workflow: &WorkflowId) -> Result<Vec<WorkflowVersion>, Error> {
+        App::versions(self, workflow).await
     }
 
     async fn follow(

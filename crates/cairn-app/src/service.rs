@@ -365,7 +365,8 @@ mod tests {
             .build();
         let parts = Parts {
             store: store.clone(),
-            tokens: store,
+            tokens: store.clone(),
+            workflows: store,
             clock,
             prices: Default::default(),
             secrets: Default::default(),

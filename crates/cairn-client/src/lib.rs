@@ -25,7 +25,8 @@ use std::time::{Duration as StdDuration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cairn_app::app::{Listed, Listing, NewToken, Run};
-use cairn_app::error::TokenError;
+use cairn_app::catalog::{About, Entry, Stats};
+use cairn_app::error::{CatalogError, TokenError};
 use cairn_app::{EngineError, Error, Operations, Target};
 use cairn_domain::Definition;
 use cairn_domain::access::Role;
@@ -36,7 +37,9 @@ use cairn_domain::label::Labels;
 use cairn_domain::problem::{Location, Problem, Problems, Rule};
 use cairn_domain::state::{Event, EventKind, RunState, RunStatus, StepPath, Timestamp, TokenUsage};
 use cairn_domain::steer::{GateCall, Request, Verdict};
-use cairn_ports::{Cursor, EventSink, LiveEvent, RunQuery, RunSummary, StoreError, TokenRecord};
+use cairn_ports::{
+    Cursor, EventSink, LiveEvent, Registered, RunQuery, RunSummary, StoreError, TokenRecord, WorkflowVersion,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -109,11 +112,17 @@ impl Remote {
         body: Option<Value>,
         by: Option<&str>,
     ) -> Result<Value, Error> {
-        let mut request = self.request_by(method, path, by).timeout(REQUEST_TIMEOUT);
+        let mut request = self.request_by(method, path, by);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        self.answer(request).await
+    }
+
+    /// Sends `request` and reads its JSON answer; a problem document
+    /// becomes the typed error it stands for.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, Error> {
+        let response = request.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| self.unreachable(e))?;
         if status == StatusCode::NO_CONTENT {
@@ -474,6 +483,54 @@ impl Operations for Remote {
         self.call(Method::DELETE, &format!("/tokens/{name}"), None).await.map(|_| ())
     }
 
+    async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error> {
+        let body = json!({"definition": definition.text, "name": definition.name, "files": definition.files});
+        let answer = self.post_by("/workflows", body, by).await.map_err(|e| match e {
+            Error::Definition { problems, .. } => {
+                Error::Definition { name: definition.name.clone(), problems }
+            }
+            other => other,
+        })?;
+        let version = version_of(&answer).map_err(Error::Config)?;
+        Ok(if answer.get("added").and_then(Value::as_bool).unwrap_or(false) {
+            Registered::Added(version)
+        } else {
+            Registered::Unchanged(version)
+        })
+    }
+
+    async fn catalog(&self) -> Result<Vec<Entry>, Error> {
+        let answer = self.get("/workflows").await?;
+        let listed = answer.get("workflows").and_then(Value::as_array).cloned().unwrap_or_default();
+        listed.iter().map(|e| entry_of(e).map_err(Error::Config)).collect()
+    }
+
+    async fn registered(
+        &self,
+        workflow: &WorkflowId,
+        version: Option<&str>,
+    ) -> Result<WorkflowVersion, Error> {
+        let request = self.request(Method::GET, &format!("/workflows/{workflow}"));
+        let request = match version {
+            Some(v) => request.query(&[("version", v)]),
+            None => request,
+        };
+        let answer = self.answer(request).await?;
+        match answer.get("definition") {
+            Some(found) if !found.is_null() => version_of(found).map_err(Error::Config),
+            _ => Err(CatalogError::UnknownWorkflow(workflow.clone()).into()),
+        }
+    }
+
+    async fn versions(&self, workflow: &WorkflowId) -> Result<Vec<WorkflowVersion>, Error> {
+        let answer = self.get(&format!("/workflows/{workflow}")).await?;
+        let listed = answer.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
+        if listed.is_empty() {
+            return Err(CatalogError::UnknownWorkflow(workflow.clone()).into());
+        }
+        listed.iter().map(|v| version_of(v).map_err(Error::Config)).collect()
+    }
+
     async fn follow(
         &self,
         id: &RunId,
@@ -584,6 +641,56 @@ fn listed_of(value: &Value) -> Result<Listed, String> {
     })
 }
 
+/// A registered version as the server sends it (its text and files only
+/// where the answer carries them).
+fn version_of(value: &Value) -> Result<WorkflowVersion, String> {
+    Ok(WorkflowVersion {
+        workflow: field(value, "workflow")?,
+        version: field(value, "version")?,
+        number: field(value, "number")?,
+        definition_name: field(value, "definition_name")?,
+        definition: value.get("definition").map_or(Ok(String::new()), |_| field(value, "definition"))?,
+        files: value.get("files").map_or(Ok(BTreeMap::new()), |_| field(value, "files"))?,
+        hash: field(value, "hash")?,
+        registered_at: time_of(value, "registered_at")?.unwrap_or_default(),
+        registered_by: field(value, "registered_by")?,
+    })
+}
+
+/// A workflow of the catalog as the server lists it.
+fn entry_of(value: &Value) -> Result<Entry, String> {
+    let stats = value.get("stats").cloned().unwrap_or(Value::Null);
+    let usage = stats.get("usage").cloned().unwrap_or(Value::Null);
+    let count = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Ok(Entry {
+        workflow: field(value, "workflow")?,
+        latest: match value.get("latest") {
+            Some(v) if !v.is_null() => Some(version_of(v)?),
+            _ => None,
+        },
+        about: About {
+            name: field(value, "name")?,
+            description: field(value, "description")?,
+            tags: value.get("tags").map_or(Ok(Vec::new()), |_| field(value, "tags"))?,
+        },
+        stats: Stats {
+            runs: usize::try_from(count(&stats, "runs")).unwrap_or(usize::MAX),
+            by_status: field(&stats, "by_status")?,
+            success_rate: stats.get("success_rate").and_then(Value::as_f64),
+            median_ms: stats.get("median_ms").and_then(Value::as_u64),
+            p95_ms: stats.get("p95_ms").and_then(Value::as_u64),
+            usage: TokenUsage {
+                prompt_tokens: count(&usage, "prompt_tokens"),
+                completion_tokens: count(&usage, "completion_tokens"),
+                estimated: usage.get("estimated").and_then(Value::as_bool).unwrap_or(false),
+                cost_micro_usd: 0,
+            },
+            cost_usd: usage.get("cost_usd").and_then(Value::as_f64),
+            last_run_at: time_of(&stats, "last_run_at")?,
+        },
+    })
+}
+
 /// A token as the server lists it (never its hash).
 fn token_of(value: &Value) -> Result<TokenRecord, String> {
     Ok(TokenRecord {
@@ -625,6 +732,19 @@ fn typed(status: StatusCode, problem: &Value) -> Error {
         "invalid_inputs" => {
             let problems: Vec<String> = field(problem, "problems").unwrap_or_default();
             Error::Engine(EngineError::Inputs(problems))
+        }
+        "version_taken" => match (field(problem, "workflow"), field(problem, "version")) {
+            (Ok(workflow), Ok(version)) => Error::Catalog(CatalogError::VersionTaken { workflow, version }),
+            _ => Error::Server { status: status.as_u16(), code, detail },
+        },
+        "not_found" if problem.get("workflow").is_some() => {
+            match (field::<WorkflowId>(problem, "workflow"), field::<String>(problem, "version")) {
+                (Ok(workflow), Ok(version)) => {
+                    Error::Catalog(CatalogError::UnknownVersion { workflow, version })
+                }
+                (Ok(workflow), Err(_)) => Error::Catalog(CatalogError::UnknownWorkflow(workflow)),
+                _ => Error::Server { status: status.as_u16(), code, detail },
+            }
         }
         "unauthorized" if problem.get("expired_token").is_some() => {
             Error::Token(TokenError::Expired(text("expired_token")))

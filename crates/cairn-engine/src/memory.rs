@@ -1,14 +1,15 @@
-//! A [`RunStore`] and [`TokenStore`] in memory: for tests, and for hosts
-//! that need no durability.
+//! A [`RunStore`], [`TokenStore`] and [`WorkflowStore`] in memory: for
+//! tests, and for hosts that need no durability.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use cairn_domain::id::RunId;
+use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::state::{Event, EventKind, Timestamp};
 use cairn_ports::{
-    NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun, TokenRecord, TokenStore,
+    NewRun, RegisterError, Registered, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError,
+    StoredRun, TokenRecord, TokenStore, WorkflowStore, WorkflowVersion,
 };
 
 struct Entry {
@@ -24,6 +25,8 @@ pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, Entry>>,
     /// By name, so a listing comes out sorted.
     tokens: Mutex<BTreeMap<String, TokenRecord>>,
+    /// Every version of each workflow, oldest first, by id.
+    workflows: Mutex<BTreeMap<WorkflowId, Vec<WorkflowVersion>>>,
 }
 
 impl MemoryStore {
@@ -34,6 +37,12 @@ impl MemoryStore {
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<RunId, Entry>>, StoreError> {
         self.runs.lock().map_err(|_| StoreError::Io("the in-memory store's lock is poisoned".into()))
+    }
+
+    fn lock_workflows(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<WorkflowId, Vec<WorkflowVersion>>>, StoreError> {
+        self.workflows.lock().map_err(|_| StoreError::Io("the in-memory store's lock is poisoned".into()))
     }
 
     fn lock_tokens(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, TokenRecord>>, StoreError> {
@@ -150,5 +159,26 @@ impl TokenStore for MemoryStore {
             token.last_used_at = token.last_used_at.max(Some(at));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for MemoryStore {
+    async fn register(&self, version: WorkflowVersion) -> Result<Registered, RegisterError> {
+        let mut workflows = self.lock_workflows()?;
+        let versions = workflows.entry(version.workflow.clone()).or_default();
+        let placed = cairn_ports::place(versions, version)?;
+        if let Registered::Added(new) = &placed {
+            versions.push(new.clone());
+        }
+        Ok(placed)
+    }
+
+    async fn versions(&self, workflow: &WorkflowId) -> Result<Vec<WorkflowVersion>, StoreError> {
+        Ok(self.lock_workflows()?.get(workflow).cloned().unwrap_or_default())
+    }
+
+    async fn latest(&self) -> Result<Vec<WorkflowVersion>, StoreError> {
+        Ok(self.lock_workflows()?.values().filter_map(|v| v.last().cloned()).collect())
     }
 }

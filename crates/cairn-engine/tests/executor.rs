@@ -22,6 +22,7 @@ use support::{Gauge, Harness, definition, recorder, run_id};
 
 cairn_testkit::run_store_suite!(cairn_engine::MemoryStore::new());
 cairn_testkit::run_token_store_suite!(cairn_engine::MemoryStore::new());
+cairn_testkit::run_workflow_store_suite!(cairn_engine::MemoryStore::new());
 
 const REVIEW: &str = r#"cairn: 1
 id: review

@@ -14,7 +14,7 @@
 //! or the app.
 //!
 //! Read first: [`RunStore`], [`LlmProvider`], [`CommandRunner`], [`Clock`],
-//! [`EventSink`], [`StepHandler`], [`TokenStore`], and [`PortError`].
+//! [`EventSink`], [`StepHandler`], [`TokenStore`], [`WorkflowStore`], and [`PortError`].
 
 mod error;
 mod llm;
@@ -22,6 +22,7 @@ mod secrets;
 mod store;
 mod tokens;
 mod tools;
+mod workflows;
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub use store::{
 };
 pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret, random_word};
 pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools};
+pub use workflows::{RegisterError, Registered, WorkflowStore, WorkflowVersion, definition_hash, place};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;
@@ -51,6 +53,8 @@ pub use store::MockRunStore;
 pub use tokens::MockTokenStore;
 #[cfg(feature = "test-util")]
 pub use tools::MockTools;
+#[cfg(feature = "test-util")]
+pub use workflows::MockWorkflowStore;
 
 /// A program to run: argv (never a shell), working directory, environment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,7 @@ mod runs;
 mod session;
 mod stream;
 mod tokens;
+mod workflows;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -118,6 +119,9 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         Endpoint::Reject => post(runs::reject),
         Endpoint::Answer => post(runs::answer),
         Endpoint::Gates => get(gates::list),
+        Endpoint::ListWorkflows => get(workflows::list),
+        Endpoint::GetWorkflow => get(workflows::get),
+        Endpoint::RegisterWorkflow => post(workflows::register),
         Endpoint::Events => get(runs::events),
         Endpoint::EventStream => get(stream::run_events),
         Endpoint::RunFeed => get(stream::run_feed),
@@ -157,6 +161,9 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         runs::reject,
         runs::answer,
         gates::list,
+        workflows::list,
+        workflows::get,
+        workflows::register,
         runs::events,
         stream::run_events,
         stream::run_feed,
@@ -177,6 +184,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
     tags(
         (name = "server", description = "Health and this document"),
         (name = "runs", description = "Runs, definitions and gate decisions"),
+        (name = "workflows", description = "The workflow catalog: registered definitions and their figures"),
         (name = "events", description = "Event logs and live streams"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "session", description = "Browser sessions: a token exchanged for a cookie"),

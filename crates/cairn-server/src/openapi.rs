@@ -644,6 +644,110 @@ pub(crate) struct RunSummary {
     usage: Usage,
 }
 
+/// A registered version of a workflow (without its text).
+#[derive(ToSchema)]
+pub(crate) struct WorkflowVersion {
+    /// The workflow's id.
+    workflow: String,
+    /// Its version: the definition's `version`, else the first 12 hex
+    /// digits of its hash.
+    version: String,
+    /// Its place among the workflow's versions, from 1.
+    number: u32,
+    /// The definition's file name, as registered.
+    definition_name: String,
+    /// SHA-256 of its text and files, hex.
+    hash: String,
+    /// When it was registered.
+    #[schema(format = DateTime)]
+    registered_at: String,
+    /// Who registered it.
+    registered_by: String,
+}
+
+/// A registered version with its text and the files it names.
+#[derive(ToSchema)]
+pub(crate) struct WorkflowDefinition {
+    #[serde(flatten)]
+    version: WorkflowVersion,
+    /// The definition's exact text.
+    definition: String,
+    /// The files it names, by the name it uses.
+    files: BTreeMap<String, String>,
+}
+
+/// What registering did.
+#[derive(ToSchema)]
+pub(crate) struct Registration {
+    #[serde(flatten)]
+    version: WorkflowVersion,
+    /// Stored as a new version (false: the same text was registered already, as this version).
+    added: bool,
+}
+
+/// A workflow's figures over the runs the store keeps.
+#[derive(ToSchema)]
+pub(crate) struct WorkflowStats {
+    /// Runs stored.
+    runs: u64,
+    /// Runs by status.
+    by_status: BTreeMap<String, u64>,
+    /// Of the runs ended, the share that completed (0 to 1).
+    #[schema(required = true)]
+    success_rate: Option<f64>,
+    /// The median time from creation to end of the runs ended, in ms.
+    #[schema(required = true)]
+    median_ms: Option<u64>,
+    /// The 95th percentile of that time, in ms.
+    #[schema(required = true)]
+    p95_ms: Option<u64>,
+    /// Tokens used by every run together, and their cost.
+    usage: Usage,
+    /// When the latest run was created.
+    #[schema(required = true, format = DateTime)]
+    last_run_at: Option<String>,
+}
+
+/// A workflow of the catalog.
+#[derive(ToSchema)]
+pub(crate) struct CatalogEntry {
+    /// Its id.
+    workflow: String,
+    /// Its display name.
+    #[schema(required = true)]
+    name: Option<String>,
+    /// What it does.
+    #[schema(required = true)]
+    description: Option<String>,
+    /// Its tags.
+    tags: Vec<String>,
+    /// Its latest registered version (`null`: only run from files).
+    #[schema(required = true)]
+    latest: Option<WorkflowVersion>,
+    /// Its figures.
+    stats: WorkflowStats,
+}
+
+/// The catalog: every workflow registered or run here, by id.
+#[derive(ToSchema)]
+pub(crate) struct Catalog {
+    /// The workflows.
+    workflows: Vec<CatalogEntry>,
+}
+
+/// One workflow: its entry, versions and a definition.
+#[derive(ToSchema)]
+pub(crate) struct CatalogWorkflow {
+    #[serde(flatten)]
+    entry: CatalogEntry,
+    /// Every registered version, oldest first.
+    versions: Vec<WorkflowVersion>,
+    /// The version asked for (default: the latest), with its text;
+    /// `null` for a workflow never registered.
+    #[schema(required = true)]
+    definition: Option<WorkflowDefinition>,
+}
+
 /// A page of runs, newest first.
 #[derive(ToSchema)]
 pub(crate) struct RunsPage {

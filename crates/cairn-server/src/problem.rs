@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_app::EngineError;
 use cairn_app::Error;
-use cairn_app::error::TokenError;
+use cairn_app::error::{CatalogError, TokenError};
 use cairn_domain::access::Denied;
 use cairn_domain::problem::Problems;
 use cairn_domain::steer::Refusal;
@@ -116,6 +116,20 @@ impl From<Error> for Problem {
                 _ => Self::bad_request(detail),
             },
             Error::Engine(engine) => Self::engine(engine, detail),
+            Error::Catalog(catalog) => match catalog {
+                CatalogError::UnknownWorkflow(workflow) => {
+                    Self::not_found(detail).with("workflow", json!(workflow))
+                }
+                CatalogError::UnknownVersion { workflow, version } => {
+                    Self::not_found(detail).with("workflow", json!(workflow)).with("version", json!(version))
+                }
+                CatalogError::VersionTaken { workflow, version } => {
+                    Self::new(StatusCode::CONFLICT, "version_taken", detail)
+                        .with("workflow", json!(workflow))
+                        .with("version", json!(version))
+                }
+                _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail),
+            },
             Error::Denied { caller, role, denied } => Self::forbidden(match denied {
                 Denied::OperatorsDecide => format!(
                     "token `{caller}` is {role}; a gate that lists no approvers takes an operator's decision"

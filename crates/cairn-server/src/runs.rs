@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cairn_app::{Error, Run, Started, view};
 use cairn_domain::Definition;
 use cairn_domain::access::Caller;
-use cairn_domain::id::RunId;
+use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::label::Labels;
 use cairn_domain::limits::MAX_FILE_BYTES;
 use cairn_domain::plan::Plan;
@@ -42,6 +42,11 @@ pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem
 pub(crate) fn run_id(path: Result<Path<String>, PathRejection>) -> Result<RunId, Problem> {
     let Path(text) = path.map_err(Problem::from)?;
     RunId::new(&text).map_err(|e| Problem::not_found(format!("no run `{text}`: {e}")))
+}
+
+/// A workflow id from a path or a body, or the `404` it is.
+pub(crate) fn workflow_id(text: &str) -> Result<WorkflowId, Problem> {
+    WorkflowId::new(text).map_err(|e| Problem::not_found(format!("no workflow `{text}`: {e}")))
 }
 
 /// A run, as the run JSON, with `status`.
@@ -80,7 +85,7 @@ pub(crate) struct Source {
 
 impl Source {
     /// The definition, loaded and validated as a file would be.
-    fn load(&self) -> Result<Definition, Problems> {
+    pub(crate) fn load(&self) -> Result<Definition, Problems> {
         if self.definition.len() as u64 > MAX_FILE_BYTES {
             return Err(Problems(vec![DefinitionProblem::at(
                 Rule::Limit,
@@ -160,14 +165,32 @@ pub(crate) async fn validate(payload: Result<Json<Source>, JsonRejection>) -> An
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartBody {
+    // Flattened, so the body is read as an object only (never an array).
     #[serde(flatten)]
-    source: Source,
+    origin: Origin,
     #[serde(default)]
     inputs: Map<String, Value>,
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+/// What a run starts from: a definition's text (with its file name and
+/// the files it names), or a registered workflow (and its version).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Origin {
+    #[serde(default)]
+    definition: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    workflow: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 /// The definition the document shows as an example: an agent step, then
@@ -198,7 +221,20 @@ impl PartialSchema for StartBody {
         let RefOr::T(Schema::Object(mut object)) = Source::schema() else {
             return Source::schema();
         };
-        object.description = Some("A definition as text, and the run's inputs".into());
+        object.description =
+            Some("A definition as text, or a registered workflow by id, and the run's inputs".into());
+        object.required.retain(|field| field != "definition");
+        let workflow = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A registered workflow to start, by id (instead of `definition`)"))
+            .pattern(Some(crate::openapi::SLUG));
+        object.properties.insert("workflow".into(), workflow.into());
+        let version = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+            .description(Some(
+                "The registered version to start (its `version` or number; default: the latest)",
+            ));
+        object.properties.insert("version".into(), version.into());
         let inputs = ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some("The run's inputs, by name (any JSON values)"))
@@ -267,10 +303,28 @@ pub(crate) async fn start(
     payload: Result<Json<StartBody>, JsonRejection>,
 ) -> Answer {
     let start = body(payload)?;
-    let definition = start
-        .source
-        .load()
-        .map_err(|problems| Problem::from(Error::Definition { name: "definition".into(), problems }))?;
+    let app = shared.service.app();
+    let origin = start.origin;
+    let definition = match (origin.definition, &origin.workflow) {
+        (Some(definition), None) if origin.version.is_none() => {
+            Source { definition, name: origin.name, files: origin.files }.load().map_err(|problems| {
+                Problem::from(Error::Definition { name: "definition".into(), problems })
+            })?
+        }
+        (None, Some(workflow)) if origin.name.is_none() && origin.files.is_empty() => {
+            let workflow = workflow_id(workflow)?;
+            let version =
+                app.registered(&workflow, origin.version.as_deref()).await.map_err(Problem::from)?;
+            cairn_app::catalog::definition_of(&version).map_err(Problem::from)?
+        }
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "give `definition` (with `name` and `files`) or `workflow` (with `version`), not both",
+            ));
+        }
+    };
     let key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(value) => {
@@ -285,7 +339,6 @@ pub(crate) async fn start(
         .map(|(key, value)| cairn_domain::label::label(key, value))
         .collect::<Result<Labels, _>>()
         .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels", e.to_string()))?;
-    let app = shared.service.app();
     let inputs = Value::Object(start.inputs);
     let run = match (start.run_id, key) {
         (Some(id), _) => {

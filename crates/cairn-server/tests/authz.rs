@@ -152,7 +152,15 @@ impl Matrix {
             Endpoint::Health | Endpoint::OpenApi => (None, None, StatusCode::OK),
             Endpoint::Validate => (None, Some(json!({"definition": HELLO})), StatusCode::OK),
             Endpoint::StartRun => (None, Some(json!({"definition": HELLO})), StatusCode::CREATED),
-            Endpoint::ListRuns | Endpoint::RunFeed | Endpoint::Gates => (None, None, StatusCode::OK),
+            Endpoint::ListRuns | Endpoint::RunFeed | Endpoint::Gates | Endpoint::ListWorkflows => {
+                (None, None, StatusCode::OK)
+            }
+            // `hello` has run: the catalog knows it.
+            Endpoint::GetWorkflow => (Some("hello".to_owned()), None, StatusCode::OK),
+            // A new version each call, so each is added.
+            Endpoint::RegisterWorkflow => {
+                (None, Some(json!({"definition": format!("{HELLO}version: m{n}\n")})), StatusCode::CREATED)
+            }
             Endpoint::GetRun
             | Endpoint::Events
             | Endpoint::EventStream

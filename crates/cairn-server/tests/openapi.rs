@@ -111,10 +111,11 @@ fn the_document_is_openapi_3_1() {
     let doc = cairn_server::openapi();
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")), "{}", doc["openapi"]);
     let start = &doc["components"]["schemas"]["StartBody"];
-    for field in ["definition", "name", "files", "inputs", "run_id"] {
+    for field in ["definition", "name", "files", "workflow", "version", "inputs", "run_id"] {
         assert!(!start["properties"][field].is_null(), "StartBody lacks `{field}`: {start}");
     }
-    assert_eq!(start["required"], serde_json::json!(["definition"]));
+    // A definition's text or a registered workflow: neither is required alone.
+    assert!(start["required"].as_array().is_none_or(Vec::is_empty), "{start}");
     assert!(!doc["components"]["schemas"]["DecideBody"]["properties"]["as"].is_null());
     assert_eq!(doc["components"]["schemas"]["Event"]["additionalProperties"], Value::Bool(true));
 }

@@ -44,6 +44,7 @@ mod doctor;
 mod records;
 mod tokens;
 mod wal;
+mod workflows;
 
 pub use doctor::{Examination, FileReport, FileState, RunReport, examine};
 pub use wal::SEGMENT_BYTES;
@@ -134,6 +135,10 @@ pub struct SledStore {
     snapshots: sled::Tree,
     /// API tokens by name (`tokens.rs`): not logged, flushed on change.
     tokens: sled::Tree,
+    /// The workflow catalog (`workflows.rs`): not logged, flushed on change.
+    workflows: sled::Tree,
+    /// Held while a version is registered: its number is read and taken at once.
+    registering: std::sync::Mutex<()>,
     durability: Durability,
     holder_file: Option<PathBuf>,
     /// The data directory (none for a temporary store): where the seal is.
@@ -316,6 +321,8 @@ impl SledStore {
             events,
             snapshots: db.open_tree("snapshots")?,
             tokens: db.open_tree(tokens::TOKENS_TREE)?,
+            workflows: db.open_tree(workflows::WORKFLOWS_TREE)?,
+            registering: Default::default(),
             db,
             durability,
             holder_file,

@@ -10,6 +10,7 @@ use cairn_store_sled::{Durability, OpenError, SledStore};
 
 cairn_testkit::run_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
 cairn_testkit::run_token_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
+cairn_testkit::run_workflow_store_suite!(cairn_store_sled::SledStore::temporary().expect("temporary store"));
 
 fn dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sled").join(name);

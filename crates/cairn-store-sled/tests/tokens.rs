@@ -1,5 +1,6 @@
-//! The sled store keeps API tokens across reopening and across a killed
-//! process, beside runs whose log and checks they leave alone.
+//! The sled store keeps API tokens (and the workflow catalog) across
+//! reopening and across a killed process, beside runs whose log and
+//! checks they leave alone.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,27 @@ async fn tokens_survive_reopening() {
         store.add_token(new_token("ci", Role::Admin, 12)).await,
         Err(StoreError::AlreadyExists("ci".into()))
     );
+}
+
+#[tokio::test]
+async fn registered_workflows_survive_reopening() {
+    use cairn_ports::{Registered, WorkflowStore};
+    use cairn_testkit::workflow_suite::new_version;
+    let d = dir("workflows");
+    let first = {
+        let store = SledStore::open(&d, Durability::Sync, "test").expect("open");
+        let Ok(Registered::Added(first)) = store.register(new_version("wf", "1", "one", 10)).await else {
+            panic!("added");
+        };
+        first
+    };
+    let store = SledStore::open(&d, Durability::Sync, "test").expect("reopen");
+    assert_eq!(store.latest().await.expect("latest"), std::slice::from_ref(&first));
+    let Ok(Registered::Added(second)) = store.register(new_version("wf", "2", "two", 11)).await else {
+        panic!("added");
+    };
+    assert_eq!(second.number, 2, "numbered after what was stored before reopening");
+    assert_eq!(store.versions(&first.workflow).await.expect("versions"), [first, second]);
 }
 
 /// The child half of `a_killed_process_keeps_the_tokens_it_added`: opens

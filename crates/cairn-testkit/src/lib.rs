@@ -12,10 +12,11 @@
 //! it, to run its suites).
 //!
 //! Read first: [`FakeClock`], [`run_store_suite!`], [`run_token_store_suite!`],
-//! [`event_line`].
+//! [`run_workflow_store_suite!`], [`event_line`].
 
 pub mod store_suite;
 pub mod token_suite;
+pub mod workflow_suite;
 
 use std::time::Duration;
 

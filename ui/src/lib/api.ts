@@ -10,6 +10,7 @@ export type RunSummary = Schemas["RunSummary"];
 export type Step = Schemas["Step"];
 export type Gate = Schemas["Gate"];
 export type WaitingGate = Schemas["WaitingGate"];
+export type CatalogEntry = Schemas["CatalogEntry"];
 export type Plan = Schemas["Plan"];
 export type PlanStep = Schemas["PlanStep"];
 export type Checkpoint = Schemas["Checkpoint"];

@@ -40,11 +40,3 @@ export function count(n: number): string {
 export function words(status: string): string {
   return status.replaceAll("_", " ");
 }
-
-/** The p-th percentile (0..100) of some numbers, nearest rank. */
-export function percentile(values: number[], p: number): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.ceil((p / 100) * sorted.length) - 1;
-  return sorted[Math.min(Math.max(rank, 0), sorted.length - 1)];
-}

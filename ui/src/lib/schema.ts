@@ -390,6 +390,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/workflows": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /workflows`: the catalog. */
+        get: operations["list_workflows"];
+        put?: never;
+        /** `POST /workflows`: registers a definition as a version of its workflow. */
+        post: operations["register_workflow"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workflows/validate": {
         parameters: {
             query?: never;
@@ -404,6 +422,23 @@ export interface paths {
          *     the plan of a valid definition.
          */
         post: operations["validate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workflows/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /workflows/{id}`: one workflow, its versions and a definition. */
+        get: operations["get_workflow"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -451,6 +486,31 @@ export interface components {
             comment: string | null;
             /** @description As which role. */
             role: string | null;
+        };
+        /** @description The catalog: every workflow registered or run here, by id. */
+        Catalog: {
+            /** @description The workflows. */
+            workflows: components["schemas"]["CatalogEntry"][];
+        };
+        /** @description A workflow of the catalog. */
+        CatalogEntry: {
+            /** @description What it does. */
+            description: string | null;
+            latest: null | components["schemas"]["WorkflowVersion"];
+            /** @description Its display name. */
+            name: string | null;
+            /** @description Its figures. */
+            stats: components["schemas"]["WorkflowStats"];
+            /** @description Its tags. */
+            tags: string[];
+            /** @description Its id. */
+            workflow: string;
+        };
+        /** @description One workflow: its entry, versions and a definition. */
+        CatalogWorkflow: components["schemas"]["CatalogEntry"] & {
+            definition: null | components["schemas"]["WorkflowDefinition"];
+            /** @description Every registered version, oldest first. */
+            versions: components["schemas"]["WorkflowVersion"][];
         };
         /** @description A checkpoint of a run. */
         Checkpoint: {
@@ -755,6 +815,11 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** @description What registering did. */
+        Registration: components["schemas"]["WorkflowVersion"] & {
+            /** @description Stored as a new version (false: the same text was registered already, as this version). */
+            added: boolean;
+        };
         /** @description The body of `POST /runs/{id}/resume` (optional). */
         ResumeBody: {
             /**
@@ -931,7 +996,7 @@ export interface components {
             name?: string | null;
         };
         /**
-         * @description A definition as text, and the run's inputs
+         * @description A definition as text, or a registered workflow by id, and the run's inputs
          * @example {
          *       "definition": "cairn: 1\nid: example\ninputs:\n  topic: { type: string, default: rivers }\nagents:\n  w: { system: You write. }\nsteps:\n  - id: draft\n    agent: w\n    prompt: \"Write about {{ inputs.topic }}.\"\n  - id: sign_off\n    approval:\n      message: Ship it?\n      approvers: [product_owner]\n  - id: publish\n    set: \"{{ steps.draft.output }}\"\n",
          *       "inputs": {
@@ -944,7 +1009,7 @@ export interface components {
          */
         StartBody: {
             /** @description The definition's text, YAML or JSON. */
-            definition: string;
+            definition?: string;
             /** @description The files it names (output schemas), by the name it uses. */
             files?: {
                 [key: string]: string;
@@ -964,6 +1029,10 @@ export interface components {
             name?: string | null;
             /** @description The run's id (default: a new one); an id that exists is refused */
             run_id?: string | null;
+            /** @description The registered version to start (its `version` or number; default: the latest) */
+            version?: string | null;
+            /** @description A registered workflow to start, by id (instead of `definition`) */
+            workflow?: string;
         };
         /** @description One step of a run. */
         Step: {
@@ -1109,6 +1178,75 @@ export interface components {
              */
             updated_at: string;
             /** @description The run's workflow. */
+            workflow: string;
+        };
+        /** @description A registered version with its text and the files it names. */
+        WorkflowDefinition: components["schemas"]["WorkflowVersion"] & {
+            /** @description The definition's exact text. */
+            definition: string;
+            /** @description The files it names, by the name it uses. */
+            files: {
+                [key: string]: string;
+            };
+        };
+        /** @description A workflow's figures over the runs the store keeps. */
+        WorkflowStats: {
+            /** @description Runs by status. */
+            by_status: {
+                [key: string]: number;
+            };
+            /**
+             * Format: date-time
+             * @description When the latest run was created.
+             */
+            last_run_at: string | null;
+            /**
+             * Format: int64
+             * @description The median time from creation to end of the runs ended, in ms.
+             */
+            median_ms: number | null;
+            /**
+             * Format: int64
+             * @description The 95th percentile of that time, in ms.
+             */
+            p95_ms: number | null;
+            /**
+             * Format: int64
+             * @description Runs stored.
+             */
+            runs: number;
+            /**
+             * Format: double
+             * @description Of the runs ended, the share that completed (0 to 1).
+             */
+            success_rate: number | null;
+            /** @description Tokens used by every run together, and their cost. */
+            usage: components["schemas"]["Usage"];
+        };
+        /** @description A registered version of a workflow (without its text). */
+        WorkflowVersion: {
+            /** @description The definition's file name, as registered. */
+            definition_name: string;
+            /** @description SHA-256 of its text and files, hex. */
+            hash: string;
+            /**
+             * Format: int32
+             * @description Its place among the workflow's versions, from 1.
+             */
+            number: number;
+            /**
+             * Format: date-time
+             * @description When it was registered.
+             */
+            registered_at: string;
+            /** @description Who registered it. */
+            registered_by: string;
+            /**
+             * @description Its version: the definition's `version`, else the first 12 hex
+             *     digits of its hash.
+             */
+            version: string;
+            /** @description The workflow's id. */
             workflow: string;
         };
     };
@@ -2951,6 +3089,169 @@ export interface operations {
             };
         };
     };
+    list_workflows: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every workflow registered or run here, by id, with its figures */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Catalog"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    register_workflow: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Source"];
+            };
+        };
+        responses: {
+            /** @description The same text was registered already, as this version */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Registration"];
+                };
+            };
+            /** @description Registered as a new version */
+            201: {
+                headers: {
+                    /** @description Where the workflow lives */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Registration"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The definition names a version the workflow has with other text */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An invalid body or definition */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     validate: {
         parameters: {
             query?: never;
@@ -3020,6 +3321,80 @@ export interface operations {
             };
             /** @description The body has wrong or unknown fields */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_workflow: {
+        parameters: {
+            query?: {
+                /**
+                 * @description The version whose definition to send (its `version` or number;
+                 *     default: the latest).
+                 */
+                version?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The workflow's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The workflow's entry, its versions (oldest first) and the definition of the version asked for */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CatalogWorkflow"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such workflow, or no such version of it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,11 +1,12 @@
-// Every workflow the store has seen, with its runs, success rate, median
-// and p95 duration and cost; and the editor: write or change a workflow,
+// The catalog: every workflow registered or run here, with its runs,
+// success rate, median and p95 duration, tokens and cost, as the server
+// figures them (`GET /workflows`); and the editor: write or change a workflow,
 // see its problems where they are and its plan as a graph as you type,
 // and start it with a form made from its inputs.
-import { lazy, Suspense, useEffect, useMemo, useState } from "react";
+import { lazy, Suspense, useEffect, useState } from "react";
 import { Dag } from "../components/Dag";
-import { api, type DefinitionProblem, type Plan, problemText, type RunSummary, type Session } from "../lib/api";
-import { between, cost, duration, percentile } from "../lib/format";
+import { api, type CatalogEntry, type DefinitionProblem, type Plan, problemText, type Session } from "../lib/api";
+import { cost, count, duration } from "../lib/format";
 import { Link, navigate, useLocation } from "../lib/router";
 
 const Editor = lazy(() => import("../components/Editor"));
@@ -29,51 +30,18 @@ steps:
     set: "{{ steps.draft.output }}"
 `;
 
-/** One workflow's figures over the runs listed. */
-export interface Figures {
-  workflow: string;
-  runs: number;
-  ended: number;
-  completed: number;
-  median: number | null;
-  p95: number | null;
-  cost: number | null;
-  latest: string;
-}
-
-/** Figures per workflow, most recently run first. */
-export function figures(runs: RunSummary[]): Figures[] {
-  const by = new Map<string, RunSummary[]>();
-  for (const r of runs) by.set(r.workflow, [...(by.get(r.workflow) ?? []), r]);
-  return [...by].map(([workflow, list]) => {
-    const ended = list.filter((r) => ["completed", "failed", "cancelled"].includes(r.status));
-    const took = ended.map((r) => between(r.created_at, r.updated_at) ?? 0);
-    const costs = list.map((r) => r.usage.cost_usd).filter((c): c is number => typeof c === "number");
-    return {
-      workflow,
-      runs: list.length,
-      ended: ended.length,
-      completed: ended.filter((r) => r.status === "completed").length,
-      median: percentile(took, 50),
-      p95: percentile(took, 95),
-      cost: costs.length ? costs.reduce((a, b) => a + b, 0) : null,
-      latest: list[0].run_id,
-    };
-  });
-}
-
-/** Every run the server lists (pages of 500, up to 5,000). */
-async function allRuns(): Promise<RunSummary[]> {
-  const out: RunSummary[] = [];
-  let cursor: string | undefined;
-  for (let page = 0; page < 10; page++) {
-    const { data } = await api.GET("/api/v1/runs", { params: { query: { limit: 500, cursor } } });
-    if (!data) break;
-    out.push(...data.runs);
-    if (!data.next_cursor) break;
-    cursor = data.next_cursor;
+/** The text of `workflow` to edit: its latest registered version, else
+ * the definition its latest run recorded. */
+async function textOf(entry: CatalogEntry): Promise<{ text: string; files: Record<string, string> } | null> {
+  if (entry.latest) {
+    const { data } = await api.GET("/api/v1/workflows/{id}", { params: { path: { id: entry.workflow } } });
+    if (data?.definition) return { text: data.definition.definition, files: data.definition.files };
   }
-  return out;
+  const { data: page } = await api.GET("/api/v1/runs", { params: { query: { workflow: entry.workflow, limit: 1 } } });
+  const run = page?.runs[0];
+  if (!run) return null;
+  const { data } = await api.GET("/api/v1/runs/{id}/definition", { params: { path: { id: run.run_id } } });
+  return data ? { text: data.text, files: data.files } : null;
 }
 
 /** A value typed into the start form, read as its input's type. */
@@ -96,7 +64,20 @@ function StartForm(props: { plan: Plan; text: string; files: Record<string, stri
   const [values, setValues] = useState<Record<string, string>>({});
   const [labelText, setLabelText] = useState("");
   const [error, setError] = useState<string | null>(null);
+  const [registered, setRegistered] = useState<string | null>(null);
   if (session.role === "viewer") return null;
+  // Into the catalog, as a version of its workflow.
+  const register = async () => {
+    setError(null);
+    setRegistered(null);
+    const { data, error } = await api.POST("/api/v1/workflows", { body: { definition: text, files } });
+    if (error) return setError(problemText(error));
+    setRegistered(
+      data.added
+        ? `Registered ${data.workflow} version ${data.version} (#${data.number}).`
+        : `${data.workflow} version ${data.version} (#${data.number}) is registered already with this text.`,
+    );
+  };
   const start = async () => {
     setError(null);
     const body: Record<string, unknown> = {};
@@ -144,7 +125,13 @@ function StartForm(props: { plan: Plan; text: string; files: Record<string, stri
         </span>
         <input aria-label="labels" value={labelText} onChange={(e) => setLabelText(e.target.value)} />
       </label>
-      <button type="submit">Start run</button>
+      <div className="buttons">
+        <button type="submit">Start run</button>
+        <button type="button" onClick={() => void register()}>
+          Register
+        </button>
+      </div>
+      {registered && <p data-testid="registered">{registered}</p>}
       {error && <p className="error">{error}</p>}
     </form>
   );
@@ -152,7 +139,7 @@ function StartForm(props: { plan: Plan; text: string; files: Record<string, stri
 
 export function Workflows({ session }: { session: Session }) {
   const { query } = useLocation();
-  const [runs, setRuns] = useState<RunSummary[] | null>(null);
+  const [table, setTable] = useState<CatalogEntry[] | null>(null);
   const [text, setText] = useState<string | null>(null);
   // The schemas a recorded definition names come with it: the editor keeps
   // them for validating and starting it.
@@ -163,25 +150,24 @@ export function Workflows({ session }: { session: Session }) {
   const editing = query.has("edit") || chosen !== null;
 
   useEffect(() => {
-    void allRuns().then(setRuns);
+    void api.GET("/api/v1/workflows").then(({ data }) => setTable(data?.workflows ?? []));
   }, []);
-  const table = useMemo(() => figures(runs ?? []), [runs]);
 
-  // The text of the chosen workflow: the definition its latest run recorded.
+  // The text of the chosen workflow, or a starter for a new one.
   useEffect(() => {
     if (!editing) return;
-    const latest = table.find((f) => f.workflow === chosen)?.latest;
-    if (chosen && !latest && runs === null) return;
-    if (!latest) {
+    const entry = table?.find((e) => e.workflow === chosen);
+    if (chosen && table === null) return;
+    if (!entry) {
       setFiles({});
       setText(STARTER);
       return;
     }
-    void api.GET("/api/v1/runs/{id}/definition", { params: { path: { id: latest } } }).then(({ data }) => {
-      setFiles(data?.files ?? {});
-      setText(data?.text ?? STARTER);
+    void textOf(entry).then((found) => {
+      setFiles(found?.files ?? {});
+      setText(found?.text ?? STARTER);
     });
-  }, [editing, chosen, table, runs]);
+  }, [editing, chosen, table]);
 
   return (
     <div className="workflows">
@@ -190,36 +176,41 @@ export function Workflows({ session }: { session: Session }) {
           New workflow
         </Link>
       </div>
-      {runs === null ? (
-        <p className="muted">Reading runs…</p>
+      {table === null ? (
+        <p className="muted">Reading the catalog…</p>
       ) : table.length === 0 ? (
-        <p className="muted">No workflow has run here yet: write one.</p>
+        <p className="muted">No workflow is registered or has run here yet: write one.</p>
       ) : (
         <table data-testid="workflows">
           <thead>
             <tr>
               <th>workflow</th>
+              <th>version</th>
               <th>runs</th>
               <th>success</th>
               <th>median</th>
               <th>p95</th>
+              <th>tokens</th>
               <th>cost</th>
               <th />
             </tr>
           </thead>
           <tbody>
-            {table.map((f) => (
-              <tr key={f.workflow}>
+            {table.map((e) => (
+              <tr key={e.workflow} data-workflow={e.workflow}>
                 <td>
-                  <Link to={`/runs?workflow=${encodeURIComponent(f.workflow)}`}>{f.workflow}</Link>
+                  <Link to={`/runs?workflow=${encodeURIComponent(e.workflow)}`}>{e.workflow}</Link>
+                  {e.name && <span className="muted"> {e.name}</span>}
                 </td>
-                <td>{f.runs}</td>
-                <td>{f.ended ? `${Math.round((100 * f.completed) / f.ended)} %` : "—"}</td>
-                <td>{duration(f.median)}</td>
-                <td>{duration(f.p95)}</td>
-                <td>{cost(f.cost)}</td>
+                <td>{e.latest ? `${e.latest.version} (#${e.latest.number})` : "—"}</td>
+                <td>{e.stats.runs}</td>
+                <td>{e.stats.success_rate === null ? "—" : `${Math.round(100 * e.stats.success_rate)} %`}</td>
+                <td>{duration(e.stats.median_ms)}</td>
+                <td>{duration(e.stats.p95_ms)}</td>
+                <td>{count(e.stats.usage.prompt_tokens + e.stats.usage.completion_tokens)}</td>
+                <td>{cost(e.stats.usage.cost_usd)}</td>
                 <td>
-                  <Link to={`/workflows?workflow=${encodeURIComponent(f.workflow)}`}>Edit and start</Link>
+                  <Link to={`/workflows?workflow=${encodeURIComponent(e.workflow)}`}>Edit and start</Link>
                 </td>
               </tr>
             ))}

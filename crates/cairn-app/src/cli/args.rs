@@ -170,7 +170,7 @@ pub enum Verb {
   cairn run review.yaml --label team=payments --label pr=42
   cairn run deploy.yaml --non-interactive      (a gate exits 3 instead of asking)")]
     Run {
-        /// A definition file.
+        /// A definition file, or the id of a registered workflow (its latest version).
         file: PathBuf,
         /// A run input, `KEY=VALUE` (VALUE is read as JSON when it is JSON).
         #[arg(long = "input", value_name = "KEY=VALUE")]
@@ -462,6 +462,23 @@ recorded is lost. The API is in docs/server.md.")]
     /// Make, list and revoke the API tokens `cairn serve` accepts.
     #[command(subcommand)]
     Token(TokenVerb),
+    /// List the workflow catalog; `add` registers definitions, `show` prints one.
+    ///
+    /// The catalog is every workflow registered or run here, with its latest version, runs,
+    /// success rate, median and p95 duration, tokens and cost.
+    #[command(after_help = "Examples:
+  cairn workflows
+  cairn workflows add examples/*.yaml
+  cairn workflows show ticket-triage --version 2
+  cairn run ticket-triage --input ticket=\"I was charged twice\"   (the latest registered version)")]
+    Workflows {
+        /// Register or show a workflow (none: list the catalog).
+        #[command(subcommand)]
+        verb: Option<WorkflowsVerb>,
+        /// Output format (json: an array of `{workflow, name, description, tags, latest, stats}`).
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Print cairn's version.
     #[command(after_help = "Examples:
   cairn version
@@ -471,6 +488,49 @@ recorded is lost. The API is in docs/server.md.")]
         #[arg(long, value_enum, default_value_t = DocFormat::Text)]
         format: DocFormat,
     },
+}
+
+/// The `workflows` verbs.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsVerb {
+    /// Register definitions by id and version: each file's `version`, else the hash of its
+    /// text. The same text again is the version stored; a version named again with other text
+    /// is refused. A file with problems registers nothing.
+    #[command(after_help = "Examples:
+  cairn workflows add review.yaml
+  cairn workflows add examples/*.yaml --format json")]
+    Add {
+        /// Definition files (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format (json: an array of `{workflow, version, number, ..., added}`).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
+    },
+    /// Print a registered definition back: its exact text (yaml), or it with its version,
+    /// files and every version of the workflow (json).
+    #[command(after_help = "Examples:
+  cairn workflows show review
+  cairn workflows show review --version 1.2.0 --format json")]
+    Show {
+        /// The workflow's id.
+        workflow: String,
+        /// The version: its `version`, or its number (default: the latest).
+        #[arg(long)]
+        version: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Yaml)]
+        format: ShowFormat,
+    },
+}
+
+/// How `workflows show` prints a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// The exact text registered.
+    Yaml,
+    /// One JSON document: the version, its text and files, and every version.
+    Json,
 }
 
 /// The `token` verbs.

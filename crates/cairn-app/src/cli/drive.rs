@@ -1,4 +1,5 @@
-//! The verbs that drive a run: `run` (start one) and `resume`; and what
+//! The verbs that drive a run: `run` (start one, from a file or the
+//! catalog) and `resume`; and what
 //! every driving verb shares: progress on stderr, SIGINT pausing and
 //! SIGTERM cancelling the run, a person asked at its gates.
 
@@ -6,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use cairn_domain::id::RunId;
+use cairn_domain::Definition;
+use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::steer::Request;
 use cairn_ports::Clock;
 use serde_json::{Map, Value};
 
 use super::{Opened, RunFormat, Verbs, print_run, prompt};
 use crate::app::Run;
-use crate::error::Error;
+use crate::error::{CatalogError, Error};
 use crate::files::{load_definition, load_inputs};
 
 /// What `cairn run` starts.
@@ -37,7 +39,6 @@ pub(crate) fn run(
     interactive: bool,
     format: RunFormat,
 ) -> Result<u8, Error> {
-    let definition = load_definition(&start.file)?;
     let inputs = gather_inputs(start.inputs_file.as_deref(), &start.inputs)?;
     let run_id = match start.run_id {
         Some(id) => super::run_id(&id)?,
@@ -45,6 +46,7 @@ pub(crate) fn run(
     };
     let labels = super::labels(&start.labels)?;
     let opened = verbs.open_driving("run", &run_id)?;
+    let definition = definition_for(&opened, &start.file)?;
     let by = crate::host::whoami();
     let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
     opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
@@ -56,7 +58,6 @@ pub(crate) fn run(
 /// id. A server drives it; without one, a background `cairn resume` of its
 /// own does (its words go to `logs/RUN.log` in the data directory).
 pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Result<u8, Error> {
-    let definition = load_definition(&start.file)?;
     let inputs = gather_inputs(start.inputs_file.as_deref(), &start.inputs)?;
     let run_id = match start.run_id {
         Some(id) => super::run_id(&id)?,
@@ -64,6 +65,7 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
     };
     let labels = super::labels(&start.labels)?;
     let opened = verbs.open("run")?;
+    let definition = definition_for(&opened, &start.file)?;
     let by = crate::host::whoami();
     let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
     let run = opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
@@ -79,6 +81,21 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
         }
     }
     Ok(super::exit::OK)
+}
+
+/// What `run FILE` starts: the file; or, where no such file exists and
+/// FILE is a workflow id, the latest version registered under that id.
+fn definition_for(opened: &Opened, file: &Path) -> Result<Definition, Error> {
+    let id = file.to_str().filter(|_| !file.exists()).and_then(|text| WorkflowId::new(text).ok());
+    let Some(id) = id else { return load_definition(file) };
+    match opened.runtime.block_on(opened.app.registered(&id, None)) {
+        Ok(version) => crate::catalog::definition_of(&version),
+        Err(Error::Catalog(CatalogError::UnknownWorkflow(_))) => Err(Error::File {
+            path: file.to_path_buf(),
+            reason: "no such file, and no workflow is registered by this id".into(),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Problems with a run's inputs are the inputs file's: say which.

@@ -24,6 +24,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod catalog;
 mod define;
 mod doctor;
 mod drive;
@@ -270,6 +271,7 @@ impl Verbs<'_> {
             Verb::Doctor { format } => doctor::doctor(self, format),
             Verb::Serve { listen, auth, log_format } => serve::serve(self, &listen, auth, log_format),
             Verb::Token(verb) => token::token(self, verb),
+            Verb::Workflows { verb, format } => catalog::workflows(self, verb, format),
         }
     }
 

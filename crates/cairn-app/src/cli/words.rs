@@ -7,7 +7,7 @@ use cairn_engine::{EngineError, Unmet};
 use cairn_ports::StoreError;
 
 use super::exit;
-use crate::error::Error;
+use crate::error::{CatalogError, Error};
 
 /// An error as the CLI says it.
 pub(crate) struct Said {
@@ -48,6 +48,16 @@ pub(crate) fn said(e: &Error, verb: &str) -> Said {
                 }
                 _ => None,
             },
+        ),
+        Error::Catalog(catalog) => usage(
+            catalog.to_string(),
+            Some(match catalog {
+                CatalogError::VersionTaken { .. } => {
+                    "a version is one text: change the definition's `version:` to register the changed text".into()
+                }
+                _ => "`cairn workflows` lists what is registered; `cairn workflows add FILE` registers a definition"
+                    .into(),
+            }),
         ),
         other => usage(other.to_string(), None),
     }

@@ -1,4 +1,5 @@
-//! Listings: runs and checkpoints, as a table and as JSON.
+//! Listings: runs, checkpoints and the workflow catalog, as a table and
+//! as JSON.
 //!
 //! A table is sized to its content and padded by display width (CJK and
 //! emoji take two columns); given a terminal width it cuts its widest text
@@ -13,6 +14,7 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::iso_time;
 use crate::app::Listed;
+use crate::catalog::Entry;
 
 use super::time;
 
@@ -90,6 +92,40 @@ pub fn summary_json(r: &Listed) -> Value {
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                   "estimated": usage.estimated, "cost_usd": r.cost_usd},
     })
+}
+
+/// The catalog as aligned columns, by id: each workflow's latest
+/// version (`-`: run from files only), its runs, the share of ended runs
+/// that completed, median and p95 time to end, tokens and cost.
+pub fn workflows_table(entries: &[Entry], fit: Fit) -> String {
+    let columns = [
+        Column::left("WORKFLOW").cut(),
+        Column::left("VERSION").cut(),
+        Column::right("RUNS"),
+        Column::right("SUCCESS"),
+        Column::right("MEDIAN"),
+        Column::right("P95"),
+        Column::right("TOKENS"),
+        Column::right("COST"),
+    ];
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<Vec<Cell>> = entries
+        .iter()
+        .map(|e| {
+            let s = &e.stats;
+            vec![
+                Cell::plain(e.workflow.as_str()),
+                Cell::plain(or_dash(e.latest.as_ref().map(|v| v.version.clone()))),
+                Cell::plain(s.runs.to_string()),
+                Cell::plain(or_dash(s.success_rate.map(|r| format!("{:.0}%", r * 100.0)))),
+                Cell::plain(or_dash(s.median_ms.map(time::duration))),
+                Cell::plain(or_dash(s.p95_ms.map(time::duration))),
+                Cell::plain((s.usage.prompt_tokens + s.usage.completion_tokens).to_string()),
+                Cell::plain(or_dash(s.cost_usd.map(|c| format!("${c:.4}")))),
+            ]
+        })
+        .collect();
+    layout(&columns, &rows, fit)
 }
 
 /// Checkpoints as aligned columns, oldest first; times relative to `now`.

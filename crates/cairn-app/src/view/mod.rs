@@ -2,6 +2,7 @@
 //! lines, listings, plans. The CLI prints these and the server will
 //! serialize the same values, so a run reads the same everywhere.
 
+pub mod catalog;
 pub mod event;
 pub mod list;
 pub mod plan;

@@ -85,6 +85,7 @@ impl Server {
         let parts = Parts {
             store: stores.runs,
             tokens: stores.tokens,
+            workflows: stores.workflows,
             clock,
             prices: Default::default(),
             secrets: Default::default(),

@@ -1,0 +1,246 @@
+//! The workflow catalog: definitions registered by id and version (every
+//! version kept, the same text never stored twice), runs started from a
+//! registered id, and each workflow's figures over its runs.
+
+use std::collections::BTreeMap;
+
+use cairn_domain::Definition;
+use cairn_domain::id::WorkflowId;
+use cairn_domain::state::{RunStatus, Timestamp, TokenUsage};
+use cairn_engine::EngineError;
+use cairn_ports::{RegisterError, Registered, RunQuery, RunSummary, WorkflowVersion, definition_hash};
+
+use crate::app::App;
+use crate::error::{CatalogError, Error};
+
+/// One workflow of the catalog: every workflow registered or run here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The workflow's id.
+    pub workflow: WorkflowId,
+    /// Its latest registered version (none: it was run from files only).
+    pub latest: Option<WorkflowVersion>,
+    /// What its latest version says of itself.
+    pub about: About,
+    /// Its figures over the runs the store keeps.
+    pub stats: Stats,
+}
+
+/// What a definition says of itself: `name`, `description`, `tags`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct About {
+    /// Its display name.
+    pub name: Option<String>,
+    /// What it does.
+    pub description: Option<String>,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
+impl About {
+    /// What `version` says of itself (nothing, if it no longer loads).
+    fn of(version: Option<&WorkflowVersion>) -> Self {
+        match version.map(definition_of) {
+            Some(Ok(d)) => {
+                let wf = d.workflow;
+                Self { name: wf.name, description: wf.description, tags: wf.tags }
+            }
+            _ => Self::default(),
+        }
+    }
+}
+
+/// A workflow's figures over its runs: what the store's index keeps of
+/// each (status, times, usage), never a run's log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Runs stored.
+    pub runs: usize,
+    /// Runs by status.
+    pub by_status: BTreeMap<String, usize>,
+    /// Of the runs ended, the share that completed (none ended: `None`).
+    pub success_rate: Option<f64>,
+    /// The median time from creation to end of the runs ended, in ms.
+    pub median_ms: Option<u64>,
+    /// The 95th percentile of that time (nearest rank), in ms.
+    pub p95_ms: Option<u64>,
+    /// Tokens used by every run together.
+    pub usage: TokenUsage,
+    /// USD spent, when every model used has a price.
+    pub cost_usd: Option<f64>,
+    /// When the latest run was created.
+    pub last_run_at: Option<Timestamp>,
+}
+
+/// The `p`-th percentile (0 to 100) of sorted `values`, nearest rank.
+fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
+    let rank = (p as usize * sorted.len()).div_ceil(100).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
+impl App {
+    /// Registers `definition` as a version of its workflow, registered by
+    /// `by`: its `version`, else the first 12 hex digits of the hash of its
+    /// text and files. The same text again is the version stored.
+    pub async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error> {
+        let hash = definition_hash(&definition.text, &definition.files);
+        let version = WorkflowVersion {
+            workflow: definition.workflow.id.clone(),
+            version: definition.workflow.version.clone().unwrap_or_else(|| hash[..12].to_owned()),
+            number: 0,
+            // The file's name without the folder it was registered from.
+            definition_name: std::path::Path::new(&definition.name)
+                .file_name()
+                .map_or_else(|| definition.name.clone(), |n| n.to_string_lossy().into_owned()),
+            definition: definition.text.clone(),
+            files: definition.files.clone(),
+            hash,
+            registered_at: self.now(),
+            registered_by: by.to_owned(),
+        };
+        self.workflows().register(version).await.map_err(|e| match e {
+            RegisterError::VersionTaken { workflow, version } => {
+                CatalogError::VersionTaken { workflow, version }.into()
+            }
+            RegisterError::Store(e) => EngineError::Store(e).into(),
+        })
+    }
+
+    /// Every version of `workflow`, oldest first; refused for a workflow
+    /// never registered.
+    pub async fn versions(&self, workflow: &WorkflowId) -> Result<Vec<WorkflowVersion>, Error> {
+        let versions = self.workflows().versions(workflow).await.map_err(EngineError::from)?;
+        if versions.is_empty() {
+            return Err(CatalogError::UnknownWorkflow(workflow.clone()).into());
+        }
+        Ok(versions)
+    }
+
+    /// The version `version` of `workflow` (its `version` string, or its
+    /// number), else its latest.
+    pub async fn registered(
+        &self,
+        workflow: &WorkflowId,
+        version: Option<&str>,
+    ) -> Result<WorkflowVersion, Error> {
+        let mut versions = self.versions(workflow).await?;
+        let Some(wanted) = version else {
+            return versions.pop().ok_or_else(|| CatalogError::UnknownWorkflow(workflow.clone()).into());
+        };
+        let by_number = |v: &WorkflowVersion| wanted.parse::<u32>().is_ok_and(|n| n == v.number);
+        let found = versions
+            .iter()
+            .rposition(|v| v.version == wanted)
+            .or_else(|| versions.iter().position(by_number));
+        found.map(|i| versions.swap_remove(i)).ok_or_else(|| {
+            CatalogError::UnknownVersion { workflow: workflow.clone(), version: wanted.to_owned() }.into()
+        })
+    }
+
+    /// The catalog: every workflow registered or run here, by id, with
+    /// its latest version and its figures.
+    pub async fn catalog(&self) -> Result<Vec<Entry>, Error> {
+        let latest = self.workflows().latest().await.map_err(EngineError::from)?;
+        let runs = self.store().list(&RunQuery::default()).await.map_err(EngineError::from)?.runs;
+        let mut by_workflow: BTreeMap<WorkflowId, Vec<RunSummary>> = BTreeMap::new();
+        for run in runs {
+            by_workflow.entry(run.workflow.clone()).or_default().push(run);
+        }
+        let mut entries: BTreeMap<WorkflowId, Entry> = by_workflow
+            .into_iter()
+            .map(|(workflow, runs)| {
+                let entry = Entry {
+                    stats: self.stats(&runs),
+                    workflow: workflow.clone(),
+                    latest: None,
+                    about: About::default(),
+                };
+                (workflow, entry)
+            })
+            .collect();
+        for version in latest {
+            let workflow = version.workflow.clone();
+            let entry = entries.entry(workflow.clone()).or_insert_with(|| Entry {
+                workflow,
+                latest: None,
+                about: About::default(),
+                stats: Stats::default(),
+            });
+            entry.about = About::of(Some(&version));
+            entry.latest = Some(version);
+        }
+        Ok(entries.into_values().collect())
+    }
+
+    /// One workflow's entry; refused when it was neither registered nor run.
+    pub async fn catalog_entry(&self, workflow: &WorkflowId) -> Result<Entry, Error> {
+        let latest = self.workflows().versions(workflow).await.map_err(EngineError::from)?.pop();
+        let query = RunQuery { workflow: Some(workflow.clone()), ..RunQuery::default() };
+        let runs = self.store().list(&query).await.map_err(EngineError::from)?.runs;
+        if latest.is_none() && runs.is_empty() {
+            return Err(CatalogError::UnknownWorkflow(workflow.clone()).into());
+        }
+        Ok(Entry {
+            workflow: workflow.clone(),
+            about: About::of(latest.as_ref()),
+            latest,
+            stats: self.stats(&runs),
+        })
+    }
+
+    /// The figures of `runs` (one workflow's).
+    fn stats(&self, runs: &[RunSummary]) -> Stats {
+        let mut by_status = BTreeMap::new();
+        let mut took = Vec::new();
+        let mut usage_by_model: BTreeMap<String, TokenUsage> = BTreeMap::new();
+        for run in runs {
+            *by_status.entry(cairn_domain::state::word(run.status).to_owned()).or_insert(0) += 1;
+            if run.status.is_terminal() {
+                took.push(run.updated_at.0.saturating_sub(run.created_at.0));
+            }
+            for (model, usage) in &run.usage_by_model {
+                usage_by_model.entry(model.clone()).or_default().add(*usage);
+            }
+        }
+        took.sort_unstable();
+        let completed = runs.iter().filter(|r| r.status == RunStatus::Completed).count();
+        Stats {
+            runs: runs.len(),
+            by_status,
+            success_rate: (!took.is_empty()).then(|| completed as f64 / took.len() as f64),
+            median_ms: percentile(&took, 50),
+            p95_ms: percentile(&took, 95),
+            usage: TokenUsage::total(usage_by_model.values()),
+            cost_usd: self.cost(&usage_by_model),
+            last_run_at: runs.iter().map(|r| r.created_at).max(),
+        }
+    }
+}
+
+/// The definition a registered version is: loaded (and validated) again
+/// from its text and files, as a run of it records them.
+pub fn definition_of(version: &WorkflowVersion) -> Result<Definition, Error> {
+    Definition::from_recorded(&version.definition_name, &version.definition, &version.files)
+        .map_err(|problems| Error::Definition { name: version.definition_name.clone(), problems })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_by_nearest_rank() {
+        let ten: Vec<u64> = (1..=10).collect();
+        assert_eq!(
+            (percentile(&ten, 50), percentile(&ten, 95), percentile(&ten, 100)),
+            (Some(5), Some(10), Some(10))
+        );
+        assert_eq!((percentile(&[7], 50), percentile(&[7], 95)), (Some(7), Some(7)));
+        assert_eq!(percentile(&[], 50), None);
+        let hundred: Vec<u64> = (1..=100).collect();
+        assert_eq!(
+            (percentile(&hundred, 50), percentile(&hundred, 95), percentile(&hundred, 0)),
+            (Some(50), Some(95), Some(1))
+        );
+    }
+}

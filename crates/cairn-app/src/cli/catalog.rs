@@ -1,0 +1,111 @@
+//! The `workflows` verbs: the catalog of definitions registered by id and
+//! version, listed with each workflow's figures.
+
+use std::path::PathBuf;
+
+use cairn_domain::id::WorkflowId;
+use cairn_ports::Registered;
+use serde_json::{Value, json};
+
+use super::args::{DocFormat, ListFormat, ShowFormat, WorkflowsVerb};
+use super::{Verbs, exit, term};
+use crate::error::Error;
+use crate::files::load_definition;
+use crate::view;
+
+/// `cairn workflows [add|show]`.
+pub(crate) fn workflows(
+    verbs: &Verbs<'_>,
+    verb: Option<WorkflowsVerb>,
+    format: ListFormat,
+) -> Result<u8, Error> {
+    match verb {
+        None => list(verbs, format),
+        Some(WorkflowsVerb::Add { files, format }) => add(verbs, &files, format),
+        Some(WorkflowsVerb::Show { workflow, version, format }) => {
+            show(verbs, &workflow, version.as_deref(), format)
+        }
+    }
+}
+
+/// `cairn workflows`: the catalog, by id.
+fn list(verbs: &Verbs<'_>, format: ListFormat) -> Result<u8, Error> {
+    let opened = verbs.open("workflows")?;
+    let entries = opened.runtime.block_on(opened.app.catalog())?;
+    match format {
+        ListFormat::Json => {
+            outln!("{}", Value::Array(entries.iter().map(view::catalog::entry_json).collect()))
+        }
+        ListFormat::Table if entries.is_empty() => {
+            outln!("no workflows yet (register one with `cairn workflows add FILE`, or run one)");
+        }
+        ListFormat::Table => out!("{}", view::list::workflows_table(&entries, term::table_fit())),
+    }
+    Ok(exit::OK)
+}
+
+/// `cairn workflows add FILE...`: every file is loaded first, so one with
+/// problems registers none.
+fn add(verbs: &Verbs<'_>, files: &[PathBuf], format: DocFormat) -> Result<u8, Error> {
+    let definitions = files.iter().map(|f| load_definition(f)).collect::<Result<Vec<_>, _>>()?;
+    let opened = verbs.open("workflows")?;
+    let by = crate::host::whoami();
+    let mut registered = Vec::new();
+    for definition in &definitions {
+        registered.push(opened.runtime.block_on(opened.app.register(definition, &by))?);
+    }
+    match format {
+        DocFormat::Json => {
+            outln!("{}", Value::Array(registered.iter().map(view::catalog::registered_json).collect()))
+        }
+        DocFormat::Text => {
+            for (r, file) in registered.iter().zip(files) {
+                let v = r.version();
+                match r {
+                    Registered::Added(_) => outln!(
+                        "{}: registered {} version {} (#{})",
+                        file.display(),
+                        v.workflow,
+                        v.version,
+                        v.number
+                    ),
+                    Registered::Unchanged(_) => outln!(
+                        "{}: {} version {} (#{}) is registered already with this text",
+                        file.display(),
+                        v.workflow,
+                        v.version,
+                        v.number
+                    ),
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `cairn workflows show ID`: the exact text, or the version as JSON.
+fn show(verbs: &Verbs<'_>, workflow: &str, version: Option<&str>, format: ShowFormat) -> Result<u8, Error> {
+    let workflow = workflow_id(workflow)?;
+    let opened = verbs.open("workflows")?;
+    let found = opened.runtime.block_on(opened.app.registered(&workflow, version))?;
+    match format {
+        ShowFormat::Yaml => {
+            out!("{}", found.definition);
+            if !found.definition.ends_with('\n') {
+                outln!();
+            }
+        }
+        ShowFormat::Json => {
+            let versions = opened.runtime.block_on(opened.app.versions(&workflow))?;
+            let mut shown = view::catalog::definition_json(&found);
+            shown["versions"] = json!(versions.iter().map(view::catalog::version_json).collect::<Vec<_>>());
+            outln!("{shown}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// A workflow id the command line names.
+pub(crate) fn workflow_id(text: &str) -> Result<WorkflowId, Error> {
+    WorkflowId::new(text).map_err(|e| Error::Config(format!("`{text}` is not a workflow id: {e}")))
+}

@@ -1,0 +1,137 @@
+//! The handlers of the workflow catalog: registering definitions by id
+//! and version, and listing them with their figures (`cairn_app::catalog`).
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use cairn_app::error::CatalogError;
+use cairn_app::{Error, view};
+use cairn_domain::access::Caller;
+use cairn_ports::Registered;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+
+use crate::Shared;
+use crate::problem::Problem;
+use crate::runs::{Answer, Source, body, workflow_id};
+
+/// `GET /workflows`: the catalog.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    operation_id = "list_workflows",
+    responses(
+        (status = 200, description = "Every workflow registered or run here, by id, with its figures", body = crate::openapi::Catalog),
+        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(State(shared): State<Shared>) -> Answer {
+    let entries = shared.service.app().catalog().await.map_err(Problem::from)?;
+    let workflows: Vec<Value> = entries.iter().map(view::catalog::entry_json).collect();
+    Ok(Json(json!({ "workflows": workflows })).into_response())
+}
+
+/// The query of `GET /workflows/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct VersionQuery {
+    /// The version whose definition to send (its `version` or number;
+    /// default: the latest).
+    version: Option<String>,
+}
+
+/// `GET /workflows/{id}`: one workflow, its versions and a definition.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "get_workflow",
+    params(("id" = String, Path, description = "The workflow's id"), VersionQuery),
+    responses(
+        (status = 200, description = "The workflow's entry, its versions (oldest first) and the definition of the version asked for", body = crate::openapi::CatalogWorkflow),
+        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow, or no such version of it", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<VersionQuery>, QueryRejection>,
+) -> Answer {
+    let Path(text) = path.map_err(Problem::from)?;
+    let Query(q) = query.map_err(Problem::from)?;
+    let workflow = workflow_id(&text)?;
+    let app = shared.service.app();
+    let entry = app.catalog_entry(&workflow).await.map_err(Problem::from)?;
+    let versions = match app.versions(&workflow).await {
+        Ok(versions) => versions,
+        // Run from files only: an entry without versions.
+        Err(Error::Catalog(CatalogError::UnknownWorkflow(_))) if q.version.is_none() => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let definition = match versions.last() {
+        None => Value::Null,
+        Some(_) => view::catalog::definition_json(
+            &app.registered(&workflow, q.version.as_deref()).await.map_err(Problem::from)?,
+        ),
+    };
+    let mut answer = view::catalog::entry_json(&entry);
+    answer["versions"] = json!(versions.iter().map(view::catalog::version_json).collect::<Vec<_>>());
+    answer["definition"] = definition;
+    Ok(Json(answer).into_response())
+}
+
+/// `POST /workflows`: registers a definition as a version of its workflow.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    operation_id = "register_workflow",
+    request_body = crate::runs::Source,
+    responses(
+        (status = 201, description = "Registered as a new version", body = crate::openapi::Registration, headers(("Location" = String, description = "Where the workflow lives"))),
+        (status = 200, description = "The same text was registered already, as this version", body = crate::openapi::Registration),
+        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The definition names a version the workflow has with other text", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid body or definition", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn register(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    payload: Result<Json<Source>, JsonRejection>,
+) -> Answer {
+    let definition = body(payload)?
+        .load()
+        .map_err(|problems| Problem::from(Error::Definition { name: "definition".into(), problems }))?;
+    let registered = shared.service.app().register(&definition, &caller.name).await.map_err(Problem::from)?;
+    let status = match registered {
+        Registered::Added(_) => StatusCode::CREATED,
+        Registered::Unchanged(_) => StatusCode::OK,
+    };
+    let mut response = (status, Json(view::catalog::registered_json(&registered))).into_response();
+    let location = format!("/api/v1/workflows/{}", registered.version().workflow);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}

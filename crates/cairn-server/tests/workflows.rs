@@ -1,0 +1,117 @@
+//! The workflow catalog through the API: definitions registered as
+//! versions (the same text once, a version one text, recorded as the
+//! token's), listed with their figures, read back by version, and runs
+//! started from a registered id.
+
+mod support;
+
+use axum::http::{StatusCode, header};
+use cairn_domain::access::Role;
+use serde_json::{Value, json};
+use support::{HELLO, Server};
+
+/// `HELLO` as version `v`.
+fn hello(v: &str) -> String {
+    format!("{HELLO}version: \"{v}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_registered_once_read_back_and_started_by_id() {
+    let server = Server::on_system_clock();
+    let operator = server.token("ops", Role::Operator, &[]).await;
+    let viewer = server.token("vic", Role::Viewer, &[]).await;
+
+    let added = server.post("/api/v1/workflows", &operator, json!({"definition": hello("1")})).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    assert_eq!(
+        (&added.body["workflow"], &added.body["version"], &added.body["number"], &added.body["added"]),
+        (&json!("hello"), &json!("1"), &json!(1), &json!(true))
+    );
+    assert_eq!(added.body["registered_by"], "ops", "the token's name");
+    let location = added.headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
+    assert_eq!(location, Some("/api/v1/workflows/hello"));
+    let again = server.post("/api/v1/workflows", &operator, json!({"definition": hello("1")})).await;
+    assert_eq!(
+        (again.status, &again.body["added"], &again.body["number"]),
+        (StatusCode::OK, &json!(false), &json!(1))
+    );
+    let taken =
+        server.post("/api/v1/workflows", &operator, json!({"definition": hello("1") + "# changed\n"})).await;
+    taken.problem(StatusCode::CONFLICT, "version_taken");
+    assert_eq!((&taken.body["workflow"], &taken.body["version"]), (&json!("hello"), &json!("1")));
+    let second = server.post("/api/v1/workflows", &operator, json!({"definition": hello("2")})).await;
+    assert_eq!((second.status, &second.body["number"]), (StatusCode::CREATED, &json!(2)));
+    let invalid =
+        server.post("/api/v1/workflows", &operator, json!({"definition": "cairn: 1\nid: x\n"})).await;
+    invalid.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition");
+    server
+        .post("/api/v1/workflows", &viewer, json!({"definition": hello("3")}))
+        .await
+        .problem(StatusCode::FORBIDDEN, "forbidden");
+
+    // Started by id: the latest, or the version asked for.
+    let latest = server.post("/api/v1/runs", &operator, json!({"workflow": "hello"})).await;
+    assert_eq!(latest.status, StatusCode::CREATED, "{}", latest.body);
+    assert_eq!(latest.body["version"], "2");
+    let first = server.post("/api/v1/runs", &operator, json!({"workflow": "hello", "version": "1"})).await;
+    assert_eq!((first.status, &first.body["version"]), (StatusCode::CREATED, &json!("1")));
+    for id in [&latest.body["run_id"], &first.body["run_id"]] {
+        server.wait_for(id.as_str().expect("an id"), &operator, "completed").await;
+    }
+    server
+        .post("/api/v1/runs", &operator, json!({"workflow": "nope"}))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not_found");
+    let unknown_version =
+        server.post("/api/v1/runs", &operator, json!({"workflow": "hello", "version": "7.7"})).await;
+    unknown_version.problem(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(unknown_version.body["version"], "7.7");
+    for both in [
+        json!({"workflow": "hello", "definition": HELLO}),
+        json!({}),
+        json!({"definition": HELLO, "version": "1"}),
+    ] {
+        server
+            .post("/api/v1/runs", &operator, both)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+
+    // Listed with its figures; read back by version.
+    let catalog = server.get("/api/v1/workflows", &viewer).await;
+    assert_eq!(catalog.status, StatusCode::OK, "{}", catalog.body);
+    let entry = &catalog.body["workflows"][0];
+    assert_eq!((&entry["workflow"], &entry["latest"]["version"]), (&json!("hello"), &json!("2")));
+    let stats = &entry["stats"];
+    assert_eq!(
+        (&stats["runs"], &stats["by_status"], &stats["success_rate"]),
+        (&json!(2), &json!({"completed": 2}), &json!(1.0))
+    );
+    assert!(stats["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 0), "the mock's tokens: {stats}");
+    let one = server.get("/api/v1/workflows/hello?version=1", &viewer).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    assert_eq!(one.body["definition"]["definition"], hello("1"));
+    let versions: Vec<&Value> =
+        one.body["versions"].as_array().expect("versions").iter().map(|v| &v["version"]).collect();
+    assert_eq!(versions, [&json!("1"), &json!("2")]);
+    server
+        .get("/api/v1/workflows/hello?version=9", &viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not_found");
+    server.get("/api/v1/workflows/nope", &viewer).await.problem(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_only_run_from_text_is_in_the_catalog_without_versions() {
+    let server = Server::on_system_clock();
+    let operator = server.token("ops", Role::Operator, &[]).await;
+    let run = server.start(&operator, HELLO).await;
+    server.wait_for(&run, &operator, "completed").await;
+    let hello = server.get("/api/v1/workflows/hello", &operator).await;
+    assert_eq!(hello.status, StatusCode::OK, "{}", hello.body);
+    assert_eq!(
+        (&hello.body["latest"], &hello.body["versions"], &hello.body["definition"]),
+        (&Value::Null, &json!([]), &Value::Null)
+    );
+    assert_eq!(hello.body["stats"]["runs"], 1);
+}

@@ -1,0 +1,144 @@
+//! The workflow catalog through the binary: `workflows add` registers
+//! versions (each text once, a version one text), `workflows show` prints
+//! them back, `run ID` starts the latest, and `workflows` lists every
+//! workflow registered or run with its figures. Also through a server
+//! (`CAIRN_E2E_SERVED`), where each verb goes through the API.
+
+use std::path::PathBuf;
+
+use crate::support::{Run, cairn_env, fresh_data_dir, json, scratch};
+
+const V1: &str =
+    "cairn: 1\nid: cat\nname: The cat\nversion: \"1.0\"\ntags: [demo]\nsteps:\n  - id: only\n    set: one\n";
+const V2: &str =
+    "cairn: 1\nid: cat\nname: The cat\nversion: \"1.1\"\ntags: [demo]\nsteps:\n  - id: only\n    set: two\n";
+/// `version: 1.0` again, with other text.
+const V1_CHANGED: &str = "cairn: 1\nid: cat\nversion: \"1.0\"\nsteps:\n  - id: only\n    set: changed\n";
+/// No `version:`: registered under its hash.
+const PLAIN: &str = "cairn: 1\nid: plain\nsteps:\n  - id: only\n    set: plain\n";
+const BROKEN: &str = "cairn: 1\nid: broken\nsteps:\n  - id: only\n    sett: one\n";
+
+struct Bench {
+    dir: PathBuf,
+    data: PathBuf,
+}
+
+impl Bench {
+    fn new(name: &str) -> Self {
+        let dir = scratch(name);
+        for (file, text) in [
+            ("v1.yaml", V1),
+            ("v2.yaml", V2),
+            ("v1-changed.yaml", V1_CHANGED),
+            ("plain.yaml", PLAIN),
+            ("broken.yaml", BROKEN),
+        ] {
+            std::fs::write(dir.join(file), text).expect("write");
+        }
+        Self { dir, data: fresh_data_dir() }
+    }
+
+    fn cairn(&self, args: &[&str]) -> Run {
+        cairn_env(&self.dir, args, &[("CAIRN_DATA_DIR", self.data.to_str().expect("utf-8"))])
+    }
+
+    fn expect(&self, code: i32, args: &[&str]) -> Run {
+        let run = self.cairn(args);
+        assert_eq!(run.code, code, "cairn {args:?}\n{}{}", run.stdout, run.stderr);
+        run
+    }
+}
+
+#[test]
+fn each_text_is_registered_once_a_version_is_one_text_and_show_prints_it_back() {
+    let b = Bench::new("catalog_add");
+    let mut transcript = String::new();
+    for args in [
+        &["workflows", "add", "v1.yaml", "plain.yaml"][..],
+        &["workflows", "add", "v1.yaml"],
+        &["workflows", "add", "v1-changed.yaml"],
+        &["workflows", "add", "broken.yaml", "v2.yaml"],
+        &["workflows", "add", "v2.yaml"],
+        &["workflows", "show", "nope"],
+        &["workflows", "show", "cat", "--version", "9.9"],
+    ] {
+        let run = b.cairn(args);
+        transcript +=
+            &format!("$ cairn {}\n[exit {}]\n{}{}\n", args.join(" "), run.code, run.stdout, run.stderr);
+    }
+    insta::assert_snapshot!("catalog_add_transcript", transcript);
+
+    assert_eq!(b.expect(0, &["workflows", "show", "cat"]).stdout, V2, "the latest, exactly as registered");
+    assert_eq!(b.expect(0, &["workflows", "show", "cat", "--version", "1.0"]).stdout, V1);
+    assert_eq!(b.expect(0, &["workflows", "show", "cat", "--version", "1"]).stdout, V1, "by number");
+    let shown = json(&b.expect(0, &["workflows", "show", "cat", "--format", "json"]).stdout);
+    assert_eq!(
+        (&shown["version"], &shown["number"], &shown["definition"]),
+        (&"1.1".into(), &2.into(), &V2.into())
+    );
+    let versions: Vec<&str> = shown["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_str())
+        .collect();
+    assert_eq!(versions, ["1.0", "1.1"]);
+    let plain = json(&b.expect(0, &["workflows", "show", "plain", "--format", "json"]).stdout);
+    assert_eq!(plain["version"].as_str().map(str::len), Some(12), "a hash prefix: {plain}");
+    assert!(plain["hash"].as_str().is_some_and(|h| h.starts_with(plain["version"].as_str().unwrap_or("-"))));
+    let listed = json(&b.expect(0, &["workflows", "--format", "json"]).stdout);
+    let ids: Vec<&str> =
+        listed.as_array().expect("a list").iter().filter_map(|e| e["workflow"].as_str()).collect();
+    assert_eq!(ids, ["cat", "plain"], "broken.yaml registered nothing");
+}
+
+#[test]
+fn run_starts_the_latest_registered_version_by_id_and_the_catalog_counts_runs() {
+    let b = Bench::new("catalog_run");
+    b.expect(0, &["workflows", "add", "v1.yaml", "v2.yaml"]);
+    // From a folder without the file: the id is all it takes.
+    let elsewhere = scratch("catalog_run_elsewhere");
+    let data = [("CAIRN_DATA_DIR", b.data.to_str().expect("utf-8"))];
+    let run = cairn_env(&elsewhere, &["run", "cat", "--format", "json"], &data);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let started = json(&run.stdout);
+    assert_eq!((&started["workflow"], &started["version"]), (&"cat".into(), &"1.1".into()));
+    assert_eq!(started["steps"][0]["output"], "two");
+    let missing = cairn_env(&elsewhere, &["run", "dog"], &data);
+    assert_eq!(missing.code, 2, "{}{}", missing.stdout, missing.stderr);
+    assert!(
+        missing.stderr.contains("dog: no such file, and no workflow is registered by this id"),
+        "{}",
+        missing.stderr
+    );
+    // A run from a file counts for its workflow too; one of another
+    // workflow, never registered, is listed without a version.
+    b.expect(0, &["run", "v1.yaml"]);
+    b.expect(0, &["run", "plain.yaml"]);
+
+    let listed = json(&b.expect(0, &["workflows", "--format", "json"]).stdout);
+    let entries = listed.as_array().expect("a list");
+    let cat = entries.iter().find(|e| e["workflow"] == "cat").expect("cat is listed");
+    assert_eq!(
+        (&cat["name"], &cat["tags"], &cat["latest"]["version"]),
+        (&"The cat".into(), &json("[\"demo\"]"), &"1.1".into())
+    );
+    let stats = &cat["stats"];
+    assert_eq!(
+        (&stats["runs"], &stats["by_status"], &stats["success_rate"]),
+        (&2.into(), &json("{\"completed\": 2}"), &1.0.into())
+    );
+    assert!(stats["median_ms"].is_u64() && stats["p95_ms"].is_u64(), "{stats}");
+    let plain = entries.iter().find(|e| e["workflow"] == "plain").expect("plain is listed");
+    assert_eq!((&plain["latest"], &plain["stats"]["runs"]), (&serde_json::Value::Null, &1.into()));
+
+    let table = b.expect(0, &["workflows"]).stdout;
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["WORKFLOW", "VERSION", "RUNS", "SUCCESS", "MEDIAN", "P95", "TOKENS", "COST"]);
+    let row: Vec<&str> =
+        table.lines().find(|l| l.starts_with("cat ")).unwrap_or_default().split_whitespace().collect();
+    assert_eq!((row[1], row[2], row[3]), ("1.1", "2", "100%"), "{table}");
+    let row: Vec<&str> =
+        table.lines().find(|l| l.starts_with("plain ")).unwrap_or_default().split_whitespace().collect();
+    assert_eq!((row[1], row[2]), ("-", "1"), "{table}");
+}
