@@ -99,3 +99,38 @@ steps:
     let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
     assert!(matches!(state, None | Some("Z")), "the detached process outlived its step: {stat}");
 }
+
+#[test]
+fn a_run_past_its_timeout_fails_as_a_timeout_and_its_command_dies_with_it() {
+    let workflow = r#"cairn: 1
+id: slow
+timeout: 2s
+steps:
+  - id: wait
+    command: [sh, -c, "echo $$ > slow.pid; exec sleep 31337"]
+  - id: after
+    needs: [wait]
+    set: never
+"#;
+    let dir = project("fence_run_timeout", workflow, &["sh"]);
+    let run = cairn_env(&dir, &["run", "wf.yaml", "--format", "json"], &[]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let shown = json(&run.stdout);
+    assert_eq!(shown["error"]["class"], "timeout", "{}", shown["error"]);
+    assert_eq!(shown["error"]["message"], "the run's timeout of 2s passed");
+    let steps: Vec<(&str, &str)> = shown["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["path"].as_str().unwrap_or_default(), s["status"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        steps,
+        [("wait", "cancelled"), ("after", "skipped")],
+        "the command stopped; nothing after it ran"
+    );
+    let pid = std::fs::read_to_string(dir.join("slow.pid")).expect("the command started");
+    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.trim()).join("stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+    assert!(matches!(state, None | Some("Z")), "the command outlived its run: {stat}");
+}

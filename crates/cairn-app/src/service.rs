@@ -200,7 +200,7 @@ impl Service {
 
     /// Wakes `run` when the first deadline of a gate it waits at passes.
     fn wake_at_deadline(self: &Arc<Self>, run: &Run) {
-        let Some(deadline) = next_deadline(&run.state) else { return };
+        let Some(deadline) = next_deadline(run) else { return };
         let wait = deadline.0.saturating_sub(self.app.now().0);
         let id = run.state.run_id.clone();
         let mut lanes = self.lanes();
@@ -303,12 +303,16 @@ fn carried_out(state: &RunState, request: Request) -> bool {
         }
 }
 
-/// The first deadline of a gate `state` waits at.
-fn next_deadline(state: &RunState) -> Option<Timestamp> {
+/// The first deadline of a run waiting for people: of a gate it waits
+/// at, or its own (`timeout:`). A paused run waits for nobody's deadline:
+/// resumed past it, it times out then.
+fn next_deadline(run: &Run) -> Option<Timestamp> {
+    let state = &run.state;
     if !state.status.is_waiting() {
         return None;
     }
-    state.steps.values().filter(|s| s.status == StepStatus::Waiting).filter_map(|s| s.deadline).min()
+    let gates = state.steps.values().filter(|s| s.status == StepStatus::Waiting).filter_map(|s| s.deadline);
+    gates.chain(run.definition.workflow.deadline(state.created_at)).min()
 }
 
 /// How a network front tells its callers apart.
@@ -408,6 +412,20 @@ mod tests {
             done.state.steps[&cairn_domain::state::StepPath::new("after")].output,
             Some(json!("done"))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_waiting_at_a_gate_fails_at_its_own_timeout_with_no_request() {
+        let service = service(Arc::new(FakeClock::default()));
+        let forgotten =
+            "cairn: 1\nid: forgotten\ntimeout: 10m\nsteps:\n  - id: go\n    approval: { message: Go? }\n";
+        let run = service.app().start(definition(forgotten), json!({}), None).await.expect("starts");
+        let id = run.state.run_id;
+        service.drive(&id);
+        settled(&service, &id, RunStatus::WaitingApproval).await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let failed = settled(&service, &id, RunStatus::Failed).await;
+        assert_eq!(failed.state.error.map(|e| e.class), Some(cairn_domain::state::ErrorClass::Timeout));
     }
 
     #[tokio::test(start_paused = true)]

@@ -75,6 +75,10 @@ pub struct Workflow {
     /// Free tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The whole run's time limit, counted from its creation: past it the
+    /// run fails (class `timeout`) and what is in flight is stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<crate::duration::Duration>,
     /// The labels every run of it carries (a start may add or override).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: crate::label::Labels,
@@ -86,6 +90,13 @@ pub struct Workflow {
     pub defaults: Defaults,
     /// The top-level steps, in file order.
     pub steps: Vec<Step>,
+}
+
+impl Workflow {
+    /// When a run of it created at `created_at` times out (`timeout:`).
+    pub fn deadline(&self, created_at: crate::state::Timestamp) -> Option<crate::state::Timestamp> {
+        self.timeout.map(|t| crate::state::Timestamp(created_at.0.saturating_add(t.as_millis())))
+    }
 }
 
 /// The type of a run input.

@@ -59,6 +59,7 @@ pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Wor
     let name = o.opt("name", string);
     let version = o.opt("version", scalar_text);
     let description = o.opt("description", string);
+    let timeout = o.opt("timeout", duration);
     let tags = o.or("tags", Vec::new(), |v, p, pr| list(v, p, pr, string));
     let labels = o.or("labels", Labels::new(), labels);
     let inputs = o.or("inputs", BTreeMap::new(), |v, p, pr| named_map(v, p, pr, input_def));
@@ -74,6 +75,7 @@ pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Wor
         name,
         version,
         description,
+        timeout,
         tags: tags.unwrap_or_default(),
         labels: labels.unwrap_or_default(),
         inputs: inputs.unwrap_or_default(),

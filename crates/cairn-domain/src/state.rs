@@ -154,6 +154,18 @@ pub fn text_of(value: &Value) -> String {
     }
 }
 
+impl RunState {
+    /// What stopping the run records of its steps: each one running or
+    /// waiting for a person, cancelled (a cancel, a run's timeout).
+    pub fn cancellations(&self) -> Vec<EventKind> {
+        self.steps
+            .iter()
+            .filter(|(_, s)| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
+            .map(|(path, _)| EventKind::StepCancelled { path: path.clone() })
+            .collect()
+    }
+}
+
 /// The fold's reading of an event: how it moves the run status machine.
 impl EventKind {
     /// The run status this event moves the run to, if it moves it.

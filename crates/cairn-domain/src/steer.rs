@@ -294,13 +294,7 @@ pub fn stop(state: &RunState, request: Request) -> Result<Vec<EventKind>, Refusa
     }
     let mut events = Vec::new();
     if request == Request::Cancel {
-        events.extend(
-            state
-                .steps
-                .iter()
-                .filter(|(_, s)| matches!(s.status, StepStatus::Running | StepStatus::Waiting))
-                .map(|(path, _)| EventKind::StepCancelled { path: path.clone() }),
-        );
+        events.extend(state.cancellations());
     }
     events.push(last);
     Ok(events)

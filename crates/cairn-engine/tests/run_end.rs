@@ -116,3 +116,59 @@ async fn steps_that_never_started_read_skipped_in_a_failed_run_and_a_fork_runs_t
     assert_eq!(cancelled.steps[&StepPath::new("c")].status, StepStatus::Cancelled);
     assert_eq!(cancelled.unstarted_status(), StepStatus::Cancelled);
 }
+
+/// A slow model call (60 s) under a run timeout of 5 s, beside an
+/// approval; then a step after both.
+const TIMED: &str = "cairn: 1
+id: timed
+timeout: 5s
+agents:
+  w: { system: Be slow. }
+steps:
+  - id: slow
+    agent: w
+    prompt: Take your time.
+  - id: after
+    needs: [slow]
+    set: late
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_timeout_fails_as_a_timeout_and_stops_what_is_in_flight() {
+    let h = Harness::new();
+    let engine = h.builder(Duration::from_secs(60)).build();
+    let state = engine.run(definition(TIMED), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::Failed);
+    let error = state.error.as_ref().expect("an error");
+    assert_eq!(
+        (error.class, error.message.as_str()),
+        (ErrorClass::Timeout, "the run's timeout of 5s passed")
+    );
+    assert_eq!(
+        state.steps[&StepPath::new("slow")].status,
+        StepStatus::Cancelled,
+        "stopped, not left running"
+    );
+    assert!(!state.steps.contains_key(&StepPath::new("after")), "nothing started after");
+    let events = h.store.load(&run_id(), 0).await.expect("stored").events;
+    let failed = events.last().expect("events");
+    assert_eq!(failed.at.0 - events[0].at.0, 5_000, "at the deadline, not when the call would have ended");
+    insta::assert_snapshot!(h.log().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_at_a_gate_past_its_timeout_fails_when_driven() {
+    let gated = "cairn: 1\nid: gated\ntimeout: 1m\nsteps:\n  - id: sign\n    approval: { message: Ship? }\n";
+    let h = Harness::new();
+    let engine = h.builder(Duration::ZERO).build();
+    let state = engine.run(definition(gated), json!({}), run_id()).await.expect("runs");
+    assert_eq!(state.status, RunStatus::WaitingApproval);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let state = engine.resume(&run_id()).await.expect("resumes");
+    assert_eq!(state.status, RunStatus::WaitingApproval, "before its deadline it waits on");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let state = engine.resume(&run_id()).await.expect("resumes");
+    assert_eq!(state.status, RunStatus::Failed);
+    assert_eq!(state.error.map(|e| e.class), Some(ErrorClass::Timeout));
+    assert_eq!(state.steps[&StepPath::new("sign")].status, StepStatus::Cancelled);
+}

@@ -94,6 +94,12 @@ pub fn decide_with(
         RunStatus::Running => {}
         _ => return Vec::new(),
     }
+    let deadline = program.workflow().deadline(state.created_at);
+    if let (Some(deadline), Some(limit)) = (deadline, program.workflow().timeout)
+        && deadline <= now
+    {
+        return timed_out(state, limit);
+    }
     frontier.take_changes(program);
     let cx = Cx { state, program, renderer, now };
     let mut walk = Walk {
@@ -121,7 +127,11 @@ pub fn decide_with(
             Action::Start { path, attempt }
         })
         .collect();
-    if let Some(w) = walk.wake {
+    // The next due retry; and the run's deadline, while something runs,
+    // starts or waits for its retry (not when the run is about to end or
+    // to wait for a person: then no driver waits).
+    let busy = walk.running > 0 || !actions.is_empty() || walk.wake.is_some();
+    if let Some(w) = walk.wake.into_iter().chain(deadline.filter(|_| busy)).min() {
         actions.push(Action::WakeAt(w));
     }
     if actions.is_empty()
@@ -140,6 +150,21 @@ pub fn decide_with(
         return vec![Action::Record(event)];
     }
     actions
+}
+
+/// What a run records when its `timeout` passed: every step running or
+/// waiting cancelled (the engine stops what is in flight), then the run
+/// failed with class `timeout`.
+fn timed_out(state: &RunState, limit: Duration) -> Vec<Action> {
+    let error = StepError {
+        class: ErrorClass::Timeout,
+        message: format!("the run's timeout of {limit} passed"),
+        hint: Some("raise the workflow's top-level `timeout`".into()),
+        cause: None,
+    };
+    let mut records = state.cancellations();
+    records.push(EventKind::RunFailed { error });
+    records.into_iter().map(Action::Record).collect()
 }
 
 /// What one `decide` call works from.
