@@ -48,6 +48,8 @@ fn fixture() -> &'static Fixture {
                 inputs,
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
             EventKind::RunStarted,
             EventKind::StepStarted { path: StepPath::new("a"), attempt: 1 },

@@ -4,9 +4,7 @@
 //! workflow registered or run with its figures. Also through a server
 //! (`CAIRN_E2E_SERVED`), where each verb goes through the API.
 
-use std::path::PathBuf;
-
-use crate::support::{Run, cairn_env, fresh_data_dir, json, scratch};
+use crate::support::{Bench, cairn_env, json, scratch};
 
 const V1: &str =
     "cairn: 1\nid: cat\nname: The cat\nversion: \"1.0\"\ntags: [demo]\nsteps:\n  - id: only\n    set: one\n";
@@ -18,40 +16,18 @@ const V1_CHANGED: &str = "cairn: 1\nid: cat\nversion: \"1.0\"\nsteps:\n  - id: o
 const PLAIN: &str = "cairn: 1\nid: plain\nsteps:\n  - id: only\n    set: plain\n";
 const BROKEN: &str = "cairn: 1\nid: broken\nsteps:\n  - id: only\n    sett: one\n";
 
-struct Bench {
-    dir: PathBuf,
-    data: PathBuf,
-}
-
-impl Bench {
-    fn new(name: &str) -> Self {
-        let dir = scratch(name);
-        for (file, text) in [
-            ("v1.yaml", V1),
-            ("v2.yaml", V2),
-            ("v1-changed.yaml", V1_CHANGED),
-            ("plain.yaml", PLAIN),
-            ("broken.yaml", BROKEN),
-        ] {
-            std::fs::write(dir.join(file), text).expect("write");
-        }
-        Self { dir, data: fresh_data_dir() }
-    }
-
-    fn cairn(&self, args: &[&str]) -> Run {
-        cairn_env(&self.dir, args, &[("CAIRN_DATA_DIR", self.data.to_str().expect("utf-8"))])
-    }
-
-    fn expect(&self, code: i32, args: &[&str]) -> Run {
-        let run = self.cairn(args);
-        assert_eq!(run.code, code, "cairn {args:?}\n{}{}", run.stdout, run.stderr);
-        run
-    }
-}
+/// The workflows every test here starts from.
+const FILES: &[(&str, &str)] = &[
+    ("v1.yaml", V1),
+    ("v2.yaml", V2),
+    ("v1-changed.yaml", V1_CHANGED),
+    ("plain.yaml", PLAIN),
+    ("broken.yaml", BROKEN),
+];
 
 #[test]
 fn each_text_is_registered_once_a_version_is_one_text_and_show_prints_it_back() {
-    let b = Bench::new("catalog_add");
+    let b = Bench::new("catalog_add", FILES);
     let mut transcript = String::new();
     for args in [
         &["workflows", "add", "v1.yaml", "plain.yaml"][..],
@@ -94,7 +70,7 @@ fn each_text_is_registered_once_a_version_is_one_text_and_show_prints_it_back() 
 
 #[test]
 fn run_starts_the_latest_registered_version_by_id_and_the_catalog_counts_runs() {
-    let b = Bench::new("catalog_run");
+    let b = Bench::new("catalog_run", FILES);
     b.expect(0, &["workflows", "add", "v1.yaml", "v2.yaml"]);
     // From a folder without the file: the id is all it takes.
     let elsewhere = scratch("catalog_run_elsewhere");
@@ -141,4 +117,43 @@ fn run_starts_the_latest_registered_version_by_id_and_the_catalog_counts_runs() 
     let row: Vec<&str> =
         table.lines().find(|l| l.starts_with("plain ")).unwrap_or_default().split_whitespace().collect();
     assert_eq!((row[1], row[2]), ("-", "1"), "{table}");
+}
+
+#[test]
+fn a_run_records_who_started_it_its_priority_and_parent_and_runs_filters_on_them() {
+    let b = Bench::new("catalog_meta", FILES);
+    let urgent = json(&b.expect(0, &["run", "v1.yaml", "--priority", "7", "--format", "json"]).stdout);
+    let plain = json(&b.expect(0, &["run", "v2.yaml", "--priority", "-1", "--format", "json"]).stdout);
+    assert_eq!(
+        (&urgent["priority"], &plain["priority"], &urgent["parent"]),
+        (&7.into(), &(-1).into(), &serde_json::Value::Null)
+    );
+    let by = urgent["triggered_by"].as_str().expect("who started it").to_owned();
+    assert!(!by.is_empty(), "{urgent}");
+    let id = urgent["run_id"].as_str().expect("an id").to_owned();
+
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["runs", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = json(&b.expect(0, &all).stdout);
+        out.as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|r| r["run_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(listed(&["--priority", "7"]), std::slice::from_ref(&id));
+    assert_eq!(listed(&["--triggered-by", &by]).len(), 2);
+    assert!(listed(&["--triggered-by", "nobody"]).is_empty());
+
+    let checkpoints = json(&b.expect(0, &["checkpoints", &id, "--format", "json"]).stdout);
+    let seq = checkpoints[0]["seq"].as_u64().expect("a checkpoint").to_string();
+    let fork = json(&b.expect(0, &["fork", &id, "--checkpoint", &seq, "--format", "json"]).stdout);
+    assert_eq!(fork["parent"], json(&format!("{{\"run_id\": \"{id}\", \"checkpoint\": {seq}}}")));
+    assert_eq!(fork["priority"], 7, "a fork keeps its source's priority");
+    let fork_id = fork["run_id"].as_str().expect("an id").to_owned();
+    assert_eq!(listed(&["--parent", &id]), [fork_id]);
+    let summary = json(&b.expect(0, &["runs", "--parent", &id, "--format", "json"]).stdout);
+    assert_eq!(summary[0]["parent"], id.as_str());
+    b.expect(2, &["runs", "--parent", "not a run"]);
 }

@@ -625,3 +625,37 @@ fn hold(dir: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) {
     // Its stdin stays open while the test process lives.
     servers.push((data.to_owned(), child));
 }
+
+/// A scratch folder with workflow files, and a data directory of its own:
+/// the verbs of one test, on the mock model.
+pub struct Bench {
+    /// The folder the verbs run in, holding the files.
+    pub dir: PathBuf,
+    /// The data directory.
+    pub data: PathBuf,
+}
+
+impl Bench {
+    /// A bench named `name` holding `files` (name and text).
+    pub fn new(name: &str, files: &[(&str, &str)]) -> Self {
+        let dir = scratch(name);
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).expect("write");
+        }
+        Self { dir, data: fresh_data_dir() }
+    }
+
+    /// `cairn --llm mock ARGS` on this bench's data directory.
+    pub fn cairn(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--llm", "mock"];
+        all.extend_from_slice(args);
+        cairn_env(&self.dir, &all, &[("CAIRN_DATA_DIR", self.data.to_str().expect("utf-8"))])
+    }
+
+    /// Runs `args` and asserts the exit code.
+    pub fn expect(&self, code: i32, args: &[&str]) -> Run {
+        let run = self.cairn(args);
+        assert_eq!(run.code, code, "cairn {args:?}\n{}{}", run.stdout, run.stderr);
+        run
+    }
+}

@@ -3,9 +3,9 @@
 //! `run --inputs`, `runs --status/--workflow`, `resume`, `approve`/`reject
 //! --by`, `answer --gate`, `checkpoints`, `fork` and `prune`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::support::{Run, cairn_env, fresh_data_dir, json, run_ids, scratch};
+use crate::support::{Bench, json, run_ids};
 
 /// Three steps in a row, no model: completes.
 const ALPHA: &str = "cairn: 1\nid: alpha\nsteps:\n  - id: first\n    set: one\n  - id: second\n    set: two\n  - id: third\n    set: three\n";
@@ -19,37 +19,11 @@ const ASKS: &str = "cairn: 1\nid: asks\nagents:\n  w: { system: Be brief. }\nste
 /// Typed inputs, echoed back by one step.
 const INPUTS: &str = "cairn: 1\nid: typed\ninputs:\n  name: { type: string, required: true }\n  n: { type: integer, default: 1 }\n  tags: { type: array, default: [] }\nsteps:\n  - id: echo\n    set: { name: \"{{ inputs.name }}\", n: \"{{ inputs.n }}\" }\n";
 
-/// A scratch folder with the workflows, and a data directory of its own.
-struct Bench {
-    dir: PathBuf,
-    data: PathBuf,
-}
+/// The workflows every test here starts from.
+const FILES: &[(&str, &str)] =
+    &[("alpha.yaml", ALPHA), ("beta.yaml", BETA), ("asks.yaml", ASKS), ("typed.yaml", INPUTS)];
 
 impl Bench {
-    fn new(name: &str) -> Self {
-        let dir = scratch(name);
-        for (file, text) in
-            [("alpha.yaml", ALPHA), ("beta.yaml", BETA), ("asks.yaml", ASKS), ("typed.yaml", INPUTS)]
-        {
-            std::fs::write(dir.join(file), text).expect("write");
-        }
-        Self { dir, data: fresh_data_dir() }
-    }
-
-    /// `cairn --llm mock ARGS` on this bench's data directory.
-    fn cairn(&self, args: &[&str]) -> Run {
-        let mut all = vec!["--llm", "mock"];
-        all.extend_from_slice(args);
-        cairn_env(&self.dir, &all, &[("CAIRN_DATA_DIR", self.data.to_str().expect("utf-8"))])
-    }
-
-    /// Runs `args` and asserts the exit code.
-    fn expect(&self, code: i32, args: &[&str]) -> Run {
-        let run = self.cairn(args);
-        assert_eq!(run.code, code, "cairn {args:?}\n{}{}", run.stdout, run.stderr);
-        run
-    }
-
     /// The ids `runs ARGS --format json` lists.
     fn ids(&self, args: &[&str]) -> Vec<String> {
         let mut all = vec!["runs"];
@@ -75,7 +49,7 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 #[test]
 fn run_reads_inputs_from_a_yaml_or_json_file_and_input_overrides_it() {
-    let b = Bench::new("verbs_inputs");
+    let b = Bench::new("verbs_inputs", FILES);
     write(&b.dir, "in.yaml", "name: from-yaml\nn: 3\ntags: [x, y]\n");
     write(&b.dir, "in.json", "{\"name\": \"from-json\", \"n\": 4}");
     let inputs = |args: &[&str]| {
@@ -118,7 +92,7 @@ fn run_reads_inputs_from_a_yaml_or_json_file_and_input_overrides_it() {
 
 #[test]
 fn runs_carry_labels_from_the_definition_and_the_flags_and_filter_by_them() {
-    let b = Bench::new("verbs_labels");
+    let b = Bench::new("verbs_labels", FILES);
     write(
         &b.dir,
         "labelled.yaml",
@@ -165,7 +139,7 @@ fn runs_carry_labels_from_the_definition_and_the_flags_and_filter_by_them() {
 
 #[test]
 fn runs_filters_by_status_and_workflow() {
-    let b = Bench::new("verbs_runs_filters");
+    let b = Bench::new("verbs_runs_filters", FILES);
     b.expect(0, &["run", "alpha.yaml", "--run-id", "a1"]);
     b.expect(3, &["run", "beta.yaml", "--run-id", "b1", "--non-interactive"]);
     b.expect(0, &["run", "alpha.yaml", "--run-id", "a2"]);
@@ -210,7 +184,7 @@ fn runs_filters_by_status_and_workflow() {
 
 #[test]
 fn approve_and_reject_record_who_decided_with_by() {
-    let b = Bench::new("verbs_by");
+    let b = Bench::new("verbs_by", FILES);
     b.expect(3, &["run", "beta.yaml", "--run-id", "yes", "--non-interactive"]);
     b.expect(3, &["run", "beta.yaml", "--run-id", "no", "--non-interactive"]);
     let approved = b.expect(0, &["approve", "yes", "--as", "lead", "--by", "bob", "--format", "json"]);
@@ -240,7 +214,7 @@ fn approve_and_reject_record_who_decided_with_by() {
 
 #[test]
 fn answer_names_the_gate_and_prints_the_run_as_json() {
-    let b = Bench::new("verbs_answer");
+    let b = Bench::new("verbs_answer", FILES);
     let waiting = json(&b.expect(3, &["run", "asks.yaml", "--run-id", "q1", "--format", "json"]).stdout);
     assert_eq!(waiting["status"], "waiting_clarification");
     assert_eq!(
@@ -266,7 +240,7 @@ fn answer_names_the_gate_and_prints_the_run_as_json() {
 
 #[test]
 fn checkpoints_are_listed_as_a_table_and_json_and_fork_prints_the_new_run() {
-    let b = Bench::new("verbs_checkpoints");
+    let b = Bench::new("verbs_checkpoints", FILES);
     b.expect(0, &["run", "alpha.yaml", "--run-id", "src"]);
     let list = json(&b.expect(0, &["checkpoints", "src", "--format", "json"]).stdout);
     let list = list.as_array().expect("array").clone();
@@ -322,7 +296,7 @@ fn resume_prints_json_of_a_run_a_decision_left_waiting() {
     ) {
         return;
     }
-    let b = Bench::new("verbs_resume_json");
+    let b = Bench::new("verbs_resume_json", FILES);
     b.expect(3, &["run", "beta.yaml", "--run-id", "w1", "--non-interactive"]);
     let detached =
         json(&b.expect(0, &["approve", "w1", "--as", "lead", "--detach", "--format", "json"]).stdout);
@@ -334,7 +308,7 @@ fn resume_prints_json_of_a_run_a_decision_left_waiting() {
 
 #[test]
 fn prune_deletes_ended_runs_and_keeps_the_ones_still_going() {
-    let b = Bench::new("verbs_prune");
+    let b = Bench::new("verbs_prune", FILES);
     b.expect(0, &["run", "alpha.yaml", "--run-id", "ended"]);
     b.expect(3, &["run", "beta.yaml", "--run-id", "waiting", "--non-interactive"]);
     b.expect(3, &["run", "beta.yaml", "--run-id", "refused", "--non-interactive"]);

@@ -12,10 +12,9 @@ use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
-use cairn_domain::label::Labels;
 use cairn_domain::program::{Price, priced};
 use cairn_domain::state::Timestamp;
-use cairn_domain::state::{Event, RunState, TokenUsage};
+use cairn_domain::state::{Event, Launch, RunState, TokenUsage};
 use cairn_domain::steer::{GateCall, Request};
 use cairn_engine::{Engine, EngineError, RunControl};
 use cairn_ports::{Clock, RunQuery, RunStore, RunSummary, Secrets, TokenRecord, TokenStore, WorkflowStore};
@@ -165,23 +164,23 @@ impl App {
         inputs: Value,
         run_id: Option<RunId>,
     ) -> Result<Run, Error> {
-        self.start_by(definition, inputs, run_id, "engine", Labels::new()).await
+        self.start_by(definition, inputs, run_id, "engine", Launch::default()).await
     }
 
-    /// [`App::start`], recorded as asked for by `by`, with `labels` put
-    /// over the definition's.
+    /// [`App::start`], recorded as asked for by `by`, launched as
+    /// `launch` says (labels over the definition's, priority, parent).
     pub async fn start_by(
         &self,
         definition: Definition,
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
-        labels: Labels,
+        launch: impl Into<Launch>,
     ) -> Result<Run, Error> {
         let run_id = run_id.unwrap_or_else(|| self.engine.new_run_id());
         let state = self
             .engine
-            .start_by(definition.clone(), inputs, run_id.clone(), by, labels)
+            .start_by(definition.clone(), inputs, run_id.clone(), by, launch)
             .await
             .map_err(Error::of_run(&run_id))?;
         Ok(self.run(state, definition))
@@ -190,29 +189,31 @@ impl App {
     /// [`App::start_by`] made safe to retry: the run's id is derived from
     /// `key`, so a repeat finds the run the first call started (also after
     /// a restart). A repeat answers that run (`Started::Repeat`) when its
-    /// definition, inputs and labels resolve to what the first recorded,
-    /// and is refused with [`Error::KeyReused`] otherwise.
+    /// definition, inputs, labels and priority resolve to what the first
+    /// recorded, and is refused with [`Error::KeyReused`] otherwise.
     pub async fn start_idempotent(
         &self,
         definition: Definition,
         inputs: Value,
         key: &str,
         by: &str,
-        labels: Labels,
+        launch: Launch,
     ) -> Result<(Run, Started), Error> {
         let run_id = idempotent_id(key);
         let hash = definition.hash();
         // What the run would record of these inputs and labels (defaults
         // filled, values read as the declared types).
         let resolved = cairn_domain::inputs::resolve(&definition.workflow, inputs.clone()).ok();
-        let merged = cairn_domain::label::merge(&definition.workflow.labels, labels.clone()).ok();
-        match self.start_by(definition, inputs, Some(run_id.clone()), by, labels).await {
+        let merged = cairn_domain::label::merge(&definition.workflow.labels, launch.labels.clone()).ok();
+        let priority = launch.priority;
+        match self.start_by(definition, inputs, Some(run_id.clone()), by, launch).await {
             Ok(run) => Ok((run, Started::New)),
             Err(Error::Engine(EngineError::Store(cairn_ports::StoreError::AlreadyExists(_)))) => {
                 let first = self.status(&run_id).await?;
                 if first.definition.hash() == hash
                     && resolved.as_ref() == Some(&first.state.inputs)
                     && merged.as_ref() == Some(&first.state.labels)
+                    && priority == first.state.priority
                 {
                     Ok((first, Started::Repeat))
                 } else {

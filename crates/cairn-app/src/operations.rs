@@ -9,8 +9,7 @@ use cairn_domain::access::Role;
 use cairn_domain::checkpoint::Checkpoint;
 use cairn_domain::duration::Duration;
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::label::Labels;
-use cairn_domain::state::{Event, Timestamp};
+use cairn_domain::state::{Event, Launch, Timestamp};
 use cairn_domain::steer::{GateCall, Request};
 use cairn_ports::{Registered, RunQuery, RunSummary, TokenRecord, WorkflowVersion};
 use serde_json::Value;
@@ -31,7 +30,7 @@ pub trait Operations: Send + Sync {
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
-        labels: Labels,
+        launch: Launch,
     ) -> Result<Run, Error>;
     /// Drives a run on until nothing moves without a person ([`App::drive`]);
     /// through a server, the server drives it and this waits.
@@ -107,9 +106,9 @@ impl Operations for App {
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
-        labels: Labels,
+        launch: Launch,
     ) -> Result<Run, Error> {
-        App::start_by(self, definition, inputs, run_id, by, labels).await
+        App::start_by(self, definition, inputs, run_id, by, launch).await
     }
 
     async fn drive(&self, id: &RunId) -> Result<Run, Error> {

@@ -1,5 +1,7 @@
 //! Driving many runs at once in one long-lived process (`cairn serve`):
-//! each run that should move is driven in a task of its own, runs left
+//! each run that should move is driven in a task of its own (at most a
+//! limit at once, if one is set: the others wait their turn, higher
+//! priority first), runs left
 //! `running` by a process that stopped are driven on at start, and a run
 //! waiting at a gate with a deadline is woken when the deadline passes.
 //! Deadlines are read from what the run recorded, so a restart loses no
@@ -21,6 +23,8 @@ use crate::error::Error;
 pub struct Service {
     app: Arc<App>,
     lanes: Mutex<Lanes>,
+    /// The most runs driven at once (`None`: no limit).
+    limit: Option<usize>,
 }
 
 /// What is driven and what waits for a deadline.
@@ -38,6 +42,10 @@ struct Lanes {
     /// Pauses and cancels asked of a driven run, and by whom: its lane
     /// records one the driver ended before carrying out.
     stops: HashMap<RunId, (Request, String)>,
+    /// Runs asked to be driven while the limit of drives is reached, in
+    /// the order asked: each free lane takes the one of highest priority
+    /// (the oldest run among equals).
+    queued: Vec<RunId>,
     /// Set by [`Service::shutdown`]: nothing new is driven.
     stopping: bool,
 }
@@ -53,7 +61,14 @@ struct Lane {
 impl Service {
     /// A service over `app`, driving nothing yet.
     pub fn new(app: Arc<App>) -> Arc<Self> {
-        Arc::new(Self { app, lanes: Mutex::new(Lanes::default()) })
+        Self::limited(app, None)
+    }
+
+    /// A service over `app` that drives at most `limit` runs at once
+    /// (`None`: no limit); the others wait their turn, higher priority
+    /// first.
+    pub fn limited(app: Arc<App>, limit: Option<usize>) -> Arc<Self> {
+        Arc::new(Self { app, lanes: Mutex::new(Lanes::default()), limit: limit.map(|n| n.max(1)) })
     }
 
     /// The operations the service drives runs with.
@@ -83,6 +98,13 @@ impl Service {
         if let Some(timer) = lanes.timers.remove(run) {
             timer.abort();
         }
+        if self.limit.is_some_and(|limit| lanes.driving.len() >= limit) {
+            if !lanes.queued.contains(run) {
+                lanes.queued.push(run.clone());
+            }
+            return;
+        }
+        lanes.queued.retain(|queued| queued != run);
         let task = tokio::spawn(Arc::clone(self).lane(run.clone()));
         lanes.driving.insert(run.clone(), Lane { task, again: false });
     }
@@ -114,6 +136,8 @@ impl Service {
                 self.app.control(run).ask(request, Some(by));
                 None
             } else {
+                // A run stopped while it waits its turn is not driven on.
+                lanes.queued.retain(|queued| queued != run);
                 *lanes.steering.entry(run.clone()).or_insert(0) += 1;
                 Some(Held { service: Arc::clone(self), run: run.clone() })
             }
@@ -146,6 +170,34 @@ impl Service {
         if deferred {
             self.drive(run);
         }
+    }
+
+    /// Drives the queued run of the highest priority (the oldest among
+    /// equals), now that a lane is free.
+    async fn next_in_line(self: &Arc<Self>) {
+        let queued = self.lanes().queued.clone();
+        let mut best: Option<(i32, std::cmp::Reverse<Timestamp>, RunId)> = None;
+        for id in queued {
+            match self.app.status(&id).await {
+                Ok(run) => {
+                    let key = (run.state.priority, std::cmp::Reverse(run.state.created_at), id);
+                    if best.as_ref().is_none_or(|b| key > *b) {
+                        best = Some(key);
+                    }
+                }
+                // Gone (deleted): nothing to drive.
+                Err(_) => self.lanes().queued.retain(|queued| *queued != id),
+            }
+        }
+        if let Some((_, _, id)) = best {
+            self.lanes().queued.retain(|queued| *queued != id);
+            self.drive(&id);
+        }
+    }
+
+    /// How many runs wait for a free lane.
+    pub fn queued(&self) -> usize {
+        self.lanes().queued.len()
     }
 
     /// Whether the service drives `run` now.
@@ -194,6 +246,7 @@ impl Service {
                 Ok(run) => self.wake_at_deadline(&run),
                 Err(e) => tracing::warn!(run = %run, error = %e, "the run was not driven on"),
             }
+            self.next_in_line().await;
             return;
         }
     }
@@ -265,6 +318,7 @@ impl Service {
         let (drives, timers) = {
             let mut lanes = self.lanes();
             lanes.stopping = true;
+            lanes.queued.clear();
             let drives: Vec<(RunId, Lane)> = lanes.driving.drain().collect();
             let timers: Vec<JoinHandle<()>> = lanes.timers.drain().map(|(_, t)| t).collect();
             (drives, timers)
@@ -351,6 +405,7 @@ mod tests {
     use std::time::Duration;
 
     use cairn_domain::Definition;
+    use cairn_domain::state::Launch;
     use cairn_engine::{EngineBuilder, MemoryStore};
     use cairn_ports::{Clock, NoSink};
     use cairn_testkit::FakeClock;
@@ -362,11 +417,20 @@ mod tests {
 
     fn service(clock: Arc<dyn Clock>) -> Arc<Service> {
         let store = Arc::new(MemoryStore::new());
+        let engine = EngineBuilder::new(store.clone()).clock(Arc::clone(&clock));
+        service_of(store, engine, clock, None)
+    }
+
+    /// A service over `engine` (built on `store`), driving at most `limit`
+    /// runs at once.
+    fn service_of(
+        store: Arc<MemoryStore>,
+        engine: EngineBuilder,
+        clock: Arc<dyn Clock>,
+        limit: Option<usize>,
+    ) -> Arc<Service> {
         let hub = Arc::new(Hub::new());
-        let engine = EngineBuilder::new(store.clone())
-            .clock(Arc::clone(&clock))
-            .sink(Arc::new(Both(Arc::new(NoSink), hub.clone())))
-            .build();
+        let engine = engine.sink(Arc::new(Both(Arc::new(NoSink), hub.clone()))).build();
         let parts = Parts {
             store: store.clone(),
             tokens: store.clone(),
@@ -377,7 +441,52 @@ mod tests {
             hub,
             meter: crate::meter::Meter::new(),
         };
-        Service::new(Arc::new(App::new(engine, parts)))
+        Service::limited(Arc::new(App::new(engine, parts)), limit)
+    }
+
+    /// Notes the run of each call, in the order called, and takes a second.
+    #[derive(Default)]
+    struct Order(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl cairn_ports::StepHandler for Order {
+        async fn call(
+            &self,
+            call: cairn_ports::HandlerCall,
+        ) -> Result<serde_json::Value, cairn_ports::PortError> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).push(call.run_id.to_string());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(json!(null))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_limit_runs_wait_their_turn_higher_priority_first() {
+        let clock: Arc<dyn Clock> = Arc::new(FakeClock::default());
+        let order = Arc::new(Order::default());
+        let store = Arc::new(MemoryStore::new());
+        let engine = EngineBuilder::new(store.clone())
+            .clock(Arc::clone(&clock))
+            .handler("note", Arc::clone(&order) as Arc<dyn cairn_ports::StepHandler>);
+        let service = service_of(store, engine, clock, Some(1));
+        let noted = "cairn: 1\nid: noted\nsteps:\n  - id: a\n    uses: note\n";
+        let app = service.app();
+        let mut ids = Vec::new();
+        for (name, priority) in [("first", 0), ("low", -1), ("plain", 0), ("urgent", 5)] {
+            let launch = Launch { priority, ..Launch::default() };
+            let id = RunId::new(name).expect("an id");
+            app.start_by(definition(noted), json!({}), Some(id.clone()), "t", launch).await.expect("starts");
+            ids.push(id);
+        }
+        for id in &ids {
+            service.drive(id);
+        }
+        assert_eq!((service.driven(), service.queued()), (1, 3), "one lane; the rest wait");
+        for id in &ids {
+            settled(&service, id, RunStatus::Completed).await;
+        }
+        let called = order.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        assert_eq!(called, ["first", "urgent", "plain", "low"], "by priority, then the oldest");
     }
 
     fn definition(yaml: &str) -> Definition {
@@ -442,7 +551,7 @@ mod tests {
         // A second service over the same store (a restart) sets the timer
         // from the recorded deadline.
         service.shutdown().await;
-        let again = Arc::new(Service { app: Arc::clone(service.app()), lanes: Mutex::default() });
+        let again = Service::new(Arc::clone(service.app()));
         assert_eq!(again.recover().await.expect("recovers"), 0, "nothing was left running");
         tokio::time::sleep(Duration::from_secs(3600)).await;
         settled(&again, &left, RunStatus::Completed).await;

@@ -35,7 +35,7 @@ use cairn_domain::duration::Duration;
 use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::label::Labels;
 use cairn_domain::problem::{Location, Problem, Problems, Rule};
-use cairn_domain::state::{Event, EventKind, RunState, RunStatus, StepPath, Timestamp, TokenUsage};
+use cairn_domain::state::{Event, EventKind, Launch, RunState, RunStatus, StepPath, Timestamp, TokenUsage};
 use cairn_domain::steer::{GateCall, Request, Verdict};
 use cairn_ports::{
     Cursor, EventSink, LiveEvent, Registered, RunQuery, RunSummary, StoreError, TokenRecord, WorkflowVersion,
@@ -309,7 +309,7 @@ impl Operations for Remote {
         inputs: Value,
         run_id: Option<RunId>,
         by: &str,
-        labels: Labels,
+        launch: Launch,
     ) -> Result<Run, Error> {
         let body = json!({
             "definition": definition.text,
@@ -317,7 +317,8 @@ impl Operations for Remote {
             "files": definition.files,
             "inputs": inputs,
             "run_id": run_id,
-            "labels": labels,
+            "labels": launch.labels,
+            "priority": launch.priority,
         });
         let started = self.post_by("/runs", body, by).await.map_err(|e| match e {
             // Said of the file, as the local start says it.
@@ -362,6 +363,15 @@ impl Operations for Remote {
         }
         for (key, value) in &query.labels {
             params.push(("label", format!("{key}={value}")));
+        }
+        if let Some(by) = &query.triggered_by {
+            params.push(("triggered_by", by.clone()));
+        }
+        if let Some(priority) = query.priority {
+            params.push(("priority", priority.to_string()));
+        }
+        if let Some(parent) = &query.parent {
+            params.push(("parent", parent.to_string()));
         }
         params.push(("limit", query.limit.unwrap_or(500).to_string()));
         if let Some(after) = &query.after {
@@ -633,6 +643,14 @@ fn listed_of(value: &Value) -> Result<Listed, String> {
         usage_by_model: BTreeMap::from([(String::new(), total)]),
         // Absent from servers that kept no labels.
         labels: value.get("labels").map_or(Ok(Labels::new()), |_| field(value, "labels"))?,
+        // Absent from servers that kept none of these.
+        triggered_by: value.get("triggered_by").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        priority: value
+            .get("priority")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0),
+        parent: value.get("parent").and_then(Value::as_str).and_then(|p| RunId::new(p).ok()),
     };
     Ok(Listed {
         summary,

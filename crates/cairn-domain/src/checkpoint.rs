@@ -110,6 +110,8 @@ mod tests {
                     inputs: serde_json::json!({}),
                     version: None,
                     labels: Default::default(),
+                    priority: 0,
+                    parent: None,
                 },
             ),
             ev(2, EventKind::RunStarted),
@@ -188,6 +190,8 @@ mod tests {
                 inputs: serde_json::json!({}),
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
         )];
         events.extend(kinds.into_iter().zip(2..).map(|(kind, seq)| ev(seq, kind)));

@@ -95,7 +95,7 @@ pub struct Workflow {
 impl Workflow {
     /// When a run of it created at `created_at` times out (`timeout:`).
     pub fn deadline(&self, created_at: crate::state::Timestamp) -> Option<crate::state::Timestamp> {
-        self.timeout.map(|t| crate::state::Timestamp(created_at.0.saturating_add(t.as_millis())))
+        self.timeout.map(|t| created_at.after(t))
     }
 }
 

@@ -167,6 +167,24 @@ impl Timestamp {
     }
 }
 
+/// The run a run was made from: the source of a fork, at a checkpoint
+/// (and, for the run of a sub-workflow, the parent run's step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    /// The parent run.
+    pub run_id: RunId,
+    /// The checkpoint a fork starts at (its sequence number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
+    /// The parent's step whose run this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepPath>,
+}
+
+fn is_zero_priority(n: &i32) -> bool {
+    *n == 0
+}
+
 /// Where a step sits in a run: `parse`, `per_epic[e-auth].stories`, `fix[2].check`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -258,6 +276,13 @@ pub enum EventKind {
         /// over them (absent when it has none).
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         labels: crate::label::Labels,
+        /// Its priority: of the runs waiting to be driven, higher ones
+        /// are driven first (default 0).
+        #[serde(default, skip_serializing_if = "is_zero_priority")]
+        priority: i32,
+        /// The run it was made from (a fork's source).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<Box<Parent>>,
     },
     /// The run started or went on.
     RunStarted,
@@ -656,6 +681,8 @@ mod tests {
                 inputs: json!({"x": 1}),
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
             EventKind::RunCreated {
                 run_id: RunId::new("r2").expect("id"),
@@ -664,6 +691,8 @@ mod tests {
                 inputs: json!({}),
                 version: Some("1.2.0".into()),
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
             EventKind::RunStarted,
             EventKind::StepStarted { path: path(), attempt: 1 },

@@ -331,6 +331,8 @@ mod tests {
                 inputs: json!({"n": 3}),
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
         }];
         let path = StepPath::new("a");

@@ -336,6 +336,24 @@ impl StepState {
     }
 }
 
+/// How a run is started, beside its definition and inputs: its labels
+/// (put over the definition's), its priority, and the run it is made from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Launch {
+    /// Labels over the definition's `labels:`.
+    pub labels: crate::label::Labels,
+    /// Of the runs waiting to be driven, higher ones go first (default 0).
+    pub priority: i32,
+    /// The run it is made from.
+    pub parent: Option<crate::event::Parent>,
+}
+
+impl From<crate::label::Labels> for Launch {
+    fn from(labels: crate::label::Labels) -> Self {
+        Self { labels, ..Self::default() }
+    }
+}
+
 /// A run, folded from its events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -354,6 +372,16 @@ pub struct RunState {
     /// The run's labels, fixed at creation (a fork keeps its source's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: crate::label::Labels,
+    /// Who started it: the actor of its `run_created` (a token's name,
+    /// the command line's user).
+    #[serde(default)]
+    pub triggered_by: String,
+    /// Its priority, fixed at creation (a fork keeps its source's).
+    #[serde(default)]
+    pub priority: i32,
+    /// The run it was made from, fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::event::Parent>,
     /// Its status.
     pub status: RunStatus,
     /// Every step that has an event, by path.
@@ -557,8 +585,16 @@ impl RunState {
 
     /// The state after the first event of a log.
     pub fn create(event: &Event) -> Result<Self, ApplyError> {
-        let EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version, labels } =
-            &event.kind
+        let EventKind::RunCreated {
+            run_id,
+            workflow,
+            definition_hash,
+            inputs,
+            version,
+            labels,
+            priority,
+            parent,
+        } = &event.kind
         else {
             return Err(ApplyError::NotCreated { seq: event.seq });
         };
@@ -572,6 +608,9 @@ impl RunState {
             definition_hash: definition_hash.clone(),
             inputs: inputs.clone(),
             labels: labels.clone(),
+            triggered_by: event.actor.clone(),
+            priority: *priority,
+            parent: parent.as_deref().cloned(),
             status: RunStatus::Pending,
             steps: BTreeMap::new(),
             scopes: Scopes::default(),
@@ -902,6 +941,8 @@ mod tests {
                 inputs: serde_json::json!({"x": 1}),
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
         )
     }

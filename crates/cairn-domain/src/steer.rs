@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::checkpoint::checkpoints;
-use crate::event::{Event, EventKind, StepPath, Timestamp, WaitKind};
+use crate::event::{Event, EventKind, Parent, StepPath, Timestamp, WaitKind};
 use crate::id::WorkflowId;
 use crate::program::Program;
 use crate::state::{RunState, RunStatus, StepStatus, decider, word};
@@ -354,6 +354,10 @@ pub struct Fork {
     pub version: Option<String>,
     /// The source's labels, which the fork carries too.
     pub labels: crate::label::Labels,
+    /// The source's priority, which the fork keeps.
+    pub priority: i32,
+    /// The fork's parent: the source, at the checkpoint.
+    pub parent: Parent,
     /// The source's events after `run_created` up to the checkpoint, each
     /// with its original sequence number, actor and time: the audit trail
     /// is not rewritten.
@@ -369,29 +373,24 @@ pub struct Fork {
 /// Refuses a `seq` that is not one of the log's checkpoints
 /// ([`checkpoints`]), naming the last one.
 pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
-    let created = match events.first().map(|e| &e.kind) {
-        Some(EventKind::RunCreated { run_id, workflow, definition_hash, inputs, version, labels }) => {
-            Some((run_id, workflow, definition_hash, inputs, version, labels))
-        }
-        _ => None,
-    };
-    let marks = if created.is_some() { checkpoints(events) } else { Vec::new() };
-    let (Some((source, workflow, definition_hash, inputs, version, labels)), true) =
-        (created, marks.iter().any(|c| c.seq == seq))
-    else {
+    let source = events.first().and_then(|e| RunState::create(e).ok());
+    let marks = if source.is_some() { checkpoints(events) } else { Vec::new() };
+    let (Some(source), true) = (source, marks.iter().any(|c| c.seq == seq)) else {
         return Err(Refusal::NoCheckpoint { seq, last: marks.last().map(|c| c.seq) });
     };
     let upto: Vec<&Event> = events.iter().take_while(|e| e.seq <= seq).collect();
     let running =
         RunState::fold(upto.iter().copied()).ok().flatten().is_some_and(|s| s.status == RunStatus::Running);
     Ok(Fork {
-        workflow: workflow.clone(),
-        definition_hash: definition_hash.clone(),
-        inputs: inputs.clone(),
-        version: version.clone(),
-        labels: labels.clone(),
+        workflow: source.workflow,
+        definition_hash: source.definition_hash,
+        inputs: source.inputs,
+        version: source.version,
+        labels: source.labels,
+        priority: source.priority,
+        parent: Parent { run_id: source.run_id.clone(), checkpoint: Some(seq), step: None },
         copied: upto[1..].iter().map(|&e| e.clone()).collect(),
-        then: std::iter::once(EventKind::RunForked { source: source.clone(), checkpoint: seq })
+        then: std::iter::once(EventKind::RunForked { source: source.run_id, checkpoint: seq })
             .chain(running.then_some(EventKind::RunPaused))
             .collect(),
     })
@@ -439,6 +438,8 @@ steps:
             inputs: json!({"x": 1}),
             version: Some("3".into()),
             labels: Default::default(),
+            priority: 0,
+            parent: None,
         };
         std::iter::once(created)
             .chain(kinds)

@@ -93,6 +93,8 @@ fn created_with(inputs: serde_json::Value) -> Event {
             inputs,
             version: None,
             labels: Default::default(),
+            priority: 0,
+            parent: None,
         },
     }
 }

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use cairn_domain::Definition;
 use cairn_domain::decide::{Action, Frontier, Program, attempt_finished, decide_with, idempotency_key};
 use cairn_domain::id::RunId;
-use cairn_domain::label::Labels;
 use cairn_domain::program::{Frame, Price};
 use cairn_domain::render::Renderer;
+use cairn_domain::state::Launch;
 use cairn_domain::state::{
     ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus,
 };
@@ -318,20 +318,21 @@ impl Engine {
         inputs: Value,
         run_id: RunId,
     ) -> Result<RunState, EngineError> {
-        self.create(def, inputs, run_id, &self.actor, Labels::new()).await.map(|(state, _)| state)
+        self.create(def, inputs, run_id, &self.actor, Launch::default()).await.map(|(state, _)| state)
     }
 
     /// [`Engine::start`], recorded as done by `by` (who asked for the run),
-    /// with `labels` put over the definition's.
+    /// launched as `launch` says (labels put over the definition's, its
+    /// priority, its parent).
     pub async fn start_by(
         &self,
         def: Definition,
         inputs: Value,
         run_id: RunId,
         by: &str,
-        labels: Labels,
+        launch: impl Into<Launch>,
     ) -> Result<RunState, EngineError> {
-        self.create(def, inputs, run_id, by, labels).await.map(|(state, _)| state)
+        self.create(def, inputs, run_id, by, launch.into()).await.map(|(state, _)| state)
     }
 
     /// [`Engine::start`], returning the prepared program too (so `run`
@@ -342,10 +343,11 @@ impl Engine {
         inputs: Value,
         run_id: RunId,
         by: &str,
-        given: Labels,
+        launch: Launch,
     ) -> Result<(RunState, Program), EngineError> {
         self.served(&def.workflow, None)?;
-        let labels = cairn_domain::label::merge(&def.workflow.labels, given).map_err(EngineError::Labels)?;
+        let labels =
+            cairn_domain::label::merge(&def.workflow.labels, launch.labels).map_err(EngineError::Labels)?;
         // A workflow that cannot be run is refused before a run exists.
         let program = self.program(def.workflow.clone())?;
         let inputs = cairn_domain::inputs::resolve(&def.workflow, inputs).map_err(EngineError::Inputs)?;
@@ -361,6 +363,8 @@ impl Engine {
                 inputs,
                 version: def.workflow.version.clone(),
                 labels,
+                priority: launch.priority,
+                parent: launch.parent.map(Box::new),
             })?,
         };
         self.store
@@ -382,7 +386,7 @@ impl Engine {
     /// [`Engine::start`], then [`Engine::resume`]: creates a run and drives
     /// it until it completes, fails, or waits for a person.
     pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
-        let (state, program) = self.create(def, inputs, run_id, &self.actor, Labels::new()).await?;
+        let (state, program) = self.create(def, inputs, run_id, &self.actor, Launch::default()).await?;
         self.drive(state, &program).await
     }
 
@@ -609,6 +613,8 @@ impl Engine {
                 inputs: fork.inputs,
                 version: fork.version,
                 labels: fork.labels,
+                priority: fork.priority,
+                parent: Some(Box::new(fork.parent)),
             })?,
         };
         let mut state = RunState::create(&created)?;

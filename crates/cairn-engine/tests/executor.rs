@@ -208,6 +208,8 @@ async fn a_lost_append_race_stops_the_driver() {
                 inputs: json!({}),
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
         };
         Ok(cairn_ports::StoredRun {

@@ -32,11 +32,37 @@ pub struct NewRun {
 }
 
 impl NewRun {
-    /// The labels its `run_created` gives it, which a store's index keeps.
-    pub fn labels(&self) -> Labels {
-        match &self.created.kind {
-            EventKind::RunCreated { labels, .. } => labels.clone(),
-            _ => Labels::new(),
+    /// What its `run_created` fixes that a store's index keeps.
+    pub fn launched(&self) -> Launched {
+        Launched::of(&self.created)
+    }
+}
+
+/// What a run's `run_created` fixes of it that listings show and filter
+/// on: its labels, who started it, its priority and its parent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Launched {
+    /// Its labels.
+    pub labels: Labels,
+    /// The actor of its `run_created`.
+    pub triggered_by: String,
+    /// Its priority.
+    pub priority: i32,
+    /// The run it was made from.
+    pub parent: Option<RunId>,
+}
+
+impl Launched {
+    /// What `created` (a `run_created`) fixes; nothing of another event.
+    pub fn of(created: &Event) -> Self {
+        match &created.kind {
+            EventKind::RunCreated { labels, priority, parent, .. } => Self {
+                labels: labels.clone(),
+                triggered_by: created.actor.clone(),
+                priority: *priority,
+                parent: parent.as_ref().map(|p| p.run_id.clone()),
+            },
+            _ => Self::default(),
         }
     }
 }
@@ -83,6 +109,13 @@ pub struct RunSummary {
     pub usage_by_model: BTreeMap<String, TokenUsage>,
     /// Its labels, as its `run_created` fixed them.
     pub labels: Labels,
+    /// Who started it: the actor of its `run_created`.
+    pub triggered_by: String,
+    /// Its priority, as its `run_created` fixed it.
+    pub priority: i32,
+    /// The run it was made from (a fork's source), as its `run_created`
+    /// fixed it.
+    pub parent: Option<RunId>,
 }
 
 impl RunSummary {
@@ -93,12 +126,13 @@ impl RunSummary {
         let Some(created) = events.next() else {
             return Err(StoreError::Corrupt("a run's log is empty".into()));
         };
-        let EventKind::RunCreated { run_id, workflow, labels, .. } = &created.kind else {
+        let EventKind::RunCreated { run_id, workflow, .. } = &created.kind else {
             return Err(StoreError::Corrupt(format!(
                 "a run's log starts with event {}, not run_created",
                 created.seq
             )));
         };
+        let Launched { labels, triggered_by, priority, parent } = Launched::of(created);
         let mut summary = Self {
             run_id: run_id.clone(),
             workflow: workflow.clone(),
@@ -106,7 +140,10 @@ impl RunSummary {
             created_at: created.at,
             updated_at: created.at,
             usage_by_model: BTreeMap::new(),
-            labels: labels.clone(),
+            labels,
+            triggered_by,
+            priority,
+            parent,
         };
         summary.advance(events);
         Ok(summary)
@@ -142,6 +179,12 @@ pub struct RunQuery {
     pub workflow: Option<WorkflowId>,
     /// Only runs with every one of these labels.
     pub labels: Labels,
+    /// Only runs started by this actor.
+    pub triggered_by: Option<String>,
+    /// Only runs of this priority.
+    pub priority: Option<i32>,
+    /// Only runs made from this run.
+    pub parent: Option<RunId>,
     /// At most this many runs (`None`: all of them).
     pub limit: Option<usize>,
     /// Only runs after this one, in newest-first order (the previous page's `next`).
@@ -154,6 +197,9 @@ impl RunQuery {
         self.status.is_none_or(|s| s == run.status)
             && self.workflow.as_ref().is_none_or(|w| *w == run.workflow)
             && self.labels.iter().all(|(k, v)| run.labels.get(k) == Some(v))
+            && self.triggered_by.as_ref().is_none_or(|t| *t == run.triggered_by)
+            && self.priority.is_none_or(|p| p == run.priority)
+            && self.parent.as_ref().is_none_or(|p| Some(p) == run.parent.as_ref())
             && self.after.as_ref().is_none_or(|c| (run.created_at, &run.run_id) < (c.created_at, &c.run_id))
     }
 

@@ -422,6 +422,13 @@ pub(crate) struct Run {
     version: Option<String>,
     /// Its labels: the definition's, with those given at start over them.
     labels: BTreeMap<String, String>,
+    /// Who started it: a token's name, the command line's user.
+    triggered_by: String,
+    /// Its priority: of the runs waiting to be driven, higher ones go first.
+    priority: i32,
+    /// The run it was made from (a fork's source, at a checkpoint).
+    #[schema(required = true)]
+    parent: Option<RunParent>,
     /// Its status.
     status: RunStatus,
     /// Whether a driver is carrying it on.
@@ -621,6 +628,19 @@ pub(crate) struct ForkedFrom {
     checkpoint: u64,
 }
 
+/// The run a run was made from.
+#[derive(ToSchema)]
+pub(crate) struct RunParent {
+    /// The parent run.
+    run_id: String,
+    /// The checkpoint a fork starts at.
+    #[schema(nullable = false)]
+    checkpoint: Option<u64>,
+    /// The parent's step whose run this is.
+    #[schema(nullable = false)]
+    step: Option<String>,
+}
+
 /// A run summary (`cairn runs --format json`).
 #[derive(ToSchema)]
 pub(crate) struct RunSummary {
@@ -634,6 +654,13 @@ pub(crate) struct RunSummary {
     driven: bool,
     /// Its labels.
     labels: BTreeMap<String, String>,
+    /// Who started it.
+    triggered_by: String,
+    /// Its priority.
+    priority: i32,
+    /// The id of the run it was made from.
+    #[schema(required = true)]
+    parent: Option<String>,
     /// When it was created.
     #[schema(format = DateTime)]
     created_at: String,

@@ -18,7 +18,7 @@ use cairn_domain::label::Labels;
 use cairn_domain::limits::MAX_FILE_BYTES;
 use cairn_domain::plan::Plan;
 use cairn_domain::problem::{Problem as DefinitionProblem, Problems, Rule};
-use cairn_domain::state::RunStatus;
+use cairn_domain::state::{Launch, RunStatus};
 use cairn_domain::steer::{GateCall, Request, Verdict};
 use cairn_ports::{Cursor, RunQuery};
 use serde::Deserialize;
@@ -174,6 +174,8 @@ pub(crate) struct StartBody {
     run_id: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    priority: i32,
 }
 
 /// What a run starts from: a definition's text (with its file name and
@@ -256,6 +258,15 @@ impl PartialSchema for StartBody {
             .max_properties(Some(cairn_domain::label::MAX_LABELS))
             .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(value.build())))));
         object.properties.insert("labels".into(), labels.into());
+        let priority = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+                utoipa::openapi::schema::KnownFormat::Int32,
+            )))
+            .description(Some(
+                "The run's priority: of the runs waiting to be driven, higher ones go first (default 0)",
+            ));
+        object.properties.insert("priority".into(), priority.into());
         object.examples =
             vec![json!({"definition": EXAMPLE, "inputs": {"topic": "rivers"}, "labels": {"team": "docs"}})];
         RefOr::T(Schema::Object(object))
@@ -339,21 +350,22 @@ pub(crate) async fn start(
         .map(|(key, value)| cairn_domain::label::label(key, value))
         .collect::<Result<Labels, _>>()
         .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels", e.to_string()))?;
+    let launch = Launch { labels, priority: start.priority, parent: None };
     let inputs = Value::Object(start.inputs);
     let run = match (start.run_id, key) {
         (Some(id), _) => {
             let id = RunId::new(id).map_err(|e| {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
             })?;
-            app.start_by(definition, inputs, Some(id), &caller.name, labels).await
+            app.start_by(definition, inputs, Some(id), &caller.name, launch).await
         }
         (None, Some(key)) => {
-            match app.start_idempotent(definition, inputs, key, &caller.name, labels).await {
+            match app.start_idempotent(definition, inputs, key, &caller.name, launch).await {
                 Ok((run, Started::Repeat)) => return Ok(run_json(&shared, &run, StatusCode::OK)),
                 started => started.map(|(run, _)| run),
             }
         }
-        (None, None) => app.start_by(definition, inputs, None, &caller.name, labels).await,
+        (None, None) => app.start_by(definition, inputs, None, &caller.name, launch).await,
     }
     .map_err(Problem::from)?;
     shared.service.drive(&run.state.run_id);
@@ -375,6 +387,12 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     /// Where the page starts: a `next_cursor` of an earlier page.
     cursor: Option<String>,
+    /// Only runs started by this actor (a token's name, a user's).
+    triggered_by: Option<String>,
+    /// Only runs of this priority.
+    priority: Option<i32>,
+    /// Only runs made from this run (its forks).
+    parent: Option<String>,
 }
 
 /// The most runs one page lists.
@@ -428,7 +446,20 @@ pub(crate) async fn list(
         None => None,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let query = RunQuery { status: q.status, workflow, labels, limit: Some(limit), after };
+    let parent = match q.parent {
+        Some(p) => Some(RunId::new(&p).map_err(|e| invalid(format!("parent: {e}")))?),
+        None => None,
+    };
+    let query = RunQuery {
+        status: q.status,
+        workflow,
+        labels,
+        triggered_by: q.triggered_by,
+        priority: q.priority,
+        parent,
+        limit: Some(limit),
+        after,
+    };
     let listing = shared.service.app().list(&query).await.map_err(Problem::from)?;
     let next = listing.next.map(|c| c.to_string());
     Ok(Json(json!({"runs": view::list::json(&listing.runs), "next_cursor": next})).into_response())

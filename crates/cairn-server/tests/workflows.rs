@@ -1,7 +1,8 @@
 //! The workflow catalog through the API: definitions registered as
 //! versions (the same text once, a version one text, recorded as the
 //! token's), listed with their figures, read back by version, and runs
-//! started from a registered id.
+//! started from a registered id; and what a run records of who started
+//! it, its priority and its parent, which listings filter on.
 
 mod support;
 
@@ -114,4 +115,43 @@ async fn a_workflow_only_run_from_text_is_in_the_catalog_without_versions() {
         (&Value::Null, &json!([]), &Value::Null)
     );
     assert_eq!(hello.body["stats"]["runs"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_the_tokens_with_its_priority_and_listings_filter_on_them() {
+    let server = Server::on_system_clock();
+    let operator = server.token("ops", Role::Operator, &[]).await;
+    let ci = server.token("ci", Role::Operator, &[]).await;
+    let urgent = server.post("/api/v1/runs", &operator, json!({"definition": HELLO, "priority": 9})).await;
+    assert_eq!(urgent.status, StatusCode::CREATED, "{}", urgent.body);
+    assert_eq!((&urgent.body["triggered_by"], &urgent.body["priority"]), (&json!("ops"), &json!(9)));
+    let other = server.start(&ci, HELLO).await;
+    let id = urgent.body["run_id"].as_str().expect("an id").to_owned();
+    server.wait_for(&id, &operator, "completed").await;
+    server.wait_for(&other, &operator, "completed").await;
+    let ids = |answer: &support::Answer| -> Vec<String> {
+        let runs = answer.body["runs"].as_array().cloned().unwrap_or_default();
+        runs.iter().filter_map(|r| r["run_id"].as_str().map(str::to_owned)).collect()
+    };
+    assert_eq!(ids(&server.get("/api/v1/runs?triggered_by=ci", &operator).await), [other]);
+    assert_eq!(ids(&server.get("/api/v1/runs?priority=9", &operator).await), std::slice::from_ref(&id));
+    let listed = server.get("/api/v1/runs?priority=9", &operator).await;
+    assert_eq!(
+        (&listed.body["runs"][0]["triggered_by"], &listed.body["runs"][0]["priority"]),
+        (&json!("ops"), &json!(9))
+    );
+
+    let checkpoints = server.get(&format!("/api/v1/runs/{id}/checkpoints"), &operator).await;
+    let seq = checkpoints.body[0]["seq"].as_u64().expect("a checkpoint");
+    let fork = server.post(&format!("/api/v1/runs/{id}/fork"), &ci, json!({"checkpoint": seq})).await;
+    assert_eq!(fork.status, StatusCode::CREATED, "{}", fork.body);
+    assert_eq!(fork.body["parent"], json!({"run_id": id, "checkpoint": seq}));
+    assert_eq!((&fork.body["triggered_by"], &fork.body["priority"]), (&json!("ci"), &json!(9)));
+    let forks = server.get(&format!("/api/v1/runs?parent={id}"), &operator).await;
+    assert_eq!(ids(&forks), [fork.body["run_id"].as_str().expect("an id").to_owned()]);
+    assert_eq!(forks.body["runs"][0]["parent"], json!(id));
+    server
+        .get("/api/v1/runs?priority=high", &operator)
+        .await
+        .problem(StatusCode::BAD_REQUEST, "invalid_query");
 }

@@ -406,6 +406,8 @@ mod tests {
             inputs: json!({}),
             version: None,
             labels: Default::default(),
+            priority: 0,
+            parent: None,
         };
         NewRun {
             run_id: id.clone(),

@@ -164,10 +164,24 @@ pub(crate) struct RunRecord {
     /// The run's labels, fixed at creation (absent when it has none).
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    /// Who started it (empty in records written before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    triggered_by: String,
+    /// Its priority (absent when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    priority: i32,
+    /// The run it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl RunRecord {
     pub fn new(run: &NewRun) -> Self {
+        let launched = run.launched();
         Self {
             v: VERSION,
             run_id: run.run_id.to_string(),
@@ -179,7 +193,10 @@ impl RunRecord {
             definition_hash: run.definition_hash.clone(),
             usage_by_model: Some(BTreeMap::new()),
             head: None,
-            labels: run.labels(),
+            labels: launched.labels,
+            triggered_by: launched.triggered_by,
+            priority: launched.priority,
+            parent: launched.parent.map(|p| p.to_string()),
         }
     }
 
@@ -214,6 +231,9 @@ impl RunRecord {
             updated_at: Timestamp(self.updated_at),
             usage_by_model: self.usage_by_model.clone().unwrap_or_default(),
             labels: self.labels.clone(),
+            triggered_by: self.triggered_by.clone(),
+            priority: self.priority,
+            parent: self.parent.clone().map(RunId::new).transpose().map_err(bad)?,
         })
     }
 }

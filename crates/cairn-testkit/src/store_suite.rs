@@ -39,6 +39,8 @@ fn new_run_of(workflow: &str, id: &str, at: u64) -> NewRun {
                 inputs: json!({}),
                 version: None,
                 labels: Default::default(),
+                priority: 0,
+                parent: None,
             },
         ),
     }

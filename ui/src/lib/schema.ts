@@ -860,12 +860,20 @@ export interface components {
             labels: {
                 [key: string]: string;
             };
+            parent: null | components["schemas"]["RunParent"];
+            /**
+             * Format: int32
+             * @description Its priority: of the runs waiting to be driven, higher ones go first.
+             */
+            priority: number;
             /** @description Its id. */
             run_id: string;
             /** @description Its status. */
             status: components["schemas"]["RunStatus"];
             /** @description Every step with a state, instance steps by their paths. */
             steps: components["schemas"]["Step"][];
+            /** @description Who started it: a token's name, the command line's user. */
+            triggered_by: string;
             /**
              * Format: date-time
              * @description When its last event was recorded.
@@ -891,6 +899,18 @@ export interface components {
             /** @description The event's `seq` */
             id?: string;
             retry?: number;
+        };
+        /** @description The run a run was made from. */
+        RunParent: {
+            /**
+             * Format: int64
+             * @description The checkpoint a fork starts at.
+             */
+            checkpoint?: number;
+            /** @description The parent run. */
+            run_id: string;
+            /** @description The parent's step whose run this is. */
+            step?: string;
         };
         /**
          * @description The status of a run
@@ -920,10 +940,19 @@ export interface components {
             labels: {
                 [key: string]: string;
             };
+            /** @description The id of the run it was made from. */
+            parent: string | null;
+            /**
+             * Format: int32
+             * @description Its priority.
+             */
+            priority: number;
             /** @description Its id. */
             run_id: string;
             /** @description Its status. */
             status: components["schemas"]["RunStatus"];
+            /** @description Who started it. */
+            triggered_by: string;
             /**
              * Format: date-time
              * @description When its last event was recorded.
@@ -1027,6 +1056,11 @@ export interface components {
              *     (default `workflow.yaml`).
              */
             name?: string | null;
+            /**
+             * Format: int32
+             * @description The run's priority: of the runs waiting to be driven, higher ones go first (default 0)
+             */
+            priority?: number;
             /** @description The run's id (default: a new one); an id that exists is refused */
             run_id?: string | null;
             /** @description The registered version to start (its `version` or number; default: the latest) */
@@ -1540,6 +1574,12 @@ export interface operations {
                 limit?: number;
                 /** @description Where the page starts: a `next_cursor` of an earlier page. */
                 cursor?: string;
+                /** @description Only runs started by this actor (a token's name, a user's). */
+                triggered_by?: string;
+                /** @description Only runs of this priority. */
+                priority?: number;
+                /** @description Only runs made from this run (its forks). */
+                parent?: string;
                 /** @description Only runs with this label, `KEY=VALUE` (repeatable: every one must match) */
                 label?: string[];
             };

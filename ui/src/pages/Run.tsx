@@ -175,7 +175,9 @@ export function Run({ id, session }: { id: string; session: Session }) {
             {run.run_id} <span className={`badge status-${run.status}`} data-testid="run-status">{words(run.status)}</span>
           </h2>
           <p className="muted">
-            <Link to={`/workflows?workflow=${run.workflow}`}>{run.workflow}</Link> · started {when(run.created_at)} ·{" "}
+            <Link to={`/workflows?workflow=${run.workflow}`}>{run.workflow}</Link> · started {when(run.created_at)}
+            {run.triggered_by && <> by {run.triggered_by}</>}
+            {run.priority !== 0 && <> · priority {run.priority}</>} ·{" "}
             {duration(between(run.created_at, ended ? run.updated_at : null))} · {count(run.usage.prompt_tokens + run.usage.completion_tokens)} tokens ·{" "}
             {cost(run.usage.cost_usd)}
             {run.forked_from && (

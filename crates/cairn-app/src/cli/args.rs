@@ -185,6 +185,10 @@ pub enum Verb {
         /// (repeatable; `cairn runs --label` filters on them).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// The run's priority: of the runs waiting for a server's free lane (`serve --max-runs`),
+        /// higher ones go first.
+        #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 0)]
+        priority: i32,
         /// Never ask at the terminal: a gate persists the wait and exits 3.
         #[arg(long)]
         non_interactive: bool,
@@ -214,6 +218,15 @@ pub enum Verb {
         /// Only runs with this label, `KEY=VALUE` (repeatable: every one must match).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Only runs started by this actor (a token's name, a user's).
+        #[arg(long, value_name = "NAME")]
+        triggered_by: Option<String>,
+        /// Only runs of this priority.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        priority: Option<i32>,
+        /// Only runs made from this run (its forks).
+        #[arg(long, value_name = "RUN")]
+        parent: Option<String>,
         /// At most this many runs (the next page's `--cursor` goes to stderr).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
@@ -458,6 +471,10 @@ recorded is lost. The API is in docs/server.md.")]
         /// How the server logs: lines for people, or one JSON object per line.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// The most runs driven at once; the others wait their turn, higher `--priority`
+        /// first (no limit when left out).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_runs: Option<u32>,
     },
     /// Make, list and revoke the API tokens `cairn serve` accepts.
     #[command(subcommand)]

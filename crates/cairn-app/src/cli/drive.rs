@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use cairn_domain::Definition;
 use cairn_domain::id::{RunId, WorkflowId};
+use cairn_domain::state::Launch;
 use cairn_domain::steer::Request;
 use cairn_ports::Clock;
 use serde_json::{Map, Value};
@@ -30,6 +31,8 @@ pub(crate) struct Start {
     pub run_id: Option<String>,
     /// `--label K=V`, in order (a later key wins).
     pub labels: Vec<String>,
+    /// `--priority`.
+    pub priority: i32,
 }
 
 /// `cairn run FILE`: starts a run and drives it.
@@ -44,11 +47,11 @@ pub(crate) fn run(
         Some(id) => super::run_id(&id)?,
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
-    let labels = super::labels(&start.labels)?;
+    let launch = Launch { labels: super::labels(&start.labels)?, priority: start.priority, parent: None };
     let opened = verbs.open_driving("run", &run_id)?;
     let definition = definition_for(&opened, &start.file)?;
     let by = crate::host::whoami();
-    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, launch);
     opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
     let run = drive_on(&opened, &run_id, interactive)?;
     Ok(print_run(&run, format))
@@ -63,11 +66,11 @@ pub(crate) fn detach(verbs: &Verbs<'_>, start: Start, format: RunFormat) -> Resu
         Some(id) => super::run_id(&id)?,
         None => cairn_engine::new_run_id(cairn_engine::SystemClock.now()),
     };
-    let labels = super::labels(&start.labels)?;
+    let launch = Launch { labels: super::labels(&start.labels)?, priority: start.priority, parent: None };
     let opened = verbs.open("run")?;
     let definition = definition_for(&opened, &start.file)?;
     let by = crate::host::whoami();
-    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, labels);
+    let started = opened.app.start(definition, Value::Object(inputs), Some(run_id.clone()), &by, launch);
     let run = opened.runtime.block_on(started).map_err(|e| inputs_of(e, &start.file))?;
     if !opened.app.served() {
         // Let go of the store first: the background process opens it.

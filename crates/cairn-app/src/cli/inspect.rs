@@ -16,6 +16,12 @@ pub(crate) struct Page {
     pub workflow: Option<String>,
     /// `--label K=V`, each of which a run must carry.
     pub labels: Vec<String>,
+    /// `--triggered-by`.
+    pub triggered_by: Option<String>,
+    /// `--priority`.
+    pub priority: Option<i32>,
+    /// `--parent`.
+    pub parent: Option<String>,
     /// `--limit`.
     pub limit: Option<usize>,
     /// `--cursor`.
@@ -38,8 +44,18 @@ pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<
         .map(|c| c.parse::<Cursor>().map_err(|e| Error::Config(format!("--cursor `{c}`: {e}"))))
         .transpose()?;
     let labels = super::labels(&page.labels)?;
+    let parent = page.parent.as_deref().map(super::run_id).transpose()?;
     let opened = verbs.open("runs")?;
-    let query = RunQuery { status, workflow, labels, limit: page.limit, after };
+    let query = RunQuery {
+        status,
+        workflow,
+        labels,
+        triggered_by: page.triggered_by,
+        priority: page.priority,
+        parent,
+        limit: page.limit,
+        after,
+    };
     let listing = opened.runtime.block_on(opened.app.list(&query))?;
     if let Some(next) = &listing.next {
         eprintln!("more: cairn runs --cursor {next}");

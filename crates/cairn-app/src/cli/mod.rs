@@ -230,8 +230,18 @@ impl Verbs<'_> {
         match verb {
             Verb::Validate { files, format } => define::validate(&files, format),
             Verb::Plan { file, format } => define::plan(&file, format),
-            Verb::Run { file, inputs, inputs_file, run_id, labels, non_interactive, detach, format } => {
-                let request = drive::Start { file, inputs, inputs_file, run_id, labels };
+            Verb::Run {
+                file,
+                inputs,
+                inputs_file,
+                run_id,
+                labels,
+                priority,
+                non_interactive,
+                detach,
+                format,
+            } => {
+                let request = drive::Start { file, inputs, inputs_file, run_id, labels, priority };
                 if detach {
                     drive::detach(self, request, format)
                 } else {
@@ -253,8 +263,19 @@ impl Verbs<'_> {
                 };
                 gates::decide(self, &run_id(&run)?, call, &then)
             }
-            Verb::Runs { status, workflow, labels, limit, cursor, format } => {
-                let page = inspect::Page { status, workflow, labels, limit, cursor };
+            Verb::Runs {
+                status,
+                workflow,
+                labels,
+                triggered_by,
+                priority,
+                parent,
+                limit,
+                cursor,
+                format,
+            } => {
+                let page =
+                    inspect::Page { status, workflow, labels, triggered_by, priority, parent, limit, cursor };
                 inspect::runs(self, page, format)
             }
             Verb::Status { run, format } => inspect::status(self, &run_id(&run)?, format),
@@ -269,7 +290,9 @@ impl Verbs<'_> {
             Verb::Man { verb } => meta::man(verb.as_deref()),
             Verb::Version { format } => meta::version(format),
             Verb::Doctor { format } => doctor::doctor(self, format),
-            Verb::Serve { listen, auth, log_format } => serve::serve(self, &listen, auth, log_format),
+            Verb::Serve { listen, auth, log_format, max_runs } => {
+                serve::serve(self, &listen, auth, log_format, max_runs.map(|n| n as usize))
+            }
             Verb::Token(verb) => token::token(self, verb),
             Verb::Workflows { verb, format } => catalog::workflows(self, verb, format),
         }

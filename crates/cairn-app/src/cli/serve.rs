@@ -24,6 +24,7 @@ pub(crate) fn serve(
     listen: &str,
     auth: AuthMode,
     log_format: LogFormat,
+    max_runs: Option<usize>,
 ) -> Result<u8, Error> {
     let Some(front) = verbs.plugins.front.clone() else {
         return Err(Error::Config("this binary has no HTTP front: it cannot serve".into()));
@@ -50,7 +51,7 @@ pub(crate) fn serve(
         AuthMode::None => FrontAuth::None,
         AuthMode::Token => FrontAuth::Token { local_key },
     };
-    let service = Service::new(Arc::new(app));
+    let service = Service::limited(Arc::new(app), max_runs);
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;

@@ -78,7 +78,8 @@ pub fn stalled(r: &Listed) -> bool {
 }
 
 /// Runs as a JSON array of summaries, newest first: `run_id`, `workflow`,
-/// `status`, `driven`, `labels`, `created_at`, `updated_at`, `usage`.
+/// `status`, `driven`, `labels`, `triggered_by`, `priority`, `parent`,
+/// `created_at`, `updated_at`, `usage`.
 pub fn json(runs: &[Listed]) -> Value {
     Value::Array(runs.iter().map(summary_json).collect())
 }
@@ -88,7 +89,8 @@ pub fn summary_json(r: &Listed) -> Value {
     let (s, usage) = (&r.summary, r.summary.usage());
     json!({
         "run_id": s.run_id, "workflow": s.workflow, "status": s.status, "driven": r.driven,
-        "labels": s.labels, "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
+        "labels": s.labels, "triggered_by": s.triggered_by, "priority": s.priority, "parent": s.parent,
+        "created_at": iso_time(s.created_at), "updated_at": iso_time(s.updated_at),
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                   "estimated": usage.estimated, "cost_usd": r.cost_usd},
     })
@@ -304,6 +306,9 @@ mod tests {
             updated_at: Timestamp(NOW.0 - age_ms + took_ms),
             usage_by_model: Default::default(),
             labels: Default::default(),
+            triggered_by: "ana".into(),
+            priority: 0,
+            parent: None,
         };
         Listed { summary, cost_usd: Some(0.0004), driven: false }
     }

@@ -3,6 +3,7 @@
 
 use cairn_domain::access::Denied;
 use cairn_domain::definition::{Step, Workflow};
+use cairn_domain::event::Parent;
 use cairn_domain::state::{
     GroupState, RunState, StepPath, StepState, StepStatus, Timestamp, TokenUsage, WaitKind,
 };
@@ -64,7 +65,7 @@ pub(crate) fn rows<'a>(
 
 /// The run JSON: `run_id`, `workflow`, `status`, `inputs`, `steps`,
 /// `waiting` (the first gate), `usage`, `error` as `docs/cli.md` fixes
-/// them, and `version`, `labels`, `driven`, `created_at`, `updated_at`, `gates` (every waiting
+/// them, and `version`, `labels`, `triggered_by`, `priority`, `parent`, `driven`, `created_at`, `updated_at`, `gates` (every waiting
 /// gate), `budget_usd`, and a fork's `forked_from` and `inherited_usage`.
 /// `steps` lists every step with a state, instance steps by their paths,
 /// with `started_at`, `finished_at` and `duration_ms`. Times are RFC 3339.
@@ -111,6 +112,9 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
         "workflow": state.workflow,
         "version": state.version,
         "labels": state.labels,
+        "triggered_by": state.triggered_by,
+        "priority": state.priority,
+        "parent": parent_of(state),
         "status": state.status,
         "driven": run.driven,
         "created_at": iso_time(state.created_at),
@@ -141,6 +145,15 @@ pub struct Gate<'a> {
     pub approvers: Vec<String>,
     /// Its state: decisions, deadline, questions, output.
     pub state: &'a StepState,
+}
+
+/// The run a run was made from: recorded at its creation, or (for a fork
+/// recorded before runs kept it) where its `run_forked` says it came from.
+fn parent_of(state: &RunState) -> Option<Parent> {
+    state.parent.clone().or_else(|| {
+        let origin = state.forked_from.as_ref()?;
+        Some(Parent { run_id: origin.run.clone(), checkpoint: Some(origin.checkpoint), step: None })
+    })
 }
 
 /// A gate as the run JSON lists it: `gate`, `kind`, `approvers`,

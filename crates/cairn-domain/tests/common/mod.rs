@@ -60,6 +60,8 @@ pub fn simulate_events(yaml: &str, script: &Script<'_>) -> Vec<Event> {
         inputs: cairn_domain::inputs::resolve(program.workflow(), given).expect("inputs"),
         version: program.workflow().version.clone(),
         labels: Default::default(),
+        priority: 0,
+        parent: None,
     };
     record(&mut state, created, now, &mut log);
     let mut in_flight: Vec<(StepPath, u32)> = Vec::new();
