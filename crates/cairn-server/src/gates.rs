@@ -41,11 +41,8 @@ pub(crate) struct GatesQuery {
     params(GatesQuery),
     responses(
         (status = 200, description = "The waiting gates", body = crate::openapi::GatesPage),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]

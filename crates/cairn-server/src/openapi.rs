@@ -983,6 +983,34 @@ pub(crate) struct Pruned {
     runs: Vec<RunSummary>,
 }
 
+/// The refusals every endpoint behind a token answers: a request it
+/// cannot read, no token (or an unknown or expired one), a role too low,
+/// a store that failed. Listed once, named in each endpoint's responses.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum Refusals {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, a bad query or path, or a credential in the query string",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(Problem),
+    #[response(
+        status = 401,
+        description = "No token, or an unknown or expired one",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "The token's role is too low",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(status = 503, description = "The store failed", content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// A problem document (RFC 9457, `application/problem+json`).
 #[derive(ToSchema)]
 pub(crate) struct Problem {

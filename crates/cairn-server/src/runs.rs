@@ -296,14 +296,11 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     responses(
         (status = 201, description = "The run, started", body = crate::openapi::Run, headers(("Location" = String, description = "Where the run lives"))),
         (status = 200, description = "The run an earlier request with the same Idempotency-Key started", body = crate::openapi::Run),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A run with that id exists", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid body, definition, inputs or run id, needs the server lacks, or a reused Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -410,10 +407,7 @@ const MAX_PAGE: usize = 500;
     ),
     responses(
         (status = 200, description = "A page of runs, newest first", body = crate::openapi::RunsPage),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -474,11 +468,8 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The run", body = crate::openapi::Run),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -497,12 +488,9 @@ pub(crate) async fn get(State(shared): State<Shared>, path: Result<Path<String>,
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 202, description = "The run, pausing at its next safe point", body = crate::openapi::Run),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run cannot take this request now", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -523,12 +511,9 @@ pub(crate) async fn pause(
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 202, description = "The run, cancelled (or cancelling)", body = crate::openapi::Run),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run cannot take this request now", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -565,14 +550,11 @@ pub(crate) struct ResumeBody {
     request_body = Option<ResumeBody>,
     responses(
         (status = 202, description = "The run, driven on", body = crate::openapi::Run),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run cannot take this request now", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid body, or needs the server lacks", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -716,15 +698,12 @@ pub(crate) struct AnswerBody {
     request_body = AnswerBody,
     responses(
         (status = 200, description = "The run, with the answer recorded", body = crate::openapi::Run),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run, or no such step", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "No step waits for an answer", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "The body has wrong or unknown fields", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -766,11 +745,8 @@ const MAX_EVENTS: usize = 1000;
     params(("id" = String, Path, description = "The run's id"), EventsQuery),
     responses(
         (status = 200, description = "A page of the run's events", body = crate::openapi::EventsPage),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -798,11 +774,8 @@ pub(crate) async fn events(
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The run's checkpoints, oldest first", body = Vec<crate::openapi::Checkpoint>),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -834,15 +807,12 @@ pub(crate) struct ForkBody {
     request_body = ForkBody,
     responses(
         (status = 201, description = "The new run, not driven until resumed", body = crate::openapi::Run, headers(("Location" = String, description = "Where the new run lives"))),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run, or no such checkpoint", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run cannot take this request now", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid body, or a definition this server cannot run", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -869,11 +839,8 @@ pub(crate) async fn fork(
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The definition the run recorded", body = crate::openapi::RecordedDefinition),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -909,13 +876,10 @@ pub(crate) struct PruneBody {
     request_body = PruneBody,
     responses(
         (status = 200, description = "The runs deleted (or that would be)", body = crate::openapi::Pruned),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "The body has wrong or unknown fields", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]

@@ -45,14 +45,11 @@ pub(crate) struct CreateBody {
     request_body = CreateBody,
     responses(
         (status = 201, description = "The new token, with its secret (shown this once)", body = crate::openapi::NewToken),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A token with that name exists", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "The body has wrong or unknown fields, or a bad name or duration", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -89,10 +86,7 @@ pub(crate) async fn create(
     operation_id = "list_tokens",
     responses(
         (status = 200, description = "Every token, by name", body = Vec<crate::openapi::Token>),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -110,11 +104,8 @@ pub(crate) async fn list(State(shared): State<Shared>) -> Answer {
     params(("name" = String, Path, description = "The token's name")),
     responses(
         (status = 204, description = "The token is revoked"),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]

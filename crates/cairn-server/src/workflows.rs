@@ -27,10 +27,7 @@ use crate::runs::{Answer, Source, body, workflow_id};
     operation_id = "list_workflows",
     responses(
         (status = 200, description = "Every workflow registered or run here, by id, with its figures", body = crate::openapi::Catalog),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -58,11 +55,8 @@ pub(crate) struct VersionQuery {
     params(("id" = String, Path, description = "The workflow's id"), VersionQuery),
     responses(
         (status = 200, description = "The workflow's entry, its versions (oldest first) and the definition of the version asked for", body = crate::openapi::CatalogWorkflow),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such workflow, or no such version of it", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
@@ -104,14 +98,11 @@ pub(crate) async fn get(
     responses(
         (status = 201, description = "Registered as a new version", body = crate::openapi::Registration, headers(("Location" = String, description = "Where the workflow lives"))),
         (status = 200, description = "The same text was registered already, as this version", body = crate::openapi::Registration),
-        (status = 400, description = "Malformed JSON, a bad query or path, or a credential in the query string", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or an unknown or expired one", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role is too low", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The definition names a version the workflow has with other text", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid body or definition", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     ),
     security(("bearer" = []))
 )]
