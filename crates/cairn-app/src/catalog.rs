@@ -8,7 +8,7 @@ use cairn_domain::Definition;
 use cairn_domain::id::WorkflowId;
 use cairn_domain::state::{RunStatus, Timestamp, TokenUsage};
 use cairn_engine::EngineError;
-use cairn_ports::{RegisterError, Registered, RunQuery, RunSummary, WorkflowVersion, definition_hash};
+use cairn_ports::{RegisterError, Registered, RunQuery, RunSummary, WorkflowVersion};
 
 use crate::app::App;
 use crate::error::{CatalogError, Error};
@@ -83,7 +83,7 @@ impl App {
     /// `by`: its `version`, else the first 12 hex digits of the hash of its
     /// text and files. The same text again is the version stored.
     pub async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error> {
-        let hash = definition_hash(&definition.text, &definition.files);
+        let hash = definition.content_hash();
         let version = WorkflowVersion {
             workflow: definition.workflow.id.clone(),
             version: definition.workflow.version.clone().unwrap_or_else(|| hash[..12].to_owned()),

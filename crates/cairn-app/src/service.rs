@@ -195,11 +195,6 @@ impl Service {
         }
     }
 
-    /// How many runs wait for a free lane.
-    pub fn queued(&self) -> usize {
-        self.lanes().queued.len()
-    }
-
     /// Whether the service drives `run` now.
     pub fn drives(&self, run: &RunId) -> bool {
         self.lanes().driving.contains_key(run)
@@ -481,7 +476,7 @@ mod tests {
         for id in &ids {
             service.drive(id);
         }
-        assert_eq!((service.driven(), service.queued()), (1, 3), "one lane; the rest wait");
+        assert_eq!((service.driven(), service.lanes().queued.len()), (1, 3), "one lane; the rest wait");
         for id in &ids {
             settled(&service, id, RunStatus::Completed).await;
         }

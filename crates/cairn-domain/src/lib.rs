@@ -50,5 +50,5 @@ pub mod steer;
 mod template;
 mod validate;
 
-pub use loading::{Definition, load};
+pub use loading::{Definition, content_hash, load};
 pub use validate::ReadFile;

@@ -77,11 +77,40 @@ impl Definition {
     pub fn hash(&self) -> String {
         format!("{:x}", Sha256::digest(self.text.as_bytes()))
     }
+
+    /// [`content_hash`] of its text and the files it names: what the
+    /// workflow catalog tells versions apart by.
+    pub fn content_hash(&self) -> String {
+        content_hash(&self.text, &self.files)
+    }
+}
+
+/// SHA-256, hex, of a definition's text and the files it names (each
+/// path and text length-prefixed, so no two sets of files hash alike).
+pub fn content_hash(text: &str, files: &BTreeMap<String, String>) -> String {
+    let mut hash = Sha256::new();
+    hash.update((text.len() as u64).to_le_bytes());
+    hash.update(text.as_bytes());
+    for (path, file) in files {
+        for part in [path, file] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    format!("{:x}", hash.finalize())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_content_hash_tells_apart_files_that_join_alike() {
+        let files = |pairs: &[(&str, &str)]| pairs.iter().map(|(p, t)| ((*p).into(), (*t).into())).collect();
+        assert_ne!(content_hash("x", &files(&[("a", "bc")])), content_hash("x", &files(&[("ab", "c")])));
+        assert_ne!(content_hash("x", &BTreeMap::new()), content_hash("x", &files(&[("a", "")])));
+        assert_eq!(content_hash("x", &files(&[("a", "b")])), content_hash("x", &files(&[("a", "b")])));
+    }
 
     const YAML: &str = "cairn: 1\nid: d\nsteps:\n  - id: a\n    agent: w\n    prompt: hi\n    output: { format: json, schema: s.json }\nagents:\n  w: {}\n";
 

@@ -43,7 +43,7 @@ pub use store::{
 };
 pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret, random_word};
 pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools};
-pub use workflows::{RegisterError, Registered, WorkflowStore, WorkflowVersion, definition_hash, place};
+pub use workflows::{RegisterError, Registered, WorkflowStore, WorkflowVersion, place};
 
 #[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;

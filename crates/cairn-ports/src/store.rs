@@ -54,7 +54,7 @@ pub struct Launched {
 
 impl Launched {
     /// What `created` (a `run_created`) fixes; nothing of another event.
-    pub fn of(created: &Event) -> Self {
+    fn of(created: &Event) -> Self {
         match &created.kind {
             EventKind::RunCreated { labels, priority, parent, .. } => Self {
                 labels: labels.clone(),

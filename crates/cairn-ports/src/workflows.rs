@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use cairn_domain::id::WorkflowId;
 use cairn_domain::state::Timestamp;
-use sha2::{Digest, Sha256};
 
 use crate::StoreError;
 
@@ -29,28 +28,13 @@ pub struct WorkflowVersion {
     /// Files the definition names (schemas, includes), by the path it
     /// names them with.
     pub files: BTreeMap<String, String>,
-    /// [`definition_hash`] of the text and files: the same hash is the
-    /// same version, never stored twice.
+    /// `cairn_domain::content_hash` of the text and files: the same hash
+    /// is the same version, never stored twice.
     pub hash: String,
     /// When it was registered.
     pub registered_at: Timestamp,
     /// Who registered it.
     pub registered_by: String,
-}
-
-/// SHA-256, hex, of a definition's text and the files it names (each
-/// path and text length-prefixed, so no two sets of files hash alike).
-pub fn definition_hash(text: &str, files: &BTreeMap<String, String>) -> String {
-    let mut hash = Sha256::new();
-    hash.update((text.len() as u64).to_le_bytes());
-    hash.update(text.as_bytes());
-    for (path, file) in files {
-        for part in [path, file] {
-            hash.update((part.len() as u64).to_le_bytes());
-            hash.update(part.as_bytes());
-        }
-    }
-    format!("{:x}", hash.finalize())
 }
 
 /// What registering a version did.
@@ -129,7 +113,7 @@ mod tests {
             definition_name: "wf.yaml".into(),
             definition: text.into(),
             files: BTreeMap::new(),
-            hash: definition_hash(text, &BTreeMap::new()),
+            hash: cairn_domain::content_hash(text, &BTreeMap::new()),
             registered_at: Timestamp(1),
             registered_by: "pat".into(),
         }
@@ -152,16 +136,5 @@ mod tests {
             Ok(Registered::Added(v)) => assert_eq!(v.number, 2),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn the_hash_tells_apart_files_that_join_alike() {
-        let files = |pairs: &[(&str, &str)]| pairs.iter().map(|(p, t)| ((*p).into(), (*t).into())).collect();
-        assert_ne!(
-            definition_hash("x", &files(&[("a", "bc")])),
-            definition_hash("x", &files(&[("ab", "c")]))
-        );
-        assert_ne!(definition_hash("x", &BTreeMap::new()), definition_hash("x", &files(&[("a", "")])));
-        assert_eq!(definition_hash("x", &files(&[("a", "b")])), definition_hash("x", &files(&[("a", "b")])));
     }
 }

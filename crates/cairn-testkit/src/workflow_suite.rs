@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use cairn_domain::id::WorkflowId;
 use cairn_domain::state::Timestamp;
-use cairn_ports::{RegisterError, Registered, WorkflowStore, WorkflowVersion, definition_hash};
+use cairn_ports::{RegisterError, Registered, WorkflowStore, WorkflowVersion};
 
 /// A version `version` of workflow `id` with `text`, registered at `at`
 /// (milliseconds), for workflow store tests beyond this suite.
@@ -22,7 +22,7 @@ pub fn new_version(id: &str, version: &str, text: &str, at: u64) -> WorkflowVers
         number: 0,
         definition_name: format!("{id}.yaml"),
         definition: text.into(),
-        hash: definition_hash(text, &files),
+        hash: cairn_domain::content_hash(text, &files),
         files,
         registered_at: Timestamp(at),
         registered_by: "pat".into(),
