@@ -18,6 +18,7 @@ mod run;
 mod secrets;
 mod serve;
 mod steer;
+mod subworkflow;
 mod support;
 mod validate;
 mod verbs_cancel;

@@ -14,7 +14,7 @@ use cairn_domain::duration::Duration;
 use cairn_domain::id::RunId;
 use cairn_domain::program::{Price, priced};
 use cairn_domain::state::Timestamp;
-use cairn_domain::state::{Event, Launch, RunState, TokenUsage};
+use cairn_domain::state::{Event, Launch, RunState, RunStatus, StepStatus, TokenUsage};
 use cairn_domain::steer::{GateCall, Request};
 use cairn_engine::{Engine, EngineError, RunControl};
 use cairn_ports::{Clock, RunQuery, RunStore, RunSummary, Secrets, TokenRecord, TokenStore, WorkflowStore};
@@ -169,6 +169,8 @@ impl App {
 
     /// [`App::start`], recorded as asked for by `by`, launched as
     /// `launch` says (labels over the definition's, priority, parent).
+    /// Refused when a sub-workflow it names by id is not registered, or
+    /// its sub-workflows come back to it.
     pub async fn start_by(
         &self,
         definition: Definition,
@@ -177,6 +179,7 @@ impl App {
         by: &str,
         launch: impl Into<Launch>,
     ) -> Result<Run, Error> {
+        self.check_calls(&definition, Unregistered::Refused).await?;
         let run_id = run_id.unwrap_or_else(|| self.engine.new_run_id());
         let state = self
             .engine
@@ -227,9 +230,45 @@ impl App {
     /// Drives a stored run on until it completes, fails, is paused or
     /// cancelled, or waits for a person; refused, leaving the run as it
     /// was, when this host lacks what the run needs.
+    /// A parent waiting on the run (a sub-workflow's caller) is driven
+    /// on after it, and its own parent after that.
     pub async fn drive(&self, id: &RunId) -> Result<Run, Error> {
+        let run = self.drive_alone(id).await?;
+        let mut next = self.parent_to_wake(&run.state).await;
+        while let Some(parent) = next {
+            match self.engine.resume(&parent).await {
+                Ok(state) => next = self.parent_to_wake(&state).await,
+                Err(e) => {
+                    tracing::warn!(run = %parent, error = %e, "the parent run was not driven on");
+                    next = None;
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// [`App::drive`] without driving a parent after (a service drives
+    /// that in its own turn: [`App::parent_to_wake`]).
+    pub async fn drive_alone(&self, id: &RunId) -> Result<Run, Error> {
         let state = self.engine.resume(id).await.map_err(Error::of_run(id))?;
         self.with_definition(state).await
+    }
+
+    /// The parent run to drive on now that `state`'s run moved: its step
+    /// waits on this run, which has ended or waits otherwise than the step
+    /// says.
+    pub async fn parent_to_wake(&self, state: &RunState) -> Option<RunId> {
+        let parent = state.parent.as_ref()?;
+        let step = parent.step.as_ref()?;
+        if matches!(state.status, RunStatus::Pending | RunStatus::Running) {
+            return None;
+        }
+        let caller = self.engine.load(&parent.run_id).await.ok()?;
+        let waits = caller.steps.get(step).filter(|s| {
+            s.status == StepStatus::Waiting && s.waits_on_child && s.child.as_ref() == Some(&state.run_id)
+        })?;
+        let moved = state.status.is_terminal() || waits.wait != state.status.wait();
+        (moved && !caller.status.is_terminal()).then(|| parent.run_id.clone())
     }
 
     /// One run as it stands.
@@ -422,6 +461,16 @@ impl App {
         let (sum, every_model_priced) = priced(usage, &self.prices);
         every_model_priced.then_some(sum)
     }
+}
+
+/// Whether [`App::check_calls`] lets a sub-workflow name an id nobody
+/// registered (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unregistered {
+    /// When registering: the other workflow may be registered later.
+    Allowed,
+    /// When starting a run: the step would fail.
+    Refused,
 }
 
 /// Whether [`App::start_idempotent`] started a run or found the one its key

@@ -2,15 +2,16 @@
 //! version kept, the same text never stored twice), runs started from a
 //! registered id, and each workflow's figures over its runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_domain::Definition;
+use cairn_domain::definition::Callee;
 use cairn_domain::id::WorkflowId;
 use cairn_domain::state::{RunStatus, Timestamp, TokenUsage};
 use cairn_engine::EngineError;
 use cairn_ports::{RegisterError, Registered, RunQuery, RunSummary, WorkflowVersion};
 
-use crate::app::App;
+use crate::app::{App, Unregistered};
 use crate::error::{CatalogError, Error};
 
 /// One workflow of the catalog: every workflow registered or run here.
@@ -81,8 +82,10 @@ fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
 impl App {
     /// Registers `definition` as a version of its workflow, registered by
     /// `by`: its `version`, else the first 12 hex digits of the hash of its
-    /// text and files. The same text again is the version stored.
+    /// text and files. The same text again is the version stored. Refused
+    /// when its sub-workflows, followed through the catalog, come back to it.
     pub async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error> {
+        self.check_calls(definition, Unregistered::Allowed).await?;
         let hash = definition.content_hash();
         let version = WorkflowVersion {
             workflow: definition.workflow.id.clone(),
@@ -103,6 +106,83 @@ impl App {
                 CatalogError::VersionTaken { workflow, version }.into()
             }
             RegisterError::Store(e) => EngineError::Store(e).into(),
+        })
+    }
+
+    /// Follows the sub-workflows of `definition` (files as it recorded
+    /// them, ids to their latest registered version, `definition` standing
+    /// for its own id): refused when they come back to a workflow on the
+    /// way, or (unless `unregistered` allows it) name an id not registered.
+    pub async fn check_calls(
+        &self,
+        definition: &Definition,
+        unregistered: Unregistered,
+    ) -> Result<(), Error> {
+        let mut chain = vec![definition.workflow.id.clone()];
+        let mut done = BTreeSet::new();
+        self.walk_calls(definition, &mut chain, &mut done, unregistered).await
+    }
+
+    /// One step of [`App::check_calls`]: a depth-first walk, `chain` the
+    /// workflows on the way, `done` those whose calls were all followed.
+    fn walk_calls<'a>(
+        &'a self,
+        definition: &'a Definition,
+        chain: &'a mut Vec<WorkflowId>,
+        done: &'a mut BTreeSet<WorkflowId>,
+        unregistered: Unregistered,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            for callee in definition.calls() {
+                let called = match callee {
+                    Callee::File(file) => match definition.called(file) {
+                        Ok(called) => called,
+                        // Loading it again refuses it with its problems.
+                        Err(_) => continue,
+                    },
+                    Callee::Registered(id) if chain.contains(id) || done.contains(id) => {
+                        if let Some(start) = chain.iter().position(|w| w == id) {
+                            let mut cycle = chain[start..].to_vec();
+                            cycle.push(id.clone());
+                            return Err(CatalogError::Recursion { chain: cycle }.into());
+                        }
+                        continue;
+                    }
+                    Callee::Registered(id) => {
+                        match self.workflows().versions(id).await.map_err(EngineError::from)?.pop() {
+                            Some(latest) => {
+                                let loaded = Definition::from_recorded(
+                                    &latest.definition_name,
+                                    &latest.definition,
+                                    &latest.files,
+                                );
+                                // One that no longer loads fails its step when run.
+                                let Ok(called) = loaded else { continue };
+                                called
+                            }
+                            None if unregistered == Unregistered::Allowed => continue,
+                            None => {
+                                let caller = definition.workflow.id.clone();
+                                return Err(CatalogError::UnknownCallee { caller, callee: id.clone() }.into());
+                            }
+                        }
+                    }
+                };
+                let id = called.workflow.id.clone();
+                if let Some(start) = chain.iter().position(|w| *w == id) {
+                    let mut cycle = chain[start..].to_vec();
+                    cycle.push(id);
+                    return Err(CatalogError::Recursion { chain: cycle }.into());
+                }
+                if done.contains(&id) || chain.len() > cairn_domain::limits::MAX_CALL_DEPTH as usize {
+                    continue;
+                }
+                chain.push(id.clone());
+                self.walk_calls(&called, chain, done, unregistered).await?;
+                chain.pop();
+                done.insert(id);
+            }
+            Ok(())
         })
     }
 

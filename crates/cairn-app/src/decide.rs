@@ -56,7 +56,11 @@ impl App {
 pub fn gates_for<'a>(runs: &'a [Run], caller: &Caller, mine: bool) -> Vec<WaitingGate<'a>> {
     runs.iter()
         .flat_map(|run| {
-            gates_of(&run.state, &run.definition.workflow).into_iter().map(move |gate| {
+            // A sub-workflow's gate is listed with its child run.
+            let own = gates_of(&run.state, &run.definition.workflow)
+                .into_iter()
+                .filter(|g| !g.state.waits_on_child);
+            own.map(move |gate| {
                 let role = caller.role_at(gate.kind, &gate.approvers, &gate.approved());
                 WaitingGate { run, gate, role }
             })

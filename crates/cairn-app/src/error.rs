@@ -131,6 +131,21 @@ pub enum CatalogError {
         /// The version asked for.
         version: String,
     },
+    /// A sub-workflow names a workflow that is not registered.
+    #[error("`{caller}` runs the workflow `{callee}`, which is not registered")]
+    UnknownCallee {
+        /// The workflow whose step names it.
+        caller: WorkflowId,
+        /// The id it names.
+        callee: WorkflowId,
+    },
+    /// Sub-workflows, followed through the catalog, come back to a
+    /// workflow on the way: it would run itself.
+    #[error("{}: a workflow may not run itself, directly or through others", chain.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" → "))]
+    Recursion {
+        /// The workflows on the way, the first again at the end.
+        chain: Vec<WorkflowId>,
+    },
     /// The definition names a version the workflow has with other text.
     #[error("workflow `{workflow}` has a version `{version}` with other text")]
     VersionTaken {

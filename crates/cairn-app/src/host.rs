@@ -247,7 +247,8 @@ impl Plugins {
             .clock(Arc::clone(&clock))
             .sink(sink)
             .prices(loaded.prices())
-            .secrets(secrets(loaded));
+            .secrets(secrets(loaded))
+            .workflows(Arc::clone(&stores.workflows));
         if let Some(commands) = commands {
             // The built-in tools of agents are fenced as command steps are;
             // MCP servers run in the first root.

@@ -207,7 +207,7 @@ impl Service {
 
     async fn lane(self: Arc<Self>, run: RunId) {
         loop {
-            let mut driven = self.app.drive(&run).await;
+            let mut driven = self.app.drive_alone(&run).await;
             // A pause or cancel the drive ended before carrying out is
             // recorded here: the lane still counts as the run's driver.
             let stop = {
@@ -238,7 +238,13 @@ impl Service {
                 continue;
             }
             match driven {
-                Ok(run) => self.wake_at_deadline(&run),
+                Ok(run) => {
+                    self.wake_at_deadline(&run);
+                    // A sub-workflow's caller goes on in its own lane.
+                    if let Some(parent) = self.app.parent_to_wake(&run.state).await {
+                        self.drive(&parent);
+                    }
+                }
                 Err(e) => tracing::warn!(run = %run, error = %e, "the run was not driven on"),
             }
             self.next_in_line().await;

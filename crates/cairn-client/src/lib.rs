@@ -755,6 +755,14 @@ fn typed(status: StatusCode, problem: &Value) -> Error {
             (Ok(workflow), Ok(version)) => Error::Catalog(CatalogError::VersionTaken { workflow, version }),
             _ => Error::Server { status: status.as_u16(), code, detail },
         },
+        "unregistered_callee" => match (field(problem, "workflow"), field(problem, "callee")) {
+            (Ok(caller), Ok(callee)) => Error::Catalog(CatalogError::UnknownCallee { caller, callee }),
+            _ => Error::Server { status: status.as_u16(), code, detail },
+        },
+        "recursion" => match field(problem, "chain") {
+            Ok(chain) => Error::Catalog(CatalogError::Recursion { chain }),
+            Err(_) => Error::Server { status: status.as_u16(), code, detail },
+        },
         "not_found" if problem.get("workflow").is_some() => {
             match (field::<WorkflowId>(problem, "workflow"), field::<String>(problem, "version")) {
                 (Ok(workflow), Ok(version)) => {

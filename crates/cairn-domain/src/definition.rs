@@ -485,6 +485,7 @@ impl Step {
             StepKind::Loop(l) => out.extend(l.until.iter().map(Template::as_str)),
             StepKind::Set(set) => strings(&set.value, &mut out),
             StepKind::Uses(u) => strings(&u.with, &mut out),
+            StepKind::Workflow(w) => strings(&w.with, &mut out),
         }
         out
     }
@@ -530,11 +531,14 @@ pub enum StepKind {
     Set(SetStep),
     /// Calls a handler the host registered.
     Uses(UsesStep),
+    /// Runs another workflow as a child run.
+    Workflow(WorkflowStep),
 }
 
 impl StepKind {
     /// The kind keys, as written in files.
-    pub const KEYS: [&'static str; 7] = ["agent", "command", "approval", "for_each", "loop", "set", "uses"];
+    pub const KEYS: [&'static str; 8] =
+        ["agent", "command", "approval", "for_each", "loop", "set", "uses", "workflow"];
 
     /// The kind key of this kind.
     pub fn key(&self) -> &'static str {
@@ -546,6 +550,7 @@ impl StepKind {
             StepKind::Loop(_) => "loop",
             StepKind::Set(_) => "set",
             StepKind::Uses(_) => "uses",
+            StepKind::Workflow(_) => "workflow",
         }
     }
 }
@@ -712,6 +717,50 @@ pub struct UsesStep {
     pub handler: Label,
     /// Its arguments; every string in it is rendered.
     pub with: Value,
+}
+
+/// `workflow` + `with`: a sub-workflow, run as a child run of its own
+/// (events, gates) whose output is the step's output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowStep {
+    /// The workflow it runs.
+    pub workflow: Callee,
+    /// The child's inputs; every string in it is rendered.
+    pub with: Value,
+}
+
+/// The workflow a `workflow:` step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Callee {
+    /// A file beside the workflow (a name ending in `.yaml`, `.yml` or
+    /// `.json`): read when the workflow is loaded and recorded with its
+    /// runs, so a run never depends on the file later.
+    File(String),
+    /// A workflow registered in the catalog: its latest version when the
+    /// step starts.
+    Registered(WorkflowId),
+}
+
+impl Callee {
+    /// A file when `text` ends like one, else a registered id.
+    pub fn parse(text: &str) -> Result<Self, crate::id::IdError> {
+        let is_file = [".yaml", ".yml", ".json"].iter().any(|ext| text.ends_with(ext));
+        if is_file {
+            Ok(Callee::File(text.to_owned()))
+        } else {
+            WorkflowId::new(text).map(Callee::Registered)
+        }
+    }
+}
+
+impl std::fmt::Display for Callee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Callee::File(file) => f.write_str(file),
+            Callee::Registered(id) => write!(f, "{id}"),
+        }
+    }
 }
 
 #[cfg(test)]

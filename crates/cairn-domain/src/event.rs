@@ -179,6 +179,15 @@ pub struct Parent {
     /// The parent's step whose run this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepPath>,
+    /// How many sub-workflow calls deep this run is (1: a run's child;
+    /// absent on a fork): a run refuses to start children past
+    /// [`crate::limits::MAX_CALL_DEPTH`].
+    #[serde(default, skip_serializing_if = "is_zero_depth")]
+    pub depth: u32,
+}
+
+fn is_zero_depth(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_zero_priority(n: &i32) -> bool {
@@ -544,6 +553,27 @@ pub enum EventKind {
         /// The new budget, in USD.
         budget_usd: f64,
     },
+    /// A `workflow:` step's attempt started its child run (recorded
+    /// before the child exists, so the link is never lost; the child's
+    /// `run_created` names this run and step back).
+    ChildStarted {
+        /// The step.
+        path: StepPath,
+        /// The attempt.
+        attempt: u32,
+        /// The child run.
+        run_id: RunId,
+    },
+    /// A `workflow:` step's child run waits for a person: so does the
+    /// step, until the child moves on. Its gates are decided on the child.
+    ChildWaiting {
+        /// The step.
+        path: StepPath,
+        /// The child run.
+        run_id: RunId,
+        /// How the child waits.
+        wait: WaitKind,
+    },
 }
 
 /// Tokens used by LLM calls.
@@ -787,6 +817,12 @@ mod tests {
             },
             EventKind::RunForked { source: RunId::new("r0").expect("id"), checkpoint: 12 },
             EventKind::BudgetRaised { budget_usd: 2.5 },
+            EventKind::ChildStarted { path: path(), attempt: 1, run_id: RunId::new("r1-c").expect("id") },
+            EventKind::ChildWaiting {
+                path: path(),
+                run_id: RunId::new("r1-c").expect("id"),
+                wait: WaitKind::Approval,
+            },
         ]
     }
 
@@ -823,7 +859,9 @@ mod tests {
 {"seq":7,"at":1700,"actor":"alice","type":"run_cancelled"}
 {"seq":7,"at":1700,"actor":"alice","type":"session_extended","agent":"w","path":"p[k].s","turns":[{"type":"prompt","text":"Plan."},{"type":"answer","text":"v1"},{"type":"rejected","comment":"c"},{"type":"rejected"},{"type":"questions","questions":["q"]},{"type":"answers","text":"a"},{"role":"user","content":"old"}]}
 {"seq":7,"at":1700,"actor":"alice","type":"run_forked","source":"r0","checkpoint":12}
-{"seq":7,"at":1700,"actor":"alice","type":"budget_raised","budget_usd":2.5}"#;
+{"seq":7,"at":1700,"actor":"alice","type":"budget_raised","budget_usd":2.5}
+{"seq":7,"at":1700,"actor":"alice","type":"child_started","path":"p[k].s","attempt":1,"run_id":"r1-c"}
+{"seq":7,"at":1700,"actor":"alice","type":"child_waiting","path":"p[k].s","run_id":"r1-c","wait":"approval"}"#;
 
     #[test]
     fn events_keep_their_json() {

@@ -13,6 +13,10 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// The most steps in one definition, counting nested ones.
 pub const MAX_STEPS: usize = 20_000;
+/// Sub-workflows nest at most this deep: a run's child is at depth 1, its
+/// grandchild at 2. Loading refuses deeper files; a run refuses to start a
+/// child past it (a recursion through the catalog that no file shows).
+pub const MAX_CALL_DEPTH: u32 = 8;
 /// The longest single template, in bytes.
 pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
 

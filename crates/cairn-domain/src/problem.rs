@@ -102,6 +102,11 @@ pub enum Rule {
     /// A prompt's `{% include %}` that names no file, a file outside the
     /// workflow's folder, or one that cannot be read.
     BadInclude,
+    /// A sub-workflow file outside the workflow's folder, one that cannot
+    /// be read, or one with problems of its own.
+    BadCall,
+    /// A workflow that calls itself, directly or through others.
+    Recursion,
     /// An agent name that is not declared.
     UnknownAgent,
     /// An iteration variable that shadows a reserved template name.

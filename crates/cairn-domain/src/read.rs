@@ -26,12 +26,13 @@ pub(crate) const RESERVED_NAMES: [&str; 8] =
 
 /// Keys that belong to one step kind only, for precise messages when they
 /// appear on another kind.
-const KIND_KEYS: [(&str, &[&str]); 5] = [
+const KIND_KEYS: [(&str, &[&str]); 6] = [
     ("agent", &["prompt", "output", "qa", "clarify", "max_clarifications", "interactive"]),
     ("command", &["cwd", "env", "stdin", "allow_option_args", "confine_paths"]),
     ("for_each", &["steps"]),
     ("loop", &["steps"]),
     ("uses", &["with"]),
+    ("workflow", &["with"]),
 ];
 
 /// Reads a whole workflow. `None` when a problem prevents building it; the
@@ -692,6 +693,20 @@ fn step_kind(kind: &str, o: &mut Obj<'_, '_>, seen: &mut usize) -> Option<StepKi
             Some(StepKind::Loop(LoopStep { max_iters, until, on_exhausted, steps: body? }))
         }
         "set" => o.req("set", |v, _, _| Some(v.clone())).map(|value| StepKind::Set(SetStep { value })),
+        "workflow" => {
+            let callee = o.req("workflow", |v, p, pr| {
+                let text = string(v, p, pr)?;
+                Callee::parse(&text)
+                    .map_err(|e| {
+                        let msg =
+                            format!("{e}; or name a file beside the workflow, ending in `.yaml` or `.json`");
+                        pr.push(Rule::BadId, p, msg);
+                    })
+                    .ok()
+            });
+            let with = o.or("with", Value::Object(Map::new()), |v, _, _| Some(v.clone()));
+            Some(StepKind::Workflow(WorkflowStep { workflow: callee?, with: with? }))
+        }
         _ => {
             let handler = o.req("uses", label);
             let with = o.or("with", Value::Object(Map::new()), |v, _, _| Some(v.clone()));

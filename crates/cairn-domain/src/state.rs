@@ -62,6 +62,19 @@ impl RunStatus {
         )
     }
 
+    /// How a run in this status waits for a person (`None` when it does
+    /// not): the inverse of [`WaitKind::run_status`].
+    pub fn wait(self) -> Option<WaitKind> {
+        match self {
+            RunStatus::WaitingAcceptance => Some(WaitKind::Acceptance),
+            RunStatus::WaitingApproval => Some(WaitKind::Approval),
+            RunStatus::WaitingClarification => Some(WaitKind::Clarification),
+            RunStatus::WaitingConversation => Some(WaitKind::Conversation),
+            RunStatus::Blocked => Some(WaitKind::Block),
+            _ => None,
+        }
+    }
+
     /// The legal moves of the run status machine.
     pub fn can_become(self, next: RunStatus) -> bool {
         use RunStatus::*;
@@ -119,7 +132,9 @@ impl StepStatus {
             (self, next),
             (Pending, Running | Skipped | Cancelled | Failed | Pending)
                 | (Running, Succeeded | Failed | Waiting | Cancelled | Pending)
-                | (Waiting, Running | Succeeded | Failed | Cancelled | Pending)
+                // Waiting again: a sub-workflow's step whose child waits
+                // otherwise now, or failed and retries.
+                | (Waiting, Running | Succeeded | Failed | Cancelled | Pending | Waiting)
                 | (Succeeded, Pending | Waiting)
                 | (Skipped | Cancelled, Pending)
                 | (Failed, Pending | Skipped | Waiting)
@@ -270,6 +285,13 @@ pub struct StepState {
     /// returned: a driver that takes the attempt over goes on after them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolExchange>,
+    /// A `workflow:` step's child run (of its latest attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<RunId>,
+    /// It waits because its child run waits (`wait` says how): the gate
+    /// is the child's, decided there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waits_on_child: bool,
 }
 
 /// One tool call of an attempt and, once it ended, what it returned.
@@ -332,6 +354,8 @@ impl StepState {
             usage: TokenUsage::default(),
             waiting_since: None,
             tool_calls: Vec::new(),
+            child: None,
+            waits_on_child: false,
         }
     }
 }
@@ -651,6 +675,23 @@ impl RunState {
                 step.retry_at = None;
                 step.wait = None;
                 step.tool_calls.clear();
+                step.child = None;
+            }
+            EventKind::ChildStarted { path, attempt, run_id } => {
+                if let Some(step) = self.steps.get_mut(path).filter(|s| s.attempts == *attempt) {
+                    step.child = Some(run_id.clone());
+                }
+            }
+            EventKind::ChildWaiting { path, run_id, wait } => {
+                let step = self.step_to(seq, at, path, StepStatus::Waiting)?;
+                step.wait = Some(*wait);
+                step.child = Some(run_id.clone());
+                step.waits_on_child = true;
+                step.deadline = None;
+                step.message = None;
+                step.questions.clear();
+                step.decisions.clear();
+                step.waiting_since = Some(seq);
             }
             EventKind::ToolCalled { path, attempt, round, call_id, tool, arguments } => {
                 if let Some(step) = self.steps.get_mut(path).filter(|s| s.attempts == *attempt) {
@@ -908,6 +949,7 @@ impl RunState {
             return Err(ApplyError::StepTransition { seq, path: path.clone(), from: step.status, to });
         }
         step.status = to;
+        step.waits_on_child = false;
         if to == StepStatus::Running {
             step.started_at = Some(at);
         } else if to.is_finished() {

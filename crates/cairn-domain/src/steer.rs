@@ -80,6 +80,15 @@ pub enum Refusal {
         /// The steps that wait.
         waiting: Vec<StepPath>,
     },
+    /// The step waits because its sub-workflow's run waits: the decision
+    /// belongs on that run.
+    #[error("step `{gate}` waits on its sub-workflow's run `{child}`: decide there")]
+    InChild {
+        /// The parent's step.
+        gate: StepPath,
+        /// The child run.
+        child: crate::id::RunId,
+    },
     /// The gate lists approvers, and the decision named no role.
     #[error("`{gate}` needs a decision from one of its roles: {}", .roles.join(", "))]
     RoleNeeded {
@@ -196,12 +205,22 @@ pub fn gate_decision(
         WaitKind::Acceptance | WaitKind::Approval => !answer,
         WaitKind::Block => false,
     };
-    let waiting: Vec<(&StepPath, WaitKind)> = state
+    let (in_children, waiting): (Vec<_>, Vec<_>) = state
         .steps
         .iter()
         .filter(|(_, s)| s.status == StepStatus::Waiting)
-        .filter_map(|(p, s)| s.wait.filter(|&w| wanted(w)).map(|w| (p, w)))
-        .collect();
+        .filter(|(_, s)| s.wait.is_some_and(wanted))
+        .partition(|(_, s)| s.waits_on_child);
+    // A sub-workflow's gate is decided on its child run.
+    let in_child = in_children.iter().find(|(p, _)| call.gate.as_deref().is_none_or(|g| p.as_str() == g));
+    if let Some((path, step)) = in_child
+        && (call.gate.is_some() || waiting.is_empty())
+        && let Some(child) = &step.child
+    {
+        return Err(Refusal::InChild { gate: (*path).clone(), child: child.clone() });
+    }
+    let waiting: Vec<(&StepPath, WaitKind)> =
+        waiting.into_iter().filter_map(|(p, s)| s.wait.map(|w| (p, w))).collect();
     let found = match &call.gate {
         Some(gate) => waiting.iter().find(|(p, _)| p.as_str() == gate),
         None if waiting.len() == 1 => waiting.first(),
@@ -312,6 +331,8 @@ pub fn resume(state: &RunState) -> Result<Vec<EventKind>, Refusal> {
         .steps
         .iter()
         .filter(|(_, s)| s.status == StepStatus::Waiting && s.wait == Some(WaitKind::Block))
+        // A blocked child run is resumed on the child.
+        .filter(|(_, s)| !s.waits_on_child)
         .map(|(path, _)| EventKind::StepReset { path: path.clone() })
         .collect();
     if state.status != RunStatus::Running {
@@ -388,7 +409,7 @@ pub fn fork(events: &[Event], seq: u64) -> Result<Fork, Refusal> {
         version: source.version,
         labels: source.labels,
         priority: source.priority,
-        parent: Parent { run_id: source.run_id.clone(), checkpoint: Some(seq), step: None },
+        parent: Parent { run_id: source.run_id.clone(), checkpoint: Some(seq), step: None, depth: 0 },
         copied: upto[1..].iter().map(|&e| e.clone()).collect(),
         then: std::iter::once(EventKind::RunForked { source: source.run_id, checkpoint: seq })
             .chain(running.then_some(EventKind::RunPaused))

@@ -394,6 +394,13 @@ impl Checker<'_, '_> {
             }
             StepKind::Set(s) => self.value_templates(&path.key("set"), &s.value, ctx),
             StepKind::Uses(u) => self.value_templates(&path.key("with"), &u.with, ctx),
+            StepKind::Workflow(w) => {
+                self.value_templates(&path.key("with"), &w.with, ctx);
+                if step.timeout.is_some() {
+                    let msg = "a `workflow:` step keeps no `timeout` of its own: set `timeout:` at the top of the workflow it runs";
+                    self.problems.push(Rule::BadCall, &path.key("timeout"), msg);
+                }
+            }
             StepKind::ForEach(g) => {
                 self.template(&path.key("for_each").key("items"), &g.items, ctx, &[]);
                 let mut inner = ctx.clone();

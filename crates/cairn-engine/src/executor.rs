@@ -8,18 +8,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_domain::Definition;
-use cairn_domain::decide::{Action, Frontier, Program, attempt_finished, decide_with, idempotency_key};
+use cairn_domain::decide::{
+    Action, Frontier, Outcome, Program, attempt_finished, child_run_id, decide_with, idempotency_key,
+    run_output,
+};
+use cairn_domain::definition::{Callee, StepKind};
 use cairn_domain::id::RunId;
 use cairn_domain::program::{Frame, Price};
 use cairn_domain::render::Renderer;
 use cairn_domain::state::Launch;
 use cairn_domain::state::{
-    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus,
+    ErrorClass, Event, EventKind, RunState, RunStatus, StepError, StepPath, StepStatus, WaitKind,
 };
 use cairn_domain::steer::{self, GateCall, Refusal, Request};
 use cairn_ports::{
     Clock, CommandOutput, CommandRunner, CommandSpec, ContextFile, EventSink, LlmProvider, NewRun, NoSink,
-    PortError, RunStore, Secrets, StepHandler, ToolChoice, ToolError, ToolInvocation, ToolSpec, Tools,
+    PortError, RunStore, Secrets, StepHandler, StoreError, ToolChoice, ToolError, ToolInvocation, ToolSpec,
+    Tools, WorkflowStore,
 };
 use futures_util::FutureExt;
 use futures_util::future::{AbortHandle, BoxFuture, abortable};
@@ -28,7 +33,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::control::{Asked, Control, Controls, Mailbox, RunControl};
-use crate::job::{self, Finished, Job, Ports};
+use crate::job::{self, ChildCall, Finished, Job, Ports};
 use crate::tooling::{Progress, Recorder};
 use crate::{EngineError, SystemClock, Unmet};
 
@@ -73,6 +78,8 @@ pub struct Engine {
     secrets: Secrets,
     /// Definitions loaded from what runs recorded, by exact content.
     definitions: std::sync::Mutex<HashMap<DefinitionKey, Definition>>,
+    /// Where registered workflows called by id are found.
+    workflows: Option<Arc<dyn WorkflowStore>>,
 }
 
 /// How many loaded definitions an engine keeps (all are let go past it).
@@ -102,6 +109,7 @@ pub struct EngineBuilder {
     prices: BTreeMap<String, Price>,
     secrets: Secrets,
     tools: Arc<dyn Tools>,
+    workflows: Option<Arc<dyn WorkflowStore>>,
 }
 
 impl EngineBuilder {
@@ -119,7 +127,15 @@ impl EngineBuilder {
             prices: BTreeMap::new(),
             secrets: Secrets::default(),
             tools: Arc::new(NoTools),
+            workflows: None,
         }
+    }
+
+    /// The catalog `workflow: ID` steps find their workflow in (without
+    /// one, only sub-workflow files run).
+    pub fn workflows(mut self, workflows: Arc<dyn WorkflowStore>) -> Self {
+        self.workflows = Some(workflows);
+        self
     }
 
     /// The host's secret values (keys, credentials), hidden from every
@@ -204,6 +220,7 @@ impl EngineBuilder {
             definitions: std::sync::Mutex::default(),
             prices: self.prices,
             secrets: self.secrets,
+            workflows: self.workflows,
         }
     }
 }
@@ -521,6 +538,18 @@ impl Engine {
                 drive.spawn(path, attempt, job);
             }
         }
+        // Steps waiting on child runs go on with how those stand now.
+        let on_children: Vec<(StepPath, u32, RunId)> = drive
+            .state
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::Waiting && s.waits_on_child)
+            .filter_map(|(p, s)| Some((p.clone(), s.attempts, s.child.clone()?)))
+            .collect();
+        for (path, attempt, child) in on_children {
+            let (Ok(outcome) | Err(outcome)) = self.child_now(&child).await;
+            drive.finish(&path, attempt, Finished::plain(outcome))?;
+        }
         let driven = drive.run().await;
         // What the run's tools started (its MCP servers) stops with the drive.
         self.ports.tools.release(&run_id).await;
@@ -567,7 +596,9 @@ impl Engine {
     pub async fn stop(&self, run_id: &RunId, request: Request, by: &str) -> Result<RunState, EngineError> {
         let mut state = self.load(run_id).await?;
         let events = steer::stop(&state, request).map_err(Self::refused(run_id))?;
+        let cancelled = cancelled_steps(&events);
         self.record(&mut state, events, by).await?;
+        self.cancel_children(&state, &cancelled, by).await;
         Ok(state)
     }
 
@@ -668,6 +699,209 @@ impl Engine {
     }
 }
 
+/// Who calls a child run: the parent run, the step's attempt, and what
+/// the child inherits (who started the parent, its priority, the depth).
+struct ChildOf {
+    run: RunId,
+    path: StepPath,
+    child: RunId,
+    by: String,
+    priority: i32,
+    depth: u32,
+}
+
+/// How often an attempt looks again at a child run another drive of this
+/// process has (a decision's drive), until that drive ends.
+const CHILD_LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+impl Engine {
+    /// One attempt of a `workflow:` step: starts its child run (once, by a
+    /// derived id), drives it as far as it goes, and reports how it ended
+    /// or how it waits.
+    fn child_attempt(&self, of: ChildOf, call: ChildCall) -> BoxFuture<'_, Finished> {
+        Box::pin(async move {
+            let outcome = match self.go_on_with_child(&of, &call).await {
+                Ok(outcome) | Err(outcome) => outcome,
+            };
+            Finished::plain(outcome)
+        })
+    }
+
+    async fn go_on_with_child(&self, of: &ChildOf, call: &ChildCall) -> Result<Outcome, Outcome> {
+        let id = &of.child;
+        match self.load(id).await {
+            Err(EngineError::Store(StoreError::NotFound(_))) => self.start_child(of, call).await?,
+            Err(e) => return Err(unreadable_child(id, &e)),
+            Ok(_) => call.link(id).await?,
+        }
+        self.child_now(id).await
+    }
+
+    /// How the child run `id` stands, once driven as far as it goes: a
+    /// run another drive of this process has is waited for; one nobody
+    /// drives that has not ended or stopped for a person is driven here.
+    fn child_now<'a>(&'a self, id: &'a RunId) -> BoxFuture<'a, Result<Outcome, Outcome>> {
+        Box::pin(async move {
+            while self.drives(id) {
+                self.clock.sleep(CHILD_LOOK_AGAIN).await;
+            }
+            let mut state = self.load(id).await.map_err(|e| unreadable_child(id, &e))?;
+            if matches!(state.status, RunStatus::Pending | RunStatus::Running) {
+                state = self.resume(id).await.map_err(|e| {
+                    let message = format!("the sub-workflow's run `{id}` could not go on: {e}");
+                    child_failure(ErrorClass::Fatal, message)
+                })?;
+            }
+            let definition = self.definition(id).await.map_err(|e| unreadable_child(id, &e))?;
+            Ok(child_outcome(&state, &definition))
+        })
+    }
+
+    /// Creates the child run of `of`, refused past the depth limit.
+    async fn start_child(&self, of: &ChildOf, call: &ChildCall) -> Result<(), Outcome> {
+        let depth = of.depth + 1;
+        if depth > cairn_domain::limits::MAX_CALL_DEPTH {
+            let max = cairn_domain::limits::MAX_CALL_DEPTH;
+            let message =
+                format!("sub-workflows nest deeper than {max} levels: `{}` is not started", call.callee);
+            return Err(child_failure(ErrorClass::Fatal, message));
+        }
+        let definition = self.callee(&of.run, &call.callee).await?;
+        let parent = cairn_domain::event::Parent {
+            run_id: of.run.clone(),
+            checkpoint: None,
+            step: Some(of.path.clone()),
+            depth,
+        };
+        let launch = Launch { priority: of.priority, parent: Some(parent), ..Launch::default() };
+        // Linked first: a driver that dies before the child exists leaves
+        // a link its successor makes true.
+        call.link(&of.child).await?;
+        match self.create(definition, call.inputs.clone(), of.child.clone(), &of.by, launch).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = format!("the sub-workflow `{}` could not start: {e}", call.callee);
+                Err(child_failure(ErrorClass::Fatal, message))
+            }
+        }
+    }
+
+    /// The definition a `workflow:` step of `run` names: a file it
+    /// recorded, or the latest registered version of an id.
+    async fn callee(&self, run: &RunId, callee: &Callee) -> Result<Definition, Outcome> {
+        let fatal = |message: String| child_failure(ErrorClass::Fatal, message);
+        match callee {
+            Callee::File(file) => {
+                let parent = self.definition(run).await.map_err(|e| fatal(e.to_string()))?;
+                parent.called(file).map_err(|p| fatal(format!("sub-workflow `{file}`: {p}")))
+            }
+            Callee::Registered(id) => {
+                let Some(catalog) = &self.workflows else {
+                    return Err(fatal(format!("this host keeps no catalog to find the workflow `{id}` in")));
+                };
+                let versions = catalog.versions(id).await.map_err(|e| {
+                    child_failure(ErrorClass::Transient, format!("the catalog could not be read: {e}"))
+                })?;
+                let latest = versions
+                    .into_iter()
+                    .max_by_key(|v| v.number)
+                    .ok_or_else(|| fatal(format!("no workflow `{id}` is registered")))?;
+                Definition::from_recorded(&latest.definition_name, &latest.definition, &latest.files)
+                    .map_err(|p| fatal(format!("the registered workflow `{id}`: {p}")))
+            }
+        }
+    }
+
+    /// Cancels the child runs of the steps of `state` at `paths` that have
+    /// one and have not ended (and theirs in turn), as `by`: through its
+    /// driver when this engine drives it, else recorded here.
+    fn cancel_children<'a>(
+        &'a self,
+        state: &'a RunState,
+        paths: &'a [StepPath],
+        by: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let children = paths.iter().filter_map(|p| state.steps.get(p)?.child.as_ref());
+            for child in children {
+                if self.drives(child) {
+                    self.control(child).ask(Request::Cancel, Some(by));
+                    continue;
+                }
+                match self.stop(child, Request::Cancel, by).await {
+                    // Ended already, or not started yet (its attempt, told
+                    // to cancel, cancels it when it starts).
+                    Ok(_)
+                    | Err(EngineError::Refused { .. } | EngineError::Store(StoreError::NotFound(_))) => {}
+                    Err(e) => {
+                        tracing::warn!(run = %child, error = %e, "a sub-workflow's run was not cancelled")
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// How a child run stands, as its step's outcome: its outputs once
+/// completed, its error once failed, how it waits otherwise.
+fn child_outcome(state: &RunState, definition: &Definition) -> Outcome {
+    let id = &state.run_id;
+    match state.status {
+        RunStatus::Completed => Outcome::Succeeded(run_output(state, &definition.workflow)),
+        RunStatus::Failed => {
+            let error = state.error.clone().unwrap_or_else(|| StepError {
+                class: ErrorClass::Fatal,
+                message: "no error was recorded".into(),
+                hint: None,
+                cause: None,
+            });
+            Outcome::Failed {
+                error: StepError {
+                    message: format!("the sub-workflow's run `{id}` failed: {}", error.message),
+                    ..error
+                },
+                output: None,
+                retry_after: None,
+            }
+        }
+        RunStatus::Cancelled => {
+            child_failure(ErrorClass::Fatal, format!("the sub-workflow's run `{id}` was cancelled"))
+        }
+        // A paused child holds its parent's step as a block would.
+        status => match status.wait().or((status == RunStatus::Paused).then_some(WaitKind::Block)) {
+            Some(wait) => Outcome::ChildWaits { run_id: id.clone(), wait },
+            None => child_failure(
+                ErrorClass::Transient,
+                format!(
+                    "the sub-workflow's run `{id}` stopped {} without ending",
+                    cairn_domain::state::word(status)
+                ),
+            ),
+        },
+    }
+}
+
+/// The steps `events` cancel.
+fn cancelled_steps(events: &[EventKind]) -> Vec<StepPath> {
+    let cancelled = events.iter().filter_map(|e| match e {
+        EventKind::StepCancelled { path } => Some(path.clone()),
+        _ => None,
+    });
+    cancelled.collect()
+}
+
+fn unreadable_child(id: &RunId, e: &EngineError) -> Outcome {
+    child_failure(ErrorClass::Transient, format!("the sub-workflow's run `{id}` could not be read: {e}"))
+}
+
+fn child_failure(class: ErrorClass, message: String) -> Outcome {
+    Outcome::Failed {
+        error: StepError { class, message, hint: None, cause: None },
+        output: None,
+        retry_after: None,
+    }
+}
+
 /// One run being driven: its state, and the attempts in flight.
 struct Drive<'a> {
     engine: &'a Engine,
@@ -692,6 +926,8 @@ struct Drive<'a> {
     staged: Vec<Event>,
     /// Which steps `decide` looks at next round: every staged event is noted.
     frontier: Frontier,
+    /// Steps cancelled whose child runs are cancelled once that is stored.
+    cancelled: Vec<StepPath>,
 }
 
 impl<'a> Drive<'a> {
@@ -716,6 +952,7 @@ impl<'a> Drive<'a> {
             mailbox,
             staged: Vec::new(),
             frontier: Frontier::default(),
+            cancelled: Vec::new(),
         }
     }
 
@@ -725,9 +962,32 @@ impl<'a> Drive<'a> {
         self.engine.stage(&mut self.state, kinds, &self.engine.actor, &mut self.staged)
     }
 
-    /// Stores what is staged.
+    /// Stores what is staged, then cancels the child runs of the steps
+    /// it cancels.
     async fn flush(&mut self) -> Result<(), EngineError> {
-        self.engine.persist(&self.state, &mut self.staged).await
+        self.engine.persist(&self.state, &mut self.staged).await?;
+        if !self.cancelled.is_empty() {
+            let cancelled = std::mem::take(&mut self.cancelled);
+            let by = self.requester.requester().unwrap_or_else(|| self.engine.actor.clone());
+            self.engine.cancel_children(&self.state, &cancelled, &by).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the attempt in flight at `path`: a sub-workflow's child run is
+    /// told to cancel (its driver records it, and the attempt then ends);
+    /// any other attempt is dropped where it stands.
+    fn stop_attempt(&mut self, path: &StepPath) {
+        let Some(handle) = self.in_flight.remove(path) else { return };
+        let child = self.program.step(path).filter(|s| matches!(s.kind, StepKind::Workflow(_)));
+        match (child, self.state.steps.get(path)) {
+            (Some(_), Some(step)) => {
+                let child = child_run_id(&self.state, path, step.attempts);
+                self.engine.control(&child).ask(Request::Cancel, self.requester.requester().as_deref());
+                self.in_flight.insert(path.clone(), handle);
+            }
+            _ => handle.abort(),
+        }
     }
 
     /// What is asked of the driver now. Marks the request seen, so the
@@ -841,13 +1101,26 @@ impl<'a> Drive<'a> {
     }
 
     /// Stops what is in flight and records it, the groups it ran in and
-    /// the run cancelled.
+    /// the run cancelled; child runs of its steps are cancelled with it.
     async fn cancel(mut self) -> Result<RunState, EngineError> {
-        for (_, handle) in self.in_flight.drain() {
-            handle.abort();
+        let in_flight: Vec<StepPath> = self.in_flight.keys().cloned().collect();
+        for path in &in_flight {
+            self.stop_attempt(path);
         }
+        // What is left are attempts whose child runs cancel now; what they
+        // would record is refused (they stop).
+        loop {
+            tokio::select! {
+                joined = self.tasks.next() => if joined.is_none() { break },
+                Some(progress) = self.recorded.recv() => {
+                    let _ = progress.stored.send(false);
+                }
+            }
+        }
+        self.in_flight.clear();
         // An ended run records nothing more.
         let events = steer::stop(&self.state, Request::Cancel).unwrap_or_default();
+        self.cancelled.extend(cancelled_steps(&events));
         self.stage_as_requester(events)?;
         self.flush().await?;
         Ok(self.state)
@@ -879,13 +1152,11 @@ impl<'a> Drive<'a> {
                 }
             }
             if !records.is_empty() {
-                for kind in &records {
-                    if let EventKind::StepCancelled { path } = kind
-                        && let Some(handle) = self.in_flight.remove(path)
-                    {
-                        handle.abort();
-                    }
+                let cancelled = cancelled_steps(&records);
+                for path in &cancelled {
+                    self.stop_attempt(path);
                 }
+                self.cancelled.extend(cancelled);
                 self.stage(records)?;
                 continue;
             }
@@ -948,21 +1219,41 @@ impl<'a> Drive<'a> {
             sessions: &self.state.sessions,
             recorder: Recorder { sender: self.progress.clone(), path: path.clone(), attempt },
             tool_calls: own.map(|s| s.tool_calls.clone()).unwrap_or_default(),
+            child: own.and_then(|s| s.child.clone()),
         }
         .prepare(&block.steps[i]);
-        Some((job, self.program.timeout(&block.steps[i]).map(|d| d.to_std())))
+        // A child run keeps its own time (its workflow's `timeout`).
+        let timeout = match &job {
+            Job::Child(_) => None,
+            _ => self.program.timeout(&block.steps[i]).map(|d| d.to_std()),
+        };
+        Some((job, timeout))
     }
 
     /// Starts one rendered attempt.
     fn spawn(&mut self, path: StepPath, attempt: u32, (job, timeout): (Job, Option<Duration>)) {
         let clock = Arc::clone(&self.engine.clock);
         let task_path = path.clone();
+        let work: BoxFuture<'a, Finished> = match job {
+            Job::Child(call) => {
+                let of = ChildOf {
+                    run: self.state.run_id.clone(),
+                    child: child_run_id(&self.state, &path, attempt),
+                    path: path.clone(),
+                    by: self.state.triggered_by.clone(),
+                    priority: self.state.priority,
+                    depth: self.state.parent.as_ref().map_or(0, |p| p.depth),
+                };
+                self.engine.child_attempt(of, call)
+            }
+            job => job::execute(job).boxed(),
+        };
         let (attempt_run, handle) = abortable(async move {
             let run = async move {
                 match timeout {
-                    None => job::execute(job).await,
+                    None => work.await,
                     Some(limit) => tokio::select! {
-                        finished = job::execute(job) => finished,
+                        finished = work => finished,
                         () = clock.sleep(limit) => timed_out(limit),
                     },
                 }
@@ -989,8 +1280,17 @@ impl<'a> Drive<'a> {
     /// Stages how an attempt ended (stored with the next append), unless the
     /// step moved on meanwhile (cancelled, or reset by a goto).
     fn finish(&mut self, path: &StepPath, attempt: u32, finished: Finished) -> Result<(), EngineError> {
-        let current = self.state.steps.get(path).map(|s| (s.status, s.attempts));
-        if current != Some((StepStatus::Running, attempt)) {
+        let Some(step) = self.state.steps.get(path).filter(|s| s.attempts == attempt) else { return Ok(()) };
+        let on_child = step.status == StepStatus::Waiting && step.waits_on_child;
+        if step.status != StepStatus::Running && !on_child {
+            return Ok(());
+        }
+        // A child that waits as it did changes nothing.
+        if let Outcome::ChildWaits { run_id, wait } = &finished.outcome
+            && on_child
+            && step.child.as_ref() == Some(run_id)
+            && step.wait == Some(*wait)
+        {
             return Ok(());
         }
         let mut events = Vec::new();

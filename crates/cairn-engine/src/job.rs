@@ -42,6 +42,34 @@ pub(crate) enum Job {
     Command { runner: Arc<dyn CommandRunner>, spec: CommandSpec },
     /// A host handler.
     Handler { handler: Arc<dyn StepHandler>, call: HandlerCall },
+    /// A sub-workflow: its child run, started or gone on with by the driver.
+    Child(ChildCall),
+}
+
+/// A `workflow:` step's attempt: which workflow, with what inputs, and
+/// where the attempt records the link to its child.
+pub(crate) struct ChildCall {
+    pub callee: cairn_domain::definition::Callee,
+    pub inputs: Value,
+    pub recorder: Recorder,
+    /// The child this attempt recorded already (a driver taking it over).
+    pub known: Option<RunId>,
+}
+
+impl ChildCall {
+    /// Records that the attempt starts `child`, unless it did already;
+    /// an error outcome when the attempt may not go on.
+    pub(crate) async fn link(&self, child: &RunId) -> Result<(), Outcome> {
+        if self.known.as_ref() == Some(child) {
+            return Ok(());
+        }
+        let started = EventKind::ChildStarted {
+            path: self.recorder.path.clone(),
+            attempt: self.recorder.attempt,
+            run_id: child.clone(),
+        };
+        self.recorder.record(vec![started]).await
+    }
 }
 
 /// An LLM call and what its answer must pass: the output format and
@@ -196,6 +224,8 @@ pub(crate) struct Attempt<'a> {
     pub recorder: Recorder,
     /// The tool calls the attempt recorded before (a driver taking it over).
     pub tool_calls: Vec<cairn_domain::state::ToolExchange>,
+    /// The child run the attempt recorded before (a `workflow:` step).
+    pub child: Option<RunId>,
 }
 
 fn refused(class: ErrorClass, message: impl Into<String>, hint: Option<&str>) -> StepError {
@@ -415,6 +445,12 @@ impl Attempt<'_> {
                 };
                 Job::Command { runner: Arc::clone(&self.ports.commands), spec }
             }
+            StepKind::Workflow(w) => Job::Child(ChildCall {
+                callee: w.workflow.clone(),
+                inputs: self.deep(&w.with, "`with`")?,
+                recorder: self.recorder.clone(),
+                known: self.child.clone(),
+            }),
             StepKind::Uses(u) => {
                 let handler = self.ports.handlers.get(u.handler.as_str()).ok_or_else(|| {
                     refused(
@@ -470,6 +506,9 @@ pub(crate) async fn execute(job: Job) -> Finished {
                 Finished::plain(outcome)
             }
         },
+        Job::Child(_) => {
+            Finished::plain(failure(ErrorClass::Fatal, "a sub-workflow runs through its run's driver", None))
+        }
         Job::Handler { handler, call } => {
             let outcome = match handler.call(call).await {
                 Ok(v) => Outcome::Succeeded(v),

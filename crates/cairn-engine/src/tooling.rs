@@ -42,7 +42,7 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     /// Records `events` durably; an error outcome when the attempt may not go on.
-    async fn record(&self, events: Vec<EventKind>) -> Result<(), Outcome> {
+    pub(crate) async fn record(&self, events: Vec<EventKind>) -> Result<(), Outcome> {
         let (stored, answer) = oneshot::channel();
         let progress = Progress { path: self.path.clone(), attempt: self.attempt, events, stored };
         let gone = || stopped("the run's driver stopped while the attempt was recording its tool calls");

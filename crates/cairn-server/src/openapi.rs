@@ -496,6 +496,9 @@ pub(crate) struct Step {
     /// Tokens its LLM calls used, when any.
     #[schema(nullable = false)]
     usage: Option<StepUsage>,
+    /// A `workflow:` step's child run (of its latest attempt).
+    #[schema(nullable = false)]
+    child: Option<String>,
 }
 
 /// The instances of a group step.
@@ -560,6 +563,9 @@ pub(crate) struct Gate {
     questions: Option<Vec<String>>,
     /// The output to accept (acceptance gates; any JSON).
     output: Option<Value>,
+    /// The child run whose gate this is (a sub-workflow's step): decided there.
+    #[schema(nullable = false)]
+    child: Option<String>,
 }
 
 /// A gate waiting for a person, with its run and what the caller may do there.
@@ -639,6 +645,9 @@ pub(crate) struct RunParent {
     /// The parent's step whose run this is.
     #[schema(nullable = false)]
     step: Option<String>,
+    /// How many sub-workflow calls deep the run is (absent: not a child).
+    #[schema(nullable = false)]
+    depth: Option<u32>,
 }
 
 /// A run summary (`cairn runs --format json`).

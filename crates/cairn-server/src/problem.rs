@@ -128,6 +128,15 @@ impl From<Error> for Problem {
                         .with("workflow", json!(workflow))
                         .with("version", json!(version))
                 }
+                CatalogError::UnknownCallee { caller, callee } => {
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unregistered_callee", detail)
+                        .with("workflow", json!(caller))
+                        .with("callee", json!(callee))
+                }
+                CatalogError::Recursion { chain } => {
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "recursion", detail)
+                        .with("chain", json!(chain))
+                }
                 _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail),
             },
             Error::Denied { caller, role, denied } => Self::forbidden(match denied {

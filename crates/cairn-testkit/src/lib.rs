@@ -78,6 +78,10 @@ pub fn event_line(e: &Event) -> String {
         EventKind::StepSkipped { reason, .. } => format!(": {reason}"),
         EventKind::StepWaiting { wait, .. } => format!(" ({})", cairn_domain::state::word(*wait)),
         EventKind::RunWaiting { wait } => format!(" ({})", cairn_domain::state::word(wait)),
+        EventKind::ChildStarted { attempt, run_id, .. } => format!(" #{attempt} {run_id}"),
+        EventKind::ChildWaiting { run_id, wait, .. } => {
+            format!(" {run_id} ({})", cairn_domain::state::word(wait))
+        }
         EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
             " {} by {}{}{}{}",
             if *approve { "approved" } else { "rejected" },

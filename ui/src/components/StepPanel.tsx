@@ -6,6 +6,7 @@
 // text of a model answering right now as it streams in.
 import type { CairnEvent, Step } from "../lib/api";
 import { between, duration, when } from "../lib/format";
+import { Link } from "../lib/router";
 import { Output } from "./Output";
 
 /** One recorded turn of a conversation (`session_extended`). */
@@ -89,6 +90,14 @@ export function StepPanel({ step, events, live }: { step: Step | undefined; even
             <dt>tokens</dt>
             <dd>
               {step.usage.prompt_tokens} in, {step.usage.completion_tokens} out{step.usage.estimated ? " (estimated)" : ""}
+            </dd>
+          </>
+        )}
+        {step.child && (
+          <>
+            <dt>child run</dt>
+            <dd>
+              <Link to={`/runs/${step.child}`}>{step.child}</Link>
             </dd>
           </>
         )}

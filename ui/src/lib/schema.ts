@@ -628,6 +628,8 @@ export interface components {
             approved_by: components["schemas"]["Approval"][];
             /** @description The roles that must approve (none: anyone, once). */
             approvers: string[];
+            /** @description The child run whose gate this is (a sub-workflow's step): decided there. */
+            child?: string;
             /**
              * Format: date-time
              * @description When its `on_timeout` applies.
@@ -907,6 +909,11 @@ export interface components {
              * @description The checkpoint a fork starts at.
              */
             checkpoint?: number;
+            /**
+             * Format: int32
+             * @description How many sub-workflow calls deep the run is (absent: not a child).
+             */
+            depth?: number;
             /** @description The parent run. */
             run_id: string;
             /** @description The parent's step whose run this is. */
@@ -1075,6 +1082,8 @@ export interface components {
              * @description Attempts started so far.
              */
             attempts: number;
+            /** @description A `workflow:` step's child run (of its latest attempt). */
+            child?: string;
             /**
              * Format: int64
              * @description How long its latest attempt took (so far), in milliseconds.

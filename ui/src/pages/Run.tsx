@@ -180,6 +180,12 @@ export function Run({ id, session }: { id: string; session: Session }) {
             {run.priority !== 0 && <> · priority {run.priority}</>} ·{" "}
             {duration(between(run.created_at, ended ? run.updated_at : null))} · {count(run.usage.prompt_tokens + run.usage.completion_tokens)} tokens ·{" "}
             {cost(run.usage.cost_usd)}
+            {run.parent?.step && (
+              <>
+                {" "}
+                · sub-workflow of <Link to={`/runs/${run.parent.run_id}`}>{run.parent.run_id}</Link>, step {run.parent.step}
+              </>
+            )}
             {run.forked_from && (
               <>
                 {" "}
@@ -218,6 +224,14 @@ export function Run({ id, session }: { id: string; session: Session }) {
         )}
       </header>
       {notice && <p className="error">{notice}</p>}
+      {run.gates
+        .filter((g) => g.child)
+        .map((g) => (
+          <p key={g.gate} className="gate muted" data-testid={`gate-${g.gate}`}>
+            <code>{g.gate}</code> waits on its sub-workflow's run <Link to={`/runs/${g.child}`}>{g.child}</Link>: decide
+            there.
+          </p>
+        ))}
       {gates.map((g) => (
         <GatePanel key={g.gate} gate={g} onDone={load} />
       ))}

@@ -77,11 +77,30 @@ pub(crate) fn runs(verbs: &Verbs<'_>, page: Page, format: ListFormat) -> Result<
     Ok(exit::OK)
 }
 
+/// The child runs of `run`'s sub-workflow steps, each under its step (and
+/// theirs under them), `depth` levels in; one that cannot be read says so.
+fn print_children(opened: &super::Opened, run: &crate::Run, depth: usize) {
+    let now = cairn_engine::SystemClock.now();
+    let children = run.state.steps.iter().filter_map(|(path, s)| Some((path, s.child.as_ref()?)));
+    for (path, child) in children {
+        match opened.runtime.block_on(opened.app.status(child)) {
+            Ok(child) => {
+                out!("{}", super::summary::under_step(path, &child, now, depth - 1));
+                print_children(opened, &child, depth + 1);
+            }
+            Err(e) => eprintln!("step {path} runs {child}, which cannot be read: {e}"),
+        }
+    }
+}
+
 /// `cairn status RUN`: one run, with every step.
 pub(crate) fn status(verbs: &Verbs<'_>, id: &RunId, format: RunFormat) -> Result<u8, Error> {
     let opened = verbs.open("status")?;
     let run = opened.runtime.block_on(opened.app.status(id))?;
     print_run(&run, format);
+    if format == RunFormat::Text {
+        print_children(&opened, &run, 1);
+    }
     // What driving it on from here needs, when the run is not over.
     if let Err(e) = opened.runtime.block_on(opened.app.check(id)) {
         let said = super::words::said(&e, "drive");

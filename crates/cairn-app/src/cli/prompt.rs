@@ -33,6 +33,17 @@ pub(crate) fn converse(opened: &Opened, mut run: Run, interactive: bool) -> Resu
         let gates = gates_of(&run.state, &run.definition.workflow);
         let Some(gate) = gates.first() else { break };
         let id = run.state.run_id.clone();
+        // A sub-workflow's gate is its child run's: asked there, and the
+        // child's drive drives this run on.
+        if let Some(child) = gate.state.child.clone().filter(|_| gate.state.waits_on_child) {
+            let child = opened.runtime.block_on(opened.app.status(&child))?;
+            eprintln!("step `{}` waits on its sub-workflow's run {}", gate.path, child.state.run_id);
+            if converse(opened, child, interactive)?.state.status.is_waiting() {
+                break;
+            }
+            run = opened.runtime.block_on(opened.app.status(&id))?;
+            continue;
+        }
         // With several gates waiting, the commands shown name theirs.
         match ask(&id, gate, gates.len() > 1, &lines) {
             Asked::Leave => break,

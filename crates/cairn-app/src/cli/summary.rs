@@ -26,6 +26,15 @@ pub fn gate_text(run: &str, gate: &Gate<'_>, now: Timestamp, named: bool) -> Str
     let mut out = String::new();
     let s = gate.state;
     let who = if gate.approvers.is_empty() { "anyone".to_owned() } else { gate.approvers.join(", ") };
+    if let Some(child) = s.child.as_ref().filter(|_| s.waits_on_child) {
+        let _ = writeln!(
+            out,
+            "waiting: `{}` runs a sub-workflow, and its run {child} waits for {}; decide there",
+            gate.path,
+            word(gate.kind)
+        );
+        return out;
+    }
     let _ = match gate.kind {
         WaitKind::Acceptance => writeln!(out, "waiting: acceptance of `{}`, by {who}", gate.path),
         WaitKind::Approval => writeln!(out, "waiting: approval `{}`, by {who}", gate.path),
@@ -192,6 +201,17 @@ pub fn summary(run: &Run, now: Timestamp) -> String {
         if let Some(hint) = crate::view::hint(error) {
             let _ = writeln!(out, "hint: {hint}");
         }
+    }
+    out
+}
+
+/// A child run's summary, under the parent's step that runs it, indented
+/// `depth` levels: how `status` shows a sub-workflow's progress.
+pub fn under_step(step: &StepPath, child: &Run, now: Timestamp, depth: usize) -> String {
+    let indent = "    ".repeat(depth);
+    let mut out = format!("{indent}step {step} runs a sub-workflow:\n");
+    for line in summary(child, now).lines() {
+        let _ = writeln!(out, "{indent}  | {line}");
     }
     out
 }

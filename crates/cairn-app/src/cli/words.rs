@@ -55,6 +55,9 @@ pub(crate) fn said(e: &Error, verb: &str) -> Said {
                 CatalogError::VersionTaken { .. } => {
                     "a version is one text: change the definition's `version:` to register the changed text".into()
                 }
+                CatalogError::Recursion { .. } => {
+                    "a sub-workflow may not lead back to its caller: break the loop in one of them".into()
+                }
                 _ => "`cairn workflows` lists what is registered; `cairn workflows add FILE` registers a definition"
                     .into(),
             }),

@@ -58,6 +58,8 @@ pub fn line(e: &Event) -> String {
         }
         EventKind::DocumentStored { scope, doc_type, .. } => format!(" {doc_type} in `{scope}`"),
         EventKind::RunWaiting { wait } => format!(" for {}", word(wait)),
+        EventKind::ChildStarted { attempt, run_id, .. } => format!(" attempt {attempt}: run {run_id}"),
+        EventKind::ChildWaiting { run_id, wait, .. } => format!(" run {run_id} waits for {}", word(wait)),
         EventKind::GateDecided { approve, role, comment, timed_out, .. } => format!(
             " {}{}{}{}",
             if *approve { "approved" } else { "rejected" },

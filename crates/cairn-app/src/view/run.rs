@@ -95,6 +95,9 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
             if let Some(u) = s.map(|s| s.usage).filter(|u| u.prompt_tokens + u.completion_tokens > 0) {
                 v["usage"] = json!(u);
             }
+            if let Some(child) = s.and_then(|s| s.child.as_ref()) {
+                v["child"] = json!(child);
+            }
             v
         })
         .collect();
@@ -152,13 +155,14 @@ pub struct Gate<'a> {
 fn parent_of(state: &RunState) -> Option<Parent> {
     state.parent.clone().or_else(|| {
         let origin = state.forked_from.as_ref()?;
-        Some(Parent { run_id: origin.run.clone(), checkpoint: Some(origin.checkpoint), step: None })
+        Some(Parent { run_id: origin.run.clone(), checkpoint: Some(origin.checkpoint), step: None, depth: 0 })
     })
 }
 
 /// A gate as the run JSON lists it: `gate`, `kind`, `approvers`,
 /// `approved_by`, and where they apply `deadline`, `message`,
-/// `questions` and the `output` to accept.
+/// `questions` and the `output` to accept; `child` names the child run
+/// whose gate it is (a sub-workflow's step), decided there.
 pub fn gate_json(gate: &Gate, now: Timestamp) -> Value {
     let s = gate.state;
     let approved_by: Vec<Value> = s
@@ -183,8 +187,11 @@ pub fn gate_json(gate: &Gate, now: Timestamp) -> Value {
     if !s.questions.is_empty() {
         v["questions"] = json!(s.questions);
     }
-    if kind_needs_output(gate.kind) {
+    if kind_needs_output(gate.kind) && !s.waits_on_child {
         v["output"] = s.output.clone().unwrap_or(Value::Null);
+    }
+    if let Some(child) = s.child.as_ref().filter(|_| s.waits_on_child) {
+        v["child"] = json!(child);
     }
     v
 }
@@ -239,6 +246,7 @@ pub(crate) fn waiting_gates<'a>(state: &RunState, rows: &[Row<'a>]) -> Vec<Gate<
             let approvers = row
                 .step
                 .gate(kind)
+                .filter(|_| !s.waits_on_child)
                 .map(|(roles, _)| roles.iter().map(|r| r.to_string()).collect())
                 .unwrap_or_default();
             Some(Gate { path: row.path.clone(), kind, approvers, state: s })

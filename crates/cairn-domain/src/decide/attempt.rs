@@ -4,6 +4,7 @@
 use super::Outcome;
 use crate::definition::{RetryPolicy, StepKind};
 use crate::duration::Duration;
+use crate::id::RunId;
 use crate::program::Program;
 use crate::state::{ErrorClass, EventKind, RunState, StepError, StepPath, Timestamp, WaitKind};
 
@@ -42,6 +43,9 @@ pub fn attempt_finished(
                 }
             }
             events
+        }
+        Outcome::ChildWaits { run_id, wait } => {
+            vec![EventKind::ChildWaiting { path: path.clone(), run_id, wait }]
         }
         Outcome::Replied(text) => vec![EventKind::StepWaiting {
             path: path.clone(),
@@ -118,4 +122,28 @@ fn jitter_seed(state: &RunState, path: &StepPath, attempt: u32) -> u64 {
 /// step re-run after a crash is recognisably the same attempt.
 pub fn idempotency_key(state: &RunState, path: &StepPath, attempt: u32) -> String {
     format!("{}/{}/{}", state.run_id, path, attempt)
+}
+
+/// The run a `workflow:` step's attempt runs as its child: the parent's id
+/// (cut to fit) and 12 hex digits of the attempt's idempotency key's
+/// SHA-256. Derived, never drawn, so a driver that takes the attempt over
+/// after a crash finds the child the first one started.
+pub fn child_run_id(state: &RunState, path: &StepPath, attempt: u32) -> RunId {
+    use sha2::{Digest, Sha256};
+    let digest = format!("{:x}", Sha256::digest(idempotency_key(state, path, attempt).as_bytes()));
+    let parent = state.run_id.as_str();
+    let kept = &parent[..parent.len().min(64 - 13)];
+    RunId::new(format!("{kept}-{}", &digest[..12]))
+        .unwrap_or_else(|_| unreachable!("a run id's first 51 characters, `-` and hex digits are a slug"))
+}
+
+/// What a completed run of `workflow` hands the step that called it (a
+/// sub-workflow's output): the outputs of its top-level steps that have
+/// one, by id.
+pub fn run_output(state: &RunState, workflow: &crate::definition::Workflow) -> serde_json::Value {
+    let outputs = workflow.steps.iter().filter_map(|step| {
+        let output = state.steps.get(&StepPath::new(step.id.as_str()))?.output.clone()?;
+        Some((step.id.as_str().to_owned(), output))
+    });
+    serde_json::Value::Object(outputs.collect())
 }

@@ -82,6 +82,7 @@ impl Frontier {
             | EventKind::StepFailed { path, .. }
             | EventKind::StepSkipped { path, .. }
             | EventKind::StepWaiting { path, .. }
+            | EventKind::ChildWaiting { path, .. }
             | EventKind::GateDecided { path, .. }
             | EventKind::StepAccepted { path }
             | EventKind::StepCancelled { path }
@@ -95,6 +96,7 @@ impl Frontier {
             | EventKind::RunFailed { .. }
             | EventKind::RunCancelled
             | EventKind::RunForked { .. }
+            | EventKind::ChildStarted { .. }
             | EventKind::BudgetRaised { .. }
             | EventKind::SessionExtended { .. }
             | EventKind::PromptRendered { .. }

@@ -14,7 +14,9 @@ impl Cx<'_> {
     /// gate (the first that settles it wins), or its deadline once passed.
     pub(super) fn gate(&self, frame: &Frame, step: &Step, path: &StepPath, s: &StepState, walk: &mut Walk) {
         let Some(wait) = s.wait else { return };
-        let Some((approvers, on_timeout)) = step.gate(wait) else {
+        // A child run's gate is decided on the child.
+        let gate = step.gate(wait).filter(|_| !s.waits_on_child);
+        let Some((approvers, on_timeout)) = gate else {
             walk.person.get_or_insert(wait);
             return;
         };

@@ -30,7 +30,7 @@ use crate::state::{
     WaitKind,
 };
 
-pub use attempt::{attempt_finished, backoff, idempotency_key};
+pub use attempt::{attempt_finished, backoff, child_run_id, idempotency_key, run_output};
 use failure::{Effective, step_failed};
 use frontier::Front;
 pub use frontier::Frontier;
@@ -71,6 +71,13 @@ pub enum Outcome {
     Clarify(Vec<String>),
     /// An interactive step's agent said this; the person's turn is next.
     Replied(String),
+    /// A `workflow:` step's child run waits for a person, as `wait` says.
+    ChildWaits {
+        /// The child run.
+        run_id: crate::id::RunId,
+        /// How it waits.
+        wait: WaitKind,
+    },
 }
 
 /// Decides what happens next in a run, from its state alone.
