@@ -2,7 +2,8 @@
 //! goes through the server that holds the data directory; a stream
 //! resumes after `Last-Event-ID` with no gap; requests without a token are
 //! refused with a problem document; a server killed with SIGKILL carries
-//! its runs on after a restart, with no finished step run again.
+//! its runs on after a restart, with no finished step run again; a signed
+//! webhook delivery starts a run once, and a schedule at its tick.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -367,4 +368,106 @@ fn the_command_line_prints_the_same_through_a_server_as_on_its_own() {
         assert_eq!(a, s, "the same verb printed differently through the server");
     }
     assert_eq!(alone.len(), PARITY.len());
+}
+
+/// Takes webhooks; echoes its input.
+const HOOKED: &str = "cairn: 1\nid: hooked\non: { webhook: true }\ninputs:\n  ticket: { type: string }\nsteps:\n  - id: echo\n    set: \"{{ inputs.ticket }}\"\n";
+/// Starts a run every minute.
+const TICKER: &str = "cairn: 1\nid: ticker\non: { schedule: \"* * * * *\" }\nsteps:\n  - id: tick\n    set: \"{{ run.id }}\"\n";
+const HOOK_KEY: &str = "e2e-hook-key";
+
+/// A folder with `hooked.yaml`, `ticker.yaml` and a `cairn.toml` giving
+/// `hooked` its key's variable; a data directory of its own.
+fn trigger_bench(test: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(&format!("serve-{test}"));
+    std::fs::write(dir.join("hooked.yaml"), HOOKED).expect("write");
+    std::fs::write(dir.join("ticker.yaml"), TICKER).expect("write");
+    std::fs::write(dir.join("cairn.toml"), "[hooks.hooked]\nsecret_env = \"CAIRN_E2E_HOOK_KEY\"\n")
+        .expect("write");
+    let data = dir.join("data");
+    (dir, data)
+}
+
+/// `POST /api/v1/hooks/{workflow}` of `body`, with these header lines.
+fn deliver(server: &Server, workflow: &str, body: &str, headers: &str) -> (u16, String) {
+    let host = server.address().to_owned();
+    let (status, _, answer) = http(
+        server,
+        &format!(
+            "POST /api/v1/hooks/{workflow} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    (status, answer)
+}
+
+/// `X-Cairn-Signature` of `body` under the bench's key.
+fn signature(body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_KEY.as_bytes()).expect("any key length");
+    mac.update(body.as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("X-Cairn-Signature: sha256={hex}\r\n")
+}
+
+/// The run JSON of `id` once it has `status`, read through the server.
+fn once(server: &Server, id: &str, status: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let (_, _, body) = get(server, &format!("/api/v1/runs/{id}"), "");
+        let run = json(&body);
+        if run["status"] == status {
+            return run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("run {id} never became {status}");
+}
+
+#[test]
+fn a_signed_webhook_delivery_starts_a_run_once_and_a_replay_answers_it() {
+    let (dir, data) = trigger_bench("hooks");
+    let server = Server::start(&dir, &data, &["--auth", "none"], &[("CAIRN_E2E_HOOK_KEY", HOOK_KEY)]);
+    let added = shell(&dir, &data, &["workflows", "add", "hooked.yaml"]);
+    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
+
+    let body = r#"{"ticket": "T-9"}"#;
+    let delivery = "X-Cairn-Delivery: d-1\r\n";
+    let (status, first) = deliver(&server, "hooked", body, &format!("{}{delivery}", signature(body)));
+    assert_eq!(status, 201, "{first}");
+    let first = json(&first);
+    assert_eq!(first["triggered_by"], "webhook");
+    let id = first["run_id"].as_str().expect("a run").to_owned();
+    let (status, replay) = deliver(&server, "hooked", body, &format!("{}{delivery}", signature(body)));
+    assert_eq!(
+        (status, json(&replay)["run_id"].as_str()),
+        (200, Some(id.as_str())),
+        "a replay starts nothing"
+    );
+    let (status, refused) = deliver(&server, "hooked", body, &format!("{}{delivery}", signature("{}")));
+    assert_eq!((status, json(&refused)["code"].as_str()), (401, Some("bad_signature")), "{refused}");
+    let done = once(&server, &id, "completed");
+    assert_eq!(done["steps"][0]["output"], "T-9");
+    let (_, _, listed) = get(&server, "/api/v1/runs?workflow=hooked", "");
+    assert_eq!(json(&listed)["runs"].as_array().map(Vec::len), Some(1));
+}
+
+/// Waits for the next minute to come: at most a minute.
+#[test]
+fn a_schedule_starts_a_run_at_its_next_tick() {
+    let (dir, data) = trigger_bench("schedule");
+    let server = Server::start(&dir, &data, &["--auth", "none"], &[]);
+    let added = shell(&dir, &data, &["workflows", "add", "ticker.yaml"]);
+    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
+    let mut started = None;
+    for _ in 0..150 {
+        let (_, _, listed) = get(&server, "/api/v1/runs?workflow=ticker", "");
+        if let Some(run) = json(&listed)["runs"].as_array().and_then(|r| r.first()).cloned() {
+            started = Some(run);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let run = started.expect("a run within the minute and a little");
+    assert_eq!(run["triggered_by"], "schedule");
+    once(&server, run["run_id"].as_str().expect("an id"), "completed");
 }

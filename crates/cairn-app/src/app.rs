@@ -102,6 +102,7 @@ pub struct App {
     secrets: Secrets,
     hub: Arc<Hub>,
     meter: Arc<crate::meter::Meter>,
+    hooks: crate::hooks::HookKeys,
 }
 
 impl App {
@@ -109,7 +110,19 @@ impl App {
     /// own; the engine's sink feeds the hub).
     pub fn new(engine: Engine, parts: Parts) -> Self {
         let Parts { store, tokens, workflows, clock, prices, secrets, hub, meter } = parts;
-        Self { engine, store, tokens, workflows, clock, prices, secrets, hub, meter }
+        let hooks = crate::hooks::HookKeys::default();
+        Self { engine, store, tokens, workflows, clock, prices, secrets, hub, meter, hooks }
+    }
+
+    /// These operations, taking webhook deliveries signed with `hooks`
+    /// (none by default: every delivery is refused).
+    pub fn with_hooks(self, hooks: crate::hooks::HookKeys) -> Self {
+        Self { hooks, ..self }
+    }
+
+    /// The keys webhook deliveries are signed with.
+    pub(crate) fn hooks(&self) -> &crate::hooks::HookKeys {
+        &self.hooks
     }
 
     /// Now, by the application's clock.

@@ -34,6 +34,18 @@ pub struct Config {
     /// MCP tool servers, by name.
     #[serde(default, deserialize_with = "mcp_names")]
     pub mcp: BTreeMap<String, McpConfig>,
+    /// Webhooks of registered workflows, by workflow id.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, HookConfig>,
+}
+
+/// `[hooks.WORKFLOW]`: how deliveries to `POST /api/v1/hooks/WORKFLOW`
+/// are signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The variable holding the HMAC-SHA256 key (never written anywhere).
+    pub secret_env: String,
 }
 
 /// `[mcp.NAME]`: a Model Context Protocol tool server over stdio.
@@ -436,6 +448,23 @@ impl Loaded {
             roots: c.roots.iter().map(PathBuf::from).collect(),
             max_output: c.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
         }
+    }
+
+    /// The keys webhook deliveries are signed with, read from the
+    /// variables the config names; refused for a name that is not a
+    /// workflow id.
+    pub fn hook_keys(&self) -> Result<crate::hooks::HookKeys, String> {
+        let mut keys = BTreeMap::new();
+        for (workflow, hook) in &self.config.hooks {
+            let id = cairn_domain::id::WorkflowId::new(workflow.as_str())
+                .map_err(|e| format!("[hooks.{workflow}]: {e}"))?;
+            let key = match std::env::var(&hook.secret_env) {
+                Ok(value) if !value.is_empty() => crate::hooks::HookKey::Set(value),
+                _ => crate::hooks::HookKey::Unset { env: hook.secret_env.clone() },
+            };
+            keys.insert(id, key);
+        }
+        Ok(crate::hooks::HookKeys::new(keys))
     }
 
     /// The MCP servers, with the variables they are given read from the

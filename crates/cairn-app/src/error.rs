@@ -65,6 +65,9 @@ pub enum Error {
     /// The workflow catalog refused, or lacks what was asked.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A webhook delivery was refused.
+    #[error(transparent)]
+    Hook(#[from] HookError),
     /// A caller may not make the decision it asked for at a gate.
     #[error("`{caller}` ({role}) may not decide: {denied}")]
     Denied {
@@ -154,4 +157,31 @@ pub enum CatalogError {
         /// The version named.
         version: String,
     },
+}
+
+/// Why a webhook delivery (`POST /api/v1/hooks/{workflow}`) starts no run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookError {
+    /// The workflow's latest version takes no webhook (`on.webhook`).
+    #[error("workflow `{0}` takes no webhook: its latest version has no `on: {{ webhook: true }}`")]
+    NotTaken(WorkflowId),
+    /// The config gives the workflow's webhook no key.
+    #[error("no key signs the webhook of `{workflow}`{}", env.as_ref().map(|e| format!(": `{e}` is not set")).unwrap_or_else(|| format!(": the config has no `[hooks.{workflow}]`")))]
+    NoKey {
+        /// The workflow.
+        workflow: WorkflowId,
+        /// The variable the config names, when it does.
+        env: Option<String>,
+    },
+    /// The signature is missing, malformed, or not the body's.
+    #[error(
+        "the delivery's signature is missing or wrong: sign the body with HMAC-SHA256 and send `X-Cairn-Signature: sha256=HEX`"
+    )]
+    BadSignature,
+    /// The delivery has no id to tell a replay by.
+    #[error(
+        "the delivery has no id: send `X-Cairn-Delivery` (1 to 200 visible characters), the same for a replay"
+    )]
+    NoDelivery,
 }

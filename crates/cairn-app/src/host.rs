@@ -278,7 +278,13 @@ impl Plugins {
             hub,
             meter,
         };
-        Ok(App::new(builder.build(), parts))
+        // A verb that only reads never fails on the webhooks' settings.
+        let hooks = match loaded.hook_keys() {
+            Ok(hooks) => hooks,
+            Err(_) if setup.reads_only => crate::hooks::HookKeys::default(),
+            Err(e) => return Err(Error::Config(e)),
+        };
+        Ok(App::new(builder.build(), parts).with_hooks(hooks))
     }
 }
 
@@ -289,7 +295,9 @@ pub(crate) fn secrets(loaded: &Loaded) -> Secrets {
     let passed = loaded.cli_providers().unwrap_or_default().into_iter().flat_map(|p| p.env);
     let passed = passed.chain(loaded.config.mcp.values().flat_map(|m| m.env.clone()));
     let values = Secrets::new(passed.filter_map(|name| std::env::var(name).ok()));
-    loaded.providers().unwrap_or_default().iter().fold(values, |all, p| all.with(&p.secrets()))
+    let values = loaded.providers().unwrap_or_default().iter().fold(values, |all, p| all.with(&p.secrets()));
+    let hooks = loaded.hook_keys().unwrap_or_default();
+    values.with(&Secrets::new(hooks.values().map(str::to_owned)))
 }
 
 /// The providers `--llm` and the config give: one for every agent (the

@@ -32,11 +32,13 @@ pub mod decide;
 pub mod error;
 pub mod files;
 pub mod follow;
+pub mod hooks;
 pub mod host;
 pub mod meter;
 pub mod operations;
 pub mod progress;
 pub mod service;
+pub mod triggers;
 pub mod view;
 
 pub use app::{App, Run, Started};

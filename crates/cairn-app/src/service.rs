@@ -5,18 +5,19 @@
 //! `running` by a process that stopped are driven on at start, and a run
 //! waiting at a gate with a deadline is woken when the deadline passes.
 //! Deadlines are read from what the run recorded, so a restart loses no
-//! timer: no process has to come by for a deadline to fire.
+//! timer: no process has to come by for a deadline to fire. Registered
+//! workflows with a schedule start a run at each tick.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cairn_domain::id::RunId;
+use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::state::{RunState, RunStatus, StepStatus, Timestamp};
 use cairn_domain::steer::Request;
 use cairn_ports::RunQuery;
 use tokio::task::JoinHandle;
 
-use crate::app::{App, Run};
+use crate::app::{App, Run, Started};
 use crate::error::Error;
 
 /// The runs one process drives, over one [`App`].
@@ -25,6 +26,8 @@ pub struct Service {
     lanes: Mutex<Lanes>,
     /// The most runs driven at once (`None`: no limit).
     limit: Option<usize>,
+    /// Wakes the scheduler when the catalog changed.
+    catalog_changed: tokio::sync::Notify,
 }
 
 /// What is driven and what waits for a deadline.
@@ -48,7 +51,13 @@ struct Lanes {
     queued: Vec<RunId>,
     /// Set by [`Service::shutdown`]: nothing new is driven.
     stopping: bool,
+    /// The task starting scheduled runs ([`Service::schedule`]).
+    scheduler: Option<JoinHandle<()>>,
 }
+
+/// How often the scheduler reads the catalog again, at least: a workflow
+/// registered with a schedule has its first tick looked at within this.
+const SCHEDULES_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One run's drive.
 struct Lane {
@@ -68,7 +77,12 @@ impl Service {
     /// (`None`: no limit); the others wait their turn, higher priority
     /// first.
     pub fn limited(app: Arc<App>, limit: Option<usize>) -> Arc<Self> {
-        Arc::new(Self { app, lanes: Mutex::new(Lanes::default()), limit: limit.map(|n| n.max(1)) })
+        Arc::new(Self {
+            app,
+            lanes: Mutex::new(Lanes::default()),
+            limit: limit.map(|n| n.max(1)),
+            catalog_changed: tokio::sync::Notify::new(),
+        })
     }
 
     /// The operations the service drives runs with.
@@ -312,6 +326,70 @@ impl Service {
         Ok(driven)
     }
 
+    /// Starts, until shutdown, a run of each registered workflow whose
+    /// latest version has a schedule at each of its ticks (UTC), and drives
+    /// it. At start, the latest tick missed while no server ran starts
+    /// once. Each tick's run id is derived from the workflow and the tick,
+    /// so no tick starts twice, also across servers on one store.
+    pub fn schedule(self: &Arc<Self>) {
+        let task = tokio::spawn(Arc::clone(self).scheduler());
+        if let Some(old) = self.lanes().scheduler.replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn scheduler(self: Arc<Self>) {
+        let mut done: HashMap<WorkflowId, Timestamp> = HashMap::new();
+        loop {
+            let now = self.app.now();
+            let scheduled = match self.app.scheduled().await {
+                Ok(scheduled) => scheduled,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the catalog could not be read for schedules");
+                    Vec::new()
+                }
+            };
+            let mut next: Option<Timestamp> = None;
+            for workflow in &scheduled {
+                let id = &workflow.definition.workflow.id;
+                if let Some(tick) = workflow.due(now, done.get(id).copied()) {
+                    match self.app.start_tick(workflow, tick).await {
+                        Ok((run, started)) => {
+                            done.insert(id.clone(), tick);
+                            if started == Started::New {
+                                tracing::info!(workflow = %id, run = %run.state.run_id, "a scheduled run started");
+                                self.drive(&run.state.run_id);
+                            }
+                        }
+                        // Tried again on the next round.
+                        Err(e) => tracing::warn!(workflow = %id, error = %e, "a scheduled run did not start"),
+                    }
+                }
+                if let Some(tick) = workflow.schedule.next_after(now) {
+                    next = Some(next.map_or(tick, |n| n.min(tick)));
+                }
+            }
+            let until_next = next.map(|t| std::time::Duration::from_millis(t.0.saturating_sub(now.0)));
+            let wait = until_next.map_or(SCHEDULES_READ_EVERY, |d| d.min(SCHEDULES_READ_EVERY));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.catalog_changed.notified() => {}
+            }
+        }
+    }
+
+    /// [`App::register`], and the scheduler reads the catalog again at
+    /// once (a new schedule's first tick is not missed).
+    pub async fn register(
+        &self,
+        definition: &cairn_domain::Definition,
+        by: &str,
+    ) -> Result<cairn_ports::Registered, Error> {
+        let registered = self.app.register(definition, by).await?;
+        self.catalog_changed.notify_one();
+        Ok(registered)
+    }
+
     /// Stops driving: nothing new is driven, every drive is interrupted
     /// (what ran is kept; what was in flight runs again, as the same
     /// attempt, when a later process drives the run on) and awaited.
@@ -321,7 +399,8 @@ impl Service {
             lanes.stopping = true;
             lanes.queued.clear();
             let drives: Vec<(RunId, Lane)> = lanes.driving.drain().collect();
-            let timers: Vec<JoinHandle<()>> = lanes.timers.drain().map(|(_, t)| t).collect();
+            let mut timers: Vec<JoinHandle<()>> = lanes.timers.drain().map(|(_, t)| t).collect();
+            timers.extend(lanes.scheduler.take());
             (drives, timers)
         };
         for timer in timers {
@@ -581,5 +660,50 @@ mod tests {
         });
         decided.await.expect("recorded");
         settled(&service, &id, RunStatus::Completed).await;
+    }
+
+    const EVERY_FIVE: &str =
+        "cairn: 1\nid: every-five\non: { schedule: \"*/5 * * * *\" }\nsteps:\n  - id: a\n    set: done\n";
+
+    /// The runs of `workflow`, oldest first, with who started each.
+    async fn runs_of(service: &Service, workflow: &str) -> Vec<(Timestamp, String)> {
+        let listing = service.app().list(&RunQuery::default()).await.expect("listed");
+        let mut runs: Vec<(Timestamp, String)> = listing
+            .runs
+            .iter()
+            .filter(|r| r.summary.workflow.as_str() == workflow)
+            .map(|r| (r.summary.created_at, r.summary.triggered_by.clone()))
+            .collect();
+        runs.sort();
+        runs
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_schedule_starts_one_run_a_tick_and_the_tick_missed_while_down_once() {
+        let clock: Arc<dyn Clock> = Arc::new(FakeClock::default());
+        let store = Arc::new(MemoryStore::new());
+        let engine = || EngineBuilder::new(store.clone()).clock(Arc::clone(&clock));
+        let first = service_of(store.clone(), engine(), Arc::clone(&clock), None);
+        first.app().register(&definition(EVERY_FIVE), "tess").await.expect("registered at 00:00");
+        // No server runs from 00:00 to 00:17: three ticks go by (05, 10, 15).
+        tokio::time::sleep(Duration::from_secs(17 * 60)).await;
+        // Two servers on one store start together: each tick starts once.
+        let second = service_of(store.clone(), engine(), Arc::clone(&clock), None);
+        first.schedule();
+        second.schedule();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let minute = 60_000;
+        let started = runs_of(&first, "every-five").await;
+        assert_eq!(
+            started,
+            [(Timestamp(17 * minute), "schedule".to_owned())],
+            "the latest missed tick, once"
+        );
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        let started: Vec<u64> =
+            runs_of(&first, "every-five").await.iter().map(|(at, _)| at.0 / minute).collect();
+        assert_eq!(started, [17, 20, 25], "then one run a tick, on the tick");
+        first.shutdown().await;
+        second.shutdown().await;
     }
 }

@@ -82,6 +82,9 @@ pub struct Workflow {
     /// The labels every run of it carries (a start may add or override).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: crate::label::Labels,
+    /// What starts its runs under `cairn serve`: a schedule, a webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<crate::schedule::Triggers>,
     /// Typed run inputs, read as `{{ inputs.NAME }}`.
     pub inputs: BTreeMap<Name, InputDef>,
     /// Who does LLM work.

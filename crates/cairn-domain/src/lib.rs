@@ -43,6 +43,7 @@ pub mod problem;
 pub mod program;
 mod read;
 pub mod render;
+pub mod schedule;
 pub mod scope;
 mod source;
 pub mod state;

@@ -63,6 +63,7 @@ pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Wor
     let timeout = o.opt("timeout", duration);
     let tags = o.or("tags", Vec::new(), |v, p, pr| list(v, p, pr, string));
     let labels = o.or("labels", Labels::new(), labels);
+    let on = o.opt("on", triggers);
     let inputs = o.or("inputs", BTreeMap::new(), |v, p, pr| named_map(v, p, pr, input_def));
     let agents = o.or("agents", BTreeMap::new(), |v, p, pr| named_map(v, p, pr, agent_def));
     let defaults = o.or("defaults", Defaults::default(), defaults);
@@ -79,11 +80,24 @@ pub(crate) fn read_workflow(root: &Value, problems: &mut Problems) -> Option<Wor
         timeout,
         tags: tags.unwrap_or_default(),
         labels: labels.unwrap_or_default(),
+        on,
         inputs: inputs.unwrap_or_default(),
         agents: agents.unwrap_or_default(),
         defaults: defaults.unwrap_or_default(),
         steps: steps?,
     })
+}
+
+/// `on:`: a cron `schedule` and a `webhook` switch.
+fn triggers(v: &Value, p: &KeyPath, pr: &mut Problems) -> Option<crate::schedule::Triggers> {
+    let mut o = Obj::open(v, p.clone(), "`on`", pr)?;
+    let schedule = o.maybe("schedule", |v, p, pr| {
+        let text = string(v, p, pr)?;
+        crate::schedule::Schedule::parse(&text).map_err(|e| pr.push(Rule::WrongType, p, e)).ok()
+    });
+    let webhook = o.or("webhook", false, boolean);
+    o.finish();
+    Some(crate::schedule::Triggers { schedule: schedule?, webhook: webhook? })
 }
 
 /// A mapping being read: remembers which keys were asked for, so that

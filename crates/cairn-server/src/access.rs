@@ -48,6 +48,7 @@ pub enum Endpoint {
     ListWorkflows,
     GetWorkflow,
     RegisterWorkflow,
+    Hook,
     Events,
     EventStream,
     RunFeed,
@@ -104,6 +105,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/workflows", Endpoint::ListWorkflows, VIEWER),
     route(Method::GET, "/api/v1/workflows/{id}", Endpoint::GetWorkflow, VIEWER),
     route(Method::POST, "/api/v1/workflows", Endpoint::RegisterWorkflow, OPERATOR),
+    // The delivery's signature is its credential (checked by the handler).
+    route(Method::POST, "/api/v1/hooks/{workflow}", Endpoint::Hook, Need::Anyone),
     route(Method::GET, "/api/v1/runs/{id}/events", Endpoint::Events, VIEWER),
     route(Method::GET, "/api/v1/runs/{id}/events/stream", Endpoint::EventStream, VIEWER),
     route(Method::GET, "/api/v1/events/stream", Endpoint::RunFeed, VIEWER),

@@ -21,6 +21,7 @@
 pub mod access;
 mod cookies;
 mod gates;
+mod hooks;
 mod metrics;
 mod openapi;
 pub mod problem;
@@ -122,6 +123,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         Endpoint::ListWorkflows => get(workflows::list),
         Endpoint::GetWorkflow => get(workflows::get),
         Endpoint::RegisterWorkflow => post(workflows::register),
+        Endpoint::Hook => post(hooks::deliver),
         Endpoint::Events => get(runs::events),
         Endpoint::EventStream => get(stream::run_events),
         Endpoint::RunFeed => get(stream::run_feed),
@@ -164,6 +166,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         workflows::list,
         workflows::get,
         workflows::register,
+        hooks::deliver,
         runs::events,
         stream::run_events,
         stream::run_feed,

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_app::EngineError;
 use cairn_app::Error;
-use cairn_app::error::{CatalogError, TokenError};
+use cairn_app::error::{CatalogError, HookError, TokenError};
 use cairn_domain::access::Denied;
 use cairn_domain::problem::Problems;
 use cairn_domain::steer::Refusal;
@@ -138,6 +138,16 @@ impl From<Error> for Problem {
                         .with("chain", json!(chain))
                 }
                 _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail),
+            },
+            Error::Hook(hook) => match hook {
+                HookError::NotTaken(workflow) => Self::not_found(detail).with("workflow", json!(workflow)),
+                HookError::NoKey { workflow, .. } => {
+                    Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_hook_key", detail)
+                        .with("workflow", json!(workflow))
+                }
+                HookError::BadSignature => Self::new(StatusCode::UNAUTHORIZED, "bad_signature", detail),
+                HookError::NoDelivery => Self::bad_request(detail),
+                _ => Self::bad_request(detail),
             },
             Error::Denied { caller, role, denied } => Self::forbidden(match denied {
                 Denied::OperatorsDecide => format!(

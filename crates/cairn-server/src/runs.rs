@@ -50,13 +50,13 @@ pub(crate) fn workflow_id(text: &str) -> Result<WorkflowId, Problem> {
 }
 
 /// A run, as the run JSON, with `status`.
-fn run_json(shared: &Shared, run: &Run, status: StatusCode) -> Response {
+pub(crate) fn run_json(shared: &Shared, run: &Run, status: StatusCode) -> Response {
     let now = shared.service.app().now();
     (status, Json(view::run::run_json(run, now))).into_response()
 }
 
 /// `201` with the run JSON and where the run lives.
-fn created(shared: &Shared, run: &Run) -> Response {
+pub(crate) fn created(shared: &Shared, run: &Run) -> Response {
     let mut response = run_json(shared, run, StatusCode::CREATED);
     let location = format!("/api/v1/runs/{}", run.state.run_id);
     if let Ok(value) = HeaderValue::from_str(&location) {

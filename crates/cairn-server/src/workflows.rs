@@ -114,7 +114,7 @@ pub(crate) async fn register(
     let definition = body(payload)?
         .load()
         .map_err(|problems| Problem::from(Error::Definition { name: "definition".into(), problems }))?;
-    let registered = shared.service.app().register(&definition, &caller.name).await.map_err(Problem::from)?;
+    let registered = shared.service.register(&definition, &caller.name).await.map_err(Problem::from)?;
     let status = match registered {
         Registered::Added(_) => StatusCode::CREATED,
         Registered::Unchanged(_) => StatusCode::OK,

@@ -185,6 +185,9 @@ impl Matrix {
             Endpoint::SignIn => (None, Some(json!({"token": self.admin})), StatusCode::CREATED),
             Endpoint::WhoAmI => (None, None, StatusCode::OK),
             Endpoint::SignOut => (None, None, StatusCode::NO_CONTENT),
+            // No token is asked: the delivery's signature is. `hello` takes
+            // no webhook, so one let through is told so.
+            Endpoint::Hook => (Some("hello".to_owned()), Some(json!({})), StatusCode::NOT_FOUND),
             Endpoint::RevokeToken => {
                 let name = format!("victim-{n}");
                 self.server.token(&name, Role::Viewer, &[]).await;
@@ -192,7 +195,11 @@ impl Matrix {
             }
         };
         let path = match subject {
-            Some(subject) => route.path.replace("{id}", &subject).replace("{name}", &subject),
+            Some(subject) => route
+                .path
+                .replace("{id}", &subject)
+                .replace("{name}", &subject)
+                .replace("{workflow}", &subject),
             None => route.path.to_owned(),
         };
         assert!(!path.contains('{'), "every path parameter of {} is given a value: {path}", route.path);

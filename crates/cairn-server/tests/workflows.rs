@@ -155,3 +155,112 @@ async fn a_run_is_the_tokens_with_its_priority_and_listings_filter_on_them() {
         .await
         .problem(StatusCode::BAD_REQUEST, "invalid_query");
 }
+
+/// Takes webhooks; echoes its input.
+const HOOKED: &str = "cairn: 1\nid: hooked\non: { webhook: true }\ninputs:\n  ticket: { type: string }\nsteps:\n  - id: echo\n    set: \"{{ inputs.ticket }}\"\n";
+
+/// A webhook delivery of `body` to `workflow`, signed by `signature`
+/// (none: unsigned), with the delivery id `delivery`; no token.
+async fn deliver(
+    server: &Server,
+    workflow: &str,
+    body: &Value,
+    signature: Option<String>,
+    delivery: Option<&str>,
+) -> support::Answer {
+    let mut call = support::request(
+        axum::http::Method::POST,
+        &format!("/api/v1/hooks/{workflow}"),
+        None,
+        Some(body.clone()),
+    );
+    if let Some(signature) = signature {
+        call.headers_mut().insert("x-cairn-signature", signature.parse().expect("a header value"));
+    }
+    if let Some(delivery) = delivery {
+        call.headers_mut().insert("x-cairn-delivery", delivery.parse().expect("a header value"));
+    }
+    support::read(server.send(call).await).await
+}
+
+fn signed(body: &Value) -> Option<String> {
+    Some(cairn_app::triggers::signature(support::HOOK_KEY.as_bytes(), body.to_string().as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_delivery_starts_one_run_and_a_replay_answers_it() {
+    let server = Server::on_system_clock();
+    let operator = server.token("ops", Role::Operator, &[]).await;
+    for definition in [HOOKED.to_owned(), HOOKED.replace("id: hooked", "id: unkeyed"), hello("1")] {
+        let added = server.post("/api/v1/workflows", &operator, json!({ "definition": definition })).await;
+        assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    }
+    let body = json!({"ticket": "T-1"});
+    let first = deliver(&server, "hooked", &body, signed(&body), Some("d-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!((&first.body["triggered_by"], &first.body["inputs"]), (&json!("webhook"), &body));
+    let run = first.body["run_id"].as_str().expect("a run").to_owned();
+    let replay = deliver(&server, "hooked", &body, signed(&body), Some("d-1")).await;
+    assert_eq!(
+        (replay.status, &replay.body["run_id"]),
+        (StatusCode::OK, &json!(run)),
+        "a replay starts nothing"
+    );
+    let done = server.wait_for(&run, &operator, "completed").await;
+    assert_eq!(done["steps"][0]["output"], "T-1");
+
+    let other = json!({"ticket": "T-2"});
+    let refusals = [
+        (
+            deliver(&server, "hooked", &body, None, Some("d-2")).await,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            deliver(&server, "hooked", &other, signed(&body), Some("d-2")).await,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            deliver(&server, "hooked", &body, signed(&body), None).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            deliver(&server, "hooked", &other, signed(&other), Some("d-1")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+        ),
+        (
+            deliver(&server, "hello", &body, signed(&body), Some("d-3")).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            deliver(&server, "nobody", &body, signed(&body), Some("d-3")).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            deliver(&server, "unkeyed", &body, signed(&body), Some("d-3")).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_hook_key",
+        ),
+        (
+            deliver(&server, "hooked", &json!({"tikcet": 1}), signed(&json!({"tikcet": 1})), Some("d-4"))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_inputs",
+        ),
+    ];
+    for (i, (answer, status, code)) in refusals.iter().enumerate() {
+        assert_eq!(
+            (answer.status, answer.body["code"].as_str()),
+            (*status, Some(*code)),
+            "refusal {i}: {}",
+            answer.body
+        );
+    }
+    let runs = server.get("/api/v1/runs?workflow=hooked", &operator).await;
+    assert_eq!(runs.body["runs"].as_array().map(Vec::len), Some(1), "only the first delivery started a run");
+}

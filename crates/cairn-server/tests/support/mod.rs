@@ -13,14 +13,19 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use cairn_app::app::{App, Parts};
 use cairn_app::follow::{Both, Hub};
+use cairn_app::hooks::HookKey;
 use cairn_app::{Service, Stores};
 use cairn_domain::access::Role;
+use cairn_domain::id::WorkflowId;
 use cairn_engine::{EngineBuilder, MemoryStore, MockLlm};
 use cairn_ports::{Clock, EventSink, NoSink};
 use cairn_server::{Auth, Shared};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+/// The key webhook deliveries to `hooked` are signed with.
+pub const HOOK_KEY: &str = "s3cret-hook-key";
 
 /// A workflow the mock takes to the end: one agent step, then a step that
 /// reads its output. Its one input has a default.
@@ -92,7 +97,16 @@ impl Server {
             hub,
             meter: cairn_app::meter::Meter::new(),
         };
-        let service = Service::new(Arc::new(App::new(engine, parts)));
+        // `hooked` takes webhooks signed with HOOK_KEY; `unkeyed` names a
+        // variable nobody set.
+        let hooks = cairn_app::hooks::HookKeys::new(
+            [
+                (WorkflowId::new("hooked").expect("id"), HookKey::Set(HOOK_KEY.to_owned())),
+                (WorkflowId::new("unkeyed").expect("id"), HookKey::Unset { env: "UNKEYED_SECRET".into() }),
+            ]
+            .into(),
+        );
+        let service = Service::new(Arc::new(App::new(engine, parts).with_hooks(hooks)));
         let (closing, closing_rx) = watch::channel(false);
         let router = cairn_server::router(Shared::new(
             Arc::clone(&service),
