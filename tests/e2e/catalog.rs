@@ -157,3 +157,60 @@ fn a_run_records_who_started_it_its_priority_and_parent_and_runs_filters_on_them
     assert_eq!(summary[0]["parent"], id.as_str());
     b.expect(2, &["runs", "--parent", "not a run"]);
 }
+
+/// Divides by its input: `n=0` fails the step for good (one attempt).
+const FLAKY: &str = "cairn: 1\nid: flaky\ninputs:\n  n: { type: integer, default: 1 }\nsteps:\n  - id: divide\n    set: \"{{ 10 / inputs.n }}\"\n    retry: { max_attempts: 1 }\n";
+
+#[test]
+fn stats_count_runs_by_status_the_steps_that_fail_and_tokens_by_agent_and_model() {
+    let triage =
+        std::fs::read_to_string(crate::support::root().join("examples/ticket-triage.yaml")).expect("example");
+    let b = Bench::new("catalog_stats", &[("flaky.yaml", FLAKY), ("triage.yaml", &triage)]);
+    b.expect(1, &["run", "flaky.yaml", "--input", "n=0"]);
+    b.expect(0, &["run", "flaky.yaml"]);
+    b.expect(0, &["run", "triage.yaml", "--input", "ticket=charged twice"]);
+
+    let all = json(&b.expect(0, &["stats", "--since", "1h", "--format", "json"]).stdout);
+    assert_eq!(all["overall"]["runs"], 3);
+    assert_eq!(all["overall"]["by_status"], serde_json::json!({"completed": 2, "failed": 1}));
+    assert_eq!(
+        all["failing_steps"],
+        serde_json::json!([{"workflow": "flaky", "step": "divide", "failures": 1, "runs": 1, "classes": {"fatal": 1}}])
+    );
+    let names = |key: &str| -> Vec<String> {
+        all[key]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut agents = names("by_agent");
+    agents.sort();
+    assert_eq!(agents, ["triager", "writer"], "the agents that asked");
+    assert_eq!(names("by_model").len(), 1, "the mock's one model: {}", all["by_model"]);
+    let workflows: Vec<&str> = all["by_workflow"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|w| w["workflow"].as_str())
+        .collect();
+    assert_eq!(workflows, ["flaky", "ticket-triage"], "the most runs first");
+
+    let flaky = b.expect(0, &["stats", "--workflow", "flaky"]);
+    // Columns as words: their widths follow the times, which vary.
+    let words: Vec<String> = crate::support::redact_times(&flaky.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    insta::assert_snapshot!("stats_of_one_workflow", words.join("\n"));
+    let mut refusals = String::new();
+    for args in [&["stats", "--since", "soon"][..], &["stats", "--workflow", "Not An Id"]] {
+        let run = b.cairn(args);
+        refusals +=
+            &format!("$ cairn {}\n[exit {}]\n{}{}\n", args.join(" "), run.code, run.stdout, run.stderr);
+    }
+    insta::assert_snapshot!("stats_refusals", refusals);
+    let none = json(&b.expect(0, &["stats", "--workflow", "nobody", "--format", "json"]).stdout);
+    assert_eq!(none["overall"]["runs"], 0);
+}

@@ -118,5 +118,9 @@ fn json_format_lists_problems_for_tools() {
 fn a_mistyped_verb_gets_a_suggestion() {
     let r = crate::support::cairn(&["staus", "r1"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("tip: some similar subcommands exist: 'pause', 'status'"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("tip: some similar subcommands exist: 'pause', 'stats', 'status'"),
+        "{}",
+        r.stderr
+    );
 }

@@ -11,6 +11,9 @@
 //!   share sled flushes): runs/s;
 //! - resuming a run of 10,000 finished steps: opening the store afresh and
 //!   folding the run's state (`Engine::load`);
+//! - the run index over 100,000 stored runs: `cairn runs`' first page,
+//!   `cairn stats` over every run, and the catalog, each from the store's
+//!   index (kept as runs go), on a store opened afresh;
 //! - the disk's own rate: 4 KiB appended and `sync_data` to a file in the
 //!   same directory, 300 times; cairn's chain steps/s is reported as a ratio
 //!   of these fsyncs/s.
@@ -48,6 +51,8 @@ const CONCURRENT: usize = 200;
 const CONCURRENT_STEPS: usize = 10;
 /// Finished steps in the run that is resumed.
 const RESUME: usize = 10_000;
+/// Runs stored for the run-index measurements.
+const INDEXED: usize = 100_000;
 /// Write + fsync operations in the disk measurement.
 const FSYNCS: usize = 300;
 /// Bytes written before each fsync.
@@ -208,6 +213,145 @@ fn fsync_once(dir: &Path) -> Duration {
     start.elapsed()
 }
 
+/// Stores `INDEXED` finished runs of three workflows in `dir`, written
+/// straight to the store (a created, a started, a usage and an end event
+/// each; one in ten failed at a step), as the engine records them.
+async fn build_index(dir: &Path) {
+    use cairn_domain::state::{ErrorClass, Event, EventKind, StepError, StepPath, Timestamp, TokenUsage};
+    let store = open(dir, Durability::Batch { window_ms: 50 });
+    let at = |i: usize, ms: u64| Timestamp(1_795_000_000_000 + (i as u64) * 1_000 + ms);
+    for i in 0..INDEXED {
+        let run_id = RunId::new(format!("r{i:06}")).expect("valid run id");
+        let workflow = cairn_domain::id::WorkflowId::new(["triage", "review", "release"][i % 3]).expect("id");
+        let event =
+            |seq: u64, ms: u64, kind: EventKind| Event { seq, at: at(i, ms), actor: "bench".into(), kind };
+        let created = event(
+            1,
+            0,
+            EventKind::RunCreated {
+                run_id: run_id.clone(),
+                workflow: workflow.clone(),
+                definition_hash: "h".into(),
+                inputs: json!({"n": i}),
+                version: None,
+                labels: Default::default(),
+                priority: 0,
+                parent: None,
+            },
+        );
+        store
+            .create(cairn_ports::NewRun {
+                run_id: run_id.clone(),
+                workflow,
+                definition_name: "wf.yaml".into(),
+                definition: String::new(),
+                files: Default::default(),
+                definition_hash: "h".into(),
+                created,
+            })
+            .await
+            .expect("created");
+        let path = StepPath::new("work");
+        let usage =
+            TokenUsage { prompt_tokens: 100, completion_tokens: 20, estimated: false, cost_micro_usd: 0 };
+        let end = if i % 10 == 0 {
+            let error =
+                StepError { class: ErrorClass::Transient, message: "down".into(), hint: None, cause: None };
+            vec![
+                EventKind::StepFailed {
+                    path: path.clone(),
+                    attempt: 1,
+                    error: error.clone(),
+                    output: None,
+                    retry_at: None,
+                },
+                EventKind::RunFailed { error },
+            ]
+        } else {
+            vec![
+                EventKind::StepSucceeded { path: path.clone(), output: json!("ok") },
+                EventKind::RunCompleted,
+            ]
+        };
+        let mut kinds = vec![
+            EventKind::RunStarted,
+            EventKind::StepStarted { path: path.clone(), attempt: 1 },
+            EventKind::UsageRecorded {
+                path,
+                attempt: 1,
+                agent: Some("writer".into()),
+                model: "m".into(),
+                usage,
+            },
+        ];
+        kinds.extend(end);
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(k, kind)| event(k as u64 + 2, 10 * (k as u64 + 1), kind))
+            .collect();
+        store.append(&run_id, 1, &events).await.expect("appended");
+    }
+}
+
+/// Times `cairn runs`' first page, `cairn stats` over every run and the
+/// catalog on the store in `dir`, opened afresh, and the first listing
+/// alone (it reads the index from disk): four rows.
+async fn index_rows(dir: &Path) -> Vec<serde_json::Value> {
+    use cairn_app::app::{App, Parts};
+    let store = open(dir, Durability::Sync);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let parts = Parts {
+        store: store.clone(),
+        tokens: store.clone(),
+        workflows: store.clone(),
+        clock,
+        prices: Default::default(),
+        secrets: Default::default(),
+        hub: Arc::new(cairn_app::follow::Hub::new()),
+        meter: cairn_app::meter::Meter::new(),
+    };
+    let app = App::new(engine(store), parts);
+    let first_page = cairn_ports::RunQuery { limit: Some(50), ..Default::default() };
+    let mut rows = Vec::new();
+    for name in ["runs, first page of 50", "stats, every run", "catalog (workflows)"] {
+        let mut times = Vec::with_capacity(RUNS);
+        for _ in 0..=RUNS {
+            let start = Instant::now();
+            let counted = match name {
+                "runs, first page of 50" => app.list(&first_page).await.expect("listed").runs.len(),
+                "stats, every run" => app.run_stats(&Default::default()).await.expect("stats").overall.runs,
+                _ => app.catalog().await.expect("catalog").iter().map(|e| e.stats.runs).sum(),
+            };
+            times.push(start.elapsed());
+            assert!(counted > 0, "{name} counted nothing");
+        }
+        // The first reads the index from disk (the first listing after the
+        // store opens): reported on its own, not counted with the others.
+        let cold = times.remove(0);
+        if rows.is_empty() {
+            let row = json!({
+                "name": format!("first listing after opening, {INDEXED} runs (reads the index once)"),
+                "runs": 1,
+                "median_ms": round(cold.as_secs_f64() * 1000.0, 2),
+                "best_ms": round(cold.as_secs_f64() * 1000.0, 2),
+            });
+            eprintln!("{row}");
+            rows.push(row);
+        }
+        let (median, best) = median_best(times);
+        let row = json!({
+            "name": format!("{name} of {INDEXED} runs"),
+            "runs": RUNS,
+            "median_ms": round(median * 1000.0, 2),
+            "best_ms": round(best * 1000.0, 2),
+        });
+        eprintln!("{row}");
+        rows.push(row);
+    }
+    rows
+}
+
 /// The chain, resume and disk measurements, then the concurrent one under a
 /// watchdog: when it does not finish within `CONCURRENT_LIMIT`, the report
 /// is printed with that row marked as not finished and the process exits.
@@ -257,6 +401,10 @@ async fn measure() -> serde_json::Value {
     eprintln!("{fsync_row}");
     let ratio = round(chain_per_s / fsyncs_per_s, 3);
 
+    let dir = fresh_dir("durable-index");
+    build_index(&dir).await;
+    let index = index_rows(&dir).await;
+
     let total = CONCURRENT * CONCURRENT_STEPS;
     let yaml = agent_chain(CONCURRENT_STEPS);
     let (times, events) = repeated(|| sequential_once(&yaml)).await;
@@ -276,7 +424,13 @@ async fn measure() -> serde_json::Value {
         "steps": total,
         "error": format!("did not finish within {} s", CONCURRENT_LIMIT.as_secs()),
     });
-    let partial = report(&[&chain_row, &sequential_row, &unfinished, &resume_row, &fsync_row], ratio);
+    // Every row, the concurrent one as given.
+    let rows = |concurrent: &serde_json::Value| {
+        let mut rows = vec![&chain_row, &sequential_row, concurrent, &resume_row, &fsync_row];
+        rows.extend(index.iter());
+        report(&rows, ratio)
+    };
+    let partial = rows(&unfinished);
     let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if finished.recv_timeout(CONCURRENT_LIMIT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
@@ -289,7 +443,7 @@ async fn measure() -> serde_json::Value {
     let _ = done.send(());
     let (concurrent_row, _) = runs_row(steps_row(&name, total, events, times).0);
 
-    report(&[&chain_row, &sequential_row, &concurrent_row, &resume_row, &fsync_row], ratio)
+    rows(&concurrent_row)
 }
 
 /// One warm-up run of `once`, then `RUNS` timed ones: their times and the

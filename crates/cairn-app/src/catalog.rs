@@ -221,16 +221,16 @@ impl App {
     /// its latest version and its figures.
     pub async fn catalog(&self) -> Result<Vec<Entry>, Error> {
         let latest = self.workflows().latest().await.map_err(EngineError::from)?;
-        let runs = self.store().list(&RunQuery::default()).await.map_err(EngineError::from)?.runs;
-        let mut by_workflow: BTreeMap<WorkflowId, Vec<RunSummary>> = BTreeMap::new();
-        for run in runs {
+        let runs = self.store().summaries(&RunQuery::default()).await.map_err(EngineError::from)?;
+        let mut by_workflow: BTreeMap<WorkflowId, Vec<&RunSummary>> = BTreeMap::new();
+        for run in &runs {
             by_workflow.entry(run.workflow.clone()).or_default().push(run);
         }
         let mut entries: BTreeMap<WorkflowId, Entry> = by_workflow
             .into_iter()
             .map(|(workflow, runs)| {
                 let entry = Entry {
-                    stats: self.stats(&runs),
+                    stats: self.figures(&runs),
                     workflow: workflow.clone(),
                     latest: None,
                     about: About::default(),
@@ -256,7 +256,7 @@ impl App {
     pub async fn catalog_entry(&self, workflow: &WorkflowId) -> Result<Entry, Error> {
         let latest = self.workflows().versions(workflow).await.map_err(EngineError::from)?.pop();
         let query = RunQuery { workflow: Some(workflow.clone()), ..RunQuery::default() };
-        let runs = self.store().list(&query).await.map_err(EngineError::from)?.runs;
+        let runs = self.store().summaries(&query).await.map_err(EngineError::from)?;
         if latest.is_none() && runs.is_empty() {
             return Err(CatalogError::UnknownWorkflow(workflow.clone()).into());
         }
@@ -264,35 +264,76 @@ impl App {
             workflow: workflow.clone(),
             about: About::of(latest.as_ref()),
             latest,
-            stats: self.stats(&runs),
+            stats: self.figures(&runs),
         })
     }
 
-    /// The figures of `runs` (one workflow's).
-    fn stats(&self, runs: &[RunSummary]) -> Stats {
-        let mut by_status = BTreeMap::new();
-        let mut took = Vec::new();
-        let mut usage_by_model: BTreeMap<String, TokenUsage> = BTreeMap::new();
-        for run in runs {
-            *by_status.entry(cairn_domain::state::word(run.status).to_owned()).or_insert(0) += 1;
-            if run.status.is_terminal() {
-                took.push(run.updated_at.0.saturating_sub(run.created_at.0));
-            }
-            for (model, usage) in &run.usage_by_model {
-                usage_by_model.entry(model.clone()).or_default().add(*usage);
-            }
+    /// The figures of `runs`, counted without a copy of any.
+    pub(crate) fn figures<R: std::borrow::Borrow<RunSummary>>(&self, runs: &[R]) -> Stats {
+        let mut tally = Tally::default();
+        runs.iter().for_each(|run| tally.add(run.borrow()));
+        tally.stats(self)
+    }
+}
+
+/// Figures being counted, run by run.
+#[derive(Default)]
+pub(crate) struct Tally {
+    runs: usize,
+    /// Runs by status (a few statuses: a list searched beats a hash).
+    by_status: Vec<(RunStatus, usize)>,
+    /// Creation to end of each run ended, in ms.
+    took: Vec<u64>,
+    usage_by_model: BTreeMap<String, TokenUsage>,
+    last_run_at: Option<Timestamp>,
+}
+
+impl Tally {
+    /// Counts `run`.
+    pub(crate) fn add(&mut self, run: &RunSummary) {
+        self.runs += 1;
+        match self.by_status.iter_mut().find(|(status, _)| *status == run.status) {
+            Some((_, n)) => *n += 1,
+            None => self.by_status.push((run.status, 1)),
         }
-        took.sort_unstable();
-        let completed = runs.iter().filter(|r| r.status == RunStatus::Completed).count();
+        if run.status.is_terminal() {
+            self.took.push(run.updated_at.0.saturating_sub(run.created_at.0));
+        }
+        for (model, usage) in &run.usage_by_model {
+            add_usage(&mut self.usage_by_model, model, *usage);
+        }
+        self.last_run_at = self.last_run_at.max(Some(run.created_at));
+    }
+
+    /// The figures counted, priced by `app`.
+    pub(crate) fn stats(mut self, app: &App) -> Stats {
+        self.took.sort_unstable();
+        let completed =
+            self.by_status.iter().find(|(s, _)| *s == RunStatus::Completed).map_or(0, |(_, n)| *n);
+        let ended = self.took.len();
         Stats {
-            runs: runs.len(),
-            by_status,
-            success_rate: (!took.is_empty()).then(|| completed as f64 / took.len() as f64),
-            median_ms: percentile(&took, 50),
-            p95_ms: percentile(&took, 95),
-            usage: TokenUsage::total(usage_by_model.values()),
-            cost_usd: self.cost(&usage_by_model),
-            last_run_at: runs.iter().map(|r| r.created_at).max(),
+            runs: self.runs,
+            by_status: self
+                .by_status
+                .into_iter()
+                .map(|(s, n)| (cairn_domain::state::word(s).to_owned(), n))
+                .collect(),
+            success_rate: (ended > 0).then(|| completed as f64 / ended as f64),
+            median_ms: percentile(&self.took, 50),
+            p95_ms: percentile(&self.took, 95),
+            usage: TokenUsage::total(self.usage_by_model.values()),
+            cost_usd: app.cost(&self.usage_by_model),
+            last_run_at: self.last_run_at,
+        }
+    }
+}
+
+/// Adds `usage` to `name`'s, copying the name only the first time.
+pub(crate) fn add_usage(by_name: &mut BTreeMap<String, TokenUsage>, name: &str, usage: TokenUsage) {
+    match by_name.get_mut(name) {
+        Some(sum) => sum.add(usage),
+        None => {
+            by_name.insert(name.to_owned(), usage);
         }
     }
 }

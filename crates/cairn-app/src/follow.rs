@@ -753,7 +753,13 @@ mod tests {
             "new",
             vec![
                 EventKind::RunStarted,
-                EventKind::UsageRecorded { path: path.clone(), attempt: 1, model: "m".into(), usage },
+                EventKind::UsageRecorded {
+                    path: path.clone(),
+                    attempt: 1,
+                    agent: None,
+                    model: "m".into(),
+                    usage,
+                },
             ],
         )
         .await;

@@ -38,6 +38,7 @@ pub mod meter;
 pub mod operations;
 pub mod progress;
 pub mod service;
+pub mod stats;
 pub mod triggers;
 pub mod view;
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::app::{App, Listing, NewToken, Run};
 use crate::catalog::Entry;
 use crate::error::Error;
+use crate::stats::{Report, StatsQuery};
 
 /// What a front asks of runs and tokens. See [`App`] for what each does;
 /// a remote implementation does the same through the server's API.
@@ -71,6 +72,8 @@ pub trait Operations: Send + Sync {
     async fn register(&self, definition: &Definition, by: &str) -> Result<Registered, Error>;
     /// The workflow catalog, with each workflow's figures.
     async fn catalog(&self) -> Result<Vec<Entry>, Error>;
+    /// Figures over the stored runs `query` selects.
+    async fn stats(&self, query: &StatsQuery) -> Result<Report, Error>;
     /// A registered version of a workflow (its latest when `version` is `None`).
     async fn registered(
         &self,
@@ -179,6 +182,10 @@ impl Operations for App {
 
     async fn catalog(&self) -> Result<Vec<Entry>, Error> {
         App::catalog(self).await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Report, Error> {
+        App::run_stats(self, query).await
     }
 
     async fn registered(

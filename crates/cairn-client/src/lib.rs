@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use cairn_app::app::{Listed, Listing, NewToken, Run};
 use cairn_app::catalog::{About, Entry, Stats};
 use cairn_app::error::{CatalogError, TokenError};
+use cairn_app::stats::{Failing, Report, Spent, StatsQuery};
 use cairn_app::{EngineError, Error, Operations, Target};
 use cairn_domain::Definition;
 use cairn_domain::access::Role;
@@ -515,6 +516,21 @@ impl Operations for Remote {
         listed.iter().map(|e| entry_of(e).map_err(Error::Config)).collect()
     }
 
+    async fn stats(&self, query: &StatsQuery) -> Result<Report, Error> {
+        // An id and a duration need no escaping in a query.
+        let mut params: Vec<String> = Vec::new();
+        if let Some(workflow) = &query.workflow {
+            params.push(format!("workflow={workflow}"));
+        }
+        if let Some(since) = query.since {
+            params.push(format!("since={since}"));
+        }
+        let path =
+            if params.is_empty() { "/stats".to_owned() } else { format!("/stats?{}", params.join("&")) };
+        let answer = self.get(&path).await?;
+        report_of(&answer).map_err(Error::Config)
+    }
+
     async fn registered(
         &self,
         workflow: &WorkflowId,
@@ -651,6 +667,8 @@ fn listed_of(value: &Value) -> Result<Listed, String> {
             .and_then(|p| i32::try_from(p).ok())
             .unwrap_or(0),
         parent: value.get("parent").and_then(Value::as_str).and_then(|p| RunId::new(p).ok()),
+        // A listing sends no figures: stats come from the server.
+        figures: Default::default(),
     };
     Ok(Listed {
         summary,
@@ -677,9 +695,6 @@ fn version_of(value: &Value) -> Result<WorkflowVersion, String> {
 
 /// A workflow of the catalog as the server lists it.
 fn entry_of(value: &Value) -> Result<Entry, String> {
-    let stats = value.get("stats").cloned().unwrap_or(Value::Null);
-    let usage = stats.get("usage").cloned().unwrap_or(Value::Null);
-    let count = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
     Ok(Entry {
         workflow: field(value, "workflow")?,
         latest: match value.get("latest") {
@@ -691,21 +706,76 @@ fn entry_of(value: &Value) -> Result<Entry, String> {
             description: field(value, "description")?,
             tags: value.get("tags").map_or(Ok(Vec::new()), |_| field(value, "tags"))?,
         },
-        stats: Stats {
-            runs: usize::try_from(count(&stats, "runs")).unwrap_or(usize::MAX),
-            by_status: field(&stats, "by_status")?,
-            success_rate: stats.get("success_rate").and_then(Value::as_f64),
-            median_ms: stats.get("median_ms").and_then(Value::as_u64),
-            p95_ms: stats.get("p95_ms").and_then(Value::as_u64),
-            usage: TokenUsage {
-                prompt_tokens: count(&usage, "prompt_tokens"),
-                completion_tokens: count(&usage, "completion_tokens"),
-                estimated: usage.get("estimated").and_then(Value::as_bool).unwrap_or(false),
-                cost_micro_usd: 0,
-            },
-            cost_usd: usage.get("cost_usd").and_then(Value::as_f64),
-            last_run_at: time_of(&stats, "last_run_at")?,
-        },
+        stats: stats_of(value.get("stats").unwrap_or(&Value::Null))?,
+    })
+}
+
+/// Tokens as the server sends them (`prompt_tokens`, `completion_tokens`,
+/// `estimated`).
+fn usage_of(usage: &Value) -> TokenUsage {
+    let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    TokenUsage {
+        prompt_tokens: count("prompt_tokens"),
+        completion_tokens: count("completion_tokens"),
+        estimated: usage.get("estimated").and_then(Value::as_bool).unwrap_or(false),
+        cost_micro_usd: 0,
+    }
+}
+
+/// A workflow's figures as the server sends them.
+fn stats_of(stats: &Value) -> Result<Stats, String> {
+    let usage = stats.get("usage").unwrap_or(&Value::Null);
+    Ok(Stats {
+        runs: usize::try_from(stats.get("runs").and_then(Value::as_u64).unwrap_or(0)).unwrap_or(usize::MAX),
+        by_status: field(stats, "by_status")?,
+        success_rate: stats.get("success_rate").and_then(Value::as_f64),
+        median_ms: stats.get("median_ms").and_then(Value::as_u64),
+        p95_ms: stats.get("p95_ms").and_then(Value::as_u64),
+        usage: usage_of(usage),
+        cost_usd: usage.get("cost_usd").and_then(Value::as_f64),
+        last_run_at: time_of(stats, "last_run_at")?,
+    })
+}
+
+/// A stats report as the server sends it.
+fn report_of(value: &Value) -> Result<Report, String> {
+    let list = |key: &str| value.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let spent = |key: &str| -> Vec<Spent> {
+        list(key)
+            .iter()
+            .map(|s| Spent {
+                name: s.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                usage: usage_of(s),
+                cost_usd: s.get("cost_usd").and_then(Value::as_f64),
+            })
+            .collect()
+    };
+    Ok(Report {
+        workflow: value
+            .get("workflow")
+            .filter(|w| !w.is_null())
+            .map(|_| field(value, "workflow"))
+            .transpose()?,
+        since: time_of(value, "since")?,
+        overall: stats_of(value.get("overall").unwrap_or(&Value::Null))?,
+        by_workflow: list("by_workflow")
+            .iter()
+            .map(|s| Ok((field(s, "workflow")?, stats_of(s)?)))
+            .collect::<Result<_, String>>()?,
+        failing: list("failing_steps")
+            .iter()
+            .map(|f| {
+                Ok(Failing {
+                    workflow: field(f, "workflow")?,
+                    step: field(f, "step")?,
+                    failures: field(f, "failures")?,
+                    runs: field(f, "runs")?,
+                    classes: field(f, "classes")?,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        by_agent: spent("by_agent"),
+        by_model: spent("by_model"),
     })
 }
 

@@ -522,6 +522,10 @@ pub enum EventKind {
         path: StepPath,
         /// The attempt.
         attempt: u32,
+        /// The agent that asked (the step's, or its QA judge's; absent in
+        /// logs written before runs recorded it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
         /// The model that answered.
         model: String,
         /// Tokens used.
@@ -790,6 +794,7 @@ mod tests {
             EventKind::UsageRecorded {
                 path: path(),
                 attempt: 1,
+                agent: Some("w".into()),
                 model: "m".into(),
                 usage: TokenUsage {
                     prompt_tokens: 3,
@@ -852,7 +857,7 @@ mod tests {
 {"seq":7,"at":1700,"actor":"alice","type":"instance_finished","path":"p[k].s","index":0,"key":"e1","failed":"p[k].s"}
 {"seq":7,"at":1700,"actor":"alice","type":"instance_finished","path":"p[k].s","index":1,"key":"e2"}
 {"seq":7,"at":1700,"actor":"alice","type":"document_stored","scope":"","doc_type":"doc","value":"v"}
-{"seq":7,"at":1700,"actor":"alice","type":"usage_recorded","path":"p[k].s","attempt":1,"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4,"estimated":true}}
+{"seq":7,"at":1700,"actor":"alice","type":"usage_recorded","path":"p[k].s","attempt":1,"agent":"w","model":"m","usage":{"prompt_tokens":3,"completion_tokens":4,"estimated":true}}
 {"seq":7,"at":1700,"actor":"alice","type":"run_paused"}
 {"seq":7,"at":1700,"actor":"alice","type":"run_completed"}
 {"seq":7,"at":1700,"actor":"alice","type":"run_failed","error":{"class":"rate_limited","message":"m","hint":"h"}}

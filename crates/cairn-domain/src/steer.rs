@@ -776,7 +776,13 @@ steps:
         let events = log(vec![
             EventKind::RunStarted,
             EventKind::StepStarted { path: path("plan"), attempt: 1 },
-            EventKind::UsageRecorded { path: path("plan"), attempt: 1, model: "m".into(), usage: used },
+            EventKind::UsageRecorded {
+                path: path("plan"),
+                attempt: 1,
+                agent: None,
+                model: "m".into(),
+                usage: used,
+            },
             EventKind::StepSucceeded { path: path("plan"), output: json!("p") },
             EventKind::RunCompleted,
         ]);

@@ -1294,9 +1294,7 @@ impl<'a> Drive<'a> {
             return Ok(());
         }
         let mut events = Vec::new();
-        for (model, usage) in finished.usage {
-            events.push(EventKind::UsageRecorded { path: path.clone(), attempt, model, usage });
-        }
+        events.extend(finished.usage.into_iter().map(|used| used.recorded(path, attempt)));
         for reason in finished.repairs {
             events.push(EventKind::OutputRepaired { path: path.clone(), attempt, reason });
         }

@@ -76,6 +76,8 @@ impl ChildCall {
 /// schema, and an LLM judge; a failing answer goes back to the model with
 /// the reason, up to `repairs` times.
 pub(crate) struct Chat {
+    /// The agent asking.
+    agent: String,
     provider: Arc<dyn LlmProvider>,
     request: ChatRequest,
     format: OutputFormat,
@@ -109,6 +111,8 @@ impl Chat {
 /// The QA judge of a step: its agent's provider and the request the answer
 /// is added to, and the pass condition with the step's context.
 pub(crate) struct Judge {
+    /// The judging agent.
+    agent: String,
     provider: Arc<dyn LlmProvider>,
     request: ChatRequest,
     rubric: String,
@@ -165,11 +169,26 @@ impl LiveText {
     }
 }
 
+/// The tokens one LLM call used, and who asked which model.
+pub(crate) struct Used {
+    pub agent: String,
+    pub model: String,
+    pub usage: TokenUsage,
+}
+
+impl Used {
+    /// The event that records it for the attempt.
+    pub(crate) fn recorded(self, path: &StepPath, attempt: u32) -> EventKind {
+        let Used { agent, model, usage } = self;
+        EventKind::UsageRecorded { path: path.clone(), attempt, agent: Some(agent), model, usage }
+    }
+}
+
 /// What an executed job reports.
 pub(crate) struct Finished {
     pub outcome: Outcome,
-    /// Tokens used by each LLM call, by model.
-    pub usage: Vec<(String, TokenUsage)>,
+    /// Tokens used by each LLM call.
+    pub usage: Vec<Used>,
     /// Why answers were sent back for repair, in order.
     pub repairs: Vec<String>,
     /// What a `session: reuse` agent's conversation gains: the agent and the messages.
@@ -326,6 +345,7 @@ impl Attempt<'_> {
             tokens: None,
         };
         Ok(Judge {
+            agent: qa.agent.to_string(),
             provider,
             request,
             rubric: self.text(&qa.rubric, "the QA rubric")?,
@@ -396,6 +416,7 @@ impl Attempt<'_> {
                     )
                 });
                 Job::Chat(Box::new(Chat {
+                    agent: a.agent.to_string(),
                     provider,
                     request,
                     format: output_format,
@@ -628,17 +649,17 @@ impl Chat {
                 live.finish();
             }
             let answer = answer.map_err(port_failure)?;
-            done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
+            done.usage.push(Used {
+                agent: self.agent.clone(),
+                model: answer.model.clone(),
+                usage: usage_of(&answer.usage),
+            });
             let Some(tools) = self.tools.as_mut().filter(|_| !answer.tool_calls.is_empty()) else {
                 return Ok(answer);
             };
             // The usage so far is recorded with the calls, so a crash loses none.
             let (path, attempt) = (tools.recorder.path.clone(), tools.recorder.attempt);
-            let usage = done
-                .usage
-                .drain(..)
-                .map(|(model, usage)| EventKind::UsageRecorded { path: path.clone(), attempt, model, usage })
-                .collect();
+            let usage = done.usage.drain(..).map(|used| used.recorded(&path, attempt)).collect();
             tools.round(answer.text, answer.tool_calls, usage, &mut self.request.messages).await?;
         }
     }
@@ -673,7 +694,11 @@ impl Chat {
             .messages
             .push(ChatMessage::new(Role::User, format!("Rubric: {}\n\nAnswer:\n{shown}", judge.rubric)));
         let answer = judge.provider.chat(request).await.map_err(port_failure)?;
-        done.usage.push((answer.model.clone(), usage_of(&answer.usage)));
+        done.usage.push(Used {
+            agent: judge.agent.clone(),
+            model: answer.model.clone(),
+            usage: usage_of(&answer.usage),
+        });
         let verdict = serde_json::from_str::<Value>(unfence(&answer.text))
             .ok()
             .filter(|v| {

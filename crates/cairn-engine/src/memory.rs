@@ -87,6 +87,7 @@ impl RunStore for MemoryStore {
             summary.status = e.kind.run_status().unwrap_or(summary.status);
             summary.updated_at = e.at;
             cairn_ports::tally_usage(&mut summary.usage_by_model, &e.kind);
+            summary.figures.add(&e.kind);
             entry.seq = e.seq;
         }
         entry.run.events.extend_from_slice(events);

@@ -38,8 +38,8 @@ pub use llm::{
 };
 pub use secrets::{MIN_SECRET_LEN, REDACTED, Secrets, StreamRedactor};
 pub use store::{
-    Cursor, CursorError, Launched, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoredRun,
-    follows, tally_usage,
+    Cursor, CursorError, Launched, NewRun, RunFigures, RunPage, RunQuery, RunStore, RunSummary, Snapshot,
+    StoredRun, follows, tally_usage,
 };
 pub use tokens::{SECRET_PREFIX, TokenRecord, TokenStore, hash_secret, new_secret, random_word};
 pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools};

@@ -497,6 +497,7 @@ mod tests {
         let usage = EventKind::UsageRecorded {
             path: path.clone(),
             attempt: 1,
+            agent: None,
             model: format!("echo-{KEY}"),
             usage: Default::default(),
         };

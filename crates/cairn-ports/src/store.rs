@@ -7,7 +7,9 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::label::Labels;
+use cairn_domain::state::StepPath;
 use cairn_domain::state::{Event, EventKind, RunState, RunStatus, Timestamp, TokenUsage};
+use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
@@ -116,6 +118,63 @@ pub struct RunSummary {
     /// The run it was made from (a fork's source), as its `run_created`
     /// fixed it.
     pub parent: Option<RunId>,
+    /// Tokens by agent and the steps that failed for good: what stats
+    /// count, kept by the store as the run goes.
+    pub figures: RunFigures,
+}
+
+/// What a run's index keeps of its events for stats, beside its status
+/// and tokens by model: tokens by agent (and model), and the steps that
+/// failed for good (retries spent), each with its failures by error class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunFigures {
+    /// Tokens used, by agent, then model (calls recorded before runs kept
+    /// the agent are not here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage_by_agent: BTreeMap<String, BTreeMap<String, TokenUsage>>,
+    /// Failures for good, by step (its path without instance keys:
+    /// `per_epic.stories`), then error class.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl RunFigures {
+    /// Counts what `event` adds (a fork's copied events count for its
+    /// source, as its usage does).
+    pub fn add(&mut self, event: &EventKind) {
+        match event {
+            EventKind::UsageRecorded { agent: Some(agent), model, usage, .. } => {
+                self.usage_by_agent
+                    .entry(agent.clone())
+                    .or_default()
+                    .entry(model.clone())
+                    .or_default()
+                    .add(*usage);
+            }
+            EventKind::StepFailed { path, error, retry_at: None, .. } => {
+                let by_class = self.failures.entry(step_of(path)).or_default();
+                *by_class.entry(error.class.as_str().to_owned()).or_default() += 1;
+            }
+            EventKind::RunForked { .. } => *self = Self::default(),
+            _ => {}
+        }
+    }
+}
+
+/// A step's path without its instance keys: the step as the definition
+/// names it (`per_epic[e1].stories` → `per_epic.stories`).
+fn step_of(path: &StepPath) -> String {
+    let mut out = String::with_capacity(path.as_str().len());
+    let mut depth = 0usize;
+    for c in path.as_str().chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 impl RunSummary {
@@ -144,6 +203,7 @@ impl RunSummary {
             triggered_by,
             priority,
             parent,
+            figures: RunFigures::default(),
         };
         summary.advance(events);
         Ok(summary)
@@ -156,6 +216,7 @@ impl RunSummary {
             self.status = event.kind.run_status().unwrap_or(self.status);
             self.updated_at = event.at;
             tally_usage(&mut self.usage_by_model, &event.kind);
+            self.figures.add(&event.kind);
         }
     }
 
@@ -206,12 +267,19 @@ impl RunQuery {
     /// The page of `runs` (given in any order) this query asks for; every
     /// store pages through it, so all filter, order and page alike.
     pub fn page(&self, runs: impl IntoIterator<Item = RunSummary>) -> RunPage {
-        let mut runs: Vec<RunSummary> = runs.into_iter().filter(|r| self.matches(r)).collect();
+        self.page_of(runs.into_iter().filter(|r| self.matches(r)).map(std::sync::Arc::new).collect())
+    }
+
+    /// [`RunQuery::page`] of shared summaries that match already (a store
+    /// that keeps its index in memory): only the page's are copied.
+    pub fn page_of(&self, mut runs: Vec<std::sync::Arc<RunSummary>>) -> RunPage {
         runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
         let more = self.limit.is_some_and(|n| runs.len() > n);
         runs.truncate(self.limit.unwrap_or(usize::MAX));
-        let next = if more { runs.last().map(RunSummary::cursor) } else { None };
-        RunPage { runs, next }
+        let next = if more { runs.last().map(|r| r.cursor()) } else { None };
+        let runs =
+            runs.into_iter().map(|r| std::sync::Arc::try_unwrap(r).unwrap_or_else(|r| RunSummary::clone(&r)));
+        RunPage { runs: runs.collect(), next }
     }
 }
 
@@ -302,6 +370,13 @@ pub trait RunStore: Send + Sync {
     async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError>;
     /// Lists a page of the runs `query` asks for, newest first.
     async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError>;
+    /// Every run `query`'s filters select (its page and order aside),
+    /// shared: what figures over many runs read. A store that keeps its
+    /// index in memory hands it out without copying it.
+    async fn summaries(&self, query: &RunQuery) -> Result<Vec<std::sync::Arc<RunSummary>>, StoreError> {
+        let all = RunQuery { limit: None, ..query.clone() };
+        Ok(self.list(&all).await?.runs.into_iter().map(std::sync::Arc::new).collect())
+    }
     /// Keeps a snapshot of a run's state.
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError>;
     /// The run's latest snapshot, if any.

@@ -49,6 +49,7 @@ pub enum Endpoint {
     GetWorkflow,
     RegisterWorkflow,
     Hook,
+    Stats,
     Events,
     EventStream,
     RunFeed,
@@ -107,6 +108,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/api/v1/workflows", Endpoint::RegisterWorkflow, OPERATOR),
     // The delivery's signature is its credential (checked by the handler).
     route(Method::POST, "/api/v1/hooks/{workflow}", Endpoint::Hook, Need::Anyone),
+    route(Method::GET, "/api/v1/stats", Endpoint::Stats, VIEWER),
     route(Method::GET, "/api/v1/runs/{id}/events", Endpoint::Events, VIEWER),
     route(Method::GET, "/api/v1/runs/{id}/events/stream", Endpoint::EventStream, VIEWER),
     route(Method::GET, "/api/v1/events/stream", Endpoint::RunFeed, VIEWER),

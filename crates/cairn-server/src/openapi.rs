@@ -744,6 +744,67 @@ pub(crate) struct WorkflowStats {
     last_run_at: Option<String>,
 }
 
+/// Figures over the stored runs (`cairn stats`).
+#[derive(ToSchema)]
+pub(crate) struct StatsReport {
+    /// The workflow asked for.
+    #[schema(required = true)]
+    workflow: Option<String>,
+    /// The earliest creation time counted (`null`: every run).
+    #[schema(required = true, format = DateTime)]
+    since: Option<String>,
+    /// Over every run counted.
+    overall: WorkflowStats,
+    /// By workflow, the most runs first.
+    by_workflow: Vec<WorkflowFigures>,
+    /// The steps that failed for good (retries spent) most often, at most 10.
+    failing_steps: Vec<FailingStep>,
+    /// Tokens and cost by agent, the most tokens first.
+    by_agent: Vec<Spent>,
+    /// Tokens and cost by model, the most tokens first.
+    by_model: Vec<Spent>,
+}
+
+/// One workflow's figures in a stats report.
+#[derive(ToSchema)]
+pub(crate) struct WorkflowFigures {
+    /// The workflow.
+    workflow: String,
+    #[serde(flatten)]
+    stats: WorkflowStats,
+}
+
+/// A step that failed for good, over the runs counted.
+#[derive(ToSchema)]
+pub(crate) struct FailingStep {
+    /// Its workflow.
+    workflow: String,
+    /// The step, as the definition names it (`per_epic.stories`).
+    step: String,
+    /// Failures for good.
+    failures: u64,
+    /// The runs it failed in.
+    runs: u64,
+    /// The failures by error class.
+    classes: BTreeMap<String, u64>,
+}
+
+/// Tokens and cost of an agent or a model.
+#[derive(ToSchema)]
+pub(crate) struct Spent {
+    /// The agent's or model's name.
+    name: String,
+    /// Prompt tokens.
+    prompt_tokens: u64,
+    /// Completion tokens.
+    completion_tokens: u64,
+    /// Some counts are estimates.
+    estimated: bool,
+    /// The cost in USD, when the models' prices are known.
+    #[schema(required = true)]
+    cost_usd: Option<f64>,
+}
+
 /// A workflow of the catalog.
 #[derive(ToSchema)]
 pub(crate) struct CatalogEntry {

@@ -126,3 +126,51 @@ pub(crate) async fn register(
     }
     Ok(response)
 }
+
+/// The query of `GET /stats`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatsParams {
+    /// One workflow's runs only.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    workflow: Option<String>,
+    /// Runs created this long ago at most (`7d`, `24h`).
+    since: Option<String>,
+}
+
+/// `GET /stats`: figures over the stored runs, from the run index.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    tag = "workflows",
+    operation_id = "stats",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "By status, success rate, durations, the steps that fail most, tokens and cost by workflow, agent and model", body = crate::openapi::StatsReport),
+        crate::openapi::Refusals,
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn stats(
+    State(shared): State<Shared>,
+    query: Result<Query<StatsParams>, QueryRejection>,
+) -> Answer {
+    let Query(q) = query.map_err(Problem::from)?;
+    let workflow = q
+        .workflow
+        .map(|w| {
+            cairn_domain::id::WorkflowId::new(w)
+                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", format!("workflow: {e}")))
+        })
+        .transpose()?;
+    let since = q
+        .since
+        .map(|d| {
+            d.parse::<cairn_domain::duration::Duration>()
+                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", format!("since: {e}")))
+        })
+        .transpose()?;
+    let query = cairn_app::stats::StatsQuery { workflow, since };
+    let report = shared.service.app().run_stats(&query).await.map_err(Problem::from)?;
+    Ok(Json(view::catalog::report_json(&report)).into_response())
+}

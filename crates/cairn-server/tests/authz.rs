@@ -152,9 +152,11 @@ impl Matrix {
             Endpoint::Health | Endpoint::OpenApi => (None, None, StatusCode::OK),
             Endpoint::Validate => (None, Some(json!({"definition": HELLO})), StatusCode::OK),
             Endpoint::StartRun => (None, Some(json!({"definition": HELLO})), StatusCode::CREATED),
-            Endpoint::ListRuns | Endpoint::RunFeed | Endpoint::Gates | Endpoint::ListWorkflows => {
-                (None, None, StatusCode::OK)
-            }
+            Endpoint::ListRuns
+            | Endpoint::RunFeed
+            | Endpoint::Gates
+            | Endpoint::ListWorkflows
+            | Endpoint::Stats => (None, None, StatusCode::OK),
             // `hello` has run: the catalog knows it.
             Endpoint::GetWorkflow => (Some("hello".to_owned()), None, StatusCode::OK),
             // A new version each call, so each is added.

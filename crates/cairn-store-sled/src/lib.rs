@@ -55,7 +55,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind};
-use cairn_ports::{Damage, DamageKind, NewRun, RunPage, RunQuery, RunStore, Snapshot, StoreError, StoredRun};
+use cairn_ports::{
+    Damage, DamageKind, NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun,
+};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
@@ -155,6 +157,10 @@ pub struct SledStore {
     /// instead of reading the log's last chunk and the index from sled.
     /// A run leaves it when it ends or is deleted.
     live: std::sync::Mutex<std::collections::HashMap<String, RunRecord>>,
+    /// Every run's summary as its index record on disk says (decoded once,
+    /// at the first listing, then kept as records change): a listing, and
+    /// stats, read this and the live records, never the whole tree again.
+    summaries: std::sync::Mutex<Option<std::collections::HashMap<String, Arc<RunSummary>>>>,
 }
 
 /// Group commit: writes are numbered as they finish; one flush at a time
@@ -292,6 +298,38 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Every run's summary, read from the index the first time (under the
+    /// lock, so no change made meanwhile is missed; off the runtime's
+    /// worker where the runtime allows).
+    fn with_summaries<T>(
+        &self,
+        f: impl FnOnce(&std::collections::HashMap<String, Arc<RunSummary>>) -> T,
+    ) -> Result<T, StoreError> {
+        let mut guard = lock(&self.summaries);
+        if guard.is_none() {
+            let read = || {
+                let mut all = std::collections::HashMap::new();
+                for item in self.runs.iter() {
+                    let (_, v) = item.map_err(io)?;
+                    let summary = decode::<RunRecord>(&v)?.summary()?;
+                    all.insert(summary.run_id.to_string(), Arc::new(summary));
+                }
+                Ok::<_, StoreError>(all)
+            };
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            *guard = Some(if multi_thread { tokio::task::block_in_place(read)? } else { read()? });
+        }
+        Ok(f(guard.get_or_insert_default()))
+    }
+
+    /// Keeps `summary` as its run's, when summaries are kept.
+    fn summarize(&self, summary: &RunSummary) {
+        if let Some(summaries) = lock(&self.summaries).as_mut() {
+            summaries.insert(summary.run_id.to_string(), Arc::new(summary.clone()));
+        }
+    }
+
     /// Leaves the store without what closing does (writing the index,
     /// flushing, sealing, deleting the log): it was refused as damaged.
     fn dont_close(mut self) {
@@ -331,6 +369,7 @@ impl SledStore {
             commits: Commits::default(),
             wal: None,
             live: Default::default(),
+            summaries: Default::default(),
         })
     }
 
@@ -818,6 +857,7 @@ impl RunStore for SledStore {
         let chunk = IVec::from(pack(&json));
         let mut record = RunRecord::new(&run);
         record.head = Some(head);
+        let summary = record.summary()?;
         let record = IVec::from(encode(&record));
         self.write(|| {
             let result =
@@ -833,6 +873,7 @@ impl RunStore for SledStore {
                     Ok(())
                 });
             unwrap_tx(result)?;
+            self.summarize(&summary);
             let changes = vec![
                 Change::Insert(TreeId::Runs, name.clone(), record.clone()),
                 Change::Insert(TreeId::Definitions, name.clone(), definition.clone()),
@@ -887,6 +928,7 @@ impl RunStore for SledStore {
             // no flush holds an index ahead of its log.
             if record.advance(events) {
                 self.settle()?;
+                self.summarize(&record.summary()?);
                 let bytes = IVec::from(encode(&*record));
                 if record.status.is_terminal() {
                     live.remove(run.as_str());
@@ -951,24 +993,21 @@ impl RunStore for SledStore {
     }
 
     async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
-        // Runs appended to since opening are current in memory, not on disk;
-        // of the two, the record further along wins.
-        let live = lock(&self.live).clone();
-        let (runs, query) = (self.runs.clone(), query.clone());
-        blocking(move || {
-            let mut out = Vec::new();
-            for item in runs.iter() {
-                let (_, v) = item.map_err(io)?;
-                let stored: RunRecord = decode(&v)?;
-                let record = match live.get(stored.run_id()) {
-                    Some(current) if current.last_seq >= stored.last_seq => current,
-                    _ => &stored,
-                };
-                out.push(record.summary()?);
-            }
-            Ok(query.page(out))
-        })
-        .await
+        Ok(query.page_of(self.summaries(query).await?))
+    }
+
+    async fn summaries(&self, query: &RunQuery) -> Result<Vec<Arc<RunSummary>>, StoreError> {
+        // Runs appended to since opening are current in memory (their
+        // usage too), ahead of what their record on disk says.
+        let live: Vec<Arc<RunSummary>> =
+            lock(&self.live).values().map(|r| r.summary().map(Arc::new)).collect::<Result<_, _>>()?;
+        let mut runs: Vec<Arc<RunSummary>> = live.iter().filter(|r| query.matches(r)).cloned().collect();
+        let is_live = |id: &str| live.iter().any(|r| r.run_id.as_str() == id);
+        self.with_summaries(|summaries| {
+            let stored = summaries.values().filter(|r| query.matches(r) && !is_live(r.run_id.as_str()));
+            runs.extend(stored.cloned());
+        })?;
+        Ok(runs)
     }
 
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {
@@ -1014,6 +1053,9 @@ impl RunStore for SledStore {
         self.write(|| {
             self.settle()?;
             lock(&self.live).remove(run.as_str());
+            if let Some(summaries) = lock(&self.summaries).as_mut() {
+                summaries.remove(run.as_str());
+            }
             if self.runs.remove(run.as_str()).map_err(io)?.is_none() {
                 return Err(StoreError::NotFound(run.to_string()));
             }

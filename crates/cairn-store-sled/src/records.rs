@@ -173,6 +173,10 @@ pub(crate) struct RunRecord {
     /// The run it was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent: Option<String>,
+    /// Tokens by agent and the steps that failed for good, up to
+    /// `last_seq` (empty in records written before they were kept).
+    #[serde(default)]
+    pub figures: cairn_ports::RunFigures,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -197,6 +201,7 @@ impl RunRecord {
             triggered_by: launched.triggered_by,
             priority: launched.priority,
             parent: launched.parent.map(|p| p.to_string()),
+            figures: cairn_ports::RunFigures::default(),
         }
     }
 
@@ -214,6 +219,7 @@ impl RunRecord {
         for e in events {
             self.status = e.kind.run_status().unwrap_or(self.status);
             cairn_ports::tally_usage(self.usage_by_model.get_or_insert_default(), &e.kind);
+            self.figures.add(&e.kind);
             self.last_seq = e.seq;
             self.updated_at = e.at.0;
         }
@@ -234,6 +240,7 @@ impl RunRecord {
             triggered_by: self.triggered_by.clone(),
             priority: self.priority,
             parent: self.parent.clone().map(RunId::new).transpose().map_err(bad)?,
+            figures: self.figures.clone(),
         })
     }
 }

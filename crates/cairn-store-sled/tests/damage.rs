@@ -37,6 +37,7 @@ fn usage(seq: u64) -> Event {
         kind: EventKind::UsageRecorded {
             path: cairn_domain::state::StepPath::new(format!("step{}", seq % 7)),
             attempt: 1,
+            agent: None,
             model: format!("model-{}", seq % 3),
             usage: TokenUsage {
                 prompt_tokens: seq,

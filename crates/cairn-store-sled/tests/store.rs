@@ -157,6 +157,7 @@ fn usage(model: &str, prompt_tokens: u64, completion_tokens: u64) -> EventKind {
     EventKind::UsageRecorded {
         path: cairn_domain::state::StepPath::new("a"),
         attempt: 1,
+        agent: None,
         model: model.into(),
         usage: TokenUsage { prompt_tokens, completion_tokens, estimated: false, cost_micro_usd: 0 },
     }

@@ -376,6 +376,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /stats`: figures over the stored runs, from the run index. */
+        get: operations["stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tokens": {
         parameters: {
             query?: never;
@@ -624,6 +641,27 @@ export interface components {
              * @description The `after` of the next page, when there is one.
              */
             next: number | null;
+        };
+        /** @description A step that failed for good, over the runs counted. */
+        FailingStep: {
+            /** @description The failures by error class. */
+            classes: {
+                [key: string]: number;
+            };
+            /**
+             * Format: int64
+             * @description Failures for good.
+             */
+            failures: number;
+            /**
+             * Format: int64
+             * @description The runs it failed in.
+             */
+            runs: number;
+            /** @description The step, as the definition names it (`per_epic.stories`). */
+            step: string;
+            /** @description Its workflow. */
+            workflow: string;
         };
         /** @description The body of `POST /runs/{id}/fork`. */
         ForkBody: {
@@ -1052,6 +1090,28 @@ export interface components {
              */
             name?: string | null;
         };
+        /** @description Tokens and cost of an agent or a model. */
+        Spent: {
+            /**
+             * Format: int64
+             * @description Completion tokens.
+             */
+            completion_tokens: number;
+            /**
+             * Format: double
+             * @description The cost in USD, when the models' prices are known.
+             */
+            cost_usd: number | null;
+            /** @description Some counts are estimates. */
+            estimated: boolean;
+            /** @description The agent's or model's name. */
+            name: string;
+            /**
+             * Format: int64
+             * @description Prompt tokens.
+             */
+            prompt_tokens: number;
+        };
         /**
          * @description A definition as text, or a registered workflow by id, and the run's inputs
          * @example {
@@ -1095,6 +1155,26 @@ export interface components {
             version?: string | null;
             /** @description A registered workflow to start, by id (instead of `definition`) */
             workflow?: string;
+        };
+        /** @description Figures over the stored runs (`cairn stats`). */
+        StatsReport: {
+            /** @description Tokens and cost by agent, the most tokens first. */
+            by_agent: components["schemas"]["Spent"][];
+            /** @description Tokens and cost by model, the most tokens first. */
+            by_model: components["schemas"]["Spent"][];
+            /** @description By workflow, the most runs first. */
+            by_workflow: components["schemas"]["WorkflowFigures"][];
+            /** @description The steps that failed for good (retries spent) most often, at most 10. */
+            failing_steps: components["schemas"]["FailingStep"][];
+            /** @description Over every run counted. */
+            overall: components["schemas"]["WorkflowStats"];
+            /**
+             * Format: date-time
+             * @description The earliest creation time counted (`null`: every run).
+             */
+            since: string | null;
+            /** @description The workflow asked for. */
+            workflow: string | null;
         };
         /** @description One step of a run. */
         Step: {
@@ -1252,6 +1332,11 @@ export interface components {
             files: {
                 [key: string]: string;
             };
+        };
+        /** @description One workflow's figures in a stats report. */
+        WorkflowFigures: components["schemas"]["WorkflowStats"] & {
+            /** @description The workflow. */
+            workflow: string;
         };
         /** @description A workflow's figures over the runs the store keeps. */
         WorkflowStats: {
@@ -3030,6 +3115,67 @@ export interface operations {
             };
             /** @description A credential in the query string */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    stats: {
+        parameters: {
+            query?: {
+                /** @description One workflow's runs only. */
+                workflow?: string;
+                /** @description Runs created this long ago at most (`7d`, `24h`). */
+                since?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description By status, success rate, durations, the steps that fail most, tokens and cost by workflow, agent and model */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsReport"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -496,6 +496,25 @@ recorded is lost. The API is in docs/server.md.")]
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Figures over the stored runs: by status, success rate, durations, the steps that fail
+    /// most, and tokens and cost by workflow, agent and model.
+    ///
+    /// Read from the store's run index (kept as runs go), never from the runs' logs.
+    #[command(after_help = "Examples:
+  cairn stats
+  cairn stats --since 7d
+  cairn stats --workflow ticket-triage --since 24h --format json")]
+    Stats {
+        /// One workflow's runs only.
+        #[arg(long, value_name = "ID")]
+        workflow: Option<String>,
+        /// Runs created this long ago at most (`7d`, `24h`, `90m`).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Output format (json: `{workflow, since, overall, by_workflow, failing_steps, by_agent, by_model}`).
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Print cairn's version.
     #[command(after_help = "Examples:
   cairn version

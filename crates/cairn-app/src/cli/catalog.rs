@@ -28,6 +28,29 @@ pub(crate) fn workflows(
     }
 }
 
+/// `cairn stats [--workflow ID] [--since D]`: figures over the stored runs.
+pub(crate) fn stats(
+    verbs: &Verbs<'_>,
+    workflow: Option<&str>,
+    since: Option<&str>,
+    format: ListFormat,
+) -> Result<u8, Error> {
+    let workflow =
+        workflow.map(WorkflowId::new).transpose().map_err(|e| Error::Config(format!("--workflow: {e}")))?;
+    let since = since
+        .map(str::parse::<cairn_domain::duration::Duration>)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--since: {e}")))?;
+    let opened = verbs.open("stats")?;
+    let query = crate::stats::StatsQuery { workflow, since };
+    let report = opened.runtime.block_on(opened.app.stats(&query))?;
+    match format {
+        ListFormat::Json => outln!("{}", view::catalog::report_json(&report)),
+        ListFormat::Table => out!("{}", view::list::report_text(&report, term::table_fit())),
+    }
+    Ok(exit::OK)
+}
+
 /// `cairn workflows`: the catalog, by id.
 fn list(verbs: &Verbs<'_>, format: ListFormat) -> Result<u8, Error> {
     let opened = verbs.open("workflows")?;

@@ -295,6 +295,9 @@ impl Verbs<'_> {
             }
             Verb::Token(verb) => token::token(self, verb),
             Verb::Workflows { verb, format } => catalog::workflows(self, verb, format),
+            Verb::Stats { workflow, since, format } => {
+                catalog::stats(self, workflow.as_deref(), since.as_deref(), format)
+            }
         }
     }
 

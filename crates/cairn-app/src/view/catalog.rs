@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::iso_time;
 use crate::catalog::{Entry, Stats};
+use crate::stats::{Report, Spent};
 
 /// A registered version without its text: `workflow`, `version`,
 /// `number`, `definition_name`, `hash`, `registered_at`, `registered_by`.
@@ -53,5 +54,40 @@ pub fn entry_json(e: &Entry) -> Value {
     json!({
         "workflow": e.workflow, "name": e.about.name, "description": e.about.description, "tags": e.about.tags,
         "latest": e.latest.as_ref().map(version_json), "stats": stats_json(&e.stats),
+    })
+}
+
+/// What `cairn stats` and `GET /stats` answer: `workflow` and `since` (as
+/// asked), `overall` (figures as [`stats_json`]), `by_workflow` (each with
+/// its `workflow`), `failing_steps` (`workflow`, `step`, `failures`,
+/// `runs`, `classes`), `by_agent` and `by_model` (`name`, tokens,
+/// `cost_usd`).
+pub fn report_json(r: &Report) -> Value {
+    let by_workflow: Vec<Value> = r
+        .by_workflow
+        .iter()
+        .map(|(workflow, s)| {
+            let mut v = stats_json(s);
+            v["workflow"] = json!(workflow);
+            v
+        })
+        .collect();
+    let failing: Vec<Value> = r
+        .failing
+        .iter()
+        .map(|f| json!({"workflow": f.workflow, "step": f.step, "failures": f.failures, "runs": f.runs, "classes": f.classes}))
+        .collect();
+    let spent = |list: &[Spent]| -> Vec<Value> {
+        list.iter()
+            .map(|s| {
+                json!({"name": s.name, "prompt_tokens": s.usage.prompt_tokens, "completion_tokens": s.usage.completion_tokens,
+                       "estimated": s.usage.estimated, "cost_usd": s.cost_usd})
+            })
+            .collect()
+    };
+    json!({
+        "workflow": r.workflow, "since": r.since.map(iso_time), "overall": stats_json(&r.overall),
+        "by_workflow": by_workflow, "failing_steps": failing,
+        "by_agent": spent(&r.by_agent), "by_model": spent(&r.by_model),
     })
 }

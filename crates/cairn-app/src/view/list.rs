@@ -100,34 +100,118 @@ pub fn summary_json(r: &Listed) -> Value {
 /// version (`-`: run from files only), its runs, the share of ended runs
 /// that completed, median and p95 time to end, tokens and cost.
 pub fn workflows_table(entries: &[Entry], fit: Fit) -> String {
-    let columns = [
-        Column::left("WORKFLOW").cut(),
-        Column::left("VERSION").cut(),
+    let columns: Vec<Column> = [Column::left("WORKFLOW").cut(), Column::left("VERSION").cut()]
+        .into_iter()
+        .chain(figure_columns())
+        .collect();
+    let rows: Vec<Vec<Cell>> = entries
+        .iter()
+        .map(|e| {
+            let version = e.latest.as_ref().map_or_else(|| "-".to_owned(), |v| v.version.clone());
+            [Cell::plain(e.workflow.as_str()), Cell::plain(version)]
+                .into_iter()
+                .chain(figures(&e.stats).map(Cell::plain))
+                .collect()
+        })
+        .collect();
+    layout(&columns, &rows, fit)
+}
+
+/// The columns of [`figures`].
+fn figure_columns() -> [Column; 6] {
+    [
         Column::right("RUNS"),
         Column::right("SUCCESS"),
         Column::right("MEDIAN"),
         Column::right("P95"),
         Column::right("TOKENS"),
         Column::right("COST"),
-    ];
+    ]
+}
+
+/// A workflow's figures in words: runs, success rate, median and p95
+/// time to end, tokens, cost (`-` where there is none).
+fn figures(s: &crate::catalog::Stats) -> [String; 6] {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-    let rows: Vec<Vec<Cell>> = entries
-        .iter()
-        .map(|e| {
-            let s = &e.stats;
-            vec![
-                Cell::plain(e.workflow.as_str()),
-                Cell::plain(or_dash(e.latest.as_ref().map(|v| v.version.clone()))),
-                Cell::plain(s.runs.to_string()),
-                Cell::plain(or_dash(s.success_rate.map(|r| format!("{:.0}%", r * 100.0)))),
-                Cell::plain(or_dash(s.median_ms.map(time::duration))),
-                Cell::plain(or_dash(s.p95_ms.map(time::duration))),
-                Cell::plain((s.usage.prompt_tokens + s.usage.completion_tokens).to_string()),
-                Cell::plain(or_dash(s.cost_usd.map(|c| format!("${c:.4}")))),
-            ]
-        })
-        .collect();
-    layout(&columns, &rows, fit)
+    [
+        s.runs.to_string(),
+        or_dash(s.success_rate.map(|r| format!("{:.0}%", r * 100.0))),
+        or_dash(s.median_ms.map(time::duration)),
+        or_dash(s.p95_ms.map(time::duration)),
+        (s.usage.prompt_tokens + s.usage.completion_tokens).to_string(),
+        or_dash(s.cost_usd.map(|c| format!("${c:.4}"))),
+    ]
+}
+
+/// A stats report as people read it: the overall line, then tables by
+/// workflow, of the steps that fail most, by agent and by model (each
+/// left out when empty).
+pub fn report_text(r: &crate::stats::Report, fit: Fit) -> String {
+    let s = &r.overall;
+    let since = r.since.map(|t| format!(" since {}", iso_time(t))).unwrap_or_default();
+    let of = r.workflow.as_ref().map(|w| format!(" of {w}")).unwrap_or_default();
+    let statuses: Vec<String> = s.by_status.iter().map(|(status, n)| format!("{status} {n}")).collect();
+    let mut out = format!("{} runs{of}{since}", s.runs);
+    if !statuses.is_empty() {
+        out += &format!(": {}", statuses.join(", "));
+    }
+    let [_, success, median, p95, tokens, cost] = figures(s);
+    out += &format!("\nsuccess {success} · median {median} · p95 {p95} · {tokens} tokens · {cost}\n");
+    if !r.by_workflow.is_empty() {
+        let columns: Vec<Column> =
+            std::iter::once(Column::left("WORKFLOW").cut()).chain(figure_columns()).collect();
+        let rows: Vec<Vec<Cell>> = r
+            .by_workflow
+            .iter()
+            .map(|(workflow, s)| {
+                std::iter::once(Cell::plain(workflow.as_str())).chain(figures(s).map(Cell::plain)).collect()
+            })
+            .collect();
+        out += &format!("\n{}", layout(&columns, &rows, fit));
+    }
+    if !r.failing.is_empty() {
+        let columns = [
+            Column::left("WORKFLOW").cut(),
+            Column::left("FAILING STEP").cut(),
+            Column::right("FAILURES"),
+            Column::right("RUNS"),
+            Column::left("CLASSES").cut(),
+        ];
+        let rows: Vec<Vec<Cell>> = r
+            .failing
+            .iter()
+            .map(|f| {
+                let classes: Vec<String> = f.classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                vec![
+                    Cell::plain(f.workflow.as_str()),
+                    Cell::plain(&f.step),
+                    Cell::plain(f.failures.to_string()),
+                    Cell::plain(f.runs.to_string()),
+                    Cell::plain(classes.join(", ")),
+                ]
+            })
+            .collect();
+        out += &format!("\n{}", layout(&columns, &rows, fit));
+    }
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    for (title, spent) in [("AGENT", &r.by_agent), ("MODEL", &r.by_model)] {
+        if spent.is_empty() {
+            continue;
+        }
+        let columns = [Column::left(title).cut(), Column::right("TOKENS"), Column::right("COST")];
+        let rows: Vec<Vec<Cell>> = spent
+            .iter()
+            .map(|s| {
+                vec![
+                    Cell::plain(&s.name),
+                    Cell::plain((s.usage.prompt_tokens + s.usage.completion_tokens).to_string()),
+                    Cell::plain(or_dash(s.cost_usd.map(|c| format!("${c:.4}")))),
+                ]
+            })
+            .collect();
+        out += &format!("\n{}", layout(&columns, &rows, fit));
+    }
+    out
 }
 
 /// Checkpoints as aligned columns, oldest first; times relative to `now`.
@@ -309,6 +393,7 @@ mod tests {
             triggered_by: "ana".into(),
             priority: 0,
             parent: None,
+            figures: Default::default(),
         };
         Listed { summary, cost_usd: Some(0.0004), driven: false }
     }
