@@ -262,7 +262,7 @@ impl App {
 
     /// [`App::drive`] without driving a parent after (a service drives
     /// that in its own turn: [`App::parent_to_wake`]).
-    pub async fn drive_alone(&self, id: &RunId) -> Result<Run, Error> {
+    pub(crate) async fn drive_alone(&self, id: &RunId) -> Result<Run, Error> {
         let state = self.engine.resume(id).await.map_err(Error::of_run(id))?;
         self.with_definition(state).await
     }
@@ -270,7 +270,7 @@ impl App {
     /// The parent run to drive on now that `state`'s run moved: its step
     /// waits on this run, which has ended or waits otherwise than the step
     /// says.
-    pub async fn parent_to_wake(&self, state: &RunState) -> Option<RunId> {
+    pub(crate) async fn parent_to_wake(&self, state: &RunState) -> Option<RunId> {
         let parent = state.parent.as_ref()?;
         let step = parent.step.as_ref()?;
         if matches!(state.status, RunStatus::Pending | RunStatus::Running) {

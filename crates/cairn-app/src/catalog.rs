@@ -140,26 +140,17 @@ impl App {
                         // Loading it again refuses it with its problems.
                         Err(_) => continue,
                     },
-                    Callee::Registered(id) if chain.contains(id) || done.contains(id) => {
-                        if let Some(start) = chain.iter().position(|w| w == id) {
-                            let mut cycle = chain[start..].to_vec();
-                            cycle.push(id.clone());
-                            return Err(CatalogError::Recursion { chain: cycle }.into());
-                        }
-                        continue;
-                    }
+                    // Not loaded again: the workflow on the way may be the
+                    // one being registered, whose latest version is older.
+                    Callee::Registered(id) if chain.contains(id) => return Err(recursion(chain, id)),
+                    Callee::Registered(id) if done.contains(id) => continue,
                     Callee::Registered(id) => {
                         match self.workflows().versions(id).await.map_err(EngineError::from)?.pop() {
-                            Some(latest) => {
-                                let loaded = Definition::from_recorded(
-                                    &latest.definition_name,
-                                    &latest.definition,
-                                    &latest.files,
-                                );
-                                // One that no longer loads fails its step when run.
-                                let Ok(called) = loaded else { continue };
-                                called
-                            }
+                            // One that no longer loads fails its step when run.
+                            Some(latest) => match definition_of(&latest) {
+                                Ok(called) => called,
+                                Err(_) => continue,
+                            },
                             None if unregistered == Unregistered::Allowed => continue,
                             None => {
                                 let caller = definition.workflow.id.clone();
@@ -169,10 +160,8 @@ impl App {
                     }
                 };
                 let id = called.workflow.id.clone();
-                if let Some(start) = chain.iter().position(|w| *w == id) {
-                    let mut cycle = chain[start..].to_vec();
-                    cycle.push(id);
-                    return Err(CatalogError::Recursion { chain: cycle }.into());
+                if chain.contains(&id) {
+                    return Err(recursion(chain, &id));
                 }
                 if done.contains(&id) || chain.len() > cairn_domain::limits::MAX_CALL_DEPTH as usize {
                     continue;
@@ -326,6 +315,15 @@ impl Tally {
             last_run_at: self.last_run_at,
         }
     }
+}
+
+/// The recursion of coming back to `id`, which is on the way `chain`: the
+/// workflows from `id` on, and `id` again.
+fn recursion(chain: &[WorkflowId], id: &WorkflowId) -> Error {
+    let start = chain.iter().position(|w| w == id).unwrap_or(0);
+    let mut cycle = chain[start..].to_vec();
+    cycle.push(id.clone());
+    CatalogError::Recursion { chain: cycle }.into()
 }
 
 /// Adds `usage` to `name`'s, copying the name only the first time.

@@ -14,13 +14,14 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::app::{App, Run, Started};
-use crate::error::{CatalogError, Error, HookError};
+use crate::catalog::definition_of;
+use crate::error::{Error, HookError};
 use crate::hooks::HookKey;
 
 /// Who a scheduled run is recorded as started by.
-pub const SCHEDULE: &str = "schedule";
+const SCHEDULE: &str = "schedule";
 /// Who a webhook's run is recorded as started by.
-pub const WEBHOOK: &str = "webhook";
+const WEBHOOK: &str = "webhook";
 /// The longest delivery id taken.
 const MAX_DELIVERY: usize = 200;
 
@@ -51,7 +52,7 @@ impl App {
     pub async fn scheduled(&self) -> Result<Vec<Scheduled>, Error> {
         let latest = self.workflows().latest().await.map_err(cairn_engine::EngineError::from)?;
         let scheduled = latest.into_iter().filter_map(|v| {
-            let definition = Definition::from_recorded(&v.definition_name, &v.definition, &v.files).ok()?;
+            let definition = definition_of(&v).ok()?;
             let schedule = definition.workflow.on.as_ref()?.schedule.clone()?;
             Some(Scheduled { definition, schedule, since: v.registered_at })
         });
@@ -93,9 +94,7 @@ impl App {
         delivery: Option<&str>,
     ) -> Result<(Run, Started), Error> {
         let version = self.registered(workflow, None).await?;
-        let definition =
-            Definition::from_recorded(&version.definition_name, &version.definition, &version.files)
-                .map_err(|_| CatalogError::UnknownWorkflow(workflow.clone()))?;
+        let definition = definition_of(&version)?;
         if !definition.workflow.on.as_ref().is_some_and(|on| on.webhook) {
             return Err(HookError::NotTaken(workflow.clone()).into());
         }

@@ -642,13 +642,8 @@ fn event_of(mut value: Value) -> Result<Event, String> {
 
 /// A run summary of a listing, as the server sent it.
 fn listed_of(value: &Value) -> Result<Listed, String> {
-    let usage = value.get("usage").cloned().unwrap_or(Value::Null);
-    let total = TokenUsage {
-        prompt_tokens: usage.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-        completion_tokens: usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
-        estimated: usage.get("estimated").and_then(Value::as_bool).unwrap_or(false),
-        cost_micro_usd: usage.get("cost_micro_usd").and_then(Value::as_u64).unwrap_or(0),
-    };
+    let usage = value.get("usage").unwrap_or(&Value::Null);
+    let total = usage_of(usage);
     let summary = RunSummary {
         run_id: field(value, "run_id")?,
         workflow: field::<WorkflowId>(value, "workflow")?,
@@ -711,14 +706,14 @@ fn entry_of(value: &Value) -> Result<Entry, String> {
 }
 
 /// Tokens as the server sends them (`prompt_tokens`, `completion_tokens`,
-/// `estimated`).
+/// `estimated`, and `cost_micro_usd` where a provider reported one).
 fn usage_of(usage: &Value) -> TokenUsage {
     let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
     TokenUsage {
         prompt_tokens: count("prompt_tokens"),
         completion_tokens: count("completion_tokens"),
         estimated: usage.get("estimated").and_then(Value::as_bool).unwrap_or(false),
-        cost_micro_usd: 0,
+        cost_micro_usd: count("cost_micro_usd"),
     }
 }
 

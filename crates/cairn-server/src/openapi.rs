@@ -794,15 +794,8 @@ pub(crate) struct FailingStep {
 pub(crate) struct Spent {
     /// The agent's or model's name.
     name: String,
-    /// Prompt tokens.
-    prompt_tokens: u64,
-    /// Completion tokens.
-    completion_tokens: u64,
-    /// Some counts are estimates.
-    estimated: bool,
-    /// The cost in USD, when the models' prices are known.
-    #[schema(required = true)]
-    cost_usd: Option<f64>,
+    #[serde(flatten)]
+    usage: Usage,
 }
 
 /// A workflow of the catalog.

@@ -1091,26 +1091,9 @@ export interface components {
             name?: string | null;
         };
         /** @description Tokens and cost of an agent or a model. */
-        Spent: {
-            /**
-             * Format: int64
-             * @description Completion tokens.
-             */
-            completion_tokens: number;
-            /**
-             * Format: double
-             * @description The cost in USD, when the models' prices are known.
-             */
-            cost_usd: number | null;
-            /** @description Some counts are estimates. */
-            estimated: boolean;
+        Spent: components["schemas"]["Usage"] & {
             /** @description The agent's or model's name. */
             name: string;
-            /**
-             * Format: int64
-             * @description Prompt tokens.
-             */
-            prompt_tokens: number;
         };
         /**
          * @description A definition as text, or a registered workflow by id, and the run's inputs

@@ -41,8 +41,7 @@ pub fn stats_json(s: &Stats) -> Value {
     json!({
         "runs": s.runs, "by_status": s.by_status, "success_rate": s.success_rate,
         "median_ms": s.median_ms, "p95_ms": s.p95_ms,
-        "usage": {"prompt_tokens": s.usage.prompt_tokens, "completion_tokens": s.usage.completion_tokens,
-                  "estimated": s.usage.estimated, "cost_usd": s.cost_usd},
+        "usage": super::usage_json(&s.usage, s.cost_usd),
         "last_run_at": s.last_run_at.map(iso_time),
     })
 }
@@ -80,8 +79,9 @@ pub fn report_json(r: &Report) -> Value {
     let spent = |list: &[Spent]| -> Vec<Value> {
         list.iter()
             .map(|s| {
-                json!({"name": s.name, "prompt_tokens": s.usage.prompt_tokens, "completion_tokens": s.usage.completion_tokens,
-                       "estimated": s.usage.estimated, "cost_usd": s.cost_usd})
+                let mut v = super::usage_json(&s.usage, s.cost_usd);
+                v["name"] = json!(s.name);
+                v
             })
             .collect()
     };

@@ -21,6 +21,18 @@ pub fn iso_time(t: Timestamp) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
 }
 
+/// Tokens and their cost as every JSON shows them: `prompt_tokens`,
+/// `completion_tokens`, `estimated`, `cost_usd` (`null` when a model has
+/// no price).
+pub fn usage_json(u: &cairn_domain::state::TokenUsage, cost_usd: Option<f64>) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "estimated": u.estimated,
+        "cost_usd": cost_usd,
+    })
+}
+
 /// What helps with `error`: its own hint, else the words for its typed
 /// cause, which name the host's settings (`cairn.toml`, the environment).
 pub fn hint(error: &StepError) -> Option<String> {

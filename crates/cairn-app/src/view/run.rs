@@ -102,14 +102,7 @@ pub fn run_json(run: &Run, now: Timestamp) -> Value {
         })
         .collect();
     let gates: Vec<Value> = waiting_gates(state, &all).iter().map(|gate| gate_json(gate, now)).collect();
-    let usage = |u: &TokenUsage, cost_usd: Option<f64>| {
-        json!({
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "estimated": u.estimated,
-            "cost_usd": cost_usd,
-        })
-    };
+    let usage = super::usage_json;
     let mut v = json!({
         "run_id": state.run_id,
         "workflow": state.workflow,
