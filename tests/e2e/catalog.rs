@@ -214,3 +214,84 @@ fn stats_count_runs_by_status_the_steps_that_fail_and_tokens_by_agent_and_model(
     let none = json(&b.expect(0, &["stats", "--workflow", "nobody", "--format", "json"]).stdout);
     assert_eq!(none["overall"]["runs"], 0);
 }
+
+#[test]
+fn search_finds_workflows_by_their_text_and_runs_by_inputs_outputs_and_errors_best_first() {
+    let triage =
+        std::fs::read_to_string(crate::support::root().join("examples/ticket-triage.yaml")).expect("example");
+    let b = Bench::new("catalog_search", &[("flaky.yaml", FLAKY), ("triage.yaml", &triage)]);
+    b.expect(0, &["workflows", "add", "triage.yaml"]);
+    b.expect(1, &["run", "flaky.yaml", "--input", "n=0"]);
+    let fire = b.expect(
+        0,
+        &["run", "triage.yaml", "--input", "ticket=The printer on floor 3 is on fire", "--format", "json"],
+    );
+    let fire_id = json(&fire.stdout)["run_id"].as_str().expect("an id").to_owned();
+
+    let search = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["search"];
+        all.extend_from_slice(args);
+        all.extend(["--format", "json"]);
+        json(&b.expect(0, &all).stdout).as_array().expect("a list").clone()
+    };
+    let hit = |hits: &[serde_json::Value], i: usize| -> (String, String, String) {
+        let h = &hits[i];
+        let marked: String = h["snippet"]
+            .as_array()
+            .expect("pieces")
+            .iter()
+            .filter(|p| p["hit"] == true)
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        (h["kind"].as_str().unwrap_or("?").to_owned(), h["field"].as_str().unwrap_or("?").to_owned(), marked)
+    };
+
+    // A run by its inputs, with its summary; words by stem and case.
+    let printer = search(&["Printers", "FIRE"]);
+    assert_eq!(printer.len(), 1, "{printer:?}");
+    assert_eq!(hit(&printer, 0), ("run".into(), "inputs".into(), "printer,fire".into()));
+    assert_eq!(printer[0]["id"], fire_id.as_str());
+    assert_eq!(printer[0]["run"]["status"], "completed");
+    // A workflow by its description, registered; and by its prompts.
+    let classifies = search(&["classifies", "--kind", "workflow"]);
+    assert_eq!(hit(&classifies, 0), ("workflow".into(), "description".into(), "Classifies".into()));
+    assert_eq!(classifies[0]["id"], "ticket-triage");
+    assert_eq!(hit(&search(&["friendly"]), 0), ("workflow".into(), "prompts".into(), "friendly".into()));
+    // A run by its error, and one by its outputs (the mock's answer).
+    let calculate = search(&["calculate"]);
+    assert_eq!(hit(&calculate, 0), ("run".into(), "errors".into(), "calculate".into()));
+    assert_eq!(calculate[0]["workflow"], "flaky");
+    assert_eq!(hit(&search(&["billing", "--kind", "run"]), 0).1, "outputs");
+    // A workflow only run from a file is known by its run's definition.
+    assert_eq!(hit(&search(&["flaky", "--kind", "workflow"]), 0).0, "workflow");
+    // A name match weighs more than a match in an output.
+    let ticket = search(&["ticket"]);
+    assert_eq!(ticket[0]["id"], "ticket-triage", "{ticket:?}");
+    assert!(ticket.iter().any(|h| h["id"] == fire_id.as_str()));
+    assert!(search(&["ticket", "--workflow", "flaky"]).is_empty());
+    assert_eq!(search(&["ticket", "--limit", "1"]).len(), 1);
+
+    let text = b.expect(0, &["search", "printer"]).stdout.replace(&fire_id, "RUN");
+    // The age is "just now" or a few seconds, as the machine goes.
+    let text = crate::support::redact_times(&text).replace("  just now", " <t> ago");
+    insta::assert_snapshot!("search_text", text);
+    assert_eq!(b.expect(0, &["search", "nowhere"]).stdout, "nothing matches `nowhere`\n");
+    let mut refusals = String::new();
+    for args in [
+        &["search", ""][..],
+        &["search", "x", "--limit", "0"],
+        &["search", "x", "--kind", "job"],
+        &["search", "x", "--workflow", "Not An Id"],
+    ] {
+        let run = b.cairn(args);
+        refusals +=
+            &format!("$ cairn {}\n[exit {}]\n{}{}\n", args.join(" "), run.code, run.stdout, run.stderr);
+    }
+    insta::assert_snapshot!("search_refusals", refusals);
+
+    // Pruned runs leave the index.
+    b.expect(0, &["prune", "--older-than", "1ms"]);
+    assert!(search(&["printer"]).is_empty());
+    assert_eq!(search(&["classifies"]).len(), 1, "workflows stay");
+}

@@ -375,6 +375,35 @@ steps:
   assert.deepEqual(ui.errors, []);
 });
 
+test("search finds a run by its output and a workflow by its description, and leads to each", async () => {
+  const run = await start(`cairn: 1
+id: field-notes
+description: Notes on the birds by the river
+steps:
+  - id: note
+    set: "A heron stood in the shallows at dawn"
+`);
+  await until(run, "completed");
+  const ui = await signedIn("vic");
+  const box = ui.getByLabel("search workflows and runs");
+  await box.fill("herons birds");
+  await box.press("Enter");
+  const hits = ui.getByTestId("hits");
+  await hits.locator(`[data-hit="${run}"]`).waitFor();
+  await hits.locator('[data-hit="field-notes"]').waitFor();
+  const runHit = hits.locator(`[data-hit="${run}"]`);
+  assert.equal(await runHit.locator("mark").first().textContent(), "heron");
+  assert.ok((await runHit.textContent()).includes("completed"));
+  assert.equal(await hits.locator('[data-hit="field-notes"] mark').first().textContent(), "birds");
+  await shot(ui, "search");
+  await ui.getByLabel("kind").selectOption("workflow");
+  await hits.locator(`[data-hit="${run}"]`).waitFor({ state: "detached" });
+  await ui.getByLabel("kind").selectOption("");
+  await runHit.getByRole("link", { name: run }).click();
+  await ui.waitForURL(`**/runs/${run}`);
+  assert.deepEqual(ui.errors, []);
+});
+
 test("an ended session goes back to sign-in", async () => {
   tokens.brief = token("brief", "viewer");
   const ui = await signedIn("brief");

@@ -6,6 +6,7 @@ import { Link, navigate, useLocation } from "./lib/router";
 import { Inbox } from "./pages/Inbox";
 import { Run } from "./pages/Run";
 import { Runs } from "./pages/Runs";
+import { Search, SearchBox } from "./pages/Search";
 import { SignIn } from "./pages/SignIn";
 import { Workflows } from "./pages/Workflows";
 
@@ -55,6 +56,7 @@ export function App() {
             Workflows
           </Link>
         </nav>
+        <SearchBox />
         <span className="who" data-testid="who">
           {session.name} · {session.role}
           {session.gate_roles.length > 0 && ` · decides as ${session.gate_roles.join(", ")}`}
@@ -70,6 +72,8 @@ export function App() {
           <Inbox />
         ) : section === "workflows" ? (
           <Workflows session={session} />
+        ) : section === "search" ? (
+          <Search />
         ) : (
           <Runs />
         )}

@@ -310,6 +310,9 @@ async fn index_rows(dir: &Path) -> Vec<serde_json::Value> {
         secrets: Default::default(),
         hub: Arc::new(cairn_app::follow::Hub::new()),
         meter: cairn_app::meter::Meter::new(),
+        search: Arc::new(
+            cairn_search_tantivy::TantivyIndex::open(&dir.join("search")).expect("the index opens"),
+        ),
     };
     let app = App::new(engine(store), parts);
     let first_page = cairn_ports::RunQuery { limit: Some(50), ..Default::default() };
@@ -349,7 +352,42 @@ async fn index_rows(dir: &Path) -> Vec<serde_json::Value> {
         eprintln!("{row}");
         rows.push(row);
     }
+    rows.extend(search_rows(&app).await);
     rows
+}
+
+/// Times the first indexing of every run for search (one row), then
+/// searches of it that match one run in ten (the failed ones), each first
+/// checking that nothing is left to index.
+async fn search_rows(app: &cairn_app::app::App) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    let written = app.index_changes().await.expect("indexed");
+    let first = start.elapsed();
+    assert!(written >= INDEXED, "every run was indexed: {written}");
+    let first_row = json!({
+        "name": format!("search: first indexing of {INDEXED} runs"),
+        "runs": 1,
+        "median_ms": round(first.as_secs_f64() * 1000.0, 2),
+        "best_ms": round(first.as_secs_f64() * 1000.0, 2),
+    });
+    eprintln!("{first_row}");
+    let query = cairn_ports::SearchQuery { text: "down".into(), kind: None, workflow: None, limit: 20 };
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let found = app.search(&query).await.expect("searched");
+        times.push(start.elapsed());
+        assert_eq!(found.len(), 20, "a full page of failed runs");
+    }
+    let (median, best) = median_best(times);
+    let row = json!({
+        "name": format!("search, 20 best of {} matching, {INDEXED} runs indexed", INDEXED / 10),
+        "runs": RUNS,
+        "median_ms": round(median * 1000.0, 2),
+        "best_ms": round(best * 1000.0, 2),
+    });
+    eprintln!("{row}");
+    vec![first_row, row]
 }
 
 /// The chain, resume and disk measurements, then the concurrent one under a

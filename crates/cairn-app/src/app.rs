@@ -17,7 +17,9 @@ use cairn_domain::state::Timestamp;
 use cairn_domain::state::{Event, Launch, RunState, RunStatus, StepStatus, TokenUsage};
 use cairn_domain::steer::{GateCall, Request};
 use cairn_engine::{Engine, EngineError, RunControl};
-use cairn_ports::{Clock, RunQuery, RunStore, RunSummary, Secrets, TokenRecord, TokenStore, WorkflowStore};
+use cairn_ports::{
+    Clock, RunQuery, RunStore, RunSummary, SearchIndex, Secrets, TokenRecord, TokenStore, WorkflowStore,
+};
 use serde_json::Value;
 
 use crate::error::{Error, TokenError};
@@ -89,6 +91,8 @@ pub struct Parts {
     pub hub: Arc<Hub>,
     /// What this process counts for operators.
     pub meter: Arc<crate::meter::Meter>,
+    /// The full-text index `search` reads.
+    pub search: Arc<dyn SearchIndex>,
 }
 
 /// The operations on runs, over one engine and its store.
@@ -103,15 +107,19 @@ pub struct App {
     hub: Arc<Hub>,
     meter: Arc<crate::meter::Meter>,
     hooks: crate::hooks::HookKeys,
+    search: Arc<dyn SearchIndex>,
+    /// One indexing at a time (searches, the service's indexer, prunes).
+    indexing: tokio::sync::Mutex<()>,
 }
 
 impl App {
     /// The operations of `engine` over `parts` (the store is the engine's
     /// own; the engine's sink feeds the hub).
     pub fn new(engine: Engine, parts: Parts) -> Self {
-        let Parts { store, tokens, workflows, clock, prices, secrets, hub, meter } = parts;
+        let Parts { store, tokens, workflows, clock, prices, secrets, hub, meter, search } = parts;
         let hooks = crate::hooks::HookKeys::default();
-        Self { engine, store, tokens, workflows, clock, prices, secrets, hub, meter, hooks }
+        let indexing = tokio::sync::Mutex::new(());
+        Self { engine, store, tokens, workflows, clock, prices, secrets, hub, meter, hooks, search, indexing }
     }
 
     /// These operations, taking webhook deliveries signed with `hooks`
@@ -123,6 +131,16 @@ impl App {
     /// The keys webhook deliveries are signed with.
     pub(crate) fn hooks(&self) -> &crate::hooks::HookKeys {
         &self.hooks
+    }
+
+    /// The full-text index `search` reads.
+    pub(crate) fn search_index(&self) -> &Arc<dyn SearchIndex> {
+        &self.search
+    }
+
+    /// Held while the index is written.
+    pub(crate) fn indexing(&self) -> &tokio::sync::Mutex<()> {
+        &self.indexing
     }
 
     /// Now, by the application's clock.
@@ -453,6 +471,8 @@ impl App {
             for r in &old {
                 self.store.delete(&r.run_id).await.map_err(EngineError::from)?;
             }
+            let gone: Vec<RunId> = old.iter().map(|r| r.run_id.clone()).collect();
+            self.unindex(&gone).await?;
         }
         Ok(old)
     }

@@ -294,6 +294,27 @@ impl Tally {
         self.last_run_at = self.last_run_at.max(Some(run.created_at));
     }
 
+    /// Counts what `other` counted.
+    pub(crate) fn merge(&mut self, other: &Tally) {
+        self.runs += other.runs;
+        for (status, n) in &other.by_status {
+            match self.by_status.iter_mut().find(|(s, _)| s == status) {
+                Some((_, mine)) => *mine += n,
+                None => self.by_status.push((*status, *n)),
+            }
+        }
+        self.took.extend_from_slice(&other.took);
+        for (model, usage) in &other.usage_by_model {
+            add_usage(&mut self.usage_by_model, model, *usage);
+        }
+        self.last_run_at = self.last_run_at.max(other.last_run_at);
+    }
+
+    /// Tokens counted, by model.
+    pub(crate) fn usage_by_model(&self) -> impl Iterator<Item = (&String, &TokenUsage)> {
+        self.usage_by_model.iter()
+    }
+
     /// The figures counted, priced by `app`.
     pub(crate) fn stats(mut self, app: &App) -> Stats {
         self.took.sort_unstable();

@@ -65,6 +65,12 @@ pub enum Error {
     /// The workflow catalog refused, or lacks what was asked.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A search was asked for no words.
+    #[error("nothing to search for: give one or more words")]
+    BlankSearch,
+    /// The search index failed.
+    #[error(transparent)]
+    Index(#[from] cairn_ports::SearchError),
     /// A webhook delivery was refused.
     #[error(transparent)]
     Hook(#[from] HookError),

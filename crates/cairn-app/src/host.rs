@@ -13,8 +13,10 @@ use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
 use cairn_mcp::McpTools;
 use cairn_ports::{
-    Clock, EventSink, LlmProvider, RunStore, Secrets, StepHandler, TokenStore, Tools, WorkflowStore,
+    Clock, EventSink, LlmProvider, RunStore, SearchIndex, Secrets, StepHandler, TokenStore, Tools,
+    WorkflowStore,
 };
+use cairn_search_tantivy::TantivyIndex;
 use cairn_store_sled::{Durability, OpenError, SledStore};
 use serde::{Deserialize, Serialize};
 
@@ -68,13 +70,22 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     /// Where the workflow catalog lives.
     pub workflows: Arc<dyn WorkflowStore>,
+    /// The full-text index of workflows and runs (derived from the others).
+    pub search: Arc<dyn SearchIndex>,
 }
 
 impl Stores {
-    /// One store that keeps runs, tokens and the catalog.
+    /// One store that keeps runs, tokens and the catalog, searched through
+    /// an index in memory (filled from the store when first searched).
     pub fn both<S: RunStore + TokenStore + WorkflowStore + 'static>(store: S) -> Self {
         let store = Arc::new(store);
-        Self { runs: store.clone(), tokens: store.clone(), workflows: store }
+        let search = Arc::new(TantivyIndex::in_memory());
+        Self { runs: store.clone(), tokens: store.clone(), workflows: store, search }
+    }
+
+    /// These stores, searched through `search`.
+    pub fn searched_by(self, search: Arc<dyn SearchIndex>) -> Self {
+        Self { search, ..self }
     }
 }
 
@@ -105,6 +116,9 @@ pub trait StoreFactory: Send + Sync {
         true
     }
 }
+
+/// Where in a data directory the search index lives, beside sled's files.
+pub const SEARCH_DIR: &str = "search";
 
 /// The embedded sled store of a data directory ([`SledStore`]): one process
 /// holds it at a time and names itself in its holder file.
@@ -143,7 +157,11 @@ impl StoreFactory for SledStores {
         let deadline = std::time::Instant::now() + wait;
         loop {
             match SledStore::open(dir, durability, &described) {
-                Ok(store) => return Ok(Stores::both(store.keep_snapshots(keep))),
+                Ok(store) => {
+                    let search =
+                        TantivyIndex::open(&dir.join(SEARCH_DIR)).map_err(|e| Error::Store(e.to_string()))?;
+                    return Ok(Stores::both(store.keep_snapshots(keep)).searched_by(Arc::new(search)));
+                }
                 Err(OpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -277,6 +295,7 @@ impl Plugins {
             secrets: secrets(loaded),
             hub,
             meter,
+            search: stores.search,
         };
         // A verb that only reads never fails on the webhooks' settings.
         let hooks = match loaded.hook_keys() {

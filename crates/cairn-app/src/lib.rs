@@ -37,6 +37,7 @@ pub mod host;
 pub mod meter;
 pub mod operations;
 pub mod progress;
+pub mod search;
 pub mod service;
 pub mod stats;
 pub mod triggers;

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use cairn_domain::definition::{Step, Workflow};
 use cairn_domain::id::RunId;
 use cairn_domain::state::{Event, EventKind, RunStatus, Timestamp};
-use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, Snapshot, StoreError, StoredRun};
+use cairn_ports::{NewRun, RunPage, RunQuery, RunStore, RunSummary, Snapshot, StoreError, StoredRun};
 
 use crate::follow::{Hub, Live};
 
@@ -323,6 +323,14 @@ impl RunStore for MeteredStore {
 
     async fn list(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
         self.inner.list(query).await
+    }
+
+    async fn summaries(&self, query: &RunQuery) -> Result<Vec<Arc<RunSummary>>, StoreError> {
+        self.inner.summaries(query).await
+    }
+
+    async fn summary(&self, run: &RunId) -> Result<Option<Arc<RunSummary>>, StoreError> {
+        self.inner.summary(run).await
     }
 
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {

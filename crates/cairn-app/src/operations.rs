@@ -11,12 +11,13 @@ use cairn_domain::duration::Duration;
 use cairn_domain::id::{RunId, WorkflowId};
 use cairn_domain::state::{Event, Launch, Timestamp};
 use cairn_domain::steer::{GateCall, Request};
-use cairn_ports::{Registered, RunQuery, RunSummary, TokenRecord, WorkflowVersion};
+use cairn_ports::{Registered, RunQuery, RunSummary, SearchQuery, TokenRecord, WorkflowVersion};
 use serde_json::Value;
 
 use crate::app::{App, Listing, NewToken, Run};
 use crate::catalog::Entry;
 use crate::error::Error;
+use crate::search::Found;
 use crate::stats::{Report, StatsQuery};
 
 /// What a front asks of runs and tokens. See [`App`] for what each does;
@@ -74,6 +75,8 @@ pub trait Operations: Send + Sync {
     async fn catalog(&self) -> Result<Vec<Entry>, Error>;
     /// Figures over the stored runs `query` selects.
     async fn stats(&self, query: &StatsQuery) -> Result<Report, Error>;
+    /// The workflows and runs matching `query`, best first.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<Found>, Error>;
     /// A registered version of a workflow (its latest when `version` is `None`).
     async fn registered(
         &self,
@@ -186,6 +189,10 @@ impl Operations for App {
 
     async fn stats(&self, query: &StatsQuery) -> Result<Report, Error> {
         App::run_stats(self, query).await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<Found>, Error> {
+        App::search(self, query).await
     }
 
     async fn registered(

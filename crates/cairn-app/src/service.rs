@@ -53,11 +53,17 @@ struct Lanes {
     stopping: bool,
     /// The task starting scheduled runs ([`Service::schedule`]).
     scheduler: Option<JoinHandle<()>>,
+    /// The task keeping the search index up ([`Service::index`]).
+    indexer: Option<JoinHandle<()>>,
 }
 
 /// How often the scheduler reads the catalog again, at least: a workflow
 /// registered with a schedule has its first tick looked at within this.
 const SCHEDULES_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long the indexer lets events gather before it indexes the runs
+/// they changed.
+const INDEX_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One run's drive.
 struct Lane {
@@ -338,6 +344,33 @@ impl Service {
         }
     }
 
+    /// Keeps the search index up with the runs, until shutdown: after
+    /// events, once they pause for [`INDEX_AFTER`] or at that pace while
+    /// they keep coming, so a search seldom has runs to index first.
+    pub fn index(self: &Arc<Self>) {
+        let task = tokio::spawn(Arc::clone(self).indexer());
+        if let Some(old) = self.lanes().indexer.replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn indexer(self: Arc<Self>) {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let mut live = self.app.hub().subscribe();
+        loop {
+            // Lagging behind the hub still means runs changed.
+            if let Err(RecvError::Closed) = live.recv().await {
+                return;
+            }
+            tokio::time::sleep(INDEX_AFTER).await;
+            // What came meanwhile is indexed by this round.
+            while !matches!(live.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+            if let Err(e) = self.app.index_changes().await {
+                tracing::warn!(error = %e, "the search index could not be brought up to the runs");
+            }
+        }
+    }
+
     async fn scheduler(self: Arc<Self>) {
         let mut done: HashMap<WorkflowId, Timestamp> = HashMap::new();
         loop {
@@ -401,6 +434,7 @@ impl Service {
             let drives: Vec<(RunId, Lane)> = lanes.driving.drain().collect();
             let mut timers: Vec<JoinHandle<()>> = lanes.timers.drain().map(|(_, t)| t).collect();
             timers.extend(lanes.scheduler.take());
+            timers.extend(lanes.indexer.take());
             (drives, timers)
         };
         for timer in timers {
@@ -520,6 +554,7 @@ mod tests {
             secrets: Default::default(),
             hub,
             meter: crate::meter::Meter::new(),
+            search: Arc::new(cairn_search_tantivy::TantivyIndex::in_memory()),
         };
         Service::limited(Arc::new(App::new(engine, parts)), limit)
     }
@@ -705,5 +740,34 @@ mod tests {
         assert_eq!(started, [17, 20, 25], "then one run a tick, on the tick");
         first.shutdown().await;
         second.shutdown().await;
+    }
+
+    /// Real time: the index is written on blocking threads, which a paused
+    /// clock does not wait for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_indexer_indexes_runs_as_they_change_so_a_search_has_nothing_left_to_do() {
+        let service = service(Arc::new(FakeClock::default()));
+        service.index();
+        let app = service.app();
+        let otters = "cairn: 1\nid: otters\ninputs:\n  topic: { type: string, default: otters }\nsteps:\n  - id: a\n    set: \"{{ inputs.topic }} swim\"\n";
+        let id = app.start(definition(otters), json!({}), None).await.expect("starts").state.run_id;
+        service.drive(&id);
+        settled(&service, &id, RunStatus::Completed).await;
+        let query =
+            cairn_ports::SearchQuery { text: "swimming".into(), kind: None, workflow: None, limit: 5 };
+        let mut hits = Vec::new();
+        for _ in 0..100 {
+            hits = app.search_index().search(&query).await.expect("searches");
+            if !hits.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, [id.as_str()], "indexed with no search asking");
+        // Every event of the fake clock is at one instant: the mark knows
+        // which runs of that instant it holds.
+        assert_eq!(app.index_changes().await.expect("indexes"), 0, "nothing left");
+        service.shutdown().await;
     }
 }

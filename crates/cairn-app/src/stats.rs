@@ -80,13 +80,12 @@ impl App {
         if let Some(since) = since {
             runs.retain(|r| r.created_at >= since);
         }
-        let mut overall = Tally::default();
+        // One pass over the runs (each a few cache misses away): tallies by
+        // workflow, summed into the overall one and tokens by model after.
         let mut by_workflow: BTreeMap<&WorkflowId, Tally> = BTreeMap::new();
         let mut failing: BTreeMap<(&WorkflowId, &str), Failing> = BTreeMap::new();
         let mut by_agent: BTreeMap<String, BTreeMap<String, TokenUsage>> = BTreeMap::new();
-        let mut by_model: BTreeMap<String, BTreeMap<String, TokenUsage>> = BTreeMap::new();
         for run in &runs {
-            overall.add(run);
             by_workflow.entry(&run.workflow).or_default().add(run);
             for (step, classes) in &run.figures.failures {
                 let entry = failing.entry((&run.workflow, step)).or_insert_with(|| Failing {
@@ -107,10 +106,15 @@ impl App {
                     add_usage(named(&mut by_agent, agent), model, *usage);
                 }
             }
-            for (model, usage) in &run.usage_by_model {
-                add_usage(named(&mut by_model, model), model, *usage);
-            }
         }
+        let mut overall = Tally::default();
+        for tally in by_workflow.values() {
+            overall.merge(tally);
+        }
+        let by_model: BTreeMap<String, BTreeMap<String, TokenUsage>> = overall
+            .usage_by_model()
+            .map(|(model, usage)| (model.clone(), [(model.clone(), *usage)].into()))
+            .collect();
         let mut by_workflow: Vec<(WorkflowId, Stats)> =
             by_workflow.into_iter().map(|(workflow, tally)| (workflow.clone(), tally.stats(self))).collect();
         by_workflow.sort_by(|a, b| b.1.runs.cmp(&a.1.runs).then_with(|| a.0.cmp(&b.0)));

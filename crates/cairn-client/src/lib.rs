@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use cairn_app::app::{Listed, Listing, NewToken, Run};
 use cairn_app::catalog::{About, Entry, Stats};
 use cairn_app::error::{CatalogError, TokenError};
+use cairn_app::search::Found;
 use cairn_app::stats::{Failing, Report, Spent, StatsQuery};
 use cairn_app::{EngineError, Error, Operations, Target};
 use cairn_domain::Definition;
@@ -39,7 +40,8 @@ use cairn_domain::problem::{Location, Problem, Problems, Rule};
 use cairn_domain::state::{Event, EventKind, Launch, RunState, RunStatus, StepPath, Timestamp, TokenUsage};
 use cairn_domain::steer::{GateCall, Request, Verdict};
 use cairn_ports::{
-    Cursor, EventSink, LiveEvent, Registered, RunQuery, RunSummary, StoreError, TokenRecord, WorkflowVersion,
+    Cursor, EventSink, LiveEvent, Registered, RunQuery, RunSummary, SearchHit, SearchQuery, StoreError,
+    TokenRecord, WorkflowVersion,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -531,6 +533,20 @@ impl Operations for Remote {
         report_of(&answer).map_err(Error::Config)
     }
 
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<Found>, Error> {
+        let mut params: Vec<(&str, String)> =
+            vec![("q", query.text.clone()), ("limit", query.limit.to_string())];
+        if let Some(kind) = query.kind {
+            params.push(("kind", kind.as_str().to_owned()));
+        }
+        if let Some(workflow) = &query.workflow {
+            params.push(("workflow", workflow.to_string()));
+        }
+        let answer = self.answer(self.request(Method::GET, "/search").query(&params)).await?;
+        let hits = answer.get("hits").and_then(Value::as_array).cloned().unwrap_or_default();
+        hits.iter().map(|h| found_of(h).map_err(Error::Config)).collect()
+    }
+
     async fn registered(
         &self,
         workflow: &WorkflowId,
@@ -641,6 +657,23 @@ fn event_of(mut value: Value) -> Result<Event, String> {
 }
 
 /// A run summary of a listing, as the server sent it.
+/// A search hit the server sent, with its run's summary for a run.
+fn found_of(value: &Value) -> Result<Found, String> {
+    let run = match value.get("run") {
+        None | Some(Value::Null) => None,
+        Some(run) => Some(listed_of(run)?),
+    };
+    let hit = SearchHit {
+        kind: field(value, "kind")?,
+        id: field(value, "id")?,
+        workflow: field(value, "workflow")?,
+        score: field(value, "score")?,
+        field: field(value, "field")?,
+        snippet: field(value, "snippet")?,
+    };
+    Ok(Found { hit, run })
+}
+
 fn listed_of(value: &Value) -> Result<Listed, String> {
     let usage = value.get("usage").unwrap_or(&Value::Null);
     let total = usage_of(usage);
@@ -837,6 +870,7 @@ fn typed(status: StatusCode, problem: &Value) -> Error {
                 _ => Error::Server { status: status.as_u16(), code, detail },
             }
         }
+        "blank_query" => Error::BlankSearch,
         "unauthorized" if problem.get("expired_token").is_some() => {
             Error::Token(TokenError::Expired(text("expired_token")))
         }

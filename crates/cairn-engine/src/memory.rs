@@ -111,6 +111,10 @@ impl RunStore for MemoryStore {
         Ok(query.page(runs.values().map(|e| e.summary.clone())))
     }
 
+    async fn summary(&self, run: &RunId) -> Result<Option<std::sync::Arc<RunSummary>>, StoreError> {
+        Ok(self.lock()?.get(run).map(|e| std::sync::Arc::new(e.summary.clone())))
+    }
+
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {
         let mut runs = self.lock()?;
         let entry = runs.get_mut(run).ok_or_else(|| StoreError::NotFound(run.to_string()))?;

@@ -14,10 +14,11 @@
 //! or the app.
 //!
 //! Read first: [`RunStore`], [`LlmProvider`], [`CommandRunner`], [`Clock`],
-//! [`EventSink`], [`StepHandler`], [`TokenStore`], [`WorkflowStore`], and [`PortError`].
+//! [`EventSink`], [`StepHandler`], [`TokenStore`], [`WorkflowStore`], [`SearchIndex`], and [`PortError`].
 
 mod error;
 mod llm;
+mod search;
 mod secrets;
 mod store;
 mod tokens;
@@ -35,6 +36,9 @@ pub use error::{Damage, DamageKind, PortError, StoreError};
 pub use llm::{
     ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, ToolCall, ToolSpec,
     Usage,
+};
+pub use search::{
+    DocKind, Fragment, IndexMark, SearchDoc, SearchError, SearchHit, SearchIndex, SearchQuery, TextField,
 };
 pub use secrets::{MIN_SECRET_LEN, REDACTED, Secrets, StreamRedactor};
 pub use store::{

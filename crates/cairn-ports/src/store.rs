@@ -377,6 +377,11 @@ pub trait RunStore: Send + Sync {
         let all = RunQuery { limit: None, ..query.clone() };
         Ok(self.list(&all).await?.runs.into_iter().map(std::sync::Arc::new).collect())
     }
+    /// One run's summary (`None`: no such run). A store that keeps its
+    /// index in memory answers without a scan.
+    async fn summary(&self, run: &RunId) -> Result<Option<std::sync::Arc<RunSummary>>, StoreError> {
+        Ok(self.summaries(&RunQuery::default()).await?.into_iter().find(|s| &s.run_id == run))
+    }
     /// Keeps a snapshot of a run's state.
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError>;
     /// The run's latest snapshot, if any.

@@ -50,6 +50,7 @@ pub enum Endpoint {
     RegisterWorkflow,
     Hook,
     Stats,
+    Search,
     Events,
     EventStream,
     RunFeed,
@@ -109,6 +110,7 @@ pub const ROUTES: &[Route] = &[
     // The delivery's signature is its credential (checked by the handler).
     route(Method::POST, "/api/v1/hooks/{workflow}", Endpoint::Hook, Need::Anyone),
     route(Method::GET, "/api/v1/stats", Endpoint::Stats, VIEWER),
+    route(Method::GET, "/api/v1/search", Endpoint::Search, VIEWER),
     route(Method::GET, "/api/v1/runs/{id}/events", Endpoint::Events, VIEWER),
     route(Method::GET, "/api/v1/runs/{id}/events/stream", Endpoint::EventStream, VIEWER),
     route(Method::GET, "/api/v1/events/stream", Endpoint::RunFeed, VIEWER),

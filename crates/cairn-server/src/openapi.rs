@@ -232,6 +232,16 @@ pub(crate) const RUN_STATUSES: &[&str] = &[
 
 by_hand!(RunStatus, words("The status of a run", RUN_STATUSES.iter().copied()));
 
+/// What a search hit is.
+pub(crate) struct HitKind;
+
+by_hand!(HitKind, words("A workflow or a run", ["workflow", "run"].into_iter()));
+
+/// The field a hit's snippet comes from.
+pub(crate) struct HitField;
+
+by_hand!(HitField, words("A searched field", cairn_ports::TextField::ALL.iter().map(|f| f.as_str())));
+
 /// The status of a step.
 pub(crate) struct StepStatus;
 
@@ -796,6 +806,42 @@ pub(crate) struct Spent {
     name: String,
     #[serde(flatten)]
     usage: Usage,
+}
+
+/// Search hits, best first (`cairn search`).
+#[derive(ToSchema)]
+pub(crate) struct SearchHits {
+    /// The hits.
+    hits: Vec<SearchHit>,
+}
+
+/// A workflow or run that matched.
+#[derive(ToSchema)]
+pub(crate) struct SearchHit {
+    /// A workflow or a run.
+    kind: HitKind,
+    /// The workflow's id or the run's id.
+    id: String,
+    /// The workflow (of a run, the one it runs).
+    workflow: String,
+    /// Relevance (BM25, fields weighted): only the order means something.
+    score: f64,
+    /// The field the snippet comes from.
+    field: HitField,
+    /// A short passage of that field, in pieces.
+    snippet: Vec<SnippetPiece>,
+    /// The run's summary, for a run (`null` for a workflow).
+    #[schema(required = true)]
+    run: Option<RunSummary>,
+}
+
+/// A piece of a snippet: matched words or the text between them.
+#[derive(ToSchema)]
+pub(crate) struct SnippetPiece {
+    /// The text, as stored (show it as text, never as markup).
+    text: String,
+    /// Whether it matched the query.
+    hit: bool,
 }
 
 /// A workflow of the catalog.

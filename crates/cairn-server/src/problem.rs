@@ -102,6 +102,8 @@ impl From<Error> for Problem {
             Error::File { .. } | Error::Config(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
             }
+            Error::BlankSearch => Self::new(StatusCode::BAD_REQUEST, "blank_query", detail),
+            Error::Index(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", detail),
             Error::Store(_) | Error::Interrupted { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
             }

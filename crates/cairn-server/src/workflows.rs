@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use cairn_app::error::CatalogError;
 use cairn_app::{Error, view};
 use cairn_domain::access::Caller;
-use cairn_ports::Registered;
+use cairn_ports::{DocKind, Registered, SearchQuery};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
@@ -126,6 +126,66 @@ pub(crate) async fn register(
     }
     Ok(response)
 }
+
+/// The query of `GET /search`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SearchParams {
+    /// The words to find (`"a phrase"`, `+required`, `-excluded`, `field:word` narrow it).
+    #[param(min_length = 1)]
+    q: String,
+    /// Workflows or runs only.
+    #[param(value_type = Option<crate::openapi::HitKind>)]
+    kind: Option<String>,
+    /// One workflow's documents only.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    workflow: Option<String>,
+    /// At most this many hits (default 20).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// `GET /search`: workflows and runs by text, best first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/search",
+    tag = "workflows",
+    operation_id = "search",
+    params(SearchParams),
+    responses(
+        (status = 200, description = "Workflows (name, description, tags, prompts) and runs (inputs, outputs, errors) that match, best first, each with a snippet", body = crate::openapi::SearchHits),
+        crate::openapi::Refusals,
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn search(
+    State(shared): State<Shared>,
+    query: Result<Query<SearchParams>, QueryRejection>,
+) -> Answer {
+    let Query(q) = query.map_err(Problem::from)?;
+    let bad = |what: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", what);
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some("workflow") => Some(DocKind::Workflow),
+        Some("run") => Some(DocKind::Run),
+        Some(other) => return Err(bad(format!("kind: `{other}` is neither `workflow` nor `run`"))),
+    };
+    let workflow = q
+        .workflow
+        .map(|w| cairn_domain::id::WorkflowId::new(w).map_err(|e| bad(format!("workflow: {e}"))))
+        .transpose()?;
+    let limit = match q.limit {
+        None => DEFAULT_HITS,
+        Some(n @ 1..=1000) => n as usize,
+        Some(n) => return Err(bad(format!("limit: {n} is not from 1 to 1000"))),
+    };
+    let query = SearchQuery { text: q.q, kind, workflow, limit };
+    let found = shared.service.app().search(&query).await.map_err(Problem::from)?;
+    Ok(Json(json!({"hits": view::search::hits_json(&found)})).into_response())
+}
+
+/// Hits a search answers when it names no limit.
+const DEFAULT_HITS: usize = 20;
 
 /// The query of `GET /stats`.
 #[derive(Debug, Deserialize, IntoParams)]

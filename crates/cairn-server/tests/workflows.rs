@@ -264,3 +264,37 @@ async fn a_signed_webhook_delivery_starts_one_run_and_a_replay_answers_it() {
     let runs = server.get("/api/v1/runs?workflow=hooked", &operator).await;
     assert_eq!(runs.body["runs"].as_array().map(Vec::len), Some(1), "only the first delivery started a run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_answers_hits_with_snippets_and_refuses_what_it_cannot_read() {
+    let server = Server::on_system_clock();
+    let viewer = server.token("vic", Role::Viewer, &[]).await;
+    let operator = server.token("ops", Role::Operator, &[]).await;
+    let run = server.start(&operator, HELLO).await;
+    server.wait_for(&run, &operator, "completed").await;
+
+    let found = server.get("/api/v1/search?q=hello%20rivers", &viewer).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    let hits = found.body["hits"].as_array().expect("hits");
+    let kinds: Vec<&str> = hits.iter().filter_map(|h| h["kind"].as_str()).collect();
+    assert_eq!(kinds, ["workflow", "run"], "{hits:?}");
+    assert_eq!(hits[1]["id"], run.as_str());
+    assert_eq!(hits[1]["run"]["status"], "completed");
+    assert!(hits[0]["run"].is_null());
+    let runs_only =
+        server.get("/api/v1/search?q=hello%20rivers&kind=run&limit=1&workflow=hello", &viewer).await;
+    assert_eq!(runs_only.body["hits"].as_array().map(Vec::len), Some(1), "{}", runs_only.body);
+
+    for (query, code) in [
+        ("", "invalid_query"),
+        ("?q=%20", "blank_query"),
+        ("?q=x&kind=job", "invalid_query"),
+        ("?q=x&limit=0", "invalid_query"),
+        ("?q=x&limit=1001", "invalid_query"),
+        ("?q=x&limit=many", "invalid_query"),
+        ("?q=x&workflow=Not%20An%20Id", "invalid_query"),
+    ] {
+        let refused = server.get(&format!("/api/v1/search{query}"), &viewer).await;
+        refused.problem(StatusCode::BAD_REQUEST, code);
+    }
+}

@@ -1002,12 +1002,19 @@ impl RunStore for SledStore {
         let live: Vec<Arc<RunSummary>> =
             lock(&self.live).values().map(|r| r.summary().map(Arc::new)).collect::<Result<_, _>>()?;
         let mut runs: Vec<Arc<RunSummary>> = live.iter().filter(|r| query.matches(r)).cloned().collect();
-        let is_live = |id: &str| live.iter().any(|r| r.run_id.as_str() == id);
+        let live: std::collections::HashSet<&str> = live.iter().map(|r| r.run_id.as_str()).collect();
         self.with_summaries(|summaries| {
-            let stored = summaries.values().filter(|r| query.matches(r) && !is_live(r.run_id.as_str()));
+            let stored = summaries.values().filter(|r| query.matches(r) && !live.contains(r.run_id.as_str()));
             runs.extend(stored.cloned());
         })?;
         Ok(runs)
+    }
+
+    async fn summary(&self, run: &RunId) -> Result<Option<Arc<RunSummary>>, StoreError> {
+        if let Some(live) = lock(&self.live).get(run.as_str()) {
+            return live.summary().map(|s| Some(Arc::new(s)));
+        }
+        self.with_summaries(|summaries| summaries.get(run.as_str()).cloned())
     }
 
     async fn put_snapshot(&self, run: &RunId, snapshot: Snapshot) -> Result<(), StoreError> {

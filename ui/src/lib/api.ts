@@ -18,6 +18,9 @@ export type Problem = Schemas["Problem"];
 export type DefinitionProblem = Schemas["DefinitionProblem"];
 export type Session = Schemas["Session"];
 export type RunStatus = Schemas["RunStatus"];
+export type SearchHit = Schemas["SearchHit"];
+export type SnippetPiece = Schemas["SnippetPiece"];
+export type HitKind = Schemas["HitKind"];
 
 /** One stored event: `seq`, `at`, `actor`, `type` and its type's fields. */
 export type CairnEvent = Schemas["Event"] & Record<string, unknown>;

@@ -354,6 +354,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /search`: workflows and runs by text, best first. */
+        get: operations["search"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/session": {
         parameters: {
             query?: never;
@@ -720,6 +737,16 @@ export interface components {
             status: string;
         };
         /**
+         * @description A searched field
+         * @enum {string}
+         */
+        HitField: "id" | "name" | "tags" | "description" | "prompts" | "errors" | "inputs" | "outputs";
+        /**
+         * @description A workflow or a run
+         * @enum {string}
+         */
+        HitKind: "workflow" | "run";
+        /**
          * @description The type of a run input
          * @enum {string}
          */
@@ -1048,6 +1075,30 @@ export interface components {
             /** @description The steps, in topological order. */
             steps: components["schemas"]["PlanStep"][];
         };
+        /** @description A workflow or run that matched. */
+        SearchHit: {
+            /** @description The field the snippet comes from. */
+            field: components["schemas"]["HitField"];
+            /** @description The workflow's id or the run's id. */
+            id: string;
+            /** @description A workflow or a run. */
+            kind: components["schemas"]["HitKind"];
+            run: null | components["schemas"]["RunSummary"];
+            /**
+             * Format: double
+             * @description Relevance (BM25, fields weighted): only the order means something.
+             */
+            score: number;
+            /** @description A short passage of that field, in pieces. */
+            snippet: components["schemas"]["SnippetPiece"][];
+            /** @description The workflow (of a run, the one it runs). */
+            workflow: string;
+        };
+        /** @description Search hits, best first (`cairn search`). */
+        SearchHits: {
+            /** @description The hits. */
+            hits: components["schemas"]["SearchHit"][];
+        };
         /** @description Who a session is: what the UI shows and may offer. */
         Session: {
             /** @description Whether it may decide as any gate role (the local key, `--auth none`). */
@@ -1068,6 +1119,13 @@ export interface components {
         SignInBody: {
             /** @description An API token's secret (`cairn_...`). */
             token: string;
+        };
+        /** @description A piece of a snippet: matched words or the text between them. */
+        SnippetPiece: {
+            /** @description Whether it matched the query. */
+            hit: boolean;
+            /** @description The text, as stored (show it as text, never as markup). */
+            text: string;
         };
         /**
          * @description A definition sent as text: its name (which picks YAML or JSON; YAML by
@@ -2962,6 +3020,71 @@ export interface operations {
             };
         };
     };
+    search: {
+        parameters: {
+            query: {
+                /** @description The words to find (`"a phrase"`, `+required`, `-excluded`, `field:word` narrow it). */
+                q: string;
+                /** @description Workflows or runs only. */
+                kind?: components["schemas"]["HitKind"];
+                /** @description One workflow's documents only. */
+                workflow?: string;
+                /** @description At most this many hits (default 20). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Workflows (name, description, tags, prompts) and runs (inputs, outputs, errors) that match, best first, each with a snippet */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchHits"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     who_am_i: {
         parameters: {
             query?: never;
@@ -3758,6 +3881,8 @@ type ReadonlyArray<T> = [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
 export const errorClassValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorClass"]> = ["transient", "rate_limited", "timeout", "invalid_output", "permission", "rejected", "fatal"];
+export const hitFieldValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["HitField"]> = ["id", "name", "tags", "description", "prompts", "errors", "inputs", "outputs"];
+export const hitKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["HitKind"]> = ["workflow", "run"];
 export const inputTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["InputType"]> = ["string", "number", "integer", "boolean", "object", "array"];
 export const roleValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Role"]> = ["viewer", "operator", "admin"];
 export const runFeedEventEventValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunFeedEvent"]["event"]> = ["run"];

@@ -1,5 +1,6 @@
 // The runs, newest first, live: filters by status, workflow and labels
-// (asked of the server), a search over ids, workflows and labels, cursor
+// (asked of the server), a quick filter over ids, workflows and labels
+// (the search page searches everything the store holds), cursor
 // pages; every change any run makes arrives on the run feed and updates
 // its row.
 import { useCallback, useEffect, useState } from "react";
@@ -110,7 +111,7 @@ export function Runs() {
         </select>
         <input aria-label="workflow" placeholder="workflow" defaultValue={workflow} onBlur={(e) => set("workflow", e.target.value.trim())} />
         <input aria-label="labels" placeholder="labels: key=value …" defaultValue={labelText} onBlur={(e) => set("label", e.target.value.trim())} />
-        <input aria-label="search" placeholder="search ids, workflows, labels" defaultValue={search} onChange={(e) => set("q", e.target.value.trim())} />
+        <input aria-label="filter" placeholder="filter ids, workflows, labels" defaultValue={search} onChange={(e) => set("q", e.target.value.trim())} />
       </div>
       {error && <p className="error">{error}</p>}
       <table className="runs" data-testid="runs">

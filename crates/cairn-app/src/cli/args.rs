@@ -515,6 +515,33 @@ recorded is lost. The API is in docs/server.md.")]
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Search workflows (name, description, tags, step prompts) and runs (inputs, outputs,
+    /// error messages) by text, the best match first.
+    ///
+    /// Words are matched by stem (`failing` finds `failed`); `"a phrase"`, `+required`,
+    /// `-excluded` and `field:word` (fields: id, name, tags, description, prompts, errors, inputs,
+    /// outputs) narrow it.
+    #[command(after_help = "Examples:
+  cairn search timeout
+  cairn search printer fire --kind run
+  cairn search '\"release notes\" -draft' --workflow release --format json")]
+    Search {
+        /// The words to find.
+        #[arg(required = true, value_name = "TEXT")]
+        words: Vec<String>,
+        /// Workflows or runs only.
+        #[arg(long, value_enum)]
+        kind: Option<SearchKind>,
+        /// One workflow's documents only (it and its runs).
+        #[arg(long, value_name = "ID")]
+        workflow: Option<String>,
+        /// At most this many hits.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Output format (json: an array of `{kind, id, workflow, score, field, snippet, run}`).
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Print cairn's version.
     #[command(after_help = "Examples:
   cairn version
@@ -668,6 +695,15 @@ pub enum RunFormat {
     Text,
     /// The run JSON.
     Json,
+}
+
+/// What `search` finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchKind {
+    /// Workflows only.
+    Workflow,
+    /// Runs only.
+    Run,
 }
 
 /// How listing verbs print.

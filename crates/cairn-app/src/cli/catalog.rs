@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use cairn_domain::id::WorkflowId;
-use cairn_ports::Registered;
+use cairn_ports::{DocKind, Registered, SearchQuery};
 use serde_json::{Value, json};
 
-use super::args::{DocFormat, ListFormat, ShowFormat, WorkflowsVerb};
+use super::args::{DocFormat, ListFormat, SearchKind, ShowFormat, WorkflowsVerb};
 use super::{Verbs, exit, term};
 use crate::error::Error;
 use crate::files::load_definition;
@@ -47,6 +47,35 @@ pub(crate) fn stats(
     match format {
         ListFormat::Json => outln!("{}", view::catalog::report_json(&report)),
         ListFormat::Table => out!("{}", view::list::report_text(&report, term::table_fit())),
+    }
+    Ok(exit::OK)
+}
+
+/// `cairn search TEXT`: workflows and runs by text, best first.
+pub(crate) fn search(
+    verbs: &Verbs<'_>,
+    text: &str,
+    kind: Option<SearchKind>,
+    workflow: Option<&str>,
+    limit: usize,
+    format: ListFormat,
+) -> Result<u8, Error> {
+    let workflow =
+        workflow.map(WorkflowId::new).transpose().map_err(|e| Error::Config(format!("--workflow: {e}")))?;
+    let kind = kind.map(|k| match k {
+        SearchKind::Workflow => DocKind::Workflow,
+        SearchKind::Run => DocKind::Run,
+    });
+    let opened = verbs.open("search")?;
+    let query = SearchQuery { text: text.to_owned(), kind, workflow, limit };
+    let found = opened.runtime.block_on(opened.app.search(&query))?;
+    match format {
+        ListFormat::Json => outln!("{}", view::search::hits_json(&found)),
+        ListFormat::Table if found.is_empty() => outln!("nothing matches `{text}`"),
+        ListFormat::Table => {
+            let now = cairn_ports::Clock::now(&cairn_engine::SystemClock);
+            out!("{}", view::search::hits_text(&found, now, term::table_fit()));
+        }
     }
     Ok(exit::OK)
 }

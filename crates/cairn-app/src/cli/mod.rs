@@ -298,6 +298,9 @@ impl Verbs<'_> {
             Verb::Stats { workflow, since, format } => {
                 catalog::stats(self, workflow.as_deref(), since.as_deref(), format)
             }
+            Verb::Search { words, kind, workflow, limit, format } => {
+                catalog::search(self, &words.join(" "), kind, workflow.as_deref(), limit.into(), format)
+            }
         }
     }
 

@@ -63,6 +63,7 @@ pub(crate) fn serve(
             tracing::info!(runs = recovered, "driving on the runs a previous process left running");
         }
         service.schedule();
+        service.index();
         eprintln!("cairn serve listening on {url}");
         let served = front.serve(Arc::clone(&service), listener, front_auth, Box::pin(stop)).await;
         tracing::info!("stopping: interrupting the drives; what was in flight runs again on the next start");

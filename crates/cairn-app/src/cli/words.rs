@@ -62,6 +62,14 @@ pub(crate) fn said(e: &Error, verb: &str) -> Said {
                     .into(),
             }),
         ),
+        Error::Index(e) => usage(
+            e.to_string(),
+            Some(format!(
+                "the index is made from the store: remove the `{}` directory of the data directory and search again \
+                 to make it anew",
+                crate::host::SEARCH_DIR
+            )),
+        ),
         other => usage(other.to_string(), None),
     }
 }

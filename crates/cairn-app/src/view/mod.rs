@@ -7,6 +7,7 @@ pub mod event;
 pub mod list;
 pub mod plan;
 pub mod run;
+pub mod search;
 pub mod time;
 pub mod token;
 

@@ -96,6 +96,7 @@ impl Server {
             secrets: Default::default(),
             hub,
             meter: cairn_app::meter::Meter::new(),
+            search: stores.search,
         };
         // `hooked` takes webhooks signed with HOOK_KEY; `unkeyed` names a
         // variable nobody set.
