@@ -12,6 +12,7 @@ mod gates;
 mod iterate;
 mod llm;
 mod plan;
+mod postgres;
 mod provenance;
 mod retry_timing;
 mod run;

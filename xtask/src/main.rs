@@ -2,6 +2,8 @@
 //!
 //! - `ci`: format check, clippy with `-D warnings`, every test, a short
 //!   schemathesis run against the API, and the web UI's checks. What CI runs.
+//! - `postgres`: the test database made ready (`ci` does it first): the
+//!   installed cluster started, the role and `cairn_test` created.
 //! - `bench [--peers]`: the benchmarks, printed as a table and written to
 //!   `target/bench/report.json`; `--peers` runs the same workloads on
 //!   LangGraph.
@@ -32,6 +34,7 @@ mod cassettes;
 mod faults;
 mod fuzz;
 mod litellm;
+mod postgres;
 mod schemathesis;
 mod sim;
 #[cfg(test)]
@@ -48,6 +51,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("postgres") => postgres::ensure(),
         Some("bench") => bench::run(&args[1..]),
         Some("crash") => crash(&args[1..]),
         Some("sim") => sim::run(&args[1..]),
@@ -59,7 +63,7 @@ fn main() -> Result<()> {
         Some("ui") => ui::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis|ui>"
+                "usage: cargo xtask <ci|postgres|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis|ui>"
             );
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
             eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
@@ -191,6 +195,8 @@ fn crash(args: &[String]) -> Result<()> {
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    // The PostgreSQL store's tests use a real database.
+    postgres::ensure()?;
     cargo(&["test", "--workspace", "--locked"])?;
     // The command line's end-to-end tests again, each verb through a
     // `cairn serve` holding the data directory: the same output and exit

@@ -165,6 +165,33 @@ pub struct StoreConfig {
     pub durability: Option<String>,
     /// Checkpoints kept per run.
     pub keep_checkpoints: Option<u32>,
+    /// A PostgreSQL database (`postgres://USER@HOST/DB`) that holds the
+    /// runs instead of the data directory; `--store` overrides it.
+    #[serde(default, deserialize_with = "store_url")]
+    pub url: Option<String>,
+}
+
+impl StoreConfig {
+    /// The PostgreSQL URL runs are kept at, if any.
+    pub fn database(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+}
+
+/// Whether `text` names a PostgreSQL database, the one store a URL selects.
+pub fn is_database_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// A store URL, checked as the file is read.
+fn store_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    if !is_database_url(&url) {
+        return Err(serde::de::Error::custom(
+            "a store URL starts with `postgres://` (a PostgreSQL database)",
+        ));
+    }
+    Ok(Some(url))
 }
 
 /// A duration (`120s`, `2m`), read as the file is read.

@@ -17,6 +17,7 @@ use cairn_ports::{
     WorkflowStore,
 };
 use cairn_search_tantivy::TantivyIndex;
+use cairn_store_postgres::PostgresStore;
 use cairn_store_sled::{Durability, OpenError, SledStore};
 use serde::{Deserialize, Serialize};
 
@@ -193,6 +194,39 @@ impl StoreFactory for SledStores {
     }
 }
 
+/// The stores the `cairn` binary opens: PostgreSQL when `[store] url` (or
+/// `--store`) names a database, else the embedded sled store of the data
+/// directory ([`SledStores`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultStores;
+
+impl StoreFactory for DefaultStores {
+    fn open(
+        &self,
+        dir: &Path,
+        settings: &StoreConfig,
+        holder: &Holder,
+        wait: Duration,
+    ) -> Result<Stores, Error> {
+        let Some(url) = settings.database() else { return SledStores.open(dir, settings, holder, wait) };
+        let opened = tokio::runtime::Handle::try_current()
+            .map_err(|e| Error::Store(format!("opening PostgreSQL needs a runtime: {e}")))?
+            .block_on(PostgresStore::open(url))
+            .map_err(|e| Error::Store(e.to_string()))?;
+        // The database's own full-text search is to come: until then the
+        // index lives in memory, filled from the database when first searched.
+        Ok(Stores::both(opened))
+    }
+
+    fn holder(&self, dir: &Path) -> Option<Holder> {
+        SledStores.holder(dir)
+    }
+
+    fn exists(&self, dir: &Path) -> bool {
+        SledStores.exists(dir)
+    }
+}
+
 fn process_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else { return false };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_ok()
@@ -252,7 +286,8 @@ impl Plugins {
         } else {
             (Some(commands?), providers?)
         };
-        let stores = if setup.reads_only && !self.stores.exists(setup.data_dir) {
+        let database = loaded.config.store.database().is_some();
+        let stores = if setup.reads_only && !database && !self.stores.exists(setup.data_dir) {
             Stores::both(cairn_engine::MemoryStore::default())
         } else {
             self.stores.open(setup.data_dir, &loaded.config.store, &setup.holder, wait)?

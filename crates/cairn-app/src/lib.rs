@@ -47,6 +47,6 @@ pub use app::{App, Run, Started};
 pub use cairn_engine::EngineError;
 pub use cli::Cli;
 pub use error::Error;
-pub use host::{SledStores, StoreFactory, Stores};
+pub use host::{DefaultStores, SledStores, StoreFactory, Stores};
 pub use operations::{Connect, Operations, Target};
 pub use service::Service;

@@ -93,8 +93,8 @@ pub struct Snapshot {
     pub state: RunState,
 }
 
-/// A run in a listing.
-#[derive(Debug, Clone, PartialEq)]
+/// A run in a listing (serialized by stores that keep it as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// The run's id.
     pub run_id: RunId,

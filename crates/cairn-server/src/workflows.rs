@@ -170,10 +170,7 @@ pub(crate) async fn search(
         Some("run") => Some(DocKind::Run),
         Some(other) => return Err(bad(format!("kind: `{other}` is neither `workflow` nor `run`"))),
     };
-    let workflow = q
-        .workflow
-        .map(|w| cairn_domain::id::WorkflowId::new(w).map_err(|e| bad(format!("workflow: {e}"))))
-        .transpose()?;
+    let workflow = workflow_param(q.workflow)?;
     let limit = match q.limit {
         None => DEFAULT_HITS,
         Some(n @ 1..=1000) => n as usize,
@@ -182,6 +179,16 @@ pub(crate) async fn search(
     let query = SearchQuery { text: q.q, kind, workflow, limit };
     let found = shared.service.app().search(&query).await.map_err(Problem::from)?;
     Ok(Json(json!({"hits": view::search::hits_json(&found)})).into_response())
+}
+
+/// The `workflow` query parameter, read.
+fn workflow_param(workflow: Option<String>) -> Result<Option<cairn_domain::id::WorkflowId>, Problem> {
+    workflow
+        .map(|w| {
+            cairn_domain::id::WorkflowId::new(w)
+                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", format!("workflow: {e}")))
+        })
+        .transpose()
 }
 
 /// Hits a search answers when it names no limit.
@@ -216,13 +223,7 @@ pub(crate) async fn stats(
     query: Result<Query<StatsParams>, QueryRejection>,
 ) -> Answer {
     let Query(q) = query.map_err(Problem::from)?;
-    let workflow = q
-        .workflow
-        .map(|w| {
-            cairn_domain::id::WorkflowId::new(w)
-                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", format!("workflow: {e}")))
-        })
-        .transpose()?;
+    let workflow = workflow_param(q.workflow)?;
     let since = q
         .since
         .map(|d| {

@@ -331,6 +331,22 @@ pub async fn a_fork_counts_only_its_own_usage(store: &dyn RunStore) {
     assert_eq!(list(store, &RunQuery::default()).await.iter().map(tokens).collect::<Vec<_>>(), [(7, 1)]);
 }
 
+/// `summary` is the run's as a listing shows it, current after appends;
+/// `None` for a run the store does not hold.
+pub async fn summary_is_the_listed_one(store: &dyn RunStore) {
+    store.create(new_run("s1", 10)).await.expect("create");
+    store.create(new_run("s2", 20)).await.expect("create");
+    store.append(&id("s1"), 1, &[event(2, 30, usage("m", 5, 1))]).await.expect("append");
+    let listed = list(store, &RunQuery::default()).await;
+    for run in &listed {
+        let one = store.summary(&run.run_id).await.expect("summary");
+        assert_eq!(one.as_deref(), Some(run), "{}", run.run_id);
+    }
+    let s1 = store.summary(&id("s1")).await.expect("summary").expect("held");
+    assert_eq!((s1.updated_at, s1.usage().prompt_tokens), (Timestamp(30), 5));
+    assert_eq!(store.summary(&id("nobody")).await, Ok(None));
+}
+
 /// Generates one `#[tokio::test]` per rule of the `RunStore` contract, each
 /// on a fresh store made by the given expression.
 #[macro_export]
@@ -345,7 +361,7 @@ macro_rules! run_store_suite {
                 delete_removes_everything, create_refuses_a_bad_first_event, append_is_all_or_nothing,
                 load_from_a_sequence_number_returns_the_tail, list_filters_by_status_and_workflow,
                 list_shows_and_filters_by_labels, list_pages_with_limit_and_cursor, list_reports_usage_by_model,
-                a_fork_counts_only_its_own_usage);
+                a_fork_counts_only_its_own_usage, summary_is_the_listed_one);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

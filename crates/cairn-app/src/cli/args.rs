@@ -81,6 +81,10 @@ pub struct CommandLine {
     /// directory, when one does.
     #[arg(long, global = true, env = "CAIRN_SERVER", value_name = "URL", help_heading = GLOBAL)]
     pub server: Option<String>,
+    /// Keep runs in this PostgreSQL database (`postgres://USER@HOST/DB`) instead of the
+    /// data directory; many processes may share it. Overrides `[store] url`.
+    #[arg(long, global = true, env = "CAIRN_STORE", hide_env_values = true, value_name = "URL", help_heading = GLOBAL)]
+    pub store: Option<String>,
     /// The API token to present to `--server` (never printed).
     #[arg(long, global = true, env = "CAIRN_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = GLOBAL)]
     pub token: Option<String>,
@@ -541,6 +545,18 @@ recorded is lost. The API is in docs/server.md.")]
         /// Output format (json: an array of `{kind, id, workflow, score, field, snippet, run}`).
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
+    },
+    /// Bring a PostgreSQL store's schema up to this binary's, and nothing else.
+    ///
+    /// Every verb does it as it opens the store; this lets an operator do it first, alone.
+    /// A database whose schema is newer than this binary's is refused.
+    #[command(after_help = "Examples:
+  cairn --store postgres://cairn@db.internal/cairn migrate
+  CAIRN_STORE=postgres://cairn@db.internal/cairn cairn migrate --format json")]
+    Migrate {
+        /// Output format (json: `{"at", "from", "to"}`, schema versions).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
     },
     /// Print cairn's version.
     #[command(after_help = "Examples:

@@ -28,6 +28,11 @@ pub(crate) fn workflows(
     }
 }
 
+/// The `--workflow ID` flag, read.
+fn workflow_flag(workflow: Option<&str>) -> Result<Option<WorkflowId>, Error> {
+    workflow.map(WorkflowId::new).transpose().map_err(|e| Error::Config(format!("--workflow: {e}")))
+}
+
 /// `cairn stats [--workflow ID] [--since D]`: figures over the stored runs.
 pub(crate) fn stats(
     verbs: &Verbs<'_>,
@@ -35,8 +40,7 @@ pub(crate) fn stats(
     since: Option<&str>,
     format: ListFormat,
 ) -> Result<u8, Error> {
-    let workflow =
-        workflow.map(WorkflowId::new).transpose().map_err(|e| Error::Config(format!("--workflow: {e}")))?;
+    let workflow = workflow_flag(workflow)?;
     let since = since
         .map(str::parse::<cairn_domain::duration::Duration>)
         .transpose()
@@ -60,8 +64,7 @@ pub(crate) fn search(
     limit: usize,
     format: ListFormat,
 ) -> Result<u8, Error> {
-    let workflow =
-        workflow.map(WorkflowId::new).transpose().map_err(|e| Error::Config(format!("--workflow: {e}")))?;
+    let workflow = workflow_flag(workflow)?;
     let kind = kind.map(|k| match k {
         SearchKind::Workflow => DocKind::Workflow,
         SearchKind::Run => DocKind::Run,

@@ -1,7 +1,9 @@
-//! `cairn doctor`: what of the embedded store's files is damaged and what
-//! can be recovered, read from a copy (`cairn_store_sled::examine`), so
-//! the data directory is never changed. Exit 0 when nothing is damaged
-//! (a torn tail a crash left is not damage), 2 when something is.
+//! The store's upkeep. `cairn doctor`: what of the embedded store's files
+//! is damaged and what can be recovered, read from a copy
+//! (`cairn_store_sled::examine`), so the data directory is never changed.
+//! Exit 0 when nothing is damaged (a torn tail a crash left is not
+//! damage), 2 when something is. `cairn migrate`: a PostgreSQL store's
+//! schema brought up to this binary's, alone.
 
 use cairn_domain::state::word;
 use cairn_store_sled::{Examination, FileState};
@@ -9,6 +11,36 @@ use cairn_store_sled::{Examination, FileState};
 use super::words::{damage_line, damage_words};
 use super::{DocFormat, Verbs, exit};
 use crate::error::Error;
+
+/// `cairn migrate`: applies the migrations the database of `--store` (or
+/// `[store] url`) lacks.
+pub(crate) fn migrate(verbs: &Verbs<'_>, format: DocFormat) -> Result<u8, Error> {
+    let loaded = verbs.loaded()?;
+    let Some(url) = loaded.config.store.database() else {
+        return Err(Error::Config(
+            "migrate works on a PostgreSQL store: give `--store postgres://...` or `[store] url` \
+             (the embedded store needs no migration)"
+                .into(),
+        ));
+    };
+    let runtime = crate::host::runtime()?;
+    let migrated = runtime.block_on(async {
+        let store = cairn_store_postgres::PostgresStore::connect(url)?;
+        let migrated = store.migrate().await?;
+        Ok::<_, cairn_store_postgres::OpenError>((store.at().to_owned(), migrated))
+    });
+    let (at, migrated) = migrated.map_err(|e| Error::Store(e.to_string()))?;
+    match format {
+        DocFormat::Text if migrated.from == migrated.to => {
+            outln!("{at}: schema version {} already, nothing to do", migrated.to);
+        }
+        DocFormat::Text => outln!("{at}: schema version {} -> {}", migrated.from, migrated.to),
+        DocFormat::Json => {
+            outln!("{}", serde_json::json!({"at": at, "from": migrated.from, "to": migrated.to}));
+        }
+    }
+    Ok(exit::OK)
+}
 
 /// Examines the data directory's store and prints the report.
 pub(crate) fn doctor(verbs: &Verbs<'_>, format: DocFormat) -> Result<u8, Error> {

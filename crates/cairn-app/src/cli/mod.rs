@@ -159,6 +159,7 @@ impl Cli {
             quiet: line.quiet,
             server: line.server.as_deref(),
             token: line.token.as_deref(),
+            store: line.store.as_deref(),
         };
         // The verb's name, as errors name what was asked (`cannot approve ...`).
         let asked = matches.subcommand_name().unwrap_or_default().to_owned();
@@ -170,12 +171,12 @@ impl Cli {
 /// The global flags each verb does not read, hidden from its `--help`
 /// (still accepted, so a script may pass them to every verb).
 const NOT_READ: &[(&str, &[&str])] = &[
-    ("validate", &["data_dir", "config", "llm", "server", "token"]),
-    ("plan", &["data_dir", "config", "llm", "server", "token"]),
-    ("init", &["data_dir", "config", "llm", "server", "token"]),
-    ("completions", &["data_dir", "config", "llm", "quiet", "server", "token"]),
-    ("man", &["data_dir", "config", "llm", "quiet", "server", "token"]),
-    ("version", &["data_dir", "config", "llm", "quiet", "server", "token"]),
+    ("validate", &["data_dir", "store", "config", "llm", "server", "token"]),
+    ("plan", &["data_dir", "store", "config", "llm", "server", "token"]),
+    ("init", &["data_dir", "store", "config", "llm", "server", "token"]),
+    ("completions", &["data_dir", "store", "config", "llm", "quiet", "server", "token"]),
+    ("man", &["data_dir", "store", "config", "llm", "quiet", "server", "token"]),
+    ("version", &["data_dir", "store", "config", "llm", "quiet", "server", "token"]),
     ("runs", &["llm"]),
     ("events", &["llm"]),
     ("checkpoints", &["llm"]),
@@ -183,8 +184,12 @@ const NOT_READ: &[(&str, &[&str])] = &[
     ("prune", &["llm"]),
     ("pause", &["llm"]),
     ("cancel", &["llm"]),
-    ("doctor", &["config", "llm", "server", "token"]),
+    ("doctor", &["store", "config", "llm", "server", "token"]),
+    ("migrate", &["data_dir", "llm", "server", "token"]),
     ("token", &["llm"]),
+    ("workflows", &["llm"]),
+    ("stats", &["llm"]),
+    ("search", &["llm"]),
     ("serve", &["server", "token"]),
 ];
 
@@ -216,6 +221,8 @@ pub(crate) struct Verbs<'a> {
     server: Option<&'a str>,
     /// `--token`: the token to present to it.
     token: Option<&'a str>,
+    /// `--store`: the database runs are kept in.
+    store: Option<&'a str>,
 }
 
 /// The operations of one verb (this process's own, or a server's), and
@@ -289,6 +296,7 @@ impl Verbs<'_> {
             Verb::Completions { shell } => meta::completions(shell),
             Verb::Man { verb } => meta::man(verb.as_deref()),
             Verb::Version { format } => meta::version(format),
+            Verb::Migrate { format } => doctor::migrate(self, format),
             Verb::Doctor { format } => doctor::doctor(self, format),
             Verb::Serve { listen, auth, log_format, max_runs } => {
                 serve::serve(self, &listen, auth, log_format, max_runs.map(|n| n as usize))
@@ -320,7 +328,16 @@ impl Verbs<'_> {
 
     /// The config this process reads.
     fn loaded(&self) -> Result<Loaded, Error> {
-        Loaded::load(self.config).map_err(Error::Config)
+        let mut loaded = Loaded::load(self.config).map_err(Error::Config)?;
+        if let Some(url) = self.store {
+            if !crate::config::is_database_url(url) {
+                return Err(Error::Config(
+                    "--store: a store URL starts with `postgres://` (a PostgreSQL database)".into(),
+                ));
+            }
+            loaded.config.store.url = Some(url.to_owned());
+        }
+        Ok(loaded)
     }
 
     /// The application for `verb`, sending live events to `sink`, waiting
@@ -438,6 +455,10 @@ impl Verbs<'_> {
         if let Some(llm) = self.llm {
             command.arg("--llm").arg(llm);
         }
+        // In the environment, not the arguments: a URL may hold a password.
+        if let Some(store) = self.store {
+            command.env("CAIRN_STORE", store);
+        }
         command
             .args(["resume", run.as_str(), "--non-interactive"])
             .stdin(std::process::Stdio::null())
@@ -522,7 +543,7 @@ mod tests {
             let sub = cmd.find_subcommand(verb).unwrap_or_else(|| panic!("{verb} is a verb"));
             sub.get_arguments().filter(|a| a.is_hide_set()).map(|a| a.get_id().to_string()).collect()
         };
-        assert_eq!(hidden("validate"), ["data_dir", "config", "llm", "server", "token"]);
+        assert_eq!(hidden("validate"), ["data_dir", "config", "llm", "server", "store", "token"]);
         assert_eq!(hidden("runs"), ["llm"]);
         assert!(hidden("status").is_empty(), "status says what going on needs, with --llm");
         assert!(hidden("run").is_empty(), "run reads every global flag");
