@@ -333,24 +333,10 @@ async fn index_rows(dir: &Path) -> Vec<serde_json::Value> {
         // store opens): reported on its own, not counted with the others.
         let cold = times.remove(0);
         if rows.is_empty() {
-            let row = json!({
-                "name": format!("first listing after opening, {INDEXED} runs (reads the index once)"),
-                "runs": 1,
-                "median_ms": round(cold.as_secs_f64() * 1000.0, 2),
-                "best_ms": round(cold.as_secs_f64() * 1000.0, 2),
-            });
-            eprintln!("{row}");
-            rows.push(row);
+            let name = format!("first listing after opening, {INDEXED} runs (reads the index once)");
+            rows.push(timed_row(&name, vec![cold]));
         }
-        let (median, best) = median_best(times);
-        let row = json!({
-            "name": format!("{name} of {INDEXED} runs"),
-            "runs": RUNS,
-            "median_ms": round(median * 1000.0, 2),
-            "best_ms": round(best * 1000.0, 2),
-        });
-        eprintln!("{row}");
-        rows.push(row);
+        rows.push(timed_row(&format!("{name} of {INDEXED} runs"), times));
     }
     rows.extend(search_rows(&app).await);
     rows
@@ -364,13 +350,7 @@ async fn search_rows(app: &cairn_app::app::App) -> Vec<serde_json::Value> {
     let written = app.index_changes().await.expect("indexed");
     let first = start.elapsed();
     assert!(written >= INDEXED, "every run was indexed: {written}");
-    let first_row = json!({
-        "name": format!("search: first indexing of {INDEXED} runs"),
-        "runs": 1,
-        "median_ms": round(first.as_secs_f64() * 1000.0, 2),
-        "best_ms": round(first.as_secs_f64() * 1000.0, 2),
-    });
-    eprintln!("{first_row}");
+    let first_row = timed_row(&format!("search: first indexing of {INDEXED} runs"), vec![first]);
     let query = cairn_ports::SearchQuery { text: "down".into(), kind: None, workflow: None, limit: 20 };
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
@@ -379,15 +359,22 @@ async fn search_rows(app: &cairn_app::app::App) -> Vec<serde_json::Value> {
         times.push(start.elapsed());
         assert_eq!(found.len(), 20, "a full page of failed runs");
     }
+    let name = format!("search, 20 best of {} matching, {INDEXED} runs indexed", INDEXED / 10);
+    vec![first_row, timed_row(&name, times)]
+}
+
+/// A report row of `times` (median and best, in ms), printed as it is made.
+fn timed_row(name: &str, times: Vec<Duration>) -> serde_json::Value {
+    let runs = times.len();
     let (median, best) = median_best(times);
     let row = json!({
-        "name": format!("search, 20 best of {} matching, {INDEXED} runs indexed", INDEXED / 10),
-        "runs": RUNS,
+        "name": name,
+        "runs": runs,
         "median_ms": round(median * 1000.0, 2),
         "best_ms": round(best * 1000.0, 2),
     });
     eprintln!("{row}");
-    vec![first_row, row]
+    row
 }
 
 /// The chain, resume and disk measurements, then the concurrent one under a

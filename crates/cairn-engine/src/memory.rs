@@ -82,13 +82,9 @@ impl RunStore for MemoryStore {
             });
         }
         cairn_ports::follows(expected_seq, events)?;
-        let summary = &mut entry.summary;
-        for e in events {
-            summary.status = e.kind.run_status().unwrap_or(summary.status);
-            summary.updated_at = e.at;
-            cairn_ports::tally_usage(&mut summary.usage_by_model, &e.kind);
-            summary.figures.add(&e.kind);
-            entry.seq = e.seq;
+        entry.summary.advance(events);
+        if let Some(last) = events.last() {
+            entry.seq = last.seq;
         }
         entry.run.events.extend_from_slice(events);
         Ok(())
