@@ -128,7 +128,9 @@ async fn what_a_server_refuses_goes_back_to_the_model() {
 #[tokio::test]
 async fn a_call_past_the_timeout_is_cancelled_and_refused_to_the_model() {
     let dir = scratch("timeout");
-    let config = McpServer { timeout: Duration::from_millis(500), ..server(&dir.join("pids"), &[]) };
+    // Long enough for the server (a Python process) to start on a busy
+    // machine: the same limit bounds its start and each call.
+    let config = McpServer { timeout: Duration::from_secs(3), ..server(&dir.join("pids"), &[]) };
     let tools = tools(&[("fx", config)], &dir);
     tools.specs(&run("r1"), &choice(&[], &["fx"])).await.expect("specs");
     let hung = tools.call(invocation("r1", "fx__hang", serde_json::json!({}))).await;
