@@ -84,7 +84,7 @@ fn the_schema_is_migrated_once_and_a_newer_one_or_no_database_is_refused_with_ex
     let dir = scratch("postgres_migrate");
     let first = on(&store, &dir, &["migrate"]);
     assert_eq!(
-        (first.code, first.stdout.ends_with(": schema version 0 -> 1\n")),
+        (first.code, first.stdout.ends_with(": schema version 0 -> 2\n")),
         (0, true),
         "{} {}",
         first.stdout,
@@ -92,7 +92,7 @@ fn the_schema_is_migrated_once_and_a_newer_one_or_no_database_is_refused_with_ex
     );
     let again = on(&store, &dir, &["migrate", "--format", "json"]);
     let again = json(&again.stdout);
-    assert_eq!((&again["from"], &again["to"]), (&serde_json::json!(1), &serde_json::json!(1)));
+    assert_eq!((&again["from"], &again["to"]), (&serde_json::json!(2), &serde_json::json!(2)));
 
     let base = database();
     let newer = "UPDATE e2e_migrate.cairn_meta SET value = '7' WHERE key = 'schema_version'";
@@ -100,7 +100,7 @@ fn the_schema_is_migrated_once_and_a_newer_one_or_no_database_is_refused_with_ex
     let refused = on(&store, &dir, &["runs"]);
     assert_eq!(refused.code, 2);
     assert!(
-        refused.stderr.contains("cairn schema version 7, newer than this binary's 1: run a newer cairn"),
+        refused.stderr.contains("cairn schema version 7, newer than this binary's 2: run a newer cairn"),
         "{}",
         refused.stderr
     );

@@ -213,9 +213,9 @@ impl StoreFactory for DefaultStores {
             .map_err(|e| Error::Store(format!("opening PostgreSQL needs a runtime: {e}")))?
             .block_on(PostgresStore::open(url))
             .map_err(|e| Error::Store(e.to_string()))?;
-        // The database's own full-text search is to come: until then the
-        // index lives in memory, filled from the database when first searched.
-        Ok(Stores::both(opened))
+        // The database is its own search index too.
+        let opened = Arc::new(opened);
+        Ok(Stores { runs: opened.clone(), tokens: opened.clone(), workflows: opened.clone(), search: opened })
     }
 
     fn holder(&self, dir: &Path) -> Option<Holder> {

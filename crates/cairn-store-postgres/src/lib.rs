@@ -22,6 +22,10 @@
 //! May depend on: `cairn-domain`, `cairn-ports`, tokio-postgres,
 //! deadpool-postgres. Never on the engine or the app.
 //!
+//! It is also the `SearchIndex` of `cairn search` (module `search`): a
+//! weighted `tsvector` a workflow or run, read by `websearch_to_tsquery`
+//! and ranked by `ts_rank_cd`.
+//!
 //! Read first: [`PostgresStore`].
 
 use std::collections::BTreeMap;
@@ -39,10 +43,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
-/// The migrations, in order: the first makes version 1.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [include_str!("migrations/1.sql")];
+/// The migrations, in order: the first makes version 1, the second 2.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
+    [include_str!("migrations/1.sql"), include_str!("migrations/2.sql")];
 
 /// The key of the advisory lock migrations hold (any fixed number).
 const MIGRATION_LOCK: i64 = 0x6361_6972_6e00;
@@ -639,6 +644,8 @@ impl WorkflowStore for PostgresStore {
         rows.iter().map(version_of).collect()
     }
 }
+
+mod search;
 
 #[cfg(test)]
 mod tests;

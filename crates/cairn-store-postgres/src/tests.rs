@@ -44,7 +44,8 @@ async fn opening_twice_migrates_once_and_a_newer_schema_is_refused_naming_both_v
         .unwrap_or_else(|e| panic!("{e}"));
     let refused = store.migrate().await.map(|_| ()).map_err(|e| e.to_string());
     let message = refused.expect_err("refused");
-    assert!(message.contains("schema version 99, newer than this binary's 1"), "{message}");
+    let expected = format!("schema version 99, newer than this binary's {SCHEMA_VERSION}");
+    assert!(message.contains(&expected), "{message}");
 }
 
 #[tokio::test]
@@ -74,4 +75,111 @@ async fn of_two_writers_appending_after_the_same_event_exactly_one_commits() {
     assert!(matches!(refused, Err(StoreError::Conflict { expected: 1, .. })), "{refused:?}");
     let log = store.load(&id, 0).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(log.events.len(), 2);
+}
+
+mod search {
+    use cairn_ports::{DocKind, IndexMark, SearchDoc, SearchHit, SearchIndex, SearchQuery, TextField};
+
+    use super::*;
+
+    fn doc(kind: DocKind, id: &str, workflow: &str, text: &[(TextField, &str)]) -> SearchDoc {
+        SearchDoc {
+            kind,
+            id: id.into(),
+            workflow: WorkflowId::new(workflow).unwrap_or_else(|e| panic!("{e}")),
+            text: text.iter().map(|(f, t)| (*f, (*t).to_owned())).collect(),
+        }
+    }
+
+    fn query(text: &str) -> SearchQuery {
+        SearchQuery { text: text.into(), kind: None, workflow: None, limit: 10 }
+    }
+
+    async fn ids(index: &PostgresStore, q: SearchQuery) -> Vec<String> {
+        let hits = index.search(&q).await.unwrap_or_else(|e| panic!("{e}"));
+        hits.into_iter().map(|h| h.id).collect()
+    }
+
+    fn marked(hit: &SearchHit) -> String {
+        hit.snippet.iter().map(|f| if f.hit { format!("[{}]", f.text) } else { f.text.clone() }).collect()
+    }
+
+    async fn filled() -> PostgresStore {
+        let store = fresh().await;
+        let corpus = vec![
+            doc(
+                DocKind::Workflow,
+                "ticket-triage",
+                "ticket-triage",
+                &[
+                    (TextField::Name, "Ticket triage"),
+                    (TextField::Description, "Sorts incoming support tickets."),
+                ],
+            ),
+            doc(
+                DocKind::Run,
+                "r-1",
+                "ticket-triage",
+                &[
+                    (TextField::Inputs, "ticket: The printer on floor 3 is on fire \u{1}"),
+                    (TextField::Outputs, "urgency: high"),
+                ],
+            ),
+            doc(
+                DocKind::Run,
+                "r-2",
+                "release-notes",
+                &[(TextField::Errors, "step `draft` failed: the provider timed out")],
+            ),
+        ];
+        store.commit(corpus, Vec::new(), IndexMark::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        store
+    }
+
+    #[tokio::test]
+    async fn ranked_by_weighted_fields_stemmed_with_the_matched_words_marked() {
+        let store = filled().await;
+        let hits = store.search(&query("tickets")).await.unwrap_or_else(|e| panic!("{e}"));
+        let found: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(found, ["ticket-triage", "r-1"]);
+        assert_eq!((hits[0].kind, hits[0].field), (DocKind::Workflow, TextField::Name));
+        assert_eq!(marked(&hits[0]), "[Ticket] triage");
+        assert_eq!(hits[1].field, TextField::Inputs);
+        // The marker character in the text was indexed as a space.
+        assert_eq!(marked(&hits[1]), "[ticket]: The printer on floor 3 is on fire  ");
+        let failing = store.search(&query("FAILING")).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((failing[0].id.as_str(), failing[0].field), ("r-2", TextField::Errors));
+        assert_eq!(marked(&failing[0]), "step `draft` [failed]: the provider timed out");
+    }
+
+    #[tokio::test]
+    async fn filters_phrases_exclusions_and_text_the_syntax_cannot_read() {
+        let store = filled().await;
+        assert_eq!(ids(&store, SearchQuery { kind: Some(DocKind::Run), ..query("ticket") }).await, ["r-1"]);
+        let other = SearchQuery {
+            workflow: Some(WorkflowId::new("release-notes").unwrap_or_else(|e| panic!("{e}"))),
+            ..query("ticket")
+        };
+        assert!(ids(&store, other).await.is_empty());
+        assert_eq!(ids(&store, SearchQuery { limit: 1, ..query("ticket") }).await.len(), 1);
+        assert_eq!(ids(&store, query("\"on fire\"")).await, ["r-1"]);
+        assert_eq!(ids(&store, query("ticket -printer")).await, ["ticket-triage"]);
+        for broken in ["\"unclosed", "name:(", "((", ":", "-", "the", "&|!"] {
+            let hits = store.search(&query(broken)).await;
+            assert!(hits.is_ok(), "{broken}: {hits:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_put_replaces_gone_runs_leave_and_the_mark_is_kept_with_them() {
+        let store = filled().await;
+        assert_eq!(store.mark().await.unwrap_or_else(|e| panic!("{e}")), IndexMark::default());
+        let again = doc(DocKind::Run, "r-1", "ticket-triage", &[(TextField::Outputs, "urgency: low")]);
+        let mark = IndexMark { runs_until: Some(Timestamp(42)), ..IndexMark::default() };
+        store.commit(vec![again], vec!["r-2".into()], mark.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(ids(&store, query("printer")).await.is_empty());
+        assert_eq!(ids(&store, query("urgency")).await, ["r-1"]);
+        assert!(ids(&store, query("provider")).await.is_empty());
+        assert_eq!(store.mark().await.unwrap_or_else(|e| panic!("{e}")), mark);
+    }
 }
