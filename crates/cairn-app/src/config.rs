@@ -179,7 +179,7 @@ impl StoreConfig {
 }
 
 /// Whether `text` names a PostgreSQL database, the one store a URL selects.
-pub fn is_database_url(text: &str) -> bool {
+pub(crate) fn is_database_url(text: &str) -> bool {
     text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 

@@ -41,7 +41,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 /// The text of one field is indexed up to this many bytes (cut at a
 /// character boundary): enough for any prompt or error, and an output of
 /// megabytes does not bloat the index.
-pub const MAX_FIELD_BYTES: usize = 32 * 1024;
+const MAX_FIELD_BYTES: usize = 32 * 1024;
 
 /// A snippet is at most this many characters.
 const SNIPPET_CHARS: usize = 160;

@@ -117,7 +117,7 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// Where a connection string points, without its password.
-pub fn describe(config: &tokio_postgres::Config) -> String {
+fn describe(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .iter()
