@@ -21,6 +21,7 @@ mod serve;
 mod steer;
 mod subworkflow;
 mod support;
+mod transfer;
 mod validate;
 mod verbs_cancel;
 mod verbs_examples;

@@ -18,7 +18,7 @@ use cairn_domain::state::{Event, Launch, RunState, RunStatus, StepStatus, TokenU
 use cairn_domain::steer::{GateCall, Request};
 use cairn_engine::{Engine, EngineError, RunControl};
 use cairn_ports::{
-    Clock, RunQuery, RunStore, RunSummary, SearchIndex, Secrets, TokenRecord, TokenStore, WorkflowStore,
+    Ask, Clock, RunQuery, RunStore, RunSummary, SearchIndex, Secrets, TokenRecord, TokenStore, WorkflowStore,
 };
 use serde_json::Value;
 
@@ -38,8 +38,10 @@ pub struct Run {
     /// USD the source of a fork spent before the checkpoint (inherited, not
     /// counted in `cost_usd`), when every model it used has a price.
     pub inherited_cost_usd: Option<f64>,
-    /// Whether this process drives the run now: a `running` run nobody
-    /// drives was left so by a driver that stopped, and `resume` goes on.
+    /// Whether a process drives the run now (this one, or among workers
+    /// sharing a database, the holder of its lease): a `running` run
+    /// nobody drives was left so by a driver that stopped, and `resume`
+    /// goes on.
     pub driven: bool,
 }
 
@@ -110,6 +112,9 @@ pub struct App {
     search: Arc<dyn SearchIndex>,
     /// One indexing at a time (searches, the service's indexer, prunes).
     indexing: tokio::sync::Mutex<()>,
+    /// The leases of runs shared with other processes (`None`: this
+    /// process owns the store).
+    leases: Option<Arc<dyn cairn_ports::Leases>>,
 }
 
 impl App {
@@ -119,7 +124,33 @@ impl App {
         let Parts { store, tokens, workflows, clock, prices, secrets, hub, meter, search } = parts;
         let hooks = crate::hooks::HookKeys::default();
         let indexing = tokio::sync::Mutex::new(());
-        Self { engine, store, tokens, workflows, clock, prices, secrets, hub, meter, hooks, search, indexing }
+        Self {
+            engine,
+            store,
+            tokens,
+            workflows,
+            clock,
+            prices,
+            secrets,
+            hub,
+            meter,
+            hooks,
+            search,
+            indexing,
+            leases: None,
+        }
+    }
+
+    /// These operations over a store shared with other processes through
+    /// `leases` (the engine was built with the same): requests for a run
+    /// another process drives are handed to it.
+    pub fn with_leases(self, leases: Option<Arc<dyn cairn_ports::Leases>>) -> Self {
+        Self { leases, ..self }
+    }
+
+    /// The leases of runs shared with other processes, if the store is.
+    pub fn leases(&self) -> Option<&Arc<dyn cairn_ports::Leases>> {
+        self.leases.as_ref()
     }
 
     /// These operations, taking webhook deliveries signed with `hooks`
@@ -434,22 +465,22 @@ impl App {
     /// Records a person's decision at a gate (`by` is who decided); the run
     /// is not driven on ([`App::drive`] does that).
     pub async fn decide(&self, id: &RunId, call: GateCall, by: &str) -> Result<Run, Error> {
-        let state = self.engine.decide_gate(id, call, by).await.map_err(Error::of_run(id))?;
-        self.with_definition(state).await
+        let ask = Ask::Decide { call: call.clone(), by: by.to_owned() };
+        self.handed(id, &ask, || self.engine.decide_gate(id, call.clone(), by)).await
     }
 
     /// Pauses or cancels a run nobody drives, recorded as done by `by`.
     pub async fn stop(&self, id: &RunId, request: Request, by: &str) -> Result<Run, Error> {
-        let state = self.engine.stop(id, request, by).await.map_err(Error::of_run(id))?;
-        self.with_definition(state).await
+        let ask = Ask::Stop { request, by: by.to_owned() };
+        self.handed(id, &ask, || self.engine.stop(id, request, by)).await
     }
 
     /// Raises the budget of a run nobody drives to `budget_usd` (above the
     /// one in force), recorded as done by `by`; the run is not driven on
     /// ([`App::drive`] retries what the spent budget blocked).
     pub async fn raise_budget(&self, id: &RunId, budget_usd: f64, by: &str) -> Result<Run, Error> {
-        let state = self.engine.raise_budget(id, budget_usd, by).await.map_err(Error::of_run(id))?;
-        self.with_definition(state).await
+        let ask = Ask::RaiseBudget { usd: budget_usd, by: by.to_owned() };
+        self.handed(id, &ask, || self.engine.raise_budget(id, budget_usd, by)).await
     }
 
     /// A new run from checkpoint `seq` of `id`, made by `by`, paused:
@@ -477,9 +508,18 @@ impl App {
         Ok(old)
     }
 
-    async fn with_definition(&self, state: RunState) -> Result<Run, Error> {
+    /// A run's state with the definition it recorded; driven when this
+    /// process drives it or, among workers, another holds its lease.
+    pub(crate) async fn with_definition(&self, state: RunState) -> Result<Run, Error> {
         let definition = self.engine.definition(&state.run_id).await?;
-        Ok(self.run(state, definition))
+        let mut run = self.run(state, definition);
+        if let Some(leases) = &self.leases
+            && !run.driven
+            && !run.state.status.is_terminal()
+        {
+            run.driven = leases.holder(&run.state.run_id).await.map_err(EngineError::from)?.is_some();
+        }
+        Ok(run)
     }
 
     fn run(&self, state: RunState, definition: Definition) -> Run {

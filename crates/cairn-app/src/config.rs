@@ -169,6 +169,10 @@ pub struct StoreConfig {
     /// runs instead of the data directory; `--store` overrides it.
     #[serde(default, deserialize_with = "store_url")]
     pub url: Option<String>,
+    /// How long a worker's lease on a run lasts unless renewed (`10s`):
+    /// how soon another worker takes over the runs of one that died.
+    #[serde(default, deserialize_with = "duration")]
+    pub lease: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -930,6 +934,7 @@ keep_checkpoints = 7
             ("[store]\ndurability = true\n".into(), "store.durability: invalid type: boolean `true`"),
             ("[store]\nkeep_checkpoints = \"all\"\n".into(), "store.keep_checkpoints: invalid type"),
             ("[store]\npath = \"x\"\n".into(), "store.path: unknown field `path`"),
+            ("[store]\nlease = \"soon\"\n".into(), "cairn.toml:2:9: store.lease: "),
             ("[store]\ndurability = \n".into(), "cairn.toml:2:14: "),
         ];
         for (i, (text, expected)) in cases.iter().enumerate() {

@@ -13,10 +13,16 @@ use crate::error::Error;
 use crate::view::run::{WaitingGate, gates_of};
 
 impl App {
-    /// [`App::decide`] for `caller`, as the gate role it may decide as
+    /// `call` made by `caller`, as the gate role it may decide as
     /// ([`Caller::decision_role`]: the one the call names, else its only
-    /// one; gates that list no approvers take an operator's decision).
-    pub async fn decide_as(&self, id: &RunId, mut call: GateCall, caller: &Caller) -> Result<Run, Error> {
+    /// one; gates that list no approvers take an operator's decision);
+    /// refused when it may not decide.
+    pub async fn decision_as(
+        &self,
+        id: &RunId,
+        mut call: GateCall,
+        caller: &Caller,
+    ) -> Result<GateCall, Error> {
         let run = self.status(id).await?;
         let gates = gates_of(&run.state, &run.definition.workflow);
         let decided: Vec<_> = gates
@@ -27,7 +33,7 @@ impl App {
         call.role = caller
             .decision_role(call.role.take(), operators_decide)
             .map_err(|denied| Error::Denied { caller: caller.name.clone(), role: caller.role, denied })?;
-        self.decide(id, call, &caller.name).await
+        Ok(call)
     }
 
     /// The runs that may wait for a person: `run` alone, else every run

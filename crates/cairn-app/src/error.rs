@@ -71,6 +71,9 @@ pub enum Error {
     /// The search index failed.
     #[error(transparent)]
     Index(#[from] cairn_ports::SearchError),
+    /// A run's record cannot be imported.
+    #[error(transparent)]
+    Import(#[from] ImportError),
     /// A webhook delivery was refused.
     #[error(transparent)]
     Hook(#[from] HookError),
@@ -190,4 +193,35 @@ pub enum HookError {
         "the delivery has no id: send `X-Cairn-Delivery` (1 to 200 visible characters), the same for a replay"
     )]
     NoDelivery,
+}
+
+/// Why a record cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The record's form is a later one than this binary reads.
+    #[error(
+        "the record's form is version {found}, newer than the {known} this binary reads: import with a newer cairn"
+    )]
+    Format {
+        /// The record's.
+        found: u32,
+        /// This binary's.
+        known: u32,
+    },
+    /// The log is not a run's log.
+    #[error("run `{run}`: {reason}")]
+    Log {
+        /// The run.
+        run: RunId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store holds another run under this id.
+    #[error("run `{run}` exists in this store with another log: nothing was imported over it")]
+    Differs {
+        /// The run.
+        run: RunId,
+    },
 }

@@ -128,7 +128,7 @@ impl Hub {
 
     /// Whether anyone listens: with nobody, publishing is skipped before
     /// anything is copied.
-    fn heard(&self) -> bool {
+    pub(crate) fn heard(&self) -> bool {
         self.sender.receiver_count() > 0
     }
 

@@ -13,7 +13,7 @@ use cairn_engine::{EngineBuilder, MockLlm, SystemClock};
 use cairn_llm_http::HttpProvider;
 use cairn_mcp::McpTools;
 use cairn_ports::{
-    Clock, EventSink, LlmProvider, RunStore, SearchIndex, Secrets, StepHandler, TokenStore, Tools,
+    Clock, EventSink, Leases, LlmProvider, RunStore, SearchIndex, Secrets, StepHandler, TokenStore, Tools,
     WorkflowStore,
 };
 use cairn_search_tantivy::TantivyIndex;
@@ -73,6 +73,9 @@ pub struct Stores {
     pub workflows: Arc<dyn WorkflowStore>,
     /// The full-text index of workflows and runs (derived from the others).
     pub search: Arc<dyn SearchIndex>,
+    /// The leases of a store many processes share (`None`: one process
+    /// holds the store at a time).
+    pub leases: Option<Arc<dyn Leases>>,
 }
 
 impl Stores {
@@ -81,7 +84,7 @@ impl Stores {
     pub fn both<S: RunStore + TokenStore + WorkflowStore + 'static>(store: S) -> Self {
         let store = Arc::new(store);
         let search = Arc::new(TantivyIndex::in_memory());
-        Self { runs: store.clone(), tokens: store.clone(), workflows: store, search }
+        Self { runs: store.clone(), tokens: store.clone(), workflows: store, search, leases: None }
     }
 
     /// These stores, searched through `search`.
@@ -213,9 +216,16 @@ impl StoreFactory for DefaultStores {
             .map_err(|e| Error::Store(format!("opening PostgreSQL needs a runtime: {e}")))?
             .block_on(PostgresStore::open(url))
             .map_err(|e| Error::Store(e.to_string()))?;
-        // The database is its own search index too.
-        let opened = Arc::new(opened);
-        Ok(Stores { runs: opened.clone(), tokens: opened.clone(), workflows: opened.clone(), search: opened })
+        let opened = Arc::new(opened.with_term(settings.lease.unwrap_or(cairn_store_postgres::DEFAULT_TERM)));
+        // The database is its own search index too, and the workers'
+        // leases.
+        Ok(Stores {
+            runs: opened.clone(),
+            tokens: opened.clone(),
+            workflows: opened.clone(),
+            search: opened.clone(),
+            leases: Some(opened),
+        })
     }
 
     fn holder(&self, dir: &Path) -> Option<Holder> {
@@ -302,6 +312,9 @@ impl Plugins {
             .prices(loaded.prices())
             .secrets(secrets(loaded))
             .workflows(Arc::clone(&stores.workflows));
+        if let Some(leases) = &stores.leases {
+            builder = builder.leases(Arc::clone(leases));
+        }
         if let Some(commands) = commands {
             // The built-in tools of agents are fenced as command steps are;
             // MCP servers run in the first root.
@@ -338,7 +351,7 @@ impl Plugins {
             Err(_) if setup.reads_only => crate::hooks::HookKeys::default(),
             Err(e) => return Err(Error::Config(e)),
         };
-        Ok(App::new(builder.build(), parts).with_hooks(hooks))
+        Ok(App::new(builder.build(), parts).with_hooks(hooks).with_leases(stores.leases))
     }
 }
 

@@ -37,9 +37,11 @@ pub mod host;
 pub mod meter;
 pub mod operations;
 pub mod progress;
+mod relay;
 pub mod search;
 pub mod service;
 pub mod stats;
+pub mod transfer;
 pub mod triggers;
 pub mod view;
 

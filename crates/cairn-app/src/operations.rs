@@ -19,6 +19,7 @@ use crate::catalog::Entry;
 use crate::error::Error;
 use crate::search::Found;
 use crate::stats::{Report, StatsQuery};
+use crate::transfer::{Exported, Imported};
 
 /// What a front asks of runs and tokens. See [`App`] for what each does;
 /// a remote implementation does the same through the server's API.
@@ -57,6 +58,10 @@ pub trait Operations: Send + Sync {
     async fn fork(&self, id: &RunId, seq: u64, by: &str) -> Result<Run, Error>;
     /// Deletes (unless `dry_run`) the ended runs older than `age`.
     async fn prune(&self, age: Duration, dry_run: bool) -> Result<Vec<RunSummary>, Error>;
+    /// A run as a record to import elsewhere ([`App::export`]).
+    async fn export(&self, id: &RunId) -> Result<Exported, Error>;
+    /// Adds a run exported elsewhere ([`App::import`]).
+    async fn import(&self, record: Exported) -> Result<Imported, Error>;
     /// Makes an API token.
     async fn create_token(
         &self,
@@ -159,6 +164,14 @@ impl Operations for App {
 
     async fn prune(&self, age: Duration, dry_run: bool) -> Result<Vec<RunSummary>, Error> {
         App::prune(self, age, dry_run).await
+    }
+
+    async fn export(&self, id: &RunId) -> Result<Exported, Error> {
+        App::export(self, id).await
+    }
+
+    async fn import(&self, record: Exported) -> Result<Imported, Error> {
+        App::import(self, record).await
     }
 
     async fn create_token(

@@ -138,6 +138,24 @@ impl App {
 }
 
 /// Whether the index's mark is older than the run's last event.
+impl App {
+    /// Indexes `runs` now, whatever their times: runs imported with events
+    /// older than the index's mark, which catching up would pass over.
+    pub(crate) async fn index_runs(&self, runs: &[cairn_domain::id::RunId]) -> Result<(), Error> {
+        let _one_at_a_time = self.indexing().lock().await;
+        let index = self.search_index();
+        let mark = index.mark().await?;
+        let mut docs = Vec::new();
+        for run in runs {
+            if let Ok(state) = self.engine().load(run).await {
+                docs.push(run_doc(&state));
+            }
+        }
+        index.commit(docs, Vec::new(), mark).await?;
+        Ok(())
+    }
+}
+
 fn is_newer(summary: &RunSummary, mark: &IndexMark) -> bool {
     match mark.runs_until {
         None => true,

@@ -12,13 +12,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_domain::id::{RunId, WorkflowId};
-use cairn_domain::state::{RunState, RunStatus, StepStatus, Timestamp};
+use cairn_domain::state::{RunState, RunStatus, Timestamp};
 use cairn_domain::steer::Request;
 use cairn_ports::RunQuery;
 use tokio::task::JoinHandle;
 
 use crate::app::{App, Run, Started};
 use crate::error::Error;
+
+mod work;
 
 /// The runs one process drives, over one [`App`].
 pub struct Service {
@@ -28,6 +30,10 @@ pub struct Service {
     limit: Option<usize>,
     /// Wakes the scheduler when the catalog changed.
     catalog_changed: tokio::sync::Notify,
+    /// Wakes the claiming of due runs (workers sharing a database).
+    wakeup: Arc<tokio::sync::Notify>,
+    /// Wakes the answering of requests handed to this worker.
+    asked: Arc<tokio::sync::Notify>,
 }
 
 /// What is driven and what waits for a deadline.
@@ -55,6 +61,10 @@ struct Lanes {
     scheduler: Option<JoinHandle<()>>,
     /// The task keeping the search index up ([`Service::index`]).
     indexer: Option<JoinHandle<()>>,
+    /// The tasks of this worker's part among others ([`Service::work`]).
+    workers: Vec<JoinHandle<()>>,
+    /// The requests handed to this worker it is answering now.
+    answering: HashSet<u64>,
 }
 
 /// How often the scheduler reads the catalog again, at least: a workflow
@@ -88,6 +98,8 @@ impl Service {
             lanes: Mutex::new(Lanes::default()),
             limit: limit.map(|n| n.max(1)),
             catalog_changed: tokio::sync::Notify::new(),
+            wakeup: Arc::default(),
+            asked: Arc::default(),
         })
     }
 
@@ -119,8 +131,19 @@ impl Service {
             timer.abort();
         }
         if self.limit.is_some_and(|limit| lanes.driving.len() >= limit) {
-            if !lanes.queued.contains(run) {
-                lanes.queued.push(run.clone());
+            match self.app.leases() {
+                // Due now in the database: this worker's next free lane,
+                // or another worker's, claims it.
+                Some(leases) => {
+                    let (leases, run) = (Arc::clone(leases), run.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = leases.wake(&run).await {
+                            tracing::warn!(run = %run, error = %e, "a run could not be queued");
+                        }
+                    });
+                }
+                None if !lanes.queued.contains(run) => lanes.queued.push(run.clone()),
+                None => {}
             }
             return;
         }
@@ -265,10 +288,36 @@ impl Service {
                         self.drive(&parent);
                     }
                 }
+                // Another worker drives it (it was asked to, or claimed it first).
+                Err(Error::Engine(cairn_engine::EngineError::Store(cairn_ports::StoreError::Leased {
+                    worker,
+                    ..
+                }))) => tracing::debug!(run = %run, worker = %worker, "driven by another worker"),
                 Err(e) => tracing::warn!(run = %run, error = %e, "the run was not driven on"),
             }
-            self.next_in_line().await;
+            if self.app.leases().is_some() {
+                // A free lane: due runs are claimed from the database.
+                self.wakeup.notify_one();
+            } else {
+                self.next_in_line().await;
+            }
             return;
+        }
+    }
+
+    /// Takes on a run this process did not start (one imported): drives
+    /// it if it was going on, or sets its deadline's timer if it waits.
+    /// Among workers, the run is due in the database already.
+    pub async fn adopt(self: &Arc<Self>, run: &RunId) {
+        if self.app.leases().is_some() {
+            return;
+        }
+        match self.app.status(run).await {
+            Ok(found) if matches!(found.state.status, RunStatus::Pending | RunStatus::Running) => {
+                self.drive(run)
+            }
+            Ok(found) => self.wake_at_deadline(&found),
+            Err(e) => tracing::warn!(run = %run, error = %e, "an imported run could not be read"),
         }
     }
 
@@ -299,6 +348,10 @@ impl Service {
     /// run waiting at a gate with a deadline. Returns how many runs it
     /// drives.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, Error> {
+        // Among workers, claiming due runs ([`Service::work`]) does this.
+        if self.app.leases().is_some() {
+            return Ok(0);
+        }
         let mut query = RunQuery { limit: Some(500), ..RunQuery::default() };
         let mut driven = 0;
         let mut waiting = Vec::new();
@@ -435,6 +488,7 @@ impl Service {
             let mut timers: Vec<JoinHandle<()>> = lanes.timers.drain().map(|(_, t)| t).collect();
             timers.extend(lanes.scheduler.take());
             timers.extend(lanes.indexer.take());
+            timers.append(&mut lanes.workers);
             (drives, timers)
         };
         for timer in timers {
@@ -472,15 +526,14 @@ fn carried_out(state: &RunState, request: Request) -> bool {
 }
 
 /// The first deadline of a run waiting for people: of a gate it waits
-/// at, or its own (`timeout:`). A paused run waits for nobody's deadline:
-/// resumed past it, it times out then.
+/// at, or its own (`timeout:`). A paused or blocked run waits for
+/// nobody's deadline: resumed past it, it times out then.
 fn next_deadline(run: &Run) -> Option<Timestamp> {
     let state = &run.state;
     if !state.status.is_waiting() {
         return None;
     }
-    let gates = state.steps.values().filter(|s| s.status == StepStatus::Waiting).filter_map(|s| s.deadline);
-    gates.chain(run.definition.workflow.deadline(state.created_at)).min()
+    cairn_domain::steer::next_wake(state, &run.definition.workflow, Timestamp(0))
 }
 
 /// How a network front tells its callers apart.

@@ -29,6 +29,7 @@ use cairn_app::catalog::{About, Entry, Stats};
 use cairn_app::error::{CatalogError, TokenError};
 use cairn_app::search::Found;
 use cairn_app::stats::{Failing, Report, Spent, StatsQuery};
+use cairn_app::transfer::{Exported, Imported};
 use cairn_app::{EngineError, Error, Operations, Target};
 use cairn_domain::Definition;
 use cairn_domain::access::Role;
@@ -468,6 +469,18 @@ impl Operations for Remote {
         runs.iter().map(|r| listed_of(r).map(|l| l.summary).map_err(Error::Config)).collect()
     }
 
+    async fn export(&self, id: &RunId) -> Result<Exported, Error> {
+        let record = self.get(&format!("/runs/{id}/export")).await?;
+        serde_json::from_value(record)
+            .map_err(|e| Error::Config(format!("the server's record of run `{id}` does not read: {e}")))
+    }
+
+    async fn import(&self, record: Exported) -> Result<Imported, Error> {
+        let body = serde_json::to_value(&record).map_err(|e| Error::Config(e.to_string()))?;
+        let answer = self.post("/runs/import", body).await?;
+        field(&answer, "imported").map_err(Error::Config)
+    }
+
     async fn create_token(
         &self,
         name: &str,
@@ -830,6 +843,9 @@ fn typed(status: StatusCode, problem: &Value) -> Error {
         && let Ok(refusal) = serde_json::from_value(refusal.clone())
     {
         return Error::Engine(EngineError::Refused { run: run.clone(), refusal });
+    }
+    if let Some(import) = problem.get("import").and_then(|i| serde_json::from_value(i.clone()).ok()) {
+        return Error::Import(import);
     }
     if let Some(unmet) = problem.get("unmet").and_then(|u| serde_json::from_value(u.clone()).ok()) {
         return Error::Engine(EngineError::Unmet { run, unmet });

@@ -13,7 +13,8 @@ use crate::program::Program;
 use crate::state::{RunState, RunStatus, StepStatus, decider, word};
 
 /// What a person asks of a run from outside its driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Stop driving it for now; `resume` goes on where it stopped.
     Pause,
@@ -21,8 +22,31 @@ pub enum Request {
     Cancel,
 }
 
+/// When `state`'s run next needs a driver with nobody asking: now for
+/// one left pending or running; for one waiting for people (or for a
+/// raised budget), the first deadline of a gate it waits at or its own
+/// (`workflow`'s `timeout:`); never for one paused or ended.
+pub fn next_wake(
+    state: &RunState,
+    workflow: &crate::definition::Workflow,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    match state.status {
+        RunStatus::Pending | RunStatus::Running => Some(now),
+        status if status.is_waiting() => state
+            .steps
+            .values()
+            .filter(|s| s.status == StepStatus::Waiting)
+            .filter_map(|s| s.deadline)
+            .chain(workflow.deadline(state.created_at))
+            .min(),
+        _ => None,
+    }
+}
+
 /// A person's verdict at a gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Approve the output, or the approval step.
     Approve,
@@ -33,7 +57,7 @@ pub enum Verdict {
 }
 
 /// A decision at a gate, as approve, reject and answer give it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GateCall {
     /// The waiting step's path; `None`: the one step that waits for this
     /// kind of verdict.

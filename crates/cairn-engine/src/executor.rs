@@ -33,6 +33,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::control::{Asked, Control, Controls, Mailbox, RunControl};
+
+mod lease;
 use crate::job::{self, ChildCall, Finished, Job, Ports};
 use crate::tooling::{Progress, Recorder};
 use crate::{EngineError, SystemClock, Unmet};
@@ -80,6 +82,9 @@ pub struct Engine {
     definitions: std::sync::Mutex<HashMap<DefinitionKey, Definition>>,
     /// Where registered workflows called by id are found.
     workflows: Option<Arc<dyn WorkflowStore>>,
+    /// The leases of runs shared with other processes (`None`: this
+    /// process owns the store).
+    leases: Option<Arc<dyn cairn_ports::Leases>>,
 }
 
 /// How many loaded definitions an engine keeps (all are let go past it).
@@ -110,6 +115,7 @@ pub struct EngineBuilder {
     secrets: Secrets,
     tools: Arc<dyn Tools>,
     workflows: Option<Arc<dyn WorkflowStore>>,
+    leases: Option<Arc<dyn cairn_ports::Leases>>,
 }
 
 impl EngineBuilder {
@@ -128,7 +134,15 @@ impl EngineBuilder {
             secrets: Secrets::default(),
             tools: Arc::new(NoTools),
             workflows: None,
+            leases: None,
         }
+    }
+
+    /// The leases of a store shared with other processes: the engine then
+    /// drives or steers a run only while it holds the run's lease.
+    pub fn leases(mut self, leases: Arc<dyn cairn_ports::Leases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// The catalog `workflow: ID` steps find their workflow in (without
@@ -221,6 +235,7 @@ impl EngineBuilder {
             prices: self.prices,
             secrets: self.secrets,
             workflows: self.workflows,
+            leases: self.leases,
         }
     }
 }
@@ -403,8 +418,12 @@ impl Engine {
     /// [`Engine::start`], then [`Engine::resume`]: creates a run and drives
     /// it until it completes, fails, or waits for a person.
     pub async fn run(&self, def: Definition, inputs: Value, run_id: RunId) -> Result<RunState, EngineError> {
-        let (state, program) = self.create(def, inputs, run_id, &self.actor, Launch::default()).await?;
-        self.drive(state, &program).await
+        let (state, program) =
+            self.create(def, inputs, run_id.clone(), &self.actor, Launch::default()).await?;
+        let held = self.hold(&run_id).await?;
+        let driven = self.drive(state, &program).await;
+        self.let_go(held, self.wake_after(&driven, program.workflow())).await;
+        driven
     }
 
     /// A workflow prepared for running, with this engine's prices.
@@ -508,11 +527,18 @@ impl Engine {
     /// paused or crashed run goes on where it stopped. Refused, leaving the
     /// run as it was, when it has ended or this engine lacks what it needs.
     pub async fn resume(&self, run_id: &RunId) -> Result<RunState, EngineError> {
-        let state = self.load(run_id).await?;
         let definition = self.definition(run_id).await?;
         self.served(&definition.workflow, Some(run_id))?;
         let program = self.program(definition.workflow)?;
-        self.drive(state, &program).await
+        // Held before the log is read: what is read is what the next
+        // writer (this one) writes after.
+        let held = self.hold(run_id).await?;
+        let driven = match self.load(run_id).await {
+            Ok(state) => self.drive(state, &program).await,
+            Err(e) => Err(e),
+        };
+        self.let_go(held, self.wake_after(&driven, program.workflow())).await;
+        driven
     }
 
     /// Drives a run whose state and program are ready: refuses an ended
@@ -580,13 +606,22 @@ impl Engine {
                 return answer;
             }
         }
-        let mut state = self.load(run_id).await?;
         let definition = self.definition(run_id).await?;
         let program = self.program(definition.workflow)?;
-        let event =
-            steer::gate_decision(&state, &program, call, self.clock.now()).map_err(Self::refused(run_id))?;
-        self.record(&mut state, vec![event], by).await?;
-        Ok(state)
+        let held = self.hold(run_id).await?;
+        let decided = async {
+            let mut state = self.load(run_id).await?;
+            let event = steer::gate_decision(&state, &program, call, self.clock.now())
+                .map_err(Self::refused(run_id))?;
+            self.record(&mut state, vec![event], by).await?;
+            Ok(state)
+        }
+        .await;
+        // Whoever asked drives the run on; should it go away first, any
+        // worker does once a lease's term has passed.
+        let wake = decided.as_ref().ok().map(|_| self.later(self.clock.now()));
+        self.let_go(held, wake.or_else(|| self.wake_after(&decided, program.workflow()))).await;
+        decided
     }
 
     /// Pauses or cancels a run nobody drives (its driver died, or it waits
@@ -594,10 +629,22 @@ impl Engine {
     /// are recorded cancelled with a cancel. Cancelling a cancelled run
     /// changes nothing; any other ended run is refused.
     pub async fn stop(&self, run_id: &RunId, request: Request, by: &str) -> Result<RunState, EngineError> {
-        let mut state = self.load(run_id).await?;
-        let events = steer::stop(&state, request).map_err(Self::refused(run_id))?;
-        let cancelled = cancelled_steps(&events);
-        self.record(&mut state, events, by).await?;
+        let definition = self.definition(run_id).await?;
+        let held = self.hold(run_id).await?;
+        let stopped = async {
+            let mut state = self.load(run_id).await?;
+            let events = steer::stop(&state, request).map_err(Self::refused(run_id))?;
+            let cancelled = cancelled_steps(&events);
+            self.record(&mut state, events, by).await?;
+            Ok((state, cancelled))
+        }
+        .await;
+        let (stopped, cancelled) = match stopped {
+            Ok((state, cancelled)) => (Ok(state), cancelled),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        self.let_go(held, self.wake_after(&stopped, &definition.workflow)).await;
+        let state = stopped?;
         self.cancel_children(&state, &cancelled, by).await;
         Ok(state)
     }
@@ -612,12 +659,20 @@ impl Engine {
         budget_usd: f64,
         by: &str,
     ) -> Result<RunState, EngineError> {
-        let mut state = self.load(run_id).await?;
         let definition = self.definition(run_id).await?;
-        let current = state.budget_usd.or(definition.workflow.defaults.budget_usd);
-        let events = steer::raise_budget(&state, current, budget_usd).map_err(Self::refused(run_id))?;
-        self.record(&mut state, events, by).await?;
-        Ok(state)
+        let held = self.hold(run_id).await?;
+        let raised = async {
+            let mut state = self.load(run_id).await?;
+            let current = state.budget_usd.or(definition.workflow.defaults.budget_usd);
+            let events = steer::raise_budget(&state, current, budget_usd).map_err(Self::refused(run_id))?;
+            self.record(&mut state, events, by).await?;
+            Ok(state)
+        }
+        .await;
+        // Whoever raised it drives the run on (as after a decision).
+        let wake = raised.as_ref().ok().map(|_| self.later(self.clock.now()));
+        self.let_go(held, wake.or_else(|| self.wake_after(&raised, &definition.workflow))).await;
+        raised
     }
 
     /// A new run `new_id`, made by `by`, with the definition and inputs of

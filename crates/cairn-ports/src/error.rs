@@ -82,6 +82,15 @@ pub enum StoreError {
     /// nothing past the damage and deletes nothing, so a person can look.
     #[error("{0}")]
     Damaged(Damage),
+    /// Another process holds the run's lease (it drives the run), or took
+    /// it over from this one: nothing was written.
+    #[error("run `{run}` is driven by worker `{worker}`")]
+    Leased {
+        /// The run.
+        run: String,
+        /// The worker holding the lease now.
+        worker: String,
+    },
 }
 
 /// Where stored data is damaged and how: typed, so that each front words

@@ -14,9 +14,10 @@
 //! or the app.
 //!
 //! Read first: [`RunStore`], [`LlmProvider`], [`CommandRunner`], [`Clock`],
-//! [`EventSink`], [`StepHandler`], [`TokenStore`], [`WorkflowStore`], [`SearchIndex`], and [`PortError`].
+//! [`EventSink`], [`StepHandler`], [`TokenStore`], [`WorkflowStore`], [`SearchIndex`], [`Leases`], and [`PortError`].
 
 mod error;
+mod lease;
 mod llm;
 mod search;
 mod secrets;
@@ -33,6 +34,7 @@ use cairn_domain::state::{Event, StepPath, Timestamp};
 use serde_json::Value;
 
 pub use error::{Damage, DamageKind, PortError, StoreError};
+pub use lease::{Answer, Ask, Claim, Lease, Leases, Notice, OnNotice};
 pub use llm::{
     ChatMessage, ChatRequest, ChatResponse, LlmProvider, ResponseFormat, Role, TokenSink, ToolCall, ToolSpec,
     Usage,

@@ -61,6 +61,8 @@ pub enum Endpoint {
     RevokeToken,
     Definition,
     Prune,
+    ExportRun,
+    ImportRun,
     Metrics,
     SignIn,
     WhoAmI,
@@ -121,6 +123,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::DELETE, "/api/v1/tokens/{name}", Endpoint::RevokeToken, ADMIN),
     route(Method::GET, "/api/v1/runs/{id}/definition", Endpoint::Definition, VIEWER),
     route(Method::POST, "/api/v1/prune", Endpoint::Prune, ADMIN),
+    route(Method::GET, "/api/v1/runs/{id}/export", Endpoint::ExportRun, VIEWER),
+    // An import writes history as others made it (their names, their times).
+    route(Method::POST, "/api/v1/runs/import", Endpoint::ImportRun, ADMIN),
     route(Method::GET, "/metrics", Endpoint::Metrics, VIEWER),
     route(Method::POST, "/api/v1/session", Endpoint::SignIn, Need::Anyone),
     route(Method::GET, "/api/v1/session", Endpoint::WhoAmI, VIEWER),

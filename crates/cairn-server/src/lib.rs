@@ -30,6 +30,7 @@ mod runs;
 mod session;
 mod stream;
 mod tokens;
+mod transfer;
 mod workflows;
 
 use std::future::Future;
@@ -136,6 +137,10 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         Endpoint::RevokeToken => delete(tokens::revoke),
         Endpoint::Definition => get(runs::definition),
         Endpoint::Prune => post(runs::prune),
+        Endpoint::ExportRun => get(transfer::export),
+        Endpoint::ImportRun => {
+            post(transfer::import).layer(DefaultBodyLimit::max(transfer::MAX_IMPORT_BYTES))
+        }
         Endpoint::Metrics => get(metrics::metrics),
         Endpoint::SignIn => post(session::sign_in),
         Endpoint::WhoAmI => get(session::who),
@@ -181,6 +186,8 @@ fn handler(endpoint: Endpoint) -> MethodRouter<Shared> {
         tokens::revoke,
         runs::definition,
         runs::prune,
+        transfer::export,
+        transfer::import,
         metrics::metrics,
         session::sign_in,
         session::who,

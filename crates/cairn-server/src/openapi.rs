@@ -894,6 +894,57 @@ pub(crate) struct RunsPage {
     next_cursor: Option<String>,
 }
 
+/// One event as the store keeps it (and `export` writes it): `at` in
+/// milliseconds since the epoch.
+pub(crate) struct StoredEvent;
+
+by_hand!(
+    StoredEvent,
+    open_object(
+        "One event as the store keeps it: `seq`, `at` (milliseconds since the epoch), `actor`, `type` and the fields of its type",
+        &[
+            ("seq", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).into()),
+            ("at", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).into()),
+            ("actor", string()),
+            ("type", string()),
+        ],
+    )
+);
+
+/// A run as `cairn export` writes it and `cairn import` reads it.
+#[derive(ToSchema)]
+pub(crate) struct Export {
+    /// The record's form (1).
+    #[schema(minimum = 1)]
+    cairn_export: u32,
+    /// The run's id.
+    run_id: String,
+    /// Its workflow's id.
+    workflow: String,
+    /// The definition's file name, as given at start.
+    definition_name: String,
+    /// The definition's exact text, as recorded at start.
+    definition: String,
+    /// The files the definition names, as they were at start.
+    files: BTreeMap<String, String>,
+    /// The definition's hash, as recorded at start.
+    definition_hash: String,
+    /// Every event, numbered from 1, the first `run_created`.
+    events: Vec<StoredEvent>,
+}
+
+/// What importing a run did.
+#[derive(ToSchema)]
+pub(crate) struct Imported {
+    /// The run.
+    run_id: String,
+    /// `added`; `completed` (the store held the start of this log); `present` (it held all of it).
+    #[schema(inline, value_type = String, pattern = "^(added|completed|present)$")]
+    imported: String,
+    /// The events the record holds.
+    events: u64,
+}
+
 /// A page of a run's events.
 #[derive(ToSchema)]
 pub(crate) struct EventsPage {

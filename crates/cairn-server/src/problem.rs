@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_app::EngineError;
 use cairn_app::Error;
+use cairn_app::error::ImportError;
 use cairn_app::error::{CatalogError, HookError, TokenError};
 use cairn_domain::access::Denied;
 use cairn_domain::problem::Problems;
@@ -103,6 +104,16 @@ impl From<Error> for Problem {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
             }
             Error::BlankSearch => Self::new(StatusCode::BAD_REQUEST, "blank_query", detail),
+            Error::Import(import) => {
+                let typed = serde_json::to_value(&import).unwrap_or(Value::Null);
+                match import {
+                    ImportError::Differs { run } => {
+                        Self::new(StatusCode::CONFLICT, "run_differs", detail).with("run", json!(run))
+                    }
+                    _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_export", detail),
+                }
+                .with("import", typed)
+            }
             Error::Index(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", detail),
             Error::Store(_) | Error::Interrupted { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
@@ -182,7 +193,7 @@ impl Problem {
             EngineError::Store(StoreError::AlreadyExists(run)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", detail).with("run", json!(run))
             }
-            EngineError::Store(StoreError::Conflict { .. }) => {
+            EngineError::Store(StoreError::Conflict { .. } | StoreError::Leased { .. }) => {
                 Self::new(StatusCode::CONFLICT, "conflict", detail)
             }
             EngineError::Store(_) | EngineError::Log(_) | EngineError::Definition { .. } => {

@@ -20,7 +20,7 @@ use cairn_domain::plan::Plan;
 use cairn_domain::problem::{Problem as DefinitionProblem, Problems, Rule};
 use cairn_domain::state::{Launch, RunStatus};
 use cairn_domain::steer::{GateCall, Request, Verdict};
-use cairn_ports::{Cursor, RunQuery};
+use cairn_ports::{Ask, Cursor, RunQuery};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
@@ -569,10 +569,13 @@ pub(crate) async fn resume(
     let resume = optional(&headers, payload)?;
     let app = shared.service.app();
     app.resumable(&id).await.map_err(Problem::from)?;
-    if let Some(usd) = resume.budget_usd {
-        shared.service.steer(&id, app.raise_budget(&id, usd, &caller.name)).await.map_err(Problem::from)?;
+    match resume.budget_usd {
+        Some(usd) => {
+            let ask = Ask::RaiseBudget { usd, by: caller.name.clone() };
+            shared.service.request(&id, ask).await.map_err(Problem::from)?;
+        }
+        None => shared.service.drive(&id),
     }
-    shared.service.drive(&id);
     let run = app.status(&id).await.map_err(Problem::from)?;
     Ok(run_json(&shared, &run, StatusCode::ACCEPTED))
 }
@@ -668,12 +671,12 @@ fn optional<T: Default>(headers: &HeaderMap, payload: Result<Json<T>, JsonReject
 }
 
 /// Records an approval or rejection as the caller, deciding as the gate
-/// role it names or holds alone ([`cairn_app::App::decide_as`]).
+/// role it names or holds alone ([`cairn_app::App::decision_as`]).
 async fn decide(shared: &Shared, caller: &Caller, id: RunId, verdict: Verdict, b: DecideBody) -> Answer {
-    let app = shared.service.app();
     let call = GateCall { gate: b.gate, verdict, role: b.role, comment: b.comment };
-    let run = shared.service.steer(&id, app.decide_as(&id, call, caller)).await.map_err(Problem::from)?;
-    shared.service.drive(&id);
+    let call = shared.service.app().decision_as(&id, call, caller).await.map_err(Problem::from)?;
+    let ask = Ask::Decide { call, by: caller.name.clone() };
+    let run = shared.service.request(&id, ask).await.map_err(Problem::from)?;
     Ok(run_json(shared, &run, StatusCode::OK))
 }
 
@@ -716,9 +719,11 @@ pub(crate) async fn answer(
     let id = run_id(path)?;
     let b = body(payload)?;
     let call = GateCall { gate: b.gate, verdict: Verdict::Answer(b.text), role: None, comment: None };
-    let app = shared.service.app();
-    let run = shared.service.steer(&id, app.decide(&id, call, &caller.name)).await.map_err(Problem::from)?;
-    shared.service.drive(&id);
+    let run = shared
+        .service
+        .request(&id, Ask::Decide { call, by: caller.name.clone() })
+        .await
+        .map_err(Problem::from)?;
     Ok(run_json(&shared, &run, StatusCode::OK))
 }
 

@@ -165,6 +165,7 @@ impl Matrix {
                 (None, Some(json!({"definition": format!("{HELLO}version: m{n}\n")})), StatusCode::CREATED)
             }
             Endpoint::GetRun
+            | Endpoint::ExportRun
             | Endpoint::Events
             | Endpoint::EventStream
             | Endpoint::Checkpoints
@@ -184,6 +185,11 @@ impl Matrix {
             // A dry run, so the runs the matrix uses stay.
             Endpoint::Metrics => (None, None, StatusCode::OK),
             Endpoint::Prune => (None, Some(json!({"older_than": "1ms", "dry_run": true})), StatusCode::OK),
+            // The record of a run the store holds: present, nothing written.
+            Endpoint::ImportRun => {
+                let record = self.server.get(&format!("/api/v1/runs/{done}/export"), &self.admin).await;
+                (None, Some(record.body), StatusCode::OK)
+            }
             // Signing in takes its token from the body, whatever else is sent.
             Endpoint::SignIn => (None, Some(json!({"token": self.admin})), StatusCode::CREATED),
             Endpoint::WhoAmI => (None, None, StatusCode::OK),

@@ -15,9 +15,13 @@
 //! toolkit with compile-time checked queries, which would also want a
 //! database (or checked-in metadata) to build.
 //!
-//! What it deliberately does not do: lease runs to workers (the service
-//! above it will), or speak TLS (connect over a private network or a local
-//! socket).
+//! It is also the `Leases` of the workers sharing the database (module
+//! `lease`): a run's row says which worker drives it until when, and an
+//! append is refused unless it carries the token of the lease its writer
+//! holds (or nobody holds one).
+//!
+//! What it deliberately does not do: speak TLS (connect over a private
+//! network or a local socket).
 //!
 //! May depend on: `cairn-domain`, `cairn-ports`, tokio-postgres,
 //! deadpool-postgres. Never on the engine or the app.
@@ -43,11 +47,14 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
-/// The migrations, in order: the first makes version 1, the second 2.
+/// The migrations, in order: the first makes version 1, the second 2, ...
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [include_str!("migrations/1.sql"), include_str!("migrations/2.sql")];
+    [include_str!("migrations/1.sql"), include_str!("migrations/2.sql"), include_str!("migrations/3.sql")];
+
+/// How long a lease lasts unless renewed, by default.
+pub const DEFAULT_TERM: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The key of the advisory lock migrations hold (any fixed number).
 const MIGRATION_LOCK: i64 = 0x6361_6972_6e00;
@@ -103,11 +110,24 @@ pub struct Migrated {
     pub to: u32,
 }
 
-/// Runs, tokens and the catalog on PostgreSQL.
+/// Runs, tokens and the catalog on PostgreSQL, and the leases of the
+/// workers sharing them.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
     at: Arc<str>,
+    /// Where the listening connection goes (the pool's own config).
+    config: tokio_postgres::Config,
+    /// This process's name among the workers.
+    worker: Arc<str>,
+    /// How long its leases last unless renewed.
+    term: std::time::Duration,
+    /// The schema the tables are in (read when migrating), which names the
+    /// notification channels.
+    schema: Arc<std::sync::OnceLock<String>>,
+    /// The token of each lease this process holds: its appends to those
+    /// runs carry it.
+    fences: Arc<std::sync::Mutex<std::collections::HashMap<RunId, u64>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -163,14 +183,32 @@ impl PostgresStore {
     pub fn connect(url: &str) -> Result<Self, OpenError> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| OpenError::BadUrl(format!("{e}")))?;
         let at: Arc<str> = describe(&config).into();
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| OpenError::Unreachable { at: at.to_string(), reason: e.to_string() })?;
-        Ok(Self { pool, at })
+        Ok(Self {
+            pool,
+            at,
+            config,
+            worker: worker_name().into(),
+            term: DEFAULT_TERM,
+            schema: Arc::default(),
+            fences: Arc::default(),
+        })
+    }
+
+    /// This store with leases lasting `term` unless renewed (at least 100 ms).
+    #[must_use]
+    pub fn with_term(mut self, term: std::time::Duration) -> Self {
+        self.term = term.max(std::time::Duration::from_millis(100));
+        self
     }
 
     /// Where the store is (no password).
@@ -217,6 +255,8 @@ impl PostgresStore {
         )
         .await
         .map_err(failed)?;
+        let schema = tx.query_one("SELECT current_schema()", &[]).await.map_err(failed)?;
+        let _ = self.schema.set(schema.get::<_, Option<String>>(0).unwrap_or_else(|| "public".to_owned()));
         tx.commit().await.map_err(failed)?;
         Ok(Migrated { from: found, to: SCHEMA_VERSION })
     }
@@ -268,6 +308,40 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Refuses an append to a run whose row (`lease_owner`, `lease_token`,
+    /// whether the lease is live, at columns 2 to 4) says another process
+    /// drives it: one this process held the lease of and lost (its token
+    /// is not the row's), or one it holds no lease on while another does.
+    fn check_fence(&self, run: &RunId, row: &Row) -> Result<(), StoreError> {
+        let owner: Option<String> = row.get(2);
+        let token = unsigned(row.get(3));
+        let live = row.get::<_, Option<bool>>(4) == Some(true);
+        let theirs = || StoreError::Leased {
+            run: run.to_string(),
+            worker: owner.clone().unwrap_or_else(|| "another worker".to_owned()),
+        };
+        match self.fenced(run) {
+            Some(held) if held != token || owner.as_deref() != Some(&*self.worker) => Err(theirs()),
+            None if live && owner.as_deref() != Some(&*self.worker) => Err(theirs()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A name for this process among the workers: its host, its process id
+/// and a random part (process ids are reused).
+fn worker_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cairn".to_owned());
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish() & 0xffff_ffff;
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
 fn summary_of(row: &Row) -> Result<RunSummary, StoreError> {
     let text: String = row.get(0);
     serde_json::from_str(&text).map_err(|e| corrupt("a run summary", e))
@@ -290,8 +364,8 @@ impl RunStore for PostgresStore {
         let inserted = tx
             .execute(
                 "INSERT INTO cairn_runs (run_id, workflow, definition_name, definition, files, definition_hash, \
-                 created_at, status, triggered_by, priority, parent, labels, last_seq, summary) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb, 1, $13) \
+                 created_at, status, triggered_by, priority, parent, labels, last_seq, summary, wake_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb, 1, $13, $14) \
                  ON CONFLICT (run_id) DO NOTHING",
                 &[
                     &run.run_id.as_str(),
@@ -307,6 +381,9 @@ impl RunStore for PostgresStore {
                     &launched.parent.as_ref().map(RunId::as_str),
                     &encode(&launched.labels)?,
                     &encode(&summary)?,
+                    // Its starter drives it at once; if it goes away first,
+                    // any worker does once a lease's term has passed.
+                    &signed(run.created.at.0.saturating_add(self.term.as_millis() as u64))?,
                 ],
             )
             .await
@@ -329,12 +406,14 @@ impl RunStore for PostgresStore {
         let tx = client.transaction().await.map_err(io)?;
         let row = tx
             .query_opt(
-                "SELECT last_seq, summary FROM cairn_runs WHERE run_id = $1 FOR UPDATE",
+                "SELECT last_seq, summary, lease_owner, lease_token, lease_until > now() \
+                 FROM cairn_runs WHERE run_id = $1 FOR UPDATE",
                 &[&run.as_str()],
             )
             .await
             .map_err(io)?
             .ok_or_else(|| StoreError::NotFound(run.to_string()))?;
+        self.check_fence(run, &row)?;
         let actual = unsigned(row.get(0));
         if actual != expected_seq {
             return Err(StoreError::Conflict { run: run.to_string(), expected: expected_seq, actual });
@@ -358,6 +437,14 @@ impl RunStore for PostgresStore {
                 &cairn_domain::state::word(summary.status),
                 &encode(&summary)?,
             ],
+        )
+        .await
+        .map_err(io)?;
+        // Heard by the other workers once committed (their event streams).
+        let first = events.first().map_or(last.seq, |e| e.seq);
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&self.channel(lease::EVENTS), &format!("{}\t{run}\t{first}\t{}", self.worker, last.seq)],
         )
         .await
         .map_err(io)?;
@@ -645,6 +732,7 @@ impl WorkflowStore for PostgresStore {
     }
 }
 
+mod lease;
 mod search;
 
 #[cfg(test)]

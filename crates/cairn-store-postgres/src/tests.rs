@@ -14,6 +14,12 @@ pub(crate) fn test_url() -> String {
 
 /// A store in a fresh schema of the test database.
 pub(crate) async fn fresh() -> PostgresStore {
+    PostgresStore::open(&fresh_url().await).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The URL of a fresh schema of the test database (each store opened on
+/// it is another worker).
+pub(crate) async fn fresh_url() -> String {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -25,8 +31,7 @@ pub(crate) async fn fresh() -> PostgresStore {
     });
     client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap_or_else(|e| panic!("{e}"));
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("{e}"))
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
 cairn_testkit::run_store_suite!(crate::tests::fresh().await);
@@ -75,6 +80,186 @@ async fn of_two_writers_appending_after_the_same_event_exactly_one_commits() {
     assert!(matches!(refused, Err(StoreError::Conflict { expected: 1, .. })), "{refused:?}");
     let log = store.load(&id, 0).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(log.events.len(), 2);
+}
+
+mod leases {
+    use cairn_ports::{Answer, Ask, Claim, Lease, Leases, Notice};
+    use cairn_testkit::store_suite::new_run;
+
+    use super::*;
+
+    /// Two workers on one fresh schema.
+    async fn two() -> (PostgresStore, PostgresStore) {
+        let url = fresh_url().await;
+        let open = || async { PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("{e}")) };
+        (open().await, open().await)
+    }
+
+    async fn created(store: &PostgresStore, id: &str) -> RunId {
+        let run = new_run(id, 10);
+        let id = run.run_id.clone();
+        store.create(run).await.unwrap_or_else(|e| panic!("{e}"));
+        id
+    }
+
+    fn held(claim: Claim) -> Lease {
+        match claim {
+            Claim::Held(lease) => lease,
+            Claim::Taken { worker } => panic!("taken by {worker}"),
+        }
+    }
+
+    fn started(seq: u64, actor: &str) -> [Event; 1] {
+        [Event {
+            seq,
+            at: Timestamp(11),
+            actor: actor.into(),
+            kind: cairn_domain::state::EventKind::RunStarted,
+        }]
+    }
+
+    /// Ends every live lease on `run` now, as if its term passed.
+    async fn expire(store: &PostgresStore, run: &RunId) {
+        let client = store.client().await.unwrap_or_else(|e| panic!("{e}"));
+        client
+            .execute(
+                "UPDATE cairn_runs SET lease_until = now() - interval '1 second' WHERE run_id = $1",
+                &[&run.as_str()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_one_workers_and_a_worker_paused_past_it_can_never_commit_over_its_successor() {
+        let (a, b) = two().await;
+        assert_ne!(a.worker(), b.worker(), "each process is a worker of its own");
+        let run = created(&a, "fenced").await;
+        let first = held(a.claim(&run).await.expect("claims"));
+        assert_eq!(first.token, 1);
+        assert_eq!(b.claim(&run).await.expect("answers"), Claim::Taken { worker: a.worker().to_owned() });
+        assert_eq!(held(a.claim(&run).await.expect("claims")), first, "claimed again: the same lease");
+        assert_eq!(b.holder(&run).await.expect("reads"), Some(a.worker().to_owned()));
+
+        // Without a lease, nobody writes beside the holder.
+        let refused = b.append(&run, 1, &started(2, "b")).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Leased { worker, .. }) if worker == a.worker()),
+            "{refused:?}"
+        );
+
+        // a stops (SIGSTOP) past its term; b takes the run over.
+        expire(&a, &run).await;
+        let second = held(b.claim(&run).await.expect("claims"));
+        assert_eq!(second.token, 2, "each takeover raises the token");
+        // a thaws and writes after the same event as b would: refused by
+        // the token, before b wrote anything.
+        let zombie = a.append(&run, 1, &started(2, "a")).await;
+        assert!(
+            matches!(&zombie, Err(StoreError::Leased { worker, .. }) if worker == b.worker()),
+            "{zombie:?}"
+        );
+        assert_eq!(
+            a.renew(std::slice::from_ref(&first)).await.expect("renews"),
+            std::slice::from_ref(&run),
+            "lost"
+        );
+        b.append(&run, 1, &started(2, "b")).await.expect("the holder writes");
+        assert_eq!(b.renew(std::slice::from_ref(&second)).await.expect("renews"), Vec::<RunId>::new());
+        let log = a.load(&run, 0).await.expect("loads");
+        assert_eq!(log.events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(), ["engine", "b"]);
+
+        // Released, the run is anyone's again.
+        b.release(&second, None).await.expect("releases");
+        assert_eq!(a.holder(&run).await.expect("reads"), None);
+        assert_eq!(held(a.claim(&run).await.expect("claims")).token, 3);
+    }
+
+    #[tokio::test]
+    async fn due_runs_are_claimed_by_one_worker_each_highest_priority_first() {
+        let (a, b) = two().await;
+        let mut runs = Vec::new();
+        for (id, priority) in [("low", -1), ("plain", 0), ("urgent", 5)] {
+            let mut run = new_run(id, 10);
+            if let cairn_domain::state::EventKind::RunCreated { priority: p, .. } = &mut run.created.kind {
+                *p = priority;
+            }
+            runs.push(run.run_id.clone());
+            a.create(run).await.expect("creates");
+        }
+        // Created at 10 ms after the epoch: their starters' grace is long past.
+        let (first, second) = tokio::join!(a.claim_due(2), b.claim_due(2));
+        let (first, second) = (first.expect("claims"), second.expect("claims"));
+        let mut all: Vec<&str> = first.iter().chain(&second).map(|l| l.run.as_str()).collect();
+        assert_eq!(all.len(), 3, "each run once: {first:?} {second:?}");
+        all.sort_unstable();
+        assert_eq!(all, ["low", "plain", "urgent"]);
+        let order: Vec<&str> = first.iter().chain(&second).map(|l| l.run.as_str()).collect();
+        assert!(order == ["urgent", "plain", "low"] || order == ["low", "urgent", "plain"], "{order:?}");
+        assert!(a.claim_due(5).await.expect("claims").is_empty(), "all leased");
+
+        // Released with a deadline to come, or none, a run is not due; with
+        // one passed, it is.
+        let lease = |run: &str| first.iter().chain(&second).find(|l| l.run.as_str() == run).cloned();
+        let (urgent, plain, low) = (lease("urgent"), lease("plain"), lease("low"));
+        let release = |lease: Option<Lease>, wake: Option<Timestamp>| {
+            let (a, b) = (&a, &b);
+            async move {
+                let lease = lease.expect("claimed");
+                // Whichever worker holds it releases it; the other's release does nothing.
+                a.release(&lease, wake).await.expect("releases");
+                b.release(&lease, wake).await.expect("releases");
+            }
+        };
+        release(urgent, Some(Timestamp(u64::MAX / 4))).await;
+        release(plain, None).await;
+        release(low, Some(Timestamp(5))).await;
+        let due: Vec<String> =
+            a.claim_due(5).await.expect("claims").iter().map(|l| l.run.to_string()).collect();
+        assert_eq!(due, ["low"]);
+        b.wake(&runs[1]).await.expect("wakes");
+        let woken: Vec<String> =
+            b.claim_due(5).await.expect("claims").iter().map(|l| l.run.to_string()).collect();
+        assert_eq!(woken, ["plain"], "woken by a request");
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_holder_and_its_answer_comes_back_once() {
+        let (a, b) = two().await;
+        let run = created(&a, "asked").await;
+        let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+        b.listen(Arc::new(move |notice| {
+            let _ = heard.send(notice);
+        }))
+        .await
+        .expect("listens");
+        assert_eq!(hearing.recv().await, Some(Notice::Wake), "told to look once listening");
+
+        let ask = Ask::Stop { request: cairn_domain::steer::Request::Cancel, by: "alice".into() };
+        let id = a.ask(&run, b.worker(), &ask).await.expect("asks");
+        assert_eq!(hearing.recv().await, Some(Notice::Asked));
+        assert_eq!(b.asked().await.expect("reads"), [(id, run.clone(), ask.clone())]);
+        assert!(a.asked().await.expect("reads").is_empty(), "asked of b only");
+        assert_eq!(a.answer_of(id).await.expect("reads"), None, "not answered yet");
+        b.answer(id, &Answer::Done).await.expect("answers");
+        assert_eq!(a.answer_of(id).await.expect("reads"), Some(Answer::Done));
+        assert_eq!(a.answer_of(id).await.expect("reads"), None, "read once");
+
+        let unanswered = a.ask(&run, b.worker(), &ask).await.expect("asks");
+        assert!(a.withdraw(unanswered).await.expect("withdraws"));
+        assert!(b.asked().await.expect("reads").is_empty());
+
+        // b hears a's appends and wake-ups, never its own.
+        held(a.claim(&run).await.expect("claims"));
+        a.append(&run, 1, &started(2, "a")).await.expect("appends");
+        let mut notices = Vec::new();
+        while notices.len() < 2 {
+            notices.push(hearing.recv().await.expect("hears"));
+        }
+        assert!(notices.contains(&Notice::Appended { run: run.clone(), first: 2, last: 2 }), "{notices:?}");
+        a.wake(&run).await.expect("wakes");
+        assert_eq!(hearing.recv().await, Some(Notice::Wake));
+    }
 }
 
 mod search {

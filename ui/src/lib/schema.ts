@@ -140,6 +140,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** `POST /runs/import`. */
+        post: operations["import_run"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{id}": {
         parameters: {
             query?: never;
@@ -272,6 +289,23 @@ export interface paths {
         };
         /** `GET /runs/{id}/events/stream`. */
         get: operations["stream_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /runs/{id}/export`. */
+        get: operations["export_run"];
         put?: never;
         post?: never;
         delete?: never;
@@ -659,6 +693,30 @@ export interface components {
              */
             next: number | null;
         };
+        /** @description A run as `cairn export` writes it and `cairn import` reads it. */
+        Export: {
+            /**
+             * Format: int32
+             * @description The record's form (1).
+             */
+            cairn_export: number;
+            /** @description The definition's exact text, as recorded at start. */
+            definition: string;
+            /** @description The definition's hash, as recorded at start. */
+            definition_hash: string;
+            /** @description The definition's file name, as given at start. */
+            definition_name: string;
+            /** @description Every event, numbered from 1, the first `run_created`. */
+            events: components["schemas"]["StoredEvent"][];
+            /** @description The files the definition names, as they were at start. */
+            files: {
+                [key: string]: string;
+            };
+            /** @description The run's id. */
+            run_id: string;
+            /** @description Its workflow's id. */
+            workflow: string;
+        };
         /** @description A step that failed for good, over the runs counted. */
         FailingStep: {
             /** @description The failures by error class. */
@@ -746,6 +804,18 @@ export interface components {
          * @enum {string}
          */
         HitKind: "workflow" | "run";
+        /** @description What importing a run did. */
+        Imported: {
+            /**
+             * Format: int64
+             * @description The events the record holds.
+             */
+            events: number;
+            /** @description `added`; `completed` (the store held the start of this log); `present` (it held all of it). */
+            imported: string;
+            /** @description The run. */
+            run_id: string;
+        };
         /**
          * @description The type of a run input
          * @enum {string}
@@ -1280,6 +1350,15 @@ export interface components {
              * @description Prompt tokens.
              */
             prompt_tokens: number;
+        };
+        /** @description One event as the store keeps it: `seq`, `at` (milliseconds since the epoch), `actor`, `type` and the fields of its type */
+        StoredEvent: {
+            actor: string;
+            at: number;
+            seq: number;
+            type: string;
+        } & {
+            [key: string]: unknown;
         };
         /** @description An API token (never its secret or hash). */
         Token: {
@@ -2000,6 +2079,102 @@ export interface operations {
             };
         };
     };
+    import_run: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Export"];
+            };
+        };
+        responses: {
+            /** @description What importing did: `added`, `completed` (the store held the start of this log) or `present` (it held all of it) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Imported"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store holds another run under this id */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not a run's record, or its log does not fold into a run */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_run: {
         parameters: {
             query?: never;
@@ -2589,6 +2764,74 @@ export interface operations {
                 };
             };
             /** @description A bad query, path or Last-Event-ID, or a credential in the query string */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or an unknown or expired one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such run */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The store failed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    export_run: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The run's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run as a record to import elsewhere: its recorded definition and every event, as stored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Export"];
+                };
+            };
+            /** @description Malformed JSON, a bad query or path, or a credential in the query string */
             400: {
                 headers: {
                     [name: string]: unknown;

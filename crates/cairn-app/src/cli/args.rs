@@ -373,6 +373,39 @@ pub enum Verb {
         #[arg(long, value_enum, default_value_t = EventsFormat::Text)]
         format: EventsFormat,
     },
+    /// Write runs as JSON lines, to import into another store.
+    ///
+    /// One run a line: the definition it recorded and every event, each
+    /// with its actor and time, as stored.
+    #[command(after_help = "Examples:
+  cairn export pr-42 > pr-42.jsonl
+  cairn export --all > runs.jsonl
+  cairn --store postgres://cairn@db/cairn import runs.jsonl")]
+    Export {
+        /// The runs.
+        #[arg(required_unless_present = "all")]
+        runs: Vec<String>,
+        /// Every run of the store, oldest first.
+        #[arg(long, conflicts_with = "runs")]
+        all: bool,
+    },
+    /// Add runs that `export` wrote to this store, their events as they were.
+    ///
+    /// Every line is read and checked before anything is written. A run
+    /// the store holds already is left alone when it is the same, and
+    /// finished when it holds the start of the same log (an import cut
+    /// short); another run under the same id is refused.
+    #[command(after_help = "Examples:
+  cairn export --all > runs.jsonl && cairn --store postgres://cairn@db/cairn import runs.jsonl
+  cairn --data-dir old export pr-42 | cairn import")]
+    Import {
+        /// The file that `export` wrote (`-`: standard input).
+        #[arg(default_value = "-")]
+        file: String,
+        /// Output format (json: `[{"run_id", "imported", "events"}]`).
+        #[arg(long, value_enum, default_value_t = DocFormat::Text)]
+        format: DocFormat,
+    },
     /// Delete ended runs last updated longer ago than a duration.
     ///
     /// Ended: completed, failed or cancelled. Runs that wait, are paused or

@@ -38,6 +38,7 @@ mod steer;
 mod summary;
 pub(crate) mod term;
 mod token;
+mod transfer;
 mod words;
 
 use std::ffi::OsString;
@@ -182,6 +183,8 @@ const NOT_READ: &[(&str, &[&str])] = &[
     ("checkpoints", &["llm"]),
     ("fork", &["llm"]),
     ("prune", &["llm"]),
+    ("export", &["llm"]),
+    ("import", &["llm"]),
     ("pause", &["llm"]),
     ("cancel", &["llm"]),
     ("doctor", &["store", "config", "llm", "server", "token"]),
@@ -292,6 +295,8 @@ impl Verbs<'_> {
             Verb::Cancel { run, format } => steer::stop(self, &run_id(&run)?, true, format),
             Verb::Fork { run, checkpoint, format } => steer::fork(self, &run_id(&run)?, checkpoint, format),
             Verb::Prune { older_than, dry_run, format } => steer::prune(self, &older_than, dry_run, format),
+            Verb::Export { runs, all } => transfer::export(self, &runs, all),
+            Verb::Import { file, format } => transfer::import(self, &file, format),
             Verb::Init { dir, format } => init::init(&dir, format),
             Verb::Completions { shell } => meta::completions(shell),
             Verb::Man { verb } => meta::man(verb.as_deref()),

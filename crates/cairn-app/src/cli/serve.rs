@@ -62,6 +62,7 @@ pub(crate) fn serve(
         if recovered > 0 {
             tracing::info!(runs = recovered, "driving on the runs a previous process left running");
         }
+        service.work().await?;
         service.schedule();
         service.index();
         eprintln!("cairn serve listening on {url}");
