@@ -11,6 +11,7 @@ mod fence;
 mod gates;
 mod iterate;
 mod llm;
+mod nemesis;
 mod plan;
 mod postgres;
 mod provenance;

@@ -16,7 +16,7 @@ fn database() -> String {
 }
 
 /// A fresh schema `name` of the test database: the store URL that uses it.
-fn fresh_store(name: &str) -> String {
+pub(crate) fn fresh_store(name: &str) -> String {
     let base = database();
     let sql = format!("DROP SCHEMA IF EXISTS e2e_{name} CASCADE; CREATE SCHEMA e2e_{name}");
     let made = Command::new("psql").args(["-q", &base, "-c", &sql]).output().expect("psql runs");

@@ -467,7 +467,14 @@ impl Server {
     /// Starts `cairn --llm mock serve` on a free port over `data`, and waits
     /// for its listening line.
     pub fn start(dir: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut all = vec!["--llm", "mock", "serve", "--listen", "127.0.0.1:0"];
+        Self::serve(dir, data, &["--llm", "mock"], args, env)
+    }
+
+    /// Starts `cairn GLOBALS serve --listen 127.0.0.1:0 ARGS` over `data`,
+    /// and waits for its listening line.
+    pub fn serve(dir: &Path, data: &Path, globals: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = globals.to_vec();
+        all.extend(["serve", "--listen", "127.0.0.1:0"]);
         all.extend_from_slice(args);
         let mut child = cairn_command(dir, data, &all)
             .envs(env.iter().copied())

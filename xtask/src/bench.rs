@@ -20,10 +20,14 @@ const RUNS: usize = 15;
 
 pub fn run(args: &[String]) -> Result<()> {
     let flag = |name: &str| args.iter().any(|a| a == name);
-    if let Some(other) = args.iter().find(|a| !["--peers", "--workloads"].contains(&a.as_str())) {
-        bail!("unknown flag {other}; usage: cargo xtask bench [--peers] [--workloads]");
+    if let Some(other) = args.iter().find(|a| !["--peers", "--workloads", "--postgres"].contains(&a.as_str()))
+    {
+        bail!("unknown flag {other}; usage: cargo xtask bench [--peers] [--workloads] [--postgres]");
     }
     cargo(&["build", "--release", "--locked", "-p", "cairn", "--bin", "cairn"])?;
+    if flag("--postgres") {
+        return crate::pgbench::run(&root().join("target/release/cairn"));
+    }
     // Every bench compiled before any is timed: a build leaves the kernel
     // writing back its output while the first timings run.
     let mut build_benches = vec!["bench", "--no-run", "--locked"];

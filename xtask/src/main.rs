@@ -34,6 +34,7 @@ mod cassettes;
 mod faults;
 mod fuzz;
 mod litellm;
+mod pgbench;
 mod postgres;
 mod schemathesis;
 mod sim;
@@ -52,6 +53,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("postgres") => postgres::ensure(),
+        Some("nemesis") => nemesis(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("crash") => crash(&args[1..]),
         Some("sim") => sim::run(&args[1..]),
@@ -63,10 +65,16 @@ fn main() -> Result<()> {
         Some("ui") => ui::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|postgres|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis|ui>"
+                "usage: cargo xtask <ci|postgres|nemesis|bench|crash|sim|faults|cassettes|litellm|fuzz|schemathesis|ui>"
             );
             eprintln!("  ci                 fmt check, clippy -D warnings, all tests");
+            eprintln!(
+                "  nemesis [--short]  3 workers on PostgreSQL killed, frozen, the database restarted (100 runs; 30)"
+            );
             eprintln!("  bench [--peers]    benchmarks (and LangGraph's); target/bench/report.json");
+            eprintln!(
+                "  bench --postgres   W1-W3, workers 1/2/4 and failover on PostgreSQL; target/bench/postgres.json"
+            );
             eprintln!("  crash [--kills N]  the kill -9 crash test, N kills per scenario (default 500)");
             eprintln!("  sim [--seeds N]    deterministic simulation of N seeds; --seed S replays one");
             eprintln!("  faults [damage|disk]  damaged store files (1,200 offsets); a full disk (root)");
@@ -192,6 +200,32 @@ fn crash(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The nemesis test (`tests/e2e/nemesis.rs`): 100 runs, or 30 with
+/// `--short`, on three workers killed, frozen past their lease, and their
+/// database restarted. Run alone: restarting the database would break the
+/// other tests that use it.
+fn nemesis(args: &[String]) -> Result<()> {
+    let runs = match args {
+        [] => "100",
+        [flag] if flag == "--short" => "30",
+        _ => bail!("usage: cargo xtask nemesis [--short]"),
+    };
+    postgres::ensure()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let args = ["test", "-p", "cairn-e2e", "--test", "e2e", "--locked", "nemesis", "--", "--nocapture"];
+    eprintln!("$ CAIRN_NEMESIS_RUNS={runs} cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .env("CAIRN_NEMESIS_RUNS", runs)
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("the nemesis test failed");
+    }
+    Ok(())
+}
+
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
@@ -203,6 +237,8 @@ fn ci() -> Result<()> {
     // codes either way. (The crash harness and the server's own tests
     // start their servers themselves.)
     served_cli_suite()?;
+    // Workers on one database under faults (alone: it restarts PostgreSQL).
+    nemesis(&["--short".to_owned()])?;
     // The API fuzzed against its own OpenAPI document: no server error,
     // no answer outside its schema.
     schemathesis::run(&["--quick".to_owned()])?;

@@ -100,6 +100,18 @@ pub enum Live {
 #[derive(Debug, Clone)]
 pub struct Hub {
     sender: broadcast::Sender<Live>,
+    /// How many streams ([`follow`], [`follow_runs`]) follow runs now.
+    followers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one stream among a hub's followers while it lives.
+#[derive(Debug)]
+struct Following(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Default for Hub {
@@ -118,7 +130,18 @@ impl Hub {
     /// a small one makes falling behind easy to test.
     pub fn with_capacity(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
+        Self { sender, followers: Arc::default() }
+    }
+
+    /// Whether a stream follows runs now: what other processes append is
+    /// read for this one's streams only then.
+    pub(crate) fn followed(&self) -> bool {
+        self.followers.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    fn following(&self) -> Following {
+        self.followers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Following(Arc::clone(&self.followers))
     }
 
     /// A receiver of every message published from now on.
@@ -128,7 +151,7 @@ impl Hub {
 
     /// Whether anyone listens: with nobody, publishing is skipped before
     /// anything is copied.
-    pub(crate) fn heard(&self) -> bool {
+    fn heard(&self) -> bool {
         self.sender.receiver_count() > 0
     }
 
@@ -220,6 +243,7 @@ pub fn follow(
     after: u64,
 ) -> impl Stream<Item = Result<Followed, StoreError>> + Send + 'static {
     let follower = Follower {
+        _following: hub.following(),
         store,
         live: hub.subscribe(),
         run,
@@ -246,6 +270,7 @@ enum Phase {
 
 /// The state of one [`follow`] stream.
 struct Follower {
+    _following: Following,
     store: Arc<dyn RunStore>,
     live: broadcast::Receiver<Live>,
     run: RunId,
@@ -383,7 +408,13 @@ pub fn follow_runs(
     store: Arc<dyn RunStore>,
     hub: &Hub,
 ) -> impl Stream<Item = Result<RunSummary, StoreError>> + Send + 'static {
-    let watcher = Watcher { store, live: hub.subscribe(), seen: HashMap::new(), queue: VecDeque::new() };
+    let watcher = Watcher {
+        _following: hub.following(),
+        store,
+        live: hub.subscribe(),
+        seen: HashMap::new(),
+        queue: VecDeque::new(),
+    };
     futures_util::stream::unfold(watcher, |mut watcher| async move {
         let item = watcher.next().await?;
         Some((item, watcher))
@@ -400,6 +431,7 @@ struct Seen {
 
 /// The state of one [`follow_runs`] stream.
 struct Watcher {
+    _following: Following,
     store: Arc<dyn RunStore>,
     live: broadcast::Receiver<Live>,
     seen: HashMap<RunId, Seen>,

@@ -101,3 +101,105 @@ pub(crate) fn answer_of(done: &Result<Run, Error>) -> Answer {
         Err(e) => Answer::Failed { reason: e.to_string() },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cairn_domain::Definition;
+    use cairn_domain::state::RunStatus;
+    use cairn_domain::steer::{GateCall, Refusal, Verdict};
+    use cairn_engine::{EngineBuilder, MemoryStore};
+    use cairn_ports::{Claim, Lease, MockLeases, NoSink};
+    use serde_json::json;
+
+    use super::*;
+    use crate::app::Parts;
+    use crate::follow::Hub;
+
+    const GATE: &str = "cairn: 1\nid: gate\nsteps:\n  - id: go\n    approval: { message: Go? }\n  - id: after\n    set: done\n";
+
+    fn app(store: &Arc<MemoryStore>, leases: Option<Arc<dyn cairn_ports::Leases>>) -> App {
+        let mut engine = EngineBuilder::new(store.clone()).sink(Arc::new(NoSink));
+        if let Some(leases) = &leases {
+            engine = engine.leases(Arc::clone(leases));
+        }
+        let parts = Parts {
+            store: store.clone(),
+            tokens: store.clone(),
+            workflows: store.clone(),
+            clock: Arc::new(cairn_engine::SystemClock),
+            prices: Default::default(),
+            secrets: Default::default(),
+            hub: Arc::new(Hub::new()),
+            meter: crate::meter::Meter::new(),
+            search: Arc::new(cairn_search_tantivy::TantivyIndex::in_memory()),
+        };
+        App::new(engine.build(), parts).with_leases(leases)
+    }
+
+    /// A run waiting at its gate, made without leases.
+    async fn waiting(store: &Arc<MemoryStore>) -> RunId {
+        let plain = app(store, None);
+        let definition = Definition::from_recorded("gate.yaml", GATE, &Default::default()).expect("valid");
+        let run = plain.start(definition, json!({}), None).await.expect("starts").state.run_id;
+        assert_eq!(plain.drive(&run).await.expect("drives").state.status, RunStatus::WaitingApproval);
+        run
+    }
+
+    fn approve() -> GateCall {
+        GateCall { gate: None, verdict: Verdict::Approve, role: None, comment: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_for_a_run_another_worker_drives_is_handed_to_it_and_its_refusal_comes_back() {
+        let store = Arc::new(MemoryStore::new());
+        let run = waiting(&store).await;
+        let mut leases = MockLeases::new();
+        leases.expect_claim().returning(|_| Ok(Claim::Taken { worker: "w2".into() }));
+        leases
+            .expect_ask()
+            .withf(|_, worker, ask| worker == "w2" && matches!(ask, Ask::Decide { by, .. } if by == "alice"))
+            .times(1)
+            .returning(|_, _, _| Ok(7));
+        let refusal = Refusal::NothingWaits { status: RunStatus::Running, answer: false };
+        let answered = refusal.clone();
+        leases.expect_answer_of().returning(move |_| Ok(Some(Answer::Refused { refusal: answered.clone() })));
+        leases.expect_holder().returning(|_| Ok(Some("w2".into())));
+        let app = app(&store, Some(Arc::new(leases)));
+        let refused = app.decide(&run, approve(), "alice").await.map(|_| ()).expect_err("refused there");
+        assert!(
+            matches!(&refused, Error::Engine(EngineError::Refused { refusal: r, .. }) if *r == refusal),
+            "{refused:?}"
+        );
+        assert_eq!(app.status(&run).await.expect("reads").state.status, RunStatus::WaitingApproval);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_worker_lets_go_first_is_taken_back_and_recorded_here() {
+        let store = Arc::new(MemoryStore::new());
+        let run = waiting(&store).await;
+        let mut leases = MockLeases::new();
+        let claims = AtomicUsize::new(0);
+        let id = run.clone();
+        leases.expect_claim().returning(move |_| {
+            Ok(match claims.fetch_add(1, Ordering::SeqCst) {
+                0 => Claim::Taken { worker: "w2".into() },
+                _ => Claim::Held(Lease { run: id.clone(), token: 2 }),
+            })
+        });
+        leases.expect_term().return_const(std::time::Duration::from_secs(10));
+        leases.expect_ask().times(1).returning(|_, _, _| Ok(7));
+        leases.expect_answer_of().returning(|_| Ok(None));
+        // w2 let go of the run before it answered: the request is taken back.
+        leases.expect_holder().returning(|_| Ok(None));
+        leases.expect_withdraw().times(1).returning(|_| Ok(true));
+        leases.expect_release().times(1).returning(|_, _| Ok(()));
+        let app = app(&store, Some(Arc::new(leases)));
+        let decided = app.decide(&run, approve(), "alice").await.expect("recorded here");
+        let gate = &decided.state.steps[&cairn_domain::state::StepPath::new("go")];
+        let by: Vec<&str> = gate.decisions.iter().map(|d| d.by.as_str()).collect();
+        assert_eq!(by, ["alice"], "recorded under this process's own lease");
+    }
+}

@@ -105,6 +105,7 @@ pub enum Notice {
 pub type OnNotice = Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// Leases on runs in a store many processes share.
+#[cfg_attr(feature = "test-util", mockall::automock)]
 #[async_trait]
 pub trait Leases: Send + Sync {
     /// This process's name among the workers (unique per process).

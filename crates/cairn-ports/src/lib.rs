@@ -52,6 +52,8 @@ pub use tools::{ContextFile, ToolChoice, ToolError, ToolInvocation, Tools};
 pub use workflows::{RegisterError, Registered, WorkflowStore, WorkflowVersion, place};
 
 #[cfg(feature = "test-util")]
+pub use lease::MockLeases;
+#[cfg(feature = "test-util")]
 pub use llm::MockLlmProvider;
 #[cfg(feature = "test-util")]
 pub use store::MockRunStore;

@@ -23,6 +23,25 @@ pub(crate) const WAKE: &str = "cairn_wake";
 pub(crate) const ASKS: &str = "cairn_asks";
 pub(crate) const EVENTS: &str = "cairn_events";
 
+/// How long appends gather before the other workers are told of them,
+/// in one notification: a NOTIFY in each append's transaction would
+/// serialize the commits of every worker on the database's notification
+/// lock.
+const TELL_EVERY: Duration = Duration::from_millis(20);
+
+/// The most bytes of appends one notification carries (PostgreSQL takes
+/// up to 8,000).
+const TELL_BYTES: usize = 7_000;
+
+/// Appends committed and not yet told ([`PostgresStore::appended`]).
+#[derive(Debug, Default)]
+pub(crate) struct Untold {
+    /// `RUN\tFIRST\tLAST`, one an append.
+    ranges: Vec<String>,
+    /// Whether a task is telling them.
+    telling: bool,
+}
+
 /// Requests older than this are dropped (their asker went away).
 const ASKS_KEPT: &str = "1 hour";
 
@@ -42,6 +61,56 @@ impl PostgresStore {
     pub(crate) fn channel(&self, kind: &str) -> String {
         let schema = self.schema.get().map_or("public", String::as_str);
         format!("{schema}.{kind}")
+    }
+
+    /// Notes an append committed: the other workers are told within
+    /// [`TELL_EVERY`], with the appends gathered meanwhile. (A process
+    /// that dies in between leaves them untold: another worker's stream of
+    /// that run catches up with the run's next append.)
+    pub(crate) fn appended(&self, run: &RunId, first: u64, last: u64) {
+        let mut untold = self.untold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        untold.ranges.push(format!("{run}\t{first}\t{last}"));
+        if !untold.telling && tokio::runtime::Handle::try_current().is_ok() {
+            untold.telling = true;
+            tokio::spawn(self.clone().tell());
+        }
+    }
+
+    /// Tells the other workers what was appended, every [`TELL_EVERY`],
+    /// until nothing is left to tell.
+    async fn tell(self) {
+        loop {
+            tokio::time::sleep(TELL_EVERY).await;
+            let ranges = {
+                let mut untold = self.untold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if untold.ranges.is_empty() {
+                    untold.telling = false;
+                    return;
+                }
+                std::mem::take(&mut untold.ranges)
+            };
+            let mut payloads = vec![String::from(&*self.worker)];
+            for range in ranges {
+                if payloads.last().is_some_and(|p| p.len() + range.len() + 1 > TELL_BYTES) {
+                    payloads.push(String::from(&*self.worker));
+                }
+                if let Some(payload) = payloads.last_mut() {
+                    payload.push('\n');
+                    payload.push_str(&range);
+                }
+            }
+            let channel = self.channel(EVENTS);
+            let told = async {
+                let client = self.client().await?;
+                for payload in &payloads {
+                    client.execute("SELECT pg_notify($1, $2)", &[&channel, payload]).await.map_err(io)?;
+                }
+                Ok::<_, StoreError>(())
+            };
+            if let Err(e) = told.await {
+                tracing::warn!(error = %e, "the other workers could not be told of appends");
+            }
+        }
     }
 
     fn fence(&self, run: &RunId, token: Option<u64>) {
@@ -316,7 +385,7 @@ impl Leases for PostgresStore {
                 on_notice(Notice::Wake);
                 while let Some((channel, payload)) = notifications.recv().await {
                     let kind = channels.iter().position(|c| *c == channel).map(|i| [WAKE, ASKS, EVENTS][i]);
-                    if let Some(notice) = kind.and_then(|kind| notice_of(kind, &payload, &worker)) {
+                    for notice in kind.map(|kind| notices_of(kind, &payload, &worker)).unwrap_or_default() {
                         on_notice(notice);
                     }
                 }
@@ -360,22 +429,32 @@ async fn subscribe(
     Ok((client, notifications, driver))
 }
 
-/// What a notification on the channel of `kind` says to worker `me`, if anything.
-fn notice_of(kind: &str, payload: &str, me: &str) -> Option<Notice> {
+/// What a notification on the channel of `kind` says to worker `me`.
+fn notices_of(kind: &str, payload: &str, me: &str) -> Vec<Notice> {
     match kind {
-        WAKE => Some(Notice::Wake),
-        ASKS => (payload == me).then_some(Notice::Asked),
+        WAKE => vec![Notice::Wake],
+        ASKS if payload == me => vec![Notice::Asked],
         EVENTS => {
-            let mut parts = payload.split('\t');
-            let (worker, run, first, last) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-            if worker == me {
-                return None;
+            let mut lines = payload.lines();
+            // Its own appends a worker knows.
+            if lines.next().is_none_or(|worker| worker == me) {
+                return Vec::new();
             }
-            let run = RunId::new(run).ok()?;
-            Some(Notice::Appended { run, first: first.parse().ok()?, last: last.parse().ok()? })
+            lines.filter_map(appended_of).collect()
         }
-        _ => None,
+        _ => Vec::new(),
     }
+}
+
+/// One `RUN\tFIRST\tLAST` line; an unreadable one is passed over.
+fn appended_of(line: &str) -> Option<Notice> {
+    let mut parts = line.split('\t');
+    let (run, first, last) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Notice::Appended {
+        run: RunId::new(run).ok()?,
+        first: first.parse().ok()?,
+        last: last.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -384,16 +463,19 @@ mod tests {
 
     #[test]
     fn notices_are_read_from_their_channels_and_a_worker_skips_its_own() {
-        assert_eq!(notice_of(WAKE, "", "me"), Some(Notice::Wake));
-        assert_eq!(notice_of(ASKS, "me", "me"), Some(Notice::Asked));
-        assert_eq!(notice_of(ASKS, "other", "me"), None);
-        let run = RunId::new("r-1").expect("an id");
+        assert_eq!(notices_of(WAKE, "", "me"), [Notice::Wake]);
+        assert_eq!(notices_of(ASKS, "me", "me"), [Notice::Asked]);
+        assert_eq!(notices_of(ASKS, "other", "me"), []);
+        let (r1, r2) = (RunId::new("r-1").expect("an id"), RunId::new("r-2").expect("an id"));
         assert_eq!(
-            notice_of(EVENTS, "other\tr-1\t4\t6", "me"),
-            Some(Notice::Appended { run, first: 4, last: 6 })
+            notices_of(EVENTS, "other\nr-1\t4\t6\nr-2\t1\t1", "me"),
+            [
+                Notice::Appended { run: r1, first: 4, last: 6 },
+                Notice::Appended { run: r2, first: 1, last: 1 }
+            ]
         );
-        assert_eq!(notice_of(EVENTS, "me\tr-1\t4\t6", "me"), None, "its own appends it knows");
-        assert_eq!(notice_of(EVENTS, "other\tr-1\tfour", "me"), None, "unreadable: ignored");
-        assert_eq!(notice_of("elsewhere", "", "me"), None);
+        assert_eq!(notices_of(EVENTS, "me\nr-1\t4\t6", "me"), [], "its own appends it knows");
+        assert_eq!(notices_of(EVENTS, "other\nr-1\tfour", "me"), [], "unreadable: passed over");
+        assert_eq!(notices_of("elsewhere", "", "me"), []);
     }
 }

@@ -128,6 +128,8 @@ pub struct PostgresStore {
     /// The token of each lease this process holds: its appends to those
     /// runs carry it.
     fences: Arc<std::sync::Mutex<std::collections::HashMap<RunId, u64>>>,
+    /// Appends committed and not yet told to the other workers.
+    untold: Arc<std::sync::Mutex<lease::Untold>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -201,6 +203,7 @@ impl PostgresStore {
             term: DEFAULT_TERM,
             schema: Arc::default(),
             fences: Arc::default(),
+            untold: Arc::default(),
         })
     }
 
@@ -440,14 +443,6 @@ impl RunStore for PostgresStore {
         )
         .await
         .map_err(io)?;
-        // Heard by the other workers once committed (their event streams).
-        let first = events.first().map_or(last.seq, |e| e.seq);
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&self.channel(lease::EVENTS), &format!("{}\t{run}\t{first}\t{}", self.worker, last.seq)],
-        )
-        .await
-        .map_err(io)?;
         // A writer that read the same last event before this one took the
         // row's lock finds the key taken: the commit fails, nothing is kept.
         tx.commit().await.map_err(|e| match e.code() {
@@ -457,7 +452,10 @@ impl RunStore for PostgresStore {
                 actual: expected_seq + 1,
             },
             _ => io(e),
-        })
+        })?;
+        // Heard by the other workers (their event streams).
+        self.appended(run, events.first().map_or(last.seq, |e| e.seq), last.seq);
+        Ok(())
     }
 
     async fn load(&self, run: &RunId, from_seq: u64) -> Result<StoredRun, StoreError> {

@@ -150,7 +150,7 @@ impl Service {
     /// from the store: a follower skips what it has, so nothing repeats).
     async fn relay_events(self: Arc<Self>, mut appends: tokio::sync::mpsc::UnboundedReceiver<(RunId, u64)>) {
         while let Some((run, first)) = appends.recv().await {
-            if !self.app.hub().heard() {
+            if !self.app.hub().followed() {
                 continue;
             }
             match self.app.events_after(&run, first.saturating_sub(1), usize::MAX).await {
