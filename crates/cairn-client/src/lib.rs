@@ -345,8 +345,9 @@ impl Operations for Remote {
         let handed = self.handed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
         let last = if handed == Some(true) { 0 } else { self.last_seq(id).await? };
         // A run handed over goes on by itself; any other is resumed (an
-        // ended one is refused by the server, as it is here).
-        if handed.is_none() && !driven && status != RunStatus::Pending {
+        // ended one is refused by the server, as it is here, also while
+        // its last drive is still letting go of it).
+        if handed.is_none() && (status.is_terminal() || (!driven && status != RunStatus::Pending)) {
             self.post(&format!("/runs/{id}/resume"), json!({})).await?;
         }
         self.wait(id, last).await?;
