@@ -149,7 +149,7 @@ impl App {
     }
 
     /// The leases of runs shared with other processes, if the store is.
-    pub fn leases(&self) -> Option<&Arc<dyn cairn_ports::Leases>> {
+    pub(crate) fn leases(&self) -> Option<&Arc<dyn cairn_ports::Leases>> {
         self.leases.as_ref()
     }
 

@@ -526,8 +526,8 @@ fn carried_out(state: &RunState, request: Request) -> bool {
 }
 
 /// The first deadline of a run waiting for people: of a gate it waits
-/// at, or its own (`timeout:`). A paused or blocked run waits for
-/// nobody's deadline: resumed past it, it times out then.
+/// at, or its own (`timeout:`). A paused run waits for nobody's
+/// deadline: resumed past it, it times out then.
 fn next_deadline(run: &Run) -> Option<Timestamp> {
     let state = &run.state;
     if !state.status.is_waiting() {

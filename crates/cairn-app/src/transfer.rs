@@ -124,7 +124,7 @@ impl App {
 
 /// Refuses a record whose log is not a run's (checked again by [`App::import`]): numbered 1, 2, ... from a
 /// `run_created` of this run and workflow, folding without a broken rule.
-pub fn check(record: &Exported) -> Result<(), ImportError> {
+pub(crate) fn check(record: &Exported) -> Result<(), ImportError> {
     if record.cairn_export > EXPORT_FORMAT {
         return Err(ImportError::Format { found: record.cairn_export, known: EXPORT_FORMAT });
     }
